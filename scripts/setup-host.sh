@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Prepares a Debian 12 host for vmshadow: installs every package the build, the lab and
+# the tests need, and makes sure virtlogd and libvirtd answer. Idempotent: safe to run
+# again on a host that already has all of it. Run as root.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+[ "$(id -u)" -eq 0 ] || { echo "setup: run as root (it installs packages and starts libvirtd)" >&2; exit 1; }
+
+PACKAGES=(
+  # build
+  build-essential cmake pkg-config clang-format
+  libvirt-dev libnbd-dev libzstd-dev libssl-dev libsqlite3-dev
+  nlohmann-json3-dev libcli11-dev libpugixml-dev libgtest-dev libgmock-dev nbdkit-plugin-dev
+  # hypervisor and tools vmshadow drives
+  qemu-system-x86 qemu-utils qemu-guest-agent
+  libvirt-daemon-system libvirt-clients libnbd-bin nbdkit fuse3
+  # lab guest recipe
+  busybox-static cpio e2fsprogs dosfstools sqlite3 kmod
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# libvirt on a host without systemd: the package does not start the daemons and its
+# defaults (cgroups, security drivers, the qemu user) do not work in this container.
+QEMU_CONF=/etc/libvirt/qemu.conf
+if ! grep -q '^# vmshadow lab settings' "$QEMU_CONF"; then
+  log "configuring $QEMU_CONF for a host without systemd"
+  cat >>"$QEMU_CONF" <<'CONF'
+# vmshadow lab settings
+security_driver = "none"
+user = "root"
+group = "root"
+cgroup_controllers = [ ]
+CONF
+fi
+
+if ! virsh -c qemu:///system version >/dev/null 2>&1; then
+  if [ -d /run/systemd/system ]; then
+    log "starting libvirtd through systemd"
+    systemctl start virtlogd libvirtd
+  else
+    log "starting virtlogd and libvirtd (no init system runs them)"
+    pgrep -x virtlogd >/dev/null || virtlogd -d
+    pgrep -x libvirtd >/dev/null || libvirtd -d
+  fi
+  for _ in $(seq 1 50); do
+    virsh -c qemu:///system version >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  virsh -c qemu:///system version >/dev/null 2>&1 || { echo "setup: libvirtd did not come up; see /var/log/libvirt/libvirtd.log" >&2; exit 1; }
+fi
+log "host ready"

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: MIT
+#include "cli/app.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/exit_code.h"
+
+namespace vmshadow::cli {
+namespace {
+
+constexpr const char* kDefaultConfig = "/etc/vmshadow/vmshadow.conf";
+
+void add_global_options(CLI::App& app, GlobalOptions& g) {
+    app.add_option("-c,--connect", g.connect_uri,
+                   "libvirt URI (default: $LIBVIRT_DEFAULT_URI, else libvirt's default)")
+        ->envname("LIBVIRT_DEFAULT_URI");
+    app.add_option("-r,--repo", g.repo, "repository path")->envname("VMSHADOW_REPO");
+    app.add_flag("--json", g.json, "machine-readable JSON output");
+    app.add_option("--scratch-dir", g.scratch_dir,
+                   "directory for backup scratch images (default: /var/tmp)")
+        ->envname("VMSHADOW_SCRATCH_DIR");
+    app.add_flag("--allow-saved-state", g.allow_saved_state,
+                 "let --method auto pause a VM for a saved-state (image) backup when an "
+                 "application-consistent one can't be had (default: off)");
+    app.set_config("--config", kDefaultConfig,
+                   "config file (TOML/INI keys named like the long options)", false);
+    app.get_config_ptr()->envname("VMSHADOW_CONFIG");
+}
+
+int report(const Error& error, bool json) {
+    if (json) {
+        nlohmann::json out{{"error", error.message()}, {"kind", kind_name(error.kind())}};
+        std::cout << out.dump() << std::endl;
+    } else {
+        std::cerr << "vmshadow: " << error.message() << std::endl;
+    }
+    return exit_code_for(error.kind());
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+    CLI::App app{"vmshadow: application-consistent backup and restore of libvirt/KVM VMs"};
+    app.footer(exit_code_table());
+    app.require_subcommand(1);
+    GlobalOptions global;
+    Action action;
+    add_global_options(app, global);
+    add_vm_commands(app, global, action);
+    add_thaw_guardian_command(app, action);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) return app.exit(e);
+        return report(Error(ErrorKind::invalid_argument,
+                            std::string(e.what()) + " (see `vmshadow --help`)"),
+                      global.json);
+    }
+    if (!action) return report(Error(ErrorKind::internal, "no command ran"), global.json);
+    Status status = action();
+    if (!status) return report(status.error(), global.json);
+    return exit_ok;
+}
+
+}  // namespace vmshadow::cli

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The vmshadow command line: global options, the command registry and the run loop.
+//
+// Each command lives in its own file (vm_list.cpp, ...) with an options struct, its flags and
+// a run function returning Status; it registers itself from a `add_*_command` function
+// listed in app.cpp. main() only calls run_cli(). Errors are printed once, here, as one line
+// ("vmshadow: <message>") or, with --json, as {"error": ..., "kind": ...}; the exit code
+// comes from exit_code.h.
+
+#include <functional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "common/error.h"
+
+namespace vmshadow::cli {
+
+// Options every command sees. Filled by CLI11 from flags, the environment and the config
+// file (flags win over the environment, the environment over the config file).
+struct GlobalOptions {
+    std::string connect_uri;        // --connect / LIBVIRT_DEFAULT_URI; empty = libvirt's default
+    std::string repo;               // --repo / VMSHADOW_REPO
+    std::string config_file;        // --config
+    bool json = false;              // --json: machine-readable output
+    std::string scratch_dir;        // --scratch-dir: where backup scratch images go
+    bool allow_saved_state = false; // --allow-saved-state: `auto` may pause VMs (image method)
+};
+
+// The action the chosen subcommand wants to run after parsing.
+using Action = std::function<Status()>;
+
+// Hidden subcommand the thaw guardian is started with (see virt/thaw_guardian.h).
+inline constexpr const char* kThawGuardianCommand = "__thaw-guardian";
+
+int run_cli(int argc, char** argv);
+
+// Command registration; each is defined in the command's own file.
+void add_vm_commands(CLI::App& app, GlobalOptions& global, Action& action);
+void add_thaw_guardian_command(CLI::App& app, Action& action);
+
+}  // namespace vmshadow::cli

@@ -1,0 +1,3 @@
+// SPDX-License-Identifier: MIT
+// Placeholder until the lab fixture lands.
+namespace vmshadow::lab {}
