@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: MIT
+#include "virt/freeze_guard.h"
+
+#include <utility>
+
+#include "virt/libvirt_error.h"
+
+namespace vmshadow::virt {
+namespace {
+
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+GuardianSpec spec_for(const Domain& domain, const FreezeSettings& s, GuardianAction action,
+                      milliseconds release_after) {
+    GuardianSpec spec;
+    spec.executable = s.guardian_executable;
+    spec.connect_uri = s.connect_uri;
+    spec.domain_uuid = domain.uuid();
+    spec.domain_name = domain.name();
+    spec.action = action;
+    spec.arm_timeout = duration_cast<milliseconds>(s.freeze_timeout) + release_after;
+    spec.release_after = release_after;
+    return spec;
+}
+
+}  // namespace
+
+Result<FreezeGuard> FreezeGuard::freeze(const Domain& domain, const FreezeSettings& settings) {
+    auto guardian = ThawGuardian::start(
+        spec_for(domain, settings, GuardianAction::thaw, settings.thaw_deadline));
+    if (!guardian) return fail(guardian.error());
+    FreezeGuard guard(domain, settings, std::move(*guardian));
+
+    GuestAgent agent(domain, settings.freeze_timeout);
+    auto start = Clock::now();
+    auto frozen = agent.freeze();
+    guard.frozen_at_ = Clock::now();
+    guard.freeze_call_ = duration_cast<milliseconds>(guard.frozen_at_ - start);
+    if (!frozen) {
+        // The freeze may have completed in the guest even though the call failed or timed
+        // out: thaw now; if that fails too, dropping the guard leaves it to the guardian.
+        agent.set_timeout(settings.thaw_timeout);
+        if (agent.thaw()) (void)guard.guardian_->released();
+        guard.done_ = true;
+        return fail(frozen.error());
+    }
+    guard.frozen_ = *frozen;
+    if (auto s = guard.guardian_->armed(); !s) {
+        (void)guard.thaw();
+        return fail(s.error().with_context(domain.label() + ": thaw guardian"));
+    }
+    return guard;
+}
+
+Result<ThawReport> FreezeGuard::thaw() {
+    if (done_) return fail(ErrorKind::internal, domain_->label() + ": thawed twice");
+    GuestAgent agent(*domain_, settings_.thaw_timeout);
+    auto thawed = agent.thaw();
+    if (!thawed) return fail(thawed.error());  // the guardian keeps trying
+    done_ = true;
+    (void)guardian_->released();
+    ThawReport report;
+    report.frozen = frozen_;
+    report.thawed = *thawed;
+    report.window = duration_cast<milliseconds>(Clock::now() - frozen_at_);
+    return report;
+}
+
+// A moved-from guard owns nothing and must not thaw.
+FreezeGuard::FreezeGuard(FreezeGuard&& other) noexcept
+    : domain_(other.domain_),
+      settings_(std::move(other.settings_)),
+      guardian_(std::move(other.guardian_)),
+      frozen_(other.frozen_),
+      freeze_call_(other.freeze_call_),
+      frozen_at_(other.frozen_at_),
+      done_(std::exchange(other.done_, true)) {
+    other.guardian_.reset();
+}
+
+FreezeGuard::~FreezeGuard() {
+    if (!done_ && guardian_) (void)thaw();
+}
+
+Result<PauseGuard> PauseGuard::pause(const Domain& domain, const FreezeSettings& settings,
+                                     milliseconds resume_deadline) {
+    auto guardian =
+        ThawGuardian::start(spec_for(domain, settings, GuardianAction::resume, resume_deadline));
+    if (!guardian) return fail(guardian.error());
+    PauseGuard guard(domain, std::move(*guardian));
+    if (virDomainSuspend(domain.raw()) < 0) {
+        guard.done_ = true;
+        (void)guard.guardian_->released();
+        return fail(libvirt_error(domain.label() + ": pause"));
+    }
+    guard.paused_at_ = Clock::now();
+    if (auto s = guard.guardian_->armed(); !s) {
+        (void)guard.resume();
+        return fail(s.error().with_context(domain.label() + ": thaw guardian"));
+    }
+    return guard;
+}
+
+Result<milliseconds> PauseGuard::resume() {
+    if (done_) return fail(ErrorKind::internal, domain_->label() + ": resumed twice");
+    if (virDomainResume(domain_->raw()) < 0) {
+        return fail(libvirt_error(domain_->label() + ": resume"));
+    }
+    done_ = true;
+    (void)guardian_->released();
+    return duration_cast<milliseconds>(Clock::now() - paused_at_);
+}
+
+PauseGuard::PauseGuard(PauseGuard&& other) noexcept
+    : domain_(other.domain_),
+      guardian_(std::move(other.guardian_)),
+      paused_at_(other.paused_at_),
+      done_(std::exchange(other.done_, true)) {
+    other.guardian_.reset();
+}
+
+PauseGuard::~PauseGuard() {
+    if (!done_ && guardian_) (void)resume();
+}
+
+}  // namespace vmshadow::virt

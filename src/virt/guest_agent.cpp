@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: MIT
+#include "virt/guest_agent.h"
+
+#include <libvirt/libvirt-qemu.h>
+
+#include <nlohmann/json.hpp>
+
+#include "virt/libvirt_error.h"
+
+namespace vmshadow::virt {
+namespace {
+
+// libvirt reports a missing channel and a silent agent with several codes and wordings;
+// users need one message that says what to check.
+Error agent_error(const Domain& domain, const char* what) {
+    Error e = libvirt_error(domain.label() + ": guest agent " + what);
+    if (e.kind() == ErrorKind::unavailable || e.kind() == ErrorKind::conflict ||
+        e.kind() == ErrorKind::internal) {
+        return Error(ErrorKind::unavailable,
+                     e.message() + " (is qemu-guest-agent installed and running in the guest?)");
+    }
+    return e;
+}
+
+int seconds_of(std::chrono::seconds s) { return static_cast<int>(s.count()); }
+
+}  // namespace
+
+Status GuestAgent::bound_response_timeout() const {
+    if (virDomainAgentSetResponseTimeout(domain_.raw(), seconds_of(timeout_), 0) < 0) {
+        return fail(agent_error(domain_, "set response timeout"));
+    }
+    return {};
+}
+
+Result<std::string> GuestAgent::command(const std::string& json_command, const char* what) const {
+    if (auto s = bound_response_timeout(); !s) return fail(s.error());
+    CString reply(virDomainQemuAgentCommand(domain_.raw(), json_command.c_str(),
+                                            seconds_of(timeout_), 0));
+    if (!reply) return fail(agent_error(domain_, what));
+    return std::string(reply.get());
+}
+
+Status GuestAgent::ping() const {
+    auto reply = command(R"({"execute":"guest-ping"})", "ping");
+    if (!reply) return fail(reply.error());
+    return {};
+}
+
+Result<std::vector<GuestFilesystem>> GuestAgent::filesystems() const {
+    if (auto s = bound_response_timeout(); !s) return fail(s.error());
+    virDomainFSInfoPtr* info = nullptr;
+    int n = virDomainGetFSInfo(domain_.raw(), &info, 0);
+    if (n < 0) return fail(agent_error(domain_, "filesystem info"));
+    std::vector<GuestFilesystem> out;
+    for (int i = 0; i < n; ++i) {
+        GuestFilesystem fs;
+        fs.mountpoint = info[i]->mountpoint ? info[i]->mountpoint : "";
+        fs.device = info[i]->name ? info[i]->name : "";
+        fs.type = info[i]->fstype ? info[i]->fstype : "";
+        for (size_t d = 0; d < info[i]->ndevAlias; ++d) fs.disks.emplace_back(info[i]->devAlias[d]);
+        virDomainFSInfoFree(info[i]);
+        out.push_back(std::move(fs));
+    }
+    free(info);
+    return out;
+}
+
+Result<int> GuestAgent::freeze() const {
+    if (auto s = bound_response_timeout(); !s) return fail(s.error());
+    int n = virDomainFSFreeze(domain_.raw(), nullptr, 0, 0);
+    if (n < 0) return fail(agent_error(domain_, "freeze filesystems"));
+    return n;
+}
+
+Result<int> GuestAgent::thaw() const {
+    if (auto s = bound_response_timeout(); !s) return fail(s.error());
+    int n = virDomainFSThaw(domain_.raw(), nullptr, 0, 0);
+    if (n < 0) return fail(agent_error(domain_, "thaw filesystems"));
+    return n;
+}
+
+Result<FreezeStatus> GuestAgent::freeze_status() const {
+    auto reply = command(R"({"execute":"guest-fsfreeze-status"})", "freeze status");
+    if (!reply) return fail(reply.error());
+    auto doc = nlohmann::json::parse(*reply, nullptr, false);
+    if (doc.is_discarded() || !doc.contains("return") || !doc["return"].is_string()) {
+        return fail(ErrorKind::unavailable,
+                    domain_.label() + ": guest agent freeze status: unexpected reply " + *reply);
+    }
+    return doc["return"].get<std::string>() == "frozen" ? FreezeStatus::frozen
+                                                        : FreezeStatus::thawed;
+}
+
+}  // namespace vmshadow::virt

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// GuestAgent: calls to qemu-guest-agent inside one VM, each bounded by a timeout.
+//
+// This module is: ping, filesystem info and fsfreeze freeze/thaw/status through libvirt.
+// Every call sets the domain's agent response timeout first (virDomainAgentSetResponseTimeout),
+// so a hung agent costs at most that long and can never block a later thaw; the timeout is
+// left bounded afterwards on purpose (libvirt's own default is to wait forever).
+// This module is not: the policy of when to freeze, or the guarantee that a frozen guest is
+// thawed (see freeze_guard.h).
+//
+// Errors: `unavailable` when there is no agent channel or the agent does not answer in time,
+// with a message naming the VM and the call.
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "virt/domain.h"
+
+namespace vmshadow::virt {
+
+struct GuestFilesystem {
+    std::string mountpoint;          // "/", "/data"
+    std::string device;              // guest device name, e.g. "vdb1"
+    std::string type;                // "ext4", "vfat", "NTFS"
+    std::vector<std::string> disks;  // host disk targets it lives on ("vda"), when known
+};
+
+enum class FreezeStatus { thawed, frozen };
+
+class GuestAgent {
+public:
+    using Seconds = std::chrono::seconds;
+
+    // The domain must outlive the agent.
+    explicit GuestAgent(const Domain& domain, Seconds timeout = Seconds(5))
+        : domain_(domain), timeout_(timeout) {}
+
+    Status ping() const;
+    Result<std::vector<GuestFilesystem>> filesystems() const;
+    // Freezes every freezable filesystem; returns how many were frozen.
+    Result<int> freeze() const;
+    // Thaws; returns how many were thawed by this call (0: nothing was frozen).
+    Result<int> thaw() const;
+    Result<FreezeStatus> freeze_status() const;
+
+    void set_timeout(Seconds timeout) { timeout_ = timeout; }
+
+private:
+    Status bound_response_timeout() const;
+    Result<std::string> command(const std::string& json_command, const char* what) const;
+
+    const Domain& domain_;
+    Seconds timeout_;
+};
+
+}  // namespace vmshadow::virt
