@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: MIT
+#include "vss/writer_state.h"
+
+#include <array>
+#include <utility>
+
+namespace vmshadow::vss {
+namespace {
+
+constexpr std::array<std::pair<WriterState, std::string_view>, 15> kStateNames{{
+    {WriterState::unknown, "unknown"},
+    {WriterState::stable, "stable"},
+    {WriterState::waiting_for_freeze, "waiting-for-freeze"},
+    {WriterState::waiting_for_thaw, "waiting-for-thaw"},
+    {WriterState::waiting_for_post_snapshot, "waiting-for-post-snapshot"},
+    {WriterState::waiting_for_backup_complete, "waiting-for-backup-complete"},
+    {WriterState::failed_at_identify, "failed-at-identify"},
+    {WriterState::failed_at_prepare_backup, "failed-at-prepare-backup"},
+    {WriterState::failed_at_prepare_snapshot, "failed-at-prepare-snapshot"},
+    {WriterState::failed_at_freeze, "failed-at-freeze"},
+    {WriterState::failed_at_thaw, "failed-at-thaw"},
+    {WriterState::failed_at_post_snapshot, "failed-at-post-snapshot"},
+    {WriterState::failed_at_backup_complete, "failed-at-backup-complete"},
+    {WriterState::failed_at_pre_restore, "failed-at-pre-restore"},
+    {WriterState::failed_at_post_restore, "failed-at-post-restore"},
+}};
+
+constexpr std::array<std::pair<FailureCode, std::string_view>, 5> kCodeNames{{
+    {FailureCode::nonretryable, "nonretryable"},
+    {FailureCode::retryable, "retryable"},
+    {FailureCode::timeout, "timeout"},
+    {FailureCode::inconsistent_snapshot, "inconsistent-snapshot"},
+    {FailureCode::out_of_resources, "out-of-resources"},
+}};
+
+template <typename Enum, std::size_t N>
+std::string_view name_of(const std::array<std::pair<Enum, std::string_view>, N>& table, Enum v) {
+    for (const auto& [value, name] : table) {
+        if (value == v) return name;
+    }
+    return "unknown";
+}
+
+template <typename Enum, std::size_t N>
+std::optional<Enum> value_of(const std::array<std::pair<Enum, std::string_view>, N>& table,
+                             std::string_view n) {
+    for (const auto& [value, name] : table) {
+        if (name == n) return value;
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::string_view writer_state_name(WriterState state) {
+    return name_of(kStateNames, state);
+}
+std::optional<WriterState> parse_writer_state(std::string_view name) {
+    return value_of(kStateNames, name);
+}
+std::string_view failure_code_name(FailureCode code) {
+    return name_of(kCodeNames, code);
+}
+std::optional<FailureCode> parse_failure_code(std::string_view name) {
+    return value_of(kCodeNames, name);
+}
+
+bool is_failed(WriterState state) {
+    return state >= WriterState::failed_at_identify || state == WriterState::unknown;
+}
+
+WriterState failed_state_for(Event event) {
+    switch (event) {
+        case Event::identify:
+            return WriterState::failed_at_identify;
+        case Event::prepare_backup:
+            return WriterState::failed_at_prepare_backup;
+        case Event::prepare_snapshot:
+            return WriterState::failed_at_prepare_snapshot;
+        case Event::freeze:
+            return WriterState::failed_at_freeze;
+        case Event::thaw:
+            return WriterState::failed_at_thaw;
+        case Event::post_snapshot:
+            return WriterState::failed_at_post_snapshot;
+        case Event::backup_complete:
+            return WriterState::failed_at_backup_complete;
+        case Event::pre_restore:
+            return WriterState::failed_at_pre_restore;
+        case Event::post_restore:
+            return WriterState::failed_at_post_restore;
+        case Event::abort:
+            return WriterState::unknown;
+    }
+    return WriterState::unknown;
+}
+
+bool is_retryable(FailureCode code) {
+    return code == FailureCode::retryable || code == FailureCode::timeout ||
+           code == FailureCode::out_of_resources;
+}
+
+Veto veto_retryable(std::string message) {
+    return Veto{FailureCode::retryable, std::move(message)};
+}
+
+Veto veto_nonretryable(std::string message) {
+    return Veto{FailureCode::nonretryable, std::move(message)};
+}
+
+Veto veto_from(const Error& error) {
+    switch (error.kind()) {
+        case ErrorKind::unavailable:
+        case ErrorKind::locked:
+        case ErrorKind::conflict:
+            return veto_retryable(error.message());
+        case ErrorKind::timeout:
+            return Veto{FailureCode::timeout, error.message()};
+        default:
+            return veto_nonretryable(error.message());
+    }
+}
+
+Error error_for(const WriterStatus& writer, const WriterFailure& failure) {
+    std::string message = "writer '" + writer.writer_name + "' ";
+    message += failure.code == FailureCode::timeout ? "timed out at " : "failed at ";
+    message += event_name(failure.event);
+    if (!failure.message.empty()) message += ": " + failure.message;
+    message += failure.retryable() ? " (retryable)" : " (not retryable)";
+    return Error(failure.code == FailureCode::timeout ? ErrorKind::timeout : ErrorKind::cancelled,
+                 std::move(message));
+}
+
+void to_json(nlohmann::json& out, const WriterFailure& failure) {
+    out = nlohmann::json{{"event", event_name(failure.event)},
+                         {"code", failure_code_name(failure.code)},
+                         {"retryable", failure.retryable()},
+                         {"message", failure.message}};
+}
+
+void to_json(nlohmann::json& out, const WriterStatus& status) {
+    out = nlohmann::json{{"writer_id", status.writer_id},
+                         {"writer_name", status.writer_name},
+                         {"state", writer_state_name(status.state)},
+                         {"last_error", nullptr},
+                         {"freeze_window_ms", nullptr},
+                         {"events", nlohmann::json::array()}};
+    if (status.last_error) out["last_error"] = *status.last_error;
+    if (status.freeze_window) out["freeze_window_ms"] = status.freeze_window->count();
+    for (const EventTiming& timing : status.events) {
+        out["events"].push_back({{"event", event_name(timing.event)},
+                                 {"duration_ms", timing.duration.count()},
+                                 {"ok", timing.ok}});
+    }
+}
+
+Result<WriterStatus> writer_status_from_json(const nlohmann::json& in) {
+    try {
+        WriterStatus status;
+        status.writer_id = in.at("writer_id").get<std::string>();
+        status.writer_name = in.at("writer_name").get<std::string>();
+        auto state = parse_writer_state(in.at("state").get<std::string>());
+        if (!state)
+            return fail(ErrorKind::corruption, "unknown writer state " + in["state"].dump());
+        status.state = *state;
+        if (in.contains("last_error") && !in["last_error"].is_null()) {
+            const auto& e = in["last_error"];
+            auto event = parse_event(e.at("event").get<std::string>());
+            auto code = parse_failure_code(e.at("code").get<std::string>());
+            if (!event || !code) return fail(ErrorKind::corruption, "bad last_error " + e.dump());
+            status.last_error = WriterFailure{*event, *code, e.at("message").get<std::string>()};
+        }
+        if (in.contains("freeze_window_ms") && !in["freeze_window_ms"].is_null()) {
+            status.freeze_window =
+                std::chrono::milliseconds(in["freeze_window_ms"].get<std::int64_t>());
+        }
+        for (const auto& t : in.value("events", nlohmann::json::array())) {
+            auto event = parse_event(t.at("event").get<std::string>());
+            if (!event) return fail(ErrorKind::corruption, "bad event timing " + t.dump());
+            status.events.push_back({*event,
+                                     std::chrono::milliseconds(t.at("duration_ms").get<int64_t>()),
+                                     t.at("ok").get<bool>()});
+        }
+        return status;
+    } catch (const nlohmann::json::exception& e) {
+        return fail(ErrorKind::corruption, std::string("writer status: ") + e.what());
+    }
+}
+
+}  // namespace vmshadow::vss
