@@ -45,7 +45,8 @@ Status read_timeouts(const nlohmann::json& in, ExecWriterConfig& config) {
         if (!t) return fail(t.error());
         config.default_timeout = *t;
     }
-    for (const auto& [name, value] : in.value("timeouts", nlohmann::json::object()).items()) {
+    const nlohmann::json timeouts = in.value("timeouts", nlohmann::json::object());
+    for (const auto& [name, value] : timeouts.items()) {
         auto event = parse_event(name);
         if (!event) return fail(ErrorKind::invalid_argument, "timeouts: unknown event " + name);
         auto t = seconds_from(value, "timeouts." + name);
