@@ -23,7 +23,9 @@ using std::chrono::milliseconds;
 
 // glibc 2.36's <sys/pidfd.h> lacks extern "C"; call the system call directly. -1 (no
 // pidfd: kernel < 5.3) falls back to polling.
-int open_pidfd(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int open_pidfd(pid_t pid) {
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
 
 // Owns a spawned child: SIGKILLs its group and reaps it unless it was reaped already.
 class SpawnedChild {

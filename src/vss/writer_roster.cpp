@@ -41,8 +41,10 @@ CallResult call_writer(Writer& writer, EventContext context) {
     return result;
 }
 
-// The state a writer is in after handling `event` successfully.
+// The state a writer is in after handling `event` successfully. A failed writer stays
+// failed for the rest of the operation (Abort, or PostRestore after a failed PreRestore).
 WriterState state_after(Event event, WriterState before) {
+    if (is_failed(before)) return before;
     switch (event) {
         case Event::prepare_snapshot:
             return WriterState::waiting_for_freeze;
