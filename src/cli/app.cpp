@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "cli/app.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -44,6 +45,9 @@ int report(const Error& error, bool json) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+    // A peer that went away (a thaw guardian that already acted, an NBD server) must be an
+    // error we report, not a signal that kills vmshadow mid-job.
+    ::signal(SIGPIPE, SIG_IGN);
     CLI::App app{"vmshadow: application-consistent backup and restore of libvirt/KVM VMs"};
     app.footer(exit_code_table());
     app.require_subcommand(1);
