@@ -1,3 +1,0 @@
-// SPDX-License-Identifier: MIT
-// Placeholder until the lab fixture lands.
-namespace vmshadow::lab {}
