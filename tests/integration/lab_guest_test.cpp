@@ -188,7 +188,11 @@ TEST(LabGuest, VfatDataDiskIsMountedButNotFrozen) {
 }
 
 TEST(LabGuest, HungAgentTimesOut) {
-    LabGuest guest = boot({.agent = AgentMode::hang}, /*wait_agent=*/false);
+    // Also the one lab test of a raw root disk and a NIC on the lab network.
+    LabGuest guest = boot({.agent = AgentMode::hang, .nic = true, .root_format = "raw"},
+                          /*wait_agent=*/false);
+    EXPECT_TRUE(std::filesystem::exists(guest.disk_path("vda")));
+    EXPECT_EQ(guest.disk_path("vda").extension(), ".raw");
     auto hung = guest.wait_for_serial("lab: agent stopped (hang)");
     ASSERT_TRUE(hung) << hung.error().message();
 
@@ -199,6 +203,9 @@ TEST(LabGuest, HungAgentTimesOut) {
     EXPECT_EQ(pong.error().kind(), ErrorKind::unavailable) << pong.error().message();
     EXPECT_GE(waited, 1.5);
     EXPECT_LT(waited, 6.0) << "the 2 s timeout was not honoured";
+    auto nic = guest.domain().xml();
+    ASSERT_TRUE(nic) << nic.error().message();
+    EXPECT_NE(nic->find("<source network='vmshadow-lab'"), std::string::npos);
     std::printf("[lab] hung agent: ping failed after %.1f s: %s\n", waited,
                 pong.error().message().c_str());
 }

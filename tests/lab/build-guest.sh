@@ -25,8 +25,9 @@ GUEST_PROGRAMS=(/usr/sbin/qemu-ga /usr/bin/sqlite3)
 INITRD_MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
   virtio_blk virtio_console failover net_failover virtio_net)
 # Filesystems the cloud kernel builds as modules; vfat (default codepage 437, iocharset ascii)
-# is the lab's "filesystem that cannot be frozen".
-ROOT_MODULES=(fat vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1)
+# is the lab's "filesystem that cannot be frozen". button + evdev let busybox acpid see the
+# ACPI power button (libvirt's shutdown without an agent).
+ROOT_MODULES=(fat vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1 button evdev)
 
 log() { printf 'build-guest: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -127,6 +128,9 @@ install -m 0755 "$GUEST_SRC/init" "$ROOT/sbin/init"
 install -m 0755 "$GUEST_SRC/shutdown" "$ROOT/sbin/shutdown"
 install -m 0755 "$GUEST_SRC/fsfreeze-hook" "$ROOT/etc/qemu/fsfreeze-hook"
 install -m 0755 "$GUEST_SRC/workload" "$ROOT/usr/lib/lab/workload"
+mkdir -p "$ROOT/etc/acpi"
+install -m 0755 "$GUEST_SRC/shutdown" "$ROOT/etc/acpi/power"
+printf 'PWRF power\n' >"$ROOT/etc/acpid.conf"
 for f in "${HOST_FILES[@]}"; do
   [ "$f" = "$BUSYBOX" ] && continue
   mkdir -p "$ROOT/$(dirname "$f")"

@@ -14,7 +14,8 @@
 // - The guest's own disk (vda) holds everything but the virtio drivers: a guest whose agent
 //   answers proves that disk is intact.
 // - With the workload on, /var/lib/lab/db.sqlite (WAL) gets one committed row with the next
-//   id every ~0.25 s; /run/lab/last-id is the last acknowledged commit. The guest's
+//   id every ~0.25 s; /run/lab/last-id is the last acknowledged commit. The guest starts
+//   the workload before its agent: once the agent answers, the workload runs. The guest's
 //   /etc/qemu/fsfreeze-hook pauses the writer and empties the WAL on freeze, and releases
 //   it on thaw; /run/lab/events logs "paused N"/"resumed N", /var/log/fsfreeze-hook.log
 //   the time each freeze took.
