@@ -39,6 +39,7 @@ int run_cli(int argc, char** argv);
 // Command registration; each is defined in the command's own file.
 void add_vm_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_thaw_guardian_command(CLI::App& app, Action& action);
+void add_writers_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_vm_freeze_command(CLI::App& vm, GlobalOptions& global, Action& action);
 
 }  // namespace vmshadow::cli
