@@ -32,7 +32,7 @@ ROOT_MODULES=(fat vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1 button evdev)
 log() { printf 'build-guest: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
-for tool in busybox qemu-img mke2fs cpio apt-cache apt-get dpkg-deb sha256sum ldd; do
+for tool in busybox qemu-img mke2fs debugfs cpio apt-cache apt-get dpkg-deb sha256sum ldd; do
   command -v "$tool" >/dev/null || die "missing $tool (run scripts/setup-host.sh)"
 done
 BUSYBOX=$(command -v busybox)
@@ -82,7 +82,8 @@ if complete; then
   echo "$OUT"
   exit 0
 fi
-[ -e "$OUT" ] && rm -rf "$OUT" # incomplete by the check above: only a foreign leftover
+# Under the lock nobody else builds this recipe: anything left is from a killed build.
+rm -rf "$OUT" "$CACHE/.build-$hash".*
 
 TMP=$(mktemp -d "$CACHE/.build-$hash.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
@@ -151,6 +152,13 @@ truncate -s "$ROOT_SIZE" "$TMP/root.raw"
 E2FSPROGS_FAKE_TIME=1 mke2fs -q -t ext4 -b 4096 -L lab-root -U 6c616272-6f6f-4000-8000-766d73686477 \
   -E root_owner=0:0,hash_seed=6c616272-6f6f-4000-8000-766d73686477 -d "$ROOT" \
   "$TMP/root.raw" >&2
+# mke2fs -d copies each inode's ctime from the staging tree, which touch cannot set.
+{
+  echo "sif / ctime @0"
+  (cd "$ROOT" && find . -mindepth 1 | sed 's|^\.\(.*\)$|sif \1 ctime @0|')
+} >"$TMP/ctime.cmds"
+E2FSPROGS_FAKE_TIME=1 debugfs -w -f "$TMP/ctime.cmds" "$TMP/root.raw" >/dev/null 2>"$TMP/debugfs.log" ||
+  { cat "$TMP/debugfs.log" >&2; die "debugfs failed"; }
 qemu-img convert -q -f raw -O qcow2 "$TMP/root.raw" "$TMP/root.qcow2"
 
 {
@@ -159,7 +167,6 @@ qemu-img convert -q -f raw -O qcow2 "$TMP/root.raw" "$TMP/root.qcow2"
   echo "initrd modules ${INITRD_MODULES[*]}"
   echo "root modules ${ROOT_MODULES[*]}"
   for f in "${HOST_FILES[@]}"; do echo "host file $f"; done
-  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >"$TMP/recipe.txt"
 
 mkdir "$TMP/out"
