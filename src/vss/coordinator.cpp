@@ -7,6 +7,7 @@
 #include <set>
 
 #include "vss/deadline_call.h"
+#include "vss/null_provider.h"
 
 namespace vmshadow::vss {
 namespace {
@@ -34,6 +35,7 @@ std::string new_backup_id() {
 Coordinator::Coordinator(std::vector<std::shared_ptr<Writer>> writers,
                          std::shared_ptr<Provider> provider, CoordinatorOptions options)
     : roster_(std::move(writers)), provider_(std::move(provider)), options_(std::move(options)) {
+    if (!provider_) provider_ = std::make_shared<NullProvider>();
     document_.backup_id = options_.backup_id.empty() ? new_backup_id() : options_.backup_id;
     document_.operation = Operation::backup;
     document_.backup_type = options_.backup_type;
