@@ -51,11 +51,14 @@ int run_cli(int argc, char** argv) {
     CLI::App app{"vmshadow: application-consistent backup and restore of libvirt/KVM VMs"};
     app.footer(exit_code_table());
     app.require_subcommand(1);
+    // Global options may follow the subcommand (`vm list --json`), as users type them.
+    app.fallthrough();
     GlobalOptions global;
     Action action;
     add_global_options(app, global);
     add_vm_commands(app, global, action);
     add_thaw_guardian_command(app, action);
+    add_repository_commands(app, global, action);
     add_writers_command(app, global, action);
 
     try {

@@ -129,7 +129,6 @@ void add_vm_commands(CLI::App& app, GlobalOptions& global, Action& action) {
     auto* list = vm->add_subcommand(
         "list", "list VMs with state, disks, guest agent and the backup method each would get");
     list->add_option("vms", options->vms, "VM names or UUIDs (default: all)");
-    list->add_flag("--json", global.json, "JSON output");
     list->callback([&global, &action, options] {
         action = [&global, options] { return run_vm_list(global, *options); };
     });

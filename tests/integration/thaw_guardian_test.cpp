@@ -50,12 +50,14 @@ protected:
 
 TEST_F(ThawGuardian, GuestIsThawedWhenVmshadowProcessGroupIsKilled) {
     boot("guardian-kill");
+    // Read before freezing: a frozen agent refuses file reads.
+    auto row_before = guest_->last_committed_row();
+    ASSERT_TRUE(row_before) << row_before.error().message();
     // A long hold and a long deadline: only vmshadow's death can end this freeze early.
     pid_t pid = testing::start_vmshadow_in_own_group(
         {"vm", "freeze", guest_->name(), "--hold", "120", "--thaw-deadline", "120"});
     ASSERT_GT(pid, 0);
     ASSERT_TRUE(wait_status(virt::FreezeStatus::frozen, 60s)) << guest_->serial_output();
-    auto row_while_frozen = guest_->last_committed_row();
 
     ASSERT_EQ(::kill(-pid, SIGKILL), 0);
     ::waitpid(pid, nullptr, 0);
@@ -65,15 +67,14 @@ TEST_F(ThawGuardian, GuestIsThawedWhenVmshadowProcessGroupIsKilled) {
     EXPECT_LT(Clock::now() - killed_at, 60s);
 
     // The guest's writer was released by the thaw hook and commits again.
-    ASSERT_TRUE(row_while_frozen);
     auto deadline = Clock::now() + 60s;
-    std::int64_t row = *row_while_frozen;
-    while (Clock::now() < deadline && row <= *row_while_frozen) {
+    std::int64_t row = *row_before;
+    while (Clock::now() < deadline && row <= *row_before) {
         std::this_thread::sleep_for(500ms);
         auto r = guest_->last_committed_row();
         if (r) row = *r;
     }
-    EXPECT_GT(row, *row_while_frozen);
+    EXPECT_GT(row, *row_before);
 }
 
 TEST_F(ThawGuardian, GuardianThawsAtTheDeadlineWhenTheFreezeIsHeldTooLong) {
