@@ -69,7 +69,7 @@ struct ThawOnExit {
     }
 };
 
-TEST(LabGuest, LabGuestBootsAndAgentAnswers) {
+TEST(lab, LabGuestBootsAndAgentAnswers) {
     std::string name;
     std::filesystem::path dir;
     {
@@ -95,7 +95,7 @@ TEST(LabGuest, LabGuestBootsAndAgentAnswers) {
     EXPECT_FALSE(std::filesystem::exists(dir));
 }
 
-TEST(LabGuest, WorkloadCommitsRowsSteadily) {
+TEST(lab, WorkloadCommitsRowsSteadily) {
     LabGuest guest = boot({.workload = true});
     auto first = guest.last_committed_row();
     ASSERT_TRUE(first) << first.error().message();
@@ -110,7 +110,7 @@ TEST(LabGuest, WorkloadCommitsRowsSteadily) {
     EXPECT_GE(std::stoll(*in_db), *second);
 }
 
-TEST(LabGuest, FreezeHookCheckpointsWalAndPausesWriter) {
+TEST(lab, FreezeHookCheckpointsWalAndPausesWriter) {
     LabGuest guest = boot({.workload = true});
     ASSERT_GE(wait_for_row_after(guest, 2, std::chrono::seconds(30)), 3);
 
@@ -164,7 +164,7 @@ TEST(LabGuest, FreezeHookCheckpointsWalAndPausesWriter) {
     std::printf("[lab] hook log:\n%s", hook_log->c_str());
 }
 
-TEST(LabGuest, VfatDataDiskIsMountedButNotFrozen) {
+TEST(lab, VfatDataDiskIsMountedButNotFrozen) {
     LabGuest guest = boot({.data_disks = {{DataDisk::Kind::vfat, "64M"},
                                           {DataDisk::Kind::ext4, "64M"},
                                           {DataDisk::Kind::blank, "16M"}}});
@@ -187,7 +187,7 @@ TEST(LabGuest, VfatDataDiskIsMountedButNotFrozen) {
     EXPECT_EQ(virDomainFSThaw(guest.domain().raw(), nullptr, 0, 0), frozen);
 }
 
-TEST(LabGuest, HungAgentTimesOut) {
+TEST(lab, HungAgentTimesOut) {
     // Also the one lab test of a raw root disk and a NIC on the lab network.
     LabGuest guest = boot({.agent = AgentMode::hang, .nic = true, .root_format = "raw"},
                           /*wait_agent=*/false);
@@ -208,6 +208,19 @@ TEST(LabGuest, HungAgentTimesOut) {
     EXPECT_NE(nic->find("<source network='vmshadow-lab'"), std::string::npos);
     std::printf("[lab] hung agent: ping failed after %.1f s: %s\n", waited,
                 pong.error().message().c_str());
+}
+
+TEST(lab, NoAgentChannelFailsFast) {
+    LabGuest guest = boot({.agent_channel = false}, /*wait_agent=*/false);
+    auto ready = guest.wait_for_serial("lab: ready");
+    ASSERT_TRUE(ready) << ready.error().message();
+    EXPECT_NE(guest.serial_output().find("no org.qemu.guest_agent.0 port"), std::string::npos);
+
+    auto start = Clock::now();
+    auto waited = guest.wait_for_agent(std::chrono::seconds(30));
+    ASSERT_FALSE(waited);
+    EXPECT_EQ(waited.error().kind(), ErrorKind::unsupported) << waited.error().message();
+    EXPECT_LT(seconds_since(start), 5.0);
 }
 
 }  // namespace

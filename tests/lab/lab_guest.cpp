@@ -336,6 +336,8 @@ Status LabGuest::wait_for_agent(std::chrono::milliseconds timeout) {
         auto pong = agent_command(R"({"execute":"guest-ping"})", 2s);
         if (pong) return {};
         last = pong.error();
+        // No agent channel in the domain: waiting cannot help.
+        if (last.kind() == ErrorKind::unsupported) return fail(last);
         if (virDomainIsActive(domain_->raw()) != 1) {
             return fail(ErrorKind::unavailable, "lab guest '" + name_ +
                                                     "' stopped before its agent answered; "
