@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "engine/inventory.h"
 
+#include <algorithm>
 #include <future>
 
 #include "virt/connection.h"
@@ -41,17 +42,24 @@ Result<std::vector<VmReport>> take_inventory(const InventoryRequest& request) {
         }
     }
 
-    // libvirt connections are thread-safe; each probe uses its own domain object.
-    std::vector<std::future<Result<VmReport>>> probes;
-    probes.reserve(domains.size());
-    for (const auto& d : domains) {
-        probes.push_back(std::async(std::launch::async, [&d, &request] { return report_for(d, request); }));
-    }
+    // libvirt connections are thread-safe; each probe uses its own domain object. Probes run
+    // in batches, so a host with hundreds of VMs doesn't get hundreds of threads at once.
+    constexpr std::size_t kParallelProbes = 16;
     std::vector<VmReport> out;
-    for (auto& p : probes) {
-        auto r = p.get();
-        if (!r) return fail(r.error());
-        out.push_back(std::move(*r));
+    out.reserve(domains.size());
+    for (std::size_t first = 0; first < domains.size(); first += kParallelProbes) {
+        std::size_t last = std::min(domains.size(), first + kParallelProbes);
+        std::vector<std::future<Result<VmReport>>> probes;
+        for (std::size_t i = first; i < last; ++i) {
+            probes.push_back(std::async(std::launch::async, [&d = domains[i], &request] {
+                return report_for(d, request);
+            }));
+        }
+        for (auto& p : probes) {
+            auto r = p.get();
+            if (!r) return fail(r.error());
+            out.push_back(std::move(*r));
+        }
     }
     return out;
 }
