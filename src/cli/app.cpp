@@ -58,6 +58,7 @@ int run_cli(int argc, char** argv) {
     add_global_options(app, global);
     add_vm_commands(app, global, action);
     add_thaw_guardian_command(app, action);
+    add_repository_commands(app, global, action);
     add_writers_command(app, global, action);
 
     try {

@@ -26,6 +26,7 @@ struct GlobalOptions {
     bool json = false;              // --json: machine-readable output
     std::string scratch_dir;        // --scratch-dir: where backup scratch images go
     bool allow_saved_state = false; // --allow-saved-state: `auto` may pause VMs (image method)
+    std::string password_file;      // --password-file: repository password (see repo_cli.h)
 };
 
 // The action the chosen subcommand wants to run after parsing.
@@ -39,6 +40,7 @@ int run_cli(int argc, char** argv);
 // Command registration; each is defined in the command's own file.
 void add_vm_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_thaw_guardian_command(CLI::App& app, Action& action);
+void add_repository_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_writers_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_vm_freeze_command(CLI::App& vm, GlobalOptions& global, Action& action);
 

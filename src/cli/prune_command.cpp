@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: MIT
+// `vmshadow prune --keep-… [--vm NAME] [--dry-run]` and `vmshadow gc`.
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/repo_cli.h"
+#include "repo/gc.h"
+
+namespace vmshadow::cli {
+namespace {
+
+using nlohmann::json;
+
+struct PruneOptions {
+    repo::KeepPolicy keep;
+    std::string vm;
+    bool dry_run = false;
+};
+
+json gc_json(const repo::GcReport& r) {
+    return {{"packs_total", r.packs_total},
+            {"packs_removed", r.packs_removed},
+            {"packs_rewritten", r.packs_rewritten},
+            {"packs_written", r.packs_written},
+            {"blobs_live", r.blobs_live},
+            {"blobs_dead", r.blobs_dead},
+            {"leftovers_removed", r.leftovers_removed},
+            {"bytes_before", r.bytes_before},
+            {"bytes_after", r.bytes_after}};
+}
+
+void print_gc(const repo::GcReport& r, bool dry_run) {
+    std::cout << (dry_run ? "would remove " : "removed ") << r.packs_removed << " and rewrite "
+              << r.packs_rewritten << " of " << r.packs_total << " packs (" << r.blobs_dead
+              << " unused blobs); " << r.leftovers_removed << " leftovers removed" << std::endl;
+}
+
+Status run_prune(const GlobalOptions& global, const PruneOptions& o) {
+    auto repo = open_repository(global);
+    if (!repo) return std::unexpected(repo.error());
+    auto result = repo::prune(**repo, o.keep, o.vm, o.dry_run);
+    if (!result) return std::unexpected(result.error());
+    const auto& plan = result->plan;
+    const auto& gc = result->gc;
+    if (global.json) {
+        json arr = json::array();
+        for (const auto& d : plan)
+            arr.push_back({{"id", d.id.hex()},
+                           {"vm", d.vm},
+                           {"time", repo::iso8601_utc(d.time)},
+                           {"keep", d.keep},
+                           {"reasons", d.reasons}});
+        json out{{"dry_run", o.dry_run}, {"points", arr}};
+        if (gc) out["gc"] = gc_json(*gc);
+        std::cout << out.dump() << std::endl;
+        return {};
+    }
+    for (const auto& d : plan) {
+        std::string reasons;
+        for (const auto& r : d.reasons) reasons += (reasons.empty() ? "" : ", ") + r;
+        std::printf("%s %s  %-20s  %s  %s\n", d.keep ? "keep  " : "forget",
+                    d.id.short_hex().c_str(), d.vm.c_str(), repo::iso8601_utc(d.time).c_str(),
+                    reasons.c_str());
+    }
+    if (gc) print_gc(*gc, false);
+    if (o.dry_run) std::cout << "dry run: nothing was changed" << std::endl;
+    return {};
+}
+
+Status run_gc(const GlobalOptions& global, bool dry_run) {
+    auto repo = open_repository(global);
+    if (!repo) return std::unexpected(repo.error());
+    repo::GcOptions options;
+    options.dry_run = dry_run;
+    auto r = repo::collect_garbage(**repo, options);
+    if (!r) return std::unexpected(r.error());
+    if (global.json)
+        std::cout << gc_json(*r).dump() << std::endl;
+    else
+        print_gc(*r, dry_run);
+    return {};
+}
+
+}  // namespace
+
+void add_prune_commands(CLI::App& app, GlobalOptions& global, Action& action) {
+    auto o = std::make_shared<PruneOptions>();
+    CLI::App* prune = app.add_subcommand(
+        "prune", "forget restore points by retention rules (per VM), then collect garbage");
+    prune->add_option("--keep-last", o->keep.last, "keep the N newest points");
+    prune->add_option("--keep-hourly", o->keep.hourly, "keep the newest point of N hours");
+    prune->add_option("--keep-daily", o->keep.daily, "keep the newest point of N days");
+    prune->add_option("--keep-weekly", o->keep.weekly, "keep the newest point of N weeks");
+    prune->add_option("--keep-monthly", o->keep.monthly, "keep the newest point of N months");
+    prune->add_option("--vm", o->vm, "only this VM's points (others are untouched)");
+    prune->add_flag("--dry-run", o->dry_run, "show the plan, change nothing");
+    prune->callback(
+        [&global, &action, o] { action = [&global, o] { return run_prune(global, *o); }; });
+
+    auto dry = std::make_shared<bool>(false);
+    CLI::App* gc = app.add_subcommand(
+        "gc", "delete data no restore point references (takes the exclusive lock)");
+    gc->add_flag("--dry-run", *dry, "report, change nothing");
+    gc->callback(
+        [&global, &action, dry] { action = [&global, dry] { return run_gc(global, *dry); }; });
+}
+
+}  // namespace vmshadow::cli

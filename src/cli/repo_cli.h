@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Shared pieces of the repository commands (repo, image, points, forget, prune, gc):
+// opening the repository with a password, and the progress bar.
+//
+// Passwords come from, in order: $VMSHADOW_PASSWORD, --password-file, a prompt on the
+// terminal. Without a terminal the prompt fails at once with a message naming both other
+// ways, so a script never hangs.
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "cli/app.h"
+#include "repo/repository.h"
+
+namespace vmshadow::cli {
+
+void add_repo_commands(CLI::App& app, GlobalOptions& global, Action& action);
+void add_image_commands(CLI::App& app, GlobalOptions& global, Action& action);
+void add_points_commands(CLI::App& app, GlobalOptions& global, Action& action);
+void add_prune_commands(CLI::App& app, GlobalOptions& global, Action& action);
+
+// The password of an existing repository.
+Result<std::string> repository_password(const GlobalOptions& global);
+// A new password (init --encrypt, key add/passwd): $VMSHADOW_NEW_PASSWORD, --new-password-file,
+// or a prompt asked twice.
+Result<std::string> new_password(const std::string& file, const std::string& env_name,
+                                 const std::string& prompt);
+
+Result<std::unique_ptr<repo::Repository>> open_repository(const GlobalOptions& global);
+
+std::string human_bytes(std::uint64_t bytes);
+
+// A one-line progress bar with rate and ETA on stderr; prints nothing when stderr is not a
+// terminal.
+class ProgressBar {
+  public:
+    explicit ProgressBar(std::string label);
+    ~ProgressBar();
+    void update(std::uint64_t done, std::uint64_t total);
+    void finish();
+
+  private:
+    std::string label_;
+    bool tty_;
+    bool drawn_ = false;
+    std::chrono::steady_clock::time_point start_, last_;
+};
+
+}  // namespace vmshadow::cli

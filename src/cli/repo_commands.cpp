@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: MIT
+// `vmshadow repo init|check|stats|key …`, and the registration of every repository command.
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "cli/repo_cli.h"
+#include "repo/check.h"
+#include "repo/format.h"
+#include "repo/keys.h"
+
+namespace vmshadow::cli {
+namespace {
+
+using nlohmann::json;
+
+struct InitOptions {
+    std::string path;
+    bool encrypt = false;
+    std::string new_password_file;
+    int zstd_level = 0;
+};
+
+Status run_init(const GlobalOptions& global, const InitOptions& o) {
+    std::string path = o.path.empty() ? global.repo : o.path;
+    if (path.empty())
+        return fail(ErrorKind::invalid_argument, "repo init needs a PATH (or --repo)");
+    repo::InitOptions init;
+    init.encrypt = o.encrypt;
+    init.zstd_level = o.zstd_level;
+    if (o.encrypt) {
+        // The first password may also come from the ordinary sources (VMSHADOW_PASSWORD,
+        // --password-file), so scripts can init and use a repository with one setting.
+        Result<std::string> password =
+            !o.new_password_file.empty() || std::getenv("VMSHADOW_NEW_PASSWORD")
+                ? new_password(o.new_password_file, "VMSHADOW_NEW_PASSWORD", "new password")
+            : std::getenv("VMSHADOW_PASSWORD") || !global.password_file.empty()
+                ? repository_password(global)
+                : new_password("", "VMSHADOW_PASSWORD", "new repository password");
+        if (!password) return std::unexpected(password.error());
+        init.password = *password;
+    }
+    if (auto st = repo::Repository::init(path, init); !st) return st;
+    if (global.json)
+        std::cout << json{{"repository", path}, {"encrypted", o.encrypt}}.dump() << std::endl;
+    else
+        std::cout << "created " << (o.encrypt ? "encrypted " : "") << "repository at " << path
+                  << std::endl;
+    return {};
+}
+
+Status run_check(const GlobalOptions& global, bool read_data) {
+    auto repo = open_repository(global);
+    if (!repo) return std::unexpected(repo.error());
+    auto lock = (*repo)->lock(repo::LockMode::shared, "repo check");
+    if (!lock) return std::unexpected(lock.error());
+    repo::CheckOptions options;
+    options.read_data = read_data;
+    auto report = repo::check_repository(**repo, options);
+    if (!report) return std::unexpected(report.error());
+    if (global.json) {
+        std::cout << json{{"ok", report->ok()},
+                          {"index_files", report->index_files},
+                          {"packs", report->packs},
+                          {"blobs", report->blobs},
+                          {"points", report->points},
+                          {"read_data", read_data},
+                          {"bytes_read", report->bytes_read},
+                          {"problems", report->problems},
+                          {"damaged_points", report->damaged_points},
+                          {"warnings", report->warnings}}
+                         .dump()
+                  << std::endl;
+    } else {
+        std::cout << "checked " << report->points << " restore points, " << report->packs
+                  << " packs, " << report->blobs << " blobs"
+                  << (read_data ? " (all data read and verified)" : "") << std::endl;
+        for (const auto& w : report->warnings) std::cout << "warning: " << w << std::endl;
+        for (const auto& p : report->problems) std::cout << "error: " << p << std::endl;
+        for (const auto& p : report->damaged_points)
+            std::cout << "damaged restore point: " << p << std::endl;
+    }
+    if (!report->ok()) {
+        std::string msg =
+            "repository check found " + std::to_string(report->problems.size()) + " problem(s)";
+        if (!report->damaged_points.empty())
+            msg += "; damaged restore points: " + std::to_string(report->damaged_points.size()) +
+                   " (first: " + report->damaged_points.front() + ")";
+        return fail(ErrorKind::corruption, msg);
+    }
+    if (!global.json) std::cout << "no errors were found" << std::endl;
+    return {};
+}
+
+Status run_stats(const GlobalOptions& global) {
+    auto repo = open_repository(global);
+    if (!repo) return std::unexpected(repo.error());
+    auto lock = (*repo)->lock(repo::LockMode::shared, "repo stats");
+    if (!lock) return std::unexpected(lock.error());
+    if (auto st = (*repo)->load_index(); !st) return st;
+    auto listing = (*repo)->list_points();
+    if (!listing) return std::unexpected(listing.error());
+    const repo::Index& index = (*repo)->index();
+    std::uint64_t stored = 0;
+    for (std::size_t i = 0; i < index.packs().size(); ++i) stored += index.pack_size(i);
+    std::uint64_t logical = 0;
+    std::set<std::string> vms;
+    for (const auto& p : listing->points) {
+        vms.insert(p.vm);
+        for (const auto& d : p.disks) logical += d.size;
+    }
+    const auto& c = (*repo)->config();
+    json j{{"repository", global.repo},   {"format_version", c.format_version},
+           {"encrypted", c.encrypted},    {"chunk_size", c.chunk_size},
+           {"zstd_level", c.zstd_level},  {"points", listing->points.size()},
+           {"vms", vms.size()},           {"packs", index.packs().size()},
+           {"blobs", index.blob_count()}, {"stored_bytes", stored},
+           {"disk_bytes_total", logical}, {"damaged_records", listing->damaged.size()}};
+    if (global.json) {
+        std::cout << j.dump() << std::endl;
+        return {};
+    }
+    std::cout << "repository:     " << global.repo << " (format " << c.format_version
+              << (c.encrypted ? ", encrypted" : ", not encrypted") << ")\n"
+              << "restore points: " << listing->points.size() << " of " << vms.size()
+              << " VM(s)/image(s)\n"
+              << "stored:         " << human_bytes(stored) << " in " << index.packs().size()
+              << " packs, " << index.blob_count() << " blobs\n"
+              << "disks covered:  " << human_bytes(logical) << " (sum of virtual sizes)"
+              << std::endl;
+    return {};
+}
+
+struct KeyOptions {
+    std::string new_password_file;
+    std::string key_id;
+};
+
+Status run_key(const GlobalOptions& global, const std::string& verb, const KeyOptions& o) {
+    auto repo = open_repository(global);
+    if (!repo) return std::unexpected(repo.error());
+    const repo::MasterKey* key = (*repo)->master_key();
+    if (!key) return fail(ErrorKind::invalid_argument, "repository is not encrypted: no keys");
+    repo::Env& env = (*repo)->env();
+    const std::string& root = (*repo)->root();
+    if (verb == "list") {
+        auto ids = repo::list_keys(env, root);
+        if (!ids) return std::unexpected(ids.error());
+        json arr = json::array();
+        for (const auto& id : *ids)
+            arr.push_back({{"id", id}, {"current", id == (*repo)->key_id()}});
+        if (global.json)
+            std::cout << arr.dump() << std::endl;
+        else
+            for (const auto& k : arr)
+                std::cout << (k["current"].get<bool>() ? "* " : "  ") << k["id"].get<std::string>()
+                          << std::endl;
+        return {};
+    }
+    if (verb == "add" || verb == "passwd") {
+        auto password = new_password(o.new_password_file, "VMSHADOW_NEW_PASSWORD", "new password");
+        if (!password) return std::unexpected(password.error());
+        auto id = repo::add_key(env, root, *key, *password, repo::ScryptParams{});
+        if (!id) return std::unexpected(id.error());
+        if (verb == "passwd")
+            if (auto st = repo::remove_key(env, root, (*repo)->key_id()); !st) return st;
+        std::cout << (verb == "add" ? "added key " : "password changed; new key ") << *id
+                  << std::endl;
+        return {};
+    }
+    // remove
+    auto ids = repo::list_keys(env, root);
+    if (!ids) return std::unexpected(ids.error());
+    if (o.key_id == (*repo)->key_id())
+        return fail(ErrorKind::invalid_argument,
+                    "refusing to remove the key this password opened; open the repository with "
+                    "another password to remove it");
+    if (ids->size() <= 1)
+        return fail(ErrorKind::invalid_argument, "refusing to remove the last key");
+    if (auto st = repo::remove_key(env, root, o.key_id); !st) return st;
+    std::cout << "removed key " << o.key_id << std::endl;
+    return {};
+}
+
+}  // namespace
+
+void add_repo_commands(CLI::App& app, GlobalOptions& global, Action& action) {
+    CLI::App* repo = app.add_subcommand("repo", "create, check and inspect a repository");
+    repo->require_subcommand(1);
+
+    auto init = std::make_shared<InitOptions>();
+    CLI::App* init_cmd = repo->add_subcommand("init", "create a repository");
+    init_cmd->add_option("path", init->path, "directory to create (default: --repo)");
+    init_cmd->add_flag("--encrypt", init->encrypt,
+                       "encrypt with AES-256-GCM under a key derived from a password");
+    init_cmd->add_option("--new-password-file", init->new_password_file,
+                         "file whose first line is the new password");
+    init_cmd->add_option("--compression-level", init->zstd_level,
+                         "zstd level for this repository (default: " +
+                             std::to_string(repo::format::kDefaultZstdLevel) + ")");
+    init_cmd->callback(
+        [&global, &action, init] { action = [&global, init] { return run_init(global, *init); }; });
+
+    auto read_data = std::make_shared<bool>(false);
+    CLI::App* check = repo->add_subcommand(
+        "check", "verify index, packs, manifests and chunk maps; exit 8 on any damage");
+    check->add_flag("--read-data", *read_data, "also read every chunk and verify its hash");
+    check->callback([&global, &action, read_data] {
+        action = [&global, read_data] { return run_check(global, *read_data); };
+    });
+
+    repo->add_subcommand("stats", "sizes and counts")->callback([&global, &action] {
+        action = [&global] { return run_stats(global); };
+    });
+
+    CLI::App* key = repo->add_subcommand("key", "manage the passwords of an encrypted repository");
+    key->require_subcommand(1);
+    auto ko = std::make_shared<KeyOptions>();
+    for (const char* verb : {"add", "passwd", "list", "remove"}) {
+        std::string v = verb;
+        std::string help = v == "add"      ? "add a password"
+                           : v == "passwd" ? "change the password used to open the repository"
+                           : v == "list"   ? "list key ids (* = opened by this password)"
+                                           : "remove a key (not the one in use, not the last)";
+        CLI::App* sub = key->add_subcommand(v, help);
+        if (v == "add" || v == "passwd")
+            sub->add_option("--new-password-file", ko->new_password_file,
+                            "file whose first line is the new password "
+                            "(default: $VMSHADOW_NEW_PASSWORD or a prompt)");
+        if (v == "remove")
+            sub->add_option("id", ko->key_id, "key id (see `repo key list`)")->required();
+        sub->callback([&global, &action, ko, v] {
+            action = [&global, ko, v] { return run_key(global, v, *ko); };
+        });
+    }
+}
+
+void add_repository_commands(CLI::App& app, GlobalOptions& global, Action& action) {
+    app.add_option("--password-file", global.password_file,
+                   "file whose first line is the repository password (else $VMSHADOW_PASSWORD, "
+                   "else a prompt)");
+    add_repo_commands(app, global, action);
+    add_image_commands(app, global, action);
+    add_points_commands(app, global, action);
+    add_prune_commands(app, global, action);
+    // Global options (--json, --repo, --password-file) may follow these subcommands too:
+    // `vmshadow points --json`.
+    std::function<void(CLI::App*)> fall = [&fall](CLI::App* a) {
+        a->fallthrough();
+        for (CLI::App* sub : a->get_subcommands({})) fall(sub);
+    };
+    for (const char* name : {"repo", "image", "points", "forget", "annotate", "prune", "gc"})
+        fall(app.get_subcommand(name));
+}
+
+}  // namespace vmshadow::cli

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: MIT
+#include <chrono>
+#include <filesystem>
+
+#include "engine/image_jobs.h"
+#include "engine/nbd_image.h"
+
+namespace vmshadow::engine {
+namespace {
+
+constexpr std::uint64_t kWindow = 256ull << 20;  // allocation map per request
+constexpr std::uint64_t kReadSize = 4ull << 20;  // one read, one DiskWriter::write
+
+struct Totals {
+    std::uint64_t done = 0, total = 0;
+    const ProgressFn* progress;
+    void add(std::uint64_t n) {
+        done += n;
+        if (*progress) (*progress)(done, total);
+    }
+};
+
+// Streams one image into a DiskWriter: only chunks that hold data are read.
+Status copy_image(NbdConnection& nbd, repo::DiskWriter& disk, Totals& totals) {
+    const std::uint64_t cs = disk.chunk_size();
+    const std::uint64_t size = nbd.size();
+    for (std::uint64_t window = 0; window < size; window += kWindow) {
+        std::uint64_t window_end = std::min(size, window + kWindow);
+        auto extents = nbd.extents(window, window_end - window);
+        if (!extents) return std::unexpected(extents.error());
+        // Chunk runs that contain any data; windows are chunk-aligned, so runs of different
+        // windows never share a chunk.
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
+        for (const auto& e : *extents) {
+            if (e.zero) continue;
+            std::uint64_t from = e.offset / cs * cs;
+            std::uint64_t to = std::min(size, (e.offset + e.length + cs - 1) / cs * cs);
+            if (!runs.empty() && runs.back().second >= from)
+                runs.back().second = std::max(runs.back().second, to);
+            else
+                runs.emplace_back(from, to);
+        }
+        for (auto [from, to] : runs) {
+            for (std::uint64_t off = from; off < to; off += kReadSize) {
+                std::uint64_t n = std::min(kReadSize, to - off);
+                repo::Bytes buffer(n);
+                if (auto st = nbd.pread(buffer.data(), n, off); !st) return st;
+                if (auto st = disk.write(off, std::move(buffer)); !st) return st;
+                totals.add(n);
+            }
+        }
+        std::uint64_t data = 0;
+        for (auto [from, to] : runs) data += to - from;
+        totals.add(window_end - window - data);
+    }
+    return {};
+}
+
+}  // namespace
+
+Result<ImageBackupResult> backup_images(repo::Repository& repo, const ImageBackupOptions& options) {
+    auto started = std::chrono::steady_clock::now();
+    if (options.files.empty()) return fail(ErrorKind::invalid_argument, "no image files given");
+    if (options.name.empty() || options.name.find('@') != std::string::npos)
+        return fail(ErrorKind::invalid_argument, "--name must be non-empty and contain no '@'");
+    // Probe everything before taking locks or writing anything.
+    std::vector<std::string> formats;
+    for (const auto& f : options.files) {
+        auto format = probe_image_format(f);
+        if (!format) return std::unexpected(format.error());
+        formats.push_back(*format);
+    }
+    auto listing = repo.list_points();
+    if (!listing) return std::unexpected(listing.error());
+    const repo::RestorePoint* base = nullptr;
+    for (const auto& p : listing->points)
+        if (p.vm == options.name) base = &p;  // oldest first: the last one is the newest
+
+    repo::SessionOptions so;
+    so.workers = options.workers ? options.workers : repo::default_workers();
+    so.operation = "image backup " + options.name;
+    auto session = repo::BackupSession::begin(repo, so);
+    if (!session) return std::unexpected(session.error());
+    repo::PointBuilder& point = (*session)->add_point(options.name, "offline");
+    point.manifest().metadata = {{"source", "image files"}};
+
+    std::vector<std::unique_ptr<QemuNbdServer>> servers;
+    std::vector<std::unique_ptr<NbdConnection>> connections;
+    Totals totals{0, 0, &options.progress};
+    for (std::size_t i = 0; i < options.files.size(); ++i) {
+        auto server = QemuNbdServer::start({options.files[i], formats[i], true, 1});
+        if (!server) return std::unexpected(server.error());
+        auto nbd = NbdConnection::connect_unix((*server)->socket(), true);
+        if (!nbd) return std::unexpected(nbd.error().with_context(options.files[i]));
+        totals.total += (*nbd)->size();
+        servers.push_back(std::move(*server));
+        connections.push_back(std::move(*nbd));
+    }
+    std::vector<repo::DiskWriter*> writers;
+    for (std::size_t i = 0; i < options.files.size(); ++i) {
+        std::error_code ec;
+        std::string path = std::filesystem::absolute(options.files[i], ec).string();
+        nlohmann::json info{{"path", path}, {"format", formats[i]}};
+        auto disk = point.add_disk("disk" + std::to_string(i), connections[i]->size(), base, info);
+        if (!disk) return std::unexpected(disk.error());
+        if (auto st = copy_image(*connections[i], **disk, totals); !st)
+            return std::unexpected(st.error().with_context(options.files[i]));
+        if (auto st = (*disk)->finish(); !st)
+            return std::unexpected(st.error().with_context(options.files[i]));
+        writers.push_back(*disk);
+    }
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    point.manifest().timings = {{"total_s", seconds}};
+    auto committed = (*session)->commit();
+    if (!committed) return std::unexpected(committed.error());
+    ImageBackupResult result;
+    result.point = committed->front();
+    for (auto* w : writers) result.disks.push_back(w->stats());
+    result.seconds = seconds;
+    return result;
+}
+
+}  // namespace vmshadow::engine

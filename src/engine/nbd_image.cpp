@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: MIT
+#include "engine/nbd_image.h"
+
+#include <fcntl.h>
+#include <libnbd.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+extern char** environ;
+
+namespace vmshadow::engine {
+namespace {
+
+std::string nbd_error_text() {
+    const char* e = nbd_get_error();
+    return e ? e : "unknown libnbd error";
+}
+
+// Runs a program, returns (exit status, combined output).
+Result<std::pair<int, std::string>> run_capture(const std::vector<std::string>& argv) {
+    char tmpl[] = "/tmp/vmshadow-run-XXXXXX";
+    int fd = ::mkstemp(tmpl);
+    if (fd < 0) return fail(ErrorKind::io, "cannot create a temp file in /tmp");
+    std::string out_path = tmpl;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, fd, 1);
+    posix_spawn_file_actions_adddup2(&actions, fd, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    pid_t pid = -1;
+    int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(fd);
+    if (rc != 0) {
+        ::unlink(out_path.c_str());
+        return fail(ErrorKind::unavailable, argv[0] +
+                                                " could not be started (is qemu-utils "
+                                                "installed?)");
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    std::ifstream in(out_path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ::unlink(out_path.c_str());
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : 128, text);
+}
+
+std::string first_line(const std::string& s) {
+    auto nl = s.find('\n');
+    return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+}  // namespace
+
+Result<std::string> probe_image_format(const std::string& path) {
+    if (!std::filesystem::exists(path)) return fail(ErrorKind::not_found, "no such image: " + path);
+    auto r = run_capture({"qemu-img", "info", "--output=json", "--", path});
+    if (!r) return std::unexpected(r.error());
+    if (r->first != 0)
+        return fail(ErrorKind::invalid_argument,
+                    "cannot read image " + path + ": " + first_line(r->second));
+    auto j = nlohmann::json::parse(r->second, nullptr, false);
+    if (j.is_discarded() || !j.contains("format"))
+        return fail(ErrorKind::invalid_argument, "qemu-img info gave no format for " + path);
+    if (j.contains("backing-filename"))
+        return fail(ErrorKind::unsupported,
+                    "image " + path + " has a backing file; back up a flattened image");
+    return j["format"].get<std::string>();
+}
+
+Status create_image(const std::string& path, const std::string& format, std::uint64_t size) {
+    auto r =
+        run_capture({"qemu-img", "create", "-q", "-f", format, "--", path, std::to_string(size)});
+    if (!r) return std::unexpected(r.error());
+    if (r->first != 0)
+        return fail(ErrorKind::io, "cannot create " + path + ": " + first_line(r->second));
+    return {};
+}
+
+Result<std::unique_ptr<QemuNbdServer>> QemuNbdServer::start(const Options& options) {
+    std::unique_ptr<QemuNbdServer> s(new QemuNbdServer());
+    char tmpl[] = "/tmp/vmshadow-nbd-XXXXXX";
+    if (!::mkdtemp(tmpl)) return fail(ErrorKind::io, "cannot create a directory in /tmp");
+    s->dir_ = tmpl;
+    s->socket_ = s->dir_ + "/nbd.sock";
+    s->log_ = s->dir_ + "/qemu-nbd.log";
+    std::vector<std::string> argv{"qemu-nbd",
+                                  "--format=" + options.format,
+                                  "--socket=" + s->socket_,
+                                  "--shared=" + std::to_string(options.connections),
+                                  "--persistent",
+                                  "--cache=writeback"};
+    if (options.read_only) argv.push_back("--read-only");
+    if (!options.read_only) argv.push_back("--discard=unmap");
+    argv.push_back(options.image);
+    int fd = ::open(s->log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    if (fd >= 0) {
+        posix_spawn_file_actions_adddup2(&actions, fd, 1);
+        posix_spawn_file_actions_adddup2(&actions, fd, 2);
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    int rc = posix_spawnp(&s->pid_, "qemu-nbd", &actions, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (fd >= 0) ::close(fd);
+    if (rc != 0) {
+        s->pid_ = -1;
+        return fail(ErrorKind::unavailable,
+                    "qemu-nbd could not be started (install qemu-utils): " + options.image);
+    }
+    return s;
+}
+
+Status QemuNbdServer::stop() {
+    if (pid_ > 0) {
+        ::kill(pid_, SIGTERM);  // qemu-nbd flushes and closes the image on SIGTERM
+        int status = 0;
+        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+        }
+        pid_ = -1;
+    }
+    if (!dir_.empty()) {
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+        dir_.clear();
+    }
+    return {};
+}
+
+QemuNbdServer::~QemuNbdServer() {
+    (void)stop();
+}
+
+Result<std::unique_ptr<NbdConnection>> NbdConnection::connect_unix(const std::string& socket,
+                                                                   bool want_allocation) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+        nbd_handle* h = nbd_create();
+        if (!h) return fail(ErrorKind::internal, "nbd_create: " + nbd_error_text());
+        std::unique_ptr<NbdConnection> c(new NbdConnection(h));
+        nbd_set_pread_initialize(h, false);  // buffers are always fully overwritten
+        if (want_allocation) nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+        if (nbd_connect_unix(h, socket.c_str()) == 0) {
+            int64_t size = nbd_get_size(h);
+            if (size < 0) return fail(ErrorKind::unavailable, "NBD size: " + nbd_error_text());
+            c->size_ = static_cast<std::uint64_t>(size);
+            c->allocation_ =
+                want_allocation && nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+            int64_t max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
+            if (max > 0) c->max_request_ = std::min<std::size_t>(c->max_request_, max);
+            return c;
+        }
+        std::string why = nbd_error_text();
+        if (std::chrono::steady_clock::now() > deadline)
+            return fail(ErrorKind::unavailable,
+                        "cannot connect to NBD server at " + socket + ": " + why);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
+NbdConnection::~NbdConnection() {
+    nbd_shutdown(h_, 0);
+    nbd_close(h_);
+}
+
+Status NbdConnection::pread(void* buffer, std::size_t count, std::uint64_t offset) {
+    for (std::size_t done = 0; done < count;) {
+        std::size_t n = std::min(count - done, max_request_);
+        if (nbd_pread(h_, static_cast<char*>(buffer) + done, n, offset + done, 0) != 0)
+            return fail(ErrorKind::io,
+                        "NBD read at " + std::to_string(offset + done) + ": " + nbd_error_text());
+        done += n;
+    }
+    return {};
+}
+
+Status NbdConnection::pwrite(const void* buffer, std::size_t count, std::uint64_t offset) {
+    for (std::size_t done = 0; done < count;) {
+        std::size_t n = std::min(count - done, max_request_);
+        if (nbd_pwrite(h_, static_cast<const char*>(buffer) + done, n, offset + done, 0) != 0)
+            return fail(ErrorKind::io,
+                        "NBD write at " + std::to_string(offset + done) + ": " + nbd_error_text());
+        done += n;
+    }
+    return {};
+}
+
+Status NbdConnection::flush() {
+    if (nbd_flush(h_, 0) != 0) return fail(ErrorKind::io, "NBD flush: " + nbd_error_text());
+    return {};
+}
+
+Result<std::vector<Extent>> NbdConnection::extents(std::uint64_t offset, std::uint64_t length) {
+    std::vector<Extent> out;
+    std::uint64_t end = std::min(offset + length, size_);
+    if (!allocation_) {
+        if (end > offset) out.push_back({offset, end - offset, false});
+        return out;
+    }
+    auto add = [&](std::uint64_t off, std::uint64_t len, bool zero) {
+        if (!out.empty() && out.back().zero == zero && out.back().offset + out.back().length == off)
+            out.back().length += len;
+        else
+            out.push_back({off, len, zero});
+    };
+    std::uint64_t pos = offset;
+    while (pos < end) {
+        // Requests stay below 4 GiB: libnbd 1.14 has no 64-bit block status.
+        std::uint64_t count = std::min<std::uint64_t>(end - pos, 1ull << 30);
+        struct Ctx {
+            std::uint64_t pos;
+            std::uint64_t end;
+            std::vector<std::pair<std::uint64_t, std::pair<std::uint64_t, bool>>> got;
+        } ctx{pos, end, {}};
+        nbd_extent_callback cb{[](void* user, const char* context, uint64_t off, uint32_t* entries,
+                                  size_t n, int*) -> int {
+                                   auto* c = static_cast<Ctx*>(user);
+                                   if (std::string_view(context) != LIBNBD_CONTEXT_BASE_ALLOCATION)
+                                       return 0;
+                                   for (size_t i = 0; i + 1 < n; i += 2) {
+                                       bool zero = entries[i + 1] & LIBNBD_STATE_ZERO;
+                                       c->got.push_back({off, {entries[i], zero}});
+                                       off += entries[i];
+                                   }
+                                   return 0;
+                               },
+                               &ctx, nullptr};
+        if (nbd_block_status(h_, count, pos, cb, 0) != 0)
+            return fail(ErrorKind::io,
+                        "NBD block status at " + std::to_string(pos) + ": " + nbd_error_text());
+        std::uint64_t next = pos;
+        for (auto& [off, e] : ctx.got) {
+            if (off != next || e.first == 0) break;
+            std::uint64_t len = std::min(e.first, end - off);
+            add(off, len, e.second);
+            next = off + len;
+            if (next >= end) break;
+        }
+        if (next == pos) return fail(ErrorKind::io, "NBD server returned no extents");
+        pos = next;
+    }
+    return out;
+}
+
+}  // namespace vmshadow::engine

@@ -1,0 +1,531 @@
+// SPDX-License-Identifier: MIT
+#include "repo/backup_session.h"
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+
+#include "repo/format.h"
+
+namespace vmshadow::repo {
+namespace {
+
+bool all_zero(const std::uint8_t* p, std::size_t n) {
+    // Word-wise scan; the compiler vectorises it. Most chunks fail within the first words.
+    std::size_t words = n / 8;
+    for (std::size_t i = 0; i < words; ++i) {
+        std::uint64_t w;
+        std::memcpy(&w, p + i * 8, 8);
+        if (w) return false;
+    }
+    for (std::size_t i = words * 8; i < n; ++i)
+        if (p[i]) return false;
+    return true;
+}
+
+Bytes encode_block(const std::vector<Hash256>& ids) {
+    Bytes out(ids.size() * 32);
+    for (std::size_t i = 0; i < ids.size(); ++i)
+        std::memcpy(out.data() + i * 32, ids[i].bytes.data(), 32);
+    return out;
+}
+
+bool all_holes(const std::vector<Hash256>& ids) {
+    return std::all_of(ids.begin(), ids.end(), [](const Hash256& h) { return h.is_zero(); });
+}
+
+}  // namespace
+
+unsigned default_workers() {
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// ---- DiskWriter ------------------------------------------------------------------------
+
+DiskWriter::DiskWriter(BackupSession& session, std::string name, std::uint64_t size,
+                       std::optional<ChunkMap> base, std::uint64_t base_size)
+    : session_(session),
+      name_(std::move(name)),
+      size_(size),
+      chunk_size_(session.repository().config().chunk_size),
+      fanout_(session.repository().config().map_fanout),
+      base_(std::move(base)) {
+    auto counts = map_level_counts(size_, chunk_size_, fanout_);
+    chunks_ = counts[0];
+    level0_.assign(counts[1], kHoleId);
+    if (base_) {
+        // A base chunk can stand for ours only where both cover a whole chunk.
+        base_same_shape_ = base_size == size_;
+        base_chunks_ = base_same_shape_ ? base_->chunk_count() : base_size / chunk_size_;
+    }
+}
+
+DiskStats DiskWriter::stats() const {
+    return DiskStats{bytes_written_, chunks_zero_, chunks_same_, chunks_known_,
+                     chunks_new_,    bytes_new_,   bytes_added_};
+}
+
+std::uint64_t DiskWriter::block_end(std::uint64_t block) const {
+    return std::min<std::uint64_t>((block + 1) * fanout_, chunks_);
+}
+
+Status DiskWriter::check_range(std::uint64_t offset, std::uint64_t length, const char* what) const {
+    auto bad = [&](const std::string& why) {
+        return fail(ErrorKind::internal, std::string("disk ") + name_ + ": " + what + "(" +
+                                             std::to_string(offset) + ", " +
+                                             std::to_string(length) + "): " + why);
+    };
+    if (finished_) return bad("disk already finished");
+    if (offset % chunk_size_) return bad("offset is not chunk-aligned");
+    if (offset > size_ || length > size_ - offset) return bad("range passes the disk's end");
+    if ((offset + length) % chunk_size_ && offset + length != size_)
+        return bad("length is not chunk-aligned");
+    if (offset / chunk_size_ < cursor_) return bad("ranges must ascend and not overlap");
+    return {};
+}
+
+DiskWriter::Pending& DiskWriter::pending_block(std::uint64_t block) {
+    auto [it, inserted] = pending_.try_emplace(block);
+    if (inserted) it->second.ids.assign(block_end(block) - block * fanout_, kHoleId);
+    return it->second;
+}
+
+Status DiskWriter::write(std::uint64_t offset, Bytes data) {
+    if (auto e = session_.error()) return fail(*e);
+    if (auto st = check_range(offset, data.size(), "write"); !st) return st;
+    if (data.empty()) return {};
+    auto buffer = std::make_shared<const Bytes>(std::move(data));
+    std::uint64_t first = offset / chunk_size_;
+    std::uint64_t n = (buffer->size() + chunk_size_ - 1) / chunk_size_;
+    bytes_written_ += buffer->size();
+    {
+        std::lock_guard lock(mu_);
+        cursor_ = first;  // the gap before is holes
+        for (std::uint64_t i = 0; i < n; ++i) pending_block((first + i) / fanout_).outstanding++;
+    }
+    for (std::uint64_t i = 0; i < n; ++i) {
+        std::uint64_t chunk = first + i;
+        Hash256 base;
+        if (base_ && chunk < base_chunks_) {
+            auto id = base_->chunk_id(chunk);
+            if (!id) {
+                session_.set_error(id.error().with_context("base point, disk " + name_));
+                base = kHoleId;
+            } else {
+                base = *id;
+            }
+        }
+        std::size_t off = i * chunk_size_;
+        std::size_t len = std::min<std::size_t>(chunk_size_, buffer->size() - off);
+        session_.submit(BackupSession::Job{this, chunk, buffer, off, len, base});
+    }
+    advance(first + n);
+    if (auto e = session_.error()) return fail(*e);
+    return {};
+}
+
+Status DiskWriter::zero(std::uint64_t offset, std::uint64_t length) {
+    if (auto st = check_range(offset, length, "zero"); !st) return st;
+    if (length == 0) return {};
+    advance((offset + length + chunk_size_ - 1) / chunk_size_);
+    return {};
+}
+
+Status DiskWriter::unchanged(std::uint64_t offset, std::uint64_t length) {
+    if (auto st = check_range(offset, length, "unchanged"); !st) return st;
+    if (!base_)
+        return fail(ErrorKind::internal, "disk " + name_ + ": `unchanged` without a base point");
+    std::uint64_t chunk = offset / chunk_size_;
+    std::uint64_t end = (offset + length + chunk_size_ - 1) / chunk_size_;
+    while (chunk < end) {
+        std::uint64_t block = chunk / fanout_;
+        bool whole_block = chunk % fanout_ == 0 && block_end(block) <= end &&
+                           block_end(block) == (block + 1) * fanout_ &&
+                           (block + 1) * fanout_ <= base_chunks_;
+        if (whole_block) {
+            std::lock_guard lock(mu_);
+            whole_block = !pending_.contains(block);
+        }
+        if (whole_block) {
+            // Reuse the base's map block as is: unchanged regions share metadata.
+            auto id = base_->entry(1, block);
+            if (!id) return std::unexpected(id.error().with_context("base point, disk " + name_));
+            std::lock_guard lock(mu_);
+            level0_[block] = *id;
+            chunks_same_ += fanout_;
+            chunk += fanout_;
+            continue;
+        }
+        Hash256 id = kHoleId;
+        if (chunk < base_chunks_) {
+            auto got = base_->chunk_id(chunk);
+            if (!got) return std::unexpected(got.error().with_context("base point, disk " + name_));
+            id = *got;
+        }
+        {
+            std::lock_guard lock(mu_);
+            pending_block(block).ids[chunk % fanout_] = id;
+        }
+        ++chunks_same_;
+        ++chunk;
+    }
+    advance(end);
+    return {};
+}
+
+void DiskWriter::advance(std::uint64_t cursor) {
+    std::vector<std::pair<std::uint64_t, std::vector<Hash256>>> ready;
+    {
+        std::lock_guard lock(mu_);
+        cursor_ = std::max(cursor_, cursor);
+        for (auto it = pending_.begin(); it != pending_.end() && block_end(it->first) <= cursor_;) {
+            if (it->second.outstanding == 0) {
+                ready.emplace_back(it->first, std::move(it->second.ids));
+                it = pending_.erase(it);
+                ++finalizing_;
+            } else {
+                ++it;
+            }
+        }
+    }
+    for (auto& [block, ids] : ready) finalize(block, std::move(ids));
+}
+
+void DiskWriter::complete(std::uint64_t chunk, const Hash256& id) {
+    std::uint64_t block = chunk / fanout_;
+    std::vector<Hash256> ids;
+    {
+        std::lock_guard lock(mu_);
+        Pending& p = pending_.at(block);
+        p.ids[chunk % fanout_] = id;
+        if (--p.outstanding > 0 || block_end(block) > cursor_) return;
+        ids = std::move(p.ids);
+        pending_.erase(block);
+        ++finalizing_;
+    }
+    finalize(block, std::move(ids));
+}
+
+void DiskWriter::finalize(std::uint64_t block, std::vector<Hash256> ids) {
+    Hash256 id = kHoleId;
+    if (!all_holes(ids) && !session_.failed()) {
+        Bytes bytes = encode_block(ids);
+        id = session_.repo_.codec().id_of(bytes);
+        if (auto stored = session_.store_blob(format::BlobType::tree, id, bytes, *this); !stored)
+            session_.set_error(stored.error().with_context("disk " + name_));
+    }
+    std::lock_guard lock(mu_);
+    level0_[block] = id;
+    --finalizing_;
+    if (pending_.empty() && finalizing_ == 0) done_cv_.notify_all();
+}
+
+Status DiskWriter::finish() {
+    if (finished_) return {};
+    advance(chunks_);
+    {
+        std::unique_lock lock(mu_);
+        done_cv_.wait(lock, [&] { return pending_.empty() && finalizing_ == 0; });
+    }
+    if (auto e = session_.error()) return fail(*e);
+    std::vector<Hash256> level = level0_;
+    std::uint32_t levels = 1;
+    while (level.size() > 1) {
+        std::vector<Hash256> next;
+        for (std::size_t i = 0; i < level.size(); i += fanout_) {
+            std::vector<Hash256> ids(
+                level.begin() + i,
+                level.begin() + std::min<std::size_t>(i + fanout_, level.size()));
+            if (all_holes(ids)) {
+                next.push_back(kHoleId);
+                continue;
+            }
+            Bytes bytes = encode_block(ids);
+            Hash256 id = session_.repo_.codec().id_of(bytes);
+            auto stored = session_.store_blob(format::BlobType::tree, id, bytes, *this);
+            if (!stored) return std::unexpected(stored.error().with_context("disk " + name_));
+            next.push_back(id);
+        }
+        level = std::move(next);
+        ++levels;
+    }
+    map_ = MapRef{level.empty() ? kHoleId : level[0], levels};
+    finished_ = true;
+    return {};
+}
+
+// ---- PointBuilder ----------------------------------------------------------------------
+
+PointBuilder::PointBuilder(BackupSession& session, std::string vm, std::string consistency)
+    : session_(session) {
+    point_.vm = std::move(vm);
+    point_.consistency = std::move(consistency);
+    auto now = std::chrono::system_clock::now().time_since_epoch();
+    point_.time_us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
+    point_.time = point_.time_us / 1000000;
+}
+
+Result<DiskWriter*> PointBuilder::add_disk(const std::string& name, std::uint64_t size,
+                                           const RestorePoint* base, nlohmann::json info) {
+    for (const auto& d : disks_)
+        if (d->name_ == name)
+            return fail(ErrorKind::invalid_argument, "disk " + name + " added twice");
+    std::optional<ChunkMap> base_map;
+    std::uint64_t base_size = 0;
+    const Repository& repo = session_.repository();
+    if (base) {
+        if (const DiskRecord* d = base->disk(name)) {
+            base_map.emplace(repo, d->map, d->size, repo.config().chunk_size,
+                             repo.config().map_fanout);
+            if (auto st = base_map->validate(); !st)
+                return std::unexpected(
+                    st.error().with_context("base point " + base->id.short_hex()));
+            base_size = d->size;
+        }
+        point_.parent = base->id;
+    }
+    disks_.push_back(
+        std::make_unique<DiskWriter>(session_, name, size, std::move(base_map), base_size));
+    DiskRecord record;
+    record.name = name;
+    record.size = size;
+    record.info = info.is_object() ? info : nlohmann::json::object();
+    point_.disks.push_back(std::move(record));
+    return disks_.back().get();
+}
+
+Result<DiskWriter*> PointBuilder::add_file(const std::string& name, const std::string& role,
+                                           std::uint64_t size) {
+    for (const auto& f : files_)
+        if (f.first.name == name)
+            return fail(ErrorKind::invalid_argument, "file " + name + " added twice");
+    FileRecord record;
+    record.name = name;
+    record.role = role;
+    record.size = size;
+    files_.emplace_back(record,
+                        std::make_unique<DiskWriter>(session_, name, size, std::nullopt, 0));
+    return files_.back().second.get();
+}
+
+Status PointBuilder::add_file(const std::string& name, const std::string& role, ByteView content) {
+    auto writer = add_file(name, role, content.size());
+    if (!writer) return std::unexpected(writer.error());
+    if (auto st = (*writer)->write(0, Bytes(content.begin(), content.end())); !st) return st;
+    return (*writer)->finish();
+}
+
+// ---- BackupSession ---------------------------------------------------------------------
+
+Result<std::unique_ptr<BackupSession>> BackupSession::begin(Repository& repo,
+                                                            const SessionOptions& options) {
+    // When no one else is using the repository, take the chance to remove what crashed runs
+    // left behind (that needs the exclusive lock), then let others in.
+    std::unique_ptr<RepoLock> lock;
+    auto exclusive = repo.lock(LockMode::exclusive, options.operation);
+    if (exclusive) {
+        lock = std::move(*exclusive);
+        if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
+        if (auto removed = repo.cleanup_leftovers(); !removed)
+            return std::unexpected(removed.error());
+        if (auto st = lock->downgrade(); !st) return std::unexpected(st.error());
+    } else if (exclusive.error().kind() == ErrorKind::locked) {
+        auto shared = repo.lock(LockMode::shared, options.operation);
+        if (!shared) return std::unexpected(shared.error());
+        lock = std::move(*shared);
+        if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
+    } else {
+        return std::unexpected(exclusive.error());
+    }
+    return std::unique_ptr<BackupSession>(new BackupSession(repo, options, std::move(lock)));
+}
+
+BackupSession::BackupSession(Repository& repo, const SessionOptions& options,
+                             std::unique_ptr<RepoLock> lock)
+    : repo_(repo),
+      options_(options),
+      lock_(std::move(lock)),
+      started_(std::chrono::steady_clock::now()) {
+    for (unsigned i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { worker(); });
+}
+
+BackupSession::~BackupSession() {
+    stop_workers();
+    if (!committed_) {
+        pack_.reset();  // removes its temp file
+        // Packs of an uncommitted session are referenced by nothing: give the space back
+        // (best effort; after a crash the next run's cleanup does it).
+        for (const auto& p : finished_packs_)
+            (void)repo_.env().remove(pack_path(repo_.dir(format::kDataDir), p.id));
+    }
+}
+
+void BackupSession::stop_workers() {
+    {
+        std::lock_guard lock(queue_mu_);
+        stopping_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+}
+
+PointBuilder& BackupSession::add_point(const std::string& vm, const std::string& consistency) {
+    points_.push_back(std::make_unique<PointBuilder>(*this, vm, consistency));
+    return *points_.back();
+}
+
+std::optional<Error> BackupSession::error() const {
+    if (!failed_) return std::nullopt;
+    std::lock_guard lock(error_mu_);
+    return error_;
+}
+
+void BackupSession::set_error(const Error& e) {
+    std::lock_guard lock(error_mu_);
+    if (!error_) error_ = e;
+    failed_ = true;
+}
+
+void BackupSession::submit(Job job) {
+    if (workers_.empty()) {
+        process(job);
+        return;
+    }
+    std::unique_lock lock(queue_mu_);
+    space_cv_.wait(lock, [&] {
+        return inflight_ == 0 || inflight_ + job.length <= options_.max_inflight_bytes;
+    });
+    inflight_ += job.length;
+    queue_.push_back(std::move(job));
+    lock.unlock();
+    work_cv_.notify_one();
+}
+
+void BackupSession::worker() {
+    for (;;) {
+        Job job;
+        {
+            std::unique_lock lock(queue_mu_);
+            work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) return;
+            job = std::move(queue_.front());
+            queue_.pop_front();
+        }
+        std::size_t length = job.length;
+        process(job);
+        job.buffer.reset();  // free the buffer before making room for more
+        {
+            std::lock_guard lock(queue_mu_);
+            inflight_ -= length;
+        }
+        space_cv_.notify_all();
+    }
+}
+
+void BackupSession::process(const Job& job) {
+    DiskWriter& disk = *job.disk;
+    Hash256 id = kHoleId;
+    const std::uint8_t* data = job.buffer->data() + job.offset;
+    if (failed()) {
+        // Nothing more is stored; the slot is still released so finish() returns.
+    } else if (all_zero(data, job.length)) {
+        ++disk.chunks_zero_;
+    } else {
+        ByteView chunk(data, job.length);
+        id = repo_.codec().id_of(chunk);
+        if (id == job.base) {
+            ++disk.chunks_same_;  // unchanged since the base point: not compressed, not stored
+        } else if (auto stored = store_blob(format::BlobType::data, id, chunk, disk); !stored) {
+            set_error(stored.error().with_context("disk " + disk.name_));
+        } else if (*stored) {
+            ++disk.chunks_new_;
+            disk.bytes_new_ += job.length;
+        } else {
+            ++disk.chunks_known_;
+        }
+    }
+    disk.complete(job.chunk, id);
+}
+
+Result<bool> BackupSession::store_blob(format::BlobType type, const Hash256& id, ByteView plain,
+                                       DiskWriter& owner) {
+    {
+        std::lock_guard lock(known_mu_);
+        if (repo_.index().contains(id) || !stored_.insert(id).second) return false;
+    }
+    Bytes stored;
+    stored.reserve(plain.size() + kGcmOverhead);
+    bool compressed = repo_.codec().encode_blob(id, plain, stored);
+    std::unique_ptr<PackWriter> full;
+    {
+        std::lock_guard lock(pack_mu_);
+        if (!pack_) {
+            auto created =
+                PackWriter::create(repo_.env(), repo_.codec(), repo_.dir(format::kTmpDir));
+            if (!created) return std::unexpected(created.error());
+            pack_ = std::move(*created);
+        }
+        if (auto st =
+                pack_->add(id, type, stored, compressed, static_cast<std::uint32_t>(plain.size()));
+            !st)
+            return std::unexpected(st.error());
+        if (pack_->size() >= repo_.pack_size()) full = std::move(pack_);
+    }
+    owner.bytes_added_ += stored.size() + format::kEntrySize;
+    if (full)
+        if (auto st = finish_pack(std::move(full)); !st) return std::unexpected(st.error());
+    return true;
+}
+
+Status BackupSession::finish_pack(std::unique_ptr<PackWriter> pack) {
+    auto info = pack->finish(repo_.dir(format::kDataDir));
+    if (!info) return std::unexpected(info.error());
+    std::lock_guard lock(finished_mu_);
+    finished_packs_.push_back(std::move(*info));
+    return {};
+}
+
+Result<std::vector<RestorePoint>> BackupSession::commit() {
+    if (committed_) return fail(ErrorKind::internal, "session committed twice");
+    for (auto& p : points_) {
+        for (auto& d : p->disks_)
+            if (auto st = d->finish(); !st) return std::unexpected(st.error());
+        for (auto& f : p->files_)
+            if (auto st = f.second->finish(); !st) return std::unexpected(st.error());
+    }
+    stop_workers();
+    if (auto e = error()) return fail(*e);
+    if (pack_ && !pack_->empty())
+        if (auto st = finish_pack(std::move(pack_)); !st) return std::unexpected(st.error());
+    if (!finished_packs_.empty())
+        if (auto id = repo_.write_index_file(finished_packs_); !id)
+            return std::unexpected(id.error());
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    std::vector<RestorePoint> points;
+    for (auto& p : points_) {
+        RestorePoint r = p->point_;
+        r.bytes_added = 0;
+        for (std::size_t i = 0; i < p->disks_.size(); ++i) {
+            r.disks[i].map = p->disks_[i]->map();
+            r.disks[i].bytes_added = p->disks_[i]->stats().bytes_added;
+            r.bytes_added += r.disks[i].bytes_added;
+        }
+        for (auto& [record, writer] : p->files_) {
+            record.map = writer->map();
+            r.files.push_back(record);
+            r.bytes_added += writer->stats().bytes_added;
+        }
+        if (!r.timings.contains("total_s")) r.timings["total_s"] = seconds;
+        points.push_back(std::move(r));
+    }
+    auto commit = repo_.write_commit(points);
+    if (!commit) return std::unexpected(commit.error());
+    committed_ = true;
+    repo_.add_indexed_packs(finished_packs_);
+    (void)lock_->release();
+    return points;
+}
+
+}  // namespace vmshadow::repo

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT
+#include "repo/check.h"
+
+#include <map>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "repo/chunk_map.h"
+#include "repo/format.h"
+
+namespace vmshadow::repo {
+namespace {
+
+class Checker {
+  public:
+    Checker(Repository& repo, const CheckOptions& options, CheckReport& report)
+        : repo_(repo), options_(options), report_(report) {}
+
+    Status run() {
+        std::vector<Error> damaged;
+        if (auto st = repo_.load_index(&damaged); !st) return st;
+        for (const auto& e : damaged) report_.problems.push_back(e.message());
+        log("index loaded: " + std::to_string(repo_.index().blob_count()) + " blobs in " +
+            std::to_string(repo_.index().packs().size()) + " packs");
+        check_packs();
+        return check_points();
+    }
+
+  private:
+    void log(const std::string& line) {
+        if (options_.log) options_.log(line);
+    }
+
+    void check_packs() {
+        const Index& index = repo_.index();
+        std::set<Hash256> indexed(index.packs().begin(), index.packs().end());
+        report_.packs = indexed.size();
+        report_.blobs = index.blob_count();
+        // Packs present on disk but in no index are leftovers of an interrupted run.
+        std::string data = repo_.dir(format::kDataDir);
+        if (auto subs = repo_.env().list(data))
+            for (const auto& sub : *subs)
+                if (auto names = repo_.env().list(data + "/" + sub))
+                    for (const auto& name : *names) {
+                        auto id = Hash256::from_hex(name);
+                        if (id && !indexed.contains(*id))
+                            report_.warnings.push_back("pack " + name +
+                                                       " is in no index (removed by gc)");
+                    }
+        std::size_t done = 0;
+        for (const auto& pack : index.packs()) {
+            check_pack(pack);
+            if (++done % 64 == 0)
+                log("packs checked: " + std::to_string(done) + "/" +
+                    std::to_string(index.packs().size()));
+        }
+    }
+
+    void mark_pack_bad(const Hash256& pack, const std::string& why) {
+        report_.problems.push_back("pack " + pack_path(repo_.dir(format::kDataDir), pack) + ": " +
+                                   why);
+        bad_packs_.insert(pack);
+    }
+
+    void check_pack(const Hash256& pack) {
+        std::string path = pack_path(repo_.dir(format::kDataDir), pack);
+        auto file = repo_.env().open(path);
+        if (!file) return mark_pack_bad(pack, file.error().message());
+        auto entries = read_pack_trailer(**file, repo_.codec());
+        if (!entries) return mark_pack_bad(pack, entries.error().message());
+        for (const auto& e : *entries) {
+            auto loc = repo_.index().find(e.id);
+            if (loc && *loc->pack == pack &&
+                (loc->entry.offset != e.offset || loc->entry.length != e.length))
+                mark_pack_bad(pack,
+                              "index and pack trailer disagree about blob " + e.id.short_hex());
+        }
+        if (!options_.read_data) return;
+        Bytes all((*file)->size());
+        if (auto st = (*file)->read_at(0, all); !st)
+            return mark_pack_bad(pack, st.error().message());
+        report_.bytes_read += all.size();
+        if (sha256(all) != pack) mark_pack_bad(pack, "content does not match its name (damaged)");
+        for (const auto& e : *entries) {
+            auto plain = repo_.codec().decode_blob(e.id, ByteView(all).subspan(e.offset, e.length),
+                                                   e.compressed, e.raw_length);
+            if (!plain) {
+                bad_blobs_.insert(e.id);
+                report_.problems.push_back("pack " + path + ": blob " + e.id.hex() + ": " +
+                                           plain.error().message());
+            }
+        }
+    }
+
+    // Why a blob cannot be read, or nothing.
+    std::optional<std::string> blob_problem(const Hash256& id) {
+        auto loc = repo_.index().find(id);
+        if (!loc) return "chunk " + id.hex() + " is missing (in no index)";
+        if (bad_blobs_.contains(id)) return "chunk " + id.hex() + " is damaged";
+        if (bad_packs_.contains(*loc->pack))
+            return "chunk " + id.hex() + " is in damaged pack " + loc->pack->short_hex();
+        return std::nullopt;
+    }
+
+    // Verifies one block of a chunk map and everything below it; remembers the verdict so
+    // blocks shared between points are checked once.
+    std::optional<std::string> check_block(const std::vector<std::uint64_t>& counts,
+                                           std::uint32_t level, std::uint64_t index,
+                                           const Hash256& id) {
+        if (id.is_zero()) return std::nullopt;
+        if (auto it = verdicts_.find(id); it != verdicts_.end()) return it->second;
+        std::optional<std::string> problem = blob_problem(id);
+        if (!problem) {
+            auto bytes = repo_.read_blob(id);
+            std::uint64_t fanout = repo_.config().map_fanout;
+            std::uint64_t expected =
+                std::min<std::uint64_t>(fanout, counts[level] - index * fanout);
+            Result<std::vector<Hash256>> ids =
+                bytes ? decode_map_block(*bytes, expected) : fail(bytes.error());
+            if (!ids) {
+                problem = "chunk-map block " + id.short_hex() + ": " + ids.error().message();
+            } else {
+                for (std::uint64_t i = 0; i < ids->size() && !problem; ++i) {
+                    const Hash256& child = (*ids)[i];
+                    if (child.is_zero()) continue;
+                    problem = level == 0
+                                  ? blob_problem(child)
+                                  : check_block(counts, level - 1, index * fanout + i, child);
+                }
+            }
+        }
+        verdicts_.emplace(id, problem);
+        return problem;
+    }
+
+    std::optional<std::string> check_object(const MapRef& map, std::uint64_t size) {
+        auto counts = map_level_counts(size, repo_.config().chunk_size, repo_.config().map_fanout);
+        if (map.levels != counts.size() - 1) return "chunk map has a wrong level count";
+        return check_block(counts, map.levels - 1, 0, map.root);
+    }
+
+    Status check_points() {
+        auto listing = repo_.list_points();
+        if (!listing) return std::unexpected(listing.error());
+        for (const auto& e : listing->damaged) report_.problems.push_back(e.message());
+        report_.points = listing->points.size();
+        for (const auto& p : listing->points) {
+            std::string name = p.id.hex() + " (" + p.vm + ", " + iso8601_utc(p.time) + ")";
+            bool damaged = false;
+            for (const auto& d : p.disks)
+                if (auto problem = check_object(d.map, d.size)) {
+                    report_.problems.push_back("restore point " + name + ": disk " + d.name + ": " +
+                                               *problem);
+                    damaged = true;
+                }
+            for (const auto& f : p.files)
+                if (auto problem = check_object(f.map, f.size)) {
+                    report_.problems.push_back("restore point " + name + ": file " + f.name + ": " +
+                                               *problem);
+                    damaged = true;
+                }
+            if (damaged) report_.damaged_points.push_back(name);
+        }
+        return {};
+    }
+
+    Repository& repo_;
+    const CheckOptions& options_;
+    CheckReport& report_;
+    std::set<Hash256> bad_packs_;
+    std::unordered_set<Hash256, Hash256Hasher> bad_blobs_;
+    std::unordered_map<Hash256, std::optional<std::string>, Hash256Hasher> verdicts_;
+};
+
+}  // namespace
+
+Result<CheckReport> check_repository(Repository& repo, const CheckOptions& options) {
+    CheckReport report;
+    Checker checker(repo, options, report);
+    if (auto st = checker.run(); !st) return std::unexpected(st.error());
+    auto idx = repo.env().list(repo.dir(format::kIndexDir));
+    report.index_files = idx ? idx->size() : 0;
+    return report;
+}
+
+}  // namespace vmshadow::repo

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: MIT
+#include "repo/codec.h"
+
+#include <zstd.h>
+
+#include <memory>
+#include <stdexcept>
+
+#include "repo/format.h"
+
+namespace vmshadow::repo {
+namespace {
+
+// One zstd context per thread: creating one per 64 KiB chunk would dominate the cost.
+struct CCtxFree {
+    void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct DCtxFree {
+    void operator()(ZSTD_DCtx* c) const { ZSTD_freeDCtx(c); }
+};
+ZSTD_CCtx* thread_cctx() {
+    thread_local std::unique_ptr<ZSTD_CCtx, CCtxFree> ctx(ZSTD_createCCtx());
+    return ctx.get();
+}
+ZSTD_DCtx* thread_dctx() {
+    thread_local std::unique_ptr<ZSTD_DCtx, DCtxFree> ctx(ZSTD_createDCtx());
+    return ctx.get();
+}
+
+// Returns the compressed form if it saves at least 1/32 of the size, else nothing.
+std::optional<Bytes> compress(ByteView plain, int level) {
+    Bytes out(ZSTD_compressBound(plain.size()));
+    std::size_t n =
+        ZSTD_compressCCtx(thread_cctx(), out.data(), out.size(), plain.data(), plain.size(), level);
+    if (ZSTD_isError(n) || n >= plain.size() - plain.size() / 32) return std::nullopt;
+    out.resize(n);
+    return out;
+}
+
+Result<Bytes> decompress(ByteView data, std::size_t raw_length) {
+    Bytes out(raw_length);
+    std::size_t n =
+        ZSTD_decompressDCtx(thread_dctx(), out.data(), out.size(), data.data(), data.size());
+    if (ZSTD_isError(n) || n != raw_length)
+        return fail(ErrorKind::corruption, "compressed data is damaged");
+    return out;
+}
+
+constexpr std::uint8_t kSealEncrypted = 1;
+constexpr std::uint8_t kSealCompressed = 2;
+constexpr std::size_t kSealHeader = 8;
+// Upper bound of a sealed metadata payload after decompression (1 GiB): a damaged frame
+// header must not make us allocate without limit.
+constexpr unsigned long long kMaxSealedPayload = 1ull << 30;
+
+}  // namespace
+
+void put_u16(Bytes& out, std::uint16_t v) {
+    out.push_back(v & 0xff);
+    out.push_back(v >> 8);
+}
+void put_u32(Bytes& out, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+}
+void put_u64(Bytes& out, std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+}
+std::uint16_t get_u16(const std::uint8_t* p) {
+    return static_cast<std::uint16_t>(p[0] | p[1] << 8);
+}
+std::uint32_t get_u32(const std::uint8_t* p) {
+    return std::uint32_t(p[0]) | std::uint32_t(p[1]) << 8 | std::uint32_t(p[2]) << 16 |
+           std::uint32_t(p[3]) << 24;
+}
+std::uint64_t get_u64(const std::uint8_t* p) {
+    return std::uint64_t(get_u32(p)) | std::uint64_t(get_u32(p + 4)) << 32;
+}
+
+Hash256 Codec::id_of(ByteView plaintext) const {
+    return key_ ? hmac_sha256(key_->id_key, plaintext) : sha256(plaintext);
+}
+
+bool Codec::encode_blob(const Hash256& id, ByteView plain, Bytes& out) const {
+    std::optional<Bytes> packed = plain.size() >= 64 ? compress(plain, level_) : std::nullopt;
+    ByteView payload = packed ? ByteView(*packed) : plain;
+    if (key_)
+        gcm_seal(key_->encryption, payload, id.bytes, out);
+    else
+        out.insert(out.end(), payload.begin(), payload.end());
+    return packed.has_value();
+}
+
+Result<Bytes> Codec::decode_blob(const Hash256& id, ByteView stored, bool compressed,
+                                 std::uint32_t raw_length) const {
+    Bytes opened;
+    ByteView payload = stored;
+    if (key_) {
+        auto o = gcm_open(key_->encryption, stored, id.bytes);
+        if (!o) return std::unexpected(o.error());
+        opened = std::move(*o);
+        payload = opened;
+    }
+    Bytes plain;
+    if (compressed) {
+        auto d = decompress(payload, raw_length);
+        if (!d) return std::unexpected(d.error());
+        plain = std::move(*d);
+    } else {
+        if (payload.size() != raw_length)
+            return fail(ErrorKind::corruption, "stored length does not match the index");
+        plain.assign(payload.begin(), payload.end());
+    }
+    if (id_of(plain) != id)
+        return fail(ErrorKind::corruption, "content does not match its id (damaged data)");
+    return plain;
+}
+
+Bytes Codec::seal(ByteView plain, std::string_view domain) const {
+    std::optional<Bytes> packed = compress(plain, 3);
+    ByteView payload = packed ? ByteView(*packed) : plain;
+    Bytes out(format::kSealMagic.begin(), format::kSealMagic.end());
+    out.push_back(1);
+    out.push_back((key_ ? kSealEncrypted : 0) | (packed ? kSealCompressed : 0));
+    put_u16(out, 0);
+    if (key_) {
+        gcm_seal(key_->encryption, payload, as_bytes(domain), out);
+    } else {
+        out.insert(out.end(), payload.begin(), payload.end());
+        Bytes checked(domain.begin(), domain.end());
+        checked.insert(checked.end(), out.begin(), out.end());
+        Hash256 sum = sha256(checked);
+        out.insert(out.end(), sum.bytes.begin(), sum.bytes.end());
+    }
+    return out;
+}
+
+Result<Bytes> Codec::unseal(ByteView sealed, std::string_view domain) const {
+    if (sealed.size() < kSealHeader + 32 ||
+        std::string_view(reinterpret_cast<const char*>(sealed.data()), 4) != format::kSealMagic)
+        return fail(ErrorKind::corruption, "not a vmshadow metadata file (bad magic or truncated)");
+    if (sealed[4] != 1)
+        return fail(ErrorKind::unsupported,
+                    "metadata envelope version " + std::to_string(sealed[4]) + " is unknown");
+    std::uint8_t flags = sealed[5];
+    bool encrypted = flags & kSealEncrypted;
+    if (encrypted != key_.has_value())
+        return fail(ErrorKind::corruption, encrypted ? "encrypted metadata in a plain repository"
+                                                     : "unencrypted metadata in an encrypted "
+                                                       "repository");
+    Bytes opened;
+    ByteView payload;
+    if (key_) {
+        auto o = gcm_open(key_->encryption, sealed.subspan(kSealHeader), as_bytes(domain));
+        if (!o) return std::unexpected(o.error());
+        opened = std::move(*o);
+        payload = opened;
+    } else {
+        Bytes checked(domain.begin(), domain.end());
+        checked.insert(checked.end(), sealed.begin(), sealed.end() - 32);
+        Hash256 sum = sha256(checked);
+        if (!std::equal(sum.bytes.begin(), sum.bytes.end(), sealed.end() - 32))
+            return fail(ErrorKind::corruption, "checksum mismatch (damaged file)");
+        payload = sealed.subspan(kSealHeader, sealed.size() - kSealHeader - 32);
+    }
+    if (!(flags & kSealCompressed)) return Bytes(payload.begin(), payload.end());
+    unsigned long long size = ZSTD_getFrameContentSize(payload.data(), payload.size());
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN ||
+        size > kMaxSealedPayload)
+        return fail(ErrorKind::corruption, "compressed metadata is damaged");
+    return decompress(payload, static_cast<std::size_t>(size));
+}
+
+}  // namespace vmshadow::repo

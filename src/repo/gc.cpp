@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: MIT
+#include "repo/gc.h"
+
+#include <algorithm>
+#include <ctime>
+#include <map>
+#include <set>
+#include <unordered_set>
+
+#include "repo/chunk_map.h"
+#include "repo/format.h"
+
+namespace vmshadow::repo {
+namespace {
+
+std::string bucket(std::int64_t t, const char* fmt) {
+    std::time_t tt = static_cast<std::time_t>(t);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, fmt, &tm);
+    return buf;
+}
+
+std::int64_t order_key(const RestorePoint& p) {
+    return p.time_us ? p.time_us : p.time * 1000000;
+}
+
+using IdSet = std::unordered_set<Hash256, Hash256Hasher>;
+
+// Adds every blob (map blocks and chunks) an object references; skips subtrees seen before,
+// so the cost follows what changed between points, not the number of points.
+Status mark_object(const Repository& repo, const MapRef& map, std::uint64_t size, IdSet& live) {
+    ChunkMap chunks(repo, map, size, repo.config().chunk_size, repo.config().map_fanout);
+    Status st = chunks.for_each_block([&](std::uint32_t level, const Hash256& id) -> Result<bool> {
+        if (!live.insert(id).second) return false;
+        if (level > 0) return true;
+        // A level-0 block: its entries are chunk ids.
+        auto bytes = repo.read_blob(id);
+        if (!bytes) return std::unexpected(bytes.error());
+        for (std::size_t off = 0; off + 32 <= bytes->size(); off += 32) {
+            Hash256 chunk;
+            std::copy_n(bytes->begin() + off, 32, chunk.bytes.begin());
+            if (!chunk.is_zero()) live.insert(chunk);
+        }
+        return false;
+    });
+    return st;
+}
+
+}  // namespace
+
+std::vector<PruneDecision> plan_prune(const std::vector<RestorePoint>& points,
+                                      const KeepPolicy& policy, const std::string& vm) {
+    std::map<std::string, std::vector<const RestorePoint*>> by_vm;
+    for (const auto& p : points)
+        if (vm.empty() || p.vm == vm) by_vm[p.vm].push_back(&p);
+    struct Rule {
+        const char* name;
+        int count;
+        const char* fmt;  // nullptr = keep-last
+    };
+    const Rule rules[] = {{"last", policy.last, nullptr},
+                          {"hourly", policy.hourly, "%Y-%m-%d %H:00"},
+                          {"daily", policy.daily, "%Y-%m-%d"},
+                          {"weekly", policy.weekly, "%G-W%V"},
+                          {"monthly", policy.monthly, "%Y-%m"}};
+    std::vector<PruneDecision> out;
+    for (auto& [name, list] : by_vm) {
+        std::stable_sort(list.begin(), list.end(), [](auto* a, auto* b) {
+            return order_key(*a) > order_key(*b);
+        });  // newest first
+        std::vector<PruneDecision> decisions;
+        for (auto* p : list) decisions.push_back(PruneDecision{p->id, p->vm, p->time, false, {}});
+        for (const Rule& rule : rules) {
+            int kept = 0;
+            std::string last_bucket;
+            for (auto& d : decisions) {
+                if (kept >= rule.count) break;
+                if (!rule.fmt) {
+                    d.keep = true;
+                    d.reasons.push_back("last");
+                    ++kept;
+                    continue;
+                }
+                std::string b = bucket(d.time, rule.fmt);
+                if (b == last_bucket) continue;  // the newest point of each period is kept
+                last_bucket = b;
+                d.keep = true;
+                d.reasons.push_back(std::string(rule.name) + " " + b);
+                ++kept;
+            }
+        }
+        out.insert(out.end(), decisions.begin(), decisions.end());
+    }
+    return out;
+}
+
+Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
+    GcReport report;
+    auto lock = repo.lock(LockMode::exclusive, "gc");
+    if (!lock) return std::unexpected(lock.error());
+    if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
+    if (!options.dry_run) {
+        auto removed = repo.cleanup_leftovers();
+        if (!removed) return std::unexpected(removed.error());
+        report.leftovers_removed = *removed;
+    }
+    auto listing = repo.list_points();
+    if (!listing) return std::unexpected(listing.error());
+    if (!listing->damaged.empty())
+        return fail(ErrorKind::corruption,
+                    "gc refuses to run: " + listing->damaged.front().message() +
+                        " (what it references is unknown; run `vmshadow repo check`)");
+    IdSet live;
+    for (const auto& p : listing->points) {
+        for (const auto& d : p.disks)
+            if (auto st = mark_object(repo, d.map, d.size, live); !st)
+                return std::unexpected(st.error().with_context(
+                    "gc refuses to run: restore point " + p.id.short_hex() + " disk " + d.name));
+        for (const auto& f : p.files)
+            if (auto st = mark_object(repo, f.map, f.size, live); !st)
+                return std::unexpected(st.error().with_context(
+                    "gc refuses to run: restore point " + p.id.short_hex() + " file " + f.name));
+    }
+
+    auto index_files = repo.read_index_files();
+    if (!index_files) return std::unexpected(index_files.error());
+    // One copy of each live blob is kept; packs are judged by their live bytes.
+    std::map<Hash256, PackInfo> packs;
+    for (auto& [file, list] : *index_files)
+        for (auto& p : list) packs.emplace(p.id, p);
+    IdSet kept;
+    std::vector<PackInfo> keep_packs, rewrite_packs;
+    std::vector<Hash256> delete_packs;
+    for (auto& [id, pack] : packs) {
+        std::uint64_t live_bytes = 0, total = 0;
+        std::vector<BlobEntry> live_entries;
+        for (const auto& e : pack.entries) {
+            total += e.length;
+            if (live.contains(e.id) && kept.insert(e.id).second) {
+                live_bytes += e.length;
+                live_entries.push_back(e);
+                ++report.blobs_live;
+            } else {
+                ++report.blobs_dead;
+            }
+        }
+        report.bytes_before += pack.size;
+        if (live_entries.empty()) {
+            delete_packs.push_back(id);
+        } else if (double(total - live_bytes) > options.repack_dead_fraction * double(total)) {
+            pack.entries = std::move(live_entries);
+            rewrite_packs.push_back(std::move(pack));
+        } else {
+            report.bytes_after += pack.size;
+            keep_packs.push_back(std::move(pack));
+        }
+    }
+    report.packs_total = packs.size();
+    report.packs_removed = delete_packs.size();
+    report.packs_rewritten = rewrite_packs.size();
+    bool index_clean = index_files->size() <= 1 && delete_packs.empty() && rewrite_packs.empty();
+    if (options.dry_run || index_clean) return report;
+
+    // 1. Copy the live blobs of mostly-dead packs into new packs (stored bytes as they are:
+    // a blob's encoding does not depend on its pack). Each is verified on the way.
+    std::vector<PackInfo> new_packs;
+    std::unique_ptr<PackWriter> writer;
+    for (const auto& pack : rewrite_packs) {
+        std::string path = pack_path(repo.dir(format::kDataDir), pack.id);
+        auto file = repo.env().open(path);
+        if (!file) return std::unexpected(file.error());
+        for (const auto& e : pack.entries) {
+            Bytes stored(e.length);
+            if (auto st = (*file)->read_at(e.offset, stored); !st)
+                return std::unexpected(st.error());
+            if (auto plain = repo.codec().decode_blob(e.id, stored, e.compressed, e.raw_length);
+                !plain)
+                return std::unexpected(plain.error().with_context(
+                    "gc refuses to copy blob " + e.id.short_hex() + " of pack " + path));
+            if (!writer) {
+                auto created =
+                    PackWriter::create(repo.env(), repo.codec(), repo.dir(format::kTmpDir));
+                if (!created) return std::unexpected(created.error());
+                writer = std::move(*created);
+            }
+            if (auto st = writer->add(e.id, e.type, stored, e.compressed, e.raw_length); !st)
+                return std::unexpected(st.error());
+            if (writer->size() >= repo.pack_size()) {
+                auto info = writer->finish(repo.dir(format::kDataDir));
+                if (!info) return std::unexpected(info.error());
+                new_packs.push_back(std::move(*info));
+                writer.reset();
+            }
+        }
+    }
+    if (writer) {
+        auto info = writer->finish(repo.dir(format::kDataDir));
+        if (!info) return std::unexpected(info.error());
+        new_packs.push_back(std::move(*info));
+        writer.reset();
+    }
+    report.packs_written = new_packs.size();
+    for (const auto& p : new_packs) report.bytes_after += p.size;
+
+    // 2. One index naming everything that stays, before anything is deleted.
+    std::vector<PackInfo> all = keep_packs;
+    all.insert(all.end(), new_packs.begin(), new_packs.end());
+    Hash256 new_index{};
+    if (!all.empty()) {
+        auto id = repo.write_index_file(all);
+        if (!id) return std::unexpected(id.error());
+        new_index = *id;
+    }
+    // 3. Old index files, then 4. the packs nothing names any more.
+    for (const auto& [file, list] : *index_files) {
+        if (file == new_index) continue;
+        if (auto st = repo.env().remove(repo.dir(format::kIndexDir) + "/" + file.hex()); !st)
+            return std::unexpected(st.error());
+    }
+    if (auto st = repo.env().sync_dir(repo.dir(format::kIndexDir)); !st)
+        return std::unexpected(st.error());
+    std::vector<Hash256> doomed = delete_packs;
+    for (const auto& p : rewrite_packs) doomed.push_back(p.id);
+    for (const auto& id : doomed)
+        if (auto st = repo.env().remove(pack_path(repo.dir(format::kDataDir), id)); !st)
+            return std::unexpected(st.error());
+
+    if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
+    return report;
+}
+
+Result<PruneResult> prune(Repository& repo, const KeepPolicy& policy, const std::string& vm,
+                          bool dry_run) {
+    if (policy.empty())
+        return fail(ErrorKind::invalid_argument,
+                    "prune needs at least one --keep-* rule (it would forget every point)");
+    PruneResult result;
+    {
+        auto lock = repo.lock(dry_run ? LockMode::shared : LockMode::exclusive, "prune");
+        if (!lock) return std::unexpected(lock.error());
+        auto listing = repo.list_points();
+        if (!listing) return std::unexpected(listing.error());
+        result.plan = plan_prune(listing->points, policy, vm);
+        std::vector<Hash256> doomed;
+        for (const auto& d : result.plan)
+            if (!d.keep) doomed.push_back(d.id);
+        if (dry_run) return result;
+        if (!doomed.empty())
+            if (auto st = repo.forget(doomed); !st) return std::unexpected(st.error());
+    }
+    // The lock is released between forget and gc: gc takes it again itself, and a crash in
+    // between leaves only garbage for the next gc.
+    auto gc = collect_garbage(repo, {});
+    if (!gc) return std::unexpected(gc.error());
+    result.gc = *gc;
+    return result;
+}
+
+}  // namespace vmshadow::repo

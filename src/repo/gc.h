@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Garbage collection and retention (forget/prune).
+//
+// This module is: the retention plan (pure: points + policy → keep/forget with reasons,
+// per VM, never across VMs) and gc, which deletes packs no restore point references and
+// rewrites packs that are mostly garbage. It is not: choosing what to back up.
+//
+// gc runs under the exclusive lock and never creates a dangling reference: new packs are
+// written first, then one new index naming every kept blob, then the old index files are
+// removed, and only then old packs. A crash at any step leaves garbage (removed by the next
+// run), never a restore point that cannot be read. gc refuses to run when any commit record
+// or chunk map is unreadable: it would not know what that point references.
+//
+// Thread-safety: runs on the caller's thread.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "repo/repository.h"
+
+namespace vmshadow::repo {
+
+struct KeepPolicy {
+    int last = 0, hourly = 0, daily = 0, weekly = 0, monthly = 0;
+    bool empty() const { return !last && !hourly && !daily && !weekly && !monthly; }
+};
+
+struct PruneDecision {
+    Hash256 id;
+    std::string vm;
+    std::int64_t time = 0;
+    bool keep = false;
+    std::vector<std::string> reasons;  // "last", "daily 2026-11-21"…
+};
+
+// Decisions for every point of `vm` (all VMs when empty), newest first within each VM.
+std::vector<PruneDecision> plan_prune(const std::vector<RestorePoint>& points,
+                                      const KeepPolicy& policy, const std::string& vm);
+
+struct GcOptions {
+    bool dry_run = false;
+    double repack_dead_fraction = 0.25;  // rewrite packs with more garbage than this
+};
+
+struct GcReport {
+    std::size_t packs_total = 0, packs_removed = 0, packs_rewritten = 0, packs_written = 0;
+    std::size_t blobs_live = 0, blobs_dead = 0, leftovers_removed = 0, annotations_removed = 0;
+    std::uint64_t bytes_before = 0, bytes_after = 0;
+};
+
+// Takes the exclusive lock itself.
+Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options);
+
+struct PruneResult {
+    std::vector<PruneDecision> plan;
+    std::optional<GcReport> gc;  // absent on a dry run
+};
+// Plans, forgets what the plan drops (exclusive lock), then collects garbage. A dry run
+// only plans (shared lock).
+Result<PruneResult> prune(Repository& repo, const KeepPolicy& policy, const std::string& vm,
+                          bool dry_run);
+
+}  // namespace vmshadow::repo

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Repository: where every restore point lives (a local directory).
+//
+// This module is: creating and opening a repository (config, format version, keys), the
+// index of stored blobs, reading verified blobs, listing and resolving restore points,
+// annotations, forget, locks and the cleanup of leftovers of crashed runs. Writing restore
+// points is backup_session.h; reading disks back is restore.h; check and gc are check.h
+// and gc.h. It is not: anything about VMs or disk image formats.
+//
+// Layout under the root (docs/REPOSITORY.md has the full format):
+//   config  keys/  data/<2 hex>/<pack>  index/<id>  commits/<id>  annotations/<id>
+//   locks/<id>  tmp/
+// Commit rule: packs, then index files, then the commit record; a restore point exists
+// exactly when a commit record names it. Content-addressed files are write-once.
+//
+// Thread-safety: after open(), const methods and read_blob are safe from many threads;
+// load_index must not run concurrently with readers.
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/error.h"
+#include "repo/codec.h"
+#include "repo/env.h"
+#include "repo/index.h"
+#include "repo/lock.h"
+#include "repo/manifest.h"
+
+namespace vmshadow::repo {
+
+struct RepoConfig {
+    int format_version = 1;
+    std::string id;
+    std::uint32_t chunk_size = 0;
+    std::uint32_t map_fanout = 0;
+    int zstd_level = 0;
+    bool encrypted = false;
+};
+
+struct InitOptions {
+    bool encrypt = false;
+    std::string password;  // required when encrypt
+    ScryptParams kdf;
+    std::uint32_t chunk_size = 0;  // 0 = format::kDefaultChunkSize
+    std::uint32_t map_fanout = 0;  // 0 = format::kDefaultMapFanout
+    int zstd_level = 0;            // 0 = format::kDefaultZstdLevel
+};
+
+// Called only when the repository is encrypted.
+using PasswordSource = std::function<Result<std::string>()>;
+
+struct OpenOptions {
+    PasswordSource password;
+    Env* env = nullptr;           // nullptr = Env::posix()
+    std::uint64_t pack_size = 0;  // target pack size for writers; 0 = default
+};
+
+// Anything that hands out verified blobs by id (the repository; tests use fakes).
+class BlobSource {
+  public:
+    virtual ~BlobSource() = default;
+    virtual Result<Bytes> read_blob(const Hash256& id) const = 0;
+};
+
+struct PointListing {
+    std::vector<RestorePoint> points;  // oldest first
+    std::vector<Error> damaged;        // commit records or annotations that failed to load
+};
+
+class Repository final : public BlobSource {
+  public:
+    static Status init(const std::string& path, const InitOptions& options,
+                       Env& env = Env::posix());
+    static Result<std::unique_ptr<Repository>> open(const std::string& path,
+                                                    const OpenOptions& options);
+
+    const std::string& root() const { return root_; }
+    std::string dir(std::string_view name) const { return root_ + "/" + std::string(name); }
+    Env& env() const { return env_; }
+    const Codec& codec() const { return codec_; }
+    const RepoConfig& config() const { return config_; }
+    const std::string& key_id() const { return key_id_; }
+    const MasterKey* master_key() const { return master_key_ ? &*master_key_ : nullptr; }
+    std::uint64_t pack_size() const { return pack_size_; }
+
+    // Loads every index file (again). A damaged index file is an error naming it, unless
+    // `damaged` is given: then it is skipped and recorded there (check uses that).
+    Status load_index(std::vector<Error>* damaged = nullptr);
+    // Every index file's id and content (gc rewrites them).
+    Result<std::vector<std::pair<Hash256, std::vector<PackInfo>>>> read_index_files() const;
+    const Index& index() const { return index_; }
+    // Adds packs this process has just indexed (a committed session's), so the same object
+    // reads them without reloading every index file.
+    void add_indexed_packs(const std::vector<PackInfo>& packs) {
+        for (const auto& p : packs) index_.add_pack(p);
+    }
+
+    // Reads, decrypts, decompresses and verifies one blob; errors name the blob and pack.
+    Result<Bytes> read_blob(const Hash256& id) const override;
+
+    Result<PointListing> list_points() const;
+    // POINT: a full id, a unique id prefix, or NAME@latest.
+    static Result<RestorePoint> resolve(const PointListing& listing, std::string_view spec);
+
+    Result<Hash256> write_index_file(const std::vector<PackInfo>& packs) const;
+    // Writes one commit record holding `points` (their ids are computed and set).
+    Result<Hash256> write_commit(std::vector<RestorePoint>& points) const;
+    Hash256 point_id(const RestorePoint& point) const;
+
+    Status annotate(const Hash256& point, const std::string& kind,
+                    const nlohmann::json& data) const;
+
+    // Removes points: each commit record naming one is rewritten without it (new record
+    // first, then the old one removed). The data stays until gc. Caller holds the exclusive
+    // lock.
+    Status forget(const std::vector<Hash256>& points) const;
+
+    Result<std::unique_ptr<RepoLock>> lock(LockMode mode, const std::string& operation) const;
+    // Removes temp files and packs no index names. Needs the exclusive lock and a loaded
+    // index; returns how many files it removed.
+    Result<std::size_t> cleanup_leftovers() const;
+
+  private:
+    Repository(std::string root, Env& env, RepoConfig config, std::optional<MasterKey> key,
+               std::string key_id);
+
+    std::string root_;
+    Env& env_;
+    RepoConfig config_;
+    std::optional<MasterKey> master_key_;
+    std::string key_id_;
+    Codec codec_;
+    Index index_;
+    std::uint64_t pack_size_;
+
+    mutable std::mutex files_mutex_;
+    mutable std::unordered_map<Hash256, std::shared_ptr<RandomAccessFile>, Hash256Hasher> files_;
+};
+
+}  // namespace vmshadow::repo

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Reading disks and files of a restore point back.
+//
+// This module is: streaming an object (a disk or a VM file) out of the repository into a
+// DiskSink, chunk by chunk, each chunk verified against its id before it is written. Holes
+// are not written (the sink is expected to start zeroed/sparse). It is not: opening targets
+// (raw files, NBD exports) — the engine supplies sinks.
+//
+// Errors: a missing or damaged chunk stops the restore with a corruption error that names
+// the chunk and pack; no unverified byte ever reaches the sink.
+//
+// Threading: `workers` threads fetch and decode chunks in parallel and call the sink
+// concurrently (sinks must accept concurrent writes at distinct offsets); workers = 0 runs
+// everything on the caller's thread. Memory is bounded by a small queue of chunks.
+
+#include <cstdint>
+#include <functional>
+
+#include "common/error.h"
+#include "repo/repository.h"
+
+namespace vmshadow::repo {
+
+class DiskSink {
+  public:
+    virtual ~DiskSink() = default;
+    virtual Status write(std::uint64_t offset, ByteView data) = 0;
+};
+
+struct ReadOptions {
+    unsigned workers = 0;
+    // Called with (bytes done, total bytes) from the caller's thread.
+    std::function<void(std::uint64_t, std::uint64_t)> progress;
+};
+
+Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t size, DiskSink& sink,
+                      const ReadOptions& options = {});
+
+// Reads a whole VM file (domain XML, NVRAM…) into memory.
+Result<Bytes> read_file_record(const Repository& repo, const FileRecord& file);
+
+}  // namespace vmshadow::repo
