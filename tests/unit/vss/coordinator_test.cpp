@@ -449,11 +449,13 @@ TEST(Coordinator, StateFileRecordsTheLastBackup) {
     std::filesystem::remove_all(dir);
 }
 
-TEST(Coordinator, GeneratedBackupIdsAreSortableAndDistinct) {
-    std::string a = new_backup_id();
-    std::string b = new_backup_id();
-    EXPECT_EQ(a.size(), 21u);
-    EXPECT_EQ(a.substr(0, 8), b.substr(0, 8));
+TEST(Coordinator, GeneratedBackupIdStartsWithTheUtcTimeSoIdsSort) {
+    std::string id = new_backup_id();
+    ASSERT_EQ(id.size(), 21u);  // 20261122T010203Z-1a2b
+    EXPECT_EQ(id[8], 'T');
+    EXPECT_EQ(id[15], 'Z');
+    EXPECT_EQ(id[16], '-');
+    EXPECT_EQ(id.substr(0, 4), utc_timestamp_now().substr(0, 4));
 }
 
 }  // namespace
