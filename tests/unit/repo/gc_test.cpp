@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: MIT
+#include "repo/gc.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "repo/check.h"
+#include "repo_test_util.h"
+
+namespace vmshadow::repo::test {
+namespace {
+
+RestorePoint point_at(const std::string& vm, const std::string& iso, int n) {
+    std::tm tm{};
+    strptime(iso.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+    RestorePoint p;
+    p.vm = vm;
+    p.time = timegm(&tm);
+    p.time_us = p.time * 1000000;
+    p.id.bytes[0] = static_cast<std::uint8_t>(n);
+    return p;
+}
+
+std::vector<std::string> kept(const std::vector<PruneDecision>& plan) {
+    std::vector<std::string> out;
+    for (const auto& d : plan)
+        if (d.keep) out.push_back(d.vm + " " + iso8601_utc(d.time));
+    return out;
+}
+
+TEST(PrunePlan, RulesApplyPerVmNeverAcrossVms) {
+    std::vector<RestorePoint> points{
+        point_at("web", "2026-11-20T10:00:00", 1), point_at("web", "2026-11-20T18:00:00", 2),
+        point_at("web", "2026-11-21T09:00:00", 3), point_at("web", "2026-11-21T21:00:00", 4),
+        point_at("db", "2026-11-01T09:00:00", 5),
+    };
+    auto plan = plan_prune(points, KeepPolicy{.last = 1, .daily = 2}, "");
+    EXPECT_EQ(kept(plan),
+              (std::vector<std::string>{"db 2026-11-01T09:00:00Z", "web 2026-11-21T21:00:00Z",
+                                        "web 2026-11-20T18:00:00Z"}));
+    // --vm: other VMs are not even planned.
+    auto only_web = plan_prune(points, KeepPolicy{.last = 1}, "web");
+    EXPECT_EQ(only_web.size(), 4u);
+    EXPECT_EQ(kept(only_web), (std::vector<std::string>{"web 2026-11-21T21:00:00Z"}));
+}
+
+TEST(PrunePlan, MonthlyAndWeeklyKeepTheNewestOfEachPeriod) {
+    std::vector<RestorePoint> points{
+        point_at("vm", "2026-09-03T00:00:00", 1), point_at("vm", "2026-09-28T00:00:00", 2),
+        point_at("vm", "2026-10-15T00:00:00", 3), point_at("vm", "2026-11-02T00:00:00", 4),
+        point_at("vm", "2026-11-03T00:00:00", 5)};
+    auto plan = plan_prune(points, KeepPolicy{.monthly = 2}, "");
+    EXPECT_EQ(kept(plan),
+              (std::vector<std::string>{"vm 2026-11-03T00:00:00Z", "vm 2026-10-15T00:00:00Z"}));
+    auto weekly = plan_prune(points, KeepPolicy{.weekly = 1}, "");
+    EXPECT_EQ(kept(weekly), (std::vector<std::string>{"vm 2026-11-03T00:00:00Z"}));
+}
+
+class GcTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        path = dir.sub("repo");
+        InitOptions init;
+        init.chunk_size = 4096;
+        ASSERT_TRUE(Repository::init(path, init));
+        auto r = open_plain(path, nullptr, 32 * 1024);
+        ASSERT_TRUE(r);
+        repo = std::move(*r);
+    }
+    TempDir dir;
+    std::string path;
+    std::unique_ptr<Repository> repo;
+};
+
+TEST_F(GcTest, ForgetThenGcFreesSpaceAndKeepsEveryOtherPoint) {
+    Bytes a = random_data(64 * 4096, 1), b = random_data(64 * 4096, 2);
+    auto pa = backup_bytes(*repo, "a", {{"vda", a}});
+    auto pb = backup_bytes(*repo, "b", {{"vda", b}});
+    ASSERT_TRUE(pa && pb);
+    auto before = dir_bytes(path + "/data");
+    ASSERT_TRUE(repo->forget({pa->id}));
+    auto report = collect_garbage(*repo, {});
+    ASSERT_TRUE(report) << report.error().message();
+    EXPECT_GE(report->blobs_dead, 64u);
+    auto after = dir_bytes(path + "/data");
+    EXPECT_LT(after, before * 6 / 10);
+    auto listing = repo->list_points();
+    ASSERT_TRUE(listing);
+    ASSERT_EQ(listing->points.size(), 1u);
+    auto back = read_disk(*repo, listing->points[0], "vda");
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_EQ(*back, b);
+    auto check = check_repository(*repo, {.read_data = true});
+    ASSERT_TRUE(check);
+    EXPECT_TRUE(check->ok());
+    // A second gc finds nothing to do.
+    auto again = collect_garbage(*repo, {});
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->packs_removed + again->packs_rewritten, 0u);
+}
+
+TEST_F(GcTest, SharedDataSurvivesForgettingOnePointThatUsesIt) {
+    Bytes a = random_data(32 * 4096, 1);
+    auto p1 = backup_bytes(*repo, "a", {{"vda", a}});
+    a[5] ^= 1;
+    auto p2 = backup_bytes(*repo, "a", {{"vda", a}});
+    ASSERT_TRUE(p1 && p2);
+    ASSERT_TRUE(repo->forget({p1->id}));
+    ASSERT_TRUE(collect_garbage(*repo, {.repack_dead_fraction = 0.0}));
+    auto back = read_disk(*repo, *p2, "vda");
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_EQ(*back, a);
+}
+
+TEST_F(GcTest, GcWaitsForReadersHoldingTheSharedLock) {
+    auto reader = repo->lock(LockMode::shared, "image restore");
+    ASSERT_TRUE(reader);
+    auto report = collect_garbage(*repo, {});
+    ASSERT_FALSE(report);
+    EXPECT_EQ(report.error().kind(), ErrorKind::locked);
+    EXPECT_NE(report.error().message().find("image restore"), std::string::npos);
+    reader->reset();
+    EXPECT_TRUE(collect_garbage(*repo, {}));
+}
+
+TEST_F(GcTest, ExclusiveLockKeepsBackupsOutButNotAfterRelease) {
+    auto gc_lock = repo->lock(LockMode::exclusive, "gc");
+    ASSERT_TRUE(gc_lock);
+    auto session = BackupSession::begin(*repo, {});
+    ASSERT_FALSE(session);
+    EXPECT_EQ(session.error().kind(), ErrorKind::locked);
+    gc_lock->reset();
+    EXPECT_TRUE(BackupSession::begin(*repo, {}));
+}
+
+TEST_F(GcTest, LockOfADeadProcessIsBroken) {
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, nullptr, 0);  // now `child` names no process
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    std::ofstream(path + "/locks/deadbeef")
+        << nlohmann::json{{"pid", child},      {"start_time", "1"}, {"host", host},
+                          {"exclusive", true}, {"operation", "gc"}, {"time", "x"}}
+               .dump();
+    auto lock = repo->lock(LockMode::exclusive, "prune");
+    ASSERT_TRUE(lock) << lock.error().message();
+    EXPECT_FALSE(std::filesystem::exists(path + "/locks/deadbeef"));
+}
+
+TEST_F(GcTest, LockOfAnotherHostIsNeverBroken) {
+    std::ofstream(path + "/locks/cafe")
+        << nlohmann::json{{"pid", 1},          {"start_time", "1"}, {"host", "elsewhere"},
+                          {"exclusive", true}, {"operation", "gc"}, {"time", "x"}}
+               .dump();
+    auto lock = repo->lock(LockMode::shared, "backup");
+    ASSERT_FALSE(lock);
+    EXPECT_EQ(lock.error().kind(), ErrorKind::locked);
+}
+
+}  // namespace
+}  // namespace vmshadow::repo::test
