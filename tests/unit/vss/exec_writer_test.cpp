@@ -12,6 +12,7 @@
 #include "vss/child_process.h"
 #include "vss/coordinator.h"
 #include "vss/null_provider.h"
+#include "vss/restore_coordinator.h"
 
 namespace vmshadow::vss {
 namespace {
@@ -250,6 +251,40 @@ TEST(ExecWriter, MissingCommandIsANonRetryableVeto) {
     ASSERT_FALSE(result);
     EXPECT_EQ(result.error().code, FailureCode::nonretryable);
     EXPECT_NE(result.error().message.find("/nonexistent/hook"), std::string::npos);
+}
+
+TEST(ExecWriter, PostRestoreSeesTheFileRestoreStatus) {
+    TempDir dir;
+    auto script =
+        dir.script("hook", "echo \"$1 $VMSHADOW_OPERATION $VMSHADOW_FILE_RESTORE_STATUS\" >> " +
+                               (dir / "log").string() + "\n");
+    auto writer = std::make_shared<ExecWriter>(config_for(script));
+    auto backup = backup_with({writer});
+    ASSERT_TRUE(backup.document);
+    RestoreCoordinator restore({writer}, *backup.document, {});
+    ASSERT_TRUE(restore.gather_writer_metadata());
+    ASSERT_TRUE(restore.select_all_for_restore());
+    ASSERT_TRUE(restore.pre_restore());
+    ASSERT_TRUE(restore.set_file_restore_status(backup.document->components.at(0).key,
+                                                FileRestoreStatus::all));
+    ASSERT_TRUE(restore.post_restore());
+    auto log = lines(dir.read("log"));
+    ASSERT_GE(log.size(), 2u);
+    EXPECT_EQ(log[log.size() - 2], "pre-restore restore undefined");
+    EXPECT_EQ(log.back(), "post-restore restore all");
+}
+
+TEST(ExecWriter, HooksOfSeveralWritersRunInParallel) {
+    TempDir dir;
+    auto script = dir.script("hook", "[ \"$1\" = freeze ] && sleep 0.4\nexit 0\n");
+    std::vector<std::shared_ptr<Writer>> writers;
+    for (const char* name : {"a", "b", "c", "d"}) {
+        writers.push_back(std::make_shared<ExecWriter>(config_for(script, name)));
+    }
+    auto started = std::chrono::steady_clock::now();
+    auto run = backup_with(writers);
+    ASSERT_TRUE(run.document) << run.document.error().message();
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 1400ms);  // serially: 1.6 s
 }
 
 TEST(RunCommand, CommandIgnoringSigtermIsKilledAfterTheGrace) {
