@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 #include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
 
 #include <chrono>
 #include <filesystem>
@@ -117,7 +118,8 @@ TEST(lab, FreezeHookCheckpointsWalAndPausesWriter) {
     auto freeze_start = Clock::now();
     int frozen = virDomainFSFreeze(guest.domain().raw(), nullptr, 0, 0);
     double freeze_s = seconds_since(freeze_start);
-    ASSERT_GE(frozen, 1) << "freeze failed; serial:\n" << guest.serial_output();
+    ASSERT_GE(frozen, 1) << "freeze failed: " << virGetLastErrorMessage() << "; serial:\n"
+                         << guest.serial_output();
     ThawOnExit thaw_guard{guest.domain().raw()};
     RecordProperty("freeze_ms", static_cast<int>(freeze_s * 1000));
     std::printf("[lab] freeze (agent + hook) took %.0f ms\n", freeze_s * 1000);
@@ -178,8 +180,11 @@ TEST(lab, VfatDataDiskIsMountedButNotFrozen) {
     EXPECT_EQ(type_at["/data/vdc"], "ext4") << *info;
     EXPECT_EQ(type_at.count("/data/vdd"), 0u) << "a blank disk has nothing to mount";
 
+    auto freeze_start = Clock::now();
     int frozen = virDomainFSFreeze(guest.domain().raw(), nullptr, 0, 0);
     ThawOnExit thaw_guard{guest.domain().raw()};
+    std::printf("[lab] freeze without workload (hook has nothing to pause) took %.0f ms\n",
+                seconds_since(freeze_start) * 1000);
     // The agent skips the filesystem it cannot freeze instead of failing: only a count
     // lower than the filesystem list tells.
     EXPECT_EQ(frozen, static_cast<int>(filesystems.size()) - 1);

@@ -318,9 +318,15 @@ Result<std::string> LabGuest::agent_command(const std::string& command,
                                             std::chrono::seconds timeout) {
     int seconds = static_cast<int>(std::max<std::chrono::seconds::rep>(1, timeout.count()));
     // Bounds libvirt's guest-sync too, which otherwise waits 5 s whatever `seconds` says.
+    // Restored afterwards: the setting is the domain's, and a test's own libvirt calls
+    // (virDomainFSFreeze) must see libvirt's default, not our last command's timeout.
     (void)virDomainAgentSetResponseTimeout(domain_->raw(), seconds, 0);
     virt::CString reply(virDomainQemuAgentCommand(domain_->raw(), command.c_str(), seconds, 0));
-    if (!reply) return fail(virt::libvirt_error("lab guest '" + name_ + "': agent " + command));
+    std::optional<Error> error;
+    if (!reply) error = virt::libvirt_error("lab guest '" + name_ + "': agent " + command);
+    (void)virDomainAgentSetResponseTimeout(domain_->raw(),
+                                           VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_DEFAULT, 0);
+    if (error) return fail(*error);
     json parsed = json::parse(reply.get(), nullptr, false);
     if (parsed.is_discarded() || !parsed.contains("return")) {
         return fail(ErrorKind::internal,

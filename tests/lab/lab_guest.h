@@ -20,8 +20,8 @@
 //   it on thaw; /run/lab/events logs "paused N"/"resumed N", /var/log/fsfreeze-hook.log
 //   the time each freeze took.
 // - Every agent call is bounded by its timeout: the domain's agent response timeout is set
-//   to it first, because libvirt otherwise syncs with the agent for 5 s whatever the
-//   command's own timeout says.
+//   to it for the call, because libvirt otherwise syncs with the agent for 5 s whatever the
+//   command's own timeout says; it is reset to libvirt's default afterwards.
 // - Environment: VMSHADOW_LAB_DIR (the directory build-guest.sh prints; when unset, the
 //   fixture runs build-guest.sh), VMSHADOW_LAB_RUN_DIR (default /var/tmp/vmshadow-lab-run),
 //   LIBVIRT_DEFAULT_URI (default qemu:///system).
