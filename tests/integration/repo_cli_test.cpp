@@ -1,0 +1,304 @@
+// SPDX-License-Identifier: MIT
+// The repository commands end to end: the real vmshadow binary, real qemu-nbd and qemu-img,
+// raw and qcow2 images, restores compared byte for byte, a SIGKILL in the middle of a backup.
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct CliRun {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+// Runs vmshadow with extra environment, stdin from /dev/null and, when `no_tty`, in a new
+// session (no controlling terminal).
+pid_t spawn(const std::vector<std::string>& args, const std::vector<std::string>& env,
+            const std::string& out, const std::string& err, bool no_tty) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    if (no_tty) setsid();
+    int in = open("/dev/null", O_RDONLY);
+    int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(in, 0);
+    dup2(o, 1);
+    dup2(e, 2);
+    for (const auto& kv : env) putenv(const_cast<char*>(kv.c_str()));
+    std::vector<char*> argv{const_cast<char*>(VMSHADOW_BINARY)};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(VMSHADOW_BINARY, argv.data());
+    _exit(127);
+}
+
+std::string slurp(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+class RepoCli : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/vmshadow-repo-cli-XXXXXX";
+        dir = mkdtemp(tmpl);
+        repo = dir + "/repo";
+        env = {"VMSHADOW_REPO=" + repo, "VMSHADOW_PASSWORD="};
+    }
+    void TearDown() override { fs::remove_all(dir); }
+
+    CliRun run(const std::vector<std::string>& args, std::vector<std::string> extra_env = {}) {
+        std::vector<std::string> e = env;
+        e.insert(e.end(), extra_env.begin(), extra_env.end());
+        pid_t pid = spawn(args, e, dir + "/out", dir + "/err", true);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        CliRun r;
+        r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        r.out = slurp(dir + "/out");
+        r.err = slurp(dir + "/err");
+        return r;
+    }
+
+    // A raw image of `mib` MiB: scattered real file content (compressible), random blocks,
+    // zero gaps.
+    std::string make_raw(const std::string& name, int mib, unsigned seed) {
+        std::string path = dir + "/" + name;
+        std::ofstream(path).close();
+        fs::resize_file(path, std::uint64_t(mib) << 20);
+        std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+        std::string bash = slurp("/usr/bin/bash");
+        std::mt19937 gen(seed);
+        for (int i = 0; i < mib / 4; ++i) {
+            f.seekp(static_cast<std::streamoff>((std::uint64_t(i) * 4 + gen() % 3) << 20));
+            if (i % 3 == 0) {
+                std::string noise(300 * 1024, 0);
+                for (auto& c : noise) c = static_cast<char>(gen());
+                f.write(noise.data(), static_cast<std::streamsize>(noise.size()));
+            } else {
+                f.write(bash.data(), std::min<std::streamsize>(bash.size(), 700 * 1024));
+            }
+        }
+        return path;
+    }
+
+    std::string dir, repo;
+    std::vector<std::string> env;
+};
+
+bool same_file(const std::string& a, const std::string& b) {
+    return std::system(("cmp -s '" + a + "' '" + b + "'").c_str()) == 0;
+}
+
+TEST_F(RepoCli, RawAndQcow2RoundTripsAreBitExact) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string raw = make_raw("disk.raw", 48, 1);
+    std::string qcow = dir + "/disk.qcow2";
+    ASSERT_EQ(std::system(("qemu-img convert -O qcow2 " + raw + " " + qcow).c_str()), 0);
+    CliRun b = run({"image", "backup", raw, qcow, "--name", "img", "--json"});
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    json point = json::parse(b.out);
+    ASSERT_EQ(point["disks"].size(), 2u);
+
+    CliRun r1 = run({"image", "restore", "img@latest", dir + "/out.raw", "--disk", "disk0"});
+    ASSERT_EQ(r1.exit_code, 0) << r1.err;
+    EXPECT_TRUE(same_file(raw, dir + "/out.raw"));
+    CliRun r2 = run({"image", "restore", point["id"].get<std::string>().substr(0, 8),
+                     dir + "/out.qcow2", "--disk", "disk1", "--format", "qcow2"});
+    ASSERT_EQ(r2.exit_code, 0) << r2.err;
+    EXPECT_EQ(std::system(("qemu-img compare -q " + qcow + " " + dir + "/out.qcow2").c_str()), 0);
+    EXPECT_EQ(
+        std::system(("qemu-img info " + dir + "/out.qcow2 | grep -q 'file format: qcow2'").c_str()),
+        0);
+    // The restored raw file is sparse: holes were not written.
+    struct stat st {};
+    ASSERT_EQ(stat((dir + "/out.raw").c_str(), &st), 0);
+    EXPECT_LT(std::uint64_t(st.st_blocks) * 512, std::uint64_t(st.st_size) / 2);
+    CliRun need_disk = run({"image", "restore", "img@latest", dir + "/x.raw"});
+    EXPECT_EQ(need_disk.exit_code, 2) << need_disk.err;
+    EXPECT_NE(need_disk.err.find("--disk"), std::string::npos);
+}
+
+TEST_F(RepoCli, IncrementalOfAnUnchangedImageAddsAlmostNothingAndPointsListsIt) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string raw = make_raw("disk.raw", 32, 2);
+    ASSERT_EQ(run({"image", "backup", raw, "--name", "web"}).exit_code, 0);
+    // Change a few scattered 4 KiB blocks.
+    {
+        std::fstream f(raw, std::ios::in | std::ios::out | std::ios::binary);
+        for (std::uint64_t off : {1ull << 20, 9ull << 20, 21ull << 20}) {
+            f.seekp(static_cast<std::streamoff>(off));
+            f.write("changed!changed!", 16);
+        }
+    }
+    CliRun inc = run({"image", "backup", raw, "--name", "web", "--json"});
+    ASSERT_EQ(inc.exit_code, 0) << inc.err;
+    json j = json::parse(inc.out);
+    EXPECT_LE(j["disks"][0]["chunks_new"].get<int>(), 3);
+    EXPECT_LT(j["bytes_added"].get<std::uint64_t>(), 3u * 65536 + 64 * 1024);
+    CliRun same = run({"image", "backup", raw, "--name", "web", "--json"});
+    ASSERT_EQ(same.exit_code, 0);
+    EXPECT_EQ(json::parse(same.out)["bytes_added"].get<std::uint64_t>(), 0u);
+
+    CliRun points = run({"points", "web", "--json"});
+    ASSERT_EQ(points.exit_code, 0) << points.err;
+    json list = json::parse(points.out);
+    ASSERT_EQ(list.size(), 3u);
+    for (const char* key :
+         {"id", "vm", "time", "consistency", "bytes_added", "disks", "annotations"})
+        EXPECT_TRUE(list[0].contains(key)) << key;
+    EXPECT_EQ(list[0]["vm"], "web");
+    EXPECT_TRUE(list[0]["time"].get<std::string>().ends_with("Z"));
+    EXPECT_LE(list[0]["time"].get<std::string>(), list[2]["time"].get<std::string>());
+
+    ASSERT_EQ(
+        run({"annotate", "web@latest", "boot_verification", "--data", R"({"ok":true})"}).exit_code,
+        0);
+    json again = json::parse(run({"points", "--json"}).out);
+    EXPECT_EQ(again[2]["annotations"][0]["kind"], "boot_verification");
+
+    CliRun r = run({"image", "restore", list[1]["id"].get<std::string>(), dir + "/out.raw"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(same_file(raw, dir + "/out.raw"));
+
+    ASSERT_EQ(run({"forget", list[0]["id"].get<std::string>()}).exit_code, 0);
+    CliRun dry = run({"prune", "--keep-last", "1", "--dry-run", "--json"});
+    ASSERT_EQ(dry.exit_code, 0) << dry.err;
+    EXPECT_EQ(json::parse(dry.out)["points"].size(), 2u);
+    ASSERT_EQ(run({"prune", "--keep-last", "1"}).exit_code, 0);
+    EXPECT_EQ(json::parse(run({"points", "--json"}).out).size(), 1u);
+    CliRun check = run({"repo", "check", "--read-data"});
+    EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
+TEST_F(RepoCli, CheckAndRestoreNameDamageAndExitWithCorruption) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string raw = make_raw("disk.raw", 16, 3);
+    ASSERT_EQ(run({"image", "backup", raw, "--name", "vm"}).exit_code, 0);
+    std::string pack;
+    for (auto& e : fs::recursive_directory_iterator(repo + "/data"))
+        if (e.is_regular_file()) pack = e.path();
+    {
+        std::fstream f(pack, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(4096);
+        f.write("XXXX", 4);
+    }
+    CliRun check = run({"repo", "check", "--read-data"});
+    EXPECT_EQ(check.exit_code, 8);
+    EXPECT_NE(check.out.find("damaged restore point"), std::string::npos) << check.out;
+    CliRun restore = run({"image", "restore", "vm@latest", dir + "/out.raw"});
+    EXPECT_EQ(restore.exit_code, 8) << restore.err;
+    EXPECT_NE(restore.err.find(fs::path(pack).filename().string()), std::string::npos)
+        << restore.err;
+    EXPECT_FALSE(fs::exists(dir + "/out.raw")) << "no partial output may look complete";
+}
+
+TEST_F(RepoCli, PasswordsAndErrorsAreClear) {
+    CliRun missing = run({"points"});
+    EXPECT_EQ(missing.exit_code, 3);
+    EXPECT_NE(missing.err.find("repo init"), std::string::npos) << missing.err;
+
+    CliRun init = run({"repo", "init", repo, "--encrypt"}, {"VMSHADOW_PASSWORD=first"});
+    ASSERT_EQ(init.exit_code, 0) << init.err;
+    // No terminal, no password: fails at once and says how to give one.
+    CliRun prompt = run({"points"});
+    EXPECT_EQ(prompt.exit_code, 11);
+    EXPECT_NE(prompt.err.find("VMSHADOW_PASSWORD"), std::string::npos) << prompt.err;
+    EXPECT_NE(prompt.err.find("--password-file"), std::string::npos) << prompt.err;
+    EXPECT_EQ(run({"points"}, {"VMSHADOW_PASSWORD=wrong"}).exit_code, 11);
+
+    std::string raw = make_raw("disk.raw", 8, 4);
+    ASSERT_EQ(run({"image", "backup", raw, "--name", "s"}, {"VMSHADOW_PASSWORD=first"}).exit_code,
+              0);
+    CliRun add =
+        run({"repo", "key", "add"}, {"VMSHADOW_PASSWORD=first", "VMSHADOW_NEW_PASSWORD=second"});
+    ASSERT_EQ(add.exit_code, 0) << add.err;
+    std::ofstream(dir + "/pw") << "second\n";
+    CliRun with_file = run({"--password-file", dir + "/pw", "points", "--json"});
+    ASSERT_EQ(with_file.exit_code, 0) << with_file.err;
+    EXPECT_EQ(json::parse(with_file.out).size(), 1u);
+    CliRun passwd =
+        run({"repo", "key", "passwd"}, {"VMSHADOW_PASSWORD=first", "VMSHADOW_NEW_PASSWORD=third"});
+    ASSERT_EQ(passwd.exit_code, 0) << passwd.err;
+    EXPECT_EQ(run({"points"}, {"VMSHADOW_PASSWORD=first"}).exit_code, 11);
+    CliRun r = run({"image", "restore", "s@latest", dir + "/out.raw"}, {"VMSHADOW_PASSWORD=third"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(same_file(raw, dir + "/out.raw"));
+}
+
+TEST_F(RepoCli, TwoBackupsRunAtTheSameTimeAndBothSucceed) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string a = make_raw("a.raw", 64, 5), b = make_raw("b.raw", 64, 6);
+    std::vector<std::string> e = env;
+    pid_t pa = spawn({"image", "backup", a, "--name", "a"}, e, dir + "/oa", dir + "/ea", true);
+    pid_t pb = spawn({"image", "backup", b, "--name", "b"}, e, dir + "/ob", dir + "/eb", true);
+    int sa = 0, sb = 0;
+    waitpid(pa, &sa, 0);
+    waitpid(pb, &sb, 0);
+    EXPECT_EQ(WEXITSTATUS(sa), 0) << slurp(dir + "/ea");
+    EXPECT_EQ(WEXITSTATUS(sb), 0) << slurp(dir + "/eb");
+    for (const char* name : {"a", "b"}) {
+        CliRun r =
+            run({"image", "restore", std::string(name) + "@latest", dir + "/" + name + ".out"});
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        EXPECT_TRUE(same_file(dir + "/" + name + ".raw", dir + "/" + name + ".out"));
+    }
+}
+
+TEST_F(RepoCli, SigkillMidBackupKeepsEarlierPointsAndTheNextRunCleansUp) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string first = make_raw("first.raw", 16, 7);
+    ASSERT_EQ(run({"image", "backup", first, "--name", "vm"}).exit_code, 0);
+    // A big, incompressible image, so the backup is surely mid-way when killed.
+    std::string big = dir + "/big.raw";
+    ASSERT_EQ(std::system(("head -c 400M /dev/urandom > " + big).c_str()), 0);
+    pid_t pid = spawn({"image", "backup", big, "--name", "vm", "--workers", "1"}, env, dir + "/ok",
+                      dir + "/ek", true);
+    // Kill once the backup has committed a pack to data/ (its work is under way).
+    auto packs = [&] {
+        int n = 0;
+        for (auto& e : fs::recursive_directory_iterator(repo + "/data")) n += e.is_regular_file();
+        return n;
+    };
+    int before = packs();
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (packs() < before + 2 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the backup finished before it could be killed";
+    std::system("pkill -9 -f 'qemu-nbd.*big.raw' >/dev/null 2>&1");  // its orphaned server
+
+    EXPECT_FALSE(fs::is_empty(repo + "/locks")) << "the killed run's lock is left behind";
+    json list = json::parse(run({"points", "--json"}).out);
+    ASSERT_EQ(list.size(), 1u);
+    CliRun r = run({"image", "restore", "vm@latest", dir + "/first.out"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(same_file(first, dir + "/first.out"));
+
+    CliRun next = run({"image", "backup", first, "--name", "vm"});
+    ASSERT_EQ(next.exit_code, 0) << next.err;
+    EXPECT_TRUE(fs::is_empty(repo + "/tmp"));
+    EXPECT_TRUE(fs::is_empty(repo + "/locks"));
+    CliRun check = run({"repo", "check", "--read-data", "--json"});
+    EXPECT_EQ(check.exit_code, 0) << check.out;
+    EXPECT_TRUE(json::parse(check.out)["warnings"].empty()) << check.out;
+}
+
+}  // namespace
