@@ -36,7 +36,8 @@ for tool in busybox qemu-img mke2fs debugfs cpio apt-cache apt-get dpkg-deb sha2
   command -v "$tool" >/dev/null || die "missing $tool (run scripts/setup-host.sh)"
 done
 BUSYBOX=$(command -v busybox)
-file -L "$BUSYBOX" 2>/dev/null | grep -q dynamically && die "$BUSYBOX is not static (install busybox-static)"
+# The initrd has no libraries: its busybox must be the static one.
+ldd "$BUSYBOX" >/dev/null 2>&1 && die "$BUSYBOX is not static (install busybox-static)"
 for p in "${GUEST_PROGRAMS[@]}"; do [ -x "$p" ] || die "missing $p (run scripts/setup-host.sh)"; done
 
 # The meta package pins its kernel: "Depends: linux-image-6.1.0-NN-cloud-amd64 (= VERSION)".

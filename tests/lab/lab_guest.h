@@ -94,7 +94,7 @@ class LabGuest {
 
     Status start();
     // Polls guest-ping until it answers. Fails early (with the serial log's tail) when the
-    // domain stops running.
+    // domain stops running, and at once (unsupported) when it has no agent channel.
     Status wait_for_agent(std::chrono::milliseconds timeout = 120s);
     // Waits until the serial log contains `text` (e.g. "lab: ready", "lab: agent stopped").
     Status wait_for_serial(std::string_view text, std::chrono::milliseconds timeout = 120s);
