@@ -498,7 +498,9 @@ Result<LeftoverReport> end_leftover_backup(const Domain& domain, const fs::path&
     std::string label = domain.label() + ": leftover backup";
     LeftoverReport report;
     const std::string uuid = domain.uuid();
-    std::vector<UniqueFd> held;  // locks of the dead jobs' directories while we clean them
+    // Locks of dead jobs' directories, held while we clean them (flock is per open file: a
+    // second open of the same lock in this process would look like a live owner).
+    std::vector<std::pair<fs::path, UniqueFd>> held;
 
     // 1. A running backup job: ours (socket under runtime_dir) or foreign.
     auto current = job_stats(domain.raw(), 0, label);
@@ -522,7 +524,7 @@ Result<LeftoverReport> end_leftover_backup(const Domain& domain, const fs::path&
                                 "(its job holds " +
                                 dir.string() + ")");
             }
-            held.push_back(std::move(**lock));
+            held.emplace_back(dir.lexically_normal(), std::move(**lock));
             if (virDomainAbortJob(domain.raw()) < 0) {
                 return fail(libvirt_error(label + ": end the job of a vmshadow process that died"));
             }
@@ -549,11 +551,17 @@ Result<LeftoverReport> end_leftover_backup(const Domain& domain, const fs::path&
     for (const auto& entry : fs::directory_iterator(runtime_dir, ec)) {
         std::string name = entry.path().filename().string();
         if (!name.starts_with(uuid + ".")) continue;
-        auto lock = try_lock(entry.path());
-        if (!lock) return fail(lock.error().with_context(label));
-        if (!*lock) {
-            live_tokens.push_back(name.substr(uuid.size() + 1));
-            continue;
+        bool ours = std::any_of(held.begin(), held.end(), [&](const auto& h) {
+            return h.first == entry.path().lexically_normal();
+        });
+        if (!ours) {
+            auto lock = try_lock(entry.path());
+            if (!lock) return fail(lock.error().with_context(label));
+            if (!*lock) {
+                live_tokens.push_back(name.substr(uuid.size() + 1));
+                continue;
+            }
+            held.emplace_back(entry.path().lexically_normal(), std::move(**lock));
         }
         std::ifstream in(entry.path() / kRecordName);
         json record = json::parse(in, nullptr, false);
