@@ -5,18 +5,30 @@ namespace vmshadow::cli {
 
 int exit_code_for(ErrorKind kind) {
     switch (kind) {
-        case ErrorKind::internal: return exit_internal;
-        case ErrorKind::invalid_argument: return exit_usage;
-        case ErrorKind::not_found: return exit_not_found;
-        case ErrorKind::unavailable: return exit_unavailable;
-        case ErrorKind::timeout: return exit_timeout;
-        case ErrorKind::conflict: return exit_conflict;
-        case ErrorKind::locked: return exit_locked;
-        case ErrorKind::corruption: return exit_corruption;
-        case ErrorKind::io: return exit_io;
-        case ErrorKind::unsupported: return exit_unsupported;
-        case ErrorKind::permission: return exit_permission;
-        case ErrorKind::cancelled: return exit_cancelled;
+        case ErrorKind::internal:
+            return exit_internal;
+        case ErrorKind::invalid_argument:
+            return exit_usage;
+        case ErrorKind::not_found:
+            return exit_not_found;
+        case ErrorKind::unavailable:
+            return exit_unavailable;
+        case ErrorKind::timeout:
+            return exit_timeout;
+        case ErrorKind::conflict:
+            return exit_conflict;
+        case ErrorKind::locked:
+            return exit_locked;
+        case ErrorKind::corruption:
+            return exit_corruption;
+        case ErrorKind::io:
+            return exit_io;
+        case ErrorKind::unsupported:
+            return exit_unsupported;
+        case ErrorKind::permission:
+            return exit_permission;
+        case ErrorKind::cancelled:
+            return exit_cancelled;
     }
     return exit_internal;
 }

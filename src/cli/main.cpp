@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "cli/app.h"
 
-int main(int argc, char** argv) { return vmshadow::cli::run_cli(argc, argv); }
+int main(int argc, char** argv) {
+    return vmshadow::cli::run_cli(argc, argv);
+}

@@ -23,8 +23,8 @@ void add_thaw_guardian_command(CLI::App& app, Action& action) {
     cmd->add_option("--release-after-ms", *release_ms);
     cmd->callback([&action, spec, action_name, arm_ms, release_ms] {
         action = [spec, action_name, arm_ms, release_ms]() -> Status {
-            spec->action =
-                *action_name == "resume" ? virt::GuardianAction::resume : virt::GuardianAction::thaw;
+            spec->action = *action_name == "resume" ? virt::GuardianAction::resume
+                                                    : virt::GuardianAction::thaw;
             spec->arm_timeout = std::chrono::milliseconds(*arm_ms);
             spec->release_after = std::chrono::milliseconds(*release_ms);
             std::exit(engine::run_thaw_guardian_process(*spec));

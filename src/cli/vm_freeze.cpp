@@ -55,9 +55,8 @@ void add_vm_freeze_command(CLI::App& vm, GlobalOptions& global, Action& action) 
     cmd->add_option("--thaw-deadline", o->thaw_deadline_seconds,
                     "seconds after the freeze when the thaw guardian thaws regardless (default 10)")
         ->check(CLI::Range(0.1, 3600.0));
-    cmd->callback([&global, &action, o] {
-        action = [&global, o] { return run_vm_freeze(global, *o); };
-    });
+    cmd->callback(
+        [&global, &action, o] { action = [&global, o] { return run_vm_freeze(global, *o); }; });
 }
 
 }  // namespace vmshadow::cli

@@ -66,9 +66,10 @@ json report_json(const engine::VmReport& r) {
             {"disks", disks},
             {"agent", agent},
             {"filesystems", filesystems},
-            {"scratch", {{"dir", f.scratch.dir},
-                         {"free", f.scratch.free_bytes},
-                         {"needed", f.scratch.needed_bytes}}}};
+            {"scratch",
+             {{"dir", f.scratch.dir},
+              {"free", f.scratch.free_bytes},
+              {"needed", f.scratch.needed_bytes}}}};
 }
 
 std::string disk_line(const vmwriter::DiskFacts& d) {
@@ -89,8 +90,10 @@ void print_table(const std::vector<engine::VmReport>& reports) {
         std::cout << "no VMs defined" << std::endl;
         return;
     }
-    std::cout << std::left << std::setw(24) << "NAME" << std::setw(10) << "STATE"
-              << std::setw(13) << "METHOD" << "AGENT" << "\n";
+    std::cout << std::left << std::setw(24) << "NAME" << std::setw(10) << "STATE" << std::setw(13)
+              << "METHOD"
+              << "AGENT"
+              << "\n";
     for (const auto& r : reports) {
         const auto& f = r.facts;
         std::cout << std::left << std::setw(24) << f.name << std::setw(10)

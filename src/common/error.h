@@ -37,7 +37,7 @@ enum class ErrorKind {
 std::string_view kind_name(ErrorKind kind);
 
 class Error {
-public:
+  public:
     Error(ErrorKind kind, std::string message) : kind_(kind), message_(std::move(message)) {}
 
     ErrorKind kind() const { return kind_; }
@@ -46,7 +46,7 @@ public:
     // Returns a copy whose message is "<context>: <message>".
     Error with_context(std::string_view context) const;
 
-private:
+  private:
     ErrorKind kind_;
     std::string message_;
 };
@@ -59,7 +59,9 @@ inline std::unexpected<Error> fail(ErrorKind kind, std::string message) {
     return std::unexpected<Error>(Error(kind, std::move(message)));
 }
 
-inline std::unexpected<Error> fail(Error error) { return std::unexpected<Error>(std::move(error)); }
+inline std::unexpected<Error> fail(Error error) {
+    return std::unexpected<Error>(std::move(error));
+}
 
 // Adds context to the error of a failed result; passes success through untouched.
 template <typename T>

@@ -37,8 +37,9 @@ Result<FreezeHoldReport> hold_freeze(const FreezeHoldRequest& request) {
     report.window = thawed->window;
     if (thawed->window_broken()) {
         return fail(ErrorKind::timeout,
-                    domain->label() + ": the thaw guardian thawed the guest before vmshadow did: "
-                                      "the freeze was held past its " +
+                    domain->label() +
+                        ": the thaw guardian thawed the guest before vmshadow did: "
+                        "the freeze was held past its " +
                         std::to_string(request.thaw_deadline.count()) + " ms limit");
     }
     return report;

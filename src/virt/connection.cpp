@@ -14,8 +14,9 @@ Result<Connection> Connection::open(const std::string& uri) {
         std::string shown = uri.empty() ? "the default URI" : "'" + uri + "'";
         Error e = libvirt_error("cannot connect to libvirt at " + shown);
         return fail(ErrorKind::unavailable,
-                    e.message() + " (is libvirtd running? scripts/setup-host.sh starts it; "
-                                  "--connect chooses another URI)");
+                    e.message() +
+                        " (is libvirtd running? scripts/setup-host.sh starts it; "
+                        "--connect chooses another URI)");
     }
     return Connection(std::move(handle));
 }
@@ -34,8 +35,8 @@ Result<Domain> Connection::lookup(std::string_view name_or_uuid) const {
     if (!dom) {
         Error e = libvirt_error("vm '" + key + "'");
         if (e.kind() == ErrorKind::not_found) {
-            return fail(ErrorKind::not_found,
-                        "vm '" + key + "' not found on " + uri() + " (`vmshadow vm list` lists VMs)");
+            return fail(ErrorKind::not_found, "vm '" + key + "' not found on " + uri() +
+                                                  " (`vmshadow vm list` lists VMs)");
         }
         return fail(e);
     }

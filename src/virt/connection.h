@@ -17,7 +17,7 @@
 namespace vmshadow::virt {
 
 class Connection {
-public:
+  public:
     // Opens `uri`; an empty uri lets libvirt choose ($LIBVIRT_DEFAULT_URI, then its default).
     // Fails with `unavailable` and a hint when libvirtd does not answer.
     static Result<Connection> open(const std::string& uri);
@@ -39,7 +39,7 @@ public:
 
     virConnectPtr raw() const { return handle_.get(); }
 
-private:
+  private:
     explicit Connection(ConnectHandle handle) : handle_(std::move(handle)) {}
     ConnectHandle handle_;
 };

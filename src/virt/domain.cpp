@@ -7,14 +7,22 @@ namespace vmshadow::virt {
 
 std::string_view state_name(DomainState state) {
     switch (state) {
-        case DomainState::nostate: return "nostate";
-        case DomainState::running: return "running";
-        case DomainState::blocked: return "blocked";
-        case DomainState::paused: return "paused";
-        case DomainState::shutdown: return "shutdown";
-        case DomainState::shutoff: return "shutoff";
-        case DomainState::crashed: return "crashed";
-        case DomainState::pmsuspended: return "pmsuspended";
+        case DomainState::nostate:
+            return "nostate";
+        case DomainState::running:
+            return "running";
+        case DomainState::blocked:
+            return "blocked";
+        case DomainState::paused:
+            return "paused";
+        case DomainState::shutdown:
+            return "shutdown";
+        case DomainState::shutoff:
+            return "shutoff";
+        case DomainState::crashed:
+            return "crashed";
+        case DomainState::pmsuspended:
+            return "pmsuspended";
     }
     return "nostate";
 }
@@ -24,7 +32,9 @@ Domain::Domain(DomainHandle handle) : handle_(std::move(handle)) {
     name_ = n ? n : "";
 }
 
-std::string Domain::label() const { return "vm '" + name_ + "'"; }
+std::string Domain::label() const {
+    return "vm '" + name_ + "'";
+}
 
 std::string Domain::uuid() const {
     char buf[VIR_UUID_STRING_BUFLEN] = {};
@@ -32,7 +42,9 @@ std::string Domain::uuid() const {
     return buf;
 }
 
-bool Domain::is_persistent() const { return virDomainIsPersistent(handle_.get()) == 1; }
+bool Domain::is_persistent() const {
+    return virDomainIsPersistent(handle_.get()) == 1;
+}
 
 Result<DomainState> Domain::state() const {
     int state = 0;
@@ -41,14 +53,22 @@ Result<DomainState> Domain::state() const {
         return fail(libvirt_error(label() + ": read state"));
     }
     switch (state) {
-        case VIR_DOMAIN_RUNNING: return DomainState::running;
-        case VIR_DOMAIN_BLOCKED: return DomainState::blocked;
-        case VIR_DOMAIN_PAUSED: return DomainState::paused;
-        case VIR_DOMAIN_SHUTDOWN: return DomainState::shutdown;
-        case VIR_DOMAIN_SHUTOFF: return DomainState::shutoff;
-        case VIR_DOMAIN_CRASHED: return DomainState::crashed;
-        case VIR_DOMAIN_PMSUSPENDED: return DomainState::pmsuspended;
-        default: return DomainState::nostate;
+        case VIR_DOMAIN_RUNNING:
+            return DomainState::running;
+        case VIR_DOMAIN_BLOCKED:
+            return DomainState::blocked;
+        case VIR_DOMAIN_PAUSED:
+            return DomainState::paused;
+        case VIR_DOMAIN_SHUTDOWN:
+            return DomainState::shutdown;
+        case VIR_DOMAIN_SHUTOFF:
+            return DomainState::shutoff;
+        case VIR_DOMAIN_CRASHED:
+            return DomainState::crashed;
+        case VIR_DOMAIN_PMSUSPENDED:
+            return DomainState::pmsuspended;
+        default:
+            return DomainState::nostate;
     }
 }
 

@@ -18,7 +18,16 @@ namespace vmshadow::virt {
 
 // libvirt's domain states, named as libvirt/virsh name them ("running", "shut off" is
 // "shutoff" as in the JSON of `vmshadow vm list`).
-enum class DomainState { nostate, running, blocked, paused, shutdown, shutoff, crashed, pmsuspended };
+enum class DomainState {
+    nostate,
+    running,
+    blocked,
+    paused,
+    shutdown,
+    shutoff,
+    crashed,
+    pmsuspended
+};
 
 std::string_view state_name(DomainState state);
 
@@ -31,7 +40,7 @@ struct BlockInfo {
 enum class XmlFlavor { live, inactive };
 
 class Domain {
-public:
+  public:
     explicit Domain(DomainHandle handle);
 
     const std::string& name() const { return name_; }
@@ -51,7 +60,7 @@ public:
     // "vm 'NAME'", the prefix every error about this VM carries.
     std::string label() const;
 
-private:
+  private:
     DomainHandle handle_;
     std::string name_;
 };

@@ -13,11 +13,11 @@
 namespace vmshadow::virt {
 
 struct DiskSpec {
-    std::string target;        // "vda"
-    std::string device;        // "disk", "cdrom", "floppy", "lun"
-    std::string source_type;   // "file", "block", "network", "volume"
-    std::string path;          // file or device path; empty for network disks or empty CD-ROMs
-    std::string format;        // driver type: "qcow2", "raw", ... ("" when unknown)
+    std::string target;       // "vda"
+    std::string device;       // "disk", "cdrom", "floppy", "lun"
+    std::string source_type;  // "file", "block", "network", "volume"
+    std::string path;         // file or device path; empty for network disks or empty CD-ROMs
+    std::string format;       // driver type: "qcow2", "raw", ... ("" when unknown)
     bool readonly = false;
     bool shareable = false;
     bool has_backing_store = false;  // <backingStore> with a <source>: a chain of images

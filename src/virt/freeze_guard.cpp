@@ -29,7 +29,8 @@ GuardianSpec spec_for(const Domain& domain, const FreezeSettings& s, GuardianAct
 Result<FreezeGuard> FreezeGuard::freeze(const Domain& domain, const FreezeSettings& settings) {
     // A silent agent is found in seconds here, before anything needs undoing, instead of
     // after the long freeze timeout that leaves room for the guest's freeze hooks.
-    if (auto ping = GuestAgent(domain, settings.thaw_timeout).ping(); !ping) return fail(ping.error());
+    if (auto ping = GuestAgent(domain, settings.thaw_timeout).ping(); !ping)
+        return fail(ping.error());
     auto guardian = ThawGuardian::start(
         spec_for(domain, settings, GuardianAction::thaw, settings.thaw_deadline));
     if (!guardian) return fail(guardian.error());

@@ -26,21 +26,21 @@ namespace vmshadow::virt {
 
 struct FreezeSettings {
     std::string guardian_executable = current_executable();
-    std::string connect_uri;                          // for the guardian's own connection
-    std::chrono::milliseconds thaw_deadline{10000};   // freeze returned → guardian thaws
-    std::chrono::seconds freeze_timeout{30};          // the freeze call, guest hooks included
+    std::string connect_uri;                         // for the guardian's own connection
+    std::chrono::milliseconds thaw_deadline{10000};  // freeze returned → guardian thaws
+    std::chrono::seconds freeze_timeout{30};         // the freeze call, guest hooks included
     std::chrono::seconds thaw_timeout{5};
 };
 
 struct ThawReport {
-    int frozen = 0;                          // filesystems the freeze reported
-    int thawed = 0;                          // filesystems this thaw thawed
-    std::chrono::milliseconds window{0};     // freeze returned → thaw returned
+    int frozen = 0;                       // filesystems the freeze reported
+    int thawed = 0;                       // filesystems this thaw thawed
+    std::chrono::milliseconds window{0};  // freeze returned → thaw returned
     bool window_broken() const { return thawed < frozen; }
 };
 
 class FreezeGuard {
-public:
+  public:
     using Clock = std::chrono::steady_clock;
 
     static Result<FreezeGuard> freeze(const Domain& domain, const FreezeSettings& settings);
@@ -56,7 +56,7 @@ public:
     FreezeGuard& operator=(FreezeGuard&&) noexcept = delete;
     ~FreezeGuard();
 
-private:
+  private:
     FreezeGuard(const Domain& domain, const FreezeSettings& settings, ThawGuardian guardian)
         : domain_(&domain), settings_(settings), guardian_(std::move(guardian)) {}
 
@@ -70,7 +70,7 @@ private:
 };
 
 class PauseGuard {
-public:
+  public:
     using Clock = std::chrono::steady_clock;
 
     // Pauses the VM's vCPUs; a guardian resumes it `resume_deadline` later at the latest.
@@ -83,7 +83,7 @@ public:
     PauseGuard& operator=(PauseGuard&&) noexcept = delete;
     ~PauseGuard();
 
-private:
+  private:
     PauseGuard(const Domain& domain, ThawGuardian guardian)
         : domain_(&domain), guardian_(std::move(guardian)) {}
 

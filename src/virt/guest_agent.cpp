@@ -22,7 +22,9 @@ Error agent_error(const Domain& domain, const char* what) {
     return e;
 }
 
-int seconds_of(std::chrono::seconds s) { return static_cast<int>(s.count()); }
+int seconds_of(std::chrono::seconds s) {
+    return static_cast<int>(s.count());
+}
 
 }  // namespace
 
@@ -35,8 +37,8 @@ Status GuestAgent::bound_response_timeout() const {
 
 Result<std::string> GuestAgent::command(const std::string& json_command, const char* what) const {
     if (auto s = bound_response_timeout(); !s) return fail(s.error());
-    CString reply(virDomainQemuAgentCommand(domain_.raw(), json_command.c_str(),
-                                            seconds_of(timeout_), 0));
+    CString reply(
+        virDomainQemuAgentCommand(domain_.raw(), json_command.c_str(), seconds_of(timeout_), 0));
     if (!reply) return fail(agent_error(domain_, what));
     return std::string(reply.get());
 }

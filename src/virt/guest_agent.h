@@ -31,7 +31,7 @@ struct GuestFilesystem {
 enum class FreezeStatus { thawed, frozen };
 
 class GuestAgent {
-public:
+  public:
     using Seconds = std::chrono::seconds;
 
     // The domain must outlive the agent.
@@ -48,7 +48,7 @@ public:
 
     void set_timeout(Seconds timeout) { timeout_ = timeout; }
 
-private:
+  private:
     Status bound_response_timeout() const;
     Result<std::string> command(const std::string& json_command, const char* what) const;
 

@@ -70,6 +70,8 @@ Error libvirt_error(std::string_view what) {
     return Error(kind_for(err->code), message);
 }
 
-void silence_libvirt_default_error_printing() { virSetErrorFunc(nullptr, ignore_error); }
+void silence_libvirt_default_error_printing() {
+    virSetErrorFunc(nullptr, ignore_error);
+}
 
 }  // namespace vmshadow::virt

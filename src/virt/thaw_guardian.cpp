@@ -60,12 +60,18 @@ const char* action_name(GuardianAction action) {
 std::vector<std::string> guardian_argv(const GuardianSpec& spec) {
     return {spec.executable,
             "__thaw-guardian",
-            "--uuid", spec.domain_uuid,
-            "--name", spec.domain_name,
-            "--connect", spec.connect_uri,
-            "--action", action_name(spec.action),
-            "--arm-timeout-ms", std::to_string(spec.arm_timeout.count()),
-            "--release-after-ms", std::to_string(spec.release_after.count())};
+            "--uuid",
+            spec.domain_uuid,
+            "--name",
+            spec.domain_name,
+            "--connect",
+            spec.connect_uri,
+            "--action",
+            action_name(spec.action),
+            "--arm-timeout-ms",
+            std::to_string(spec.arm_timeout.count()),
+            "--release-after-ms",
+            std::to_string(spec.release_after.count())};
 }
 
 // One bounded attempt series to thaw or resume; returns what happened, for the log line.
@@ -176,7 +182,9 @@ void ThawGuardian::reap() {
     pid_ = -1;
 }
 
-Status ThawGuardian::armed() { return write_byte(to_guardian_.get(), 'F'); }
+Status ThawGuardian::armed() {
+    return write_byte(to_guardian_.get(), 'F');
+}
 
 Status ThawGuardian::released() {
     auto s = write_byte(to_guardian_.get(), 'T');

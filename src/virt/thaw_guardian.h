@@ -41,7 +41,7 @@ struct GuardianSpec {
 // The parent's handle on a running guardian. Movable, not copyable. Destroying it without
 // release() lets the guardian act at once (the pipe closes).
 class ThawGuardian {
-public:
+  public:
     // Spawns the guardian in its own session and waits until it is ready.
     static Result<ThawGuardian> start(const GuardianSpec& spec);
 
@@ -53,8 +53,9 @@ public:
     ThawGuardian& operator=(ThawGuardian&&) noexcept;
     ~ThawGuardian();
 
-private:
-    ThawGuardian(pid_t pid, UniqueFd to_guardian) : pid_(pid), to_guardian_(std::move(to_guardian)) {}
+  private:
+    ThawGuardian(pid_t pid, UniqueFd to_guardian)
+        : pid_(pid), to_guardian_(std::move(to_guardian)) {}
     void reap();
 
     pid_t pid_ = -1;

@@ -25,8 +25,9 @@ std::vector<std::string> application_blockers(const VmFacts& f) {
     std::vector<std::string> out;
     const AgentFacts& a = f.agent;
     if (!a.channel) {
-        out.push_back("no guest agent channel: add a virtio channel named "
-                      "org.qemu.guest_agent.0 and install qemu-guest-agent in the guest");
+        out.push_back(
+            "no guest agent channel: add a virtio channel named "
+            "org.qemu.guest_agent.0 and install qemu-guest-agent in the guest");
         return out;
     }
     if (a.channel_state == "disconnected") {
@@ -75,8 +76,9 @@ MethodChoice fallback(std::vector<std::string> reasons, const MethodPolicy& poli
         reasons.push_back("saved state allowed: the VM is paused while its memory is saved");
         return {BackupMethod::image, std::move(reasons)};
     }
-    reasons.push_back("saved-state backups are off (--allow-saved-state or allow-saved-state "
-                      "in the config file turns them on)");
+    reasons.push_back(
+        "saved-state backups are off (--allow-saved-state or allow-saved-state "
+        "in the config file turns them on)");
     return {BackupMethod::crash, std::move(reasons)};
 }
 
@@ -84,11 +86,16 @@ MethodChoice fallback(std::vector<std::string> reasons, const MethodPolicy& poli
 
 std::string_view method_name(BackupMethod method) {
     switch (method) {
-        case BackupMethod::application: return "application";
-        case BackupMethod::image: return "image";
-        case BackupMethod::crash: return "crash";
-        case BackupMethod::offline: return "offline";
-        case BackupMethod::none: return "none";
+        case BackupMethod::application:
+            return "application";
+        case BackupMethod::image:
+            return "image";
+        case BackupMethod::crash:
+            return "crash";
+        case BackupMethod::offline:
+            return "offline";
+        case BackupMethod::none:
+            return "none";
     }
     return "none";
 }
@@ -105,8 +112,8 @@ bool filesystem_is_freezable(std::string_view type) {
     // Linux filesystems that implement freeze_fs (FIFREEZE), Windows volumes VSS snapshots,
     // and read-only filesystems that cannot change under a backup.
     static constexpr std::array<std::string_view, 17> kOk = {
-        "ext2", "ext3",     "ext4", "xfs",     "btrfs",   "f2fs",  "jfs",   "reiserfs", "nilfs2",
-        "gfs2", "ocfs2",    "ntfs", "refs",    "iso9660", "squashfs", "erofs", "udf"};
+        "ext2", "ext3",  "ext4", "xfs",  "btrfs",   "f2fs",     "jfs",   "reiserfs", "nilfs2",
+        "gfs2", "ocfs2", "ntfs", "refs", "iso9660", "squashfs", "erofs", "udf"};
     std::string t = lower(type);
     return std::find(kOk.begin(), kOk.end(), t) != kOk.end();
 }
@@ -137,8 +144,7 @@ MethodChoice choose_method(const VmFacts& f, const MethodPolicy& policy) {
         return {BackupMethod::none, std::move(blockers)};
     }
     if (f.state == DomainState::paused) {
-        return fallback({"VM is paused: the guest agent cannot run to freeze filesystems"},
-                        policy);
+        return fallback({"VM is paused: the guest agent cannot run to freeze filesystems"}, policy);
     }
     auto blockers = application_blockers(f);
     if (blockers.empty()) {

@@ -37,15 +37,15 @@ struct DiskFacts {
     std::optional<virt::BlockInfo> sizes;  // absent when libvirt could not read them
     std::string size_error;
     bool backed_up = true;
-    std::string skip_reason;               // why not backed up
-    bool source_missing = false;           // a file or block device that does not exist
+    std::string skip_reason;      // why not backed up
+    bool source_missing = false;  // a file or block device that does not exist
 };
 
 struct AgentFacts {
-    bool channel = false;         // the VM has an org.qemu.guest_agent.0 channel
-    std::string channel_state;    // "connected", "disconnected", "" (VM not running)
-    bool answering = false;       // guest-ping answered in time
-    std::string error;            // why it did not answer
+    bool channel = false;       // the VM has an org.qemu.guest_agent.0 channel
+    std::string channel_state;  // "connected", "disconnected", "" (VM not running)
+    bool answering = false;     // guest-ping answered in time
+    std::string error;          // why it did not answer
     std::optional<std::vector<virt::GuestFilesystem>> filesystems;  // when it answered
 };
 

@@ -63,7 +63,8 @@ ScratchFacts scratch_facts(const std::string& dir) {
     s.dir = dir;
     struct statvfs vfs {};
     if (::statvfs(dir.c_str(), &vfs) != 0) {
-        s.error = dir + ": " + std::strerror(errno) + " (create it or choose another with --scratch-dir)";
+        s.error =
+            dir + ": " + std::strerror(errno) + " (create it or choose another with --scratch-dir)";
         return s;
     }
     s.free_bytes = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;

@@ -16,20 +16,21 @@
 namespace vmshadow {
 namespace {
 
-using ::testing::HasSubstr;
 using lab::LabGuest;
+using ::testing::HasSubstr;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 class ThawGuardian : public ::testing::Test {
-protected:
+  protected:
     void boot(std::string_view test, lab::GuestOptions options = {.workload = true}) {
         auto g = LabGuest::create(options, test);
         ASSERT_TRUE(g) << g.error().message();
         guest_.emplace(std::move(*g));
         ASSERT_TRUE(guest_->start());
-        auto up = options.agent == lab::AgentMode::hang ? guest_->wait_for_serial("lab: agent stopped")
-                                                        : guest_->wait_for_agent();
+        auto up = options.agent == lab::AgentMode::hang
+                      ? guest_->wait_for_serial("lab: agent stopped")
+                      : guest_->wait_for_agent();
         ASSERT_TRUE(up) << up.error().message();
     }
 

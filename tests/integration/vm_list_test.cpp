@@ -15,12 +15,12 @@
 namespace vmshadow {
 namespace {
 
-using ::testing::HasSubstr;
 using lab::AgentMode;
 using lab::DataDisk;
 using lab::GuestOptions;
 using lab::LabGuest;
 using nlohmann::json;
+using ::testing::HasSubstr;
 using testing::run_vmshadow;
 
 LabGuest booted(const GuestOptions& options, std::string_view test, bool wait_agent = true) {
@@ -112,8 +112,8 @@ TEST(VmList, UnfreezableFilesystemIsNamed) {
 }
 
 TEST(VmList, ShutOffGuestIsOfflineAndMissingDiskFileIsNamed) {
-    auto guest = LabGuest::create({.data_disks = {DataDisk{DataDisk::Kind::ext4, "16M"}}},
-                                  "list-offline");
+    auto guest =
+        LabGuest::create({.data_disks = {DataDisk{DataDisk::Kind::ext4, "16M"}}}, "list-offline");
     ASSERT_TRUE(guest) << guest.error().message();
     auto vm = listed(guest->name());
     EXPECT_EQ(vm["state"], "shutoff");
@@ -134,8 +134,8 @@ TEST(VmList, UnknownVmIsAOneLineErrorWithExitCode3) {
 }
 
 TEST(VmList, UnreachableLibvirtIsAOneLineErrorWithExitCode4) {
-    auto run = run_vmshadow({"--connect", "qemu+unix:///system?socket=/nonexistent.sock", "vm",
-                             "list"});
+    auto run =
+        run_vmshadow({"--connect", "qemu+unix:///system?socket=/nonexistent.sock", "vm", "list"});
     EXPECT_EQ(run.exit_code, 4);
     EXPECT_THAT(run.err, HasSubstr("libvirtd running"));
 }

@@ -9,10 +9,9 @@ namespace vmshadow::cli {
 namespace {
 
 constexpr ErrorKind kAllKinds[] = {
-    ErrorKind::internal,  ErrorKind::invalid_argument, ErrorKind::not_found,
-    ErrorKind::unavailable, ErrorKind::timeout,        ErrorKind::conflict,
-    ErrorKind::locked,    ErrorKind::corruption,       ErrorKind::io,
-    ErrorKind::unsupported, ErrorKind::permission,     ErrorKind::cancelled,
+    ErrorKind::internal, ErrorKind::invalid_argument, ErrorKind::not_found,  ErrorKind::unavailable,
+    ErrorKind::timeout,  ErrorKind::conflict,         ErrorKind::locked,     ErrorKind::corruption,
+    ErrorKind::io,       ErrorKind::unsupported,      ErrorKind::permission, ErrorKind::cancelled,
 };
 
 TEST(ExitCode, EveryErrorKindHasItsOwnNonZeroCode) {

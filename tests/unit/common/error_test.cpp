@@ -6,7 +6,9 @@
 namespace vmshadow {
 namespace {
 
-Result<int> fails_not_found() { return fail(ErrorKind::not_found, "disk vdb not found"); }
+Result<int> fails_not_found() {
+    return fail(ErrorKind::not_found, "disk vdb not found");
+}
 
 TEST(Error, ContextIsPrependedAndKindKept) {
     auto r = with_context(fails_not_found(), "vm 'web1'");
