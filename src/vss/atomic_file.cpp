@@ -10,7 +10,7 @@
 #include <string>
 #include <system_error>
 
-#include "vss/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace vmshadow::vss {
 namespace {

@@ -13,7 +13,7 @@
 #include <cstring>
 #include <thread>
 
-#include "vss/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace vmshadow::vss {
 namespace {
