@@ -145,6 +145,10 @@ std::string BackupExport::threshold_name() const {
 Result<BackupJob> BackupJob::prepare(const Domain& domain, const BackupSpec& spec) {
     std::string label = domain.label() + ": prepare backup";
     if (spec.disks.empty()) return fail(ErrorKind::invalid_argument, label + ": no disks given");
+    if (!spec.scratch_dir.is_absolute() || !spec.runtime_dir.is_absolute()) {
+        return fail(ErrorKind::invalid_argument,
+                    label + ": the scratch and runtime directories must be absolute paths");
+    }
     if (spec.new_checkpoint && !checkpoint_repo(*spec.new_checkpoint)) {
         return fail(ErrorKind::invalid_argument,
                     label + ": '" + *spec.new_checkpoint + "' is not a vmshadow checkpoint name");
