@@ -166,6 +166,9 @@ Result<BackupJob> BackupJob::prepare(const Domain& domain, const BackupSpec& spe
 
     // Which disks, their sizes and formats.
     for (const auto& target : spec.disks) {
+        if (std::count(spec.disks.begin(), spec.disks.end(), target) > 1) {
+            return fail(ErrorKind::invalid_argument, label + ": disk " + target + " listed twice");
+        }
         auto d = std::find_if(described->disks.begin(), described->disks.end(),
                               [&](const DiskSpec& s) { return s.target == target; });
         if (d == described->disks.end()) {
@@ -506,10 +509,15 @@ Result<LeftoverReport> end_leftover_backup(const Domain& domain, const fs::path&
     // second open of the same lock in this process would look like a live owner).
     std::vector<std::pair<fs::path, UniqueFd>> held;
 
-    // 1. A running backup job: ours (socket under runtime_dir) or foreign.
-    auto current = job_stats(domain.raw(), 0, label);
-    if (!current) return fail(current.error());
-    if (backup_running(*current)) {
+    // 1. A running backup job: ours (socket under runtime_dir) or foreign. A VM that is not
+    // running has no job.
+    JobStats current;
+    if (virDomainIsActive(domain.raw()) == 1) {
+        auto stats = job_stats(domain.raw(), 0, label);
+        if (!stats) return fail(stats.error());
+        current = *stats;
+    }
+    if (backup_running(current)) {
         CString xml(virDomainBackupGetXMLDesc(domain.raw(), 0));
         if (!xml) return fail(libvirt_error(label + ": read the running job's XML"));
         pugi::xml_document doc;

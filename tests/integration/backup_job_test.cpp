@@ -31,6 +31,7 @@
 #include "virt/checkpoints.h"
 #include "virt/libvirt_error.h"
 #include "virt/nbd_export.h"
+#include "virt/qemu_img.h"
 
 extern char** environ;
 
@@ -670,6 +671,43 @@ TEST(backup_job, ScratchUsageIsReported) {
     // The caller's answer to a crossing: abort before the guest sees an error.
     ASSERT_TRUE(job.abort());
     EXPECT_TRUE(dir_empty(scratch_dir(guest)));
+}
+
+TEST(backup_job, ShutOffVmCheckpointIsCheckedAndDeletedWithQemuImg) {
+    LabGuest guest = boot({});
+    std::string c1 = checkpoint_name();
+    BackupJob job = begin_job(guest, {.disks = {"vda"}, .new_checkpoint = c1});
+    ASSERT_TRUE(job.finish());
+
+    // A clean shutdown writes the bitmap into the qcow2.
+    ASSERT_EQ(virDomainShutdown(guest.domain().raw()), 0);
+    auto deadline = Clock::now() + std::chrono::seconds(60);
+    while (virDomainIsActive(guest.domain().raw()) == 1 && Clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    ASSERT_NE(virDomainIsActive(guest.domain().raw()), 1) << "the guest did not shut down";
+    auto bitmaps = virt::image_bitmaps(guest.disk_path("vda"), false);
+    ASSERT_TRUE(bitmaps) << bitmaps.error().message();
+    ASSERT_EQ(bitmaps->size(), 1u);
+    EXPECT_EQ((*bitmaps)[0].name, c1);
+    EXPECT_FALSE((*bitmaps)[0].in_use);
+
+    auto health = virt::check_checkpoint(guest.domain(), c1);
+    ASSERT_TRUE(health) << health.error().message();
+    EXPECT_TRUE(health->usable()) << health->reason;
+    auto report = virt::end_leftover_backup(guest.domain(), scratch_dir(guest));
+    ASSERT_TRUE(report) << report.error().message();
+    EXPECT_FALSE(report->job_ended);
+
+    // Offline delete: metadata through libvirt, the bitmap through qemu-img.
+    auto deleted = virt::delete_checkpoint(guest.domain(), c1, kRepo);
+    ASSERT_TRUE(deleted) << deleted.error().message();
+    auto list = virt::list_checkpoints(guest.domain());
+    ASSERT_TRUE(list);
+    EXPECT_TRUE(list->empty());
+    bitmaps = virt::image_bitmaps(guest.disk_path("vda"), false);
+    ASSERT_TRUE(bitmaps);
+    EXPECT_TRUE(bitmaps->empty()) << "an orphan bitmap stayed in the image";
 }
 
 }  // namespace
