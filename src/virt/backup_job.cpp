@@ -455,6 +455,19 @@ Result<std::uint64_t> BackupJob::scratch_used() const {
     return used;
 }
 
+Status BackupJob::set_scratch_threshold(std::string_view target, std::uint64_t bytes) {
+    const BackupExport* e = find_export(target);
+    std::string label =
+        "vm '" + domain_name_ + "': scratch threshold of disk " + std::string(target);
+    if (!e || state_ != State::running || e->index < 0) {
+        return fail(ErrorKind::invalid_argument, label + ": no running export of that disk");
+    }
+    if (virDomainSetBlockThreshold(domain_.get(), e->threshold_name().c_str(), bytes, 0) < 0) {
+        return fail(libvirt_error(label));
+    }
+    return {};
+}
+
 Result<ScratchStatus> BackupJob::poll_scratch() {
     ScratchStatus status;
     auto used = scratch_used();

@@ -134,6 +134,10 @@ class BackupJob {
     Result<ScratchStatus> poll_scratch();
     // Host bytes the scratch files take now.
     Result<std::uint64_t> scratch_used() const;
+    // Arms QEMU's write threshold on one disk's scratch node (virDomainSetBlockThreshold on
+    // "vda[N]"), for an application that runs libvirt's event loop and listens for
+    // VIR_DOMAIN_EVENT_ID_BLOCK_THRESHOLD; one-shot. poll_scratch() does not need it.
+    Status set_scratch_threshold(std::string_view target, std::uint64_t bytes);
 
     // The XML handed to libvirt (for logs and tests).
     const std::string& backup_xml() const { return backup_xml_; }

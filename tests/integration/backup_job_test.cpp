@@ -639,6 +639,8 @@ TEST(backup_job, ScratchUsageIsReported) {
     BackupJob job = begin_job(guest, {.disks = {"vda", "vdb"}});
     const std::uint64_t limit = 2u << 20;
     job.set_scratch_limit(limit);
+    auto armed = job.set_scratch_threshold("vdb", limit);
+    ASSERT_TRUE(armed) << armed.error().message();
     auto first = job.poll_scratch();
     ASSERT_TRUE(first) << first.error().message();
     EXPECT_FALSE(first->crossed);
