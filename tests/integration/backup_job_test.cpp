@@ -287,10 +287,19 @@ BackupJob begin_job(LabGuest& guest, BackupSpec spec) {
 }
 
 TEST(backup_job, IncrementalExportsOnlyDirtyExtents) {
-    LabGuest guest = boot({.data_disks = {{DataDisk::Kind::blank, "64M"}}});
+    // 3 GiB: the walk crosses its 1 GiB block-status windows.
+    LabGuest guest = boot({.data_disks = {{DataDisk::Kind::blank, "3G"}}});
     std::string c1 = checkpoint_name();
     {
         BackupJob full = begin_job(guest, {.disks = {"vda", "vdb"}, .new_checkpoint = c1});
+        const auto* e = full.find_export("vdb");
+        ASSERT_NE(e, nullptr);
+        auto nbd = virt::NbdExport::connect({full.socket().string(), e->export_name, "", "vdb"});
+        ASSERT_TRUE(nbd) << nbd.error().message();
+        auto ranges = nbd->all_ranges();
+        ASSERT_TRUE(ranges) << ranges.error().message();
+        ASSERT_EQ(ranges->size(), 1u) << "a blank disk is one zero range";
+        EXPECT_EQ((*ranges)[0], (ExportRange{0, 3ull << 30, ExportRange::Kind::zero}));
         auto done = full.finish();
         ASSERT_TRUE(done) << done.error().message();
     }
@@ -298,10 +307,11 @@ TEST(backup_job, IncrementalExportsOnlyDirtyExtents) {
     ASSERT_TRUE(health) << health.error().message();
     EXPECT_TRUE(health->usable()) << health->reason;
 
-    // Known blocks written straight to the (unmounted) disk: 64 KiB at 1 MiB, at 81 × 64 KiB
-    // and at 40 MiB.
+    // Known blocks written straight to the (unmounted) disk.
     const std::uint64_t kBlock = 64 * 1024;
-    const std::vector<std::uint64_t> blocks = {16, 81, 640};
+    // Blocks at 1 MiB, 81 × 64 KiB, 40 MiB, on both sides of the 1 GiB window boundary, and
+    // in the third window.
+    const std::vector<std::uint64_t> blocks = {16, 81, 640, 16383, 16384, 40000};
     std::string cmd = "yes vmshadow-incremental | head -c 65536 > /tmp/p";
     for (auto b : blocks) {
         cmd += " && dd if=/tmp/p of=/dev/vdb bs=64k seek=" + std::to_string(b) +
@@ -336,10 +346,13 @@ TEST(backup_job, IncrementalExportsOnlyDirtyExtents) {
         }
         EXPECT_TRUE(covered) << "block " << b << " is not in the dirty data ranges";
     }
-    EXPECT_LE(stats->data + stats->zero, 1u << 20) << "the incremental is not small";
-    std::string image = read_host_file(out);
+    EXPECT_LE(stats->data + stats->zero, 2u << 20) << "the incremental is not small";
+    std::ifstream image(out, std::ios::binary);
     for (auto b : blocks) {
-        EXPECT_TRUE(image.compare(b * kBlock, kBlock, pattern) == 0)
+        std::string block(kBlock, '\0');
+        image.seekg(static_cast<std::streamoff>(b * kBlock));
+        image.read(block.data(), static_cast<std::streamsize>(kBlock));
+        EXPECT_TRUE(block == pattern)
             << "exported block " << b << " differs from what the guest wrote";
     }
     // The root disk changed little too.
