@@ -1,0 +1,15 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+# Writes the listed 64 KiB blocks of IMAGE (read through NBD) back to back into OUT, so
+# their compressed size can be measured on their own.
+import sys
+
+import nbd
+
+uri, offsets_file, out = sys.argv[1], sys.argv[2], sys.argv[3]
+h = nbd.NBD()
+h.connect_uri(uri)
+with open(out, "wb") as f:
+    for line in open(offsets_file):
+        f.write(h.pread(65536, int(line)))
+h.shutdown()

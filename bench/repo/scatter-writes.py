@@ -1,0 +1,27 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+# Changes PERCENT % of a disk image in scattered 4 KiB writes of random bytes, through an
+# NBD server (qemu-nbd) so qcow2 images are written by QEMU itself. Prints the offsets of
+# the 64 KiB blocks that changed, one per line, to OFFSETS_FILE.
+import random
+import sys
+
+import nbd
+
+uri, percent, seed, offsets_file = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+h = nbd.NBD()
+h.connect_uri(uri)
+size = h.get_size()
+rng = random.Random(seed)
+count = int(size * percent / 100 / 4096)
+blocks = set()
+for _ in range(count):
+    off = rng.randrange(size // 4096) * 4096
+    h.pwrite(rng.randbytes(4096), off)
+    blocks.add(off // 65536 * 65536)
+h.flush()
+h.shutdown()
+with open(offsets_file, "w") as f:
+    for b in sorted(blocks):
+        f.write(f"{b}\n")
+print(f"{count} writes of 4 KiB, {len(blocks)} distinct 64 KiB blocks changed", file=sys.stderr)
