@@ -57,8 +57,8 @@ for run in $(seq "$RUNS"); do
   "$VMSHADOW" repo init "$W/v" >/dev/null
   "$VMSHADOW" repo init "$W/ve" --encrypt >/dev/null
   restic init -q -r "$W/r" >/dev/null
-  borg init -q -e none "$W/b1"
-  borg init -q -e none "$W/b3"
+  borg init -e none "$W/b1"
+  borg init -e none "$W/b3"
   measure vmshadow_full "$VMSHADOW" --repo "$W/v" image backup "$W/img.qcow2" --name bench
   measure vmshadow_enc_full "$VMSHADOW" --repo "$W/ve" image backup "$W/img.qcow2" --name bench
   measure restic_full restic -q -r "$W/r" backup "$W/img.qcow2"

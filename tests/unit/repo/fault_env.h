@@ -19,6 +19,14 @@ class FaultEnv final : public Env {
   public:
     explicit FaultEnv(std::uint64_t crash_at = 0) : crash_at_(crash_at) {}
 
+    // Full-disk mode: from the Nth operation on, writes fail with ENOSPC's message while
+    // everything else (removing files, renames) keeps working, as on a real full disk.
+    void fill_disk_at(std::uint64_t n) { full_at_ = n; }
+    bool disk_full() {
+        std::lock_guard lock(mu_);
+        return full_at_ != 0 && count_ >= full_at_;
+    }
+
     std::uint64_t operations() const { return count_; }
     bool crashed() const { return crashed_; }
     const std::vector<std::string>& log() const { return log_; }
@@ -72,6 +80,8 @@ class FaultEnv final : public Env {
       public:
         File(FaultEnv& env, std::unique_ptr<WritableFile> f) : env_(env), f_(std::move(f)) {}
         Status append(ByteView data) override {
+            if (env_.disk_full())
+                return fail(ErrorKind::io, "writing " + f_->path() + ": No space left on device");
             if (auto e = env_.step("write " + f_->path())) {
                 if (env_.crashed() && e->message().starts_with("injected"))
                     (void)f_->append(data.first(data.size() / 2));  // a torn write
@@ -93,6 +103,7 @@ class FaultEnv final : public Env {
 
     std::mutex mu_;
     std::uint64_t crash_at_;
+    std::uint64_t full_at_ = 0;
     std::uint64_t count_ = 0;
     bool crashed_ = false;
     std::vector<std::string> log_;

@@ -220,5 +220,25 @@ TEST(FaultInjection, BackupPruneAndGcSurviveACrashAtEveryOperation) {
     std::printf("crash points exercised: %d (%s)\n", points, summary.c_str());
 }
 
+TEST(FaultInjection, FullDiskDuringBackupIsAClearErrorAndEarlierPointsStayIntact) {
+    Scenario s;
+    ASSERT_NO_FATAL_FAILURE(build_template(s));
+    std::string path = fresh_copy(s, 1);
+    FaultEnv env;
+    env.fill_disk_at(12);  // after the lock, mid-way through the packs
+    auto repo = open_plain(path, &env, kPackSize);
+    ASSERT_TRUE(repo);
+    auto p = backup_bytes(**repo, "web", {{"vda", random_data(40 * 4096, 77)}});
+    ASSERT_FALSE(p);
+    EXPECT_EQ(p.error().kind(), ErrorKind::io);
+    EXPECT_NE(p.error().message().find("No space left on device"), std::string::npos)
+        << p.error().message();
+    std::set<Hash256> all;
+    for (const auto& [id, data] : s.expected) all.insert(id);
+    verify_points(path, s, all, "after a full disk");
+    // The failed session gave its space back and left no lock or temp file.
+    verify_no_leftovers(path, "after a full disk");
+}
+
 }  // namespace
 }  // namespace vmshadow::repo::test
