@@ -28,15 +28,24 @@ int seconds_of(std::chrono::seconds s) {
 
 }  // namespace
 
-Status GuestAgent::bound_response_timeout() const {
+Result<GuestAgent::TimeoutScope> GuestAgent::bound_response_timeout() const {
     if (virDomainAgentSetResponseTimeout(domain_.raw(), seconds_of(timeout_), 0) < 0) {
         return fail(agent_error(domain_, "set response timeout"));
     }
-    return {};
+    return TimeoutScope(domain_.raw());
+}
+
+GuestAgent::TimeoutScope::~TimeoutScope() {
+    // Back to libvirt's own default, so other tools (virsh domfsfreeze with slow hooks) see
+    // the domain as they expect. Each of our calls bounds itself again first.
+    if (domain_) {
+        (void)virDomainAgentSetResponseTimeout(domain_, VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_BLOCK, 0);
+    }
 }
 
 Result<std::string> GuestAgent::command(const std::string& json_command, const char* what) const {
-    if (auto s = bound_response_timeout(); !s) return fail(s.error());
+    auto bound = bound_response_timeout();
+    if (!bound) return fail(bound.error());
     CString reply(
         virDomainQemuAgentCommand(domain_.raw(), json_command.c_str(), seconds_of(timeout_), 0));
     if (!reply) return fail(agent_error(domain_, what));
@@ -50,7 +59,8 @@ Status GuestAgent::ping() const {
 }
 
 Result<std::vector<GuestFilesystem>> GuestAgent::filesystems() const {
-    if (auto s = bound_response_timeout(); !s) return fail(s.error());
+    auto bound = bound_response_timeout();
+    if (!bound) return fail(bound.error());
     virDomainFSInfoPtr* info = nullptr;
     int n = virDomainGetFSInfo(domain_.raw(), &info, 0);
     if (n < 0) return fail(agent_error(domain_, "filesystem info"));
@@ -69,14 +79,16 @@ Result<std::vector<GuestFilesystem>> GuestAgent::filesystems() const {
 }
 
 Result<int> GuestAgent::freeze() const {
-    if (auto s = bound_response_timeout(); !s) return fail(s.error());
+    auto bound = bound_response_timeout();
+    if (!bound) return fail(bound.error());
     int n = virDomainFSFreeze(domain_.raw(), nullptr, 0, 0);
     if (n < 0) return fail(agent_error(domain_, "freeze filesystems"));
     return n;
 }
 
 Result<int> GuestAgent::thaw() const {
-    if (auto s = bound_response_timeout(); !s) return fail(s.error());
+    auto bound = bound_response_timeout();
+    if (!bound) return fail(bound.error());
     int n = virDomainFSThaw(domain_.raw(), nullptr, 0, 0);
     if (n < 0) return fail(agent_error(domain_, "thaw filesystems"));
     return n;

@@ -4,8 +4,9 @@
 //
 // This module is: ping, filesystem info and fsfreeze freeze/thaw/status through libvirt.
 // Every call sets the domain's agent response timeout first (virDomainAgentSetResponseTimeout),
-// so a hung agent costs at most that long and can never block a later thaw; the timeout is
-// left bounded afterwards on purpose (libvirt's own default is to wait forever).
+// so a hung agent costs at most that long and can never block a later thaw, and sets it back
+// to libvirt's default (wait forever) when the call returns. libvirt can't tell us the value
+// it had before; a value another tool set is therefore reset too.
 // This module is not: the policy of when to freeze, or the guarantee that a frozen guest is
 // thawed (see freeze_guard.h).
 //
@@ -14,6 +15,7 @@
 
 #include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -49,7 +51,19 @@ class GuestAgent {
     void set_timeout(Seconds timeout) { timeout_ = timeout; }
 
   private:
-    Status bound_response_timeout() const;
+    // Restores libvirt's default agent timeout when destroyed.
+    class TimeoutScope {
+      public:
+        explicit TimeoutScope(virDomainPtr domain) : domain_(domain) {}
+        TimeoutScope(TimeoutScope&& other) noexcept
+            : domain_(std::exchange(other.domain_, nullptr)) {}
+        TimeoutScope& operator=(TimeoutScope&&) = delete;
+        ~TimeoutScope();
+
+      private:
+        virDomainPtr domain_;
+    };
+    Result<TimeoutScope> bound_response_timeout() const;
     Result<std::string> command(const std::string& json_command, const char* what) const;
 
     const Domain& domain_;
