@@ -5,6 +5,7 @@
 #include <libnbd.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -107,19 +108,24 @@ Result<std::unique_ptr<QemuNbdServer>> QemuNbdServer::start(const Options& optio
     if (!options.read_only) argv.push_back("--discard=unmap");
     argv.push_back(options.image);
     int fd = ::open(s->log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    if (fd >= 0) {
-        posix_spawn_file_actions_adddup2(&actions, fd, 1);
-        posix_spawn_file_actions_adddup2(&actions, fd, 2);
-    }
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    int rc = posix_spawnp(&s->pid_, "qemu-nbd", &actions, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
+    pid_t parent = ::getpid();
+    s->pid_ = ::fork();
+    if (s->pid_ == 0) {
+        // The server must not outlive vmshadow, however vmshadow ends (SIGKILL included).
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != parent) ::_exit(1);
+        if (fd >= 0) {
+            ::dup2(fd, 1);
+            ::dup2(fd, 2);
+        }
+        ::execvp("qemu-nbd", args.data());
+        ::_exit(127);
+    }
     if (fd >= 0) ::close(fd);
-    if (rc != 0) {
+    if (s->pid_ < 0) {
         s->pid_ = -1;
         return fail(ErrorKind::unavailable,
                     "qemu-nbd could not be started (install qemu-utils): " + options.image);
