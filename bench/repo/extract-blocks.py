@@ -6,7 +6,8 @@ import sys
 
 import nbd
 
-uri, offsets_file, out = sys.argv[1], sys.argv[2], sys.argv[3]
+# Usage: extract-blocks.py OFFSETS_FILE OUT NBD_URI
+offsets_file, out, uri = sys.argv[1], sys.argv[2], sys.argv[3]
 h = nbd.NBD()
 h.connect_uri(uri)
 with open(out, "wb") as f:

@@ -61,7 +61,7 @@ print(f"\nFull-backup speed-up vs restic {med('restic_full') / med('vmshadow_ful
       f"{med('restic_incr') / med('vmshadow_incr'):.1f}x; repository size vs restic "
       f"{med('size_full_v') / med('size_full_r'):.3f}x (goal <= 1.10x).")
 print("\nScale checks:\n")
-print(f"- unchanged, fully allocated 3 GiB image, second point: {med('unchanged_added'):.0f} bytes "
+print(f"- unchanged, fully allocated 2 GiB image, second point: {med('unchanged_added'):.0f} bytes "
       f"added (goal < 1 MiB), {med('unchanged_full_alloc'):.1f} s, peak {mem('unchanged_full_alloc'):.0f} MiB")
 print(f"- 1 TiB sparse qcow2 (16 MiB of data): backup {med('tib_sparse_full'):.1f} s, peak "
       f"{mem('tib_sparse_full'):.0f} MiB; restore to qcow2 {med('tib_sparse_restore'):.1f} s, peak "

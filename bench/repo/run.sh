@@ -37,7 +37,7 @@ measure() {
 size_of() { du -sb "$1" | cut -f1; }
 record() { echo "$1 $2 0" >>"$RES"; }  # a size, in the seconds column
 
-with_nbd() {  # with_nbd IMAGE FORMAT CMD... (CMD gets the NBD URI as its first argument)
+with_nbd() {  # with_nbd IMAGE FORMAT CMD... (CMD gets the NBD URI as its last argument)
   local img=$1 fmt=$2; shift 2
   local sock=$W/nbd.sock
   rm -f "$sock"
@@ -45,7 +45,8 @@ with_nbd() {  # with_nbd IMAGE FORMAT CMD... (CMD gets the NBD URI as its first 
   local pid=$!
   for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
   "$@" "nbd+unix:///?socket=$sock"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  kill "$pid" 2>/dev/null || true  # it exits by itself after its client leaves
+  wait "$pid" 2>/dev/null || true
 }
 
 for run in $(seq "$RUNS"); do
@@ -97,7 +98,7 @@ done
 # --- scale: unchanged fully allocated image, 1 TiB sparse image, many points
 echo "scale checks" >&2
 rm -rf "$W/s" && "$VMSHADOW" repo init "$W/s" >/dev/null
-head -c 3G /dev/urandom >"$W/full.raw"
+head -c 2G /dev/urandom >"$W/full.raw"
 "$VMSHADOW" --repo "$W/s" image backup "$W/full.raw" --name full >/dev/null
 measure unchanged_full_alloc "$VMSHADOW" --repo "$W/s" --json image backup "$W/full.raw" --name full
 record unchanged_added "$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_added"])' <"$W/last.out")"
@@ -110,7 +111,7 @@ measure tib_sparse_restore "$VMSHADOW" --repo "$W/s" image restore tib@latest "$
 qemu-img compare -q "$W/tib.qcow2" "$W/tib.out"
 rm -f "$W/tib.out"
 head -c 64M /dev/urandom >"$W/small.raw"
-for i in $(seq 200); do
+for i in $(seq 100); do
   printf 'x%.0s' $(seq 16) | dd of="$W/small.raw" bs=1 seek=$((i * 65536 * 3)) conv=notrunc status=none
   "$VMSHADOW" --repo "$W/s" image backup "$W/small.raw" --name many >/dev/null
 done

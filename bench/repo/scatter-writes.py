@@ -1,5 +1,6 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
+# Usage: scatter-writes.py PERCENT SEED OFFSETS_FILE NBD_URI
 # Changes PERCENT % of a disk image in scattered 4 KiB writes of random bytes, through an
 # NBD server (qemu-nbd) so qcow2 images are written by QEMU itself. Prints the offsets of
 # the 64 KiB blocks that changed, one per line, to OFFSETS_FILE.
@@ -8,7 +9,8 @@ import sys
 
 import nbd
 
-uri, percent, seed, offsets_file = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+# The NBD URI comes last (run.sh's with_nbd appends it).
+percent, seed, offsets_file, uri = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 h = nbd.NBD()
 h.connect_uri(uri)
 size = h.get_size()
