@@ -330,7 +330,13 @@ Result<std::unique_ptr<BackupSession>> BackupSession::begin(Repository& repo,
             return std::unexpected(removed.error());
         if (auto st = lock->downgrade(); !st) return std::unexpected(st.error());
     } else if (exclusive.error().kind() == ErrorKind::locked) {
+        // Another backup may hold its brief cleanup lock right now: retry for a few seconds
+        // before reporting the repository as locked (gc and prune hold it much longer).
         auto shared = repo.lock(LockMode::shared, options.operation);
+        for (int i = 0; i < 50 && !shared && shared.error().kind() == ErrorKind::locked; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            shared = repo.lock(LockMode::shared, options.operation);
+        }
         if (!shared) return std::unexpected(shared.error());
         lock = std::move(*shared);
         if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
