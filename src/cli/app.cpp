@@ -69,9 +69,9 @@ int run_cli(int argc, char** argv) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
         if (e.get_exit_code() == 0) return app.exit(e);
-        return report(Error(ErrorKind::invalid_argument,
-                            std::string(e.what()) + " (see `vmshadow --help`)"),
-                      global.json);
+        return report(
+            Error(ErrorKind::invalid_argument, std::string(e.what()) + " (see `vmshadow --help`)"),
+            global.json);
     }
     if (!action) return report(Error(ErrorKind::internal, "no command ran"), global.json);
     Status status = action();

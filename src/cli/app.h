@@ -8,10 +8,9 @@
 // ("vmshadow: <message>") or, with --json, as {"error": ..., "kind": ...}; the exit code
 // comes from exit_code.h.
 
+#include <CLI/CLI.hpp>
 #include <functional>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "common/error.h"
 
@@ -20,13 +19,13 @@ namespace vmshadow::cli {
 // Options every command sees. Filled by CLI11 from flags, the environment and the config
 // file (flags win over the environment, the environment over the config file).
 struct GlobalOptions {
-    std::string connect_uri;        // --connect / LIBVIRT_DEFAULT_URI; empty = libvirt's default
-    std::string repo;               // --repo / VMSHADOW_REPO
-    std::string config_file;        // --config
-    bool json = false;              // --json: machine-readable output
-    std::string scratch_dir;        // --scratch-dir: where backup scratch images go
-    bool allow_saved_state = false; // --allow-saved-state: `auto` may pause VMs (image method)
-    std::string password_file;      // --password-file: repository password (see repo_cli.h)
+    std::string connect_uri;         // --connect / LIBVIRT_DEFAULT_URI; empty = libvirt's default
+    std::string repo;                // --repo / VMSHADOW_REPO
+    std::string config_file;         // --config
+    bool json = false;               // --json: machine-readable output
+    std::string scratch_dir;         // --scratch-dir: where backup scratch images go
+    bool allow_saved_state = false;  // --allow-saved-state: `auto` may pause VMs (image method)
+    std::string password_file;       // --password-file: repository password (see repo_cli.h)
 };
 
 // The action the chosen subcommand wants to run after parsing.
