@@ -139,23 +139,35 @@ Result<std::unique_ptr<Repository>> Repository::open(const std::string& path,
     return repo;
 }
 
+Result<std::vector<PackInfo>> Repository::read_index_file(const std::string& name) const {
+    std::string path = dir(format::kIndexDir) + "/" + name;
+    auto bytes = read_file(env_, path);
+    Result<std::vector<PackInfo>> packs =
+        bytes ? decode_index_file(*bytes, codec_) : fail(bytes.error());
+    if (packs && sha256(*bytes) != *Hash256::from_hex(name))
+        packs = fail(ErrorKind::corruption, "content does not match its name");
+    if (!packs) return std::unexpected(packs.error().with_context("index file " + path));
+    return packs;
+}
+
+Result<std::vector<std::string>> Repository::index_file_names() const {
+    auto names = env_.list(dir(format::kIndexDir));
+    if (!names) return std::unexpected(names.error());
+    std::erase_if(*names, [](const std::string& n) { return !is_hex_name(n); });  // not ours
+    std::sort(names->begin(), names->end());
+    return names;
+}
+
 Result<std::vector<std::pair<Hash256, std::vector<PackInfo>>>> Repository::read_index_files()
     const {
     std::vector<std::pair<Hash256, std::vector<PackInfo>>> out;
-    auto names = env_.list(dir(format::kIndexDir));
+    auto names = index_file_names();
     if (!names) return std::unexpected(names.error());
-    std::sort(names->begin(), names->end());
     for (const auto& name : *names) {
-        if (!is_hex_name(name)) continue;  // not ours
-        std::string path = dir(format::kIndexDir) + "/" + name;
-        auto bytes = read_file(env_, path);
-        Result<std::vector<PackInfo>> packs =
-            bytes ? decode_index_file(*bytes, codec_) : fail(bytes.error());
-        if (packs && sha256(*bytes) != *Hash256::from_hex(name))
-            packs = fail(ErrorKind::corruption, "content does not match its name");
+        auto packs = read_index_file(name);
         if (!packs)
-            return std::unexpected(
-                packs.error().with_context("index file " + path + " (run `vmshadow repo check`)"));
+            return fail(packs.error().kind(),
+                        packs.error().message() + " (run `vmshadow repo check`)");
         out.emplace_back(*Hash256::from_hex(name), std::move(*packs));
     }
     return out;
@@ -163,21 +175,15 @@ Result<std::vector<std::pair<Hash256, std::vector<PackInfo>>>> Repository::read_
 
 Status Repository::load_index(std::vector<Error>* damaged) {
     index_ = Index{};
-    auto names = env_.list(dir(format::kIndexDir));
+    auto names = index_file_names();
     if (!names) return std::unexpected(names.error());
-    std::sort(names->begin(), names->end());
     for (const auto& name : *names) {
-        if (!is_hex_name(name)) continue;  // not ours
-        std::string path = dir(format::kIndexDir) + "/" + name;
-        auto bytes = read_file(env_, path);
-        Result<std::vector<PackInfo>> packs =
-            bytes ? decode_index_file(*bytes, codec_) : fail(bytes.error());
-        if (packs && sha256(*bytes) != *Hash256::from_hex(name))
-            packs = fail(ErrorKind::corruption, "content does not match its name");
+        auto packs = read_index_file(name);
         if (!packs) {
-            Error e = packs.error().with_context("index file " + path);
-            if (!damaged) return fail(e.kind(), e.message() + " (run `vmshadow repo check`)");
-            damaged->push_back(e);
+            if (!damaged)
+                return fail(packs.error().kind(),
+                            packs.error().message() + " (run `vmshadow repo check`)");
+            damaged->push_back(packs.error());
             continue;
         }
         for (const auto& p : *packs) index_.add_pack(p);

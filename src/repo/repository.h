@@ -126,6 +126,10 @@ class Repository final : public BlobSource {
     Result<std::size_t> cleanup_leftovers() const;
 
   private:
+    // Names of the index files (hex ids), sorted; foreign files skipped.
+    Result<std::vector<std::string>> index_file_names() const;
+    // One index file, decoded and checked against its name.
+    Result<std::vector<PackInfo>> read_index_file(const std::string& name) const;
     Repository(std::string root, Env& env, RepoConfig config, std::optional<MasterKey> key,
                std::string key_id);
 
