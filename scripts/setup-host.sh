@@ -17,6 +17,9 @@ PACKAGES=(
   # hypervisor and tools vmshadow drives
   qemu-system-x86 qemu-utils qemu-guest-agent
   libvirt-daemon-system libvirt-clients libnbd-bin nbdkit fuse3
+  # libvirtd 9.0's network driver segfaults at start-up when a network is still active
+  # (e.g. after the daemon was killed) and dnsmasq is missing: a recommends we need.
+  dnsmasq-base
   # lab guest recipe
   busybox-static cpio e2fsprogs dosfstools sqlite3 kmod
 )
@@ -55,10 +58,14 @@ if ! virsh -c qemu:///system version >/dev/null 2>&1; then
     pgrep -x virtlogd >/dev/null || virtlogd -d
     pgrep -x libvirtd >/dev/null || libvirtd -d
   fi
-  for _ in $(seq 1 50); do
+  for _ in $(seq 1 150); do
     virsh -c qemu:///system version >/dev/null 2>&1 && break
     sleep 0.2
   done
-  virsh -c qemu:///system version >/dev/null 2>&1 || { echo "setup: libvirtd did not come up; see /var/log/libvirt/libvirtd.log" >&2; exit 1; }
+  if ! virsh -c qemu:///system version >/dev/null 2>&1; then
+    echo "setup: libvirtd did not come up; the end of /var/log/libvirt/libvirtd.log:" >&2
+    tail -n 5 /var/log/libvirt/libvirtd.log >&2 || true
+    exit 1
+  fi
 fi
 log "host ready"
