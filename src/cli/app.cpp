@@ -60,6 +60,7 @@ int run_cli(int argc, char** argv) {
     add_thaw_guardian_command(app, action);
     add_repository_commands(app, global, action);
     add_writers_command(app, global, action);
+    add_backup_command(app, global, action);
 
     try {
         app.parse(argc, argv);
@@ -75,6 +76,7 @@ int run_cli(int argc, char** argv) {
     }
     if (!action) return report(Error(ErrorKind::internal, "no command ran"), global.json);
     Status status = action();
+    if (!status && global.error_reported) return exit_code_for(status.error().kind());
     if (!status) return report(status.error(), global.json);
     return exit_ok;
 }

@@ -26,6 +26,9 @@ struct GlobalOptions {
     std::string scratch_dir;         // --scratch-dir: where backup scratch images go
     bool allow_saved_state = false;  // --allow-saved-state: `auto` may pause VMs (image method)
     std::string password_file;       // --password-file: repository password (see repo_cli.h)
+    // Set by a command that printed its own JSON error object (with partial results), so
+    // the error is not printed twice.
+    bool error_reported = false;
 };
 
 // The action the chosen subcommand wants to run after parsing.
@@ -42,5 +45,6 @@ void add_thaw_guardian_command(CLI::App& app, Action& action);
 void add_repository_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_writers_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_vm_freeze_command(CLI::App& vm, GlobalOptions& global, Action& action);
+void add_backup_command(CLI::App& app, GlobalOptions& global, Action& action);
 
 }  // namespace vmshadow::cli

@@ -44,6 +44,11 @@ Result<DomainDescription> parse_domain_xml(std::string_view xml) {
     DomainDescription out;
     out.name = domain.child_value("name");
     out.uuid = domain.child_value("uuid");
+    auto os = domain.child("os");
+    out.boot.kernel = os.child_value("kernel");
+    out.boot.initrd = os.child_value("initrd");
+    out.boot.dtb = os.child_value("dtb");
+    out.boot.nvram = os.child_value("nvram");
     auto devices = domain.child("devices");
     for (auto disk : devices.children("disk")) out.disks.push_back(parse_disk(disk));
     for (auto channel : devices.children("channel")) {

@@ -28,10 +28,21 @@ struct AgentChannelSpec {
     std::string state;
 };
 
+// Files outside the disks that the VM boots from or keeps state in, which a restore point must
+// hold for the VM to come back: a direct-boot kernel/initrd/dtb and the UEFI variable store.
+// The firmware code (<loader>) is the host's, shared by every VM, and is not among them.
+struct BootFiles {
+    std::string kernel;
+    std::string initrd;
+    std::string dtb;
+    std::string nvram;
+};
+
 struct DomainDescription {
     std::string name;
     std::string uuid;
     std::vector<DiskSpec> disks;
+    BootFiles boot;
     std::optional<AgentChannelSpec> agent_channel;  // org.qemu.guest_agent.0 virtio channel
 };
 

@@ -87,6 +87,8 @@ class NbdExport {
     // The next window's ranges (possibly none: a clean window of an incremental); nullopt
     // once the whole export was walked.
     Result<std::optional<std::vector<ExportRange>>> next_ranges();
+    // Where the walk stands: the end of the window next_ranges() returned last.
+    std::uint64_t walked() const { return walked_; }
     // All ranges of the export (walks every window).
     Result<std::vector<ExportRange>> all_ranges();
 

@@ -156,4 +156,57 @@ MethodChoice choose_method(const VmFacts& f, const MethodPolicy& policy) {
     return fallback(std::move(blockers), policy);
 }
 
+MethodChoice check_requested_method(const VmFacts& f, BackupMethod requested) {
+    using virt::DomainState;
+    const std::string asked = "--method " + std::string(method_name(requested));
+    if (requested == BackupMethod::none) return {BackupMethod::none, {"no method asked"}};
+    if (f.state == DomainState::shutoff) {
+        if (requested != BackupMethod::offline) {
+            return {BackupMethod::none,
+                    {asked + " needs a running VM and it is shut off: start it, or leave "
+                             "--method out for an offline backup"}};
+        }
+        return choose_method(f, {});
+    }
+    const bool live = f.state == DomainState::running || f.state == DomainState::paused ||
+                      f.state == DomainState::blocked;
+    if (!live) {
+        return {BackupMethod::none,
+                {"VM is " + std::string(virt::state_name(f.state)) + ": " + asked +
+                 " needs it running"}};
+    }
+    if (requested == BackupMethod::offline) {
+        return {
+            BackupMethod::none,
+            {asked + " needs the VM shut off; it is " + std::string(virt::state_name(f.state))}};
+    }
+    if (auto blockers = hard_blockers(f, true); !blockers.empty()) {
+        return {BackupMethod::none, std::move(blockers)};
+    }
+    switch (requested) {
+        case BackupMethod::application: {
+            if (f.state == DomainState::paused) {
+                return {BackupMethod::none,
+                        {asked + ": VM is paused, so its guest agent cannot freeze "
+                                 "filesystems: resume it or use --method image"}};
+            }
+            auto blockers = application_blockers(f);
+            if (!blockers.empty()) {
+                for (auto& b : blockers) b = asked + ": " + b;
+                return {BackupMethod::none, std::move(blockers)};
+            }
+            return {BackupMethod::application,
+                    {"asked for; the guest agent answers and every mounted filesystem can "
+                     "be frozen"}};
+        }
+        case BackupMethod::image:
+            return {BackupMethod::image, {"asked for: the VM is paused while its memory is saved"}};
+        case BackupMethod::crash:
+            return {BackupMethod::crash, {"asked for: no freeze, crash-consistent disks"}};
+        default:
+            break;
+    }
+    return {BackupMethod::none, {"unknown method"}};
+}
+
 }  // namespace vmshadow::vmwriter

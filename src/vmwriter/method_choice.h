@@ -60,6 +60,7 @@ struct VmFacts {
     std::string name;
     virt::DomainState state = virt::DomainState::nostate;
     std::vector<DiskFacts> disks;
+    virt::BootFiles boot;
     AgentFacts agent;
     ScratchFacts scratch;
 };
@@ -74,6 +75,11 @@ struct MethodChoice {
 };
 
 MethodChoice choose_method(const VmFacts& facts, const MethodPolicy& policy);
+
+// An explicitly asked method (`--method`): the same method back with the reason it can be
+// had, or `none` with the causes it cannot (an asked method never silently falls back).
+// `image` is allowed when asked for, whatever the saved-state policy says.
+MethodChoice check_requested_method(const VmFacts& facts, BackupMethod requested);
 
 // Whether a guest filesystem type can be frozen by qemu-guest-agent (FIFREEZE on Linux,
 // VSS on Windows), or needs no freeze because it is read-only by nature.

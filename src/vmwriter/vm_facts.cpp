@@ -82,6 +82,7 @@ Result<VmFacts> gather_facts(const virt::Domain& domain, const FactOptions& opti
     auto desc = domain.describe();
     if (!desc) return fail(desc.error());
     for (const auto& spec : desc->disks) f.disks.push_back(disk_facts(domain, spec));
+    f.boot = desc->boot;
     f.agent = agent_facts(domain, *desc, f.state, options.agent_timeout);
     f.scratch = scratch_facts(options.scratch_dir);
     f.scratch.needed_bytes = scratch_needed(f.disks);

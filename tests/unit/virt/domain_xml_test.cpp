@@ -63,6 +63,20 @@ TEST(DomainXml, NoChannelMeansNoAgent) {
     EXPECT_FALSE(d->agent_channel);
 }
 
+TEST(DomainXml, FindsDirectBootFilesAndNvramButNotTheSharedLoader) {
+    auto d = parse_domain_xml(R"(<domain><name>a</name><os>
+      <type arch='x86_64'>hvm</type>
+      <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>
+      <nvram>/var/lib/libvirt/qemu/nvram/a_VARS.fd</nvram>
+      <kernel>/boot/vmlinuz</kernel><initrd>/boot/initrd.img</initrd>
+    </os></domain>)");
+    ASSERT_TRUE(d) << d.error().message();
+    EXPECT_EQ(d->boot.kernel, "/boot/vmlinuz");
+    EXPECT_EQ(d->boot.initrd, "/boot/initrd.img");
+    EXPECT_EQ(d->boot.nvram, "/var/lib/libvirt/qemu/nvram/a_VARS.fd");
+    EXPECT_EQ(d->boot.dtb, "");
+}
+
 TEST(DomainXml, MalformedXmlIsAnInvalidArgument) {
     auto d = parse_domain_xml("<domain><name>x</name>");
     ASSERT_FALSE(d);

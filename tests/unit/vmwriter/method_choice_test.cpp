@@ -169,3 +169,41 @@ TEST(MethodChoice, MethodNamesRoundTrip) {
 
 }  // namespace
 }  // namespace vmshadow::vmwriter
+
+namespace vmshadow::vmwriter {
+namespace {
+
+TEST(RequestedMethod, ApplicationWithoutAnAgentFailsWithTheCauseInsteadOfFallingBack) {
+    auto f = running_vm_with_agent();
+    f.agent = {};
+    auto c = check_requested_method(f, BackupMethod::application);
+    EXPECT_EQ(c.method, BackupMethod::none);
+    EXPECT_THAT(joined(c), HasSubstr("--method application"));
+    EXPECT_THAT(joined(c), HasSubstr("no guest agent channel"));
+}
+
+TEST(RequestedMethod, ImageIsAllowedWhenAskedWhateverThePolicy) {
+    auto c = check_requested_method(running_vm_with_agent(), BackupMethod::image);
+    EXPECT_EQ(c.method, BackupMethod::image);
+}
+
+TEST(RequestedMethod, LiveMethodsNeedARunningVm) {
+    auto f = running_vm_with_agent();
+    f.state = DomainState::shutoff;
+    for (auto m : {BackupMethod::application, BackupMethod::image, BackupMethod::crash}) {
+        auto c = check_requested_method(f, m);
+        EXPECT_EQ(c.method, BackupMethod::none);
+        EXPECT_THAT(joined(c), HasSubstr("shut off"));
+    }
+}
+
+TEST(RequestedMethod, ApplicationOnAPausedVmSuggestsImage) {
+    auto f = running_vm_with_agent();
+    f.state = DomainState::paused;
+    auto c = check_requested_method(f, BackupMethod::application);
+    EXPECT_EQ(c.method, BackupMethod::none);
+    EXPECT_THAT(joined(c), HasSubstr("--method image"));
+}
+
+}  // namespace
+}  // namespace vmshadow::vmwriter

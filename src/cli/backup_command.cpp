@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: MIT
+// `vmshadow backup VM... [--method M] [--group] [--full] [--disk T] [--exclude-disk T]
+//  [--max-scratch SIZE]`: live (or offline) VM backups into the repository.
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/exit_code.h"
+#include "cli/repo_cli.h"
+#include "engine/vm_backup.h"
+#include "vss/exec_writer_config.h"
+#include "vss/writer_report.h"
+
+namespace vmshadow::cli {
+namespace {
+
+using nlohmann::json;
+
+struct BackupCommandOptions {
+    std::vector<std::string> vms;
+    std::string method = "auto";
+    bool group = false;
+    bool full = false;
+    std::vector<std::string> disks;
+    std::vector<std::string> exclude_disks;
+    std::string max_scratch;
+    double thaw_deadline_s = 10;
+    std::string writers_dir = vss::kDefaultExecWritersDir;
+    std::string state_file = vss::kDefaultWriterStateFile;
+};
+
+// "512M", "20G", "1T", "1048576": binary units.
+Result<std::uint64_t> parse_size(const std::string& text) {
+    if (text.empty()) return 0;
+    std::size_t used = 0;
+    double value = 0;
+    try {
+        value = std::stod(text, &used);
+    } catch (...) {
+        used = 0;
+    }
+    std::string unit = text.substr(used);
+    std::uint64_t scale = 1;
+    if (unit == "K" || unit == "KiB")
+        scale = 1ull << 10;
+    else if (unit == "M" || unit == "MiB")
+        scale = 1ull << 20;
+    else if (unit == "G" || unit == "GiB")
+        scale = 1ull << 30;
+    else if (unit == "T" || unit == "TiB")
+        scale = 1ull << 40;
+    else if (!unit.empty())
+        used = 0;
+    if (used == 0 || value <= 0) {
+        return fail(ErrorKind::invalid_argument,
+                    "--max-scratch '" + text + "': give a size such as 512M, 20G or 1T");
+    }
+    return static_cast<std::uint64_t>(value * static_cast<double>(scale));
+}
+
+json outcome_json(const engine::VmBackupOutcome& o) {
+    auto opt = [](const auto& v) { return v ? json(*v) : json(); };
+    json disks = json::array();
+    for (const auto& d : o.disks) {
+        disks.push_back({{"disk", d.target},
+                         {"mode", d.mode},
+                         {"size", d.size},
+                         {"bytes_read", d.bytes_read},
+                         {"bytes_added", d.bytes_added},
+                         {"note", d.note}});
+    }
+    json out{{"vm", o.vm},
+             {"point", opt(o.point)},
+             {"method", o.method},
+             {"consistency", o.consistency},
+             {"reasons", o.reasons},
+             {"notes", o.notes},
+             {"freeze_ms", opt(o.freeze_ms)},
+             {"quiesce_ms", opt(o.quiesce_ms)},
+             {"paused_ms", opt(o.paused_ms)},
+             {"bytes_read", o.bytes_read},
+             {"bytes_added", o.bytes_added},
+             {"incremental_from", opt(o.incremental_from)},
+             {"checkpoint", opt(o.checkpoint)},
+             {"skipped_disks", o.skipped},
+             {"disks", disks},
+             {"seconds", o.seconds}};
+    if (o.error) out["error"] = o.error->message();
+    return out;
+}
+
+void print_outcome(const engine::VmBackupOutcome& o) {
+    if (o.error) {
+        std::printf("%s: FAILED: %s\n", o.vm.c_str(), o.error->message().c_str());
+        return;
+    }
+    std::printf("%s: restore point %s, %s-consistent (method %s)\n", o.vm.c_str(),
+                o.point ? o.point->substr(0, 12).c_str() : "-", o.consistency.c_str(),
+                o.method.c_str());
+    for (const auto& r : o.reasons) std::printf("  why: %s\n", r.c_str());
+    if (o.freeze_ms) {
+        std::printf("  freeze window %lld ms (the guest's freeze call took %lld ms)\n",
+                    static_cast<long long>(*o.freeze_ms),
+                    static_cast<long long>(o.quiesce_ms.value_or(0)));
+    }
+    if (o.paused_ms) std::printf("  vCPUs paused %lld ms\n", static_cast<long long>(*o.paused_ms));
+    for (const auto& d : o.disks) {
+        std::printf("  %s: %s, %s, read %s, added %s%s%s\n", d.target.c_str(),
+                    human_bytes(d.size).c_str(), d.mode.c_str(), human_bytes(d.bytes_read).c_str(),
+                    human_bytes(d.bytes_added).c_str(), d.note.empty() ? "" : " — ",
+                    d.note.c_str());
+    }
+    for (const auto& s : o.skipped) std::printf("  skipped %s\n", s.c_str());
+    for (const auto& n : o.notes) std::printf("  note: %s\n", n.c_str());
+    std::printf("  added %s in %.1f s\n", human_bytes(o.bytes_added).c_str(), o.seconds);
+}
+
+Status run_backup_command(GlobalOptions& global, const BackupCommandOptions& o) {
+    engine::VmBackupOptions options;
+    options.vms = o.vms;
+    if (o.method != "auto") {
+        options.method = vmwriter::parse_method(o.method);
+        if (!options.method || *options.method == vmwriter::BackupMethod::offline) {
+            return fail(ErrorKind::invalid_argument,
+                        "--method " + o.method + ": use auto, application, image or crash");
+        }
+    }
+    auto max_scratch = parse_size(o.max_scratch);
+    if (!max_scratch) return std::unexpected(max_scratch.error());
+    options.max_scratch = *max_scratch;
+    options.group = o.group;
+    options.full = o.full;
+    options.disks = o.disks;
+    options.exclude_disks = o.exclude_disks;
+    options.allow_saved_state = global.allow_saved_state;
+    if (!global.scratch_dir.empty()) options.scratch_dir = global.scratch_dir;
+    options.writers_dir = o.writers_dir;
+    options.state_file = o.state_file;
+    options.freeze.thaw_deadline =
+        std::chrono::milliseconds(static_cast<std::int64_t>(o.thaw_deadline_s * 1000));
+
+    auto connection = virt::Connection::open(global.connect_uri);
+    if (!connection) return std::unexpected(connection.error());
+    options.freeze.connect_uri = connection->uri();
+    auto repo = open_repository(global);
+    if (!repo) return std::unexpected(repo.error());
+
+    std::unique_ptr<ProgressBar> bar;
+    std::string current;
+    options.progress = [&](const std::string& vm, const std::string& disk, std::uint64_t done,
+                           std::uint64_t total) {
+        std::string label = vm + " " + disk;
+        if (label != current) {
+            if (bar) bar->finish();
+            bar = std::make_unique<ProgressBar>("backup " + label);
+            current = label;
+        }
+        bar->update(done, total);
+    };
+    engine::VmBackupReport report = engine::backup_vms(**repo, *connection, options);
+    if (bar) bar->finish();
+
+    if (global.json) {
+        json vms = json::array();
+        for (const auto& v : report.vms) vms.push_back(outcome_json(v));
+        json out{{"vms", vms}};
+        if (report.error) {
+            out["error"] = report.error->message();
+            out["kind"] = kind_name(report.error->kind());
+            out["exit_code"] = exit_code_for(report.error->kind());
+            global.error_reported = true;
+        }
+        std::cout << out.dump() << std::endl;
+    } else {
+        for (const auto& v : report.vms) print_outcome(v);
+    }
+    if (report.error) return std::unexpected(*report.error);
+    return {};
+}
+
+}  // namespace
+
+void add_backup_command(CLI::App& app, GlobalOptions& global, Action& action) {
+    auto o = std::make_shared<BackupCommandOptions>();
+    CLI::App* backup = app.add_subcommand(
+        "backup",
+        "back up VMs into the repository: application-consistent through the guest agent when "
+        "it can, incremental when a previous restore point of the VM exists");
+    backup->add_option("vms", o->vms, "VM names or UUIDs")->required();
+    backup
+        ->add_option("-m,--method", o->method,
+                     "auto (default), application (agent freeze), image (saved state: paused, "
+                     "memory saved) or crash (no freeze); an asked method that can't be had "
+                     "fails with the cause")
+        ->check(CLI::IsMember({"auto", "application", "image", "crash"}));
+    backup->add_flag("--group", o->group,
+                     "capture all VMs at one instant (all frozen before any snapshot) and keep "
+                     "all restore points or none");
+    backup->add_flag("--full", o->full,
+                     "read every disk in full (unchanged chunks are still deduplicated)");
+    backup->add_option("--disk", o->disks, "back up only this disk target (repeatable)");
+    backup->add_option("--exclude-disk", o->exclude_disks, "skip this disk target (repeatable)");
+    backup->add_option("--max-scratch", o->max_scratch,
+                       "abort the backup before the guest's writes during it take more scratch "
+                       "space than this, e.g. 20G (default: 90% of the scratch directory's free "
+                       "space)");
+    backup->add_option("--thaw-deadline", o->thaw_deadline_s,
+                       "seconds after a freeze when the thaw guardian thaws regardless "
+                       "(default 10)");
+    backup
+        ->add_option("--writers-dir", o->writers_dir,
+                     "exec writer configs (default /etc/vmshadow/writers.d)")
+        ->envname("VMSHADOW_WRITERS_DIR");
+    backup
+        ->add_option("--state-file", o->state_file,
+                     "where the writers' states are recorded for `vmshadow writers` (default "
+                     "/var/lib/vmshadow/writers.json)")
+        ->envname("VMSHADOW_WRITER_STATE");
+    backup->callback([&global, &action, o] {
+        action = [&global, o] { return run_backup_command(global, *o); };
+    });
+}
+
+}  // namespace vmshadow::cli

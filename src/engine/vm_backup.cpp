@@ -1,0 +1,562 @@
+// SPDX-License-Identifier: MIT
+#include "engine/vm_backup.h"
+
+#include <sys/statvfs.h>
+
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "common/byte_size.h"
+#include "engine/export_copy.h"
+#include "engine/nbd_image.h"
+#include "repo/backup_session.h"
+#include "repo/restore.h"
+#include "virt/checkpoints.h"
+#include "vmwriter/pull_backup_provider.h"
+#include "vmwriter/vm_writer.h"
+#include "vss/coordinator.h"
+#include "vss/exec_writer.h"
+
+namespace vmshadow::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+// What the previous restore point of a VM in this repository offers the next backup.
+struct Previous {
+    const repo::RestorePoint* point = nullptr;
+    std::optional<vss::BackupDocument> document;
+    std::string checkpoint_xml;
+    std::vector<std::pair<std::string, std::string>> disk_paths;
+};
+
+const repo::FileRecord* find_file(const repo::RestorePoint& p, std::string_view role) {
+    for (const auto& f : p.files)
+        if (f.role == role) return &f;
+    return nullptr;
+}
+
+Result<std::string> read_text(const repo::Repository& repo, const repo::FileRecord& f) {
+    auto bytes = repo::read_file_record(repo, f);
+    if (!bytes) return std::unexpected(bytes.error());
+    return std::string(bytes->begin(), bytes->end());
+}
+
+// The newest VM restore point of `vm` (image-file points of the same name do not count).
+Result<Previous> find_previous(const repo::Repository& repo, const repo::PointListing& listing,
+                               const std::string& vm) {
+    Previous prev;
+    for (const auto& p : listing.points)
+        if (p.vm == vm && p.metadata.value("kind", "") == "vm") prev.point = &p;
+    if (!prev.point) return prev;
+    for (const auto& d : prev.point->disks)
+        prev.disk_paths.emplace_back(d.name, d.info.value("path", ""));
+    if (const auto* f = find_file(*prev.point, "backup_document")) {
+        auto text = read_text(repo, *f);
+        if (!text) return std::unexpected(text.error());
+        auto doc = vss::parse_backup_document(*text);
+        if (!doc) return std::unexpected(doc.error());
+        prev.document = std::move(*doc);
+    }
+    if (const auto* f = find_file(*prev.point, "checkpoint_xml")) {
+        auto text = read_text(repo, *f);
+        if (!text) return std::unexpected(text.error());
+        prev.checkpoint_xml = std::move(*text);
+    }
+    return prev;
+}
+
+std::uint64_t default_scratch_limit(const std::string& dir) {
+    struct statvfs vfs {};
+    if (::statvfs(dir.c_str(), &vfs) != 0) return 0;
+    return static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize / 10 * 9;
+}
+
+// Parses "nbd+unix:///<export>?socket=<path>" (the provider's SnapshotDevice::access).
+bool parse_nbd_access(const std::string& access, std::string& export_name, std::string& socket) {
+    const std::string prefix = "nbd+unix:///";
+    if (access.rfind(prefix, 0) != 0) return false;
+    auto q = access.find("?socket=");
+    if (q == std::string::npos) return false;
+    export_name = access.substr(prefix.size(), q - prefix.size());
+    socket = access.substr(q + 8);
+    return true;
+}
+
+// Polls every live job's scratch while the copy runs; the copy checks failure() between
+// pieces. Polling (not events) is explained in virt/backup_job.h.
+class ScratchWatch {
+  public:
+    ScratchWatch(vmwriter::PullBackupProvider& provider, std::vector<std::string> vms)
+        : thread_([this, &provider, vms = std::move(vms)](std::stop_token stop) {
+              while (!stop.stop_requested()) {
+                  for (const auto& vm : vms) {
+                      virt::BackupJob* job = provider.job(vm);
+                      if (!job || !job->running()) continue;
+                      auto status = job->poll_scratch();
+                      if (status && status->crossed) {
+                          std::lock_guard lock(mu_);
+                          if (!error_) {
+                              error_ = Error(
+                                  ErrorKind::unavailable,
+                                  "vm '" + vm + "': the guest wrote " + format_bytes(status->used) +
+                                      " into the backup's scratch space, over its limit of " +
+                                      format_bytes(status->limit) +
+                                      ": the backup was aborted before the guest could see a "
+                                      "write error; raise --max-scratch (or free space in the "
+                                      "scratch directory) or back up when the VM writes less");
+                          }
+                      }
+                  }
+                  std::this_thread::sleep_for(milliseconds(100));
+              }
+          }) {}
+    Status failure() const {
+        std::lock_guard lock(mu_);
+        if (error_) return std::unexpected(*error_);
+        return {};
+    }
+
+  private:
+    mutable std::mutex mu_;
+    std::optional<Error> error_;
+    std::jthread thread_;  // last: stopped and joined before the members above go
+};
+
+struct VmRun {
+    std::shared_ptr<virt::Domain> domain;
+    std::shared_ptr<vmwriter::VmWriter> writer;
+    Previous previous;
+    repo::PointBuilder* point = nullptr;
+    VmBackupOutcome outcome;
+    Clock::time_point started;
+};
+
+class BackupRun {
+  public:
+    BackupRun(repo::Repository& repo, const virt::Connection& connection,
+              const VmBackupOptions& options)
+        : repo_(repo), connection_(connection), options_(options) {}
+
+    // Backs up `vms` as one snapshot set and one commit; fills outcomes_ either way.
+    Status run(const std::vector<std::string>& vms, const repo::PointListing& listing);
+    std::vector<VmBackupOutcome> outcomes() const {
+        std::vector<VmBackupOutcome> out;
+        for (const auto& r : runs_) out.push_back(r.outcome);
+        return out;
+    }
+
+  private:
+    Status copy_vm(VmRun& vm, const vss::SnapshotSet& set);
+    Status copy_disk(VmRun& vm, const vmwriter::PlannedDisk& disk,
+                     const vss::SnapshotDevice& device, const ScratchWatch& watch);
+    Status add_vm_files(VmRun& vm);
+    void record_outcome(VmRun& vm);
+    void drop_new_checkpoints();
+
+    repo::Repository& repo_;
+    const virt::Connection& connection_;
+    const VmBackupOptions& options_;
+    std::vector<VmRun> runs_;
+    std::shared_ptr<vmwriter::PullBackupProvider> provider_;
+    std::unique_ptr<repo::BackupSession> session_;
+    std::unique_ptr<ScratchWatch> watch_;
+};
+
+Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointListing& listing) {
+    std::map<std::string, std::shared_ptr<virt::Domain>> domains;
+    for (const auto& name : vms) {
+        VmRun r;
+        r.outcome.vm = name;
+        r.started = Clock::now();
+        runs_.push_back(std::move(r));
+    }
+    for (auto& r : runs_) {
+        auto domain = connection_.lookup(r.outcome.vm);
+        if (!domain) return std::unexpected(domain.error());
+        r.domain = std::make_shared<virt::Domain>(std::move(*domain));
+        r.outcome.vm = r.domain->name();
+        domains[r.domain->name()] = r.domain;
+        auto previous = find_previous(repo_, listing, r.domain->name());
+        if (!previous)
+            return std::unexpected(previous.error().with_context("vm '" + r.domain->name() +
+                                                                 "': read its last restore point"));
+        r.previous = std::move(*previous);
+    }
+
+    std::vector<std::shared_ptr<vss::Writer>> writers;
+    for (auto& r : runs_) {
+        vmwriter::VmWriterOptions wo;
+        wo.method = options_.method;
+        wo.policy.allow_saved_state = options_.allow_saved_state;
+        wo.freeze = options_.freeze;
+        wo.scratch_dir = options_.scratch_dir;
+        wo.runtime_dir = options_.runtime_dir;
+        wo.repo_id = repo_.config().id;
+        wo.include_disks = options_.disks;
+        wo.exclude_disks = options_.exclude_disks;
+        wo.group = options_.group && runs_.size() > 1;
+        wo.force_full = options_.full;
+        wo.previous_checkpoint_xml = r.previous.checkpoint_xml;
+        wo.previous_disk_paths = r.previous.disk_paths;
+        r.writer = std::make_shared<vmwriter::VmWriter>(r.domain, std::move(wo));
+        writers.push_back(r.writer);
+    }
+    if (!options_.writers_dir.empty()) {
+        auto exec = vss::load_exec_writers(options_.writers_dir);
+        if (!exec) return std::unexpected(exec.error());
+        for (auto& w : *exec) writers.push_back(std::move(w));
+    }
+    vmwriter::PullProviderOptions po;
+    po.scratch_dir = options_.scratch_dir;
+    po.runtime_dir = options_.runtime_dir;
+    provider_ = std::make_shared<vmwriter::PullBackupProvider>(domains, po);
+    provider_->set_scratch_limit(
+        options_.max_scratch ? options_.max_scratch : default_scratch_limit(options_.scratch_dir));
+
+    // The repository first: a locked or unreadable repository fails before any guest is
+    // touched.
+    repo::SessionOptions so;
+    so.workers = options_.workers ? options_.workers : repo::default_workers();
+    so.operation = "backup " + vms.front() + (vms.size() > 1 ? " (+ group)" : "");
+    auto session = repo::BackupSession::begin(repo_, so);
+    if (!session) return std::unexpected(session.error());
+    session_ = std::move(*session);
+
+    vss::CoordinatorOptions co;
+    co.vms = vms;
+    co.state_file = options_.state_file;
+    bool incremental = false;
+    for (const auto& r : runs_) incremental = incremental || r.previous.document.has_value();
+    co.backup_type =
+        incremental && !options_.full ? vss::BackupType::incremental : vss::BackupType::full;
+    vss::Coordinator coordinator(writers, provider_, co);
+
+    auto finish_outcomes = [&] {
+        for (auto& r : runs_) record_outcome(r);
+    };
+    if (auto m = coordinator.gather_writer_metadata(); !m) return std::unexpected(m.error());
+    if (auto st = coordinator.select_all_components(); !st) return st;
+    for (const auto& r : runs_)
+        if (r.previous.document && !options_.full)
+            coordinator.inherit_backup_stamps(*r.previous.document);
+    if (auto st = coordinator.prepare_for_backup(); !st) {
+        finish_outcomes();
+        return st;
+    }
+    auto set = coordinator.do_snapshot_set();
+    if (!set) {
+        finish_outcomes();
+        return std::unexpected(set.error());
+    }
+    std::vector<std::string> live;
+    for (const auto& r : runs_) live.push_back(r.domain->name());
+    watch_ = std::make_unique<ScratchWatch>(*provider_, live);
+    for (auto& r : runs_) {
+        if (auto st = copy_vm(r, *set); !st) {
+            watch_.reset();
+            (void)coordinator.abort(st.error().message());
+            finish_outcomes();
+            return st;
+        }
+    }
+    watch_.reset();
+    if (auto st = coordinator.backup_complete(); !st) {
+        finish_outcomes();
+        return st;
+    }
+    const vss::BackupDocument& document = coordinator.document();
+    std::string document_text = nlohmann::json(document).dump(2);
+    for (auto& r : runs_) {
+        record_outcome(r);
+        auto& m = r.point->manifest();
+        m.consistency = r.outcome.consistency;
+        if (auto st = r.point->add_file(
+                "backup-document.json", "backup_document",
+                repo::ByteView(reinterpret_cast<const std::uint8_t*>(document_text.data()),
+                               document_text.size()));
+            !st) {
+            drop_new_checkpoints();
+            return st;
+        }
+        if (r.outcome.checkpoint) {
+            auto xml = virt::checkpoint_xml(*r.domain, *r.outcome.checkpoint);
+            if (!xml) {
+                drop_new_checkpoints();
+                return std::unexpected(xml.error());
+            }
+            if (auto st = r.point->add_file(
+                    "checkpoint.xml", "checkpoint_xml",
+                    repo::ByteView(reinterpret_cast<const std::uint8_t*>(xml->data()),
+                                   xml->size()));
+                !st) {
+                drop_new_checkpoints();
+                return st;
+            }
+        }
+        m.metadata = {{"kind", "vm"},
+                      {"uuid", r.domain->uuid()},
+                      {"method", r.outcome.method},
+                      {"reasons", r.outcome.reasons},
+                      {"notes", r.outcome.notes},
+                      {"skipped_disks", r.outcome.skipped},
+                      {"backup_id", document.backup_id},
+                      {"group", vms},
+                      {"incremental_from", r.outcome.incremental_from
+                                               ? nlohmann::json(*r.outcome.incremental_from)
+                                               : nlohmann::json()},
+                      {"checkpoint", r.outcome.checkpoint ? nlohmann::json(*r.outcome.checkpoint)
+                                                          : nlohmann::json()}};
+        auto ms = [](const std::optional<std::int64_t>& v) {
+            return v ? nlohmann::json(*v) : nlohmann::json();
+        };
+        m.timings = {{"freeze_window_ms", ms(r.outcome.freeze_ms)},
+                     {"quiesce_ms", ms(r.outcome.quiesce_ms)},
+                     {"paused_ms", ms(r.outcome.paused_ms)},
+                     {"total_s", std::chrono::duration<double>(Clock::now() - r.started).count()}};
+    }
+    auto committed = session_->commit();
+    if (!committed) {
+        drop_new_checkpoints();
+        return std::unexpected(committed.error());
+    }
+    for (std::size_t i = 0; i < runs_.size() && i < committed->size(); ++i) {
+        VmRun& r = runs_[i];
+        const repo::RestorePoint& p = (*committed)[i];
+        r.outcome.point = p.id.hex();
+        r.outcome.bytes_added = p.bytes_added;
+        for (auto& d : r.outcome.disks)
+            if (const auto* rec = p.disk(d.target)) d.bytes_added = rec->bytes_added;
+        r.outcome.seconds = std::chrono::duration<double>(Clock::now() - r.started).count();
+        if (r.outcome.checkpoint) {
+            auto retired = vmwriter::retire_superseded_checkpoints(*r.domain, repo_.config().id,
+                                                                   *r.outcome.checkpoint);
+            if (!retired) {
+                r.outcome.notes.push_back("could not delete superseded checkpoints: " +
+                                          retired.error().message());
+            }
+        }
+    }
+    return {};
+}
+
+void BackupRun::record_outcome(VmRun& r) {
+    if (!r.writer) return;
+    vmwriter::VmWriterOutcome w = r.writer->outcome();
+    r.outcome.method = std::string(vmwriter::method_name(w.method));
+    r.outcome.consistency = w.consistency;
+    r.outcome.reasons = w.reasons;
+    for (const auto& n : w.notes)
+        if (std::find(r.outcome.notes.begin(), r.outcome.notes.end(), n) == r.outcome.notes.end())
+            r.outcome.notes.push_back(n);
+    if (w.freeze_window) r.outcome.freeze_ms = w.freeze_window->count();
+    if (w.quiesce) r.outcome.quiesce_ms = w.quiesce->count();
+    if (w.paused) r.outcome.paused_ms = w.paused->count();
+    if (auto plan = r.writer->plan()) {
+        r.outcome.incremental_from = plan->incremental_from;
+        r.outcome.checkpoint = plan->new_checkpoint;
+        r.outcome.skipped.clear();
+        for (const auto& s : plan->skipped)
+            r.outcome.skipped.push_back(s.target + " (" + s.reason + ")");
+    }
+}
+
+void BackupRun::drop_new_checkpoints() {
+    // Nothing will reference them: each would record every guest write for nothing, and
+    // the next incremental must not start from a point that was never stored.
+    for (auto& r : runs_) {
+        if (r.outcome.checkpoint)
+            (void)virt::delete_own_checkpoint(*r.domain, *r.outcome.checkpoint);
+    }
+}
+
+Status BackupRun::copy_vm(VmRun& r, const vss::SnapshotSet& set) {
+    record_outcome(r);
+    auto plan = r.writer->plan();
+    if (!plan) return fail(ErrorKind::internal, r.domain->label() + ": no backup plan");
+    const vss::ComponentSnapshot* snapshot = nullptr;
+    for (const auto& s : set.snapshots)
+        if (s.component == r.writer->component_key()) snapshot = &s;
+    if (!snapshot)
+        return fail(ErrorKind::internal, r.domain->label() + ": not in the snapshot set");
+    r.point = &session_->add_point(r.domain->name(), r.outcome.consistency);
+    for (const auto& disk : plan->disks) {
+        const vss::SnapshotDevice* device = nullptr;
+        for (const auto& d : snapshot->devices)
+            if (d.device == disk.target) device = &d;
+        if (!device)
+            return fail(ErrorKind::internal,
+                        r.domain->label() + ", disk " + disk.target + ": no snapshot device");
+        if (auto st = copy_disk(r, disk, *device, *watch_); !st) return st;
+    }
+    return add_vm_files(r);
+}
+
+Status BackupRun::copy_disk(VmRun& r, const vmwriter::PlannedDisk& disk,
+                            const vss::SnapshotDevice& device, const ScratchWatch& watch) {
+    const std::string label = r.domain->label() + ", disk " + disk.target;
+    std::unique_ptr<QemuNbdServer> server;  // offline: qemu-nbd on the image itself
+    virt::NbdExport::Options eo;
+    eo.label = label;
+    const virt::BackupExport* job_export = nullptr;
+    if (device.access.rfind("file:", 0) == 0) {
+        auto started = QemuNbdServer::start({device.access.substr(5), disk.format, true, 1});
+        if (!started) return std::unexpected(started.error().with_context(label));
+        server = std::move(*started);
+        eo.socket = server->socket();
+    } else if (!parse_nbd_access(device.access, eo.export_name, eo.socket)) {
+        return fail(ErrorKind::internal, label + ": cannot read snapshot at " + device.access);
+    } else if (virt::BackupJob* job = provider_->job(r.domain->name())) {
+        job_export = job->find_export(disk.target);
+    }
+    const repo::RestorePoint* base = r.previous.point;
+    const repo::DiskRecord* base_disk = base ? base->disk(disk.target) : nullptr;
+    // `unchanged` ranges come from the base point: only when it is the point whose
+    // checkpoint this incremental starts from and it holds the disk at the same size.
+    bool incremental = disk.incremental && job_export && job_export->incremental && base_disk;
+    if (incremental) eo.dirty_context = job_export->dirty_context();
+    auto source = virt::NbdExport::connect(eo);
+    if (!source) return std::unexpected(source.error());
+    if (incremental && base_disk->size != source->size()) {
+        eo.dirty_context.clear();
+        incremental = false;
+        source = virt::NbdExport::connect(eo);
+        if (!source) return std::unexpected(source.error());
+    }
+    nlohmann::json info{{"path", disk.path},
+                        {"format", disk.format},
+                        {"mode", incremental ? "incremental" : "full"}};
+    if (!disk.full_reason.empty()) info["full_reason"] = disk.full_reason;
+    auto writer = r.point->add_disk(disk.target, source->size(), base, info);
+    if (!writer) return std::unexpected(writer.error().with_context(label));
+    CopyControl control;
+    control.check = [&watch, this]() -> Status {
+        if (auto st = watch.failure(); !st) return st;
+        if (auto e = session_->error()) return std::unexpected(*e);
+        return {};
+    };
+    const std::uint64_t total = source->size();
+    if (options_.progress) {
+        control.progress = [&](std::uint64_t done) {
+            options_.progress(r.domain->name(), disk.target, done, total);
+        };
+        options_.progress(r.domain->name(), disk.target, 0, total);
+    }
+    auto read = copy_export(*source, **writer, control);
+    if (!read) return std::unexpected(read.error());
+    if (auto st = (*writer)->finish(); !st) return std::unexpected(st.error().with_context(label));
+    DiskOutcome d;
+    d.target = disk.target;
+    d.mode = incremental ? "incremental" : "full";
+    d.note = disk.full_reason;
+    d.size = total;
+    d.bytes_read = *read;
+    r.outcome.bytes_read += *read;
+    r.outcome.disks.push_back(std::move(d));
+    return {};
+}
+
+Result<std::string> read_host_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return fail(ErrorKind::io, path + ": cannot read it");
+    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) return fail(ErrorKind::io, path + ": read failed");
+    return data;
+}
+
+Status BackupRun::add_vm_files(VmRun& r) {
+    auto add_text = [&](const std::string& name, const std::string& role,
+                        const std::string& text) -> Status {
+        return r.point->add_file(
+            name, role,
+            repo::ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+    };
+    auto inactive = r.domain->xml(virt::XmlFlavor::inactive);
+    if (!inactive) return std::unexpected(inactive.error());
+    if (auto st = add_text("domain.xml", "domain_xml", *inactive); !st) return st;
+    auto live = r.domain->xml(virt::XmlFlavor::live);
+    if (live) {
+        if (auto st = add_text("domain-live.xml", "domain_xml_live", *live); !st) return st;
+    }
+    auto desc = r.domain->describe();
+    if (!desc) return std::unexpected(desc.error());
+    const std::pair<const std::string*, const char*> boot[] = {{&desc->boot.nvram, "nvram"},
+                                                               {&desc->boot.kernel, "kernel"},
+                                                               {&desc->boot.initrd, "initrd"},
+                                                               {&desc->boot.dtb, "dtb"}};
+    for (const auto& [path, role] : boot) {
+        if (path->empty()) continue;
+        auto content = read_host_file(*path);
+        if (!content) return std::unexpected(content.error().with_context(r.domain->label()));
+        std::string name =
+            std::string(role) + "-" + std::filesystem::path(*path).filename().string();
+        if (auto st = add_text(name, role, *content); !st) return st;
+    }
+    auto plan = r.writer->plan();
+    if (plan && !plan->memory_file.empty()) {
+        // The memory image can be as large as the VM's RAM: stream it in chunk-sized pieces.
+        std::ifstream in(plan->memory_file, std::ios::binary);
+        std::error_code ec;
+        auto size = std::filesystem::file_size(plan->memory_file, ec);
+        if (!in || ec)
+            return fail(ErrorKind::io,
+                        r.domain->label() + ": memory image " + plan->memory_file + " is missing");
+        auto writer = r.point->add_file("memory.save", "memory", size);
+        if (!writer) return std::unexpected(writer.error());
+        const std::uint64_t piece = std::max<std::uint64_t>((*writer)->chunk_size(), 4ull << 20) /
+                                    (*writer)->chunk_size() * (*writer)->chunk_size();
+        for (std::uint64_t off = 0; off < size; off += piece) {
+            repo::Bytes buffer(std::min(piece, size - off));
+            in.read(reinterpret_cast<char*>(buffer.data()),
+                    static_cast<std::streamsize>(buffer.size()));
+            if (!in)
+                return fail(ErrorKind::io,
+                            r.domain->label() + ": read memory image " + plan->memory_file);
+            if (auto st = (*writer)->write(off, std::move(buffer)); !st) return st;
+        }
+        if (auto st = (*writer)->finish(); !st) return st;
+        std::filesystem::remove(plan->memory_file, ec);
+    }
+    return {};
+}
+
+}  // namespace
+
+VmBackupReport backup_vms(repo::Repository& repo, const virt::Connection& connection,
+                          const VmBackupOptions& options) {
+    VmBackupReport report;
+    if (options.vms.empty()) {
+        report.error = Error(ErrorKind::invalid_argument, "no VM given: name at least one");
+        return report;
+    }
+    std::vector<std::vector<std::string>> runs;
+    if (options.group) {
+        runs.push_back(options.vms);
+    } else {
+        for (const auto& vm : options.vms) runs.push_back({vm});
+    }
+    for (const auto& vms : runs) {
+        auto listing = repo.list_points();
+        BackupRun run(repo, connection, options);
+        Status st = listing ? run.run(vms, *listing) : Status(std::unexpected(listing.error()));
+        auto outcomes = run.outcomes();
+        for (auto& o : outcomes) {
+            if (!st) {
+                o.error = st.error();
+                o.point.reset();
+                o.bytes_added = 0;
+            }
+            report.vms.push_back(std::move(o));
+        }
+        if (!st && !report.error) report.error = st.error();
+    }
+    return report;
+}
+
+}  // namespace vmshadow::engine

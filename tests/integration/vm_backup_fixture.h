@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Shared pieces of the `vmshadow backup` integration tests: a lab guest, a repository and
+// a scratch directory per test, all removed even when the test fails; running the real
+// binary and reading its JSON; restoring a disk and looking inside it.
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <list>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "integration/cli_runner.h"
+#include "lab/lab_guest.h"
+#include "lab/lab_process.h"
+
+namespace vmshadow::testing {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+inline std::string current_test_name() {
+    return ::testing::UnitTest::GetInstance()->current_test_info()->name();
+}
+
+class VmBackupTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        std::string tmpl = (lab::run_dir() / "backup-test-XXXXXX").string();
+        fs::create_directories(lab::run_dir());
+        ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+        dir = tmpl;
+        repo = dir / "repo";
+        scratch = dir / "scratch";
+        writers_dir = dir / "writers.d";
+        state_file = dir / "writers.json";
+        fs::create_directories(scratch);
+        fs::create_directories(writers_dir);
+        auto init = run({"repo", "init", repo.string()});
+        ASSERT_EQ(init.exit_code, 0) << init.err;
+    }
+    void TearDown() override {
+        guests.clear();  // domains first: they hold files in dir
+        std::error_code ec;
+        fs::remove_all(dir, ec);
+    }
+
+    lab::LabGuest& boot(const lab::GuestOptions& options, std::string suffix = "") {
+        auto guest = lab::LabGuest::create(options, current_test_name() + suffix);
+        if (!guest) throw std::runtime_error("create: " + guest.error().message());
+        guests.push_back(std::move(*guest));
+        lab::LabGuest& g = guests.back();
+        if (auto s = g.start(); !s) throw std::runtime_error(s.error().message());
+        if (options.agent == lab::AgentMode::on && options.agent_channel) {
+            if (auto s = g.wait_for_agent(); !s) throw std::runtime_error(s.error().message());
+        } else {
+            auto s = g.wait_for_serial(options.agent == lab::AgentMode::off ? "lab: agent stopped"
+                                                                            : "lab: ready");
+            if (!s) throw std::runtime_error(s.error().message());
+        }
+        return g;
+    }
+
+    // `vmshadow --repo R ...` with this test's scratch, writers and state file.
+    lab::ProcessOutput run(std::vector<std::string> args) {
+        std::vector<std::string> full{"--repo", repo.string(), "--scratch-dir", scratch.string()};
+        full.insert(full.end(), args.begin(), args.end());
+        return run_vmshadow(full);
+    }
+    lab::ProcessOutput backup(std::vector<std::string> args) {
+        std::vector<std::string> full{"backup",        "--json",
+                                      "--writers-dir", writers_dir.string(),
+                                      "--state-file",  state_file.string()};
+        full.insert(full.end(), args.begin(), args.end());
+        return run(full);
+    }
+    // The one VM object of a successful `backup --json`.
+    json backup_ok(std::vector<std::string> args) {
+        auto out = backup(std::move(args));
+        EXPECT_EQ(out.exit_code, 0) << out.out << out.err;
+        auto j = json::parse(out.out, nullptr, false);
+        if (j.is_discarded() || !j.contains("vms") || j["vms"].empty())
+            throw std::runtime_error("backup printed no result: " + out.out + out.err);
+        return j["vms"][0];
+    }
+    static const json* disk_of(const json& vm, const std::string& target) {
+        for (const auto& d : vm["disks"])
+            if (d["disk"] == target) return &d;
+        return nullptr;
+    }
+
+    // Restores one disk of `point` as a raw file and returns its path.
+    fs::path restore_disk(const std::string& point, const std::string& disk) {
+        fs::path out = dir / (point.substr(0, 12) + "-" + disk + ".raw");
+        auto r = run({"image", "restore", point, out.string(), "--disk", disk});
+        if (r.exit_code != 0) throw std::runtime_error("image restore: " + r.err);
+        return out;
+    }
+
+    // What a guest file holds on a restored image ("" when the file is missing or empty).
+    static std::string file_on_image(const fs::path& image, const std::string& path) {
+        auto text = lab::read_file_from_image(image, path);
+        return text ? *text : std::string();
+    }
+
+    // The agent's view of the guest's filesystems: "thawed" or "frozen".
+    static std::string freeze_status(lab::LabGuest& g) {
+        auto r = g.agent_command(R"({"execute":"guest-fsfreeze-status"})");
+        return r ? json::parse(*r).get<std::string>() : "unknown: " + r.error().message();
+    }
+
+    // Files left in the scratch directory (scratch images, memory images).
+    std::vector<std::string> scratch_leftovers() const {
+        std::vector<std::string> out;
+        for (const auto& e : fs::directory_iterator(scratch)) out.push_back(e.path().string());
+        return out;
+    }
+
+    // Names of the domain's checkpoints.
+    static std::vector<std::string> checkpoints(const lab::LabGuest& g) {
+        auto out = lab::run_checked(
+            {"virsh", "-c", lab::lab_uri(), "checkpoint-list", g.name(), "--name"});
+        std::vector<std::string> names;
+        if (!out) return names;
+        std::string line;
+        for (char c : *out + "\n") {
+            if (c == '\n') {
+                if (!line.empty()) names.push_back(line);
+                line.clear();
+            } else {
+                line += c;
+            }
+        }
+        return names;
+    }
+
+    std::list<lab::LabGuest> guests;  // a list: boot() hands out references
+    fs::path dir, repo, scratch, writers_dir, state_file;
+};
+
+}  // namespace vmshadow::testing
