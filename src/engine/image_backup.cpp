@@ -43,7 +43,7 @@ Status copy_image(NbdConnection& nbd, repo::DiskWriter& disk, Totals& totals) {
         for (auto [from, to] : runs) {
             for (std::uint64_t off = from; off < to; off += kReadSize) {
                 std::uint64_t n = std::min(kReadSize, to - off);
-                repo::Bytes buffer(n);
+                repo::Bytes buffer = disk.buffer(n);
                 if (auto st = nbd.pread(buffer.data(), n, off); !st) return st;
                 if (auto st = disk.write(off, std::move(buffer)); !st) return st;
                 totals.add(n);

@@ -9,12 +9,14 @@
 // not: libvirt's NBD exports (the live-backup engine connects to those itself).
 //
 // Thread-safety: an NbdConnection may be used from several threads (libnbd serialises
-// calls on a handle); a QemuNbdServer belongs to one thread.
+// calls on a handle, and pread, which keeps several requests in flight, takes a mutex); a
+// QemuNbdServer belongs to one thread.
 
 #include <sys/types.h>
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -68,6 +70,7 @@ class NbdConnection {
     NbdConnection& operator=(const NbdConnection&) = delete;
 
     std::uint64_t size() const { return size_; }
+    // Reads `count` bytes as requests of at most 128 KiB, up to 32 of them in flight.
     Status pread(void* buffer, std::size_t count, std::uint64_t offset);
     Status pwrite(const void* buffer, std::size_t count, std::uint64_t offset);
     Status flush();
@@ -78,8 +81,11 @@ class NbdConnection {
     std::size_t max_request() const { return max_request_; }
 
   private:
+    static constexpr std::size_t kReadRequest = 128u << 10;
+    static constexpr std::size_t kReadsInFlight = 32;
     explicit NbdConnection(nbd_handle* h) : h_(h) {}
     nbd_handle* h_;
+    std::mutex read_mu_;
     std::uint64_t size_ = 0;
     bool allocation_ = false;
     std::size_t max_request_ = 32u << 20;

@@ -94,7 +94,10 @@ Status DiskWriter::write(std::uint64_t offset, Bytes data) {
     if (auto e = session_.error()) return fail(*e);
     if (auto st = check_range(offset, data.size(), "write"); !st) return st;
     if (data.empty()) return {};
-    auto buffer = std::make_shared<const Bytes>(std::move(data));
+    BackupSession* session = &session_;
+    std::shared_ptr<const Bytes> buffer(new Bytes(std::move(data)), [session](const Bytes* b) {
+        session->recycle_buffer(const_cast<Bytes*>(b));
+    });
     std::uint64_t first = offset / chunk_size_;
     std::uint64_t n = (buffer->size() + chunk_size_ - 1) / chunk_size_;
     bytes_written_ += buffer->size();
@@ -122,6 +125,10 @@ Status DiskWriter::write(std::uint64_t offset, Bytes data) {
     advance(first + n);
     if (auto e = session_.error()) return fail(*e);
     return {};
+}
+
+Bytes DiskWriter::buffer(std::size_t size) {
+    return session_.take_buffer(size);
 }
 
 Status DiskWriter::zero(std::uint64_t offset, std::uint64_t length) {
@@ -353,10 +360,12 @@ BackupSession::BackupSession(Repository& repo, const SessionOptions& options,
       lock_(std::move(lock)),
       started_(std::chrono::steady_clock::now()) {
     for (unsigned i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { worker(); });
+    if (options_.workers > 0) finisher_ = std::thread([this] { finisher(); });
 }
 
 BackupSession::~BackupSession() {
     stop_workers();
+    stop_finisher();
     if (!committed_) {
         pack_.reset();  // removes its temp file
         // Packs of an uncommitted session are referenced by nothing: give the space back
@@ -374,6 +383,76 @@ void BackupSession::stop_workers() {
     work_cv_.notify_all();
     for (auto& t : workers_) t.join();
     workers_.clear();
+}
+
+void BackupSession::stop_finisher() {
+    if (!finisher_.joinable()) return;
+    {
+        std::lock_guard lock(finisher_mu_);
+        finisher_stopping_ = true;
+    }
+    finisher_cv_.notify_all();
+    finisher_.join();
+}
+
+void BackupSession::finisher() {
+    for (;;) {
+        std::unique_ptr<PackWriter> pack;
+        {
+            std::unique_lock lock(finisher_mu_);
+            finisher_cv_.wait(lock, [&] { return finisher_stopping_ || !full_packs_.empty(); });
+            if (full_packs_.empty()) return;
+            pack = std::move(full_packs_.front());
+            full_packs_.pop_front();
+            finisher_busy_ = true;
+        }
+        // After an error the pack is dropped (its temp file removed): nothing will commit.
+        if (!failed())
+            if (auto st = finish_pack(std::move(pack)); !st) set_error(st.error());
+        pack.reset();
+        {
+            std::lock_guard lock(finisher_mu_);
+            finisher_busy_ = false;
+        }
+        finisher_space_cv_.notify_all();
+    }
+}
+
+Status BackupSession::retire_pack(std::unique_ptr<PackWriter> pack) {
+    if (!finisher_.joinable()) return finish_pack(std::move(pack));
+    std::unique_lock lock(finisher_mu_);
+    finisher_space_cv_.wait(lock, [&] { return full_packs_.size() < 2; });
+    full_packs_.push_back(std::move(pack));
+    lock.unlock();
+    finisher_cv_.notify_one();
+    return {};
+}
+
+Bytes BackupSession::take_buffer(std::size_t size) {
+    Bytes b;
+    {
+        std::lock_guard lock(buffers_mu_);
+        for (auto it = free_buffers_.begin(); it != free_buffers_.end(); ++it)
+            if (it->capacity() >= size) {
+                b = std::move(*it);
+                free_buffers_.erase(it);
+                break;
+            }
+    }
+    // resize() zero-fills only what grows; a recycled buffer of the same size costs nothing.
+    b.resize(size);
+    return b;
+}
+
+void BackupSession::recycle_buffer(Bytes* buffer) {
+    std::unique_ptr<Bytes> owned(buffer);
+    // Keep as many buffers as can be in flight at once, so memory stays bounded by
+    // max_inflight_bytes plus one queue's worth.
+    std::lock_guard lock(buffers_mu_);
+    std::uint64_t kept = 0;
+    for (const auto& b : free_buffers_) kept += b.capacity();
+    if (owned->capacity() >= (64u << 10) && kept + owned->capacity() <= options_.max_inflight_bytes)
+        free_buffers_.push_back(std::move(*owned));
 }
 
 PointBuilder& BackupSession::add_point(const std::string& vm, const std::string& consistency) {
@@ -480,7 +559,7 @@ Result<bool> BackupSession::store_blob(format::BlobType type, const Hash256& id,
     }
     owner.bytes_added_ += stored.size() + format::kEntrySize;
     if (full)
-        if (auto st = finish_pack(std::move(full)); !st) return std::unexpected(st.error());
+        if (auto st = retire_pack(std::move(full)); !st) return std::unexpected(st.error());
     return true;
 }
 
@@ -501,6 +580,7 @@ Result<std::vector<RestorePoint>> BackupSession::commit() {
             if (auto st = f.second->finish(); !st) return std::unexpected(st.error());
     }
     stop_workers();
+    stop_finisher();
     if (auto e = error()) return fail(*e);
     if (pack_ && !pack_->empty())
         if (auto st = finish_pack(std::move(pack_)); !st) return std::unexpected(st.error());

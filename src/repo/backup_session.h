@@ -28,7 +28,9 @@
 // holds, is neither compressed nor stored.
 //
 // Threading: a pool of workers hashes, compresses, encrypts and packs chunks; the producer
-// (the caller) blocks when `max_inflight_bytes` of data is queued, which bounds memory.
+// (the caller) blocks when `max_inflight_bytes` of data is queued, which bounds memory. A
+// full pack is finished (trailer, fsync, rename) by one more thread, so workers never wait
+// on the disk; at most two full packs wait for it.
 // One thread drives a session's calls; different DiskWriters may be fed from different
 // threads. workers = 0 processes everything on the caller's thread (deterministic; the
 // fault-injection tests use it).
@@ -77,6 +79,10 @@ class DiskWriter {
     bool has_base() const { return base_.has_value(); }
 
     Status write(std::uint64_t offset, Bytes data);
+    // A buffer of `size` bytes for the next write(), recycled from earlier writes when one
+    // is free (contents unspecified): filling it and handing it back avoids allocating and
+    // zero-filling fresh memory for every read.
+    Bytes buffer(std::size_t size);
     Status zero(std::uint64_t offset, std::uint64_t length);
     Status unchanged(std::uint64_t offset, std::uint64_t length);
     // Waits for this disk's chunks and writes its chunk map.
@@ -184,6 +190,12 @@ class BackupSession {
     Result<bool> store_blob(format::BlobType type, const Hash256& id, ByteView plain,
                             DiskWriter& owner);
     Status finish_pack(std::unique_ptr<PackWriter> pack);
+    // Hands a full pack to the finisher thread (or finishes it inline without workers).
+    Status retire_pack(std::unique_ptr<PackWriter> pack);
+    void finisher();
+    void stop_finisher();
+    Bytes take_buffer(std::size_t size);
+    void recycle_buffer(Bytes* buffer);
     void set_error(const Error& e);
     bool failed() const { return failed_.load(); }
     void stop_workers();
@@ -212,6 +224,15 @@ class BackupSession {
     std::unique_ptr<PackWriter> pack_;
     std::mutex finished_mu_;
     std::vector<PackInfo> finished_packs_;
+
+    std::mutex finisher_mu_;
+    std::condition_variable finisher_cv_, finisher_space_cv_;
+    std::deque<std::unique_ptr<PackWriter>> full_packs_;
+    bool finisher_busy_ = false, finisher_stopping_ = false;
+    std::thread finisher_;
+
+    std::mutex buffers_mu_;
+    std::vector<Bytes> free_buffers_;
 };
 
 }  // namespace vmshadow::repo

@@ -3,6 +3,7 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <memory>
 #include <stdexcept>
 
@@ -27,14 +28,24 @@ ZSTD_DCtx* thread_dctx() {
     return ctx.get();
 }
 
-// Returns the compressed form if it saves at least 1/32 of the size, else nothing.
-std::optional<Bytes> compress(ByteView plain, int level) {
-    Bytes out(ZSTD_compressBound(plain.size()));
-    std::size_t n =
-        ZSTD_compressCCtx(thread_cctx(), out.data(), out.size(), plain.data(), plain.size(), level);
+// Compresses into a per-thread scratch buffer; returns the compressed bytes (valid until
+// the thread's next call) if they save at least 1/32 of the size, else nothing. The scratch
+// buffer is allocated once per thread: a fresh, zero-filled buffer per 64 KiB chunk cost a
+// measurable share of a backup's CPU time.
+std::optional<ByteView> compress_scratch(ByteView plain, int level) {
+    thread_local Bytes scratch;
+    std::size_t bound = ZSTD_compressBound(plain.size());
+    if (scratch.size() < bound) scratch.resize(std::max<std::size_t>(bound, 128u << 10));
+    std::size_t n = ZSTD_compressCCtx(thread_cctx(), scratch.data(), scratch.size(), plain.data(),
+                                      plain.size(), level);
     if (ZSTD_isError(n) || n >= plain.size() - plain.size() / 32) return std::nullopt;
-    out.resize(n);
-    return out;
+    return ByteView(scratch.data(), n);
+}
+
+std::optional<Bytes> compress(ByteView plain, int level) {
+    auto packed = compress_scratch(plain, level);
+    if (!packed) return std::nullopt;
+    return Bytes(packed->begin(), packed->end());
 }
 
 Result<Bytes> decompress(ByteView data, std::size_t raw_length) {
@@ -81,8 +92,9 @@ Hash256 Codec::id_of(ByteView plaintext) const {
 }
 
 bool Codec::encode_blob(const Hash256& id, ByteView plain, Bytes& out) const {
-    std::optional<Bytes> packed = plain.size() >= 64 ? compress(plain, level_) : std::nullopt;
-    ByteView payload = packed ? ByteView(*packed) : plain;
+    std::optional<ByteView> packed =
+        plain.size() >= 64 ? compress_scratch(plain, level_) : std::nullopt;
+    ByteView payload = packed ? *packed : plain;
     if (key_)
         gcm_seal(key_->encryption, payload, id.bytes, out);
     else

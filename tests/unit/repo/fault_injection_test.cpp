@@ -240,5 +240,25 @@ TEST(FaultInjection, FullDiskDuringBackupIsAClearErrorAndEarlierPointsStayIntact
     verify_no_leftovers(path, "after a full disk");
 }
 
+TEST(FaultInjection, FullDiskDuringAThreadedBackupIsAClearErrorAndLeavesNothing) {
+    // The same with workers: the failing write may happen on the pack finisher's thread.
+    for (std::uint64_t at : {12u, 20u, 40u}) {
+        Scenario s;
+        ASSERT_NO_FATAL_FAILURE(build_template(s));
+        std::string path = fresh_copy(s, 1);
+        FaultEnv env;
+        env.fill_disk_at(at);
+        auto repo = open_plain(path, &env, kPackSize);
+        ASSERT_TRUE(repo);
+        auto p = backup_bytes(**repo, "web", {{"vda", random_data(400 * 4096, 78)}}, 2);
+        ASSERT_FALSE(p) << "full disk at operation " << at;
+        EXPECT_EQ(p.error().kind(), ErrorKind::io);
+        std::set<Hash256> all;
+        for (const auto& [id, data] : s.expected) all.insert(id);
+        verify_points(path, s, all, "after a full disk in a threaded backup");
+        verify_no_leftovers(path, "after a full disk in a threaded backup");
+    }
+}
+
 }  // namespace
 }  // namespace vmshadow::repo::test
