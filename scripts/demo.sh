@@ -49,9 +49,25 @@ say "vmshadow vm list"
 "$VMSHADOW" vm list
 say "vmshadow vm freeze $DEMO_VM (the guest's hook checkpoints its database, then it thaws)"
 "$VMSHADOW" vm freeze "$DEMO_VM"
+
+DEMO_REPO=$DEMO_DIR/repo
+export VMSHADOW_REPO=$DEMO_REPO
+if [ ! -f "$DEMO_REPO/config" ]; then
+  say "vmshadow repo init $DEMO_REPO"
+  "$VMSHADOW" repo init "$DEMO_REPO"
+fi
+say "vmshadow backup $DEMO_VM (application-consistent; full the first time)"
+"$VMSHADOW" backup "$DEMO_VM"
+say "vmshadow backup $DEMO_VM again (incremental: only what the guest changed since)"
+"$VMSHADOW" backup "$DEMO_VM"
+say "vmshadow points $DEMO_VM"
+"$VMSHADOW" points "$DEMO_VM"
 cat <<MSG
 
-The demo VM $DEMO_VM keeps running. Try:
+The demo VM $DEMO_VM keeps running; its repository is $DEMO_REPO. Try:
+  export VMSHADOW_REPO=$DEMO_REPO
   $VMSHADOW vm list --json $DEMO_VM
+  $VMSHADOW backup $DEMO_VM --json
+  $VMSHADOW image restore $DEMO_VM@latest /tmp/demo-vda.raw --disk vda
 Remove it with: scripts/demo.sh --remove
 MSG

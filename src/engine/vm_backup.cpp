@@ -183,6 +183,17 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
         r.domain = std::make_shared<virt::Domain>(std::move(*domain));
         r.outcome.vm = r.domain->name();
         domains[r.domain->name()] = r.domain;
+    }
+
+    // The repository first: a locked or unreadable repository fails before any guest is
+    // touched, and the session's index serves reading the previous points.
+    repo::SessionOptions so;
+    so.workers = options_.workers ? options_.workers : repo::default_workers();
+    so.operation = "backup " + vms.front() + (vms.size() > 1 ? " (+ group)" : "");
+    auto session = repo::BackupSession::begin(repo_, so);
+    if (!session) return std::unexpected(session.error());
+    session_ = std::move(*session);
+    for (auto& r : runs_) {
         auto previous = find_previous(repo_, listing, r.domain->name());
         if (!previous)
             return std::unexpected(previous.error().with_context("vm '" + r.domain->name() +
@@ -219,15 +230,6 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
     provider_ = std::make_shared<vmwriter::PullBackupProvider>(domains, po);
     provider_->set_scratch_limit(
         options_.max_scratch ? options_.max_scratch : default_scratch_limit(options_.scratch_dir));
-
-    // The repository first: a locked or unreadable repository fails before any guest is
-    // touched.
-    repo::SessionOptions so;
-    so.workers = options_.workers ? options_.workers : repo::default_workers();
-    so.operation = "backup " + vms.front() + (vms.size() > 1 ? " (+ group)" : "");
-    auto session = repo::BackupSession::begin(repo_, so);
-    if (!session) return std::unexpected(session.error());
-    session_ = std::move(*session);
 
     vss::CoordinatorOptions co;
     co.vms = vms;

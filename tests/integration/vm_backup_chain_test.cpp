@@ -40,7 +40,7 @@ TEST_F(VmBackupTest, ChainSurvivesAVmRestart) {
     ASSERT_TRUE(g.wait_for_agent());
     json second = backup_ok({g.name()});
     EXPECT_EQ(second["incremental_from"], first["checkpoint"]) << second.dump(2);
-    EXPECT_EQ(disk_of(second, "vda")->at("mode"), "incremental");
+    EXPECT_EQ(mode_of(second, "vda"), "incremental");
 }
 
 TEST_F(VmBackupTest, ChainBrokenByAQemuCrashFallsBackToFullAndHeals) {
@@ -57,7 +57,7 @@ TEST_F(VmBackupTest, ChainBrokenByAQemuCrashFallsBackToFullAndHeals) {
 
     json second = backup_ok({g.name()});
     EXPECT_TRUE(second["incremental_from"].is_null()) << second.dump(2);
-    EXPECT_EQ(disk_of(second, "vda")->at("mode"), "full");
+    EXPECT_EQ(mode_of(second, "vda"), "full");
     EXPECT_TRUE(notes_mention(second, "incremental chain broken")) << second.dump(2);
     EXPECT_LT(second["bytes_added"].get<std::uint64_t>(),
               first["bytes_added"].get<std::uint64_t>() / 2)
@@ -65,7 +65,7 @@ TEST_F(VmBackupTest, ChainBrokenByAQemuCrashFallsBackToFullAndHeals) {
 
     json third = backup_ok({g.name()});
     EXPECT_EQ(third["incremental_from"], second["checkpoint"]) << "healed";
-    EXPECT_EQ(disk_of(third, "vda")->at("mode"), "incremental");
+    EXPECT_EQ(mode_of(third, "vda"), "incremental");
     auto names = checkpoints(g);
     ASSERT_EQ(names.size(), 1u);
     EXPECT_EQ(names[0], third["checkpoint"]);
@@ -82,13 +82,13 @@ TEST_F(VmBackupTest, DiskAddedIsReadInFullWhileTheOthersStayIncremental) {
                                   "--live", "--config"}));
     json second = backup_ok({g.name()});
     EXPECT_EQ(second["incremental_from"], first["checkpoint"]) << second.dump(2);
-    EXPECT_EQ(disk_of(second, "vda")->at("mode"), "incremental");
+    EXPECT_EQ(mode_of(second, "vda"), "incremental");
     const json* vdc = disk_of(second, "vdc");
     ASSERT_NE(vdc, nullptr) << second.dump(2);
     EXPECT_EQ(vdc->at("mode"), "full");
     EXPECT_NE(vdc->at("note").get<std::string>().find("disk added"), std::string::npos);
     json third = backup_ok({g.name()});
-    EXPECT_EQ(disk_of(third, "vdc")->at("mode"), "incremental") << third.dump(2);
+    EXPECT_EQ(mode_of(third, "vdc"), "incremental") << third.dump(2);
 }
 
 TEST_F(VmBackupTest, CheckpointMetadataLostIsRedefinedFromTheRestorePoint) {
@@ -102,7 +102,7 @@ TEST_F(VmBackupTest, CheckpointMetadataLostIsRedefinedFromTheRestorePoint) {
     json second = backup_ok({g.name()});
     EXPECT_TRUE(notes_mention(second, "redefined")) << second.dump(2);
     EXPECT_EQ(second["incremental_from"], checkpoint);
-    EXPECT_EQ(disk_of(second, "vda")->at("mode"), "incremental");
+    EXPECT_EQ(mode_of(second, "vda"), "incremental");
 }
 
 TEST_F(VmBackupTest, TwoRepositoriesKeepTheirOwnChains) {
@@ -122,7 +122,7 @@ TEST_F(VmBackupTest, TwoRepositoriesKeepTheirOwnChains) {
     json b2 = backup_to(other);
     EXPECT_EQ(a2["incremental_from"], a1["checkpoint"]);
     EXPECT_EQ(b2["incremental_from"], b1["checkpoint"]);
-    EXPECT_EQ(disk_of(b2, "vda")->at("mode"), "incremental");
+    EXPECT_EQ(mode_of(b2, "vda"), "incremental");
     auto names = checkpoints(g);
     EXPECT_EQ(names.size(), 2u) << "one per repository";
 }

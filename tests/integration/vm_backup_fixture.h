@@ -93,6 +93,12 @@ class VmBackupTest : public ::testing::Test {
         return nullptr;
     }
 
+    // A disk's "mode" in a backup result, "missing" when the disk is not there.
+    static std::string mode_of(const json& vm, const std::string& target) {
+        const json* d = disk_of(vm, target);
+        return d ? d->value("mode", "none") : "missing";
+    }
+
     // Restores one disk of `point` as a raw file and returns its path.
     fs::path restore_disk(const std::string& point, const std::string& disk) {
         fs::path out = dir / (point.substr(0, 12) + "-" + disk + ".raw");

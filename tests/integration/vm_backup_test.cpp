@@ -79,7 +79,7 @@ TEST_F(VmBackupTest, IncrementalReadsAndStoresOnlyTheChangedExtents) {
     lab::LabGuest& g = boot(o);
     ASSERT_TRUE(g.exec("dd if=/dev/urandom of=/data/vdb/base bs=1M count=48 && sync"));
     json full = backup_ok({g.name()});
-    ASSERT_EQ(disk_of(full, "vdb")->at("mode"), "full");
+    ASSERT_EQ(mode_of(full, "vdb"), "full");
     const std::string first_checkpoint = full["checkpoint"];
 
     ASSERT_TRUE(g.exec("dd if=/dev/urandom of=/data/vdb/delta bs=1M count=8 && sync"));
@@ -91,7 +91,7 @@ TEST_F(VmBackupTest, IncrementalReadsAndStoresOnlyTheChangedExtents) {
     EXPECT_GE(vdb->at("bytes_read").get<std::uint64_t>(), 8u << 20);
     EXPECT_LT(vdb->at("bytes_read").get<std::uint64_t>(), 12u << 20) << inc.dump(2);
     EXPECT_LT(vdb->at("bytes_added").get<std::uint64_t>(), 12u << 20);
-    EXPECT_EQ(disk_of(inc, "vda")->at("mode"), "incremental");
+    EXPECT_EQ(mode_of(inc, "vda"), "incremental");
     EXPECT_LT(inc["bytes_read"].get<std::uint64_t>(), full["bytes_read"].get<std::uint64_t>() / 4);
     // Only the newest checkpoint of this repository is kept.
     auto names = checkpoints(g);
