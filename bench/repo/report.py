@@ -33,8 +33,10 @@ def mb(x):
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                      capture_output=True, text=True).stdout.strip()
 load = os.getloadavg()
+run_loads = [v for k, vs in vals.items() if k.startswith("load_run") for v in vs]
+run_load = f", at the start of each run {' / '.join(f'{x:.1f}' for x in run_loads)}" if run_loads else ""
 print(f"Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC. Machine: {cores} cores ({cpu}), "
-      f"load average during the report {load[0]:.1f}. Binary: `{binary}`. "
+      f"load average during the report {load[0]:.1f}{run_load}. Binary: `{binary}`. "
       f"Runs: {len(vals['vmshadow_full'])}, medians shown; memory is the peak RSS (max of runs).\n")
 print("| tool | full backup | repo after full | incremental (1% scattered) | growth | restore | peak RSS backup |")
 print("|---|---|---|---|---|---|---|")
@@ -60,6 +62,14 @@ print(f"\nFull-backup speed-up vs restic {med('restic_full') / med('vmshadow_ful
       f"vs borg lz4 {med('borg_lz4_full') / med('vmshadow_full'):.1f}x; incremental vs restic "
       f"{med('restic_incr') / med('vmshadow_incr'):.1f}x; repository size vs restic "
       f"{med('size_full_v') / med('size_full_r'):.3f}x (goal <= 1.10x).")
+peers_full = min(med("restic_full"), med("borg_lz4_full"), med("borg_zstd3_full"))
+print(f"\nCPU time (user + system, qemu-nbd included; medians): vmshadow full "
+      f"{med('vmshadow_full_cpu'):.1f} s, incremental {med('vmshadow_incr_cpu'):.1f} s; restic full "
+      f"{med('restic_full_cpu'):.1f} s, incremental {med('restic_incr_cpu'):.1f} s; borg lz4 full "
+      f"{med('borg_lz4_full_cpu'):.1f} s. Against the best peer the full backup is "
+      f"{peers_full / med('vmshadow_full'):.2f}x faster (3x needs <= {peers_full / 3:.2f} s); the "
+      f"incremental {med('restic_incr') / med('vmshadow_incr'):.2f}x restic's (3x needs <= "
+      f"{med('restic_incr') / 3:.2f} s).")
 print("\nScale checks:\n")
 print(f"- unchanged, fully allocated 2 GiB image, second point: {med('unchanged_added'):.0f} bytes "
       f"added (goal < 1 MiB), {med('unchanged_full_alloc'):.1f} s, peak {mem('unchanged_full_alloc'):.0f} MiB")

@@ -27,12 +27,15 @@ rm -rf "$W" && mkdir -p "$W"
 RES=$W/results.txt
 : >"$RES"
 
-# measure NAME CMD...: appends "NAME seconds max_rss_kib" to the results.
+# measure NAME CMD...: appends "NAME seconds max_rss_kib" and "NAME_cpu cpu_seconds 0" (user +
+# system time of the command and the children it waited for, qemu-nbd included) to the results.
 measure() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$W/time.txt" "$@" >"$W/last.out" 2>"$W/last.err" ||
+  /usr/bin/time -f "%e %M %U %S" -o "$W/time.txt" "$@" >"$W/last.out" 2>"$W/last.err" ||
     { echo "FAILED: $name: $*" >&2; cat "$W/last.err" >&2; exit 1; }
-  echo "$name $(cat "$W/time.txt")" >>"$RES"
+  read -r e m u s <"$W/time.txt"
+  echo "$name $e $m" >>"$RES"
+  echo "${name}_cpu $(/usr/bin/python3 -c "print($u + $s)") 0" >>"$RES"
 }
 size_of() { du -sb "$1" | cut -f1; }
 record() { echo "$1 $2 0" >>"$RES"; }  # a size, in the seconds column
@@ -51,6 +54,7 @@ with_nbd() {  # with_nbd IMAGE FORMAT CMD... (CMD gets the NBD URI as its last a
 
 for run in $(seq "$RUNS"); do
   echo "run $run/$RUNS" >&2
+  record "load_run$run" "$(cut -d' ' -f1 /proc/loadavg)"
   cp "$BENCH_DIR/debian.qcow2" "$W/img.qcow2"
   sync
   # --- full backups
