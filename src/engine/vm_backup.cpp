@@ -424,6 +424,11 @@ Status BackupRun::copy_disk(VmRun& r, const vmwriter::PlannedDisk& disk,
     bool incremental = disk.incremental && job_export && job_export->incremental && base_disk;
     if (incremental) eo.dirty_context = job_export->dirty_context();
     auto source = virt::NbdExport::connect(eo);
+    // qemu-nbd (offline) creates its socket a moment after it starts.
+    for (int i = 0; server && !source && i < 200; ++i) {
+        std::this_thread::sleep_for(milliseconds(50));
+        source = virt::NbdExport::connect(eo);
+    }
     if (!source) return std::unexpected(source.error());
     if (incremental && base_disk->size != source->size()) {
         eo.dirty_context.clear();

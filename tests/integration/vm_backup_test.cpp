@@ -118,6 +118,8 @@ TEST_F(VmBackupTest, ImageCrashAndOfflineBackupsEachRestoreAConsistentDisk) {
     GuestOptions o;
     o.workload = true;
     lab::LabGuest& g = boot(o);
+    // A crash-consistent copy holds what reached the disk: make the new database durable.
+    ASSERT_TRUE(g.exec("sleep 1; sync"));
     auto check_db = [&](const std::string& point) {
         fs::path disk = restore_disk(point, "vda");
         auto db = lab::read_file_from_image(disk, "/var/lib/lab/db.sqlite");
@@ -232,7 +234,8 @@ TEST_F(VmBackupTest, ExecWriterVetoFailsTheBackupAndWritersShowsIt) {
     // A writer that hangs times out (its own limit), and the backup fails the same way.
     fs::remove(writers_dir / "veto.json");
     write_file(writers_dir / "hang.json",
-               R"({"name": "hang", "command": ["/bin/sleep", "600"], "events": ["prepare-backup"],
+               R"({"name": "hang", "command": ["/bin/sh", "-c", "sleep 600", "hang"],
+                   "events": ["prepare-backup"],
                    "timeouts": {"prepare-backup": 2}})");
     auto hung = backup({g.name()});
     EXPECT_EQ(hung.exit_code, 5) << hung.out << hung.err;  // timeout
