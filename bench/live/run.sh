@@ -8,7 +8,8 @@
 # the data disk's filesystem through the agent's guest-exec, fsync + sync), an incremental.
 # virtnbdbackup runs twice per round (uncompressed and --compress, each its own chain). Wall time
 # and peak RSS via /usr/bin/time, repository size via du -sb, vmshadow's freeze window from its
-# --json output over >= $FREEZE_SAMPLES backups. Prints a Markdown report on stdout.
+# --json output over >= $FREEZE_SAMPLES backups, next to as many samples of its floor (the bare
+# libvirt freeze → backup begin → thaw, freeze-floor.py). Prints a Markdown report on stdout.
 #
 # virtnbdbackup quirks met here (1.9.15 with libvirt 9.0):
 #  - it refuses full/inc when the VM has a checkpoint it did not create ("Foreign checkpoint
@@ -231,6 +232,8 @@ phase_vmshadow() {
   fi
   rm -rf "$W/repo"
   drop_checkpoints
+  # The same number of samples of the bare libvirt freeze → backup begin → thaw (the floor).
+  $PY "$HERE/freeze-floor.py" "$NAME" "$W" $(( (FREEZE_SAMPLES + ROUNDS - 1) / ROUNDS )) >>"$RES"
 }
 
 for round in $(seq "$ROUNDS"); do
