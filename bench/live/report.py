@@ -50,11 +50,11 @@ cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d:
 print(f"Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC. Machine: {os.cpu_count()} cores "
       f"({cpu}); load average (1, 5, 15 min) before the run {load_before}, after {load_after}. "
       f"vmshadow: `{binary}`. virtnbdbackup {vnb_version}. Rounds: {rounds}, medians shown "
-      f"(every round in brackets); memory is the peak RSS (max of rounds). 1% change: "
+      f"(every round in brackets); CPU is user + sys seconds of the command and its children (medians); memory is the peak RSS (max of rounds). 1% change: "
       f"{change_mib} MiB of random bytes written in place over a file in the guest.\n")
 print("| tool | full backup | repository after full | incremental (1% change) | growth | "
-      "peak RSS full / inc |")
-print("|---|---|---|---|---|---|")
+      "CPU full / inc | peak RSS full / inc |")
+print("|---|---|---|---|---|---|---|")
 rows = [("virtnbdbackup", "vnb_u"), ("virtnbdbackup --compress (lz4)", "vnb_c")]
 if have_vms:
     rows.append(("vmshadow", "vms"))
@@ -65,7 +65,7 @@ for label, t in rows:
           f"{mb(med(size))}{runs(size, lambda v: f'{v / 1e6:.0f}')} | "
           f"{s(med(inc))}{runs(inc, lambda v: f'{v:.1f}')} | "
           f"{mb(med(growth))}{runs(growth, lambda v: f'{v / 1e6:.0f}')} | "
-          f"{mem(full)} / {mem(inc)} MiB |")
+          f"{s(med(full + '_cpu'))} / {s(med(inc + '_cpu'))} | {mem(full)} / {mem(inc)} MiB |")
 
 failed = [line.strip() for line in open(failures) if line.strip()]
 if failed:

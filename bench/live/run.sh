@@ -128,9 +128,15 @@ $PY "$HERE/guest.py" exec "$NAME" 120 \
 # measure NAME CMD...: appends "NAME seconds max_rss_kib" to the results; stdout in $W/last.out.
 measure() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$W/time.txt" "$@" >"$W/last.out" 2>"$W/last.err" ||
+  /usr/bin/time -f "%e %M %U %S" -o "$W/time.txt" "$@" >"$W/last.out" 2>"$W/last.err" ||
     { log "FAILED: $name: $*"; tail -n 20 "$W/last.err" >&2; cat "$W/last.out" >&2; exit 1; }
-  echo "$name $(cat "$W/time.txt")" >>"$RES"
+  record_time "$name"
+}
+# record_time NAME: wall seconds and peak RSS, and CPU seconds (user + sys) as NAME_cpu.
+record_time() {
+  local t; read -r -a t < <(tail -n1 "$W/time.txt")
+  echo "$1 ${t[0]} ${t[1]}" >>"$RES"
+  echo "$1_cpu $(awk "BEGIN { print ${t[2]} + ${t[3]} }") 0" >>"$RES"
 }
 size_of() { du -sb "$1" | cut -f1; }
 record() { echo "$1 $2 0" >>"$RES"; }  # a value, in the seconds column
@@ -190,7 +196,7 @@ vms_backup() {  # vms_backup NAME: one measured `vmshadow backup --json`, its JS
   # Host writers of /etc/vmshadow and the global writer state stay out of it: an empty
   # writers dir, a state file of our own.
   local rc=0
-  /usr/bin/time -f "%e %M" -o "$W/time.txt" "${VMS[@]}" backup "$NAME" --json \
+  /usr/bin/time -f "%e %M %U %S" -o "$W/time.txt" "${VMS[@]}" backup "$NAME" --json \
     --writers-dir "$W/writers.d" --state-file "$W/writers.json" >"$W/last.out" 2>"$W/last.err" || rc=$?
   cat "$W/last.out" >>"$W/vmshadow.jsonl"
   if [ "$rc" != 0 ]; then
@@ -199,7 +205,7 @@ vms_backup() {  # vms_backup NAME: one measured `vmshadow backup --json`, its JS
       tail -n 3 "$W/last.err")" >>"$W/failures.txt"
     return 1
   fi
-  echo "$1 $(tail -n1 "$W/time.txt")" >>"$RES"
+  record_time "$1"
   $PY -c "$PARSE_JSON" "$1" <"$W/last.out" >>"$RES"
 }
 phase_vmshadow() {
