@@ -61,6 +61,7 @@ int run_cli(int argc, char** argv) {
     add_repository_commands(app, global, action);
     add_writers_command(app, global, action);
     add_backup_command(app, global, action);
+    add_restore_command(app, global, action);
 
     try {
         app.parse(argc, argv);

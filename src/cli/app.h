@@ -46,5 +46,6 @@ void add_repository_commands(CLI::App& app, GlobalOptions& global, Action& actio
 void add_writers_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_vm_freeze_command(CLI::App& vm, GlobalOptions& global, Action& action);
 void add_backup_command(CLI::App& app, GlobalOptions& global, Action& action);
+void add_restore_command(CLI::App& app, GlobalOptions& global, Action& action);
 
 }  // namespace vmshadow::cli

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// VM restore: the requester of `vmshadow restore POINT [--as NAME] [--to DIR] [--replace]
+// [--start]` — a whole VM back from a restore point, the Hyper-V way (DESIGN.md "PreRestore /
+// restore files / PostRestore").
+//
+// This module is the sequence:
+//   1. checks before anything is written: the point is a VM's, a VM of the target name exists
+//      only with --replace, the --as folder's files do not exist;
+//   2. every disk (sparse, qcow2 or raw, chunks verified as they are read; parallel) and file
+//      (NVRAM, kernel/initrd/dtb; the memory image of an `image` point restored in place) is
+//      written BESIDE the old ones ("<path>.vmshadow-restore" in place, the final names in the
+//      --as folder) and checked: all, or the restore stops, removes what it wrote and names
+//      what is missing — the original VM untouched;
+//   3. PreRestore (vmwriter::VmRestoreWriter through vss::RestoreCoordinator): the VM of that
+//      name is stopped and undefined with its checkpoint metadata (so the next backup is full);
+//   4. the swap: in place, the restored files are renamed over the old ones;
+//   5. PostRestore: the rewritten XML (vmwriter/domain_rewrite.h: disk paths, boot files, a new
+//      identity for --as, NICs whose network is gone kept with their link down) is defined, and
+//      the memory image resumed (an `image` point in place: it continues where it was) or the
+//      VM started with --start. An `image` point restored --as cold-boots, and says so.
+// A failure before PreRestore leaves no stray file and the original as it was; after it, the
+// error says plainly what state things are in and how to retry.
+// It is not: the XML rules (vmwriter) or reading chunks (repo).
+//
+// Thread-safety: one call at a time per repository object.
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "repo/repository.h"
+#include "virt/connection.h"
+
+namespace vmshadow::engine {
+
+struct VmRestoreOptions {
+    std::string point;                   // id, unique prefix or VM@latest
+    std::optional<std::string> as_name;  // --as
+    std::string to_dir;                  // --to (with --as); empty: <disks' folder>/<NAME>
+    bool replace = false;
+    bool start = false;
+    std::string format = "qcow2";
+    unsigned workers = 0;
+    std::optional<std::string> state_file;  // writer state (vmshadow writers)
+    std::function<void(const std::string& disk, std::uint64_t done, std::uint64_t total)> progress;
+};
+
+struct RestoredFile {
+    std::string name;  // disk target or file role
+    std::string path;
+    std::uint64_t size = 0;
+};
+
+struct VmRestoreResult {
+    std::string point;  // full id
+    std::string source_vm;
+    std::string vm;
+    std::string consistency;
+    std::vector<RestoredFile> disks;
+    std::vector<RestoredFile> files;
+    std::vector<std::string> notes;
+    bool replaced = false;
+    bool resumed = false;
+    bool started = false;
+    double seconds = 0;
+};
+
+Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connection& connection,
+                                   const VmRestoreOptions& options);
+
+}  // namespace vmshadow::engine

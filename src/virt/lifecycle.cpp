@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: MIT
+#include "virt/lifecycle.h"
+
+#include <libvirt/libvirt.h>
+
+#include "virt/libvirt_error.h"
+
+namespace vmshadow::virt {
+
+Status start_domain(const Domain& domain) {
+    if (virDomainCreate(domain.raw()) < 0) return fail(libvirt_error(domain.label() + ": start"));
+    return {};
+}
+
+Status destroy_domain(const Domain& domain) {
+    int active = virDomainIsActive(domain.raw());
+    if (active < 0) return fail(libvirt_error(domain.label() + ": read state"));
+    if (active == 0) return {};
+    if (virDomainDestroy(domain.raw()) < 0) return fail(libvirt_error(domain.label() + ": stop"));
+    return {};
+}
+
+Status undefine_domain(const Domain& domain) {
+    unsigned flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+                     VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_KEEP_NVRAM;
+    if (virDomainUndefineFlags(domain.raw(), flags) < 0)
+        return fail(libvirt_error(domain.label() + ": undefine"));
+    return {};
+}
+
+Status restore_saved_state(const Connection& connection, const std::filesystem::path& file,
+                           const std::optional<std::string>& xml, bool running) {
+    unsigned flags = running ? VIR_DOMAIN_SAVE_RUNNING : VIR_DOMAIN_SAVE_PAUSED;
+    if (virDomainRestoreFlags(connection.raw(), file.c_str(), xml ? xml->c_str() : nullptr, flags) <
+        0) {
+        return fail(libvirt_error("restore the saved state in " + file.string()));
+    }
+    return {};
+}
+
+}  // namespace vmshadow::virt

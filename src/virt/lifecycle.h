@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Lifecycle: starting, stopping, removing and resuming-from-saved-state of a domain — what a
+// restore's PreRestore and PostRestore do to a VM.
+//
+// This module is: thin, one-line-error wrappers over virDomainCreate, virDomainDestroy,
+// virDomainUndefineFlags (with the checkpoint, snapshot and managed-save metadata, so no
+// stale checkpoint survives the VM it belonged to; the NVRAM file is kept, a restore owns
+// that file) and virDomainRestoreFlags (a memory image in libvirt's save format, brought back
+// running or paused). It is not: deciding when (the VM writer does).
+//
+// Thread-safety: as libvirt's; one thread per domain at a time.
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "common/error.h"
+#include "virt/connection.h"
+#include "virt/domain.h"
+
+namespace vmshadow::virt {
+
+Status start_domain(const Domain& domain);
+// Hard power-off of a running or paused VM; a VM that is not running is left as it is.
+Status destroy_domain(const Domain& domain);
+// Removes the definition and its checkpoint/snapshot/managed-save metadata.
+Status undefine_domain(const Domain& domain);
+
+// Restores a saved memory image; `xml`, when given, replaces the image's domain XML (host-side
+// paths only: libvirt refuses another name, UUID or MAC). `running` false leaves it paused.
+Status restore_saved_state(const Connection& connection, const std::filesystem::path& file,
+                           const std::optional<std::string>& xml, bool running);
+
+}  // namespace vmshadow::virt
