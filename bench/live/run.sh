@@ -90,6 +90,7 @@ remove_guest() {  # domain (and its backup jobs), checkpoints metadata, vmshadow
   virsh destroy "$vm" >/dev/null 2>&1 || true
   virsh undefine "$vm" --checkpoints-metadata --snapshots-metadata >/dev/null 2>&1 || true
   [ -n "$uuid" ] && rm -rf /run/vmshadow/backup/"$uuid".* 2>/dev/null || true
+  rm -f "/var/log/libvirt/qemu/$vm.log"  # libvirt's log of the guest's QEMU
 }
 
 NAME=$NAME_PREFIX-$$-$RANDOM
