@@ -6,8 +6,8 @@
 # of bench/repo/build-image.sh). $ROUNDS rounds, each tool's phase alternating first: a full
 # backup, a 1% change inside the guest ($CHANGE_MIB MiB of random bytes written over a file of
 # the data disk's filesystem through the agent's guest-exec, fsync + sync), an incremental.
-# virtnbdbackup runs twice per round (uncompressed and --compress, each its own chain). Wall time
-# and peak RSS via /usr/bin/time, repository size via du -sb, vmshadow's freeze window from its
+# virtnbdbackup runs twice per round (uncompressed and --compress, each its own chain). Wall time,
+# CPU and peak RSS via /usr/bin/time, repository size via du -sb, vmshadow's freeze window from its
 # --json output over >= $FREEZE_SAMPLES backups, next to as many samples of its floor (the bare
 # libvirt freeze → backup begin → thaw, freeze-floor.py). Prints a Markdown report on stdout.
 #
@@ -23,7 +23,9 @@
 #    on PATH can't import them; its shebang is /usr/bin/python3, so it works anyway).
 #
 # Bench-only dependencies (not in scripts/setup-host.sh): virtnbdbackup time (debootstrap
-# through build-image.sh).
+# through build-image.sh). The guest has no NIC, so the lab network is not needed. Everything
+# it creates (domain, its directory, scratch, sockets, checkpoints, libvirt's QEMU log) is
+# removed at exit, also on failure or Ctrl-C; guests of killed runs are reaped at the start.
 #   Usage: bench/live/run.sh path/to/vmshadow > report.md
 #   Environment: ROUNDS (3), FREEZE_SAMPLES (12), CHANGE_MIB (40), BENCH_DIR
 #   (/var/tmp/vmshadow-bench), LIBVIRT_DEFAULT_URI (qemu:///system), VMSHADOW_LAB_DIR.
