@@ -28,7 +28,9 @@
 # removed at exit, also on failure or Ctrl-C; guests of killed runs are reaped at the start.
 #   Usage: bench/live/run.sh path/to/vmshadow > report.md
 #   Environment: ROUNDS (3), FREEZE_SAMPLES (12), CHANGE_MIB (40), BENCH_DIR
-#   (/var/tmp/vmshadow-bench), LIBVIRT_DEFAULT_URI (qemu:///system), VMSHADOW_LAB_DIR.
+#   (/var/tmp/vmshadow-bench), LIBVIRT_DEFAULT_URI (qemu:///system), VMSHADOW_LAB_DIR,
+#   RESULTS_MD (bench/RESULTS.md: the report replaces the part between its bench/live markers;
+#   empty: stdout only).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -258,7 +260,8 @@ ls -A "$W/scratch" | grep -q . && log "leftover scratch files: $(ls -A "$W/scrat
 [ -z "$(virsh checkpoint-list "$NAME" --name)" ] || log "leftover checkpoints"
 
 $PY "$HERE/report.py" "$RES" "$VMSHADOW" "$LOAD_BEFORE" "$LOAD_AFTER" "$ROUNDS" "$CHANGE_MIB" \
-  "$(virtnbdbackup -V 2>&1 | tail -n1)" "$W/failures.txt"
+  "$(virtnbdbackup -V 2>&1 | tail -n1)" "$W/failures.txt" >"$W/report.md"
+cat "$W/report.md"
 if [ "$HAVE_VMS" = 1 ]; then
   echo
   echo "vmshadow \`backup --json\` outputs, in order:"
@@ -266,4 +269,22 @@ if [ "$HAVE_VMS" = 1 ]; then
   echo '```'
   cat "$W/vmshadow.jsonl"
   echo '```'
+fi
+# The report also replaces the generated part of RESULTS.md's "Live backup" section (between
+# its bench/live markers; the analysis around it is written by hand). RESULTS_MD= skips this.
+RESULTS_MD=${RESULTS_MD-$ROOT/bench/RESULTS.md}
+if [ -n "$RESULTS_MD" ]; then
+  $PY - "$RESULTS_MD" "$W/report.md" <<'PY'
+import sys
+path, report = sys.argv[1], open(sys.argv[2]).read().strip()
+begin, end = "<!-- bench/live/run.sh report: begin -->", "<!-- bench/live/run.sh report: end -->"
+text = open(path).read()
+if begin not in text or end not in text:
+    print(f"bench/live: {path} has no bench/live markers; not written", file=sys.stderr)
+    sys.exit(0)
+head, rest = text.split(begin, 1)
+tail = rest.split(end, 1)[1]
+open(path, "w").write(head + begin + "\n" + report + "\n" + end + tail)
+print(f"bench/live: report written into {path}", file=sys.stderr)
+PY
 fi
