@@ -2,8 +2,10 @@
 #include "virt/guest_agent.h"
 
 #include <libvirt/libvirt-qemu.h>
+#include <openssl/evp.h>
 
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "virt/libvirt_error.h"
 
@@ -104,6 +106,60 @@ Result<FreezeStatus> GuestAgent::freeze_status() const {
     }
     return doc["return"].get<std::string>() == "frozen" ? FreezeStatus::frozen
                                                         : FreezeStatus::thawed;
+}
+
+namespace {
+
+// guest-exec output is base64; OpenSSL decodes it (padding bytes trimmed).
+std::string base64_decode(const std::string& in) {
+    if (in.empty()) return {};
+    std::string out(in.size() / 4 * 3 + 3, '\0');
+    int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                            reinterpret_cast<const unsigned char*>(in.data()),
+                            static_cast<int>(in.size()));
+    if (n < 0) return {};
+    std::size_t len = static_cast<std::size_t>(n);
+    for (std::size_t i = in.size(); i > 0 && in[i - 1] == '='; --i) --len;
+    out.resize(len);
+    return out;
+}
+
+}  // namespace
+
+Result<GuestExecResult> GuestAgent::exec(const std::string& shell_command, Seconds limit) const {
+    nlohmann::json start{
+        {"execute", "guest-exec"},
+        {"arguments",
+         {{"path", "/bin/sh"}, {"arg", {"-c", shell_command}}, {"capture-output", true}}}};
+    auto reply = command(start.dump(), "run a command");
+    if (!reply) return fail(reply.error());
+    auto started = nlohmann::json::parse(*reply, nullptr, false);
+    if (started.is_discarded() || !started.contains("return"))
+        return fail(ErrorKind::unavailable, domain_.label() + ": guest-exec gave no pid");
+    long long pid = started["return"].value("pid", -1LL);
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (true) {
+        nlohmann::json status{{"execute", "guest-exec-status"}, {"arguments", {{"pid", pid}}}};
+        auto r = command(status.dump(), "command status");
+        if (!r) return fail(r.error());
+        auto j = nlohmann::json::parse(*r, nullptr, false);
+        if (j.is_discarded() || !j.contains("return"))
+            return fail(ErrorKind::unavailable, domain_.label() + ": bad guest-exec-status reply");
+        const auto& ret = j["return"];
+        if (ret.value("exited", false)) {
+            GuestExecResult result;
+            result.exit_code = ret.contains("exitcode") ? ret["exitcode"].get<int>() : -1;
+            result.out = base64_decode(ret.value("out-data", ""));
+            result.err = base64_decode(ret.value("err-data", ""));
+            return result;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            return fail(ErrorKind::timeout, domain_.label() + ": `" + shell_command +
+                                                "` did not finish within " +
+                                                std::to_string(limit.count()) + " s");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
 }
 
 }  // namespace vmshadow::virt

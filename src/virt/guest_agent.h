@@ -32,6 +32,13 @@ struct GuestFilesystem {
 
 enum class FreezeStatus { thawed, frozen };
 
+// What a command run in the guest (guest-exec) did.
+struct GuestExecResult {
+    int exit_code = -1;  // -1: killed by a signal
+    std::string out;     // stdout, as far as the agent captured it
+    std::string err;
+};
+
 class GuestAgent {
   public:
     using Seconds = std::chrono::seconds;
@@ -47,6 +54,9 @@ class GuestAgent {
     // Thaws; returns how many were thawed by this call (0: nothing was frozen).
     Result<int> thaw() const;
     Result<FreezeStatus> freeze_status() const;
+    // Runs `/bin/sh -c shell_command` in the guest and waits up to `limit` for it to exit
+    // (timeout: the command may still run in the guest).
+    Result<GuestExecResult> exec(const std::string& shell_command, Seconds limit) const;
 
     void set_timeout(Seconds timeout) { timeout_ = timeout; }
 

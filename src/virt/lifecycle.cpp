@@ -3,6 +3,7 @@
 
 #include <libvirt/libvirt.h>
 
+#include "virt/handles.h"
 #include "virt/libvirt_error.h"
 
 namespace vmshadow::virt {
@@ -10,6 +11,12 @@ namespace vmshadow::virt {
 Status start_domain(const Domain& domain) {
     if (virDomainCreate(domain.raw()) < 0) return fail(libvirt_error(domain.label() + ": start"));
     return {};
+}
+
+Result<Domain> create_transient(const Connection& connection, const std::string& xml) {
+    virDomainPtr dom = virDomainCreateXML(connection.raw(), xml.c_str(), 0);
+    if (!dom) return fail(libvirt_error("start a throwaway VM"));
+    return Domain(DomainHandle(dom));
 }
 
 Status destroy_domain(const Domain& domain) {

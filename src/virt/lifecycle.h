@@ -22,6 +22,8 @@
 namespace vmshadow::virt {
 
 Status start_domain(const Domain& domain);
+// Creates and starts a transient VM (gone once it stops): throwaway VMs leave no definition.
+Result<Domain> create_transient(const Connection& connection, const std::string& xml);
 // Hard power-off of a running or paused VM; a VM that is not running is left as it is.
 Status destroy_domain(const Domain& domain);
 // Removes the definition and its checkpoint/snapshot/managed-save metadata.

@@ -19,13 +19,21 @@ void rewrite_disks(pugi::xml_node devices, const DomainRewriteSpec& spec) {
         std::string target = disk.child("target").attribute("dev").value();
         auto it = spec.disks.find(target);
         if (it == spec.disks.end()) continue;
-        set_attribute(disk, "type", "file");
         auto source = disk.child("source");
         if (!source) source = disk.prepend_child("source");
-        for (const char* a : {"dev", "name", "volume", "pool", "protocol"})
+        for (const char* a : {"file", "dev", "name", "volume", "pool", "protocol"})
             source.remove_attribute(a);
         while (source.first_child()) source.remove_child(source.first_child());
-        set_attribute(source, "file", it->second.path);
+        if (it->second.nbd_socket.empty()) {
+            set_attribute(disk, "type", "file");
+            set_attribute(source, "file", it->second.path);
+        } else {
+            set_attribute(disk, "type", "network");
+            set_attribute(source, "protocol", "nbd");
+            auto host = source.append_child("host");
+            set_attribute(host, "transport", "unix");
+            set_attribute(host, "socket", it->second.nbd_socket);
+        }
         auto driver = disk.child("driver");
         if (!driver) {
             driver = disk.prepend_child("driver");
@@ -129,7 +137,11 @@ Result<DomainRewrite> rewrite_domain_xml(std::string_view xml, const DomainRewri
     rewrite_disks(devices, spec);
     rewrite_boot_files(domain.child("os"), spec);
     if (spec.new_name) new_identity(domain, devices, spec, out);
-    rewrite_nics(devices, spec, out);
+    if (spec.remove_nics) {
+        while (auto nic = devices.child("interface")) devices.remove_child(nic);
+    } else {
+        rewrite_nics(devices, spec, out);
+    }
     std::ostringstream text;
     doc.save(text, "  ", pugi::format_default | pugi::format_no_declaration);
     out.xml = text.str();

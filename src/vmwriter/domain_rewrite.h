@@ -10,6 +10,8 @@
 //   - a new identity for `--as` (another name, no UUID and no MAC addresses, so libvirt makes
 //     new ones; file-backed serial/console logs and unix channel sockets moved out of the
 //     original's way: logs into the new folder, socket paths left for libvirt to choose);
+//   - disks served over NBD instead (a Unix socket: `verify --boot`), and NICs removed for a
+//     throwaway VM that must not reach any network;
 //   - NICs: an interface whose network or bridge no longer exists is kept (the guest keeps its
 //     device) but attached to no host network with its link down, and a note says so.
 // It is not: writing files or calling libvirt (vm_restore_writer.h, the engine).
@@ -29,6 +31,8 @@ namespace vmshadow::vmwriter {
 struct RestoredDisk {
     std::string path;
     std::string format;  // "qcow2" | "raw"
+    // Instead of a file: an NBD export on this Unix socket (verify, instant recovery).
+    std::string nbd_socket;
 };
 
 struct DomainRewriteSpec {
@@ -36,6 +40,7 @@ struct DomainRewriteSpec {
     std::map<std::string, std::string> boot_files;  // role (nvram, kernel, initrd, dtb) → path
     std::optional<std::string> new_name;            // --as
     std::string log_dir;                            // --as: where file-backed logs go
+    bool remove_nics = false;                       // a throwaway VM: no network at all
     // Whether a libvirt network / a host bridge exists now.
     std::function<bool(const std::string&)> network_exists;
     std::function<bool(const std::string&)> bridge_exists;
