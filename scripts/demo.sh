@@ -4,7 +4,7 @@
 # VM from the lab guest (its agent and a SQLite workload run on its own disk) and runs the
 # main job on it. Idempotent: a second run reuses the host setup, the build and the demo VM.
 #   scripts/demo.sh            set up and run the demo
-#   scripts/demo.sh --remove   remove the demo VM and its files
+#   scripts/demo.sh --remove   remove the demo VM, its restored copy, their files and the repository
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,10 +14,12 @@ export LIBVIRT_DEFAULT_URI=${LIBVIRT_DEFAULT_URI:-qemu:///system}
 say() { printf '\n== %s\n' "$*"; }
 
 if [ "${1:-}" = "--remove" ]; then
-  virsh destroy "$DEMO_VM" >/dev/null 2>&1 || true
-  virsh undefine "$DEMO_VM" --checkpoints-metadata --snapshots-metadata >/dev/null 2>&1 || true
+  for vm in "$DEMO_VM" "$DEMO_VM-restored"; do
+    virsh destroy "$vm" >/dev/null 2>&1 || true
+    virsh undefine "$vm" --checkpoints-metadata --snapshots-metadata >/dev/null 2>&1 || true
+  done
   rm -rf "$DEMO_DIR"
-  echo "demo VM $DEMO_VM removed"
+  echo "demo VMs $DEMO_VM and $DEMO_VM-restored removed"
   exit 0
 fi
 
@@ -62,9 +64,34 @@ say "vmshadow backup $DEMO_VM again (incremental: only what the guest changed si
 "$VMSHADOW" backup "$DEMO_VM"
 say "vmshadow points $DEMO_VM"
 "$VMSHADOW" points "$DEMO_VM"
+
+RESTORED_VM=$DEMO_VM-restored
+if virsh dominfo "$RESTORED_VM" >/dev/null 2>&1; then
+  virsh destroy "$RESTORED_VM" >/dev/null 2>&1 || true
+  virsh undefine "$RESTORED_VM" --checkpoints-metadata --snapshots-metadata >/dev/null 2>&1 || true
+fi
+rm -rf "$DEMO_DIR/restored"
+say "vmshadow restore $DEMO_VM@latest --as $RESTORED_VM --start (a copy beside the original)"
+"$VMSHADOW" restore "$DEMO_VM@latest" --as "$RESTORED_VM" --to "$DEMO_DIR/restored" --start
+say "waiting for the restored VM's guest agent (its agent lives on the restored disk)"
+booted=no
+for _ in $(seq 1 180); do
+  if virsh qemu-agent-command "$RESTORED_VM" '{"execute":"guest-ping"}' --timeout 5 >/dev/null 2>&1; then
+    booted=yes
+    break
+  fi
+  sleep 1
+done
+if [ "$booted" = yes ]; then
+  say "$RESTORED_VM booted from the restored disk and its agent answers"
+else
+  echo "demo: $RESTORED_VM did not answer within 180 s; see $DEMO_DIR/restored/serial.log" >&2
+  exit 1
+fi
 cat <<MSG
 
-The demo VM $DEMO_VM keeps running; its repository is $DEMO_REPO. Try:
+The demo VM $DEMO_VM and its restored copy $RESTORED_VM keep running; the repository is
+$DEMO_REPO. Try:
   export VMSHADOW_REPO=$DEMO_REPO
   $VMSHADOW vm list --json $DEMO_VM
   $VMSHADOW backup $DEMO_VM --json
