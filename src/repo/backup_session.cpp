@@ -431,11 +431,14 @@ Status BackupSession::retire_pack(std::unique_ptr<PackWriter> pack) {
 Bytes BackupSession::take_buffer(std::size_t size) {
     Bytes b;
     {
+        // The most recently returned buffer that fits without wasting more than half of
+        // it: a buffer in flight then never holds more than twice what it carries.
         std::lock_guard lock(buffers_mu_);
-        for (auto it = free_buffers_.begin(); it != free_buffers_.end(); ++it)
-            if (it->capacity() >= size) {
+        for (auto it = free_buffers_.rbegin(); it != free_buffers_.rend(); ++it)
+            if (it->capacity() >= size && it->capacity() / 2 <= size) {
+                pooled_bytes_ -= it->capacity();
                 b = std::move(*it);
-                free_buffers_.erase(it);
+                free_buffers_.erase(std::next(it).base());
                 break;
             }
     }
@@ -446,13 +449,16 @@ Bytes BackupSession::take_buffer(std::size_t size) {
 
 void BackupSession::recycle_buffer(Bytes* buffer) {
     std::unique_ptr<Bytes> owned(buffer);
-    // Keep as many buffers as can be in flight at once, so memory stays bounded by
-    // max_inflight_bytes plus one queue's worth.
+    if (owned->capacity() < (64u << 10)) return;
+    // A small pool is enough: a reader takes a buffer back as soon as a worker returns one.
+    // The oldest buffers leave first, so sizes nobody asks for anymore age out.
     std::lock_guard lock(buffers_mu_);
-    std::uint64_t kept = 0;
-    for (const auto& b : free_buffers_) kept += b.capacity();
-    if (owned->capacity() >= (64u << 10) && kept + owned->capacity() <= options_.max_inflight_bytes)
-        free_buffers_.push_back(std::move(*owned));
+    pooled_bytes_ += owned->capacity();
+    free_buffers_.push_back(std::move(*owned));
+    while (pooled_bytes_ > options_.max_inflight_bytes / 4 && !free_buffers_.empty()) {
+        pooled_bytes_ -= free_buffers_.front().capacity();
+        free_buffers_.erase(free_buffers_.begin());
+    }
 }
 
 PointBuilder& BackupSession::add_point(const std::string& vm, const std::string& consistency) {

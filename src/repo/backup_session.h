@@ -232,7 +232,8 @@ class BackupSession {
     std::thread finisher_;
 
     std::mutex buffers_mu_;
-    std::vector<Bytes> free_buffers_;
+    std::vector<Bytes> free_buffers_;  // oldest first
+    std::uint64_t pooled_bytes_ = 0;
 };
 
 }  // namespace vmshadow::repo
