@@ -17,6 +17,8 @@ PACKAGES=(
   # hypervisor and tools vmshadow drives
   qemu-system-x86 qemu-utils qemu-guest-agent
   libvirt-daemon-system libvirt-clients libnbd-bin nbdkit fuse3
+  # vmshadow mount: partition tables (sfdisk), loop devices and mount (util-linux, mount)
+  fdisk util-linux mount
   # libvirtd 9.0's network driver segfaults at start-up when a network is still active
   # (e.g. after the daemon was killed) and dnsmasq is missing: a recommends we need.
   dnsmasq-base

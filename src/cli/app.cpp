@@ -60,6 +60,7 @@ int run_cli(int argc, char** argv) {
     add_thaw_guardian_command(app, action);
     add_repository_commands(app, global, action);
     add_writers_command(app, global, action);
+    add_mount_commands(app, global, action);
     add_backup_command(app, global, action);
     add_restore_command(app, global, action);
 

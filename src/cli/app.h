@@ -45,6 +45,7 @@ void add_thaw_guardian_command(CLI::App& app, Action& action);
 void add_repository_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_writers_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_vm_freeze_command(CLI::App& vm, GlobalOptions& global, Action& action);
+void add_mount_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_backup_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_restore_command(CLI::App& app, GlobalOptions& global, Action& action);
 
