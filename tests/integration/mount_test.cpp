@@ -293,6 +293,33 @@ TEST_F(MountTest, LabGuestDiskShowsTheGuestsFiles) {
     expect_clean(m);
 }
 
+TEST_F(MountTest, EncryptedRepositoryTakesThePasswordOnce) {
+    // A repository of its own, encrypted; the password reaches nbdkit in its environment.
+    repo = dir + "/crypt";
+    env = {"VMSHADOW_REPO=" + repo, "VMSHADOW_PASSWORD=correct horse"};
+    CliResult init = run({"repo", "init", repo, "--encrypt"});
+    ASSERT_EQ(init.exit_code, 0) << init.err;
+    make_tree(dir + "/tree", 4);
+    std::string image = dir + "/fs.img";
+    ASSERT_TRUE(run_checked({"truncate", "-s", "32M", image}));
+    ASSERT_TRUE(run_checked({"mkfs.ext4", "-q", "-d", dir + "/tree", image}));
+    ASSERT_FALSE(backup(image, "secret").empty());
+    std::string m = mount_dir("mnt");
+
+    env = {"VMSHADOW_REPO=" + repo, "VMSHADOW_PASSWORD=wrong"};
+    CliResult wrong = run({"mount", "secret@latest", m});
+    EXPECT_EQ(wrong.exit_code, 11) << wrong.err;
+    expect_clean(m);
+
+    env = {"VMSHADOW_REPO=" + repo, "VMSHADOW_PASSWORD=correct horse"};
+    CliResult r = run({"mount", "secret@latest", m});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    expect_same_tree(dir + "/tree", m);
+    CliResult u = run({"umount", m});
+    EXPECT_EQ(u.exit_code, 0) << u.err;
+    expect_clean(m);
+}
+
 TEST_F(MountTest, BadInputGivesOneLineErrorsAndLeavesNothing) {
     std::string blob = dir + "/blob.img";
     spit(blob, random_bytes(2 * 1024 * 1024, 9));
