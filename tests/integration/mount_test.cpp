@@ -320,6 +320,29 @@ TEST_F(MountTest, EncryptedRepositoryTakesThePasswordOnce) {
     expect_clean(m);
 }
 
+TEST_F(MountTest, BusyFilesystemStopsUmountUntilItIsFree) {
+    make_tree(dir + "/tree", 6);
+    std::string image = dir + "/fs.img";
+    ASSERT_TRUE(run_checked({"truncate", "-s", "32M", image}));
+    ASSERT_TRUE(run_checked({"mkfs.ext4", "-q", "-d", dir + "/tree", image}));
+    ASSERT_FALSE(backup(image, "busy").empty());
+    std::string m = mount_dir("mnt");
+    CliResult r = run({"mount", "busy@latest", m});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    int fd = ::open((m + "/hello.txt").c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    CliResult busy = run({"umount", m});
+    EXPECT_EQ(busy.exit_code, 6) << busy.err;
+    EXPECT_NE(busy.err.find("busy"), std::string::npos) << busy.err;
+    char c = 0;
+    EXPECT_EQ(::read(fd, &c, 1), 1);  // still served: nothing after the busy step was torn down
+    EXPECT_EQ(c, 'h');
+    ::close(fd);
+    CliResult u = run({"umount", m});
+    EXPECT_EQ(u.exit_code, 0) << u.err;
+    expect_clean(m);
+}
+
 TEST_F(MountTest, BadInputGivesOneLineErrorsAndLeavesNothing) {
     std::string blob = dir + "/blob.img";
     spit(blob, random_bytes(2 * 1024 * 1024, 9));
