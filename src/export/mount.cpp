@@ -246,7 +246,14 @@ Status mount_partitions(MountState& state, const std::vector<Partition>& parts,
         if (mounted->exit_code != 0) {
             std::string why = mounted->err.substr(0, mounted->err.find('\n'));
             info.skipped.push_back({part.name, t + " did not mount: " + why});
-            continue;  // its loop and directory go at teardown
+            if (target != dir) {
+                ::rmdir(target.c_str());
+                state.data()["dirs"].erase(state.data()["dirs"].size() - 1);
+            }
+            (void)run_command({"losetup", "-d", dev});
+            state.data()["loops"].erase(state.data()["loops"].size() - 1);
+            if (auto st = state.save(); !st) return st;
+            continue;
         }
         state.append("mounts", {{"path", target}, {"name", part.name}, {"type", t}});
         if (auto st = state.save(); !st) return st;

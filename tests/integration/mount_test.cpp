@@ -159,7 +159,12 @@ class MountTest : public ::testing::Test {
         cmd += " </dev/null >/dev/null 2>>" + socket + ".log";
         auto r = run_process({"sh", "-c", cmd});
         EXPECT_TRUE(r && r->exit_code == 0) << slurp(socket + ".log");
-        pid_t pid = static_cast<pid_t>(std::atol(slurp(pidfile).c_str()));
+        // The daemon writes its pidfile once it listens, after the parent has returned.
+        pid_t pid = 0;
+        for (int i = 0; i < 500 && pid <= 0; ++i) {
+            pid = static_cast<pid_t>(std::atol(slurp(pidfile).c_str()));
+            if (pid <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
         if (pid > 0) servers.push_back(pid);
         return pid;
     }
