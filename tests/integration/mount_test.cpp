@@ -76,6 +76,13 @@ std::vector<std::string> processes_mentioning(const std::string& text) {
     return found;
 }
 
+// Alive and not a zombie.
+bool running(pid_t pid) {
+    std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+    auto close = stat.rfind(')');
+    return close != std::string::npos && stat.substr(close + 2, 1) != "Z";
+}
+
 class MountTest : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -88,9 +95,12 @@ class MountTest : public ::testing::Test {
     }
     void TearDown() override {
         for (const auto& m : mounts) run({"umount", m});  // best effort, also after a failure
+        // Also any server of this test whose pid we never learnt (the test failed first).
+        for (const auto& p : processes_mentioning(dir))
+            servers.push_back(static_cast<pid_t>(std::atol(p.c_str())));
         for (pid_t pid : servers) {
             ::kill(pid, SIGTERM);
-            for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i)
+            for (int i = 0; i < 100 && running(pid); ++i)
                 std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
         fs::remove_all(dir);
@@ -172,9 +182,7 @@ class MountTest : public ::testing::Test {
     void stop_nbdkit(pid_t pid) {
         ::kill(pid, SIGTERM);
         for (int i = 0; i < 250; ++i) {
-            std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
-            auto close = stat.rfind(')');
-            if (close == std::string::npos || stat.substr(close + 2, 1) == "Z") return;
+            if (!running(pid)) return;
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
         ADD_FAILURE() << "nbdkit " << pid << " did not stop";
