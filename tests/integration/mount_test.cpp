@@ -19,6 +19,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "lab/lab_guest.h"
@@ -353,6 +354,35 @@ TEST_F(MountTest, BusyFilesystemStopsUmountUntilItIsFree) {
     ::close(fd);
     CliResult u = run({"umount", m});
     EXPECT_EQ(u.exit_code, 0) << u.err;
+    expect_clean(m);
+}
+
+TEST_F(MountTest, ServerFailingAtStartIsReportedWithItsKindAndTornDown) {
+    std::string image = dir + "/fs.img";
+    ASSERT_TRUE(run_checked({"truncate", "-s", "16M", image}));
+    ASSERT_TRUE(run_checked({"mkfs.ext4", "-q", image}));
+    ASSERT_FALSE(backup(image, "locked").empty());
+    // An exclusive lock held by a live process (this test), as gc would hold it.
+    std::string stat = slurp("/proc/self/stat");
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string start;
+    for (int i = 3; i <= 22 && fields >> start; ++i) {
+    }
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    std::string lock = repo + "/locks/0123456789abcdef0123456789abcdef";
+    spit(lock, json{{"pid", ::getpid()},
+                    {"start_time", start},
+                    {"host", host},
+                    {"exclusive", true},
+                    {"operation", "gc"},
+                    {"time", "2026-01-01T00:00:00Z"}}
+                   .dump());
+    std::string m = mount_dir("mnt");
+    CliResult r = run({"mount", "locked@latest", m});
+    EXPECT_EQ(r.exit_code, 7) << r.err;
+    EXPECT_NE(r.err.find("gc"), std::string::npos) << r.err;
+    fs::remove(lock);
     expect_clean(m);
 }
 
