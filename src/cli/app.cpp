@@ -63,6 +63,7 @@ int run_cli(int argc, char** argv) {
     add_mount_commands(app, global, action);
     add_backup_command(app, global, action);
     add_restore_command(app, global, action);
+    add_verify_command(app, global, action);
 
     try {
         app.parse(argc, argv);

@@ -48,5 +48,6 @@ void add_vm_freeze_command(CLI::App& vm, GlobalOptions& global, Action& action);
 void add_mount_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_backup_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_restore_command(CLI::App& app, GlobalOptions& global, Action& action);
+void add_verify_command(CLI::App& app, GlobalOptions& global, Action& action);
 
 }  // namespace vmshadow::cli

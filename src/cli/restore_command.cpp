@@ -27,6 +27,11 @@ Status run_restore_command(const GlobalOptions& global, RestoreCommandOptions o)
     if (!connection) return std::unexpected(connection.error());
     auto repo = open_repository(global);
     if (!repo) return std::unexpected(repo.error());
+    if (o.engine.instant && (*repo)->config().encrypted) {
+        auto password = repository_password(global);
+        if (!password) return std::unexpected(password.error());
+        o.engine.password = *password;
+    }
     std::unique_ptr<ProgressBar> bar;
     std::string current;
     o.engine.progress = [&](const std::string& disk, std::uint64_t done, std::uint64_t total) {
@@ -55,6 +60,7 @@ Status run_restore_command(const GlobalOptions& global, RestoreCommandOptions o)
                           {"replaced", r->replaced},
                           {"resumed", r->resumed},
                           {"started", r->started},
+                          {"instant", r->instant},
                           {"notes", r->notes},
                           {"seconds", r->seconds}}
                          .dump()
@@ -98,6 +104,10 @@ void add_restore_command(CLI::App& app, GlobalOptions& global, Action& action) {
     restore->add_flag("--start", o->engine.start,
                       "start the VM after the restore (a saved-state point restored in place "
                       "resumes anyway)");
+    restore->add_flag("--instant", o->engine.instant,
+                      "instant recovery: the VM runs from the repository within seconds while "
+                      "its disks are copied to local qcow2 images, then it switches to them "
+                      "without stopping (for a VM that does not exist: use --as)");
     restore->add_option("--format", o->engine.format, "disk format: qcow2 (default) or raw")
         ->check(CLI::IsMember({"qcow2", "raw"}));
     restore->add_option("--workers", o->engine.workers,

@@ -6,11 +6,17 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "engine/image_jobs.h"
+#include "engine/nbd_image.h"
+#include "export/mount.h"
+#include "export/process.h"
 #include "repo/lock.h"
 #include "repo/restore.h"
+#include "virt/block_copy.h"
 #include "virt/domain_xml.h"
+#include "virt/lifecycle.h"
 #include "vmwriter/domain_rewrite.h"
 #include "vmwriter/vm_restore_writer.h"
 #include "vmwriter/vm_writer.h"
@@ -64,6 +70,165 @@ Status write_file_record(const repo::Repository& repo, const repo::FileRecord& f
 bool bridge_exists(const std::string& name) {
     std::error_code ec;
     return !name.empty() && fs::exists(fs::path("/sys/class/net") / name, ec);
+}
+
+// Where one disk or file of the point ends up, and where it is written first.
+struct Placement {
+    std::string name;  // disk target or file role
+    fs::path final_path, written;
+    const repo::DiskRecord* disk = nullptr;
+    const repo::FileRecord* file = nullptr;
+};
+
+bool in_place_files_free(const std::vector<Placement>& placements, bool in_place) {
+    if (!in_place) return true;
+    for (const auto& p : placements) {
+        std::error_code ec;
+        if (fs::exists(p.final_path, ec)) return false;
+    }
+    return true;
+}
+
+// Instant recovery: the VM runs from the repository's NBD exports (each with a local overlay
+// for the guest's writes; an I/O error pauses the guest instead of failing a write) while QEMU
+// copies every disk to its final local image, mirroring new writes; once all copies are in
+// sync the disks pivot to the local images, the VM becomes persistent and the servers stop.
+Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Connection& connection,
+                                        const VmRestoreOptions& options,
+                                        const repo::RestorePoint& point,
+                                        const std::string& stored_xml, const fs::path& folder,
+                                        const std::vector<Placement>& placements,
+                                        VmRestoreResult result,
+                                        std::chrono::steady_clock::time_point started) {
+    const std::string label = "restore point " + point.id.short_hex();
+    auto plugin = exporter::find_plugin();
+    if (!plugin) return std::unexpected(plugin.error());
+    fs::path work = (folder.empty() ? placements.front().final_path.parent_path() : folder) /
+                    (".vmshadow-instant-" + result.vm);
+    // Unix socket paths are limited to 107 bytes: the sockets live in a short private dir.
+    fs::path sockets = fs::path("/run/vmshadow/instant") / point.id.hex().substr(0, 12);
+    struct Servers {
+        std::vector<exporter::ProcessId> processes;
+        std::vector<fs::path> dirs;
+        ~Servers() {
+            for (const auto& p : processes)
+                (void)exporter::stop_process(p, std::chrono::seconds(10));
+            std::error_code ec;
+            for (const auto& d : dirs) fs::remove_all(d, ec);
+        }
+    } servers;
+    servers.dirs = {work, sockets};
+    {
+        std::error_code sec;
+        fs::create_directories(sockets, sec);
+        if (sec) return fail(ErrorKind::io, "create " + sockets.string() + ": " + sec.message());
+    }
+    WrittenFiles written;
+    std::error_code ec;
+    fs::create_directories(work, ec);
+    if (ec) return fail(ErrorKind::io, "create " + work.string() + ": " + ec.message());
+
+    vmwriter::DomainRewriteSpec spec;
+    spec.new_name = options.as_name;
+    spec.log_dir = folder.string();
+    spec.network_exists = [&](const std::string& n) {
+        auto e = connection.network_exists(n);
+        return e && *e;
+    };
+    spec.bridge_exists = bridge_exists;
+    for (const auto& p : placements) {
+        if (p.file) {
+            written.paths.push_back(p.final_path);
+            if (auto st = write_file_record(repo, *p.file, p.final_path); !st)
+                return std::unexpected(st.error());
+            spec.boot_files[p.name] = p.final_path.string();
+            result.files.push_back({p.name, p.final_path.string(), p.file->size});
+            continue;
+        }
+        std::string base = (work / p.name).string();
+        std::string socket = (sockets / (p.name + ".sock")).string();
+        exporter::DaemonOptions nbdkit;
+        nbdkit.argv = {"nbdkit",
+                       "-f",
+                       "-U",
+                       socket,
+                       "-P",
+                       base + ".pid",
+                       *plugin,
+                       "repo=" + repo.root(),
+                       "point=" + result.point,
+                       "disk=" + p.disk->name,
+                       "overlay=" + base + ".overlay"};
+        if (!options.password.empty()) nbdkit.env = {"VMSHADOW_PASSWORD=" + options.password};
+        nbdkit.log = base + ".log";
+        nbdkit.pidfile = base + ".pid";
+        auto server = exporter::start_daemon(nbdkit);
+        if (!server) return std::unexpected(server.error().with_context("disk " + p.name));
+        servers.processes.push_back(*server);
+        spec.disks[p.name] = {"", "raw", socket};
+        // The local image the copy goes into (pre-created: REUSE_EXTERNAL).
+        written.paths.push_back(p.final_path);
+        if (auto st = create_image(p.final_path.string(), "qcow2", p.disk->size); !st)
+            return std::unexpected(st.error());
+        result.disks.push_back({p.name, p.final_path.string(), p.disk->size});
+    }
+    auto xml = vmwriter::rewrite_domain_xml(stored_xml, spec);
+    if (!xml) return std::unexpected(xml.error().with_context(label));
+    for (auto& n : xml->notes) result.notes.push_back(std::move(n));
+    auto domain = virt::create_transient(connection, xml->xml);
+    if (!domain) return std::unexpected(domain.error().with_context(label));
+    double running_after =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    result.notes.push_back(
+        "running from the repository " +
+        std::to_string(static_cast<int>(running_after * 10) / 10.0).substr(0, 4) +
+        " s after the command started; copying its disks to local images");
+    auto give_up = [&](const Error& e) -> Result<VmRestoreResult> {
+        // The VM must not keep running on servers that are about to stop.
+        (void)virt::destroy_domain(*domain);
+        return std::unexpected(e);
+    };
+    for (const auto& p : placements) {
+        if (!p.disk) continue;
+        if (auto st = virt::start_block_copy(*domain, p.name, p.final_path.string(), "qcow2"); !st)
+            return give_up(st.error());
+    }
+    // Wait until every copy is in sync, then pivot each disk to its local image.
+    std::map<std::string, bool> pivoted;
+    while (true) {
+        bool all = true;
+        for (const auto& p : placements) {
+            if (!p.disk || pivoted[p.name]) continue;
+            auto progress = virt::block_job_progress(*domain, p.name);
+            if (!progress) return give_up(progress.error());
+            if (!progress->running) {
+                return give_up(Error(ErrorKind::unavailable,
+                                     "disk " + p.name +
+                                         ": the copy from the repository stopped "
+                                         "before it finished (did its NBD server die? see " +
+                                         (work / (p.name + ".log")).string() + ")"));
+            }
+            if (options.progress) options.progress(p.name, progress->cur, progress->end);
+            if (progress->in_sync() && virt::pivot_block_copy(*domain, p.name)) {
+                pivoted[p.name] = true;
+                continue;
+            }
+            all = false;
+        }
+        if (all) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    // Persistent from now on, with the local images (the inactive view of the running VM).
+    auto config = domain->xml(virt::XmlFlavor::inactive);
+    if (!config) return std::unexpected(config.error());
+    auto defined = connection.define(*config);
+    if (!defined) return std::unexpected(defined.error().with_context("make the VM persistent"));
+    written.keep = true;
+    result.started = true;
+    result.instant = true;
+    result.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    return result;
 }
 
 }  // namespace
@@ -131,13 +296,6 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
         fs::create_directories(folder, ec);
         if (ec) return fail(ErrorKind::io, "create " + folder.string() + ": " + ec.message());
     }
-    // Where each disk and file ends up, and where it is written first.
-    struct Placement {
-        std::string name;  // disk target or file role
-        fs::path final_path, written;
-        const repo::DiskRecord* disk = nullptr;
-        const repo::FileRecord* file = nullptr;
-    };
     std::vector<Placement> placements;
     auto place = [&](const std::string& name, const fs::path& original) {
         Placement p;
@@ -195,6 +353,17 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
             "state under another name, UUID or MAC address)");
     }
 
+    if (options.instant) {
+        if (existing || !in_place_files_free(placements, in_place)) {
+            return fail(ErrorKind::unsupported,
+                        "--instant restores a VM that does not exist (yet): restore it --as "
+                        "NEW-NAME, or remove '" +
+                            result.vm + "' and its files first");
+        }
+        return restore_instant(repo, connection, options, *point, *stored_xml, folder, placements,
+                               std::move(result), started);
+    }
+
     // 2. Write everything beside the old files, then check it is all there.
     WrittenFiles written;
     for (const auto& p : placements) {
@@ -217,13 +386,15 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
             if (!r) return std::unexpected(r.error().with_context("disk " + p.name));
             result.disks.push_back({p.name, p.final_path.string(), r->size});
         } else {
-            if (auto st = write_file_record(repo, *p.file, p.written); !st) return std::unexpected(st.error());
+            if (auto st = write_file_record(repo, *p.file, p.written); !st)
+                return std::unexpected(st.error());
             result.files.push_back({p.name, p.final_path.string(), p.file->size});
         }
     }
     if (memory_file) {
         written.paths.push_back(*memory_file);
-        if (auto st = write_file_record(repo, *memory, *memory_file); !st) return std::unexpected(st.error());
+        if (auto st = write_file_record(repo, *memory, *memory_file); !st)
+            return std::unexpected(st.error());
     }
     std::vector<std::string> missing;
     for (const auto& p : placements) {
@@ -274,7 +445,8 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
     if (options.state_file) ro.state_file = *options.state_file;
     vss::RestoreCoordinator coordinator({writer}, *document, ro);
     if (auto m = coordinator.gather_writer_metadata(); !m) return std::unexpected(m.error());
-    if (auto st = coordinator.select_for_restore(component->key); !st) return std::unexpected(st.error());
+    if (auto st = coordinator.select_for_restore(component->key); !st)
+        return std::unexpected(st.error());
     if (auto st = coordinator.pre_restore(); !st) {
         (void)coordinator.post_restore();  // status none: puts back anything taken away
         return std::unexpected(st.error());

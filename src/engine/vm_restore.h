@@ -43,6 +43,11 @@ struct VmRestoreOptions {
     std::string to_dir;                  // --to (with --as); empty: <disks' folder>/<NAME>
     bool replace = false;
     bool start = false;
+    // Instant recovery: run the VM from the repository at once, copy its disks to local qcow2
+    // images while it runs, then switch to them without stopping it. Only for a VM that does
+    // not exist (--as, or in place after it was removed).
+    bool instant = false;
+    std::string password;  // encrypted repositories: handed to the NBD servers (instant)
     std::string format = "qcow2";
     unsigned workers = 0;
     std::optional<std::string> state_file;  // writer state (vmshadow writers)
@@ -66,6 +71,7 @@ struct VmRestoreResult {
     bool replaced = false;
     bool resumed = false;
     bool started = false;
+    bool instant = false;
     double seconds = 0;
 };
 

@@ -34,12 +34,18 @@ void rewrite_disks(pugi::xml_node devices, const DomainRewriteSpec& spec) {
             set_attribute(host, "transport", "unix");
             set_attribute(host, "socket", it->second.nbd_socket);
         }
+
         auto driver = disk.child("driver");
         if (!driver) {
             driver = disk.prepend_child("driver");
             set_attribute(driver, "name", "qemu");
         }
         set_attribute(driver, "type", it->second.format);
+        if (!it->second.nbd_socket.empty()) {
+            // A server that goes away must pause the guest, not fail its writes.
+            set_attribute(driver, "error_policy", "stop");
+            set_attribute(driver, "rerror_policy", "stop");
+        }
         // The restored image stands alone: no backing chain.
         while (auto backing = disk.child("backingStore")) disk.remove_child(backing);
     }

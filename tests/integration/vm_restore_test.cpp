@@ -118,6 +118,37 @@ TEST_F(VmBackupTest, SavedStatePointRestoredInPlaceResumesWhereItWas) {
     EXPECT_GT(*later, *resumed_at) << "the workload continues where it was";
 }
 
+TEST_F(VmBackupTest, InstantRecoveryRunsFromTheRepositoryThenSwitchesToLocalDisks) {
+    lab::LabGuest& g = boot({});
+    ASSERT_TRUE(g.exec("echo instant > /var/lib/lab/marker && sync"));
+    json vm = backup_ok({g.name()});
+    const std::string point = vm["point"];
+    RestoredVm copy{g.name().substr(0, 40) + "-ir", dir / "instant"};
+    auto out = run(
+        {"restore", point, "--instant", "--as", copy.name, "--to", copy.folder.string(), "--json"});
+    ASSERT_EQ(out.exit_code, 0) << out.out << out.err;
+    auto j = json::parse(out.out);
+    EXPECT_TRUE(j["instant"].get<bool>());
+    EXPECT_TRUE(j["started"].get<bool>());
+    // Switched without stopping: local qcow2 images, persistent, no NBD left.
+    std::string xml = dumpxml(copy.name);
+    EXPECT_NE(xml.find(copy.folder.string() + "/root.qcow2"), std::string::npos) << xml;
+    EXPECT_EQ(xml.find("protocol='nbd'"), std::string::npos) << xml;
+    auto info = lab::run_checked({"virsh", "-c", lab::lab_uri(), "dominfo", copy.name});
+    ASSERT_TRUE(info);
+    EXPECT_NE(info->find("Persistent:     yes"), std::string::npos) << *info;
+    ASSERT_TRUE(agent_answers(copy.name, 180s));
+    auto marker = lab::run_process(
+        {"virsh", "-c", lab::lab_uri(), "qemu-agent-command", copy.name,
+         R"({"execute":"guest-file-open","arguments":{"path":"/var/lib/lab/marker"}})"});
+    ASSERT_TRUE(marker);
+    EXPECT_EQ(marker->exit_code, 0) << marker->err << " the restored disk holds the marker";
+    auto nbdkit = lab::run_process({"pgrep", "-f", "point=" + point});
+    ASSERT_TRUE(nbdkit);
+    EXPECT_NE(nbdkit->exit_code, 0) << "no NBD server left: " << nbdkit->out;
+    EXPECT_FALSE(fs::exists(copy.folder / (".vmshadow-instant-" + copy.name)));
+}
+
 TEST_F(VmBackupTest, RestoreOfAnUnknownPointFailsAndChangesNothing) {
     auto out = run({"restore", "nosuchvm@latest"});
     EXPECT_EQ(out.exit_code, 3) << out.err;

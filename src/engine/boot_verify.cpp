@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: MIT
+#include "engine/boot_verify.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "export/mount.h"
+#include "export/process.h"
+#include "repo/lock.h"
+#include "repo/restore.h"
+#include "virt/domain_xml.h"
+#include "virt/guest_agent.h"
+#include "virt/lifecycle.h"
+#include "vmwriter/domain_rewrite.h"
+
+namespace vmshadow::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+const repo::FileRecord* find_file(const repo::RestorePoint& p, std::string_view role) {
+    for (const auto& f : p.files)
+        if (f.role == role) return &f;
+    return nullptr;
+}
+
+std::string random_hex(int n) {
+    std::random_device rd;
+    std::string out;
+    const char* digits = "0123456789abcdef";
+    for (int i = 0; i < n; ++i) out += digits[rd() % 16];
+    return out;
+}
+
+std::string tail(const std::string& text, std::size_t n = 2000) {
+    return text.size() <= n ? text : text.substr(text.size() - n);
+}
+
+// Everything a verification starts, undone in reverse whatever happens.
+struct Throwaway {
+    std::optional<virt::Domain> domain;
+    std::vector<exporter::ProcessId> servers;
+    fs::path dir;
+    ~Throwaway() {
+        if (domain) (void)virt::destroy_domain(*domain);  // transient: gone once stopped
+        for (auto it = servers.rbegin(); it != servers.rend(); ++it)
+            (void)exporter::stop_process(*it, std::chrono::seconds(10));
+        std::error_code ec;
+        if (!dir.empty()) fs::remove_all(dir, ec);
+    }
+};
+
+}  // namespace
+
+Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connection& connection,
+                                     const BootVerifyOptions& options) {
+    auto started = Clock::now();
+    BootVerifyResult result;
+    auto lock = repo.lock(repo::LockMode::shared, "verify");
+    if (!lock) return std::unexpected(lock.error());
+    if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
+    auto listing = repo.list_points();
+    if (!listing) return std::unexpected(listing.error());
+    auto point = repo::Repository::resolve(*listing, options.point);
+    if (!point) return std::unexpected(point.error());
+    const std::string label = "restore point " + point->id.short_hex();
+    if (point->metadata.value("kind", "") != "vm")
+        return fail(ErrorKind::invalid_argument,
+                    label + " holds image files, not a VM: there is nothing to boot");
+    result.point = point->id.hex();
+    result.vm = point->vm;
+    const repo::FileRecord* xml_record = find_file(*point, "domain_xml");
+    if (!xml_record) return fail(ErrorKind::corruption, label + " lacks its domain XML");
+    auto xml_bytes = repo::read_file_record(repo, *xml_record);
+    if (!xml_bytes) return std::unexpected(xml_bytes.error().with_context(label));
+    std::string stored_xml(xml_bytes->begin(), xml_bytes->end());
+    auto desc = virt::parse_domain_xml(stored_xml);
+    if (!desc) return std::unexpected(desc.error().with_context(label));
+    if (!desc->agent_channel) {
+        return fail(ErrorKind::unsupported,
+                    label + ": VM '" + point->vm +
+                        "' has no guest agent channel, so a boot cannot be confirmed: add an "
+                        "org.qemu.guest_agent.0 channel to it");
+    }
+    std::string plugin = options.plugin;
+    if (plugin.empty()) {
+        auto found = exporter::find_plugin();
+        if (!found) return std::unexpected(found.error());
+        plugin = *found;
+    }
+
+    Throwaway vm;
+    result.throwaway = "vmshadow-verify-" + point->id.hex().substr(0, 8) + "-" + random_hex(6);
+    vm.dir = fs::path(options.work_dir) / result.throwaway;
+    std::error_code ec;
+    fs::create_directories(vm.dir, ec);
+    if (ec) return fail(ErrorKind::io, "create " + vm.dir.string() + ": " + ec.message());
+
+    vmwriter::DomainRewriteSpec spec;
+    spec.new_name = result.throwaway;
+    spec.log_dir = vm.dir.string();
+    spec.remove_nics = true;
+    for (const auto& d : point->disks) {
+        exporter::DaemonOptions nbdkit;
+        std::string base = (vm.dir / d.name).string();
+        nbdkit.argv = {"nbdkit",
+                       "-f",
+                       "-U",
+                       base + ".sock",
+                       "-P",
+                       base + ".pid",
+                       plugin,
+                       "repo=" + repo.root(),
+                       "point=" + result.point,
+                       "disk=" + d.name,
+                       "overlay=" + base + ".overlay"};
+        if (!options.password.empty()) nbdkit.env = {"VMSHADOW_PASSWORD=" + options.password};
+        nbdkit.log = base + ".nbdkit.log";
+        nbdkit.pidfile = base + ".pid";
+        auto server = exporter::start_daemon(nbdkit);
+        if (!server) return std::unexpected(server.error().with_context("disk " + d.name));
+        vm.servers.push_back(*server);
+        spec.disks[d.name] = {"", "raw", base + ".sock"};
+    }
+    // Boot files (kernel, initrd, NVRAM) come from the point, into the throwaway folder.
+    const std::pair<const std::string*, const char*> boot[] = {{&desc->boot.nvram, "nvram"},
+                                                               {&desc->boot.kernel, "kernel"},
+                                                               {&desc->boot.initrd, "initrd"},
+                                                               {&desc->boot.dtb, "dtb"}};
+    for (const auto& [path, role] : boot) {
+        if (path->empty()) continue;
+        const repo::FileRecord* f = find_file(*point, role);
+        if (!f) continue;  // not stored: the host's own file is used
+        auto bytes = repo::read_file_record(repo, *f);
+        if (!bytes) return std::unexpected(bytes.error().with_context(label));
+        fs::path out = vm.dir / (std::string(role) + "-" + fs::path(*path).filename().string());
+        std::ofstream file(out, std::ios::binary);
+        file.write(reinterpret_cast<const char*>(bytes->data()),
+                   static_cast<std::streamsize>(bytes->size()));
+        if (!file) return fail(ErrorKind::io, "write " + out.string());
+        spec.boot_files[role] = out.string();
+    }
+    auto xml = vmwriter::rewrite_domain_xml(stored_xml, spec);
+    if (!xml) return std::unexpected(xml.error().with_context(label));
+
+    auto boot_started = Clock::now();
+    auto domain = virt::create_transient(connection, xml->xml);
+    if (!domain) return std::unexpected(domain.error().with_context(label));
+    vm.domain.emplace(std::move(*domain));
+
+    virt::GuestAgent agent(*vm.domain, std::chrono::seconds(5));
+    auto deadline = boot_started + options.timeout;
+    bool answered = false;
+    std::string last_error;
+    while (Clock::now() < deadline) {
+        auto state = vm.domain->state();
+        if (state && *state != virt::DomainState::running) {
+            last_error = "the VM stopped (" + std::string(virt::state_name(*state)) + ")";
+            break;
+        }
+        if (auto ping = agent.ping(); ping) {
+            answered = true;
+            break;
+        } else {
+            last_error = ping.error().message();
+        }
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    if (!answered) {
+        result.detail = "the guest agent did not answer within " +
+                        std::to_string(options.timeout.count()) + " s of the start" +
+                        (last_error.empty() ? "" : " (" + last_error + ")");
+    } else {
+        result.agent_seconds = std::chrono::duration<double>(Clock::now() - boot_started).count();
+        result.ok = true;
+        result.detail = "booted; the guest agent answered";
+        if (!options.exec.empty()) {
+            auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline - Clock::now());
+            auto ran = agent.exec(options.exec, std::max(left, std::chrono::seconds(10)));
+            if (!ran) {
+                result.ok = false;
+                result.detail = "`" + options.exec + "` could not run: " + ran.error().message();
+            } else {
+                result.exec_exit_code = ran->exit_code;
+                result.exec_output = tail(ran->out + ran->err);
+                result.ok = ran->exit_code == 0;
+                result.detail = "`" + options.exec + "` exited " + std::to_string(ran->exit_code);
+            }
+        }
+    }
+    result.seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    nlohmann::json data{{"ok", result.ok},
+                        {"detail", result.detail},
+                        {"throwaway_vm", result.throwaway},
+                        {"seconds", result.seconds}};
+    if (result.agent_seconds) data["agent_seconds"] = *result.agent_seconds;
+    if (!options.exec.empty()) {
+        data["exec"] = options.exec;
+        data["exec_exit_code"] =
+            result.exec_exit_code ? nlohmann::json(*result.exec_exit_code) : nlohmann::json();
+        data["exec_output"] = result.exec_output;
+    }
+    if (auto st = repo.annotate(point->id, "boot_verification", data); !st)
+        return std::unexpected(st.error().with_context("record the verification"));
+    return result;
+}
+
+}  // namespace vmshadow::engine
