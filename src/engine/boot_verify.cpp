@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "engine/vm_point.h"
 #include "export/mount.h"
 #include "export/process.h"
 #include "repo/lock.h"
@@ -22,12 +23,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-const repo::FileRecord* find_file(const repo::RestorePoint& p, std::string_view role) {
-    for (const auto& f : p.files)
-        if (f.role == role) return &f;
-    return nullptr;
-}
 
 std::string random_hex(int n) {
     std::random_device rd;
@@ -61,24 +56,17 @@ Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connect
                                      const BootVerifyOptions& options) {
     auto started = Clock::now();
     BootVerifyResult result;
-    auto lock = repo.lock(repo::LockMode::shared, "verify");
-    if (!lock) return std::unexpected(lock.error());
-    if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
-    auto listing = repo.list_points();
-    if (!listing) return std::unexpected(listing.error());
-    auto point = repo::Repository::resolve(*listing, options.point);
-    if (!point) return std::unexpected(point.error());
-    const std::string label = "restore point " + point->id.short_hex();
-    if (point->metadata.value("kind", "") != "vm")
-        return fail(ErrorKind::invalid_argument,
-                    label + " holds image files, not a VM: there is nothing to boot");
+    auto opened = open_vm_point(repo, options.point, "verify", "there is nothing to boot");
+    if (!opened) return std::unexpected(opened.error());
+    const repo::RestorePoint* point = &opened->point;
+    const std::string& label = opened->label;
     result.point = point->id.hex();
     result.vm = point->vm;
     const repo::FileRecord* xml_record = find_file(*point, "domain_xml");
     if (!xml_record) return fail(ErrorKind::corruption, label + " lacks its domain XML");
-    auto xml_bytes = repo::read_file_record(repo, *xml_record);
-    if (!xml_bytes) return std::unexpected(xml_bytes.error().with_context(label));
-    std::string stored_xml(xml_bytes->begin(), xml_bytes->end());
+    auto xml_text = read_text(repo, *xml_record);
+    if (!xml_text) return std::unexpected(xml_text.error().with_context(label));
+    const std::string& stored_xml = *xml_text;
     auto desc = virt::parse_domain_xml(stored_xml);
     if (!desc) return std::unexpected(desc.error().with_context(label));
     if (!desc->agent_channel) {

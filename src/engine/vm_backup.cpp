@@ -13,6 +13,7 @@
 #include "common/byte_size.h"
 #include "engine/export_copy.h"
 #include "engine/nbd_image.h"
+#include "engine/vm_point.h"
 #include "repo/backup_session.h"
 #include "repo/restore.h"
 #include "virt/checkpoints.h"
@@ -35,18 +36,6 @@ struct Previous {
     std::string checkpoint_xml;
     std::vector<std::pair<std::string, std::string>> disk_paths;
 };
-
-const repo::FileRecord* find_file(const repo::RestorePoint& p, std::string_view role) {
-    for (const auto& f : p.files)
-        if (f.role == role) return &f;
-    return nullptr;
-}
-
-Result<std::string> read_text(const repo::Repository& repo, const repo::FileRecord& f) {
-    auto bytes = repo::read_file_record(repo, f);
-    if (!bytes) return std::unexpected(bytes.error());
-    return std::string(bytes->begin(), bytes->end());
-}
 
 // The newest VM restore point of `vm` (image-file points of the same name do not count).
 Result<Previous> find_previous(const repo::Repository& repo, const repo::PointListing& listing,

@@ -10,6 +10,7 @@
 
 #include "engine/image_jobs.h"
 #include "engine/nbd_image.h"
+#include "engine/vm_point.h"
 #include "export/mount.h"
 #include "export/process.h"
 #include "repo/lock.h"
@@ -41,18 +42,6 @@ struct WrittenFiles {
         }
     }
 };
-
-const repo::FileRecord* find_file(const repo::RestorePoint& p, std::string_view role) {
-    for (const auto& f : p.files)
-        if (f.role == role) return &f;
-    return nullptr;
-}
-
-Result<std::string> read_text(const repo::Repository& repo, const repo::FileRecord& f) {
-    auto bytes = repo::read_file_record(repo, f);
-    if (!bytes) return std::unexpected(bytes.error());
-    return std::string(bytes->begin(), bytes->end());
-}
 
 // Writes a VM file of the point to `path` (which must not exist), verified chunk by chunk.
 Status write_file_record(const repo::Repository& repo, const repo::FileRecord& f,
@@ -245,18 +234,10 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
                     "--to needs --as NAME (an in-place restore "
                     "puts the disks where they were)");
     // Readers hold the shared lock for their whole life: gc must not remove what we read.
-    auto lock = repo.lock(repo::LockMode::shared, "restore");
-    if (!lock) return std::unexpected(lock.error());
-    if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
-    auto listing = repo.list_points();
-    if (!listing) return std::unexpected(listing.error());
-    auto point = repo::Repository::resolve(*listing, options.point);
-    if (!point) return std::unexpected(point.error());
-    const std::string label = "restore point " + point->id.short_hex();
-    if (point->metadata.value("kind", "") != "vm") {
-        return fail(ErrorKind::invalid_argument,
-                    label + " holds image files, not a VM: use `vmshadow image restore`");
-    }
+    auto opened = open_vm_point(repo, options.point, "restore", "use `vmshadow image restore`");
+    if (!opened) return std::unexpected(opened.error());
+    const repo::RestorePoint* point = &opened->point;
+    const std::string& label = opened->label;
     result.point = point->id.hex();
     result.source_vm = point->vm;
     result.consistency = point->consistency;
