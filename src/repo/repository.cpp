@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "repo/repository.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <ctime>
 #include <set>
 
@@ -398,11 +402,31 @@ Result<std::unique_ptr<RepoLock>> Repository::lock(LockMode mode,
     return RepoLock::acquire(env_, root_, mode, operation);
 }
 
+namespace {
+
+// unique_temp_name() makes "<name>-<pid>-<n>": whether that pid is another live process.
+bool temp_file_writer_alive(const std::string& name) {
+    auto last = name.rfind('-');
+    if (last == std::string::npos || last == 0) return false;
+    auto before = name.rfind('-', last - 1);
+    if (before == std::string::npos) return false;
+    std::string digits = name.substr(before + 1, last - before - 1);
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return false;
+    pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid <= 0 || pid == ::getpid()) return false;
+    return ::kill(pid, 0) == 0 || errno == EPERM;
+}
+
+}  // namespace
+
 Result<std::size_t> Repository::cleanup_leftovers() const {
     std::size_t removed = 0;
     auto tmp = env_.list(dir(format::kTmpDir));
     if (!tmp) return std::unexpected(tmp.error());
     for (const auto& name : *tmp) {
+        // Another process may be writing its lock file through tmp/ right now (locking is the
+        // one write that comes before holding a lock): leave temp files of live processes.
+        if (temp_file_writer_alive(name)) continue;
         if (auto st = env_.remove(dir(format::kTmpDir) + "/" + name); !st)
             return std::unexpected(st.error());
         ++removed;
