@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "integration/cli_runner.h"
@@ -22,6 +23,35 @@ namespace vmshadow::testing {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+// Destroys and undefines a VM a restore created, and removes its folder, even on failure.
+struct RestoredVm {
+    std::string name;
+    fs::path folder;
+    ~RestoredVm() {
+        (void)lab::run_process({"virsh", "-c", lab::lab_uri(), "destroy", name});
+        (void)lab::run_process({"virsh", "-c", lab::lab_uri(), "undefine", name,
+                                "--checkpoints-metadata", "--snapshots-metadata", "--nvram"});
+        std::error_code ec;
+        if (!folder.empty()) fs::remove_all(folder, ec);
+    }
+};
+
+inline bool agent_answers(const std::string& vm, std::chrono::seconds limit) {
+    for (auto end = std::chrono::steady_clock::now() + limit;
+         std::chrono::steady_clock::now() < end;
+         std::this_thread::sleep_for(std::chrono::seconds(1))) {
+        auto r = lab::run_process({"virsh", "-c", lab::lab_uri(), "qemu-agent-command", vm,
+                                   R"({"execute":"guest-ping"})", "--timeout", "5"});
+        if (r && r->exit_code == 0) return true;
+    }
+    return false;
+}
+
+inline std::string dumpxml(const std::string& vm) {
+    auto r = lab::run_checked({"virsh", "-c", lab::lab_uri(), "dumpxml", vm});
+    return r ? *r : std::string();
+}
 
 inline std::string current_test_name() {
     return ::testing::UnitTest::GetInstance()->current_test_info()->name();
