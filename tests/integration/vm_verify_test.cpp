@@ -2,7 +2,9 @@
 // `vmshadow verify --boot` on a real lab guest's restore point: the point boots in a throwaway
 // VM served from the repository (the guest agent lives on the restored disk, so an answer
 // proves it), a command in the guest decides success, the result is an annotation, and nothing
-// is left behind.
+// is left behind; a point with a corrupted chunk, or of a guest that cannot come up, fails
+// within the timeout, is recorded as failed, and leaves nothing behind either.
+#include "integration/repo_damage.h"
 #include "integration/vm_backup_fixture.h"
 
 namespace vmshadow::testing {
@@ -43,6 +45,91 @@ TEST_F(VmBackupTest, VerifyBootProvesThePointBootsAndRecordsIt) {
     auto nbdkit = lab::run_process({"pgrep", "-f", "point=" + point});
     ASSERT_TRUE(nbdkit);
     EXPECT_NE(nbdkit->exit_code, 0) << "no nbdkit left serving the point: " << nbdkit->out;
+}
+
+// A guest defined but never started: its offline backup needs no boot (TCG boots are slow).
+lab::LabGuest& define_only(std::list<lab::LabGuest>& guests, const lab::GuestOptions& o) {
+    auto guest = lab::LabGuest::create(o, current_test_name());
+    if (!guest) throw std::runtime_error("create: " + guest.error().message());
+    guests.push_back(std::move(*guest));
+    return guests.back();
+}
+
+// What a failed verification must leave: one failed boot_verification annotation on the point
+// (with `detail`), no throwaway VM, no NBD server serving the point, an empty scratch folder.
+#define EXPECT_FAILED_AND_NOTHING_LEFT(vm, point, detail)                                          \
+    do {                                                                                           \
+        auto points_ = run({"points", vm, "--json"});                                              \
+        ASSERT_EQ(points_.exit_code, 0) << points_.err;                                            \
+        auto annotations_ = json::parse(points_.out)[0]["annotations"];                            \
+        ASSERT_EQ(annotations_.size(), 1u) << points_.out;                                         \
+        EXPECT_EQ(annotations_[0]["kind"], "boot_verification");                                   \
+        EXPECT_FALSE(annotations_[0]["data"]["ok"].get<bool>()) << points_.out;                    \
+        EXPECT_EQ(annotations_[0]["data"]["detail"], detail) << points_.out;                       \
+        auto list_ = lab::run_checked({"virsh", "-c", lab::lab_uri(), "list", "--all", "--name"}); \
+        ASSERT_TRUE(list_);                                                                        \
+        EXPECT_EQ(list_->find("vmshadow-verify-" + point.substr(0, 8)), std::string::npos)         \
+            << *list_;                                                                             \
+        EXPECT_TRUE(scratch_leftovers().empty());                                                  \
+        auto nbdkit_ = lab::run_process({"pgrep", "-f", "point=" + point});                        \
+        ASSERT_TRUE(nbdkit_);                                                                      \
+        EXPECT_NE(nbdkit_->exit_code, 0) << "no nbdkit left serving the point: " << nbdkit_->out;  \
+    } while (false)
+
+TEST_F(VmBackupTest, VerifyBootFailsOnAPointWithACorruptedChunkAndNamesTheDamage) {
+    lab::LabGuest& g = define_only(guests, {});
+    json vm = backup_ok({g.name()});
+    ASSERT_EQ(vm["consistency"], "offline") << vm.dump(2);
+    const std::string point = vm["point"];
+    // Chunk 0 of vda holds the root filesystem's superblock: the guest cannot mount it.
+    fs::path pack = corrupt_chunk(repo, point, "vda", 0);
+
+    auto out = run({"verify", point, "--boot", "--timeout", "60", "--json"});
+    EXPECT_NE(out.exit_code, 0) << out.out << out.err;
+    EXPECT_EQ(out.exit_code, 8) << "damaged data: " << out.out << out.err;
+    auto j = json::parse(out.out, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << out.out << out.err;
+    EXPECT_FALSE(j["ok"].get<bool>());
+    const std::string detail = j["detail"];
+    EXPECT_NE(detail.find("damaged"), std::string::npos) << detail;
+    EXPECT_NE(detail.find(pack.filename().string()), std::string::npos)
+        << "the detail names the damaged pack: " << detail;
+    EXPECT_NE(j.value("error", "").find(pack.filename().string()), std::string::npos) << out.out;
+    // The annotation holds what the engine saw (the boot failed), without the damage: naming
+    // it there too needs engine/boot_verify.cpp to read its NBD servers' logs (not done yet;
+    // the command's own detail and error name it, from a check of the point's chunks).
+    auto points = run({"points", g.name(), "--json"});
+    ASSERT_EQ(points.exit_code, 0) << points.err;
+    const std::string recorded =
+        json::parse(points.out)[0]["annotations"][0]["data"].value("detail", "");
+    EXPECT_NE(recorded.find("did not answer within 60 s"), std::string::npos) << recorded;
+    EXPECT_FAILED_AND_NOTHING_LEFT(g.name(), point, recorded);
+}
+
+TEST_F(VmBackupTest, VerifyBootFailsOnAnIntactPointOfAGuestThatCannotComeUp) {
+    lab::GuestOptions o;
+    o.root_format = "raw";  // debugfs edits raw images
+    lab::LabGuest& g = define_only(guests, o);
+    // The guest's init is gone before the backup: its initramfs finds no /sbin/init on vda and
+    // powers off. The point itself is intact.
+    auto removed =
+        lab::run_process({"debugfs", "-w", "-R", "rm /sbin/init", g.disk_path("vda").string()});
+    ASSERT_TRUE(removed && removed->exit_code == 0);
+    ASSERT_FALSE(lab::read_file_from_image(g.disk_path("vda"), "/sbin/init"));
+    json vm = backup_ok({g.name()});
+    const std::string point = vm["point"];
+    ASSERT_EQ(run({"repo", "check", "--read-data"}).exit_code, 0) << "the point is intact";
+
+    auto out = run({"verify", point, "--boot", "--timeout", "60", "--json"});
+    EXPECT_EQ(out.exit_code, 12) << out.out << out.err;
+    auto j = json::parse(out.out, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << out.out << out.err;
+    EXPECT_FALSE(j["ok"].get<bool>());
+    const std::string detail = j["detail"];
+    EXPECT_NE(detail.find("did not answer within 60 s"), std::string::npos) << detail;
+    EXPECT_NE(j.value("error", "").find("boot verification failed"), std::string::npos) << out.out;
+    EXPECT_EQ(detail.find("damaged"), std::string::npos) << "the data is intact: " << detail;
+    EXPECT_FAILED_AND_NOTHING_LEFT(g.name(), point, detail);
 }
 
 }  // namespace
