@@ -19,9 +19,11 @@
 //                zero padding; then one bit per chunk (bit k%8 of byte k/8): set = the
 //                chunk lives in OVERLAY.
 // Writes are chunk-granular: the first write to a chunk copies the chunk from the base into
-// OVERLAY, patched. Crash safety follows NBD's: flush() makes every write before it durable
-// (OVERLAY is synced before the bits that point at it); writes after the last flush may be
-// lost, but a bit never points at unsynced data.
+// OVERLAY, patched, syncs it and then writes the chunk's bit to OVERLAY.map. So a process
+// that is killed loses no acknowledged write (the page cache holds them; instant recovery
+// resumes on a new server); after a host crash, writes after the last flush may be lost (as
+// NBD allows), but a bit never points at unsynced data. flush() makes every write before it
+// durable. The price is one fdatasync per chunk written for the first time.
 //
 // Errors: io naming the file; an overlay made for another base is a conflict.
 //

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "unit/repo/repo_test_util.h"
 
@@ -124,6 +126,30 @@ TEST_F(OverlayTest, SurvivesReopenAndRefusesAnotherBase) {
     EXPECT_EQ(other.error().kind(), ErrorKind::conflict);
     EXPECT_NE(other.error().message().find("was made for p/vda"), std::string::npos)
         << other.error().message();
+}
+
+// Instant recovery restarts a server that was killed: the writes it acknowledged (no flush
+// since) must still be there for the next one.
+TEST_F(OverlayTest, WritesOfAKilledServerSurviveWithoutAFlush) {
+    pid_t child = ::fork();
+    ASSERT_NE(child, -1);
+    if (child == 0) {
+        auto o = OverlayDisk::open(*base, dir.sub("overlay"), "p/vda");
+        bool ok = o && (*o)->write(kChunk + 5, Bytes(5, 0x55)) &&
+                  (*o)->write(7 * kChunk, Bytes(kChunk, 0x66)) &&
+                  (*o)->write(kChunk + 100, Bytes(3, 0x77));
+        ::_exit(ok ? 0 : 1);  // no flush, no destructor: as if killed
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    auto disk = open();
+    Bytes expected = data;
+    std::fill_n(expected.begin() + kChunk + 5, 5, 0x55);
+    std::fill_n(expected.begin() + 7 * kChunk, kChunk, 0x66);
+    std::fill_n(expected.begin() + kChunk + 100, 3, 0x77);
+    EXPECT_EQ(read_all(*disk), expected);
+    EXPECT_EQ(disk->overlay_chunks(), 2u);
 }
 
 TEST_F(OverlayTest, OverlayFileStaysSparse) {
