@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "export/point_server.h"
 #include "export/process.h"
 #include "repo/crypto.h"
 
@@ -20,8 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-constexpr const char* kPluginName = "nbdkit-vmshadow-plugin.so";
 
 // Filesystem types that hold no files we could show.
 bool unmountable_type(const std::string& type) {
@@ -100,21 +99,6 @@ bool is_mount_point(const std::string& path) {
         if (decoded == path) return true;
     }
     return false;
-}
-
-// "ERROR MESSAGE [kind]" as the plugin logs it, back into an Error.
-Error daemon_error(const Error& start_error, const std::string& log) {
-    std::string line = last_line(log);
-    auto open = line.rfind(" [");
-    if (open == std::string::npos || line.back() != ']') return start_error;
-    std::string kind_text = line.substr(open + 2, line.size() - open - 3);
-    std::string message = line.substr(0, open);
-    if (auto e = message.find("error: "); e != std::string::npos) message = message.substr(e + 7);
-    for (int k = 0; k <= static_cast<int>(ErrorKind::cancelled); ++k) {
-        auto kind = static_cast<ErrorKind>(k);
-        if (kind_name(kind) == kind_text) return Error(kind, message);
-    }
-    return start_error;
 }
 
 struct Partition {
@@ -278,26 +262,18 @@ Status check_target(const std::string& dir, const std::string& run_dir) {
 
 Status start_servers(MountState& state, const MountRequest& r, const std::string& plugin) {
     json& s = state.data();
-    DaemonOptions nbdkit;
-    // nbdkit forks into the background itself: in the foreground (-f) it would set
-    // PR_SET_PDEATHSIG and die with vmshadow. --log=stderr keeps its errors in our log.
-    nbdkit.argv = {"nbdkit",
-                   "--log=stderr",
-                   "-U",
-                   state.path("nbd.sock"),
-                   "-P",
-                   state.path("nbdkit.pid"),
-                   plugin,
-                   "repo=" + r.repo,
-                   "point=" + r.point,
-                   "disk=" + r.disk,
-                   "overlay=" + state.path("overlay")};
-    if (!r.password.empty()) nbdkit.env = {"VMSHADOW_PASSWORD=" + r.password};
-    nbdkit.log = state.path("nbdkit.log");
+    PointServerOptions nbdkit;
+    nbdkit.plugin = plugin;
+    nbdkit.repo = r.repo;
+    nbdkit.point = r.point;
+    nbdkit.disk = r.disk;
+    nbdkit.socket = state.path("nbd.sock");
+    nbdkit.overlay = state.path("overlay");
     nbdkit.pidfile = state.path("nbdkit.pid");
-    nbdkit.forks = true;
-    auto server = start_daemon(nbdkit);
-    if (!server) return fail(daemon_error(server.error(), nbdkit.log));
+    nbdkit.log = state.path("nbdkit.log");
+    nbdkit.password = r.password;
+    auto server = start_point_server(nbdkit);
+    if (!server) return std::unexpected(server.error());
     s["nbdkit"] = process_json(*server);
     s["socket"] = state.path("nbd.sock");
     if (auto st = state.save(); !st) return st;
@@ -327,27 +303,6 @@ std::string mount_state_dir(const std::string& dir, const std::string& run_dir) 
     std::string path = fs::weakly_canonical(fs::absolute(dir)).string();
     auto id = repo::sha256({reinterpret_cast<const std::uint8_t*>(path.data()), path.size()});
     return run_dir + "/" + id.hex().substr(0, 16);
-}
-
-Result<std::string> find_plugin() {
-    if (const char* env = std::getenv("VMSHADOW_NBDKIT_PLUGIN"); env && *env) {
-        if (!fs::exists(env))
-            return fail(ErrorKind::not_found,
-                        std::string("VMSHADOW_NBDKIT_PLUGIN: ") + env + " does not exist");
-        return std::string(env);
-    }
-    std::error_code ec;
-    fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-    std::vector<fs::path> candidates;
-    if (!ec) {
-        candidates.push_back(exe.parent_path() / ".." / "export" / kPluginName);
-        candidates.push_back(exe.parent_path() / ".." / "lib" / "vmshadow" / kPluginName);
-    }
-    candidates.push_back(fs::path("/usr/lib/vmshadow") / kPluginName);
-    for (const auto& c : candidates)
-        if (fs::exists(c, ec)) return fs::weakly_canonical(c).string();
-    return fail(ErrorKind::not_found, std::string(kPluginName) +
-                                          " not found beside vmshadow; set VMSHADOW_NBDKIT_PLUGIN");
 }
 
 Result<MountInfo> mount_disk(const MountRequest& r) {

@@ -69,10 +69,6 @@ struct MountInfo {
 Result<MountInfo> mount_disk(const MountRequest& request);
 Status unmount_disk(const std::string& dir, const std::string& run_dir = kMountRunDir);
 
-// The plugin: $VMSHADOW_NBDKIT_PLUGIN, else beside the vmshadow binary (build tree:
-// ../export/, installed: ../lib/vmshadow/).
-Result<std::string> find_plugin();
-
 // Where the state of a mount on `dir` (an absolute, canonical path) lives.
 std::string mount_state_dir(const std::string& dir, const std::string& run_dir = kMountRunDir);
 

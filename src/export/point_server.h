@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Point server: one disk of a restore point served over NBD on a Unix socket — nbdkit running
+// nbdkit-vmshadow-plugin.so — as `mount`, `verify --boot` and instant recovery use it.
+//
+// This module is: finding the plugin, and starting nbdkit for one disk with its overlay, log
+// and pidfile, returning once it serves (its pidfile written). A server either dies with
+// vmshadow (nbdkit -f sets PR_SET_PDEATHSIG: a throwaway VM's disks must not outlive the
+// command) or outlives it (nbdkit forks: a mount, or a VM running from the repository while
+// its copy can be resumed). A stale socket of a dead server is removed first, so a server can
+// be restarted on the socket QEMU reconnects to. The plugin's own start error ("ERROR [kind]"
+// in the log, e.g. the repository locked by gc) comes back with its kind. It is not: stopping
+// servers (process.h) nor what the NBD export serves (served_disk.h).
+//
+// Thread-safety: functions only; call from one thread (they fork).
+
+#include <string>
+
+#include "common/error.h"
+#include "export/process.h"
+
+namespace vmshadow::exporter {
+
+// $VMSHADOW_NBDKIT_PLUGIN, else nbdkit-vmshadow-plugin.so beside the vmshadow binary's build
+// or install tree, else /usr/lib/vmshadow.
+Result<std::string> find_plugin();
+
+struct PointServerOptions {
+    std::string plugin;    // empty: find_plugin()
+    std::string repo;      // repository path
+    std::string point;     // full restore point id
+    std::string disk;      // disk name
+    std::string socket;    // Unix socket to serve on (≤ 107 bytes)
+    std::string overlay;   // file taking the writes (kept across restarts); empty: read-only
+    std::string pidfile;   // written by nbdkit once it serves
+    std::string log;       // nbdkit's stdout and stderr
+    std::string password;  // encrypted repositories: given in the environment, never argv
+    bool dies_with_vmshadow = false;
+};
+
+Result<ProcessId> start_point_server(const PointServerOptions& options);
+
+}  // namespace vmshadow::exporter
