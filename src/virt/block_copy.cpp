@@ -3,17 +3,28 @@
 
 #include <libvirt/libvirt.h>
 
+#include <cstdio>
+
 #include "virt/libvirt_error.h"
 
 namespace vmshadow::virt {
 
 Status start_block_copy(const Domain& domain, const std::string& target, const std::string& path,
-                        const std::string& format) {
+                        const std::string& format, std::uint64_t bandwidth) {
     std::string xml =
         "<disk type='file'><source file='" + path + "'/><driver type='" + format + "'/></disk>";
     unsigned flags = VIR_DOMAIN_BLOCK_COPY_REUSE_EXT;
     if (domain.is_persistent()) flags |= VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB;
-    if (virDomainBlockCopy(domain.raw(), target.c_str(), xml.c_str(), nullptr, 0, flags) < 0)
+    virTypedParameter params[1]{};
+    int count = 0;
+    if (bandwidth > 0) {
+        std::snprintf(params[0].field, VIR_TYPED_PARAM_FIELD_LENGTH, "%s",
+                      VIR_DOMAIN_BLOCK_COPY_BANDWIDTH);
+        params[0].type = VIR_TYPED_PARAM_ULLONG;
+        params[0].value.ul = bandwidth;
+        count = 1;
+    }
+    if (virDomainBlockCopy(domain.raw(), target.c_str(), xml.c_str(), params, count, flags) < 0)
         return fail(libvirt_error(domain.label() + ", disk " + target + ": start copy to " + path));
     return {};
 }
@@ -41,6 +52,14 @@ Status pivot_block_copy(const Domain& domain, const std::string& target) {
 Status abort_block_job(const Domain& domain, const std::string& target) {
     if (virDomainBlockJobAbort(domain.raw(), target.c_str(), 0) < 0)
         return fail(libvirt_error(domain.label() + ", disk " + target + ": abort copy"));
+    return {};
+}
+
+Status set_block_job_speed(const Domain& domain, const std::string& target,
+                           std::uint64_t bandwidth) {
+    if (virDomainBlockJobSetSpeed(domain.raw(), target.c_str(), bandwidth,
+                                  VIR_DOMAIN_BLOCK_JOB_SPEED_BANDWIDTH_BYTES) < 0)
+        return fail(libvirt_error(domain.label() + ", disk " + target + ": set copy speed"));
     return {};
 }
 

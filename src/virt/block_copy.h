@@ -26,11 +26,15 @@ struct BlockJobProgress {
     bool in_sync() const { return running && end > 0 && cur == end; }
 };
 
+// `bandwidth` in bytes per second caps the copy (0: as fast as it goes).
 Status start_block_copy(const Domain& domain, const std::string& target, const std::string& path,
-                        const std::string& format);
+                        const std::string& format, std::uint64_t bandwidth = 0);
 Result<BlockJobProgress> block_job_progress(const Domain& domain, const std::string& target);
 // Switches the disk to the copy; fails (retryably: conflict) while the copy is not ready yet.
 Status pivot_block_copy(const Domain& domain, const std::string& target);
 Status abort_block_job(const Domain& domain, const std::string& target);
+// Changes a running copy's cap (bytes per second; 0: none).
+Status set_block_job_speed(const Domain& domain, const std::string& target,
+                           std::uint64_t bandwidth);
 
 }  // namespace vmshadow::virt

@@ -73,4 +73,14 @@ bool disk_is_backed_up(const DiskSpec& disk, std::string* why) {
     return true;
 }
 
+std::vector<BootFiles::Ref> BootFiles::by_role() const {
+    std::vector<Ref> out;
+    for (const auto& [role, path] : {std::pair<const char*, const std::string*>{"nvram", &nvram},
+                                     {"kernel", &kernel},
+                                     {"initrd", &initrd},
+                                     {"dtb", &dtb}})
+        if (!path->empty()) out.push_back({role, *path});
+    return out;
+}
+
 }  // namespace vmshadow::virt

@@ -36,6 +36,13 @@ struct BootFiles {
     std::string initrd;
     std::string dtb;
     std::string nvram;
+
+    struct Ref {
+        std::string role;  // as a restore point names the file: nvram, kernel, initrd, dtb
+        std::string path;
+    };
+    // The files set, in that order.
+    std::vector<Ref> by_role() const;
 };
 
 struct DomainDescription {

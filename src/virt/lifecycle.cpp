@@ -27,6 +27,27 @@ Status destroy_domain(const Domain& domain) {
     return {};
 }
 
+Status suspend_domain(const Domain& domain) {
+    int state = 0, reason = 0;
+    if (virDomainGetState(domain.raw(), &state, &reason, 0) < 0)
+        return fail(libvirt_error(domain.label() + ": read state"));
+    if (state == VIR_DOMAIN_PAUSED) return {};
+    if (virDomainSuspend(domain.raw()) < 0) return fail(libvirt_error(domain.label() + ": pause"));
+    return {};
+}
+
+Status resume_domain(const Domain& domain) {
+    if (virDomainResume(domain.raw()) < 0) return fail(libvirt_error(domain.label() + ": resume"));
+    return {};
+}
+
+Result<bool> paused_on_io_error(const Domain& domain) {
+    int state = 0, reason = 0;
+    if (virDomainGetState(domain.raw(), &state, &reason, 0) < 0)
+        return fail(libvirt_error(domain.label() + ": read state"));
+    return state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_IOERROR;
+}
+
 Status undefine_domain(const Domain& domain) {
     unsigned flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                      VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_KEEP_NVRAM;

@@ -4,6 +4,7 @@
 // restore's PreRestore and PostRestore do to a VM.
 //
 // This module is: thin, one-line-error wrappers over virDomainCreate, virDomainDestroy,
+// virDomainSuspend/Resume,
 // virDomainUndefineFlags (with the checkpoint, snapshot and managed-save metadata, so no
 // stale checkpoint survives the VM it belonged to; the NVRAM file is kept, a restore owns
 // that file) and virDomainRestoreFlags (a memory image in libvirt's save format, brought back
@@ -28,6 +29,12 @@ Result<Domain> create_transient(const Connection& connection, const std::string&
 Status destroy_domain(const Domain& domain);
 // Removes the definition and its checkpoint/snapshot/managed-save metadata.
 Status undefine_domain(const Domain& domain);
+// Pauses the vCPUs (no-op when already paused) / lets a paused VM run again; a VM paused on
+// an I/O error retries the failed request when resumed.
+Status suspend_domain(const Domain& domain);
+Status resume_domain(const Domain& domain);
+// Paused because a disk request failed (error_policy='stop'), rather than by anybody's ask.
+Result<bool> paused_on_io_error(const Domain& domain);
 
 // Restores a saved memory image; `xml`, when given, replaces the image's domain XML (host-side
 // paths only: libvirt refuses another name, UUID or MAC). `running` false leaves it paused.

@@ -75,6 +75,11 @@ TEST(DomainXml, FindsDirectBootFilesAndNvramButNotTheSharedLoader) {
     EXPECT_EQ(d->boot.initrd, "/boot/initrd.img");
     EXPECT_EQ(d->boot.nvram, "/var/lib/libvirt/qemu/nvram/a_VARS.fd");
     EXPECT_EQ(d->boot.dtb, "");
+    auto refs = d->boot.by_role();  // the files set, by the role a restore point names them
+    ASSERT_EQ(refs.size(), 3u);
+    EXPECT_EQ(refs[0].role + "=" + refs[0].path, "nvram=/var/lib/libvirt/qemu/nvram/a_VARS.fd");
+    EXPECT_EQ(refs[1].role + "=" + refs[1].path, "kernel=/boot/vmlinuz");
+    EXPECT_EQ(refs[2].role + "=" + refs[2].path, "initrd=/boot/initrd.img");
 }
 
 TEST(DomainXml, MalformedXmlIsAnInvalidArgument) {
