@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// `vmshadow restore POINT [--as NAME [--to DIR]] [--replace] [--start] [--format qcow2|raw]`:
-// a whole VM back from a restore point.
+// `vmshadow restore POINT [--as NAME [--to DIR]] [--replace] [--start] [--format qcow2|raw]
+// [--instant [--bandwidth MIB]]`: a whole VM back from a restore point.
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -17,11 +17,17 @@ using nlohmann::json;
 struct RestoreCommandOptions {
     engine::VmRestoreOptions engine;
     std::string as_name;
+    unsigned bandwidth_mib = 0;
     std::string state_file = vss::kDefaultWriterStateFile;
 };
 
 Status run_restore_command(const GlobalOptions& global, RestoreCommandOptions o) {
     if (!o.as_name.empty()) o.engine.as_name = o.as_name;
+    if (o.bandwidth_mib > 0 && !o.engine.instant)
+        return fail(ErrorKind::invalid_argument,
+                    "--bandwidth limits the background copy of --instant: add --instant, or "
+                    "leave it out");
+    o.engine.copy_bandwidth = std::uint64_t{o.bandwidth_mib} << 20;
     o.engine.state_file = o.state_file;
     auto connection = virt::Connection::open(global.connect_uri);
     if (!connection) return std::unexpected(connection.error());
@@ -107,7 +113,13 @@ void add_restore_command(CLI::App& app, GlobalOptions& global, Action& action) {
     restore->add_flag("--instant", o->engine.instant,
                       "instant recovery: the VM runs from the repository within seconds while "
                       "its disks are copied to local qcow2 images, then it switches to them "
-                      "without stopping (for a VM that does not exist: use --as)");
+                      "without stopping (for a VM that does not exist: use --as); run it "
+                      "again to resume one that was interrupted");
+    restore
+        ->add_option("--bandwidth", o->bandwidth_mib,
+                     "with --instant: cap the background copy at this many MiB/s (leaves "
+                     "the storage to the running VM; default: no cap)")
+        ->check(CLI::PositiveNumber);
     restore->add_option("--format", o->engine.format, "disk format: qcow2 (default) or raw")
         ->check(CLI::IsMember({"qcow2", "raw"}));
     restore->add_option("--workers", o->engine.workers,

@@ -4,12 +4,11 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <random>
 #include <thread>
 
 #include "engine/vm_point.h"
-#include "export/mount.h"
+#include "export/point_server.h"
 #include "export/process.h"
 #include "repo/lock.h"
 #include "repo/restore.h"
@@ -75,13 +74,6 @@ Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connect
                         "' has no guest agent channel, so a boot cannot be confirmed: add an "
                         "org.qemu.guest_agent.0 channel to it");
     }
-    std::string plugin = options.plugin;
-    if (plugin.empty()) {
-        auto found = exporter::find_plugin();
-        if (!found) return std::unexpected(found.error());
-        plugin = *found;
-    }
-
     Throwaway vm;
     result.throwaway = "vmshadow-verify-" + point->id.hex().substr(0, 8) + "-" + random_hex(6);
     vm.dir = fs::path(options.work_dir) / result.throwaway;
@@ -94,43 +86,30 @@ Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connect
     spec.log_dir = vm.dir.string();
     spec.remove_nics = true;
     for (const auto& d : point->disks) {
-        exporter::DaemonOptions nbdkit;
         std::string base = (vm.dir / d.name).string();
-        nbdkit.argv = {"nbdkit",
-                       "-f",
-                       "-U",
-                       base + ".sock",
-                       "-P",
-                       base + ".pid",
-                       plugin,
-                       "repo=" + repo.root(),
-                       "point=" + result.point,
-                       "disk=" + d.name,
-                       "overlay=" + base + ".overlay"};
-        if (!options.password.empty()) nbdkit.env = {"VMSHADOW_PASSWORD=" + options.password};
-        nbdkit.log = base + ".nbdkit.log";
+        exporter::PointServerOptions nbdkit;
+        nbdkit.plugin = options.plugin;
+        nbdkit.repo = repo.root();
+        nbdkit.point = result.point;
+        nbdkit.disk = d.name;
+        nbdkit.socket = base + ".sock";
+        nbdkit.overlay = base + ".overlay";
         nbdkit.pidfile = base + ".pid";
-        auto server = exporter::start_daemon(nbdkit);
+        nbdkit.log = base + ".nbdkit.log";
+        nbdkit.password = options.password;
+        nbdkit.dies_with_vmshadow = true;  // a throwaway VM's disks must not outlive us
+        auto server = exporter::start_point_server(nbdkit);
         if (!server) return std::unexpected(server.error().with_context("disk " + d.name));
         vm.servers.push_back(*server);
-        spec.disks[d.name] = {"", "raw", base + ".sock"};
+        spec.disks[d.name] = {"", "raw", nbdkit.socket};
     }
     // Boot files (kernel, initrd, NVRAM) come from the point, into the throwaway folder.
-    const std::pair<const std::string*, const char*> boot[] = {{&desc->boot.nvram, "nvram"},
-                                                               {&desc->boot.kernel, "kernel"},
-                                                               {&desc->boot.initrd, "initrd"},
-                                                               {&desc->boot.dtb, "dtb"}};
-    for (const auto& [path, role] : boot) {
-        if (path->empty()) continue;
+    for (const auto& [role, path] : desc->boot.by_role()) {
         const repo::FileRecord* f = find_file(*point, role);
         if (!f) continue;  // not stored: the host's own file is used
-        auto bytes = repo::read_file_record(repo, *f);
-        if (!bytes) return std::unexpected(bytes.error().with_context(label));
-        fs::path out = vm.dir / (std::string(role) + "-" + fs::path(*path).filename().string());
-        std::ofstream file(out, std::ios::binary);
-        file.write(reinterpret_cast<const char*>(bytes->data()),
-                   static_cast<std::streamsize>(bytes->size()));
-        if (!file) return fail(ErrorKind::io, "write " + out.string());
+        fs::path out = vm.dir / (role + "-" + fs::path(path).filename().string());
+        if (auto st = write_point_file(repo, *f, out); !st)
+            return std::unexpected(st.error().with_context(label));
         spec.boot_files[role] = out.string();
     }
     auto xml = vmwriter::rewrite_domain_xml(stored_xml, spec);

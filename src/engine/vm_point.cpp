@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "engine/vm_point.h"
 
+#include <fstream>
+
 #include "repo/restore.h"
 
 namespace vmshadow::engine {
@@ -35,6 +37,18 @@ Result<std::string> read_text(const repo::Repository& repo, const repo::FileReco
     auto bytes = repo::read_file_record(repo, file);
     if (!bytes) return std::unexpected(bytes.error());
     return std::string(bytes->begin(), bytes->end());
+}
+
+Status write_point_file(const repo::Repository& repo, const repo::FileRecord& file,
+                        const std::filesystem::path& path) {
+    auto bytes = repo::read_file_record(repo, file);
+    if (!bytes) return std::unexpected(bytes.error().with_context(file.name));
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(bytes->data()),
+              static_cast<std::streamsize>(bytes->size()));
+    out.flush();
+    if (!out) return fail(ErrorKind::io, "write " + path.string() + " (is the disk full?)");
+    return {};
 }
 
 }  // namespace vmshadow::engine

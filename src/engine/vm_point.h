@@ -5,11 +5,13 @@
 //
 // This module is: open_vm_point (shared lock held for the caller's whole operation, index
 // loaded, POINT resolved — an id, a unique prefix or VM@latest — and refused unless it is a
-// VM's), find_file and read_text (a VM file such as "domain_xml", verified chunk by chunk). It
-// is not: writing anything.
+// VM's), find_file and read_text (a VM file such as "domain_xml", verified chunk by chunk),
+// write_point_file (one such file — NVRAM, kernel… — to a host path). It is not: choosing
+// where files go (restore, verify) nor writing disks.
 //
 // Thread-safety: plain functions; the lock lives in the returned value.
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -32,5 +34,8 @@ Result<VmPoint> open_vm_point(repo::Repository& repo, std::string_view spec,
 
 const repo::FileRecord* find_file(const repo::RestorePoint& point, std::string_view role);
 Result<std::string> read_text(const repo::Repository& repo, const repo::FileRecord& file);
+// Writes `file`, verified chunk by chunk, to `path` (replaced if it exists).
+Status write_point_file(const repo::Repository& repo, const repo::FileRecord& file,
+                        const std::filesystem::path& path);
 
 }  // namespace vmshadow::engine

@@ -2,16 +2,18 @@
 #include "engine/vm_restore.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "engine/image_jobs.h"
 #include "engine/nbd_image.h"
 #include "engine/vm_point.h"
-#include "export/mount.h"
+#include "export/point_server.h"
 #include "export/process.h"
 #include "repo/lock.h"
 #include "repo/restore.h"
@@ -43,19 +45,6 @@ struct WrittenFiles {
     }
 };
 
-// Writes a VM file of the point to `path` (which must not exist), verified chunk by chunk.
-Status write_file_record(const repo::Repository& repo, const repo::FileRecord& f,
-                         const fs::path& path) {
-    auto bytes = repo::read_file_record(repo, f);
-    if (!bytes) return std::unexpected(bytes.error().with_context(f.name));
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes->data()),
-              static_cast<std::streamsize>(bytes->size()));
-    out.flush();
-    if (!out) return fail(ErrorKind::io, "write " + path.string() + " (is the disk full?)");
-    return {};
-}
-
 bool bridge_exists(const std::string& name) {
     std::error_code ec;
     return !name.empty() && fs::exists(fs::path("/sys/class/net") / name, ec);
@@ -82,44 +71,291 @@ bool in_place_files_free(const std::vector<Placement>& placements, bool in_place
 // for the guest's writes; an I/O error pauses the guest instead of failing a write) while QEMU
 // copies every disk to its final local image, mirroring new writes; once all copies are in
 // sync the disks pivot to the local images, the VM becomes persistent and the servers stop.
+//
+// The servers outlive vmshadow, and the run is recorded in its work folder (instant.json):
+// if a server dies the VM is paused with every write kept and the command fails; if vmshadow
+// is killed the VM keeps running. Either way the same command run again resumes: dead servers
+// restart on the same sockets and overlays (QEMU reconnects), the VM resumes, copies that
+// stopped start again, and the switch completes.
+constexpr const char* kInstantRecord = "instant.json";
+
+struct InstantDisk {
+    std::string name, socket, overlay, pidfile, log, final_path;
+    exporter::ProcessId server;
+    bool pivoted = false;
+};
+
+struct InstantRun {
+    fs::path work, sockets;
+    std::string vm, uuid, point;
+    std::vector<InstantDisk> disks;
+
+    Status save() const {
+        nlohmann::json j{{"version", 1},
+                         {"vm", vm},
+                         {"uuid", uuid},
+                         {"point", point},
+                         {"sockets", sockets.string()},
+                         {"disks", nlohmann::json::array()}};
+        for (const auto& d : disks) {
+            j["disks"].push_back({{"name", d.name},
+                                  {"socket", d.socket},
+                                  {"overlay", d.overlay},
+                                  {"pidfile", d.pidfile},
+                                  {"log", d.log},
+                                  {"final", d.final_path},
+                                  {"pid", d.server.pid},
+                                  {"start_time", d.server.start_time},
+                                  {"pivoted", d.pivoted}});
+        }
+        fs::path tmp = work / (std::string(kInstantRecord) + ".tmp");
+        {
+            std::ofstream out(tmp, std::ios::trunc);
+            out << j.dump(2) << "\n";
+            out.flush();
+            if (!out) return fail(ErrorKind::io, "write " + tmp.string());
+        }
+        std::error_code ec;
+        fs::rename(tmp, work / kInstantRecord, ec);
+        if (ec) return fail(ErrorKind::io, "write " + (work / kInstantRecord).string());
+        return {};
+    }
+
+    static Result<InstantRun> load(const fs::path& work) {
+        std::ifstream in(work / kInstantRecord);
+        auto j = nlohmann::json::parse(in, nullptr, false);
+        if (!in.is_open() || j.is_discarded() || j.value("version", 0) != 1)
+            return fail(ErrorKind::corruption,
+                        (work / kInstantRecord).string() + " is missing or unreadable");
+        InstantRun run;
+        run.work = work;
+        run.sockets = j.value("sockets", "");
+        run.vm = j.value("vm", "");
+        run.uuid = j.value("uuid", "");
+        run.point = j.value("point", "");
+        for (const auto& d : j.value("disks", nlohmann::json::array())) {
+            InstantDisk disk;
+            disk.name = d.value("name", "");
+            disk.socket = d.value("socket", "");
+            disk.overlay = d.value("overlay", "");
+            disk.pidfile = d.value("pidfile", "");
+            disk.log = d.value("log", "");
+            disk.final_path = d.value("final", "");
+            disk.server = {d.value("pid", -1), d.value("start_time", "")};
+            disk.pivoted = d.value("pivoted", false);
+            run.disks.push_back(std::move(disk));
+        }
+        return run;
+    }
+};
+
+// The command that resumes an instant recovery, for messages.
+std::string resume_command(const VmRestoreOptions& options, const std::string& point) {
+    std::string cmd = "vmshadow restore " + point.substr(0, 12) + " --instant";
+    if (options.as_name) cmd += " --as " + *options.as_name;
+    if (!options.to_dir.empty()) cmd += " --to " + options.to_dir;
+    return cmd;
+}
+
+Result<exporter::ProcessId> serve_instant_disk(const repo::Repository& repo,
+                                               const VmRestoreOptions& options,
+                                               const InstantRun& run, const InstantDisk& d) {
+    exporter::PointServerOptions nbdkit;
+    nbdkit.repo = repo.root();
+    nbdkit.point = run.point;
+    nbdkit.disk = d.name;
+    nbdkit.socket = d.socket;
+    nbdkit.overlay = d.overlay;
+    nbdkit.pidfile = d.pidfile;
+    nbdkit.log = d.log;
+    nbdkit.password = options.password;
+    auto server = exporter::start_point_server(nbdkit);
+    if (!server) return std::unexpected(server.error().with_context("disk " + d.name));
+    return server;
+}
+
+// Waits until every copy is in sync and pivots each disk to its local image, then makes the
+// VM persistent and stops the servers. A server that dies or a copy that stops pauses the VM
+// (nothing it wrote is lost: the overlays and the local images keep it) and fails with how to
+// resume; everything is left as it is for that.
+Status finish_instant(const virt::Connection& connection, virt::Domain& domain, InstantRun& run,
+                      const VmRestoreOptions& options) {
+    auto stop = [&](const std::string& why) -> Status {
+        bool paused = static_cast<bool>(virt::suspend_domain(domain));
+        (void)run.save();
+        return fail(ErrorKind::unavailable,
+                    "instant recovery of '" + run.vm + "' stopped: " + why + ". " +
+                        (paused ? "The VM is paused and keeps every write it made"
+                                : "The VM could not be paused; its disk requests wait on "
+                                  "error") +
+                        "; fix the cause and run `" + resume_command(options, run.point) +
+                        "` again to continue");
+    };
+    constexpr int kCopyStarts = 10;
+    std::map<std::string, int> copy_starts;
+    bool io_errors = false;
+    std::chrono::steady_clock::time_point io_errors_since{};
+    while (true) {
+        bool all = true;
+        for (auto& d : run.disks) {
+            if (d.pivoted) continue;
+            if (!exporter::process_alive(d.server)) {
+                std::string last = exporter::last_line(d.log);
+                return stop("disk " + d.name + ": its NBD server (nbdkit) is gone" +
+                            (last.empty() ? "" : " (last log line: " + last + ")") + "; log " +
+                            d.log);
+            }
+            auto progress = virt::block_job_progress(domain, d.name);
+            if (!progress) return stop(progress.error().message());
+            if (!progress->running) {
+                // Not there (a resumed run) or failed: its first reads after a server restart
+                // fail while QEMU reconnects in the background, so try again, a few times.
+                if (++copy_starts[d.name] > kCopyStarts)
+                    return stop("disk " + d.name + ": the copy stopped before it finished (" +
+                                std::to_string(kCopyStarts) + " starts; see " + d.log + ")");
+                if (copy_starts[d.name] > 1) std::this_thread::sleep_for(std::chrono::seconds(1));
+                if (auto st = virt::start_block_copy(domain, d.name, d.final_path, "qcow2",
+                                                     options.copy_bandwidth);
+                    !st)
+                    return stop(st.error().message());
+                all = false;
+                continue;
+            }
+            if (options.progress) options.progress(d.name, progress->cur, progress->end);
+            if (progress->in_sync() && virt::pivot_block_copy(domain, d.name)) {
+                d.pivoted = true;
+                (void)run.save();
+                continue;
+            }
+            all = false;
+        }
+        if (all) break;
+        // A request that failed while a server was restarting paused the VM (error_policy
+        // 'stop'); QEMU reconnects on the next request, so let it retry, for a while.
+        auto on_error = virt::paused_on_io_error(domain);
+        if (on_error && *on_error) {
+            auto now = std::chrono::steady_clock::now();
+            if (!io_errors) io_errors_since = now;
+            io_errors = true;
+            if (now - io_errors_since > std::chrono::seconds(60))
+                return stop("the VM's disk requests keep failing");
+            (void)virt::resume_domain(domain);
+        } else {
+            io_errors = false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    // Persistent from now on, with the local images (the inactive view of the running VM).
+    auto config = domain.xml(virt::XmlFlavor::inactive);
+    if (!config) return std::unexpected(config.error());
+    auto defined = connection.define(*config);
+    if (!defined) return std::unexpected(defined.error().with_context("make the VM persistent"));
+    for (const auto& d : run.disks)
+        (void)exporter::stop_process(d.server, std::chrono::seconds(10));
+    std::error_code ec;
+    fs::remove_all(run.work, ec);
+    fs::remove_all(run.sockets, ec);
+    return {};
+}
+
+// Picks up an instant recovery left by an earlier run of the same command: servers that died
+// restart on their sockets and overlays, the VM resumes, copies that stopped start again.
+Result<VmRestoreResult> resume_instant(repo::Repository& repo, const virt::Connection& connection,
+                                       const VmRestoreOptions& options, virt::Domain domain,
+                                       InstantRun run, const std::vector<Placement>& placements,
+                                       VmRestoreResult result,
+                                       std::chrono::steady_clock::time_point started) {
+    if (domain.is_persistent()) {
+        // The switch was done; only the cleanup was not.
+        for (const auto& d : run.disks)
+            (void)exporter::stop_process(d.server, std::chrono::seconds(10));
+        std::error_code ec;
+        fs::remove_all(run.work, ec);
+        fs::remove_all(run.sockets, ec);
+    } else {
+        std::error_code ec;
+        fs::create_directories(run.sockets, ec);
+        for (auto& d : run.disks) {
+            if (d.pivoted || exporter::process_alive(d.server)) continue;
+            auto server = serve_instant_disk(repo, options, run, d);
+            if (!server) {
+                (void)run.save();
+                return fail(server.error().kind(),
+                            "instant recovery of '" + run.vm + "' cannot resume: " +
+                                server.error().message() + "; the VM stays paused");
+            }
+            d.server = *server;
+            result.notes.push_back("disk " + d.name + ": its NBD server was restarted");
+        }
+        if (auto st = run.save(); !st) return std::unexpected(st.error());
+        auto live = domain.describe();
+        if (!live) return std::unexpected(live.error());
+        for (auto& d : run.disks) {
+            for (const auto& spec : live->disks)
+                if (spec.target == d.name && spec.source_type == "file" &&
+                    spec.path == d.final_path)
+                    d.pivoted = true;
+            if (d.pivoted) continue;
+            // A copy still running takes this run's --bandwidth (or none); one that stopped
+            // is started again by finish_instant.
+            (void)virt::set_block_job_speed(domain, d.name, options.copy_bandwidth);
+        }
+        auto state = domain.state();
+        if (state && *state == virt::DomainState::paused) {
+            if (auto st = virt::resume_domain(domain); !st) return std::unexpected(st.error());
+            result.notes.push_back("the VM was paused and runs again");
+        }
+        if (auto st = finish_instant(connection, domain, run, options); !st)
+            return std::unexpected(st.error());
+    }
+    for (const auto& p : placements) {
+        if (p.disk) result.disks.push_back({p.name, p.final_path.string(), p.disk->size});
+        if (p.file) result.files.push_back({p.name, p.final_path.string(), p.file->size});
+    }
+    result.notes.push_back("resumed an interrupted instant recovery");
+    result.started = true;
+    result.instant = true;
+    result.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    return result;
+}
+
 Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Connection& connection,
                                         const VmRestoreOptions& options,
-                                        const repo::RestorePoint& point,
-                                        const std::string& stored_xml, const fs::path& folder,
+                                        const std::string& stored_xml, const fs::path& work,
                                         const std::vector<Placement>& placements,
                                         VmRestoreResult result,
                                         std::chrono::steady_clock::time_point started) {
-    const std::string label = "restore point " + point.id.short_hex();
-    auto plugin = exporter::find_plugin();
-    if (!plugin) return std::unexpected(plugin.error());
-    fs::path work = (folder.empty() ? placements.front().final_path.parent_path() : folder) /
-                    (".vmshadow-instant-" + result.vm);
+    const std::string label = "restore point " + result.point.substr(0, 12);
+    InstantRun run;
+    run.work = work;
+    run.vm = result.vm;
+    run.point = result.point;
     // Unix socket paths are limited to 107 bytes: the sockets live in a short private dir.
-    fs::path sockets = fs::path("/run/vmshadow/instant") / point.id.hex().substr(0, 12);
-    struct Servers {
-        std::vector<exporter::ProcessId> processes;
-        std::vector<fs::path> dirs;
-        ~Servers() {
-            for (const auto& p : processes)
-                (void)exporter::stop_process(p, std::chrono::seconds(10));
+    run.sockets = fs::path("/run/vmshadow/instant") /
+                  (result.point.substr(0, 12) + "-" + std::to_string(::getpid()));
+    // Until the VM runs, a failure undoes everything; after, the run is kept to be resumed.
+    struct Undo {
+        InstantRun* run;
+        bool keep = false;
+        ~Undo() {
+            if (keep) return;
+            for (const auto& d : run->disks)
+                (void)exporter::stop_process(d.server, std::chrono::seconds(10));
             std::error_code ec;
-            for (const auto& d : dirs) fs::remove_all(d, ec);
+            fs::remove_all(run->work, ec);
+            fs::remove_all(run->sockets, ec);
         }
-    } servers;
-    servers.dirs = {work, sockets};
-    {
-        std::error_code sec;
-        fs::create_directories(sockets, sec);
-        if (sec) return fail(ErrorKind::io, "create " + sockets.string() + ": " + sec.message());
-    }
+    } undo{&run};
     WrittenFiles written;
-    std::error_code ec;
-    fs::create_directories(work, ec);
-    if (ec) return fail(ErrorKind::io, "create " + work.string() + ": " + ec.message());
-
+    for (const fs::path& d : {run.sockets, run.work}) {
+        std::error_code ec;
+        fs::create_directories(d, ec);
+        if (ec) return fail(ErrorKind::io, "create " + d.string() + ": " + ec.message());
+    }
     vmwriter::DomainRewriteSpec spec;
     spec.new_name = options.as_name;
-    spec.log_dir = folder.string();
+    spec.log_dir = options.as_name ? work.parent_path().string() : std::string();
     spec.network_exists = [&](const std::string& n) {
         auto e = connection.network_exists(n);
         return e && *e;
@@ -128,33 +364,24 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
     for (const auto& p : placements) {
         if (p.file) {
             written.paths.push_back(p.final_path);
-            if (auto st = write_file_record(repo, *p.file, p.final_path); !st)
+            if (auto st = write_point_file(repo, *p.file, p.final_path); !st)
                 return std::unexpected(st.error());
             spec.boot_files[p.name] = p.final_path.string();
             result.files.push_back({p.name, p.final_path.string(), p.file->size});
             continue;
         }
         std::string base = (work / p.name).string();
-        std::string socket = (sockets / (p.name + ".sock")).string();
-        exporter::DaemonOptions nbdkit;
-        nbdkit.argv = {"nbdkit",
-                       "-f",
-                       "-U",
-                       socket,
-                       "-P",
-                       base + ".pid",
-                       *plugin,
-                       "repo=" + repo.root(),
-                       "point=" + result.point,
-                       "disk=" + p.disk->name,
-                       "overlay=" + base + ".overlay"};
-        if (!options.password.empty()) nbdkit.env = {"VMSHADOW_PASSWORD=" + options.password};
-        nbdkit.log = base + ".log";
-        nbdkit.pidfile = base + ".pid";
-        auto server = exporter::start_daemon(nbdkit);
-        if (!server) return std::unexpected(server.error().with_context("disk " + p.name));
-        servers.processes.push_back(*server);
-        spec.disks[p.name] = {"", "raw", socket};
+        InstantDisk d{p.name,
+                      (run.sockets / (p.name + ".sock")).string(),
+                      base + ".overlay",
+                      base + ".pid",
+                      base + ".log",
+                      p.final_path.string()};
+        auto server = serve_instant_disk(repo, options, run, d);
+        if (!server) return std::unexpected(server.error());
+        d.server = *server;
+        run.disks.push_back(d);
+        spec.disks[p.name] = {"", "raw", d.socket};
         // The local image the copy goes into (pre-created: REUSE_EXTERNAL).
         written.paths.push_back(p.final_path);
         if (auto st = create_image(p.final_path.string(), "qcow2", p.disk->size); !st)
@@ -172,47 +399,16 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
         "running from the repository " +
         std::to_string(static_cast<int>(running_after * 10) / 10.0).substr(0, 4) +
         " s after the command started; copying its disks to local images");
-    auto give_up = [&](const Error& e) -> Result<VmRestoreResult> {
-        // The VM must not keep running on servers that are about to stop.
+    run.uuid = domain->uuid();
+    if (auto st = run.save(); !st) {
         (void)virt::destroy_domain(*domain);
-        return std::unexpected(e);
-    };
-    for (const auto& p : placements) {
-        if (!p.disk) continue;
-        if (auto st = virt::start_block_copy(*domain, p.name, p.final_path.string(), "qcow2"); !st)
-            return give_up(st.error());
+        return std::unexpected(st.error());
     }
-    // Wait until every copy is in sync, then pivot each disk to its local image.
-    std::map<std::string, bool> pivoted;
-    while (true) {
-        bool all = true;
-        for (const auto& p : placements) {
-            if (!p.disk || pivoted[p.name]) continue;
-            auto progress = virt::block_job_progress(*domain, p.name);
-            if (!progress) return give_up(progress.error());
-            if (!progress->running) {
-                return give_up(Error(ErrorKind::unavailable,
-                                     "disk " + p.name +
-                                         ": the copy from the repository stopped "
-                                         "before it finished (did its NBD server die? see " +
-                                         (work / (p.name + ".log")).string() + ")"));
-            }
-            if (options.progress) options.progress(p.name, progress->cur, progress->end);
-            if (progress->in_sync() && virt::pivot_block_copy(*domain, p.name)) {
-                pivoted[p.name] = true;
-                continue;
-            }
-            all = false;
-        }
-        if (all) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    // Persistent from now on, with the local images (the inactive view of the running VM).
-    auto config = domain->xml(virt::XmlFlavor::inactive);
-    if (!config) return std::unexpected(config.error());
-    auto defined = connection.define(*config);
-    if (!defined) return std::unexpected(defined.error().with_context("make the VM persistent"));
+    // From here on the VM holds the guest's writes: nothing is removed on failure.
+    undo.keep = true;
     written.keep = true;
+    if (auto st = finish_instant(connection, *domain, run, options); !st)
+        return std::unexpected(st.error());
     result.started = true;
     result.instant = true;
     result.seconds =
@@ -259,7 +455,7 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
 
     // 1. Checks before anything is written.
     auto existing = connection.lookup(result.vm);
-    if (existing && !options.replace) {
+    if (existing && !options.replace && !options.instant) {  // instant: it may be resuming
         return fail(ErrorKind::conflict,
                     "a VM named '" + result.vm + "' exists: add --replace to replace it" +
                         (in_place ? ", or restore beside it with --as NEW-NAME" : ""));
@@ -293,22 +489,50 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
         p.disk = &d;
         placements.push_back(std::move(p));
     }
-    const std::pair<const std::string*, const char*> boot[] = {{&desc->boot.nvram, "nvram"},
-                                                               {&desc->boot.kernel, "kernel"},
-                                                               {&desc->boot.initrd, "initrd"},
-                                                               {&desc->boot.dtb, "dtb"}};
-    for (const auto& [path, role] : boot) {
-        if (path->empty()) continue;
+    for (const auto& [role, path] : desc->boot.by_role()) {
         const repo::FileRecord* f = find_file(*point, role);
         if (!f) {
-            result.notes.push_back(std::string(role) + " " + *path +
+            result.notes.push_back(role + " " + path +
                                    " is not in the restore point: the VM uses the host's file");
             continue;
         }
-        Placement p = place(role, *path);
+        Placement p = place(role, path);
         p.file = f;
         placements.push_back(std::move(p));
     }
+    if (options.instant) {
+        fs::path work = (in_place ? placements.front().final_path.parent_path() : folder) /
+                        (".vmshadow-instant-" + result.vm);
+        std::error_code ec;
+        if (fs::exists(work / kInstantRecord, ec)) {
+            // An earlier run of this command: resume it, if its VM is still the one it made.
+            auto run = InstantRun::load(work);
+            if (!run) return std::unexpected(run.error());
+            if (!existing || existing->uuid() != run->uuid || run->point != result.point) {
+                return fail(ErrorKind::conflict,
+                            "an interrupted instant recovery of '" + result.vm + "' left " +
+                                work.string() +
+                                (existing ? ", but the VM of that name is another one"
+                                          : ", but its VM is gone (host restarted or VM "
+                                            "destroyed)") +
+                                ": the guest's writes since it started are in its *.overlay "
+                                "files; remove that folder and the VM's files to start over");
+            }
+            return resume_instant(repo, connection, options, std::move(*existing), std::move(*run),
+                                  placements, std::move(result), started);
+        }
+        if (find_file(*point, "memory"))
+            result.notes.push_back("cold boot: instant recovery does not use the saved memory");
+        if (existing || !in_place_files_free(placements, in_place)) {
+            return fail(ErrorKind::unsupported,
+                        "--instant restores a VM that does not exist (yet): restore it --as "
+                        "NEW-NAME, or remove '" +
+                            result.vm + "' and its files first");
+        }
+        return restore_instant(repo, connection, options, *stored_xml, work, placements,
+                               std::move(result), started);
+    }
+
     for (const auto& p : placements) {
         std::error_code ec;
         if (!fs::exists(p.final_path, ec)) continue;
@@ -334,17 +558,6 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
             "state under another name, UUID or MAC address)");
     }
 
-    if (options.instant) {
-        if (existing || !in_place_files_free(placements, in_place)) {
-            return fail(ErrorKind::unsupported,
-                        "--instant restores a VM that does not exist (yet): restore it --as "
-                        "NEW-NAME, or remove '" +
-                            result.vm + "' and its files first");
-        }
-        return restore_instant(repo, connection, options, *point, *stored_xml, folder, placements,
-                               std::move(result), started);
-    }
-
     // 2. Write everything beside the old files, then check it is all there.
     WrittenFiles written;
     for (const auto& p : placements) {
@@ -367,14 +580,14 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
             if (!r) return std::unexpected(r.error().with_context("disk " + p.name));
             result.disks.push_back({p.name, p.final_path.string(), r->size});
         } else {
-            if (auto st = write_file_record(repo, *p.file, p.written); !st)
+            if (auto st = write_point_file(repo, *p.file, p.written); !st)
                 return std::unexpected(st.error());
             result.files.push_back({p.name, p.final_path.string(), p.file->size});
         }
     }
     if (memory_file) {
         written.paths.push_back(*memory_file);
-        if (auto st = write_file_record(repo, *memory, *memory_file); !st)
+        if (auto st = write_point_file(repo, *memory, *memory_file); !st)
             return std::unexpected(st.error());
     }
     std::vector<std::string> missing;

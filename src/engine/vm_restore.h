@@ -21,6 +21,12 @@
 //      VM started with --start. An `image` point restored --as cold-boots, and says so.
 // A failure before PreRestore leaves no stray file and the original as it was; after it, the
 // error says plainly what state things are in and how to retry.
+// Instant recovery (--instant) instead runs the VM at once from NBD exports of the point
+// (export/point_server.h: nbdkit with a local overlay per disk, outliving vmshadow) while
+// libvirt block copies move each disk to its local qcow2 image, then pivots and defines the
+// VM. Its state is <folder>/.vmshadow-instant-NAME/instant.json: a server that dies pauses the
+// VM (no write lost) and the command fails naming how to resume — the same command again,
+// which also picks up a run whose vmshadow was killed.
 // It is not: the XML rules (vmwriter) or reading chunks (repo).
 //
 // Thread-safety: one call at a time per repository object.
@@ -45,8 +51,10 @@ struct VmRestoreOptions {
     bool start = false;
     // Instant recovery: run the VM from the repository at once, copy its disks to local qcow2
     // images while it runs, then switch to them without stopping it. Only for a VM that does
-    // not exist (--as, or in place after it was removed).
+    // not exist (--as, or in place after it was removed) — or to resume one: the same
+    // options again after a server died (the VM was paused) or vmshadow was killed.
     bool instant = false;
+    std::uint64_t copy_bandwidth = 0;  // instant: bytes/s cap of the background copy; 0: none
     std::string password;  // encrypted repositories: handed to the NBD servers (instant)
     std::string format = "qcow2";
     unsigned workers = 0;

@@ -16,7 +16,7 @@ lab::ProcessOutput run_vmshadow(const std::vector<std::string>& args) {
     return *run;
 }
 
-pid_t start_vmshadow_in_own_group(const std::vector<std::string>& args) {
+pid_t start_vmshadow_in_own_group(const std::vector<std::string>& args, const std::string& output) {
     std::vector<std::string> strings{VMSHADOW_BINARY};
     strings.insert(strings.end(), args.begin(), args.end());
     std::vector<char*> argv;
@@ -26,8 +26,9 @@ pid_t start_vmshadow_in_own_group(const std::vector<std::string>& args) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0600);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);

@@ -15,8 +15,10 @@ namespace vmshadow::testing {
 // Runs `vmshadow ARGS...` to completion; exit_code -1 when it could not be started.
 lab::ProcessOutput run_vmshadow(const std::vector<std::string>& args);
 
-// Starts `vmshadow ARGS...` in a new process group and returns its pid (= pgid); output
-// goes to /dev/null. For tests that kill its whole group midway.
-pid_t start_vmshadow_in_own_group(const std::vector<std::string>& args);
+// Starts `vmshadow ARGS...` in a new process group and returns its pid (= pgid); stdout and
+// stderr go to `output` (a file). For tests that kill its whole group midway, or act while
+// it runs.
+pid_t start_vmshadow_in_own_group(const std::vector<std::string>& args,
+                                  const std::string& output = "/dev/null");
 
 }  // namespace vmshadow::testing
