@@ -25,6 +25,7 @@ json gc_json(const repo::GcReport& r) {
             {"blobs_live", r.blobs_live},
             {"blobs_dead", r.blobs_dead},
             {"leftovers_removed", r.leftovers_removed},
+            {"annotations_removed", r.annotations_removed},
             {"bytes_before", r.bytes_before},
             {"bytes_after", r.bytes_after}};
 }
@@ -32,7 +33,8 @@ json gc_json(const repo::GcReport& r) {
 void print_gc(const repo::GcReport& r, bool dry_run) {
     std::cout << (dry_run ? "would remove " : "removed ") << r.packs_removed << " and rewrite "
               << r.packs_rewritten << " of " << r.packs_total << " packs (" << r.blobs_dead
-              << " unused blobs); " << r.leftovers_removed << " leftovers removed" << std::endl;
+              << " unused blobs); " << r.leftovers_removed << " leftovers and "
+              << r.annotations_removed << " annotations of forgotten points removed" << std::endl;
 }
 
 Status run_prune(const GlobalOptions& global, const PruneOptions& o) {

@@ -112,6 +112,12 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
         return fail(ErrorKind::corruption,
                     "gc refuses to run: " + listing->damaged.front().message() +
                         " (what it references is unknown; run `vmshadow repo check`)");
+    // Annotations of forgotten points: shown by nothing, referencing nothing.
+    report.annotations_removed = listing->orphan_annotations.size();
+    if (!options.dry_run) {
+        for (const auto& path : listing->orphan_annotations)
+            if (auto st = repo.env().remove(path); !st) return std::unexpected(st.error());
+    }
     IdSet live;
     for (const auto& p : listing->points) {
         for (const auto& d : p.disks)

@@ -290,7 +290,10 @@ Result<PointListing> Repository::list_points() const {
             continue;
         }
         auto point = Hash256::from_hex(j->value("point", ""));
-        if (!point || !by_id.contains(*point)) continue;  // its point was forgotten
+        if (!point || !by_id.contains(*point)) {  // its point was forgotten
+            out.orphan_annotations.push_back(path);
+            continue;
+        }
         Annotation a{*Hash256::from_hex(name), *point, j->value("time", ""), j->value("kind", ""),
                      j->value("data", json::object())};
         out.points[by_id[*point]].annotations.push_back(std::move(a));

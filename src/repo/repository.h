@@ -70,6 +70,8 @@ class BlobSource {
 struct PointListing {
     std::vector<RestorePoint> points;  // oldest first
     std::vector<Error> damaged;        // commit records or annotations that failed to load
+    // Annotation files whose point was forgotten: nothing shows them; gc removes them.
+    std::vector<std::string> orphan_annotations;
 };
 
 class Repository final : public BlobSource {

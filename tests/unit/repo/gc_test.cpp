@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "repo/check.h"
@@ -59,6 +60,12 @@ TEST(PrunePlan, MonthlyAndWeeklyKeepTheNewestOfEachPeriod) {
     EXPECT_EQ(kept(weekly), (std::vector<std::string>{"vm 2026-11-03T00:00:00Z"}));
 }
 
+std::size_t dir_entries(const std::string& path) {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(path)) ++n;
+    return n;
+}
+
 class GcTest : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -100,6 +107,28 @@ TEST_F(GcTest, ForgetThenGcFreesSpaceAndKeepsEveryOtherPoint) {
     auto again = collect_garbage(*repo, {});
     ASSERT_TRUE(again);
     EXPECT_EQ(again->packs_removed + again->packs_rewritten, 0u);
+}
+
+TEST_F(GcTest, AnnotationsOfForgottenPointsGoWithGcAndTheOthersStay) {
+    auto pa = backup_bytes(*repo, "a", {{"vda", random_data(8 * 4096, 1)}});
+    auto pb = backup_bytes(*repo, "b", {{"vda", random_data(8 * 4096, 2)}});
+    ASSERT_TRUE(pa && pb);
+    ASSERT_TRUE(repo->annotate(pa->id, "boot_verification", {{"ok", true}}));
+    ASSERT_TRUE(repo->annotate(pb->id, "boot_verification", {{"ok", false}}));
+    ASSERT_TRUE(repo->forget({pa->id}));
+    auto dry = collect_garbage(*repo, {.dry_run = true});
+    ASSERT_TRUE(dry) << dry.error().message();
+    EXPECT_EQ(dry->annotations_removed, 1u);
+    EXPECT_EQ(dir_entries(path + "/annotations"), 2u) << "a dry run removes nothing";
+    auto report = collect_garbage(*repo, {});
+    ASSERT_TRUE(report) << report.error().message();
+    EXPECT_EQ(report->annotations_removed, 1u);
+    EXPECT_EQ(dir_entries(path + "/annotations"), 1u);
+    auto listing = repo->list_points();
+    ASSERT_TRUE(listing);
+    ASSERT_EQ(listing->points.size(), 1u);
+    ASSERT_EQ(listing->points[0].annotations.size(), 1u);
+    EXPECT_EQ(listing->points[0].annotations[0].data["ok"], false);
 }
 
 TEST_F(GcTest, SharedDataSurvivesForgettingOnePointThatUsesIt) {
