@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: MIT
 #include "repo/restore.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "repo/chunk_map.h"
 
@@ -26,23 +30,35 @@ class MemorySink final : public DiskSink {
     Bytes data_;
 };
 
-struct ChunkTask {
-    std::uint64_t index;
-    Hash256 id;
+// A run of consecutive data chunks: chunk `first` and the ones after it, one id each.
+struct RunTask {
+    std::uint64_t first = 0;
+    std::vector<Hash256> ids;
 };
 
-Status restore_chunk(const Repository& repo, const ChunkTask& t, std::uint64_t size,
-                     DiskSink& sink) {
+// Fetches and verifies a run's chunks (read_blob checks each against its id) and writes them
+// as one piece; `buffer` is the caller's reusable write buffer. A single chunk is written
+// straight from its decoded blob.
+Status restore_run(const Repository& repo, const RunTask& t, std::uint64_t size, DiskSink& sink,
+                   Bytes& buffer) {
     std::uint64_t cs = repo.config().chunk_size;
-    std::uint64_t offset = t.index * cs;
-    std::uint64_t expected = std::min<std::uint64_t>(cs, size - offset);
-    auto data = repo.read_blob(t.id);
-    if (!data) return std::unexpected(data.error());
-    if (data->size() != expected)
-        return fail(ErrorKind::corruption, "chunk " + t.id.short_hex() + " has " +
-                                               std::to_string(data->size()) + " bytes, expected " +
-                                               std::to_string(expected));
-    return sink.write(offset, *data);
+    std::uint64_t offset = t.first * cs;
+    std::uint64_t total = std::min<std::uint64_t>(t.ids.size() * cs, size - offset);
+    if (t.ids.size() > 1 && buffer.size() < total) buffer.resize(total);
+    std::uint64_t at = 0;
+    for (std::size_t i = 0; i < t.ids.size(); ++i) {
+        std::uint64_t expected = std::min<std::uint64_t>(cs, size - offset - at);
+        auto data = repo.read_blob(t.ids[i]);
+        if (!data) return std::unexpected(data.error());
+        if (data->size() != expected)
+            return fail(ErrorKind::corruption, "chunk " + t.ids[i].short_hex() + " has " +
+                                                   std::to_string(data->size()) +
+                                                   " bytes, expected " + std::to_string(expected));
+        if (t.ids.size() == 1) return sink.write(offset, *data);
+        std::memcpy(buffer.data() + at, data->data(), data->size());
+        at += expected;
+    }
+    return sink.write(offset, ByteView(buffer.data(), total));
 }
 
 }  // namespace
@@ -51,53 +67,74 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
                       const ReadOptions& options) {
     ChunkMap chunks(repo, map, size, repo.config().chunk_size, repo.config().map_fanout);
     std::uint64_t cs = repo.config().chunk_size;
+    const std::size_t run_chunks = std::max<std::size_t>(1, options.max_write / cs);
     auto report = [&](std::uint64_t chunk) {
         if (options.progress) options.progress(std::min<std::uint64_t>(chunk * cs, size), size);
     };
-    if (options.workers == 0) {
+    // The map walk (this thread) cuts the data chunks into runs and hands each full run to
+    // `emit`; holes and the run limit end a run.
+    RunTask run;
+    auto walk = [&](const std::function<Status(RunTask)>& emit) -> Status {
         Status st = chunks.for_each_chunk([&](std::uint64_t index, const Hash256& id) -> Status {
+            if (!run.ids.empty() &&
+                (index != run.first + run.ids.size() || run.ids.size() >= run_chunks)) {
+                if (auto e = emit(std::exchange(run, RunTask{})); !e) return e;
+            }
+            if (run.ids.empty()) run.first = index;
+            run.ids.push_back(id);
             report(index);
-            return restore_chunk(repo, ChunkTask{index, id}, size, sink);
+            return {};
         });
+        if (st && !run.ids.empty()) st = emit(std::exchange(run, RunTask{}));
+        return st;
+    };
+    if (options.workers == 0) {
+        Bytes buffer;
+        Status st = walk([&](RunTask t) { return restore_run(repo, t, size, sink, buffer); });
         if (st) report(chunks.chunk_count());
         return st;
     }
 
-    // A bounded queue between the map walk (this thread) and the workers.
+    // A bounded queue between the map walk and the workers.
     std::mutex mu;
     std::condition_variable work_cv, space_cv;
-    std::deque<ChunkTask> queue;
+    std::deque<RunTask> queue;
+    std::size_t queued_chunks = 0;
+    const std::size_t capacity = std::max<std::size_t>(256, 2 * run_chunks);
     bool done = false;
     std::optional<Error> error;
-    const std::size_t capacity = 64;
     auto worker = [&] {
+        Bytes buffer;
         for (;;) {
-            ChunkTask t;
+            RunTask t;
             {
                 std::unique_lock lock(mu);
                 work_cv.wait(lock, [&] { return done || !queue.empty(); });
                 if (queue.empty()) return;
-                t = queue.front();
+                t = std::move(queue.front());
                 queue.pop_front();
+                queued_chunks -= t.ids.size();
+                if (error) continue;  // drain: the restore has failed
             }
             space_cv.notify_one();
-            Status st = restore_chunk(repo, t, size, sink);
+            Status st = restore_run(repo, t, size, sink, buffer);
             if (!st) {
                 std::lock_guard lock(mu);
                 if (!error) error = st.error();
+                space_cv.notify_all();
             }
         }
     };
     std::vector<std::jthread> threads;
     for (unsigned i = 0; i < options.workers; ++i) threads.emplace_back(worker);
-    Status walked = chunks.for_each_chunk([&](std::uint64_t index, const Hash256& id) -> Status {
+    Status walked = walk([&](RunTask t) -> Status {
         std::unique_lock lock(mu);
-        space_cv.wait(lock, [&] { return queue.size() < capacity || error; });
+        space_cv.wait(lock, [&] { return queued_chunks + t.ids.size() <= capacity || error; });
         if (error) return std::unexpected(*error);
-        queue.push_back(ChunkTask{index, id});
+        queued_chunks += t.ids.size();
+        queue.push_back(std::move(t));
         lock.unlock();
         work_cv.notify_one();
-        report(index);
         return {};
     });
     {
@@ -106,8 +143,8 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
     }
     work_cv.notify_all();
     threads.clear();  // joins
-    if (!walked) return walked;
     if (error) return std::unexpected(*error);
+    if (!walked) return walked;
     report(chunks.chunk_count());
     return {};
 }

@@ -10,9 +10,14 @@
 // Errors: a missing or damaged chunk stops the restore with a corruption error that names
 // the chunk and pack; no unverified byte ever reaches the sink.
 //
-// Threading: `workers` threads fetch and decode chunks in parallel and call the sink
-// concurrently (sinks must accept concurrent writes at distinct offsets); workers = 0 runs
-// everything on the caller's thread. Memory is bounded by a small queue of chunks.
+// Writes: consecutive data chunks are decoded into one buffer and given to the sink as one
+// write of up to `max_write` bytes (holes split them), so a sink behind a protocol (qemu-nbd
+// writing qcow2) sees few large requests instead of one per 64 KiB chunk.
+//
+// Threading: `workers` threads fetch and decode runs of chunks in parallel and call the sink
+// concurrently (sinks must accept concurrent writes at distinct offsets, in any order);
+// workers = 0 runs everything on the caller's thread. Memory is bounded: a queue of at most
+// 256 chunk ids, and one write buffer of `max_write` bytes per worker.
 
 #include <cstdint>
 #include <functional>
@@ -30,6 +35,9 @@ class DiskSink {
 
 struct ReadOptions {
     unsigned workers = 0;
+    // Largest single write given to the sink, in bytes (rounded down to whole chunks); a run
+    // of consecutive data chunks up to this size is one write. 0: one write per chunk.
+    std::size_t max_write = 0;
     // Called with (bytes done, total bytes) from the caller's thread.
     std::function<void(std::uint64_t, std::uint64_t)> progress;
 };
