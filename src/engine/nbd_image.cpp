@@ -111,6 +111,25 @@ Result<std::unique_ptr<QemuNbdServer>> QemuNbdServer::start(const Options& optio
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    // qemu-nbd allocates a buffer per request and frees it after; above glibc's mmap
+    // threshold each one is a fresh mapping, so every request page-faults its buffer in
+    // again (bench/RESULTS.md, "Restore (issue 5)": ~0.5 CPU-s of page faults per 1.5 GB
+    // written in 1 MiB requests). Keeping such buffers in the heap, and the heap from being
+    // trimmed, lets them be reused. Our values go last: glibc takes the last one.
+    std::vector<std::string> env_text;
+    for (char** e = environ; *e; ++e) env_text.emplace_back(*e);
+    const std::string tunables =
+        "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456";
+    bool had_tunables = false;
+    for (auto& e : env_text)
+        if (e.starts_with("GLIBC_TUNABLES=")) {
+            e += (e.size() > 15 ? ":" : "") + tunables;
+            had_tunables = true;
+        }
+    if (!had_tunables) env_text.push_back("GLIBC_TUNABLES=" + tunables);
+    std::vector<char*> envp;
+    for (auto& e : env_text) envp.push_back(e.data());
+    envp.push_back(nullptr);
     pid_t parent = ::getpid();
     s->pid_ = ::fork();
     if (s->pid_ == 0) {
@@ -121,7 +140,7 @@ Result<std::unique_ptr<QemuNbdServer>> QemuNbdServer::start(const Options& optio
             ::dup2(fd, 1);
             ::dup2(fd, 2);
         }
-        ::execvp("qemu-nbd", args.data());
+        ::execvpe("qemu-nbd", args.data(), envp.data());
         ::_exit(127);
     }
     if (fd >= 0) ::close(fd);
