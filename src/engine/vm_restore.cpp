@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -57,6 +59,19 @@ struct Placement {
     const repo::DiskRecord* disk = nullptr;
     const repo::FileRecord* file = nullptr;
 };
+
+// A write that failed because the target's filesystem has no room left says so, and what to
+// do, instead of the NBD or write call's own words. The failed write's partial file is gone
+// by now, so the free space no longer shows it: the error's own ENOSPC text does.
+Error explain_full_disk(const Error& e, const Placement& p, bool in_place) {
+    fs::path dir = p.written.parent_path();
+    if (e.kind() != ErrorKind::io || e.message().find(std::strerror(ENOSPC)) == std::string::npos)
+        return e.with_context("disk " + p.name);
+    return Error(ErrorKind::io,
+                 "disk " + p.name + ": the filesystem of " + dir.string() + " is full (writing " +
+                     p.written.filename().string() + "); nothing was changed: free space there" +
+                     (in_place ? "" : " or restore --to a folder with room") + ", then retry");
+}
 
 bool in_place_files_free(const std::vector<Placement>& placements, bool in_place) {
     if (!in_place) return true;
@@ -577,7 +592,7 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
                 };
             }
             auto r = restore_image(repo, io);
-            if (!r) return std::unexpected(r.error().with_context("disk " + p.name));
+            if (!r) return std::unexpected(explain_full_disk(r.error(), p, in_place));
             result.disks.push_back({p.name, p.final_path.string(), r->size});
         } else {
             if (auto st = write_point_file(repo, *p.file, p.written); !st)
