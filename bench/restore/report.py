@@ -62,9 +62,9 @@ print(f"Source: {mb(med('source_bytes'))} qcow2 file, {mb(med('data_bytes'))} of
       f"{mb(med('size_borg'))}.\n")
 print(f"The disk's durable write rate (1 GiB of `dd conv=fdatasync`), before and after the restores: "
       f"{mb(med('disk_rate_before'))}/s and {mb(med('disk_rate_after'))}/s: writing the "
-      f"{mb(med('data_bytes'))} of data durably takes at least "
+      f"{mb(med('data_bytes'))} of data durably at that rate would take "
       f"{s(med('data_bytes') / max([r for r in (med('disk_rate_before'), med('disk_rate_after')) if not math.isnan(r)] or [math.nan]))}"
-      f" here (at the faster rate).\n")
+      f" (the faster rate; the disk absorbs bursts, so this is no bound).\n")
 print("| tool | restore | sync after | until durable | CPU | peak RSS | output allocated |")
 print("|---|---|---|---|---|---|---|")
 rows = [
