@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -33,6 +34,39 @@ std::string random_hex(int n) {
 
 std::string tail(const std::string& text, std::size_t n = 2000) {
     return text.size() <= n ? text : text.substr(text.size() - n);
+}
+
+// The last `lines` non-empty lines of the throwaway's console log (the one .log file in its
+// folder that is not an nbdkit log), joined with " | ".
+std::string serial_tail(const fs::path& dir, std::size_t lines = 3) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+        std::string name = e.path().filename().string();
+        if (e.path().extension() != ".log" || name.ends_with(".nbdkit.log")) continue;
+        std::ifstream in(e.path());
+        std::vector<std::string> last;
+        for (std::string line; std::getline(in, line);) {
+            while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+            if (line.empty()) continue;
+            last.push_back(line);
+            if (last.size() > lines) last.erase(last.begin());
+        }
+        std::string out;
+        for (const auto& l : last) out += (out.empty() ? "" : " | ") + l;
+        return out;
+    }
+    return {};
+}
+
+// The first line of an nbdkit log where the plugin reported damaged data ("… [corruption]").
+std::string corruption_line(const fs::path& log) {
+    std::ifstream in(log);
+    for (std::string line; std::getline(in, line);)
+        if (line.find("[corruption]") != std::string::npos) {
+            if (auto e = line.find("error: "); e != std::string::npos) line = line.substr(e + 7);
+            return line;
+        }
+    return {};
 }
 
 // Everything a verification starts, undone in reverse whatever happens.
@@ -123,11 +157,25 @@ Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connect
     virt::GuestAgent agent(*vm.domain, std::chrono::seconds(5));
     auto deadline = boot_started + options.timeout;
     bool answered = false;
-    std::string last_error;
+    std::string last_error, stopped;
     while (Clock::now() < deadline) {
         auto state = vm.domain->state();
+        // Transient: once it powers off, it no longer exists.
+        if (!state && state.error().kind() == ErrorKind::not_found) {
+            stopped = "it powered off";
+            break;
+        }
+        if (state && *state == virt::DomainState::paused) {
+            stopped = "it paused on an I/O error of its disk";
+            break;
+        }
+        if (state &&
+            (*state == virt::DomainState::shutdown || *state == virt::DomainState::shutoff)) {
+            stopped = "it powered off";
+            break;
+        }
         if (state && *state != virt::DomainState::running) {
-            last_error = "the VM stopped (" + std::string(virt::state_name(*state)) + ")";
+            stopped = "it stopped (" + std::string(virt::state_name(*state)) + ")";
             break;
         }
         if (auto ping = agent.ping(); ping) {
@@ -138,10 +186,25 @@ Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connect
         }
         std::this_thread::sleep_for(std::chrono::seconds(1));
     }
-    if (!answered) {
+    if (!answered && !stopped.empty()) {
+        auto after = std::chrono::duration<double>(Clock::now() - boot_started).count();
+        result.detail = "the guest agent did not answer: " + stopped + " " +
+                        std::to_string(static_cast<int>(after + 0.5)) + " s after the start";
+    } else if (!answered) {
         result.detail = "the guest agent did not answer within " +
                         std::to_string(options.timeout.count()) + " s of the start" +
                         (last_error.empty() ? "" : " (" + last_error + ")");
+    }
+    if (!answered) {
+        // What the guest and the servers said: the console's last lines, and damage the
+        // plugin found in the repository (named there with its chunk and pack).
+        if (std::string console = serial_tail(vm.dir); !console.empty())
+            result.detail += "; its console ended with: " + console;
+        for (const auto& d : point->disks)
+            if (std::string damage = corruption_line(vm.dir / (d.name + ".nbdkit.log"));
+                !damage.empty())
+                result.detail +=
+                    "; disk " + d.name + ": the repository's data is damaged: " + damage;
     } else {
         result.agent_seconds = std::chrono::duration<double>(Clock::now() - boot_started).count();
         result.ok = true;

@@ -66,10 +66,10 @@ struct Placement {
 Error explain_full_disk(const Error& e, const Placement& p, bool in_place) {
     fs::path dir = p.written.parent_path();
     if (e.kind() != ErrorKind::io || e.message().find(std::strerror(ENOSPC)) == std::string::npos)
-        return e.with_context("disk " + p.name);
+        return e;  // it names the disk already
     return Error(ErrorKind::io,
                  "disk " + p.name + ": the filesystem of " + dir.string() + " is full (writing " +
-                     p.written.filename().string() + "); nothing was changed: free space there" +
+                     p.written.filename().string() + "): free space there" +
                      (in_place ? "" : " or restore --to a folder with room") + ", then retry");
 }
 
@@ -592,7 +592,12 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
                 };
             }
             auto r = restore_image(repo, io);
-            if (!r) return std::unexpected(explain_full_disk(r.error(), p, in_place));
+            if (!r) {
+                return std::unexpected(explain_full_disk(r.error(), p, in_place)
+                                           .with_context("restore of '" + result.vm +
+                                                         "' stopped before anything was changed "
+                                                         "(restored files removed)"));
+            }
             result.disks.push_back({p.name, p.final_path.string(), r->size});
         } else {
             if (auto st = write_point_file(repo, *p.file, p.written); !st)
@@ -662,23 +667,43 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
     }
     result.replaced = writer->outcome().removed_existing;
     if (in_place) {
+        std::vector<std::string> swapped;
         for (const auto& p : placements) {
             std::error_code ec;
             fs::rename(p.written, p.final_path, ec);
-            if (ec) {
-                (void)coordinator.set_file_restore_status(component->key,
-                                                          vss::FileRestoreStatus::failed);
-                (void)coordinator.post_restore();
-                written.keep = true;
-                return fail(ErrorKind::io,
-                            "restore of '" + result.vm + "' failed after the old VM was " +
-                                (result.replaced ? "removed" : "checked") + ": moving " +
-                                p.written.string() + " to " + p.final_path.string() + ": " +
-                                ec.message() + "; the restored files are beside the old ones (*" +
-                                kRestoreSuffix +
-                                "): fix the cause and run the restore again "
-                                "with --replace");
+            if (!ec) {
+                swapped.push_back(p.final_path.string());
+                continue;
             }
+            std::string what = "moving " + p.written.string() + " to " + p.final_path.string() +
+                               ": " + ec.message();
+            if (swapped.empty()) {
+                // Nothing replaced yet: the writer defines the old VM again (and starts it if
+                // it ran), and the restored files go.
+                (void)coordinator.set_file_restore_status(component->key,
+                                                          vss::FileRestoreStatus::none);
+                auto back = coordinator.post_restore();
+                return fail(ErrorKind::io,
+                            "restore of '" + result.vm +
+                                "' failed before anything was replaced: " + what + "; " +
+                                (back ? "VM '" + result.vm + "' was put back as it was"
+                                      : "putting the old VM back: " + back.error().message()) +
+                                "; the restored files were removed: fix the cause and run "
+                                "the restore again with --replace");
+            }
+            (void)coordinator.set_file_restore_status(component->key,
+                                                      vss::FileRestoreStatus::failed);
+            (void)coordinator.post_restore();
+            written.keep = true;
+            std::string done;
+            for (const auto& f : swapped) done += (done.empty() ? "" : ", ") + f;
+            return fail(ErrorKind::io,
+                        "restore of '" + result.vm + "' failed after the old VM was " +
+                            (result.replaced ? "removed" : "checked") + ": " + what +
+                            "; already replaced by the restored files: " + done +
+                            "; the other restored files are beside the old ones (*" +
+                            kRestoreSuffix +
+                            "): fix the cause and run the restore again with --replace");
         }
     }
     written.keep = true;

@@ -54,8 +54,13 @@ vss::WriterResult VmRestoreWriter::post_restore(vss::EventContext& context) {
         // Nothing was written: put back what PreRestore took away.
         auto back = connection_.define(*removed_xml_);
         if (!back) return std::unexpected(vss::veto_from(back.error()));
-        if (removed_was_running_) (void)virt::start_domain(*back);
         outcome_.put_back = true;
+        if (removed_was_running_) {
+            if (auto st = virt::start_domain(*back); !st)
+                return std::unexpected(vss::veto_nonretryable(
+                    "VM '" + target_.name + "' was defined again but did not start (" +
+                    st.error().message() + "): start it with `virsh start " + target_.name + "`"));
+        }
         return {};
     }
     if (status == vss::FileRestoreStatus::failed) {

@@ -320,23 +320,29 @@ TEST_F(VmBackupTest, FailedInPlaceRestoreLeavesTheOriginalDefinedAndBootableOrSa
 
     // 1. A failure after PreRestore: the old disk cannot be replaced (immutable), found only
     // when the restored one is moved over it, after the old VM was stopped and undefined.
-    // The error must say what state things are in and how to retry — and the retry works.
-    // (With the change to engine/vm_restore.cpp proposed in the report — nothing swapped
-    // yet: file status `none`, so the writer defines the old VM again — this part changes:
-    // the VM is then defined and the error says so.)
+    // Nothing was replaced yet, so the old VM is defined again and the restored files are
+    // removed; the error says so and how to retry — and the retry works. (The immutable disk
+    // also keeps the old VM from starting again: the error says that too.)
     {
         Immutable immutable{g.disk_path("vda")};
         ASSERT_TRUE(immutable.set());
         auto failed = run({"restore", point, "--replace", "--start"});
         EXPECT_EQ(failed.exit_code, 9) << failed.out << failed.err;
         EXPECT_NE(failed.err.find("'" + g.name() + "'"), std::string::npos) << failed.err;
-        EXPECT_NE(failed.err.find("after the old VM was removed"), std::string::npos) << failed.err;
+        EXPECT_NE(failed.err.find("failed before anything was replaced"), std::string::npos)
+            << failed.err;
+        EXPECT_NE(failed.err.find("did not start"), std::string::npos) << failed.err;
         EXPECT_NE(failed.err.find(g.disk_path("vda").string()), std::string::npos) << failed.err;
         EXPECT_NE(failed.err.find("run the restore again with --replace"), std::string::npos)
             << failed.err;
-        EXPECT_FALSE(is_defined(g.name())) << "the state the error describes: VM removed";
-        EXPECT_FALSE(restore_leftovers(g.dir()).empty()) << "the restored files are kept";
+        EXPECT_TRUE(is_defined(g.name())) << "the old VM is defined again";
+        EXPECT_TRUE(restore_leftovers(g.dir()).empty()) << "the restored files are removed";
     }
+    ASSERT_TRUE(g.start());
+    ASSERT_TRUE(agent_answers(g.name(), 240s)) << "the old VM boots";
+    auto kept = g.read_file("/var/lib/lab/marker");
+    ASSERT_TRUE(kept) << kept.error().message();
+    EXPECT_EQ(*kept, "later\n") << "on its own disk";
     auto retry = run({"restore", point, "--replace", "--start", "--json"});
     ASSERT_EQ(retry.exit_code, 0) << retry.out << retry.err;
     ASSERT_TRUE(agent_answers(g.name(), 240s));
