@@ -117,7 +117,7 @@ void add_image_commands(CLI::App& app, GlobalOptions& global, Action& action) {
     restore->add_option("--format", r->format, "raw (sparse) or qcow2")
         ->check(CLI::IsMember({"raw", "qcow2"}));
     restore->add_flag("--force", r->force, "replace an existing output file");
-    restore->add_option("--workers", r->workers, "read/verify threads (default: one per core)");
+    restore->add_option("--workers", r->workers, "read/verify threads (default: two per core)");
     restore->callback(
         [&global, &action, r] { action = [&global, r] { return run_restore(global, *r); }; });
 }

@@ -123,7 +123,7 @@ void add_restore_command(CLI::App& app, GlobalOptions& global, Action& action) {
     restore->add_option("--format", o->engine.format, "disk format: qcow2 (default) or raw")
         ->check(CLI::IsMember({"qcow2", "raw"}));
     restore->add_option("--workers", o->engine.workers,
-                        "read/verify threads (default: one per core)");
+                        "read/verify threads (default: two per core)");
     restore->add_option("--state-file", o->state_file, "writer state file (for `vmshadow writers`)")
         ->envname("VMSHADOW_WRITER_STATE");
     restore->callback([&global, &action, o] {
