@@ -406,6 +406,9 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
     auto xml = vmwriter::rewrite_domain_xml(stored_xml, spec);
     if (!xml) return std::unexpected(xml.error().with_context(label));
     for (auto& n : xml->notes) result.notes.push_back(std::move(n));
+    // Recorded before the VM exists (without its UUID), so that a vmshadow killed right after
+    // creating it still leaves a run the same command can pick up.
+    if (auto st = run.save(); !st) return std::unexpected(st.error());
     auto domain = virt::create_transient(connection, xml->xml);
     if (!domain) return std::unexpected(domain.error().with_context(label));
     double running_after =
@@ -523,7 +526,30 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
             // An earlier run of this command: resume it, if its VM is still the one it made.
             auto run = InstantRun::load(work);
             if (!run) return std::unexpected(run.error());
-            if (!existing || existing->uuid() != run->uuid || run->point != result.point) {
+            // No UUID yet: killed between creating the VM and recording it; then the VM of
+            // that name is ours if it is transient (the record's VM always is).
+            bool ours =
+                existing && run->point == result.point &&
+                (run->uuid.empty() ? !existing->is_persistent() : existing->uuid() == run->uuid);
+            if (!existing && run->uuid.empty()) {
+                // Killed before its VM ever ran: nothing of a guest's is there. Clean up and
+                // start over.
+                for (const auto& d : run->disks) {
+                    (void)exporter::stop_process(d.server, std::chrono::seconds(10));
+                    fs::remove(d.final_path, ec);
+                }
+                for (const auto& p : placements)
+                    if (p.file) fs::remove(p.final_path, ec);
+                fs::remove_all(run->sockets, ec);
+                fs::remove_all(work, ec);
+                result.notes.push_back("removed what an interrupted instant recovery left");
+                ours = true;
+            } else if (!existing) {
+                // Its servers only keep the repository locked now; the overlays stay.
+                for (const auto& d : run->disks)
+                    (void)exporter::stop_process(d.server, std::chrono::seconds(10));
+            }
+            if (!ours) {
                 return fail(ErrorKind::conflict,
                             "an interrupted instant recovery of '" + result.vm + "' left " +
                                 work.string() +
@@ -533,8 +559,11 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
                                 ": the guest's writes since it started are in its *.overlay "
                                 "files; remove that folder and the VM's files to start over");
             }
-            return resume_instant(repo, connection, options, std::move(*existing), std::move(*run),
-                                  placements, std::move(result), started);
+            if (existing) {
+                if (run->uuid.empty()) run->uuid = existing->uuid();
+                return resume_instant(repo, connection, options, std::move(*existing),
+                                      std::move(*run), placements, std::move(result), started);
+            }
         }
         if (find_file(*point, "memory"))
             result.notes.push_back("cold boot: instant recovery does not use the saved memory");

@@ -3,7 +3,8 @@
 // lab guest: the VM runs from the repository's NBD export while the copy runs (capped with
 // --bandwidth so that it is still running when the guest is up), the guest writes during the
 // copy, the export's server is killed mid-copy — the VM pauses and the command says how to
-// resume —, the same command resumes, and the VM ends on local disks holding every write.
+// resume —, the same command resumes, and the VM ends on local disks holding every write; and a
+// vmshadow killed mid-copy leaves the VM running for the same command to finish.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -136,6 +137,48 @@ TEST_F(VmBackupTest, InstantRecoveryOfAMultiGibDiskPausesWhenItsServerDiesAndRes
     ASSERT_TRUE(nbdkit);
     EXPECT_NE(nbdkit->exit_code, 0) << "no NBD server left: " << nbdkit->out;
     EXPECT_FALSE(fs::exists(work));
+}
+
+// vmshadow itself killed mid-copy: its servers outlive it, so the VM keeps running from the
+// repository, and the same command picks the run up and finishes it.
+TEST_F(VmBackupTest, InstantRecoveryWhoseVmshadowWasKilledKeepsRunningAndTheSameCommandFinishes) {
+    lab::LabGuest& g = boot({});
+    ASSERT_TRUE(g.exec("echo killed > /var/lib/lab/marker && sync"));
+    json vm = backup_ok({g.name()});
+    const std::string point = vm["point"];
+    RestoredVm copy{g.name().substr(0, 40) + "-ik", dir / "instant"};
+    const std::vector<std::string> command{"--repo",  repo.string(), "restore",
+                                           point,     "--instant",   "--as",
+                                           copy.name, "--to",        copy.folder.string()};
+    auto capped = command;
+    capped.insert(capped.end(), {"--bandwidth", "1"});
+    fs::path log = dir / "instant-killed.log";
+    StartedCommand first{start_vmshadow_in_own_group(capped, log.string())};
+    ASSERT_GT(first.pid, 0);
+    ASSERT_TRUE(agent_answers(copy.name, 300s)) << read_text_file(log);
+    ASSERT_NE(dumpxml(copy.name).find("<mirror"), std::string::npos) << "still copying";
+    ::kill(-first.pid, SIGKILL);
+    ASSERT_TRUE(first.wait(30s));
+    std::this_thread::sleep_for(2s);
+    ASSERT_TRUE(agent_answers(copy.name, 30s)) << "the VM runs on without vmshadow";
+
+    auto args = command;
+    args.push_back("--json");
+    auto resumed = run_vmshadow(args);
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+    EXPECT_NE(json::parse(resumed.out)["notes"].dump().find("resumed"), std::string::npos)
+        << resumed.out;
+    std::string after = dumpxml(copy.name);
+    EXPECT_EQ(after.find("protocol='nbd'"), std::string::npos) << after;
+    auto info = lab::run_checked({"virsh", "-c", lab::lab_uri(), "dominfo", copy.name});
+    ASSERT_TRUE(info);
+    EXPECT_NE(info->find("Persistent:     yes"), std::string::npos) << *info;
+    auto seen = guest_exec(copy.name, "cat /var/lib/lab/marker");
+    ASSERT_TRUE(seen) << seen.error().message();
+    EXPECT_EQ(*seen, "killed\n");
+    auto nbdkit = lab::run_process({"pgrep", "-f", "point=" + point});
+    ASSERT_TRUE(nbdkit);
+    EXPECT_NE(nbdkit->exit_code, 0) << "no NBD server left: " << nbdkit->out;
 }
 
 }  // namespace
