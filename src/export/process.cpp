@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/child_process.h"
 #include "common/unique_fd.h"
 
 namespace vmshadow::exporter {
@@ -31,14 +32,6 @@ std::string command_text(const std::vector<std::string>& argv) {
     return s;
 }
 
-std::string last_line_of(const std::string& text) {
-    std::istringstream in(text);
-    std::string line, last;
-    while (std::getline(in, line))
-        if (!line.empty()) last = line;
-    return last;
-}
-
 std::string read_file(const std::string& path) {
     std::ifstream in(path);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
@@ -47,52 +40,17 @@ std::string read_file(const std::string& path) {
 }  // namespace
 
 Result<CommandOutput> run_command(const std::vector<std::string>& argv) {
-    int out_pipe[2], err_pipe[2];
-    if (::pipe2(out_pipe, O_CLOEXEC) != 0) return fail(ErrorKind::io, "pipe failed");
-    UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]);
-    if (::pipe2(err_pipe, O_CLOEXEC) != 0) return fail(ErrorKind::io, "pipe failed");
-    UniqueFd err_r(err_pipe[0]), err_w(err_pipe[1]);
-    auto args = c_argv(argv);
-    pid_t pid = ::fork();
-    if (pid < 0) return fail(ErrorKind::io, std::string("fork failed: ") + std::strerror(errno));
-    if (pid == 0) {
-        int in = ::open("/dev/null", O_RDONLY);
-        ::dup2(in, 0);
-        ::dup2(out_w.get(), 1);
-        ::dup2(err_w.get(), 2);
-        ::execvp(args[0], args.data());
-        _exit(127);
+    auto r = vmshadow::run_command(argv);
+    if (!r) {
+        if (r.error().kind() == ErrorKind::not_found)
+            return fail(ErrorKind::unavailable, argv[0] + " could not be run (is it installed?)");
+        return std::unexpected(r.error());
     }
-    out_w.reset();
-    err_w.reset();
-    CommandOutput result;
-    pollfd fds[2] = {{out_r.get(), POLLIN, 0}, {err_r.get(), POLLIN, 0}};
-    std::string* sinks[2] = {&result.out, &result.err};
-    int open_fds = 2;
-    char buffer[8192];
-    while (open_fds > 0) {
-        if (::poll(fds, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        for (int i = 0; i < 2; ++i) {
-            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            ssize_t n = ::read(fds[i].fd, buffer, sizeof buffer);
-            if (n > 0) {
-                sinks[i]->append(buffer, static_cast<std::size_t>(n));
-            } else if (n == 0 || errno != EINTR) {
-                fds[i].fd = -1;
-                --open_fds;
-            }
-        }
-    }
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (result.exit_code == 127 && result.err.empty())
-        return fail(ErrorKind::unavailable, argv[0] + " could not be run (is it installed?)");
-    return result;
+    CommandOutput out;
+    out.exit_code = r->ending == CommandResult::Ending::signalled ? 128 + r->signal : r->exit_code;
+    out.out = std::move(r->stdout_text);
+    out.err = std::move(r->stderr_text);
+    return out;
 }
 
 Result<std::string> run_checked(const std::vector<std::string>& argv) {

@@ -1,20 +1,10 @@
 // SPDX-License-Identifier: MIT
 #include "virt/qemu_img.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "common/unique_fd.h"
-
-extern char** environ;
+#include "common/child_process.h"
 
 namespace vmshadow::virt {
 namespace {
@@ -22,102 +12,25 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr std::chrono::seconds kQemuImgTimeout{60};
 
-// A spawned child: killed (SIGKILL) and reaped by the destructor unless waited for.
-class Child {
-  public:
-    explicit Child(pid_t pid) : pid_(pid) {}
-    Child(const Child&) = delete;
-    Child& operator=(const Child&) = delete;
-    ~Child() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            (void)wait();
-        }
-    }
-    // Exit status as waitpid reports it.
-    int wait() {
-        int status = 0;
-        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-        }
-        pid_ = -1;
-        return status;
-    }
-
-  private:
-    pid_t pid_;
-};
-
-struct Output {
-    int exit_code = -1;
-    std::string out;
-    std::string err;
-};
-
 std::string first_line(const std::string& text) {
     std::string line = text.substr(0, text.find('\n'));
     return line.empty() ? "no message" : line;
 }
 
-// Runs argv (argv[0] looked up in PATH), collecting stdout and stderr, for at most `timeout`.
-Result<Output> run(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
-    int out_pipe[2];
-    int err_pipe[2];
-    if (::pipe2(out_pipe, O_CLOEXEC) != 0) return fail(ErrorKind::io, "pipe for " + argv[0]);
-    UniqueFd out_read(out_pipe[0]), out_write(out_pipe[1]);
-    if (::pipe2(err_pipe, O_CLOEXEC) != 0) return fail(ErrorKind::io, "pipe for " + argv[0]);
-    UniqueFd err_read(err_pipe[0]), err_write(err_pipe[1]);
-
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&actions, out_write.get(), 1);
-    posix_spawn_file_actions_adddup2(&actions, err_write.get(), 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    pid_t pid = -1;
-    int rc = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-        return fail(ErrorKind::unavailable,
-                    argv[0] + " could not be started (install qemu-utils): " + strerror(rc));
-    }
-    Child child(pid);
-    out_write.reset();
-    err_write.reset();
-
-    Output result;
-    auto deadline = Clock::now() + timeout;
-    while (out_read || err_read) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        if (left.count() <= 0) {
-            return fail(ErrorKind::timeout, argv[0] + " " + argv[1] + " did not finish within " +
-                                                std::to_string(timeout.count()) + " s");
-        }
-        pollfd fds[2] = {{out_read.get(), POLLIN, 0}, {err_read.get(), POLLIN, 0}};
-        int n = ::poll(fds, 2, static_cast<int>(left.count()));
-        if (n < 0 && errno != EINTR) return fail(ErrorKind::io, "poll on " + argv[0]);
-        for (int i = 0; i < 2; ++i) {
-            if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-            char buf[4096];
-            ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
-            if (got > 0) {
-                (i == 0 ? result.out : result.err).append(buf, static_cast<size_t>(got));
-            } else if (got == 0 || errno != EINTR) {
-                (i == 0 ? out_read : err_read).reset();
-            }
-        }
-    }
-    int status = child.wait();
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return result;
-}
-
 Result<std::string> run_checked(const std::vector<std::string>& argv, const std::string& what) {
-    auto out = run(argv, kQemuImgTimeout);
-    if (!out) return fail(out.error().with_context(what));
-    if (out->exit_code != 0) return fail(ErrorKind::io, what + ": " + first_line(out->err));
-    return std::move(out->out);
+    auto out = run_command(argv, {.deadline = Clock::now() + kQemuImgTimeout});
+    if (!out) {
+        return fail(ErrorKind::unavailable,
+                    what + ": " + out.error().message() + " (install qemu-utils)");
+    }
+    if (out->ending == CommandResult::Ending::timed_out) {
+        return fail(ErrorKind::timeout, what + ": " + argv[0] + " " + argv[1] +
+                                            " did not finish within " +
+                                            std::to_string(kQemuImgTimeout.count()) + " s");
+    }
+    if (out->ending != CommandResult::Ending::exited || out->exit_code != 0)
+        return fail(ErrorKind::io, what + ": " + first_line(out->stderr_text));
+    return std::move(out->stdout_text);
 }
 
 }  // namespace

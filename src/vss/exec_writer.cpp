@@ -5,7 +5,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "vss/child_process.h"
+#include "common/child_process.h"
 
 extern char** environ;
 
@@ -62,7 +62,7 @@ std::vector<std::string> environment_for(const ExecWriterConfig& config,
 }
 
 std::string with_detail(std::string message, const CommandResult& result) {
-    std::string detail = last_line(result.stderr_text);
+    std::string detail = last_line_of(result.stderr_text);
     if (!detail.empty()) message += ": " + detail;
     return message;
 }
@@ -77,7 +77,9 @@ std::expected<std::string, Veto> ExecWriter::call(const EventContext& context) c
     const milliseconds limit = deadline.remaining();
     std::vector<std::string> argv = config_.command;
     argv.emplace_back(event_name(context.event));
-    auto result = run_command(argv, environment_for(config_, context, limit), deadline);
+    auto result = run_command(argv, {.environment = environment_for(config_, context, limit),
+                                     .deadline = deadline.at(),
+                                     .stop = deadline.stop_token()});
     if (!result) return std::unexpected(veto_nonretryable(result.error().message()));
     using Ending = CommandResult::Ending;
     switch (result->ending) {

@@ -9,7 +9,6 @@
 #include <thread>
 
 #include "unit/vss/temp_dir.h"
-#include "vss/child_process.h"
 #include "vss/coordinator.h"
 #include "vss/null_provider.h"
 #include "vss/restore_coordinator.h"
@@ -285,45 +284,6 @@ TEST(ExecWriter, HooksOfSeveralWritersRunInParallel) {
     auto run = backup_with(writers);
     ASSERT_TRUE(run.document) << run.document.error().message();
     EXPECT_LT(std::chrono::steady_clock::now() - started, 1400ms);  // serially: 1.6 s
-}
-
-TEST(RunCommand, CommandIgnoringSigtermIsKilledAfterTheGrace) {
-    EventDeadline deadline = EventDeadline::after(200ms);
-    auto started = std::chrono::steady_clock::now();
-    auto result = run_command({"/bin/sh", "-c", "trap '' TERM; sleep 1000 & wait; sleep 1000"},
-                              {"PATH=/usr/bin:/bin"}, deadline, 200ms);
-    ASSERT_TRUE(result);
-    EXPECT_EQ(result->ending, CommandResult::Ending::timed_out);
-    EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
-    expect_no_children_left();
-}
-
-TEST(RunCommand, StopRequestEndsTheCommandEarly) {
-    std::stop_source stop;
-    EventDeadline deadline(std::chrono::steady_clock::now() + 60s, stop.get_token());
-    std::thread stopper([&] {
-        std::this_thread::sleep_for(100ms);
-        stop.request_stop();
-    });
-    auto result = run_command({"sleep", "1000"}, {"PATH=/usr/bin:/bin"}, deadline, 200ms);
-    stopper.join();
-    ASSERT_TRUE(result);
-    EXPECT_EQ(result->ending, CommandResult::Ending::cancelled);
-}
-
-TEST(RunCommand, CapturesStdoutAndStderrAndTheExitCode) {
-    auto result = run_command({"/bin/sh", "-c", "echo out; echo err >&2; exit 4"}, {},
-                              EventDeadline::after(5s));
-    ASSERT_TRUE(result);
-    EXPECT_EQ(result->ending, CommandResult::Ending::exited);
-    EXPECT_EQ(result->exit_code, 4);
-    EXPECT_EQ(result->stdout_text, "out\n");
-    EXPECT_EQ(result->stderr_text, "err\n");
-}
-
-TEST(RunCommand, LastLineSkipsTrailingBlankLines) {
-    EXPECT_EQ(last_line("a\n  b c \n\n"), "b c");
-    EXPECT_EQ(last_line(""), "");
 }
 
 }  // namespace

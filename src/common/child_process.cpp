@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "vss/child_process.h"
+#include "common/child_process.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -15,7 +15,7 @@
 
 #include "common/unique_fd.h"
 
-namespace vmshadow::vss {
+namespace vmshadow {
 namespace {
 
 using clock = std::chrono::steady_clock;
@@ -154,17 +154,21 @@ std::vector<char*> c_strings(const std::vector<std::string>& strings) {
 
 // Reads both pipes until the child exits or the deadline is over; returns true if exited.
 bool pump_until_exit(SpawnedChild& child, Pipe& out, Pipe& err, CommandResult& result,
-                     const EventDeadline& deadline) {
+                     const RunLimits& limits) {
     bool out_open = true, err_open = true;
     while (!child.exited()) {
-        if (deadline.over()) return false;
+        auto now = clock::now();
+        if (now >= limits.deadline || limits.stop.stop_requested()) return false;
         pollfd fds[3];
         nfds_t n = 0;
         if (out_open) fds[n++] = {out.read.get(), POLLIN, 0};
         if (err_open) fds[n++] = {err.read.get(), POLLIN, 0};
         if (child.pidfd() >= 0) fds[n++] = {child.pidfd(), POLLIN, 0};
         // Wake up regularly to notice a stop request; the pidfd wakes us on exit.
-        auto wait = std::min<long>(deadline.remaining().count(), child.pidfd() >= 0 ? 50 : 5);
+        long left = limits.deadline == clock::time_point::max()
+                        ? 50
+                        : std::chrono::ceil<milliseconds>(limits.deadline - now).count();
+        auto wait = std::min<long>(left, child.pidfd() >= 0 ? 50 : 5);
         if (::poll(fds, n, static_cast<int>(std::max<long>(wait, 1))) < 0 && errno != EINTR) {
             std::this_thread::sleep_for(milliseconds(5));
         }
@@ -203,9 +207,7 @@ void drain_rest(Pipe& out, Pipe& err, CommandResult& result) {
 
 }  // namespace
 
-Result<CommandResult> run_command(const std::vector<std::string>& argv,
-                                  const std::vector<std::string>& environment,
-                                  const EventDeadline& deadline, milliseconds kill_grace) {
+Result<CommandResult> run_command(const std::vector<std::string>& argv, const RunLimits& limits) {
     if (argv.empty()) return fail(ErrorKind::invalid_argument, "empty command");
     auto out = make_pipe();
     if (!out) return fail(out.error());
@@ -216,14 +218,14 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv,
         return fail(ErrorKind::internal, std::string("posix_spawn setup: ") + std::strerror(rc));
     }
     auto args = c_strings(argv);
-    auto env = c_strings(environment);
+    std::vector<char*> own_env;
+    if (limits.environment) own_env = c_strings(*limits.environment);
+    char** env = limits.environment ? own_env.data() : environ;
     const auto started = clock::now();
     pid_t pid = -1;
     bool search = argv[0].find('/') == std::string::npos;
-    int rc =
-        search
-            ? ::posix_spawnp(&pid, args[0], spawn.actions(), spawn.attr(), args.data(), env.data())
-            : ::posix_spawn(&pid, args[0], spawn.actions(), spawn.attr(), args.data(), env.data());
+    int rc = search ? ::posix_spawnp(&pid, args[0], spawn.actions(), spawn.attr(), args.data(), env)
+                    : ::posix_spawn(&pid, args[0], spawn.actions(), spawn.attr(), args.data(), env);
     if (rc != 0) {
         ErrorKind kind = rc == ENOENT   ? ErrorKind::not_found
                          : rc == EACCES ? ErrorKind::permission
@@ -235,15 +237,15 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv,
     err->write.reset();
 
     CommandResult result;
-    if (!pump_until_exit(child, *out, *err, result, deadline)) {
-        result.ending = deadline.expired() ? CommandResult::Ending::timed_out
-                                           : CommandResult::Ending::cancelled;
+    if (!pump_until_exit(child, *out, *err, result, limits)) {
+        result.ending = clock::now() >= limits.deadline ? CommandResult::Ending::timed_out
+                                                        : CommandResult::Ending::cancelled;
         child.kill_group(SIGTERM);
-        if (!child.wait_exit_until(clock::now() + kill_grace)) child.kill_group(SIGKILL);
+        if (!child.wait_exit_until(clock::now() + limits.kill_grace)) child.kill_group(SIGKILL);
     }
     // The leader is a zombie now (or about to be): its group id cannot be reused yet, so
     // killing the group only hits what the command left behind.
-    child.wait_exit_until(clock::now() + kill_grace);
+    child.wait_exit_until(clock::now() + limits.kill_grace);
     child.kill_group(SIGKILL);
     int status = child.reap();
     drain_rest(*out, *err, result);
@@ -259,7 +261,7 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv,
     return result;
 }
 
-std::string last_line(const std::string& text) {
+std::string last_line_of(const std::string& text) {
     std::size_t end = text.find_last_not_of(" \t\r\n");
     if (end == std::string::npos) return {};
     std::size_t begin = text.rfind('\n', end);
@@ -269,4 +271,4 @@ std::string last_line(const std::string& text) {
     return first == std::string::npos ? std::string() : line.substr(first);
 }
 
-}  // namespace vmshadow::vss
+}  // namespace vmshadow

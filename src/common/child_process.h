@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// run_command: run a program to completion with a deadline, capturing its output.
+// run_command: run a program to completion with a deadline, capturing its output — the one
+// way every layer runs a host program (exec writers, qemu-img, the mount's tools).
 //
 // This module is: posix_spawn of argv (PATH lookup when argv[0] has no '/') in a NEW
 // PROCESS GROUP, stdin from /dev/null, stdout and stderr captured through pipes (up to
@@ -10,19 +11,21 @@
 // in its group is SIGKILLed too (it would hold our pipes). No zombies: every child is
 // reaped before run_command returns, on every path. A grandchild that leaves the group
 // (setsid) is out of reach; we stop reading its output shortly after the program ends.
-// This module is not: a shell; nothing is interpreted.
+// This module is not: a shell; nothing is interpreted; nor a way to start daemons
+// (export/process.h).
 //
 // Thread-safety: safe to call from several threads at once (pipes are O_CLOEXEC, so a
 // concurrent spawn never inherits another command's pipe).
 
 #include <chrono>
+#include <optional>
+#include <stop_token>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
-#include "vss/event_deadline.h"
 
-namespace vmshadow::vss {
+namespace vmshadow {
 
 struct CommandResult {
     enum class Ending {
@@ -42,15 +45,20 @@ struct CommandResult {
 
 inline constexpr std::size_t kMaxCapture = 1 << 20;
 
+struct RunLimits {
+    // The complete environment ("KEY=VALUE"); nullopt: this process's.
+    std::optional<std::vector<std::string>> environment;
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+    std::stop_token stop;  // a stop request ends the command like the deadline (cancelled)
+    std::chrono::milliseconds kill_grace = std::chrono::seconds(2);
+};
+
 // Fails only if the program could not be started (not found, not executable, no
-// resources); the program's own failure is in CommandResult. `environment` is the
-// complete environment ("KEY=VALUE").
+// resources); the program's own failure is in CommandResult.
 Result<CommandResult> run_command(const std::vector<std::string>& argv,
-                                  const std::vector<std::string>& environment,
-                                  const EventDeadline& deadline,
-                                  std::chrono::milliseconds kill_grace = std::chrono::seconds(2));
+                                  const RunLimits& limits = {});
 
 // The last non-empty line of `text`, trimmed (for error messages).
-std::string last_line(const std::string& text);
+std::string last_line_of(const std::string& text);
 
-}  // namespace vmshadow::vss
+}  // namespace vmshadow
