@@ -13,9 +13,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
+
+#include "common/child_process.h"
 
 extern char** environ;
 
@@ -27,36 +28,20 @@ std::string nbd_error_text() {
     return e ? e : "unknown libnbd error";
 }
 
-// Runs a program, returns (exit status, combined output).
+// Runs qemu-img to completion (60 s at most): (exit status, stderr then stdout).
 Result<std::pair<int, std::string>> run_capture(const std::vector<std::string>& argv) {
-    char tmpl[] = "/tmp/vmshadow-run-XXXXXX";
-    int fd = ::mkstemp(tmpl);
-    if (fd < 0) return fail(ErrorKind::io, "cannot create a temp file in /tmp");
-    std::string out_path = tmpl;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fd, 1);
-    posix_spawn_file_actions_adddup2(&actions, fd, 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    pid_t pid = -1;
-    int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(fd);
-    if (rc != 0) {
-        ::unlink(out_path.c_str());
+    auto r = run_command(argv,
+                         {.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60)});
+    if (!r) {
         return fail(ErrorKind::unavailable, argv[0] +
                                                 " could not be started (is qemu-utils "
-                                                "installed?)");
+                                                "installed?): " +
+                                                r.error().message());
     }
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    std::ifstream in(out_path);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    ::unlink(out_path.c_str());
-    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : 128, text);
+    if (r->ending == CommandResult::Ending::timed_out)
+        return fail(ErrorKind::timeout, argv[0] + " " + argv[1] + " did not finish within 60 s");
+    int code = r->ending == CommandResult::Ending::exited ? r->exit_code : 128;
+    return std::make_pair(code, code == 0 ? r->stdout_text : r->stderr_text + r->stdout_text);
 }
 
 std::string first_line(const std::string& s) {
