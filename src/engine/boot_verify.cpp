@@ -8,9 +8,9 @@
 #include <random>
 #include <thread>
 
+#include "common/process.h"
 #include "engine/vm_point.h"
 #include "export/point_server.h"
-#include "export/process.h"
 #include "repo/lock.h"
 #include "repo/restore.h"
 #include "virt/domain_xml.h"
@@ -72,12 +72,12 @@ std::string corruption_line(const fs::path& log) {
 // Everything a verification starts, undone in reverse whatever happens.
 struct Throwaway {
     std::optional<virt::Domain> domain;
-    std::vector<exporter::ProcessId> servers;
+    std::vector<ProcessId> servers;
     fs::path dir;
     ~Throwaway() {
         if (domain) (void)virt::destroy_domain(*domain);  // transient: gone once stopped
         for (auto it = servers.rbegin(); it != servers.rend(); ++it)
-            (void)exporter::stop_process(*it, std::chrono::seconds(10));
+            (void)stop_process(*it, std::chrono::seconds(10));
         std::error_code ec;
         if (!dir.empty()) fs::remove_all(dir, ec);
     }

@@ -12,11 +12,11 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/process.h"
 #include "engine/image_jobs.h"
 #include "engine/nbd_image.h"
 #include "engine/vm_point.h"
 #include "export/point_server.h"
-#include "export/process.h"
 #include "repo/lock.h"
 #include "repo/restore.h"
 #include "virt/block_copy.h"
@@ -96,7 +96,7 @@ constexpr const char* kInstantRecord = "instant.json";
 
 struct InstantDisk {
     std::string name, socket, overlay, pidfile, log, final_path;
-    exporter::ProcessId server;
+    ProcessId server;
     bool pivoted = false;
 };
 
@@ -172,9 +172,8 @@ std::string resume_command(const VmRestoreOptions& options, const std::string& p
     return cmd;
 }
 
-Result<exporter::ProcessId> serve_instant_disk(const repo::Repository& repo,
-                                               const VmRestoreOptions& options,
-                                               const InstantRun& run, const InstantDisk& d) {
+Result<ProcessId> serve_instant_disk(const repo::Repository& repo, const VmRestoreOptions& options,
+                                     const InstantRun& run, const InstantDisk& d) {
     exporter::PointServerOptions nbdkit;
     nbdkit.repo = repo.root();
     nbdkit.point = run.point;
@@ -214,8 +213,8 @@ Status finish_instant(const virt::Connection& connection, virt::Domain& domain, 
         bool all = true;
         for (auto& d : run.disks) {
             if (d.pivoted) continue;
-            if (!exporter::process_alive(d.server)) {
-                std::string last = exporter::last_line(d.log);
+            if (!process_alive(d.server)) {
+                std::string last = last_line_in_file(d.log);
                 return stop("disk " + d.name + ": its NBD server (nbdkit) is gone" +
                             (last.empty() ? "" : " (last log line: " + last + ")") + "; log " +
                             d.log);
@@ -265,8 +264,7 @@ Status finish_instant(const virt::Connection& connection, virt::Domain& domain, 
     if (!config) return std::unexpected(config.error());
     auto defined = connection.define(*config);
     if (!defined) return std::unexpected(defined.error().with_context("make the VM persistent"));
-    for (const auto& d : run.disks)
-        (void)exporter::stop_process(d.server, std::chrono::seconds(10));
+    for (const auto& d : run.disks) (void)stop_process(d.server, std::chrono::seconds(10));
     std::error_code ec;
     fs::remove_all(run.work, ec);
     fs::remove_all(run.sockets, ec);
@@ -282,8 +280,7 @@ Result<VmRestoreResult> resume_instant(repo::Repository& repo, const virt::Conne
                                        std::chrono::steady_clock::time_point started) {
     if (domain.is_persistent()) {
         // The switch was done; only the cleanup was not.
-        for (const auto& d : run.disks)
-            (void)exporter::stop_process(d.server, std::chrono::seconds(10));
+        for (const auto& d : run.disks) (void)stop_process(d.server, std::chrono::seconds(10));
         std::error_code ec;
         fs::remove_all(run.work, ec);
         fs::remove_all(run.sockets, ec);
@@ -291,7 +288,7 @@ Result<VmRestoreResult> resume_instant(repo::Repository& repo, const virt::Conne
         std::error_code ec;
         fs::create_directories(run.sockets, ec);
         for (auto& d : run.disks) {
-            if (d.pivoted || exporter::process_alive(d.server)) continue;
+            if (d.pivoted || process_alive(d.server)) continue;
             auto server = serve_instant_disk(repo, options, run, d);
             if (!server) {
                 (void)run.save();
@@ -355,8 +352,7 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
         bool keep = false;
         ~Undo() {
             if (keep) return;
-            for (const auto& d : run->disks)
-                (void)exporter::stop_process(d.server, std::chrono::seconds(10));
+            for (const auto& d : run->disks) (void)stop_process(d.server, std::chrono::seconds(10));
             std::error_code ec;
             fs::remove_all(run->work, ec);
             fs::remove_all(run->sockets, ec);
@@ -535,7 +531,7 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
                 // Killed before its VM ever ran: nothing of a guest's is there. Clean up and
                 // start over.
                 for (const auto& d : run->disks) {
-                    (void)exporter::stop_process(d.server, std::chrono::seconds(10));
+                    (void)stop_process(d.server, std::chrono::seconds(10));
                     fs::remove(d.final_path, ec);
                 }
                 for (const auto& p : placements)
@@ -547,7 +543,7 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
             } else if (!existing) {
                 // Its servers only keep the repository locked now; the overlays stay.
                 for (const auto& d : run->disks)
-                    (void)exporter::stop_process(d.server, std::chrono::seconds(10));
+                    (void)stop_process(d.server, std::chrono::seconds(10));
             }
             if (!ours) {
                 return fail(ErrorKind::conflict,

@@ -12,8 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/process.h"
 #include "export/point_server.h"
-#include "export/process.h"
 #include "repo/crypto.h"
 
 namespace vmshadow::exporter {
@@ -108,13 +108,13 @@ struct Partition {
 
 // The filesystems to try: the whole disk, or each partition of its table.
 Result<std::vector<Partition>> probe(const std::string& image) {
-    auto blkid = run_command({"blkid", "-p", "-o", "export", image});
+    auto blkid = run_tool({"blkid", "-p", "-o", "export", image});
     if (!blkid) return std::unexpected(blkid.error());
     bool whole_fs =
         blkid->out.find("\nTYPE=") != std::string::npos || blkid->out.rfind("TYPE=", 0) == 0;
     bool table = blkid->out.find("PTTYPE=") != std::string::npos;
     if (whole_fs && !table) return std::vector<Partition>{{"disk", 0, 0}};
-    auto sfdisk = run_command({"sfdisk", "--json", image});
+    auto sfdisk = run_tool({"sfdisk", "--json", image});
     if (!sfdisk) return std::unexpected(sfdisk.error());
     if (sfdisk->exit_code != 0 || sfdisk->out.empty()) {
         if (whole_fs) return std::vector<Partition>{{"disk", 0, 0}};
@@ -149,7 +149,7 @@ Status teardown(MountState& state) {
         while (!s["mounts"].empty()) {
             std::string target = s["mounts"].back().at("path").get<std::string>();
             if (is_mount_point(target)) {
-                auto r = run_command({"umount", target});
+                auto r = run_tool({"umount", target});
                 if (!r) return std::unexpected(r.error());
                 if (r->exit_code != 0 && is_mount_point(target))
                     return fail(ErrorKind::conflict,
@@ -168,21 +168,21 @@ Status teardown(MountState& state) {
         for (const auto& loop : s["loops"]) {
             std::string dev = loop.get<std::string>();
             // Only while it is still ours: a detached device may serve someone else now.
-            auto back = run_command({"losetup", "--list", "--noheadings", "-O", "BACK-FILE", dev});
+            auto back = run_tool({"losetup", "--list", "--noheadings", "-O", "BACK-FILE", dev});
             if (!back || back->exit_code != 0) continue;
             std::string file = back->out.substr(0, back->out.find_last_not_of(" \n") + 1);
             // The kernel may name a file on a FUSE mount relative to that mount.
             bool ours = file == image ||
                         (file.size() >= 9 && file.ends_with("/disk.raw") && image.ends_with(file));
-            if (ours) (void)run_command({"losetup", "-d", dev});
+            if (ours) (void)run_tool({"losetup", "-d", dev});
         }
     }
     s["loops"] = json::array();
     (void)state.save();
     std::string fuse_dir = state.path("fuse");
     if (is_mount_point(fuse_dir)) {
-        auto r = run_command({"fusermount3", "-u", fuse_dir});
-        if (r && r->exit_code != 0) (void)run_command({"fusermount3", "-u", "-z", fuse_dir});
+        auto r = run_tool({"fusermount3", "-u", fuse_dir});
+        if (r && r->exit_code != 0) (void)run_tool({"fusermount3", "-u", "-z", fuse_dir});
     }
     if (auto st = stop_process(process_from(s["nbdfuse"]), std::chrono::seconds(5)); !st)
         return std::unexpected(st.error().with_context("stopping nbdfuse"));
@@ -210,12 +210,12 @@ Status mount_partitions(MountState& state, const std::vector<Partition>& parts,
         std::string dev = loop->substr(0, loop->find('\n'));
         state.append("loops", dev);
         if (auto st = state.save(); !st) return st;
-        auto type = run_command({"blkid", "-p", "-o", "value", "-s", "TYPE", dev});
+        auto type = run_tool({"blkid", "-p", "-o", "value", "-s", "TYPE", dev});
         if (!type) return std::unexpected(type.error());
         std::string t = type->out.substr(0, type->out.find('\n'));
         if (t.empty() || unmountable_type(t)) {
             info.skipped.push_back({part.name, t.empty() ? "no filesystem" : t});
-            (void)run_command({"losetup", "-d", dev});
+            (void)run_tool({"losetup", "-d", dev});
             state.data()["loops"].erase(state.data()["loops"].size() - 1);
             continue;
         }
@@ -225,7 +225,7 @@ Status mount_partitions(MountState& state, const std::vector<Partition>& parts,
                 return fail(ErrorKind::io, "cannot create " + target + ": " + std::strerror(errno));
             state.append("dirs", target);
         }
-        auto mounted = run_command({"mount", "-t", t, "-o", "ro,nosuid,nodev,noexec", dev, target});
+        auto mounted = run_tool({"mount", "-t", t, "-o", "ro,nosuid,nodev,noexec", dev, target});
         if (!mounted) return std::unexpected(mounted.error());
         if (mounted->exit_code != 0) {
             std::string why = mounted->err.substr(0, mounted->err.find('\n'));
@@ -234,7 +234,7 @@ Status mount_partitions(MountState& state, const std::vector<Partition>& parts,
                 ::rmdir(target.c_str());
                 state.data()["dirs"].erase(state.data()["dirs"].size() - 1);
             }
-            (void)run_command({"losetup", "-d", dev});
+            (void)run_tool({"losetup", "-d", dev});
             state.data()["loops"].erase(state.data()["loops"].size() - 1);
             if (auto st = state.save(); !st) return st;
             continue;

@@ -13,7 +13,7 @@ constexpr const char* kPluginName = "nbdkit-vmshadow-plugin.so";
 
 // "ERROR MESSAGE [kind]" as the plugin logs it, back into an Error.
 Error daemon_error(const Error& start_error, const std::string& log) {
-    std::string line = last_line(log);
+    std::string line = last_line_in_file(log);
     auto open = line.rfind(" [");
     if (open == std::string::npos || line.back() != ']') return start_error;
     std::string kind_text = line.substr(open + 2, line.size() - open - 3);

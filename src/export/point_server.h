@@ -17,7 +17,7 @@
 #include <string>
 
 #include "common/error.h"
-#include "export/process.h"
+#include "common/process.h"
 
 namespace vmshadow::exporter {
 

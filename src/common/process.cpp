@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "export/process.h"
+#include "common/process.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -16,7 +16,7 @@
 #include "common/child_process.h"
 #include "common/unique_fd.h"
 
-namespace vmshadow::exporter {
+namespace vmshadow {
 namespace {
 
 std::vector<char*> c_argv(const std::vector<std::string>& argv) {
@@ -39,8 +39,8 @@ std::string read_file(const std::string& path) {
 
 }  // namespace
 
-Result<CommandOutput> run_command(const std::vector<std::string>& argv) {
-    auto r = vmshadow::run_command(argv);
+Result<CommandOutput> run_tool(const std::vector<std::string>& argv) {
+    auto r = run_command(argv);
     if (!r) {
         if (r.error().kind() == ErrorKind::not_found)
             return fail(ErrorKind::unavailable, argv[0] + " could not be run (is it installed?)");
@@ -54,7 +54,7 @@ Result<CommandOutput> run_command(const std::vector<std::string>& argv) {
 }
 
 Result<std::string> run_checked(const std::vector<std::string>& argv) {
-    auto r = run_command(argv);
+    auto r = run_tool(argv);
     if (!r) return std::unexpected(r.error());
     if (r->exit_code != 0) {
         std::string why = last_line_of(r->err);
@@ -85,7 +85,7 @@ bool process_alive(const ProcessId& process) {
     return !now.empty() && now == process.start_time;
 }
 
-std::string last_line(const std::string& path) {
+std::string last_line_in_file(const std::string& path) {
     return last_line_of(read_file(path));
 }
 
@@ -114,7 +114,7 @@ Result<ProcessId> start_daemon(const DaemonOptions& o) {
             bool forked = o.forks && WIFEXITED(status) && WEXITSTATUS(status) == 0;
             pid = -1;
             if (!forked) {
-                std::string why = last_line(o.log);
+                std::string why = last_line_in_file(o.log);
                 return fail(ErrorKind::unavailable,
                             o.argv[0] + " exited at start" + (why.empty() ? "" : ": " + why));
             }
@@ -130,7 +130,7 @@ Result<ProcessId> start_daemon(const DaemonOptions& o) {
                 ::kill(pid, SIGKILL);
                 ::waitpid(pid, &status, 0);
             }
-            std::string why = last_line(o.log);
+            std::string why = last_line_in_file(o.log);
             return fail(ErrorKind::timeout,
                         o.argv[0] + " did not become ready" + (why.empty() ? "" : ": " + why));
         }
@@ -158,4 +158,4 @@ Status stop_process(const ProcessId& process, std::chrono::milliseconds grace) {
     return fail(ErrorKind::timeout, "process " + std::to_string(process.pid) + " did not exit");
 }
 
-}  // namespace vmshadow::exporter
+}  // namespace vmshadow

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Host programs the mount drives (nbdkit, nbdfuse, losetup, blkid, sfdisk, mount): run to
-// completion, or start as background daemons that outlive vmshadow.
+// Host programs as the mount, verify and instant recovery drive them (nbdkit, nbdfuse,
+// losetup, blkid, sfdisk, mount): run to completion, or start as background daemons that
+// outlive vmshadow.
 //
-// This module is: fork/exec without a shell (argv as given, looked up in PATH), output
+// This module is: run_tool (child_process.h's runner, its output as text) and fork/exec
+// of daemons without a shell (argv as given, looked up in PATH), output
 // captured, and daemons identified by pid + kernel start time so that a later process (the
 // `umount`) can tell a daemon from an unrelated process that reused its pid. It is not: a
 // supervisor; daemons are reparented to init when vmshadow exits.
@@ -22,14 +24,14 @@
 
 #include "common/error.h"
 
-namespace vmshadow::exporter {
+namespace vmshadow {
 
 struct CommandOutput {
     int exit_code = -1;  // 128 + signal when killed
     std::string out, err;
 };
 
-Result<CommandOutput> run_command(const std::vector<std::string>& argv);
+Result<CommandOutput> run_tool(const std::vector<std::string>& argv);
 // stdout of a command that must succeed.
 Result<std::string> run_checked(const std::vector<std::string>& argv);
 
@@ -61,6 +63,6 @@ Result<ProcessId> start_daemon(const DaemonOptions& options);
 Status stop_process(const ProcessId& process, std::chrono::milliseconds grace);
 
 // The last non-empty line of a text file ("" when unreadable).
-std::string last_line(const std::string& path);
+std::string last_line_in_file(const std::string& path);
 
-}  // namespace vmshadow::exporter
+}  // namespace vmshadow
