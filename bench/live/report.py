@@ -3,7 +3,6 @@
 # Turns bench/live/run.sh's results (lines "name value max_rss_kib"; sizes and JSON fields are
 # in the value column) into the Markdown report for bench/RESULTS.md: medians of the rounds,
 # every round's value next to it, and the goals met / not met.
-import collections
 import datetime
 import math
 import os
@@ -11,13 +10,11 @@ import statistics
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from results import load_results  # noqa: E402
+
 results, binary, load_before, load_after, rounds, change_mib, vnb_version, failures = sys.argv[1:9]
-vals = collections.defaultdict(list)
-rss = collections.defaultdict(list)
-for line in open(results):
-    name, a, b = line.split()
-    vals[name].append(float(a))
-    rss[name].append(int(b))
+vals, rss = load_results(results)
 
 
 def med(name):

@@ -2,20 +2,17 @@
 # SPDX-License-Identifier: MIT
 # Turns run.sh's results (lines "name seconds max_rss_kib"; sizes are in the seconds column)
 # into the Markdown report of bench/RESULTS.md: medians of the runs.
-import collections
 import datetime
 import os
 import statistics
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from results import load_results  # noqa: E402
+
 results, cores, binary = sys.argv[1], sys.argv[2], sys.argv[3]
-vals = collections.defaultdict(list)
-rss = collections.defaultdict(list)
-for line in open(results):
-    name, a, b = line.split()
-    vals[name].append(float(a))
-    rss[name].append(int(b))
+vals, rss = load_results(results)
 
 
 def med(name):

@@ -3,7 +3,6 @@
 # Turns bench/restore/run.sh's results (lines "name value max_rss_kib"; sizes and loads are in
 # the value column) into the Markdown report for bench/RESULTS.md: medians of the rounds, every
 # round's value next to it, the ratios the issue asks for and its goals met / not met.
-import collections
 import datetime
 import math
 import os
@@ -11,13 +10,11 @@ import statistics
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from results import load_results  # noqa: E402
+
 results, binary, load_before, load_after, runs_n, vnb_v, restic_v, borg_v, qemu_v = sys.argv[1:10]
-vals = collections.defaultdict(list)
-rss = collections.defaultdict(list)
-for line in open(results):
-    name, a, b = line.split()
-    vals[name].append(float(a))
-    rss[name].append(int(b))
+vals, rss = load_results(results)
 
 
 def med(name):

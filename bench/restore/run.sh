@@ -263,17 +263,5 @@ cat "$W/report.md"
 # its bench/restore markers; the analysis around it is written by hand). RESULTS_MD= skips this.
 RESULTS_MD=${RESULTS_MD-$ROOT/bench/RESULTS.md}
 if [ -n "$RESULTS_MD" ]; then
-  $PY - "$RESULTS_MD" "$W/report.md" <<'PY'
-import sys
-path, report = sys.argv[1], open(sys.argv[2]).read().strip()
-begin, end = "<!-- bench/restore/run.sh report: begin -->", "<!-- bench/restore/run.sh report: end -->"
-text = open(path).read()
-if begin not in text or end not in text:
-    print(f"bench/restore: {path} has no bench/restore markers; not written", file=sys.stderr)
-    sys.exit(0)
-head, rest = text.split(begin, 1)
-tail = rest.split(end, 1)[1]
-open(path, "w").write(head + begin + "\n" + report + "\n" + end + tail)
-print(f"bench/restore: report written into {path}", file=sys.stderr)
-PY
+  $PY "$ROOT/bench/lib/results.py" write-section "$RESULTS_MD" "$W/report.md" bench/restore
 fi
