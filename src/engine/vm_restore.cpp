@@ -294,7 +294,7 @@ Result<VmRestoreResult> resume_instant(repo::Repository& repo, const virt::Conne
                 (void)run.save();
                 return fail(server.error().kind(),
                             "instant recovery of '" + run.vm + "' cannot resume: " +
-                                server.error().message() + "; the VM stays paused");
+                                server.error().message() + "; the VM is left as it was");
             }
             d.server = *server;
             result.notes.push_back("disk " + d.name + ": its NBD server was restarted");
