@@ -21,6 +21,7 @@ void add_thaw_guardian_command(CLI::App& app, Action& action) {
     cmd->add_option("--action", *action_name)->check(CLI::IsMember({"thaw", "resume"}));
     cmd->add_option("--arm-timeout-ms", *arm_ms);
     cmd->add_option("--release-after-ms", *release_ms);
+    cmd->add_option("--armed-fd", spec->armed_fd);
     cmd->callback([&action, spec, action_name, arm_ms, release_ms] {
         action = [spec, action_name, arm_ms, release_ms]() -> Status {
             spec->action = *action_name == "resume" ? virt::GuardianAction::resume

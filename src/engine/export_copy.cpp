@@ -102,9 +102,11 @@ Result<std::uint64_t> copy_export(virt::NbdExport& source, repo::DiskWriter& dis
             if (op.kind == CopyOp::Kind::data)
                 reads.push_back({op.offset, op.length, virt::ExportRange::Kind::data});
         if (!reads.empty()) {
-            auto st = source.read(
-                reads,
-                [&](std::uint64_t offset, std::span<const std::byte> data) -> Status {
+            // Each request reads straight into a buffer of the DiskWriter's pool, which the
+            // write then takes over: no copy between the export and the repository.
+            auto st = source.read_into(
+                reads, [&disk](std::size_t bytes) { return disk.buffer(bytes); },
+                [&](std::uint64_t offset, repo::Bytes data) -> Status {
                     if (control.check)
                         if (auto ok = control.check(); !ok) return ok;
                     if (auto st = issue_until(offset); !st) return st;
@@ -112,9 +114,8 @@ Result<std::uint64_t> copy_export(virt::NbdExport& source, repo::DiskWriter& dis
                     if (issued < ops.size() && ops[issued].offset <= offset &&
                         ops[issued].kind == CopyOp::Kind::data)
                         ++issued;
-                    const auto* p = reinterpret_cast<const std::uint8_t*>(data.data());
                     bytes_read += data.size();
-                    return disk.write(offset, repo::Bytes(p, p + data.size()));
+                    return disk.write(offset, std::move(data));
                 },
                 read_options);
             if (!st) return std::unexpected(st.error());

@@ -8,8 +8,9 @@
 // incremental did not touch is `unchanged` (taken from the base restore point); a chunk
 // partly zeroed and partly untouched is read (a chunk is the unit of a restore point).
 // Windows of the export may end inside a chunk: the chunk is finished with the next window.
-// Data is read with several requests in flight; the non-data calls between data pieces are
-// issued in order, as the DiskWriter requires ascending offsets.
+// Data is read with several requests in flight, each straight into a buffer of the
+// DiskWriter's pool that the write takes over (no copy); the non-data calls between data
+// pieces are issued in order, as the DiskWriter requires ascending offsets.
 // It is not: connecting the export or choosing full vs incremental (vm_backup.cpp).
 //
 // Thread-safety: one copy per DiskWriter; ChunkClassifier is a plain value.

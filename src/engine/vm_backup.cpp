@@ -246,6 +246,12 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
         finish_outcomes();
         return std::unexpected(set.error());
     }
+    // Out of the freeze window: the jobs' XML (export bitmaps) for the copy.
+    if (auto st = provider_->describe_jobs(); !st) {
+        (void)coordinator.abort(st.error().message());
+        finish_outcomes();
+        return st;
+    }
     std::vector<std::string> live;
     for (const auto& r : runs_) live.push_back(r.domain->name());
     watch_ = std::make_unique<ScratchWatch>(*provider_, live);
@@ -405,6 +411,7 @@ Status BackupRun::copy_disk(VmRun& r, const vmwriter::PlannedDisk& disk,
         return fail(ErrorKind::internal, label + ": cannot read snapshot at " + device.access);
     } else if (virt::BackupJob* job = provider_->job(r.domain->name())) {
         job_export = job->find_export(disk.target);
+        if (job_export) eo.export_name = job_export->export_name;  // as libvirt named it
     }
     const repo::RestorePoint* base = r.previous.point;
     const repo::DiskRecord* base_disk = base ? base->disk(disk.target) : nullptr;

@@ -293,6 +293,11 @@ Status BackupJob::write_record(bool finished) const {
 }
 
 Status BackupJob::begin() {
+    if (auto st = start(); !st) return st;
+    return describe();
+}
+
+Status BackupJob::start() {
     std::string label = "vm '" + domain_name_ + "': backup begin";
     if (state_ != State::prepared) {
         return fail(ErrorKind::internal, label + ": the job was begun already");
@@ -323,7 +328,15 @@ Status BackupJob::begin() {
         return fail(e.kind(), e.message() + hint);
     }
     state_ = State::running;
+    return {};
+}
 
+Status BackupJob::describe() {
+    std::string label = "vm '" + domain_name_ + "': backup job";
+    if (state_ != State::running) {
+        return fail(ErrorKind::internal, label + ": describe before begin");
+    }
+    if (described_) return {};
     CString xml(virDomainBackupGetXMLDesc(domain_.get(), 0));
     if (!xml) return fail(libvirt_error(label + ": read the job's XML"));
     pugi::xml_document doc;
@@ -347,6 +360,7 @@ Status BackupJob::begin() {
                         label + ": incremental disk " + name + " has no export bitmap");
         }
     }
+    described_ = true;
     return {};
 }
 
@@ -500,7 +514,8 @@ BackupJob::BackupJob(BackupJob&& other) noexcept
       begin_call_(other.begin_call_),
       limit_(other.limit_),
       crossed_(other.crossed_),
-      state_(other.state_) {
+      state_(other.state_),
+      described_(other.described_) {
     other.moved_from_ = true;
 }
 

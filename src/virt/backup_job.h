@@ -7,8 +7,9 @@
 // This module is: the job's whole life as RAII —
 //   prepare()  before the freeze: private run directory + lock + job record, scratch qcow2
 //              images pre-created at each disk's virtual size (REUSE_EXTERNAL), XML built;
-//   begin()    inside the freeze window: virDomainBackupBegin only, then the effective job
-//              XML (export names, export bitmaps, scratch node indexes);
+//   start()    inside the freeze window: virDomainBackupBegin only;
+//   describe() after the thaw: the effective job XML (export names, export bitmaps, scratch
+//              node indexes) — begin() is start() + describe() for callers with no window;
 //   finish()   the copy succeeded: virDomainAbortJob (the normal end of a pull job), check it
 //              completed, keep the new checkpoint;
 //   abort()    the backup failed: end the job, delete the checkpoint created with it (else the
@@ -108,9 +109,15 @@ class BackupJob {
     // the disks exist and that a new checkpoint would cover at least one qcow2 disk.
     static Result<BackupJob> prepare(const Domain& domain, const BackupSpec& spec);
 
-    // Inside the freeze window: virDomainBackupBegin, then the job's effective XML.
-    // On failure the job is left prepared-but-dead: destroy it (scratch files go).
+    // start() then describe(), for a caller with no freeze window to keep short.
     Status begin();
+    // Inside the freeze window: virDomainBackupBegin and nothing else.
+    // On failure the job is left prepared-but-dead: destroy it (scratch files go).
+    Status start();
+    // After start(), outside the window: reads the job's effective XML into exports()
+    // (libvirt's export names, export bitmaps, incremental or full, scratch node indexes).
+    // Until then exports() holds what was asked for. Idempotent.
+    Status describe();
 
     // The copy succeeded: ends the job (virDomainAbortJob) and checks libvirt reports it
     // completed; the checkpoint is kept. A job that had failed (a block job failed, the VM
@@ -171,6 +178,7 @@ class BackupJob {
     std::uint64_t limit_ = 0;
     bool crossed_ = false;
     State state_ = State::prepared;
+    bool described_ = false;
     bool moved_from_ = false;
 };
 

@@ -36,38 +36,52 @@ Result<FreezeGuard> FreezeGuard::freeze(const Domain& domain, const FreezeSettin
     if (!guardian) return fail(guardian.error());
     FreezeGuard guard(domain, settings, std::move(*guardian));
 
+    // One agent response timeout for the freeze and its thaw, set before the freeze: the
+    // window (freeze returned → thaw returned) then holds no call but the thaw itself.
     GuestAgent agent(domain, settings.freeze_timeout);
+    auto hold = agent.hold_timeout();
+    if (!hold || !guard.guardian_->alive()) {
+        guard.done_ = true;  // nothing was frozen
+        (void)guard.guardian_->released();
+        if (!hold) return fail(hold.error());
+        return fail(ErrorKind::unavailable,
+                    domain.label() + ": the thaw guardian exited before the freeze, so the "
+                                     "guest was not frozen");
+    }
+    guard.hold_.emplace(std::move(*hold));
     auto start = Clock::now();
-    auto frozen = agent.freeze();
+    auto frozen = agent.freeze(*guard.hold_);
     guard.frozen_at_ = Clock::now();
+    guard.guardian_->armed(guard.frozen_at_);
     guard.freeze_call_ = duration_cast<milliseconds>(guard.frozen_at_ - start);
     if (!frozen) {
         // The freeze may have completed in the guest even though the call failed or timed
         // out: thaw now; if that fails too, dropping the guard leaves it to the guardian.
+        guard.hold_.reset();
         agent.set_timeout(settings.thaw_timeout);
         if (agent.thaw()) (void)guard.guardian_->released();
         guard.done_ = true;
         return fail(frozen.error());
     }
     guard.frozen_ = *frozen;
-    if (auto s = guard.guardian_->armed(); !s) {
-        (void)guard.thaw();
-        return fail(s.error().with_context(domain.label() + ": thaw guardian"));
-    }
     return guard;
 }
 
 Result<ThawReport> FreezeGuard::thaw() {
     if (done_) return fail(ErrorKind::internal, domain_->label() + ": thawed twice");
-    GuestAgent agent(*domain_, settings_.thaw_timeout);
-    auto thawed = agent.thaw();
+    // The freeze's timeout hold bounds the thaw too; only after it do the guardian's release
+    // and libvirt's default timeout follow, outside the window.
+    GuestAgent agent(*domain_, hold_ ? settings_.freeze_timeout : settings_.thaw_timeout);
+    auto thawed = hold_ ? agent.thaw(*hold_) : agent.thaw();
+    const auto thawed_at = Clock::now();
     if (!thawed) return fail(thawed.error());  // the guardian keeps trying
     done_ = true;
-    (void)guardian_->released();
     ThawReport report;
     report.frozen = frozen_;
     report.thawed = *thawed;
-    report.window = duration_cast<milliseconds>(Clock::now() - frozen_at_);
+    report.window = duration_cast<milliseconds>(thawed_at - frozen_at_);
+    (void)guardian_->released();
+    hold_.reset();
     return report;
 }
 
@@ -76,11 +90,13 @@ FreezeGuard::FreezeGuard(FreezeGuard&& other) noexcept
     : domain_(other.domain_),
       settings_(std::move(other.settings_)),
       guardian_(std::move(other.guardian_)),
+      hold_(std::move(other.hold_)),
       frozen_(other.frozen_),
       freeze_call_(other.freeze_call_),
       frozen_at_(other.frozen_at_),
       done_(std::exchange(other.done_, true)) {
     other.guardian_.reset();
+    other.hold_.reset();
 }
 
 FreezeGuard::~FreezeGuard() {
@@ -93,16 +109,19 @@ Result<PauseGuard> PauseGuard::pause(const Domain& domain, const FreezeSettings&
         ThawGuardian::start(spec_for(domain, settings, GuardianAction::resume, resume_deadline));
     if (!guardian) return fail(guardian.error());
     PauseGuard guard(domain, std::move(*guardian));
+    if (!guard.guardian_->alive()) {
+        guard.done_ = true;
+        return fail(ErrorKind::unavailable, domain.label() +
+                                                ": the thaw guardian exited before the pause, so "
+                                                "the VM was not paused");
+    }
     if (virDomainSuspend(domain.raw()) < 0) {
         guard.done_ = true;
         (void)guard.guardian_->released();
         return fail(libvirt_error(domain.label() + ": pause"));
     }
     guard.paused_at_ = Clock::now();
-    if (auto s = guard.guardian_->armed(); !s) {
-        (void)guard.resume();
-        return fail(s.error().with_context(domain.label() + ": thaw guardian"));
-    }
+    guard.guardian_->armed(guard.paused_at_);
     return guard;
 }
 

@@ -11,6 +11,11 @@
 // guardian (or someone else) thawed first and the freeze window was broken. The destructor
 // thaws a guard that was not thawed explicitly.
 //
+// The freeze window — from the agent's freeze returning to its thaw returning — holds nothing
+// of this class but the thaw call: the agent response timeout is set once before the freeze
+// for the pair (`freeze_timeout` bounds the thaw too), the guardian is armed by a store into
+// shared memory, and its release and libvirt's default timeout come after the thaw returned.
+//
 // PauseGuard is the same for pausing a VM's vCPUs (saved-state and group crash captures).
 
 #include <chrono>
@@ -28,8 +33,8 @@ struct FreezeSettings {
     std::string guardian_executable = current_executable();
     std::string connect_uri;                         // for the guardian's own connection
     std::chrono::milliseconds thaw_deadline{10000};  // freeze returned → guardian thaws
-    std::chrono::seconds freeze_timeout{30};         // the freeze call, guest hooks included
-    std::chrono::seconds thaw_timeout{5};
+    std::chrono::seconds freeze_timeout{30};  // the freeze call (guest hooks included) and its thaw
+    std::chrono::seconds thaw_timeout{5};     // ping; the thaw after a failed freeze
 };
 
 struct ThawReport {
@@ -63,6 +68,7 @@ class FreezeGuard {
     const Domain* domain_;
     FreezeSettings settings_;
     std::optional<ThawGuardian> guardian_;
+    std::optional<GuestAgent::TimeoutHold> hold_;  // the freeze/thaw pair's agent timeout
     int frozen_ = 0;
     std::chrono::milliseconds freeze_call_{0};
     Clock::time_point frozen_at_{};

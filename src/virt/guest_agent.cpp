@@ -30,14 +30,14 @@ int seconds_of(std::chrono::seconds s) {
 
 }  // namespace
 
-Result<GuestAgent::TimeoutScope> GuestAgent::bound_response_timeout() const {
+Result<GuestAgent::TimeoutHold> GuestAgent::hold_timeout() const {
     if (virDomainAgentSetResponseTimeout(domain_.raw(), seconds_of(timeout_), 0) < 0) {
         return fail(agent_error(domain_, "set response timeout"));
     }
-    return TimeoutScope(domain_.raw());
+    return TimeoutHold(domain_.raw());
 }
 
-GuestAgent::TimeoutScope::~TimeoutScope() {
+GuestAgent::TimeoutHold::~TimeoutHold() {
     // Back to libvirt's own default, so other tools (virsh domfsfreeze with slow hooks) see
     // the domain as they expect. Each of our calls bounds itself again first.
     if (domain_) {
@@ -46,7 +46,7 @@ GuestAgent::TimeoutScope::~TimeoutScope() {
 }
 
 Result<std::string> GuestAgent::command(const std::string& json_command, const char* what) const {
-    auto bound = bound_response_timeout();
+    auto bound = hold_timeout();
     if (!bound) return fail(bound.error());
     CString reply(
         virDomainQemuAgentCommand(domain_.raw(), json_command.c_str(), seconds_of(timeout_), 0));
@@ -61,7 +61,7 @@ Status GuestAgent::ping() const {
 }
 
 Result<std::vector<GuestFilesystem>> GuestAgent::filesystems() const {
-    auto bound = bound_response_timeout();
+    auto bound = hold_timeout();
     if (!bound) return fail(bound.error());
     virDomainFSInfoPtr* info = nullptr;
     int n = virDomainGetFSInfo(domain_.raw(), &info, 0);
@@ -81,16 +81,24 @@ Result<std::vector<GuestFilesystem>> GuestAgent::filesystems() const {
 }
 
 Result<int> GuestAgent::freeze() const {
-    auto bound = bound_response_timeout();
-    if (!bound) return fail(bound.error());
+    auto hold = hold_timeout();
+    if (!hold) return fail(hold.error());
+    return freeze(*hold);
+}
+
+Result<int> GuestAgent::freeze(const TimeoutHold&) const {
     int n = virDomainFSFreeze(domain_.raw(), nullptr, 0, 0);
     if (n < 0) return fail(agent_error(domain_, "freeze filesystems"));
     return n;
 }
 
 Result<int> GuestAgent::thaw() const {
-    auto bound = bound_response_timeout();
-    if (!bound) return fail(bound.error());
+    auto hold = hold_timeout();
+    if (!hold) return fail(hold.error());
+    return thaw(*hold);
+}
+
+Result<int> GuestAgent::thaw(const TimeoutHold&) const {
     int n = virDomainFSThaw(domain_.raw(), nullptr, 0, 0);
     if (n < 0) return fail(agent_error(domain_, "thaw filesystems"));
     return n;

@@ -5,8 +5,11 @@
 // This module is: ping, filesystem info and fsfreeze freeze/thaw/status through libvirt.
 // Every call sets the domain's agent response timeout first (virDomainAgentSetResponseTimeout),
 // so a hung agent costs at most that long and can never block a later thaw, and sets it back
-// to libvirt's default (wait forever) when the call returns. libvirt can't tell us the value
-// it had before; a value another tool set is therefore reset too.
+// to libvirt's default (wait forever) when the call returns. A caller that makes several calls
+// in a row (a freeze and its thaw) holds the timeout once instead (TimeoutHold): the calls made
+// under a hold set nothing themselves, so no round trip to libvirtd sits between a freeze
+// returning and its thaw. libvirt can't tell us the value it had before; a value another tool
+// set is therefore reset too.
 // This module is not: the policy of when to freeze, or the guarantee that a frozen guest is
 // thawed (see freeze_guard.h).
 //
@@ -60,20 +63,29 @@ class GuestAgent {
 
     void set_timeout(Seconds timeout) { timeout_ = timeout; }
 
-  private:
-    // Restores libvirt's default agent timeout when destroyed.
-    class TimeoutScope {
+    // The domain's agent response timeout, set to this agent's timeout for as long as the
+    // hold lives; destroying it sets libvirt's default back, unless keep() was called (the
+    // thaw guardian acting while vmshadow may still thaw: vmshadow's own hold resets it).
+    // Movable; the domain must outlive it.
+    class TimeoutHold {
       public:
-        explicit TimeoutScope(virDomainPtr domain) : domain_(domain) {}
-        TimeoutScope(TimeoutScope&& other) noexcept
+        TimeoutHold(TimeoutHold&& other) noexcept
             : domain_(std::exchange(other.domain_, nullptr)) {}
-        TimeoutScope& operator=(TimeoutScope&&) = delete;
-        ~TimeoutScope();
+        TimeoutHold& operator=(TimeoutHold&&) = delete;
+        ~TimeoutHold();
+        void keep() { domain_ = nullptr; }
 
       private:
+        friend class GuestAgent;
+        explicit TimeoutHold(virDomainPtr domain) : domain_(domain) {}
         virDomainPtr domain_;
     };
-    Result<TimeoutScope> bound_response_timeout() const;
+    Result<TimeoutHold> hold_timeout() const;
+    // The same calls bounded by the caller's hold (which must be this domain's).
+    Result<int> freeze(const TimeoutHold& hold) const;
+    Result<int> thaw(const TimeoutHold& hold) const;
+
+  private:
     Result<std::string> command(const std::string& json_command, const char* what) const;
 
     const Domain& domain_;

@@ -220,12 +220,46 @@ Result<std::vector<ExportRange>> NbdExport::all_ranges() {
 
 Status NbdExport::read(const std::vector<ExportRange>& ranges, const Sink& sink,
                        const ReadOptions& read_options) {
+    // Buffers of our own, reused: each piece is lent to the sink and comes back.
+    std::vector<Buffer> spare;
+    auto acquire = [&spare](std::size_t bytes) {
+        Buffer b;
+        if (!spare.empty()) {
+            b = std::move(spare.back());
+            spare.pop_back();
+        }
+        if (b.size() < bytes) b.resize(bytes);
+        return b;
+    };
+    auto take = [&](std::uint64_t offset, Buffer data, std::size_t length) -> Status {
+        auto st = sink(offset, std::as_bytes(std::span<const std::uint8_t>(data.data(), length)));
+        spare.push_back(std::move(data));
+        return st;
+    };
+    return read_pieces(ranges, acquire, take, read_options);
+}
+
+Status NbdExport::read_into(const std::vector<ExportRange>& ranges, const Acquire& acquire,
+                            const Take& take, const ReadOptions& read_options) {
+    return read_pieces(
+        ranges, acquire,
+        [&take](std::uint64_t offset, Buffer data, std::size_t length) -> Status {
+            data.resize(length);
+            return take(offset, std::move(data));
+        },
+        read_options);
+}
+
+Status NbdExport::read_pieces(
+    const std::vector<ExportRange>& ranges, const Acquire& acquire,
+    const std::function<Status(std::uint64_t, Buffer, std::size_t)>& take,
+    const ReadOptions& read_options) {
     std::uint64_t request = std::min<std::uint64_t>(read_options.request_bytes, max_request_);
     request = std::max(kAlignment, align_down(request, kAlignment));
     unsigned in_flight = std::max(1u, read_options.in_flight);
 
     struct Slot {
-        std::vector<std::byte> buffer;
+        Buffer buffer;
         std::uint64_t offset = 0;
         std::size_t length = 0;
         int64_t cookie = 0;
@@ -267,7 +301,12 @@ Status NbdExport::read(const std::vector<ExportRange>& ranges, const Sink& sink,
             const auto& r = ranges[range];
             s->offset = next;
             s->length = static_cast<std::size_t>(std::min(request, r.end() - next));
-            if (s->buffer.size() < s->length) s->buffer.resize(request);
+            s->buffer = acquire(s->length);
+            if (s->buffer.size() < s->length) {
+                result = fail(ErrorKind::internal,
+                              options_.label + ": read buffer smaller than the request");
+                break;
+            }
             s->cookie =
                 nbd_aio_pread(h, s->buffer.data(), s->length, s->offset, NBD_NULL_COMPLETION, 0);
             if (s->cookie < 0) {
@@ -298,8 +337,8 @@ Status NbdExport::read(const std::vector<ExportRange>& ranges, const Sink& sink,
             break;
         }
         queue.pop_front();
-        result =
-            sink(front->offset, std::span<const std::byte>(front->buffer.data(), front->length));
+        result = take(front->offset, std::move(front->buffer), front->length);
+        front->buffer = Buffer();
         free_slots.push_back(front);
     }
     drain();

@@ -17,7 +17,8 @@
 //     size; a zero range never overlaps a data range.
 //   - parallel reads: libnbd AIO on one connection, `in_flight` requests of at most
 //     `request_bytes` (≤ the server's maximum block size, 32 MiB on QEMU 7.2), delivered to
-//     the caller in offset order.
+//     the caller in offset order — lent as a span (read), or read straight into buffers the
+//     caller hands out and takes back (read_into: no copy on the way to the consumer).
 // It is not: a reader of image files served by qemu-nbd (engine/nbd_image.h does that), nor
 // storage of what it reads.
 //
@@ -105,10 +106,21 @@ class NbdExport {
         return read(ranges, sink, ReadOptions{});
     }
 
+    // The same reads, each into a buffer from `acquire(bytes)` (at least `bytes` long; it
+    // is shrunk to the piece) that `take` then owns: the data is never copied here.
+    using Buffer = std::vector<std::uint8_t>;
+    using Acquire = std::function<Buffer(std::size_t bytes)>;
+    using Take = std::function<Status(std::uint64_t offset, Buffer data)>;
+    Status read_into(const std::vector<ExportRange>& ranges, const Acquire& acquire,
+                     const Take& take, const ReadOptions& read_options);
+
     static constexpr std::uint64_t kAlignment = 64 * 1024;
     static constexpr std::uint64_t kWindow = 1ull << 30;
 
   private:
+    Status read_pieces(const std::vector<ExportRange>& ranges, const Acquire& acquire,
+                       const std::function<Status(std::uint64_t, Buffer, std::size_t)>& take,
+                       const ReadOptions& read_options);
     NbdExport(Options options, NbdHandle handle)
         : options_(std::move(options)), handle_(std::move(handle)) {}
 

@@ -5,12 +5,16 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -28,6 +32,8 @@ using std::chrono::milliseconds;
 
 constexpr milliseconds kReadyTimeout{15000};
 constexpr int kActAttempts = 3;
+constexpr int kArmedFd = 3;  // the guardian's fd of the shared armed word
+constexpr std::size_t kArmedBytes = sizeof(std::int64_t);
 
 Error errno_error(const std::string& what) {
     return Error(ErrorKind::io, what + ": " + std::strerror(errno));
@@ -60,6 +66,8 @@ const char* action_name(GuardianAction action) {
 std::vector<std::string> guardian_argv(const GuardianSpec& spec) {
     return {spec.executable,
             "__thaw-guardian",
+            "--armed-fd",
+            std::to_string(kArmedFd),
             "--uuid",
             spec.domain_uuid,
             "--name",
@@ -74,13 +82,22 @@ std::vector<std::string> guardian_argv(const GuardianSpec& spec) {
             std::to_string(spec.release_after.count())};
 }
 
+std::atomic_ref<std::int64_t> armed_word(void* shared) {
+    return std::atomic_ref<std::int64_t>(*static_cast<std::int64_t*>(shared));
+}
+
 // One bounded attempt series to thaw or resume; returns what happened, for the log line.
-Result<std::string> act(const Domain& domain, GuardianAction action) {
+// `parent_alive`: vmshadow may still thaw after us, relying on the agent response timeout
+// it set for its freeze and thaw; ours then stays set instead of going back to libvirt's
+// default (wait forever), and vmshadow's own hold resets it when its thaw returns.
+Result<std::string> act(const Domain& domain, GuardianAction action, bool parent_alive) {
     Error last(ErrorKind::internal, "no attempt made");
     for (int attempt = 0; attempt < kActAttempts; ++attempt) {
         if (action == GuardianAction::thaw) {
             GuestAgent agent(domain, std::chrono::seconds(5));
-            auto thawed = agent.thaw();
+            auto hold = agent.hold_timeout();
+            auto thawed = hold ? agent.thaw(*hold) : Result<int>(fail(hold.error()));
+            if (hold && parent_alive) hold->keep();
             if (thawed) return "thawed " + std::to_string(*thawed) + " filesystem(s)";
             last = thawed.error();
         } else {
@@ -110,11 +127,22 @@ Result<ThawGuardian> ThawGuardian::start(const GuardianSpec& spec) {
     UniqueFd to_child_read(to_child[0]), to_child_write(to_child[1]);
     if (::pipe2(from_child, O_CLOEXEC) < 0) return fail(errno_error("thaw guardian: pipe"));
     UniqueFd from_child_read(from_child[0]), from_child_write(from_child[1]);
+    // The armed word: shared memory both processes map. Never fd 3 itself here, since
+    // dup2 onto the same number would keep its close-on-exec flag.
+    UniqueFd armed_fd(::memfd_create("vmshadow-thaw-guardian", MFD_CLOEXEC));
+    if (armed_fd && armed_fd.get() == kArmedFd)
+        armed_fd = UniqueFd(::fcntl(armed_fd.get(), F_DUPFD_CLOEXEC, kArmedFd + 1));
+    if (!armed_fd || ::ftruncate(armed_fd.get(), kArmedBytes) < 0)
+        return fail(errno_error("thaw guardian: shared memory"));
+    void* shared =
+        ::mmap(nullptr, kArmedBytes, PROT_READ | PROT_WRITE, MAP_SHARED, armed_fd.get(), 0);
+    if (shared == MAP_FAILED) return fail(errno_error("thaw guardian: shared memory"));
 
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, to_child_read.get(), STDIN_FILENO);
     posix_spawn_file_actions_adddup2(&actions, from_child_write.get(), STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, armed_fd.get(), kArmedFd);
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     // Its own session: a signal to vmshadow's process group (Ctrl-C, kill -9 -PGID) misses it.
@@ -129,12 +157,14 @@ Result<ThawGuardian> ThawGuardian::start(const GuardianSpec& spec) {
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attr);
     if (rc != 0) {
+        ::munmap(shared, kArmedBytes);
         errno = rc;
         return fail(errno_error("thaw guardian: start " + spec.executable));
     }
     to_child_read.reset();
     from_child_write.reset();
     ThawGuardian guardian(pid, std::move(to_child_write));
+    guardian.shared_ = shared;
 
     char ready = 0;
     if (!wait_readable(from_child_read.get(), Clock::now() + kReadyTimeout) ||
@@ -151,14 +181,17 @@ Result<ThawGuardian> ThawGuardian::start(const GuardianSpec& spec) {
 ThawGuardian::ThawGuardian(ThawGuardian&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
       to_guardian_(std::move(other.to_guardian_)),
+      shared_(std::exchange(other.shared_, nullptr)),
       released_(other.released_) {}
 
 ThawGuardian& ThawGuardian::operator=(ThawGuardian&& other) noexcept {
     if (this != &other) {
         to_guardian_.reset();
         reap();
+        unmap();
         pid_ = std::exchange(other.pid_, -1);
         to_guardian_ = std::move(other.to_guardian_);
+        shared_ = std::exchange(other.shared_, nullptr);
         released_ = other.released_;
     }
     return *this;
@@ -167,6 +200,12 @@ ThawGuardian& ThawGuardian::operator=(ThawGuardian&& other) noexcept {
 ThawGuardian::~ThawGuardian() {
     to_guardian_.reset();  // EOF: a guardian not released acts now
     reap();
+    unmap();
+}
+
+void ThawGuardian::unmap() {
+    if (shared_) ::munmap(shared_, kArmedBytes);
+    shared_ = nullptr;
 }
 
 void ThawGuardian::reap() {
@@ -182,8 +221,15 @@ void ThawGuardian::reap() {
     pid_ = -1;
 }
 
-Status ThawGuardian::armed() {
-    return write_byte(to_guardian_.get(), 'F');
+void ThawGuardian::armed(Clock::time_point at) noexcept {
+    if (!shared_) return;
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count();
+    armed_word(shared_).store(std::max<std::int64_t>(ns, 1), std::memory_order_release);
+}
+
+bool ThawGuardian::alive() {
+    if (pid_ <= 0) return false;
+    return ::waitpid(pid_, nullptr, WNOHANG) == 0;
 }
 
 Status ThawGuardian::released() {
@@ -207,30 +253,53 @@ int run_thaw_guardian(const GuardianSpec& spec) {
         std::cerr << who << domain.error().message() << std::endl;
         return 1;
     }
+    // Before "R": no freeze can have returned before this instant.
+    const auto started = Clock::now();
     if (::write(STDOUT_FILENO, "R\n", 2) != 2) return 1;
 
-    auto deadline = Clock::now() + spec.arm_timeout;
-    bool armed = false;
+    // The shared armed word (see the header): read only when a deadline may have passed.
+    void* shared = nullptr;
+    if (spec.armed_fd >= 0) {
+        shared = ::mmap(nullptr, kArmedBytes, PROT_READ, MAP_SHARED, spec.armed_fd, 0);
+        if (shared == MAP_FAILED) shared = nullptr;
+        ::close(spec.armed_fd);
+    }
+    auto armed_at = [shared]() -> std::optional<Clock::time_point> {
+        if (!shared) return std::nullopt;
+        std::int64_t ns = armed_word(shared).load(std::memory_order_acquire);
+        if (ns == 0) return std::nullopt;
+        return Clock::time_point(std::chrono::nanoseconds(ns));
+    };
+    const auto arm_deadline = started + spec.arm_timeout;
+    // No deadline falls earlier than this.
+    auto wake = std::min(arm_deadline, started + spec.release_after);
+    bool parent_alive = true;
     const char* why = "vmshadow did not report the freeze in time";
     for (;;) {
-        if (!wait_readable(STDIN_FILENO, deadline)) {
-            why = armed ? "the freeze was held past its time limit" : why;
-            break;
+        if (!wait_readable(STDIN_FILENO, wake)) {
+            const auto now = Clock::now();
+            if (auto at = armed_at()) {
+                wake = *at + spec.release_after;
+                if (now < wake) continue;
+                why = "the freeze was held past its time limit";
+                break;
+            }
+            if (now >= arm_deadline) break;
+            // Not armed yet: a freeze returning from now on has its deadline after this.
+            wake = std::min(arm_deadline, now + spec.release_after);
+            continue;
         }
         char c = 0;
         ssize_t n = ::read(STDIN_FILENO, &c, 1);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             why = "vmshadow exited or gave up while the guest was frozen";
+            parent_alive = false;
             break;
         }
         if (c == 'T') return 0;
-        if (c == 'F' && !armed) {
-            armed = true;
-            deadline = Clock::now() + spec.release_after;
-        }
     }
-    auto done = act(*domain, spec.action);
+    auto done = act(*domain, spec.action, parent_alive);
     if (!done) {
         std::cerr << who << action_name(spec.action) << " failed (" << why
                   << "): " << done.error().message() << std::endl;

@@ -7,12 +7,20 @@
 // gives up after 10 s (VSS), Linux guests simply hang. Threads die with their process, so
 // the only guard that survives `kill -9 -PGID` is a process in its own session.
 //
-// Protocol (parent → guardian over the guardian's stdin; guardian → parent over its stdout):
+// Protocol (parent → guardian over the guardian's stdin; guardian → parent over its stdout;
+// plus one shared word):
 //   guardian writes "R\n" once it holds its own libvirt connection and the domain;
-//   parent writes 'F' when the freeze (or pause) call returned: the countdown starts;
+//   parent stores the time the freeze (or pause) call returned in a word of shared memory
+//     (a memfd the guardian maps, its fd 3): a plain store, no system call and no wake-up,
+//     so arming costs the freeze window nothing. The guardian looks at the word only when a
+//     deadline could have passed: it sleeps `release_after` from its start (a freeze cannot
+//     have returned earlier), then until `release_after` after the stored time — or, while
+//     nothing is stored yet, another `release_after` from now, since a freeze returning
+//     later has a later deadline;
 //   parent writes 'T' when it thawed (resumed) the VM itself: the guardian exits at once;
 //   EOF without 'T' (the parent died or gave up): the guardian acts at once;
-//   no 'F' within `arm_timeout`, or no 'T' within `release_after` of 'F': the guardian acts.
+//   nothing stored within `arm_timeout`, or no 'T' within `release_after` of the stored
+//   time: the guardian acts.
 // Acting = bounded thaw (or resume) attempts, then exit. A guardian serves exactly one
 // freeze: it never lingers to thaw a later backup's freeze.
 
@@ -34,19 +42,26 @@ struct GuardianSpec {
     std::string domain_uuid;  // which VM: by UUID, so a rename can't redirect it
     std::string domain_name;  // for messages only
     GuardianAction action = GuardianAction::thaw;
-    std::chrono::milliseconds arm_timeout{40000};    // spawn → 'F' at most
-    std::chrono::milliseconds release_after{10000};  // 'F' → act, unless 'T' came first
+    std::chrono::milliseconds arm_timeout{40000};    // spawn → armed at most
+    std::chrono::milliseconds release_after{10000};  // armed → act, unless 'T' came first
+    int armed_fd = -1;  // guardian side: the shared word's memfd (-1: only arm_timeout)
 };
 
 // The parent's handle on a running guardian. Movable, not copyable. Destroying it without
 // release() lets the guardian act at once (the pipe closes).
 class ThawGuardian {
   public:
+    using Clock = std::chrono::steady_clock;
+
     // Spawns the guardian in its own session and waits until it is ready.
     static Result<ThawGuardian> start(const GuardianSpec& spec);
 
-    Status armed();     // the freeze (pause) returned: start the countdown
+    // The freeze (pause) returned at `at`: the countdown runs from there. A store into
+    // shared memory: cheap enough for the freeze window, and it cannot fail.
+    void armed(Clock::time_point at) noexcept;
     Status released();  // we thawed (resumed) ourselves: the guardian exits without acting
+    // Whether the guardian process still runs (checked before freezing).
+    bool alive();
     pid_t pid() const { return pid_; }
 
     ThawGuardian(ThawGuardian&&) noexcept;
@@ -57,9 +72,11 @@ class ThawGuardian {
     ThawGuardian(pid_t pid, UniqueFd to_guardian)
         : pid_(pid), to_guardian_(std::move(to_guardian)) {}
     void reap();
+    void unmap();
 
     pid_t pid_ = -1;
     UniqueFd to_guardian_;
+    void* shared_ = nullptr;  // the armed word (std::atomic<std::int64_t>, steady-clock ns)
     bool released_ = false;
 };
 

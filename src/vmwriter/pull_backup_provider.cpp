@@ -65,7 +65,8 @@ Result<vss::SnapshotSet> PullBackupProvider::create_snapshot_set(
             for (const auto& d : plan->disks)
                 snapshot.devices.push_back({d.target, d.path, "file:" + d.path});
         } else {
-            if (auto st = job->second->begin(); !st) return std::unexpected(st.error());
+            // Only the begin call: the job's XML is read after the thaw (describe_jobs).
+            if (auto st = job->second->start(); !st) return std::unexpected(st.error());
             for (const auto& e : job->second->exports()) {
                 snapshot.devices.push_back(
                     {e.target, "",
@@ -76,6 +77,15 @@ Result<vss::SnapshotSet> PullBackupProvider::create_snapshot_set(
     }
     set.created = std::chrono::system_clock::now();
     return set;
+}
+
+Status PullBackupProvider::describe_jobs() {
+    std::lock_guard lock(mu_);
+    for (auto& [vm, job] : jobs_) {
+        if (!job->running()) continue;
+        if (auto st = job->describe(); !st) return st;
+    }
+    return {};
 }
 
 Status PullBackupProvider::finish_snapshot_set(const vss::SnapshotSet&) {

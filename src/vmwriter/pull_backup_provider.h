@@ -8,9 +8,12 @@
 //                         writer's plan (backup_plan.h, from backup_metadata) and prepare a
 //                         virt::BackupJob (run directory, scratch images, XML), so that only
 //                         the begin call is left for the freeze window;
-//   create_snapshot_set   inside the window: begin every job (one after another);
-//                         each disk becomes a SnapshotDevice whose access is
-//                         "nbd+unix:///<export>?socket=<path>";
+//   create_snapshot_set   inside the window: begin every job (one after another; the
+//                         begin call only); each disk becomes a SnapshotDevice whose
+//                         access is "nbd+unix:///<export>?socket=<path>" (the export is
+//                         named after the disk target, libvirt's default);
+//   describe_jobs         after the thaw (the engine calls it; not part of vss::Provider):
+//                         read each job's XML, so exports carry their dirty bitmaps;
 //   finish_snapshot_set   after the copy: end the jobs, keep the new checkpoints;
 //   abort_snapshot_set    end the jobs, delete the checkpoints created with them, remove
 //                         scratch — idempotent, and safe after finish.
@@ -49,6 +52,9 @@ class PullBackupProvider final : public vss::Provider {
     Status finish_snapshot_set(const vss::SnapshotSet& set) override;
     Status abort_snapshot_set(const std::string& backup_id) override;
 
+    // After the snapshot set was made and the guests thawed: each running job's effective
+    // XML (virt::BackupJob::describe), which job()'s exports need for an incremental read.
+    Status describe_jobs();
     // The running job of one VM (nullptr for offline VMs or before prepare). The pointer stays
     // valid until abort or destruction; use it only from the thread driving the backup (and
     // poll_scratch from a watcher, as backup_job.h allows).
