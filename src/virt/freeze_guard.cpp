@@ -45,8 +45,9 @@ Result<FreezeGuard> FreezeGuard::freeze(const Domain& domain, const FreezeSettin
         (void)guard.guardian_->released();
         if (!hold) return fail(hold.error());
         return fail(ErrorKind::unavailable,
-                    domain.label() + ": the thaw guardian exited before the freeze, so the "
-                                     "guest was not frozen");
+                    domain.label() +
+                        ": the thaw guardian exited before the freeze, so the "
+                        "guest was not frozen");
     }
     guard.hold_.emplace(std::move(*hold));
     auto start = Clock::now();

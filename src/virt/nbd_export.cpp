@@ -250,10 +250,9 @@ Status NbdExport::read_into(const std::vector<ExportRange>& ranges, const Acquir
         read_options);
 }
 
-Status NbdExport::read_pieces(
-    const std::vector<ExportRange>& ranges, const Acquire& acquire,
-    const std::function<Status(std::uint64_t, Buffer, std::size_t)>& take,
-    const ReadOptions& read_options) {
+Status NbdExport::read_pieces(const std::vector<ExportRange>& ranges, const Acquire& acquire,
+                              const std::function<Status(std::uint64_t, Buffer, std::size_t)>& take,
+                              const ReadOptions& read_options) {
     std::uint64_t request = std::min<std::uint64_t>(read_options.request_bytes, max_request_);
     request = std::max(kAlignment, align_down(request, kAlignment));
     unsigned in_flight = std::max(1u, read_options.in_flight);
