@@ -489,16 +489,10 @@ Status BackupRun::add_vm_files(VmRun& r) {
     }
     auto desc = r.domain->describe();
     if (!desc) return std::unexpected(desc.error());
-    const std::pair<const std::string*, const char*> boot[] = {{&desc->boot.nvram, "nvram"},
-                                                               {&desc->boot.kernel, "kernel"},
-                                                               {&desc->boot.initrd, "initrd"},
-                                                               {&desc->boot.dtb, "dtb"}};
-    for (const auto& [path, role] : boot) {
-        if (path->empty()) continue;
-        auto content = read_host_file(*path);
+    for (const auto& [role, path] : desc->boot.by_role()) {
+        auto content = read_host_file(path);
         if (!content) return std::unexpected(content.error().with_context(r.domain->label()));
-        std::string name =
-            std::string(role) + "-" + std::filesystem::path(*path).filename().string();
+        std::string name = role + "-" + std::filesystem::path(path).filename().string();
         if (auto st = add_text(name, role, *content); !st) return st;
     }
     auto plan = r.writer->plan();
