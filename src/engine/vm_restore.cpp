@@ -136,6 +136,17 @@ struct InstantRun {
         return {};
     }
 
+    void stop_servers() const {
+        for (const auto& d : disks) (void)stop_process(d.server, std::chrono::seconds(10));
+    }
+    // The run is over (or never ran): servers, sockets and the work folder with its overlays go.
+    void remove() const {
+        stop_servers();
+        std::error_code ec;
+        fs::remove_all(work, ec);
+        fs::remove_all(sockets, ec);
+    }
+
     static Result<InstantRun> load(const fs::path& work) {
         std::ifstream in(work / kInstantRecord);
         auto j = nlohmann::json::parse(in, nullptr, false);
@@ -264,10 +275,7 @@ Status finish_instant(const virt::Connection& connection, virt::Domain& domain, 
     if (!config) return std::unexpected(config.error());
     auto defined = connection.define(*config);
     if (!defined) return std::unexpected(defined.error().with_context("make the VM persistent"));
-    for (const auto& d : run.disks) (void)stop_process(d.server, std::chrono::seconds(10));
-    std::error_code ec;
-    fs::remove_all(run.work, ec);
-    fs::remove_all(run.sockets, ec);
+    run.remove();
     return {};
 }
 
@@ -279,11 +287,7 @@ Result<VmRestoreResult> resume_instant(repo::Repository& repo, const virt::Conne
                                        VmRestoreResult result,
                                        std::chrono::steady_clock::time_point started) {
     if (domain.is_persistent()) {
-        // The switch was done; only the cleanup was not.
-        for (const auto& d : run.disks) (void)stop_process(d.server, std::chrono::seconds(10));
-        std::error_code ec;
-        fs::remove_all(run.work, ec);
-        fs::remove_all(run.sockets, ec);
+        run.remove();  // the switch was done; only the cleanup was not
     } else {
         std::error_code ec;
         fs::create_directories(run.sockets, ec);
@@ -351,11 +355,7 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
         InstantRun* run;
         bool keep = false;
         ~Undo() {
-            if (keep) return;
-            for (const auto& d : run->disks) (void)stop_process(d.server, std::chrono::seconds(10));
-            std::error_code ec;
-            fs::remove_all(run->work, ec);
-            fs::remove_all(run->sockets, ec);
+            if (!keep) run->remove();
         }
     } undo{&run};
     WrittenFiles written;
@@ -530,20 +530,15 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
             if (!existing && run->uuid.empty()) {
                 // Killed before its VM ever ran: nothing of a guest's is there. Clean up and
                 // start over.
-                for (const auto& d : run->disks) {
-                    (void)stop_process(d.server, std::chrono::seconds(10));
-                    fs::remove(d.final_path, ec);
-                }
+                run->remove();
+                for (const auto& d : run->disks) fs::remove(d.final_path, ec);
                 for (const auto& p : placements)
                     if (p.file) fs::remove(p.final_path, ec);
-                fs::remove_all(run->sockets, ec);
-                fs::remove_all(work, ec);
                 result.notes.push_back("removed what an interrupted instant recovery left");
                 ours = true;
             } else if (!existing) {
                 // Its servers only keep the repository locked now; the overlays stay.
-                for (const auto& d : run->disks)
-                    (void)stop_process(d.server, std::chrono::seconds(10));
+                run->stop_servers();
             }
             if (!ours) {
                 return fail(ErrorKind::conflict,
