@@ -70,4 +70,7 @@ if ! virsh -c qemu:///system version >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# libvirtd writes a network's MAC list there when a guest's NIC plugs in, but creates the
+# directory only when it starts a dnsmasq: networks without DHCP would fail on a fresh host.
+mkdir -p /var/lib/libvirt/dnsmasq
 log "host ready"

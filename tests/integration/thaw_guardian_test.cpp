@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -55,10 +58,29 @@ TEST_F(ThawGuardian, GuestIsThawedWhenVmshadowProcessGroupIsKilled) {
     auto row_before = guest_->last_committed_row();
     ASSERT_TRUE(row_before) << row_before.error().message();
     // A long hold and a long deadline: only vmshadow's death can end this freeze early.
+    // vmshadow's own output, shown when the freeze never shows up (removed either way).
+    struct Log {
+        std::filesystem::path path = std::filesystem::temp_directory_path() /
+                                     ("vmshadow-guardian-kill-" + std::to_string(::getpid()) + "-" +
+                                      std::to_string(Clock::now().time_since_epoch().count()));
+        ~Log() { std::filesystem::remove(path); }
+        std::string text() const {
+            std::ifstream in(path);
+            return {std::istreambuf_iterator<char>(in), {}};
+        }
+    } log;
     pid_t pid = testing::start_vmshadow_in_own_group(
-        {"vm", "freeze", guest_->name(), "--hold", "120", "--thaw-deadline", "120"});
+        {"vm", "freeze", guest_->name(), "--hold", "120", "--thaw-deadline", "120"},
+        log.path.string());
     ASSERT_GT(pid, 0);
-    ASSERT_TRUE(wait_status(virt::FreezeStatus::frozen, 60s)) << guest_->serial_output();
+    struct Reaper {  // never leave the group running when an assertion ends the test
+        pid_t pid;
+        ~Reaper() {
+            if (::kill(-pid, SIGKILL) == 0) ::waitpid(pid, nullptr, 0);
+        }
+    } reaper{pid};
+    ASSERT_TRUE(wait_status(virt::FreezeStatus::frozen, 60s))
+        << "vmshadow: " << log.text() << "\nserial: " << guest_->serial_output();
 
     ASSERT_EQ(::kill(-pid, SIGKILL), 0);
     ::waitpid(pid, nullptr, 0);

@@ -47,6 +47,11 @@ case "${1:-}" in
 XML
       virsh_ net-define "$xml" >/dev/null
     fi
+    # libvirtd writes each network's MAC list to its dnsmasq state directory when a guest's
+    # NIC plugs in, even for a network like this one that runs no dnsmasq; it only creates
+    # that directory when it starts a dnsmasq. Without it, on a fresh host, starting a guest
+    # fails with "Failed to create file '/var/lib/libvirt/dnsmasq/<bridge>.macs.new'".
+    mkdir -p /var/lib/libvirt/dnsmasq
     [ "$(status)" = active ] || virsh_ net-start "$NAME" >/dev/null
     virsh_ net-autostart "$NAME" >/dev/null
     ;;
