@@ -106,21 +106,26 @@ Status DiskWriter::write(std::uint64_t offset, Bytes data) {
         cursor_ = first;  // the gap before is holes
         for (std::uint64_t i = 0; i < n; ++i) pending_block((first + i) / fanout_).outstanding++;
     }
-    for (std::uint64_t i = 0; i < n; ++i) {
-        std::uint64_t chunk = first + i;
-        Hash256 base;
-        if (base_ && chunk < base_chunks_) {
-            auto id = base_->chunk_id(chunk);
-            if (!id) {
-                session_.set_error(id.error().with_context("base point, disk " + name_));
-                base = kHoleId;
-            } else {
-                base = *id;
+    const std::uint64_t per_job = session_.frame_chunks_;
+    for (std::uint64_t i = 0; i < n; i += per_job) {
+        std::uint64_t count = std::min(per_job, n - i);
+        std::size_t off = i * chunk_size_;
+        std::size_t len = std::min<std::size_t>(count * chunk_size_, buffer->size() - off);
+        BackupSession::Job job{this, first + i, buffer, off, len, {}};
+        if (base_) {
+            job.bases.assign(count, kHoleId);
+            for (std::uint64_t k = 0; k < count; ++k) {
+                std::uint64_t chunk = first + i + k;
+                if (chunk >= base_chunks_) break;
+                auto id = base_->chunk_id(chunk);
+                if (!id) {
+                    session_.set_error(id.error().with_context("base point, disk " + name_));
+                    break;
+                }
+                job.bases[k] = *id;
             }
         }
-        std::size_t off = i * chunk_size_;
-        std::size_t len = std::min<std::size_t>(chunk_size_, buffer->size() - off);
-        session_.submit(BackupSession::Job{this, chunk, buffer, off, len, base});
+        session_.submit(std::move(job));
     }
     advance(first + n);
     if (auto e = session_.error()) return fail(*e);
@@ -358,6 +363,7 @@ BackupSession::BackupSession(Repository& repo, const SessionOptions& options,
     : repo_(repo),
       options_(options),
       lock_(std::move(lock)),
+      frame_chunks_(repo.frame_chunks()),
       started_(std::chrono::steady_clock::now()) {
     for (unsigned i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { worker(); });
     if (options_.workers > 0) finisher_ = std::thread([this] { finisher(); });
@@ -516,57 +522,131 @@ void BackupSession::worker() {
 
 void BackupSession::process(const Job& job) {
     DiskWriter& disk = *job.disk;
-    Hash256 id = kHoleId;
-    const std::uint8_t* data = job.buffer->data() + job.offset;
-    if (failed()) {
-        // Nothing more is stored; the slot is still released so finish() returns.
-    } else if (all_zero(data, job.length)) {
-        ++disk.chunks_zero_;
-    } else {
-        ByteView chunk(data, job.length);
-        id = repo_.codec().id_of(chunk);
-        if (id == job.base) {
+    const std::size_t cs = disk.chunk_size_;
+    const std::size_t count = (job.length + cs - 1) / cs;
+    std::vector<Hash256> ids(count, kHoleId);
+    std::vector<std::size_t> fresh;
+    // After a failure nothing more is stored; the slots are still released so finish()
+    // returns.
+    for (std::size_t i = 0; i < count && !failed(); ++i) {
+        const std::uint8_t* data = job.buffer->data() + job.offset + i * cs;
+        std::size_t len = std::min(cs, job.length - i * cs);
+        if (all_zero(data, len)) {
+            ++disk.chunks_zero_;
+            continue;
+        }
+        ids[i] = repo_.codec().id_of(ByteView(data, len));
+        if (!job.bases.empty() && ids[i] == job.bases[i]) {
             ++disk.chunks_same_;  // unchanged since the base point: not compressed, not stored
-        } else if (auto stored = store_blob(format::BlobType::data, id, chunk, disk); !stored) {
-            set_error(stored.error().with_context("disk " + disk.name_));
-        } else if (*stored) {
-            ++disk.chunks_new_;
-            disk.bytes_new_ += job.length;
+        } else if (claim(ids[i])) {
+            fresh.push_back(i);
         } else {
             ++disk.chunks_known_;
         }
     }
-    disk.complete(job.chunk, id);
+    if (!fresh.empty() && !failed())
+        if (auto st = store_chunks(job, ids, fresh); !st)
+            set_error(st.error().with_context("disk " + disk.name_));
+    for (std::size_t i = 0; i < count; ++i) disk.complete(job.chunk + i, ids[i]);
+}
+
+bool BackupSession::claim(const Hash256& id) {
+    std::lock_guard lock(known_mu_);
+    return !repo_.index().contains(id) && stored_.insert(id).second;
+}
+
+Status BackupSession::store_chunks(const Job& job, const std::vector<Hash256>& ids,
+                                   const std::vector<std::size_t>& fresh) {
+    DiskWriter& disk = *job.disk;
+    const std::size_t cs = disk.chunk_size_;
+    auto chunk_view = [&](std::size_t i) {
+        return ByteView(job.buffer->data() + job.offset + i * cs,
+                        std::min(cs, job.length - i * cs));
+    };
+    // Per-thread buffers: a fresh megabyte per frame would cost more than it carries.
+    thread_local Bytes stored, gathered;
+    stored.clear();
+    if (fresh.size() == 1) {
+        ByteView plain = chunk_view(fresh[0]);
+        const Hash256& id = ids[fresh[0]];
+        bool compressed = repo_.codec().encode_blob(id, plain, stored);
+        if (auto st = append([&](PackWriter& pack) {
+                return pack.add(id, format::BlobType::data, stored, compressed,
+                                static_cast<std::uint32_t>(plain.size()));
+            });
+            !st)
+            return st;
+    } else {
+        // The chunks to store are most often one contiguous range of the buffer; otherwise
+        // (known or unchanged chunks between them) they are gathered.
+        ByteView plain;
+        if (fresh.back() - fresh.front() + 1 == fresh.size()) {
+            ByteView first = chunk_view(fresh.front());
+            ByteView last = chunk_view(fresh.back());
+            plain = ByteView(first.data(),
+                             static_cast<std::size_t>(last.data() + last.size() - first.data()));
+        } else {
+            gathered.clear();
+            for (std::size_t i : fresh) {
+                ByteView c = chunk_view(i);
+                gathered.insert(gathered.end(), c.begin(), c.end());
+            }
+            plain = gathered;
+        }
+        std::vector<FrameMember> members;
+        members.reserve(fresh.size());
+        std::uint32_t at = 0;
+        for (std::size_t i : fresh) {
+            auto len = static_cast<std::uint32_t>(chunk_view(i).size());
+            members.push_back(FrameMember{ids[i], at, len});
+            at += len;
+        }
+        bool compressed = repo_.codec().encode_frame(plain, stored);
+        if (auto st = append([&](PackWriter& pack) {
+                return pack.add_frame(format::BlobType::data, stored, compressed,
+                                      static_cast<std::uint32_t>(plain.size()), members);
+            });
+            !st)
+            return st;
+    }
+    std::uint64_t plain_bytes = 0;
+    for (std::size_t i : fresh) plain_bytes += chunk_view(i).size();
+    disk.chunks_new_ += fresh.size();
+    disk.bytes_new_ += plain_bytes;
+    disk.bytes_added_ += stored.size() + fresh.size() * entry_size(repo_.pack_version());
+    return {};
 }
 
 Result<bool> BackupSession::store_blob(format::BlobType type, const Hash256& id, ByteView plain,
                                        DiskWriter& owner) {
-    {
-        std::lock_guard lock(known_mu_);
-        if (repo_.index().contains(id) || !stored_.insert(id).second) return false;
-    }
+    if (!claim(id)) return false;
     Bytes stored;
     stored.reserve(plain.size() + kGcmOverhead);
     bool compressed = repo_.codec().encode_blob(id, plain, stored);
+    if (auto st = append([&](PackWriter& pack) {
+            return pack.add(id, type, stored, compressed, static_cast<std::uint32_t>(plain.size()));
+        });
+        !st)
+        return std::unexpected(st.error());
+    owner.bytes_added_ += stored.size() + entry_size(repo_.pack_version());
+    return true;
+}
+
+Status BackupSession::append(const std::function<Status(PackWriter&)>& add) {
     std::unique_ptr<PackWriter> full;
     {
         std::lock_guard lock(pack_mu_);
         if (!pack_) {
-            auto created =
-                PackWriter::create(repo_.env(), repo_.codec(), repo_.dir(format::kTmpDir));
+            auto created = PackWriter::create(repo_.env(), repo_.codec(),
+                                              repo_.dir(format::kTmpDir), repo_.pack_version());
             if (!created) return std::unexpected(created.error());
             pack_ = std::move(*created);
         }
-        if (auto st =
-                pack_->add(id, type, stored, compressed, static_cast<std::uint32_t>(plain.size()));
-            !st)
-            return std::unexpected(st.error());
+        if (auto st = add(*pack_); !st) return st;
         if (pack_->size() >= repo_.pack_size()) full = std::move(pack_);
     }
-    owner.bytes_added_ += stored.size() + format::kEntrySize;
-    if (full)
-        if (auto st = retire_pack(std::move(full)); !st) return std::unexpected(st.error());
-    return true;
+    if (full) return retire_pack(std::move(full));
+    return {};
 }
 
 Status BackupSession::finish_pack(std::unique_ptr<PackWriter> pack) {

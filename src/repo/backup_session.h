@@ -21,6 +21,10 @@
 // A session destroyed without commit() leaves no restore point; the packs it wrote are
 // removed (or, after a crash, by the next run's cleanup).
 //
+// Storage: in a format version 2 repository the new chunks of one write() are compressed
+// together in frames of up to format::kFrameBytes (better compression than 64 KiB alone),
+// while dedup and ids stay per chunk.
+//
 // Contract of DiskWriter calls: ranges come in ascending, non-overlapping order; offsets
 // are multiples of chunk_size(); lengths are too, except a range that ends at the disk's end.
 // Bytes not covered by any call are holes. A chunk of zeros is stored as a hole. A chunk
@@ -39,6 +43,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -174,21 +179,32 @@ class BackupSession {
 
   private:
     friend class DiskWriter;
+    // A run of consecutive chunks of one write(), at most frame_chunks_ long: the chunks
+    // of a run that must be stored are compressed together as one frame.
     struct Job {
         DiskWriter* disk;
-        std::uint64_t chunk;
+        std::uint64_t chunk;  // the run's first chunk
         std::shared_ptr<const Bytes> buffer;
-        std::size_t offset;
+        std::size_t offset;  // of the run in buffer
         std::size_t length;
-        Hash256 base;
+        std::vector<Hash256> bases;  // the base point's id per chunk; empty without a base
     };
     BackupSession(Repository& repo, const SessionOptions& options, std::unique_ptr<RepoLock> lock);
     void submit(Job job);
     void worker();
     void process(const Job& job);
+    // Whether this session is the one to store `id`: neither the repository nor an earlier
+    // call has it. A claimed id must be stored, or the session fails.
+    bool claim(const Hash256& id);
     // Stores a blob unless the repository or this session has it; returns whether stored.
     Result<bool> store_blob(format::BlobType type, const Hash256& id, ByteView plain,
                             DiskWriter& owner);
+    // Stores the claimed chunks `fresh` (indexes into the run) of a job: one blob, or one
+    // frame holding them all.
+    Status store_chunks(const Job& job, const std::vector<Hash256>& ids,
+                        const std::vector<std::size_t>& fresh);
+    // Runs `add` on the open pack (made when there is none) and retires the pack when full.
+    Status append(const std::function<Status(PackWriter&)>& add);
     Status finish_pack(std::unique_ptr<PackWriter> pack);
     // Hands a full pack to the finisher thread (or finishes it inline without workers).
     Status retire_pack(std::unique_ptr<PackWriter> pack);
@@ -203,6 +219,7 @@ class BackupSession {
     Repository& repo_;
     SessionOptions options_;
     std::unique_ptr<RepoLock> lock_;
+    std::uint32_t frame_chunks_;
     std::chrono::steady_clock::time_point started_;
     std::vector<std::unique_ptr<PointBuilder>> points_;
     bool committed_ = false;

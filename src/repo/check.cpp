@@ -82,9 +82,21 @@ class Checker {
             return mark_pack_bad(pack, st.error().message());
         report_.bytes_read += all.size();
         if (sha256(all) != pack) mark_pack_bad(pack, "content does not match its name (damaged)");
+        // A frame's members are adjacent entries: its plaintext is decoded once for them.
+        std::optional<std::uint64_t> frame_at;
+        Result<Bytes> frame = Bytes{};
         for (const auto& e : *entries) {
-            auto plain = repo_.codec().decode_blob(e.id, ByteView(all).subspan(e.offset, e.length),
-                                                   e.compressed, e.raw_length);
+            ByteView stored = ByteView(all).subspan(e.offset, e.length);
+            Result<Bytes> plain = Bytes{};
+            if (e.framed) {
+                if (frame_at != e.offset) {
+                    frame = decode_stored(repo_.codec(), e, stored);
+                    frame_at = e.offset;
+                }
+                plain = frame ? blob_of(repo_.codec(), e, *frame) : fail(frame.error());
+            } else {
+                plain = decode_stored(repo_.codec(), e, stored);
+            }
             if (!plain) {
                 bad_blobs_.insert(e.id);
                 report_.problems.push_back("pack " + path + ": blob " + e.id.hex() + ": " +

@@ -67,6 +67,8 @@ Result<Bytes> decompress(ByteView data, std::size_t raw_length) {
     return out;
 }
 
+constexpr std::string_view kFrameAssociatedData = "vmshadow-frame";
+
 constexpr std::uint8_t kSealEncrypted = 1;
 constexpr std::uint8_t kSealCompressed = 2;
 constexpr std::size_t kSealHeader = 8;
@@ -101,40 +103,59 @@ Hash256 Codec::id_of(ByteView plaintext) const {
     return key_ ? hmac_sha256(key_->id_key, plaintext) : sha256(plaintext);
 }
 
-bool Codec::encode_blob(const Hash256& id, ByteView plain, Bytes& out) const {
+bool Codec::encode(ByteView plain, ByteView associated, Bytes& out) const {
     std::optional<ByteView> packed =
         plain.size() >= 64 ? compress_scratch(plain, level_) : std::nullopt;
     ByteView payload = packed ? *packed : plain;
     if (key_)
-        gcm_seal(key_->encryption, payload, id.bytes, out);
+        gcm_seal(key_->encryption, payload, associated, out);
     else
         out.insert(out.end(), payload.begin(), payload.end());
     return packed.has_value();
 }
 
-Result<Bytes> Codec::decode_blob(const Hash256& id, ByteView stored, bool compressed,
-                                 std::uint32_t raw_length) const {
+Result<Bytes> Codec::decode(ByteView stored, ByteView associated, bool compressed,
+                            std::uint32_t raw_length) const {
     Bytes opened;
     ByteView payload = stored;
     if (key_) {
-        auto o = gcm_open(key_->encryption, stored, id.bytes);
+        auto o = gcm_open(key_->encryption, stored, associated);
         if (!o) return std::unexpected(o.error());
         opened = std::move(*o);
         payload = opened;
     }
-    Bytes plain;
-    if (compressed) {
-        auto d = decompress(payload, raw_length);
-        if (!d) return std::unexpected(d.error());
-        plain = std::move(*d);
-    } else {
-        if (payload.size() != raw_length)
-            return fail(ErrorKind::corruption, "stored length does not match the index");
-        plain.assign(payload.begin(), payload.end());
-    }
+    if (compressed) return decompress(payload, raw_length);
+    if (payload.size() != raw_length)
+        return fail(ErrorKind::corruption, "stored length does not match the index");
+    if (key_) return opened;
+    return Bytes(payload.begin(), payload.end());
+}
+
+bool Codec::encode_blob(const Hash256& id, ByteView plain, Bytes& out) const {
+    return encode(plain, id.bytes, out);
+}
+
+Result<Bytes> Codec::decode_blob(const Hash256& id, ByteView stored, bool compressed,
+                                 std::uint32_t raw_length) const {
+    auto plain = decode(stored, id.bytes, compressed, raw_length);
+    if (!plain) return plain;
+    if (auto st = verify(id, *plain); !st) return std::unexpected(st.error());
+    return plain;
+}
+
+bool Codec::encode_frame(ByteView plain, Bytes& out) const {
+    return encode(plain, as_bytes(kFrameAssociatedData), out);
+}
+
+Result<Bytes> Codec::decode_frame(ByteView stored, bool compressed,
+                                  std::uint32_t raw_length) const {
+    return decode(stored, as_bytes(kFrameAssociatedData), compressed, raw_length);
+}
+
+Status Codec::verify(const Hash256& id, ByteView plain) const {
     if (id_of(plain) != id)
         return fail(ErrorKind::corruption, "content does not match its id (damaged data)");
-    return plain;
+    return {};
 }
 
 Bytes Codec::seal(ByteView plain, std::string_view domain) const {

@@ -11,6 +11,10 @@
 // GCM-seal(payload) with the blob id as associated data. The compressed flag lives in the
 // pack entry. Decoding verifies that the plaintext hashes to the id: a flipped byte is a
 // corruption error, never wrong data.
+// Frame encoding (format version 2, never change): the same over the concatenated plaintext
+// of several blobs, with the associated data "vmshadow-frame" (a frame has no single id).
+// The binding of content to ids is kept all the same: every blob sliced out of a frame is
+// verified against its own (keyed) id.
 //
 // Sealed metadata envelope (never change):
 //   "VSMD" | version:u8 = 1 | flags:u8 (1 = encrypted, 2 = zstd-compressed) | reserved:u16 |
@@ -47,11 +51,20 @@ class Codec {
     bool encode_blob(const Hash256& id, ByteView plain, Bytes& out) const;
     Result<Bytes> decode_blob(const Hash256& id, ByteView stored, bool compressed,
                               std::uint32_t raw_length) const;
+    // A frame's stored form, and back to its plaintext of `raw_length` bytes. Decoding a
+    // frame does not verify its blobs' ids; verify() each slice.
+    bool encode_frame(ByteView plain, Bytes& out) const;
+    Result<Bytes> decode_frame(ByteView stored, bool compressed, std::uint32_t raw_length) const;
+    Status verify(const Hash256& id, ByteView plain) const;
 
     Bytes seal(ByteView plain, std::string_view domain) const;
     Result<Bytes> unseal(ByteView sealed, std::string_view domain) const;
 
   private:
+    bool encode(ByteView plain, ByteView associated, Bytes& out) const;
+    Result<Bytes> decode(ByteView stored, ByteView associated, bool compressed,
+                         std::uint32_t raw_length) const;
+
     std::optional<MasterKey> key_;
     int level_;
 };

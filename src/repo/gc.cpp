@@ -142,10 +142,13 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
     for (auto& [id, pack] : packs) {
         std::uint64_t live_bytes = 0, total = 0;
         std::vector<BlobEntry> live_entries;
+        // The members of a frame share its stored bytes (and offset): counted once. A frame
+        // with one live member is kept whole.
+        std::set<std::uint64_t> counted, counted_live;
         for (const auto& e : pack.entries) {
-            total += e.length;
+            if (counted.insert(e.offset).second) total += e.length;
             if (live.contains(e.id) && kept.insert(e.id).second) {
-                live_bytes += e.length;
+                if (counted_live.insert(e.offset).second) live_bytes += e.length;
                 live_entries.push_back(e);
                 ++report.blobs_live;
             } else {
@@ -170,35 +173,53 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
     if (options.dry_run || index_clean) return report;
 
     // 1. Copy the live blobs of mostly-dead packs into new packs (stored bytes as they are:
-    // a blob's encoding does not depend on its pack). Each is verified on the way.
+    // a blob's or frame's encoding does not depend on its pack; a frame's members keep their
+    // place in it). Each is verified on the way.
     std::vector<PackInfo> new_packs;
     std::unique_ptr<PackWriter> writer;
     for (const auto& pack : rewrite_packs) {
         std::string path = pack_path(repo.dir(format::kDataDir), pack.id);
         auto file = repo.env().open(path);
         if (!file) return std::unexpected(file.error());
-        for (const auto& e : pack.entries) {
+        for (std::size_t i = 0; i < pack.entries.size();) {
+            const BlobEntry& e = pack.entries[i];
+            std::size_t end = i + 1;  // the live members of e's frame: adjacent entries
+            while (e.framed && end < pack.entries.size() && pack.entries[end].framed &&
+                   pack.entries[end].offset == e.offset)
+                ++end;
             Bytes stored(e.length);
             if (auto st = (*file)->read_at(e.offset, stored); !st)
                 return std::unexpected(st.error());
-            if (auto plain = repo.codec().decode_blob(e.id, stored, e.compressed, e.raw_length);
-                !plain)
-                return std::unexpected(plain.error().with_context(
-                    "gc refuses to copy blob " + e.id.short_hex() + " of pack " + path));
+            auto refuse = [&](const Error& err, const Hash256& id) {
+                return err.with_context("gc refuses to copy blob " + id.short_hex() + " of pack " +
+                                        path);
+            };
+            auto plain = decode_stored(repo.codec(), e, stored);
+            if (!plain) return std::unexpected(refuse(plain.error(), e.id));
+            std::vector<FrameMember> members;
+            for (std::size_t k = i; k < end; ++k) {
+                const BlobEntry& m = pack.entries[k];
+                if (auto blob = blob_of(repo.codec(), m, *plain); !blob)
+                    return std::unexpected(refuse(blob.error(), m.id));
+                members.push_back(FrameMember{m.id, m.frame_offset, m.raw_length});
+            }
             if (!writer) {
-                auto created =
-                    PackWriter::create(repo.env(), repo.codec(), repo.dir(format::kTmpDir));
+                auto created = PackWriter::create(repo.env(), repo.codec(),
+                                                  repo.dir(format::kTmpDir), repo.pack_version());
                 if (!created) return std::unexpected(created.error());
                 writer = std::move(*created);
             }
-            if (auto st = writer->add(e.id, e.type, stored, e.compressed, e.raw_length); !st)
-                return std::unexpected(st.error());
+            Status added =
+                e.framed ? writer->add_frame(e.type, stored, e.compressed, e.frame_length, members)
+                         : writer->add(e.id, e.type, stored, e.compressed, e.raw_length);
+            if (!added) return std::unexpected(added.error());
             if (writer->size() >= repo.pack_size()) {
                 auto info = writer->finish(repo.dir(format::kDataDir));
                 if (!info) return std::unexpected(info.error());
                 new_packs.push_back(std::move(*info));
                 writer.reset();
             }
+            i = end;
         }
     }
     if (writer) {

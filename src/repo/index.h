@@ -7,12 +7,13 @@
 // truth (packs carry their own trailers; the index can be rebuilt from them).
 //
 // Index file (name = SHA-256 of the file, never change):
-//   seal(domain "index", "VSIX" | version:u32 = 1 | pack_count:u32 |
+//   seal(domain "index", "VSIX" | version:u32 | pack_count:u32 |
 //        { pack_id[32] | pack_size:u64 | entry_count:u32 | entry × entry_count } × pack_count)
+// version is the repository's format version; entries have that version's size (format.h).
 // Several index files may name the same blob (two backups stored it concurrently); any copy
 // is valid. An index file is written only after every pack it names is durable.
 //
-// Memory: about 60 bytes per distinct blob (a 64 KiB chunk), i.e. ~1 MiB per 1 GiB of
+// Memory: about 70 bytes per distinct blob (a 64 KiB chunk), i.e. ~1.1 MiB per 1 GiB of
 // unique stored data.
 //
 // Thread-safety: const methods are safe concurrently; add_pack needs exclusive access.
@@ -47,6 +48,8 @@ class Index {
         std::uint32_t pack;
         std::uint32_t length;
         std::uint32_t raw_length;
+        std::uint32_t frame_offset;
+        std::uint32_t frame_length;
         std::uint8_t type;
         std::uint8_t flags;
     };
@@ -56,7 +59,9 @@ class Index {
     std::unordered_map<Hash256, Loc, Hash256Hasher> blobs_;
 };
 
-Bytes encode_index_file(const std::vector<PackInfo>& packs, const Codec& codec);
+// `version`: the repository's format version (1 or 2).
+Bytes encode_index_file(const std::vector<PackInfo>& packs, const Codec& codec,
+                        std::uint32_t version);
 Result<std::vector<PackInfo>> decode_index_file(ByteView file, const Codec& codec);
 
 }  // namespace vmshadow::repo

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <ctime>
 #include <set>
@@ -67,6 +69,10 @@ Status Repository::init(const std::string& path, const InitOptions& options, Env
     c.map_fanout = options.map_fanout ? options.map_fanout : format::kDefaultMapFanout;
     c.zstd_level = options.zstd_level ? options.zstd_level : format::kDefaultZstdLevel;
     c.encrypted = options.encrypt;
+    c.format_version = options.format_version ? options.format_version : format::kVersion;
+    if (c.format_version < format::kMinReadable || c.format_version > format::kVersion)
+        return fail(ErrorKind::invalid_argument,
+                    "format version " + std::to_string(c.format_version) + " cannot be made");
     if (c.chunk_size < 4096 || c.chunk_size > (16u << 20) || (c.chunk_size & (c.chunk_size - 1)))
         return fail(ErrorKind::invalid_argument,
                     "chunk size must be a power of two between 4 KiB and 16 MiB");
@@ -76,7 +82,7 @@ Status Repository::init(const std::string& path, const InitOptions& options, Env
         auto key = add_key(env, path, new_master_key(), options.password, options.kdf);
         if (!key) return std::unexpected(key.error());
     }
-    json j{{"format_version", format::kVersion},
+    json j{{"format_version", c.format_version},
            {"id", c.id},
            {"chunk_size", c.chunk_size},
            {"map_fanout", c.map_fanout},
@@ -195,6 +201,49 @@ Status Repository::load_index(std::vector<Error>* damaged) {
     return {};
 }
 
+namespace {
+
+// Frames this thread decoded last. Restore, mount and verify read a disk's chunks in order,
+// so without it each 64 KiB read would decode its whole frame again. Keyed by the
+// Repository object (its serial number: each open sees the files as they are then), pack
+// and offset; packs are write-once, and every blob taken from a cached frame is verified
+// against its id, so a slot can never serve wrong data.
+class FrameCache {
+  public:
+    const Bytes* find(std::uint64_t repo, const Hash256& pack, std::uint64_t offset) const {
+        for (const auto& s : slots_)
+            if (s.plain && s.repo == repo && s.offset == offset && s.pack == pack)
+                return s.plain.get();
+        return nullptr;
+    }
+    void put(std::uint64_t repo, const Hash256& pack, std::uint64_t offset, Bytes plain) {
+        slots_[next_] = Slot{repo, pack, offset, std::make_unique<Bytes>(std::move(plain))};
+        next_ = (next_ + 1) % slots_.size();
+    }
+
+  private:
+    struct Slot {
+        std::uint64_t repo = 0;
+        Hash256 pack;
+        std::uint64_t offset = 0;
+        std::unique_ptr<Bytes> plain;
+    };
+    std::array<Slot, 4> slots_;
+    std::size_t next_ = 0;
+};
+
+FrameCache& thread_frames() {
+    thread_local FrameCache cache;
+    return cache;
+}
+
+}  // namespace
+
+std::uint64_t Repository::next_serial() {
+    static std::atomic<std::uint64_t> next{1};
+    return next++;
+}
+
 Result<Bytes> Repository::read_blob(const Hash256& id) const {
     auto loc = index_.find(id);
     if (!loc)
@@ -202,6 +251,10 @@ Result<Bytes> Repository::read_blob(const Hash256& id) const {
                     "chunk " + id.hex() +
                         " is not in the index (data missing; run `vmshadow repo "
                         "check`)");
+    const BlobEntry& entry = loc->entry;
+    if (entry.framed)
+        if (const Bytes* frame = thread_frames().find(serial_, *loc->pack, entry.offset))
+            if (auto blob = blob_of(codec_, entry, *frame)) return blob;
     std::string path = pack_path(dir(format::kDataDir), *loc->pack);
     std::shared_ptr<RandomAccessFile> file;
     {
@@ -222,12 +275,16 @@ Result<Bytes> Repository::read_blob(const Hash256& id) const {
         if (files_.size() >= 64) files_.erase(files_.begin());  // bound open descriptors
         files_.emplace(*loc->pack, file);
     }
-    Bytes stored(loc->entry.length);
-    if (auto st = file->read_at(loc->entry.offset, stored); !st)
+    Bytes stored(entry.length);
+    if (auto st = file->read_at(entry.offset, stored); !st)
         return std::unexpected(st.error().with_context(context()));
-    auto plain = codec_.decode_blob(id, stored, loc->entry.compressed, loc->entry.raw_length);
+    auto plain = decode_stored(codec_, entry, stored);
     if (!plain) return std::unexpected(plain.error().with_context(context()));
-    return plain;
+    if (!entry.framed) return plain;
+    auto blob = blob_of(codec_, entry, *plain);
+    if (!blob) return std::unexpected(blob.error().with_context(context()));
+    thread_frames().put(serial_, *loc->pack, entry.offset, std::move(*plain));
+    return blob;
 }
 
 Hash256 Repository::point_id(const RestorePoint& point) const {
@@ -253,7 +310,7 @@ Result<PointListing> Repository::list_points() const {
             out.damaged.push_back(j.error().with_context("commit record " + path));
             continue;
         }
-        if (j->value("format_version", 0) > format::kMaxReadable) {
+        if (j->value("format_version", 0) > format::kRecordVersion) {
             out.damaged.push_back(
                 Error(ErrorKind::unsupported,
                       "commit record " + path + " has a newer format version (upgrade vmshadow)"));
@@ -331,7 +388,7 @@ Result<RestorePoint> Repository::resolve(const PointListing& listing, std::strin
 }
 
 Result<Hash256> Repository::write_index_file(const std::vector<PackInfo>& packs) const {
-    return write_sealed(*this, format::kIndexDir, encode_index_file(packs, codec_));
+    return write_sealed(*this, format::kIndexDir, encode_index_file(packs, codec_, pack_version()));
 }
 
 Result<Hash256> Repository::write_commit(std::vector<RestorePoint>& points) const {
@@ -340,7 +397,7 @@ Result<Hash256> Repository::write_commit(std::vector<RestorePoint>& points) cons
         p.id = point_id(p);
         arr.push_back(manifest_to_json(p));
     }
-    json j{{"format_version", format::kVersion},
+    json j{{"format_version", format::kRecordVersion},
            {"time", iso8601_utc(::time(nullptr))},
            {"points", std::move(arr)}};
     std::string text = j.dump();
@@ -351,7 +408,7 @@ Result<Hash256> Repository::write_commit(std::vector<RestorePoint>& points) cons
 }
 
 Status Repository::annotate(const Hash256& point, const std::string& kind, const json& data) const {
-    json j{{"format_version", format::kVersion},
+    json j{{"format_version", format::kRecordVersion},
            {"point", point.hex()},
            {"time", iso8601_utc(::time(nullptr))},
            {"kind", kind},

@@ -49,6 +49,7 @@ struct InitOptions {
     std::uint32_t chunk_size = 0;  // 0 = format::kDefaultChunkSize
     std::uint32_t map_fanout = 0;  // 0 = format::kDefaultMapFanout
     int zstd_level = 0;            // 0 = format::kDefaultZstdLevel
+    int format_version = 0;        // 0 = format::kVersion; tests make older ones
 };
 
 // Called only when the repository is encrypted.
@@ -89,6 +90,16 @@ class Repository final : public BlobSource {
     const std::string& key_id() const { return key_id_; }
     const MasterKey* master_key() const { return master_key_ ? &*master_key_ : nullptr; }
     std::uint64_t pack_size() const { return pack_size_; }
+    // The version of the packs and index files this repository is written with (its
+    // format version), and how many chunks one frame may hold (1 = no frames).
+    std::uint32_t pack_version() const {
+        return config_.format_version >= 2 ? format::kPackVersionFramed
+                                           : format::kPackVersionSingle;
+    }
+    std::uint32_t frame_chunks() const {
+        return config_.format_version >= 2 ? std::max(1u, format::kFrameBytes / config_.chunk_size)
+                                           : 1u;
+    }
 
     // Loads every index file (again). A damaged index file is an error naming it, unless
     // `damaged` is given: then it is skipped and recorded there (check uses that).
@@ -103,6 +114,8 @@ class Repository final : public BlobSource {
     }
 
     // Reads, decrypts, decompresses and verifies one blob; errors name the blob and pack.
+    // A framed blob's frame is decoded once and kept for the thread's next reads (the last
+    // few frames per thread), since readers go through a disk in order.
     Result<Bytes> read_blob(const Hash256& id) const override;
 
     Result<PointListing> list_points() const;
@@ -143,6 +156,9 @@ class Repository final : public BlobSource {
     Codec codec_;
     Index index_;
     std::uint64_t pack_size_;
+    // Tells this object's cached frames from another's (read_blob).
+    std::uint64_t serial_ = next_serial();
+    static std::uint64_t next_serial();
 
     mutable std::mutex files_mutex_;
     mutable std::unordered_map<Hash256, std::shared_ptr<RandomAccessFile>, Hash256Hasher> files_;

@@ -262,7 +262,9 @@ TEST_F(BackupSessionTest, NewerFormatVersionIsRefused) {
     auto bytes = read_file(Env::posix(), config);
     ASSERT_TRUE(bytes);
     std::string text(bytes->begin(), bytes->end());
-    text.replace(text.find("\"format_version\": 1"), 19, "\"format_version\": 99");
+    auto at = text.find("\"format_version\": ");
+    ASSERT_NE(at, std::string::npos);
+    text.replace(at, text.find(',', at) - at, "\"format_version\": 99");
     std::filesystem::remove(config);
     ASSERT_TRUE(write_file_atomic(Env::posix(), dir.sub("repo/tmp"), dir.sub("repo"), "config",
                                   as_bytes(text)));
