@@ -106,9 +106,11 @@ Status DiskWriter::write(std::uint64_t offset, Bytes data) {
         cursor_ = first;  // the gap before is holes
         for (std::uint64_t i = 0; i < n; ++i) pending_block((first + i) / fanout_).outstanding++;
     }
+    // Runs end on multiples of frame_chunks_ (absolute chunk indexes), so frames line up with
+    // the aligned runs a restore reads (restore.cpp) and each is decoded once.
     const std::uint64_t per_job = session_.frame_chunks_;
-    for (std::uint64_t i = 0; i < n; i += per_job) {
-        std::uint64_t count = std::min(per_job, n - i);
+    for (std::uint64_t i = 0, count = 0; i < n; i += count) {
+        count = std::min(per_job - (first + i) % per_job, n - i);
         std::size_t off = i * chunk_size_;
         std::size_t len = std::min<std::size_t>(count * chunk_size_, buffer->size() - off);
         BackupSession::Job job{this, first + i, buffer, off, len, {}};

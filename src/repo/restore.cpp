@@ -7,6 +7,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -68,16 +69,33 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
     ChunkMap chunks(repo, map, size, repo.config().chunk_size, repo.config().map_fanout);
     std::uint64_t cs = repo.config().chunk_size;
     const std::size_t run_chunks = std::max<std::size_t>(1, options.max_write / cs);
+    // A task (one worker's share) is an aligned group of whole frames and whole writes: the
+    // frames were cut on the same boundaries (backup_session.cpp), so no two workers decode
+    // the same frame.
+    const std::size_t task_chunks =
+        std::lcm<std::size_t>(run_chunks, std::max<std::size_t>(1, repo.frame_chunks()));
     auto report = [&](std::uint64_t chunk) {
         if (options.progress) options.progress(std::min<std::uint64_t>(chunk * cs, size), size);
     };
-    // The map walk (this thread) cuts the data chunks into runs and hands each full run to
-    // `emit`; holes and the run limit end a run.
+    // Writes of up to run_chunks each.
+    auto restore_task = [&](const RunTask& t, Bytes& buffer) -> Status {
+        if (t.ids.size() <= run_chunks) return restore_run(repo, t, size, sink, buffer);
+        for (std::size_t k = 0; k < t.ids.size(); k += run_chunks) {
+            RunTask piece;
+            piece.first = t.first + k;
+            piece.ids.assign(t.ids.begin() + k,
+                             t.ids.begin() + std::min(t.ids.size(), k + run_chunks));
+            if (auto st = restore_run(repo, piece, size, sink, buffer); !st) return st;
+        }
+        return {};
+    };
+    // The map walk (this thread) cuts the data chunks into tasks and hands each full one to
+    // `emit`; holes and task boundaries end a task.
     RunTask run;
     auto walk = [&](const std::function<Status(RunTask)>& emit) -> Status {
         Status st = chunks.for_each_chunk([&](std::uint64_t index, const Hash256& id) -> Status {
             if (!run.ids.empty() &&
-                (index != run.first + run.ids.size() || run.ids.size() >= run_chunks)) {
+                (index != run.first + run.ids.size() || index % task_chunks == 0)) {
                 if (auto e = emit(std::exchange(run, RunTask{})); !e) return e;
             }
             if (run.ids.empty()) run.first = index;
@@ -90,7 +108,7 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
     };
     if (options.workers == 0) {
         Bytes buffer;
-        Status st = walk([&](RunTask t) { return restore_run(repo, t, size, sink, buffer); });
+        Status st = walk([&](RunTask t) { return restore_task(t, buffer); });
         if (st) report(chunks.chunk_count());
         return st;
     }
@@ -100,7 +118,7 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
     std::condition_variable work_cv, space_cv;
     std::deque<RunTask> queue;
     std::size_t queued_chunks = 0;
-    const std::size_t capacity = std::max<std::size_t>(256, 2 * run_chunks);
+    const std::size_t capacity = std::max<std::size_t>(256, 2 * task_chunks);
     bool done = false;
     std::optional<Error> error;
     auto worker = [&] {
@@ -117,7 +135,7 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
                 if (error) continue;  // drain: the restore has failed
             }
             space_cv.notify_one();
-            Status st = restore_run(repo, t, size, sink, buffer);
+            Status st = restore_task(t, buffer);
             if (!st) {
                 std::lock_guard lock(mu);
                 if (!error) error = st.error();

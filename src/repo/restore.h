@@ -14,10 +14,12 @@
 // write of up to `max_write` bytes (holes split them), so a sink behind a protocol (qemu-nbd
 // writing qcow2) sees few large requests instead of one per 64 KiB chunk.
 //
-// Threading: `workers` threads fetch and decode runs of chunks in parallel and call the sink
+// Threading: `workers` threads fetch and decode runs of chunks in parallel (each takes an
+// aligned group of whole frames, so no frame is decoded twice) and call the sink
 // concurrently (sinks must accept concurrent writes at distinct offsets, in any order);
 // workers = 0 runs everything on the caller's thread. Memory is bounded: a queue of at most
-// 256 chunk ids, and one write buffer of `max_write` bytes per worker.
+// 256 chunk ids, one write buffer of `max_write` bytes and up to 4 decoded frames (4 MiB)
+// per worker.
 
 #include <cstdint>
 #include <functional>

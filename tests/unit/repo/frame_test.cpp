@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include "repo/check.h"
 #include "repo/format.h"
@@ -103,6 +104,33 @@ TEST(Frames, NewChunksOfOneWriteShareAFrameAndRoundTripBitExact) {
             EXPECT_TRUE(check->ok()) << check->problems.front();
         }
     }
+}
+
+TEST(Frames, EndOnAlignedBoundariesWhereverAWriteStarts) {
+    TempDir dir;
+    auto repo = make_repo(dir.sub("repo"), 2);
+    ASSERT_TRUE(repo);
+    const std::uint64_t per_frame = repo->frame_chunks();  // 256 chunks of 4 KiB
+    ASSERT_EQ(per_frame, 256u);
+    // One write of 600 distinct chunks starting at chunk 5: frames hold chunks 5-255,
+    // 256-511 and 512-604, the boundaries a restore's tasks use.
+    Bytes data = random_data(600 * 4096, 4);
+    auto session = BackupSession::begin(*repo, SessionOptions{.workers = 2});
+    ASSERT_TRUE(session);
+    auto disk = (*session)->add_point("vm", "crash").add_disk("vda", 1000 * 4096, nullptr);
+    ASSERT_TRUE(disk);
+    ASSERT_TRUE((*disk)->write(5 * 4096, data));
+    auto points = (*session)->commit();
+    ASSERT_TRUE(points) << points.error().message();
+    std::map<std::uint64_t, std::size_t> members;  // frame offset → chunks
+    for (const auto& e : list_packs(*repo).entries)
+        if (e.type == format::BlobType::data) ++members[e.offset];
+    std::multiset<std::size_t> sizes;
+    for (const auto& [offset, n] : members) sizes.insert(n);
+    EXPECT_EQ(sizes, (std::multiset<std::size_t>{251, 256, 93}));
+    auto back = read_disk(*repo, points->front(), "vda", 2);
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_TRUE(std::equal(data.begin(), data.end(), back->begin() + 5 * 4096));
 }
 
 TEST(Frames, StoreCompressibleDataSmallerThanSingleChunks) {
