@@ -67,9 +67,10 @@ inline constexpr std::size_t kEntrySizeFramed = 60;
 inline constexpr std::uint8_t kFlagCompressed = 1;
 inline constexpr std::uint8_t kFlagFramed = 2;
 
-// The most plaintext one frame holds (never more than this when reading: a damaged entry
-// must not make a reader allocate without limit). 1 MiB frames store the benchmark image
-// 7% smaller than 64 KiB blobs at the same zstd level and speed (bench/RESULTS.md).
+// The most plaintext one frame (or blob: chunks are at most 16 MiB) holds; never more than
+// this when reading, so a damaged entry cannot make a reader allocate without limit. 1 MiB frames
+// store the benchmark image 7% smaller than 64 KiB blobs at the same zstd level and speed
+// (bench/RESULTS.md).
 inline constexpr std::uint32_t kFrameBytes = 1u << 20;
 inline constexpr std::uint32_t kMaxFrameBytes = 16u << 20;
 

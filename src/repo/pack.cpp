@@ -46,14 +46,18 @@ BlobEntry decode_entry(const std::uint8_t* p, std::uint32_t version) {
 }
 
 bool entry_is_sane(const BlobEntry& e) {
+    // No blob is larger than the largest chunk (16 MiB), nor any frame; stored forms are at
+    // most their plaintext plus the encryption overhead (incompressible data is stored raw).
+    if (e.raw_length > format::kMaxFrameBytes || e.length > format::kMaxFrameBytes + 64)
+        return false;
     if (!e.framed) return true;
     return e.frame_length <= format::kMaxFrameBytes && e.frame_offset <= e.frame_length &&
            e.raw_length <= e.frame_length - e.frame_offset;
 }
 
 Result<Bytes> decode_stored(const Codec& codec, const BlobEntry& e, ByteView stored) {
-    if (!e.framed) return codec.decode_blob(e.id, stored, e.compressed, e.raw_length);
     if (!entry_is_sane(e)) return fail(ErrorKind::corruption, "blob entry is damaged");
+    if (!e.framed) return codec.decode_blob(e.id, stored, e.compressed, e.raw_length);
     return codec.decode_frame(stored, e.compressed, e.frame_length);
 }
 
