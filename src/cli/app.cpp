@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -78,6 +79,13 @@ int run_cli(int argc, char** argv) {
             global.json);
     }
     if (!action) return report(Error(ErrorKind::internal, "no command ran"), global.json);
+    // Scratch images are handed to libvirtd and the thaw guardian, which do not share our
+    // working directory: a relative --scratch-dir means the one under the user's.
+    if (!global.scratch_dir.empty()) {
+        std::error_code ec;
+        auto absolute = std::filesystem::absolute(global.scratch_dir, ec);
+        if (!ec) global.scratch_dir = absolute.lexically_normal().string();
+    }
     Status status = action();
     if (!status && global.error_reported) return exit_code_for(status.error().kind());
     if (!status) return report(status.error(), global.json);

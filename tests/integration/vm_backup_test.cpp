@@ -368,5 +368,26 @@ TEST_F(VmBackupTest, SigkillDuringFreezeAndDuringCopyLeavesTheGuestRunningAndTha
     EXPECT_EQ(checkpoints(g).size(), 1u);
 }
 
+TEST_F(VmBackupTest, RelativeScratchDirIsTakenUnderTheWorkingDirectory) {
+    lab::LabGuest& g = boot(GuestOptions{});
+    // libvirtd and the thaw guardian do not share vmshadow's working directory: vmshadow
+    // must hand them the absolute path.
+    struct Restore {
+        fs::path cwd = fs::current_path();
+        fs::path& scratch;
+        fs::path absolute = scratch;
+        ~Restore() {
+            fs::current_path(cwd);
+            scratch = absolute;
+        }
+    } restore{.scratch = scratch};
+    fs::current_path(dir);
+    scratch = fs::relative(restore.absolute, dir);
+    ASSERT_TRUE(scratch.is_relative());
+    json vm = backup_ok({g.name()});
+    EXPECT_EQ(vm["consistency"], "application") << vm.dump(2);
+    EXPECT_TRUE(scratch_leftovers().empty());
+}
+
 }  // namespace
 }  // namespace vmshadow::testing
