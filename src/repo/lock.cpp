@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <ctime>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -54,6 +56,36 @@ bool is_stale(const nlohmann::json& j, const std::string& id) {
     return start_time(pid) != j.value("start_time", "");
 }
 
+// "2026-11-22T01:00:00Z" as Unix seconds; 0 when it is something else.
+std::int64_t parse_iso8601_utc(const std::string& text) {
+    std::tm tm{};
+    const char* end = ::strptime(text.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (!end || *end != '\0') return 0;
+    return static_cast<std::int64_t>(::timegm(&tm));
+}
+
+LockInfo describe(const std::string& id, const Bytes& bytes) {
+    LockInfo info;
+    info.id = id;
+    nlohmann::json j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+        info.readable = false;
+        return info;
+    }
+    try {
+        info.host = j.value("host", "");
+        info.pid = j.value("pid", 0L);
+        info.exclusive = j.value("exclusive", false);
+        info.operation = j.value("operation", "");
+        info.time = j.value("time", "");
+        info.since = parse_iso8601_utc(info.time);
+        info.holder_dead = is_stale(j, id);
+    } catch (const nlohmann::json::exception&) {
+        info.readable = false;  // a field of the wrong type
+    }
+    return info;
+}
+
 }  // namespace
 
 RepoLock::RepoLock(Env& env, std::string root, std::string id, LockMode mode, std::string operation)
@@ -96,12 +128,17 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
         }
         bool other_exclusive = j.value("exclusive", false);
         if (mode == LockMode::exclusive || other_exclusive) {
+            std::string host = j.value("host", "?");
             return fail(ErrorKind::locked,
                         "repository is locked by `" + j.value("operation", "?") + "` (pid " +
-                            std::to_string(j.value("pid", 0)) + " on " + j.value("host", "?") +
-                            ", since " + j.value("time", "?") + "); " +
+                            std::to_string(j.value("pid", 0)) + " on " + host + ", since " +
+                            j.value("time", "?") + "); " +
                             (other_exclusive ? "retry when it has finished"
-                                             : "retry when running operations have finished"));
+                                             : "retry when running operations have finished") +
+                            (host == hostname() ? ""
+                                                : ", or, once you know that process on " + host +
+                                                      " is gone, remove its lock with `vmshadow "
+                                                      "repo unlock --remove-all`"));
         }
     }
     return self;
@@ -123,6 +160,43 @@ Status RepoLock::release() {
 
 RepoLock::~RepoLock() {
     (void)release();
+}
+
+Result<std::vector<LockInfo>> list_locks(Env& env, const std::string& root) {
+    std::string dir = root + "/" + std::string(format::kLocksDir);
+    auto names = env.list(dir);
+    if (!names) return std::unexpected(names.error());
+    std::vector<LockInfo> out;
+    for (const auto& name : *names) {
+        auto bytes = read_file(env, dir + "/" + name);
+        if (!bytes) {
+            if (bytes.error().kind() == ErrorKind::not_found) continue;  // released meanwhile
+            return std::unexpected(bytes.error());
+        }
+        out.push_back(describe(name, *bytes));
+    }
+    std::stable_sort(out.begin(), out.end(), [](const LockInfo& a, const LockInfo& b) {
+        return a.since != b.since ? a.since < b.since : a.id < b.id;
+    });
+    return out;
+}
+
+Result<std::vector<LockInfo>> remove_locks(Env& env, const std::string& root, bool remove_all) {
+    auto locks = list_locks(env, root);
+    if (!locks) return std::unexpected(locks.error());
+    std::string dir = root + "/" + std::string(format::kLocksDir);
+    std::vector<LockInfo> removed;
+    for (auto& lock : *locks) {
+        if (!remove_all && !lock.holder_dead) continue;
+        std::string path = dir + "/" + lock.id;
+        if (!env.exists(path)) continue;  // its holder released it, or acquire() broke it
+        if (auto st = env.remove(path); !st)
+            return std::unexpected(st.error().with_context("removing lock " + lock.id));
+        removed.push_back(std::move(lock));
+    }
+    if (!removed.empty())
+        if (auto st = env.sync_dir(dir); !st) return std::unexpected(st.error());
+    return removed;
 }
 
 }  // namespace vmshadow::repo

@@ -13,13 +13,16 @@
 // when its host is this host and its process is gone (pid absent, or the pid now belongs to
 // a process with another start time), or when this process wrote it and no longer holds
 // it (a crashed in-process session in the fault-injection tests); stale locks are removed.
-// Locks of other hosts are never broken automatically.
+// Locks of other hosts are never broken automatically: `vmshadow repo unlock --remove-all`
+// (remove_locks with remove_all) is the way out once the user knows that holder is gone.
 //
 // Thread-safety: a RepoLock object belongs to one thread; the registry of held locks is
 // internally synchronised.
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "repo/env.h"
@@ -54,5 +57,26 @@ class RepoLock {
     std::string operation_;
     bool held_ = true;
 };
+
+// One file under locks/, as `repo unlock` shows it.
+struct LockInfo {
+    std::string id;  // its file name under locks/
+    std::string host;
+    long pid = 0;
+    bool exclusive = false;
+    std::string operation;
+    std::string time;          // when it was taken, ISO 8601 UTC as written
+    std::int64_t since = 0;    // `time` as Unix seconds; 0 when it cannot be read
+    bool readable = true;      // false: not a lock file this vmshadow can read
+    bool holder_dead = false;  // this host, and its process is gone (the staleness rule above)
+};
+
+// Every lock file under locks/, oldest first, judged by the same rule acquire() uses.
+Result<std::vector<LockInfo>> list_locks(Env& env, const std::string& root);
+
+// Removes the locks whose holder is known dead, or, with remove_all, every lock file
+// (unreadable ones too): the caller must say so, since a live process may hold one. Takes no
+// lock itself. Returns the locks it removed; one that vanished meanwhile is not among them.
+Result<std::vector<LockInfo>> remove_locks(Env& env, const std::string& root, bool remove_all);
 
 }  // namespace vmshadow::repo

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: MIT
+// `repo unlock`: locks of dead processes on this host go, live ones and other hosts' stay;
+// with --remove-all every lock goes. A lock of another host says how to remove it.
+#include "repo/lock.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "repo_test_util.h"
+
+namespace vmshadow::repo::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string this_host() {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    return host;
+}
+
+// Field 22 of /proc/<pid>/stat, as lock files record it.
+std::string start_time_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::istringstream rest(s.substr(s.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 22 && rest >> field; ++i) {
+    }
+    return field;
+}
+
+class UnlockTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        path = dir.sub("repo");
+        InitOptions init;
+        init.chunk_size = 4096;
+        ASSERT_TRUE(Repository::init(path, init));
+        auto r = open_plain(path);
+        ASSERT_TRUE(r);
+        repo = std::move(*r);
+        // A process that is alive while the test runs, and one that is gone.
+        live = fork();
+        if (live == 0) {
+            ::pause();
+            _exit(0);
+        }
+        dead = fork();
+        if (dead == 0) _exit(0);
+        waitpid(dead, nullptr, 0);
+    }
+    void TearDown() override {
+        ::kill(live, SIGKILL);
+        waitpid(live, nullptr, 0);
+    }
+
+    void plant(const std::string& id, const std::string& host, pid_t pid,
+               const std::string& start_time, const std::string& operation) {
+        std::ofstream(path + "/locks/" + id) << nlohmann::json{{"pid", pid},
+                                                               {"start_time", start_time},
+                                                               {"host", host},
+                                                               {"exclusive", true},
+                                                               {"operation", operation},
+                                                               {"time", "2026-11-22T01:00:00Z"}}
+                                                    .dump();
+    }
+    bool present(const std::string& id) const { return fs::exists(path + "/locks/" + id); }
+
+    TempDir dir;
+    std::string path;
+    std::unique_ptr<Repository> repo;
+    pid_t live = 0, dead = 0;
+};
+
+TEST_F(UnlockTest, RemovesDeadLocksOfThisHostAndKeepsLiveAndForeignOnes) {
+    auto held = repo->lock(LockMode::shared, "image restore");  // a live lock of this process
+    ASSERT_TRUE(held) << held.error().message();
+    plant("dead0000", this_host(), dead, "1", "gc");
+    plant("reused00", this_host(), live, "1", "prune");  // the pid now names another process
+    plant("live0000", this_host(), live, start_time_of(live), "image backup");
+    plant("foreign0", "elsewhere.example", dead, "1", "forget");
+
+    auto removed = remove_locks(repo->env(), path, false);
+    ASSERT_TRUE(removed) << removed.error().message();
+    std::set<std::string> ids;
+    for (const auto& l : *removed) {
+        ids.insert(l.id);
+        EXPECT_TRUE(l.holder_dead);
+    }
+    EXPECT_EQ(ids, (std::set<std::string>{"dead0000", "reused00"}));
+    EXPECT_FALSE(present("dead0000"));
+    EXPECT_FALSE(present("reused00"));
+    EXPECT_TRUE(present("live0000"));
+    EXPECT_TRUE(present("foreign0"));
+
+    auto left = list_locks(repo->env(), path);
+    ASSERT_TRUE(left);
+    ASSERT_EQ(left->size(), 3u);  // live0000, foreign0 and the held one
+    for (const auto& l : *left) EXPECT_FALSE(l.holder_dead) << l.id;
+}
+
+TEST_F(UnlockTest, RemoveAllRemovesEveryLockAndSaysWhoHeldIt) {
+    plant("dead0000", this_host(), dead, "1", "gc");
+    plant("live0000", this_host(), live, start_time_of(live), "image backup");
+    plant("foreign0", "elsewhere.example", 4242, "1", "forget");
+    std::ofstream(path + "/locks/garbage0") << "not json";
+    auto removed = remove_locks(repo->env(), path, true);
+    ASSERT_TRUE(removed) << removed.error().message();
+    EXPECT_EQ(removed->size(), 4u);
+    EXPECT_TRUE(fs::is_empty(path + "/locks"));
+    bool foreign = false, unreadable = false;
+    for (const auto& l : *removed) {
+        if (l.id == "foreign0") {
+            foreign = true;
+            EXPECT_EQ(l.host, "elsewhere.example");
+            EXPECT_EQ(l.pid, 4242);
+            EXPECT_EQ(l.operation, "forget");
+            EXPECT_EQ(l.since, 1795309200);  // 2026-11-22T01:00:00Z
+            EXPECT_FALSE(l.holder_dead);
+        }
+        if (l.id == "garbage0") unreadable = !l.readable;
+    }
+    EXPECT_TRUE(foreign && unreadable);
+    // The repository is free again.
+    auto lock = repo->lock(LockMode::exclusive, "gc");
+    EXPECT_TRUE(lock) << lock.error().message();
+}
+
+TEST_F(UnlockTest, LockOfAnotherHostNamesUnlockRemoveAllAsTheWayOut) {
+    plant("foreign0", "elsewhere.example", 4242, "1", "gc");
+    auto lock = repo->lock(LockMode::shared, "image backup");
+    ASSERT_FALSE(lock);
+    EXPECT_EQ(lock.error().kind(), ErrorKind::locked);
+    EXPECT_NE(lock.error().message().find("vmshadow repo unlock --remove-all"), std::string::npos)
+        << lock.error().message();
+    EXPECT_NE(lock.error().message().find("elsewhere.example"), std::string::npos);
+}
+
+TEST_F(UnlockTest, LockOfALiveProcessOfThisHostDoesNotSuggestRemovingIt) {
+    plant("live0000", this_host(), live, start_time_of(live), "gc");
+    auto lock = repo->lock(LockMode::shared, "image backup");
+    ASSERT_FALSE(lock);
+    EXPECT_EQ(lock.error().message().find("unlock"), std::string::npos) << lock.error().message();
+}
+
+}  // namespace
+}  // namespace vmshadow::repo::test
