@@ -20,11 +20,21 @@ class Checker {
     Status run() {
         std::vector<Error> damaged;
         if (auto st = repo_.load_index(&damaged); !st) return st;
-        for (const auto& e : damaged) report_.problems.push_back(e.message());
+        for (const auto& e : damaged)
+            report_.problems.push_back(e.message() +
+                                       " (rebuild the index from the packs: `vmshadow repo "
+                                       "repair index`)");
         log("index loaded: " + std::to_string(repo_.index().blob_count()) + " blobs in " +
             std::to_string(repo_.index().packs().size()) + " packs");
         check_packs();
-        return check_points();
+        if (auto st = check_points(); !st) return st;
+        if (unindexed_packs_ > 0 && chunks_missing_)
+            report_.problems.push_back(
+                std::to_string(unindexed_packs_) +
+                " pack(s) are in no index while restore points miss chunks: an index file is "
+                "probably missing; run `vmshadow repo repair index` before any backup or gc "
+                "(they delete packs no index names)");
+        return {};
     }
 
   private:
@@ -44,9 +54,11 @@ class Checker {
                 if (auto names = repo_.env().list(data + "/" + sub))
                     for (const auto& name : *names) {
                         auto id = Hash256::from_hex(name);
-                        if (id && !indexed.contains(*id))
+                        if (id && !indexed.contains(*id)) {
                             report_.warnings.push_back("pack " + name +
                                                        " is in no index (removed by gc)");
+                            ++unindexed_packs_;
+                        }
                     }
         std::size_t done = 0;
         for (const auto& pack : index.packs()) {
@@ -108,7 +120,10 @@ class Checker {
     // Why a blob cannot be read, or nothing.
     std::optional<std::string> blob_problem(const Hash256& id) {
         auto loc = repo_.index().find(id);
-        if (!loc) return "chunk " + id.hex() + " is missing (in no index)";
+        if (!loc) {
+            chunks_missing_ = true;
+            return "chunk " + id.hex() + " is missing (in no index)";
+        }
         if (bad_blobs_.contains(id)) return "chunk " + id.hex() + " is damaged";
         if (bad_packs_.contains(*loc->pack))
             return "chunk " + id.hex() + " is in damaged pack " + loc->pack->short_hex();
@@ -180,6 +195,8 @@ class Checker {
     Repository& repo_;
     const CheckOptions& options_;
     CheckReport& report_;
+    std::size_t unindexed_packs_ = 0;
+    bool chunks_missing_ = false;
     std::set<Hash256> bad_packs_;
     std::unordered_set<Hash256, Hash256Hasher> bad_blobs_;
     std::unordered_map<Hash256, std::optional<std::string>, Hash256Hasher> verdicts_;

@@ -191,8 +191,9 @@ Status Repository::load_index(std::vector<Error>* damaged) {
         auto packs = read_index_file(name);
         if (!packs) {
             if (!damaged)
-                return fail(packs.error().kind(),
-                            packs.error().message() + " (run `vmshadow repo check`)");
+                return fail(packs.error().kind(), packs.error().message() +
+                                                      " (`vmshadow repo repair index` rebuilds "
+                                                      "the index from the packs)");
             damaged->push_back(packs.error());
             continue;
         }
