@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-// `vmshadow repo init|check|stats|key …`, and the registration of every repository command.
+// `vmshadow repo init|check|repair index|unlock|stats|key …`, and the registration of every
+// repository command.
+#include <ctime>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -8,6 +10,8 @@
 #include "repo/check.h"
 #include "repo/format.h"
 #include "repo/keys.h"
+#include "repo/lock.h"
+#include "repo/repair.h"
 
 namespace vmshadow::cli {
 namespace {
@@ -131,6 +135,137 @@ Status run_stats(const GlobalOptions& global) {
     return {};
 }
 
+Status run_repair_index(GlobalOptions& global, bool read_data) {
+    auto repo = open_repository(global);
+    if (!repo) return std::unexpected(repo.error());
+    repo::RepairIndexOptions options;
+    options.read_data = read_data;
+    auto report = repo::repair_index(**repo, options);
+    if (!report) return std::unexpected(report.error());
+    std::optional<Error> error;
+    if (!report->ok()) {
+        std::string what;
+        if (!report->skipped.empty())
+            what = "left out " + std::to_string(report->skipped.size()) + " damaged pack(s)";
+        if (!report->missing_packs.empty())
+            what += (what.empty() ? "" : " and ") + std::string("found ") +
+                    std::to_string(report->missing_packs.size()) + " pack(s) missing";
+        error = Error(ErrorKind::corruption,
+                      "repair index " + what +
+                          "; restore points that need them stay damaged (see `vmshadow repo "
+                          "check`)");
+    }
+    if (global.json) {
+        json skipped = json::array();
+        for (const auto& s : report->skipped) skipped.push_back({{"path", s.path}, {"why", s.why}});
+        json out{{"ok", report->ok()},
+                 {"packs_indexed", report->packs_indexed},
+                 {"blobs", report->blobs},
+                 {"read_data", read_data},
+                 {"bytes_read", report->bytes_read},
+                 {"packs_skipped", skipped},
+                 {"packs_missing", report->missing_packs},
+                 {"new_index", report->new_index ? json(report->new_index->hex()) : json(nullptr)},
+                 {"index_files_replaced", report->index_files_replaced},
+                 {"damaged_index_files", report->damaged_index_files}};
+        if (error) {
+            out["error"] = error->message();
+            out["kind"] = kind_name(error->kind());
+            global.error_reported = true;
+        }
+        std::cout << out.dump() << std::endl;
+    } else {
+        std::cout << "indexed " << report->packs_indexed << " packs, " << report->blobs << " blobs"
+                  << (read_data ? " (all data read and verified against pack names)" : "");
+        if (report->new_index) std::cout << ", into index file " << report->new_index->hex();
+        std::cout << std::endl;
+        for (const auto& d : report->damaged_index_files)
+            std::cout << "damaged: " << d << std::endl;
+        std::cout << "replaced " << report->index_files_replaced.size() << " index file(s)"
+                  << std::endl;
+        for (const auto& s : report->skipped)
+            std::cout << "skipped pack " << s.path << ": " << s.why << std::endl;
+        for (const auto& m : report->missing_packs)
+            std::cout << "missing pack " << m << ": an old index named it; its chunks are lost"
+                      << std::endl;
+        if (!report->skipped.empty())
+            std::cout << "note: skipped packs were left in data/ but are in no index, so the next "
+                         "backup or gc deletes them; move them elsewhere to keep them"
+                      << std::endl;
+    }
+    if (error) return std::unexpected(*error);
+    return {};
+}
+
+std::string describe_lock(const repo::LockInfo& l, std::int64_t now) {
+    if (!l.readable) return "unreadable lock file " + l.id;
+    std::string age = "unknown age";
+    if (l.since > 0) {
+        std::int64_t s = std::max<std::int64_t>(0, now - l.since);
+        age = s >= 86400  ? std::to_string(s / 86400) + "d" + std::to_string(s % 86400 / 3600) + "h"
+              : s >= 3600 ? std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m"
+              : s >= 60   ? std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s"
+                          : std::to_string(s) + "s";
+        age += " old";
+    }
+    return std::string(l.exclusive ? "exclusive" : "shared") + " lock of `" + l.operation +
+           "` (pid " + std::to_string(l.pid) + " on " + l.host + ", since " + l.time + ", " + age +
+           ")";
+}
+
+Status run_unlock(const GlobalOptions& global, bool remove_all) {
+    auto repo = open_repository(global);
+    if (!repo) return std::unexpected(repo.error());
+    // No lock is taken: the point is to remove locks, and a lock of our own would conflict.
+    auto removed = repo::remove_locks((*repo)->env(), (*repo)->root(), remove_all);
+    if (!removed) return std::unexpected(removed.error());
+    auto kept = repo::list_locks((*repo)->env(), (*repo)->root());
+    if (!kept) return std::unexpected(kept.error());
+    std::int64_t now = ::time(nullptr);
+    auto to_json = [now](const repo::LockInfo& l) {
+        return json{{"id", l.id},
+                    {"readable", l.readable},
+                    {"host", l.host},
+                    {"pid", l.pid},
+                    {"exclusive", l.exclusive},
+                    {"operation", l.operation},
+                    {"time", l.time},
+                    {"age_s", l.since > 0 ? json(now - l.since) : json(nullptr)},
+                    {"holder_dead", l.holder_dead}};
+    };
+    // Removing a lock a live process holds is the user's responsibility: say what went.
+    if (remove_all)
+        for (const auto& l : *removed)
+            std::cerr << "warning: removed " << describe_lock(l, now)
+                      << (l.holder_dead ? ": its process was gone"
+                                        : ": if it still runs, it is no longer protected")
+                      << std::endl;
+    if (global.json) {
+        json r = json::array(), k = json::array();
+        for (const auto& l : *removed) r.push_back(to_json(l));
+        for (const auto& l : *kept) k.push_back(to_json(l));
+        std::cout << json{{"removed", r}, {"kept", k}}.dump() << std::endl;
+        return {};
+    }
+    if (!remove_all)
+        for (const auto& l : *removed)
+            std::cout << "removed " << describe_lock(l, now) << ": its process is gone"
+                      << std::endl;
+    for (const auto& l : *kept)
+        std::cout << "kept " << describe_lock(l, now)
+                  << (!l.readable                       ? ": not a lock this vmshadow can read"
+                      : l.host.empty() || l.holder_dead ? ""
+                                                        : ": its holder may be running")
+                  << std::endl;
+    std::cout << "removed " << removed->size() << " lock(s)";
+    if (!kept->empty())
+        std::cout << "; " << kept->size()
+                  << " kept (`vmshadow repo unlock --remove-all` removes them once you know "
+                     "their processes are gone)";
+    std::cout << std::endl;
+    return {};
+}
+
 struct KeyOptions {
     std::string new_password_file;
     std::string key_id;
@@ -207,6 +342,33 @@ void add_repo_commands(CLI::App& app, GlobalOptions& global, Action& action) {
     check->add_flag("--read-data", *read_data, "also read every chunk and verify its hash");
     check->callback([&global, &action, read_data] {
         action = [&global, read_data] { return run_check(global, *read_data); };
+    });
+
+    CLI::App* repair =
+        repo->add_subcommand("repair", "rebuild what can be rebuilt from the data itself");
+    repair->require_subcommand(1);
+    auto repair_read_data = std::make_shared<bool>(false);
+    CLI::App* repair_index = repair->add_subcommand(
+        "index",
+        "rebuild the index from the pack files (exclusive lock); exit 8 when a pack had "
+        "to be left out");
+    repair_index->add_flag("--read-data", *repair_read_data,
+                           "also read every pack and leave out those whose content does not "
+                           "match their name");
+    repair_index->callback([&global, &action, repair_read_data] {
+        action = [&global, repair_read_data] {
+            return run_repair_index(global, *repair_read_data);
+        };
+    });
+
+    auto remove_all = std::make_shared<bool>(false);
+    CLI::App* unlock = repo->add_subcommand(
+        "unlock", "remove locks whose process is known to be gone (this host)");
+    unlock->add_flag("--remove-all", *remove_all,
+                     "remove every lock, also other hosts' and live ones: only when you know "
+                     "their processes are gone");
+    unlock->callback([&global, &action, remove_all] {
+        action = [&global, remove_all] { return run_unlock(global, *remove_all); };
     });
 
     repo->add_subcommand("stats", "sizes and counts")->callback([&global, &action] {

@@ -301,4 +301,76 @@ TEST_F(RepoCli, SigkillMidBackupKeepsEarlierPointsAndTheNextRunCleansUp) {
     EXPECT_TRUE(json::parse(check.out)["warnings"].empty()) << check.out;
 }
 
+TEST_F(RepoCli, RepairIndexAfterLosingEveryIndexFileRestoresBitExact) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string raw = make_raw("disk.raw", 24, 8);
+    ASSERT_EQ(run({"image", "backup", raw, "--name", "vm"}).exit_code, 0);
+    for (auto& e : fs::directory_iterator(repo + "/index")) fs::remove(e.path());
+
+    CliRun check = run({"repo", "check"});
+    EXPECT_EQ(check.exit_code, 8);
+    EXPECT_NE(check.out.find("vmshadow repo repair index"), std::string::npos) << check.out;
+
+    CliRun repair = run({"repo", "repair", "index", "--read-data", "--json"});
+    ASSERT_EQ(repair.exit_code, 0) << repair.out << repair.err;
+    json report = json::parse(repair.out);
+    EXPECT_TRUE(report["ok"].get<bool>());
+    EXPECT_GT(report["packs_indexed"].get<int>(), 0);
+    EXPECT_TRUE(report["packs_skipped"].empty());
+    CliRun r = run({"image", "restore", "vm@latest", dir + "/out.raw"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(same_file(raw, dir + "/out.raw"));
+    CliRun clean = run({"repo", "check", "--read-data", "--json"});
+    EXPECT_EQ(clean.exit_code, 0) << clean.out;
+    EXPECT_TRUE(json::parse(clean.out)["warnings"].empty()) << clean.out;
+}
+
+TEST_F(RepoCli, RepairIndexReportsADamagedPackAndExitsWithCorruption) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string raw = make_raw("disk.raw", 16, 9);
+    ASSERT_EQ(run({"image", "backup", raw, "--name", "vm"}).exit_code, 0);
+    std::string pack;
+    for (auto& e : fs::recursive_directory_iterator(repo + "/data"))
+        if (e.is_regular_file()) pack = e.path();
+    {
+        std::fstream f(pack, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(static_cast<std::streamoff>(fs::file_size(pack) - 12));  // in the trailer
+        f.write("XXXX", 4);
+    }
+    CliRun repair = run({"repo", "repair", "index"});
+    EXPECT_EQ(repair.exit_code, 8) << repair.out << repair.err;
+    EXPECT_NE(repair.out.find("skipped pack " + pack), std::string::npos) << repair.out;
+    EXPECT_TRUE(fs::exists(pack)) << "repair never deletes a pack";
+}
+
+TEST_F(RepoCli, UnlockRemoveAllAfterAnotherHostsLockLetsABackupProceed) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string raw = make_raw("disk.raw", 8, 10);
+    std::ofstream(repo + "/locks/0123456789abcdef0123456789abcdef")
+        << json{{"pid", 4242},       {"start_time", "1"}, {"host", "other-host.example"},
+                {"exclusive", true}, {"operation", "gc"}, {"time", "2026-11-22T01:00:00Z"}}
+               .dump();
+    CliRun locked = run({"image", "backup", raw, "--name", "vm"});
+    EXPECT_EQ(locked.exit_code, 7) << locked.err;
+    EXPECT_NE(locked.err.find("vmshadow repo unlock --remove-all"), std::string::npos)
+        << locked.err;
+
+    CliRun unlock = run({"repo", "unlock"});
+    EXPECT_EQ(unlock.exit_code, 0) << unlock.err;
+    EXPECT_NE(unlock.out.find("kept"), std::string::npos) << unlock.out;
+    EXPECT_FALSE(fs::is_empty(repo + "/locks")) << "another host's lock stays without --remove-all";
+
+    CliRun all = run({"repo", "unlock", "--remove-all"});
+    EXPECT_EQ(all.exit_code, 0) << all.err;
+    for (const char* part : {"warning:", "other-host.example", "4242", "`gc`", "old"})
+        EXPECT_NE(all.err.find(part), std::string::npos) << part << " in: " << all.err;
+    EXPECT_TRUE(fs::is_empty(repo + "/locks"));
+
+    CliRun backup = run({"image", "backup", raw, "--name", "vm"});
+    ASSERT_EQ(backup.exit_code, 0) << backup.err;
+    CliRun r = run({"image", "restore", "vm@latest", dir + "/out.raw"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(same_file(raw, dir + "/out.raw"));
+}
+
 }  // namespace
