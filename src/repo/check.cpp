@@ -32,8 +32,7 @@ class Checker {
             report_.problems.push_back(
                 std::to_string(unindexed_packs_) +
                 " pack(s) are in no index while restore points miss chunks: an index file is "
-                "probably missing; run `vmshadow repo repair index` before any backup or gc "
-                "(they delete packs no index names)");
+                "probably missing; run `vmshadow repo repair index`");
         return {};
     }
 

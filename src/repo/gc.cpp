@@ -130,6 +130,17 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
                     "gc refuses to run: restore point " + p.id.short_hex() + " file " + f.name));
     }
 
+    // Every live blob must be indexed before anything is deleted: one that is not sits in a
+    // pack a lost or damaged index file used to name, and that pack must not go.
+    std::size_t unindexed = 0;
+    for (const auto& id : live)
+        if (!id.is_zero() && !repo.index().contains(id)) ++unindexed;
+    if (unindexed > 0)
+        return fail(ErrorKind::corruption,
+                    "gc refuses to run: restore points reference " + std::to_string(unindexed) +
+                        " chunk(s) that no index names (an index file is missing or damaged); "
+                        "run `vmshadow repo repair index`, then gc again");
+
     auto index_files = repo.read_index_files();
     if (!index_files) return std::unexpected(index_files.error());
     // One copy of each live blob is kept; packs are judged by their live bytes.

@@ -12,8 +12,9 @@
 // * Runs under the exclusive lock, which it takes itself ("repo repair index").
 // * A pack whose trailer is damaged, whose content does not match its name (read_data), or
 //   that lies in the wrong data/<2 hex>/ folder is reported and left out of the new index;
-//   it is never deleted. Being in no index, the next backup or gc removes it (as any
-//   leftover): whoever wants to keep it moves it out of data/ first.
+//   it is never deleted here. Later backups and gc keep a pack whose trailer is damaged
+//   (Repository::cleanup_leftovers); one that only failed read_data they remove as a
+//   leftover: whoever wants to keep it moves it out of data/ first.
 // * Any other failure to read a pack (I/O, permission, a newer pack version) stops the
 //   repair before anything is written: dropping a pack from the index over a passing error
 //   would let the next backup delete it.

@@ -492,25 +492,50 @@ Result<std::size_t> Repository::cleanup_leftovers() const {
             return std::unexpected(st.error());
         ++removed;
     }
+    // Packs no index names: normally written by a run that died before its index, referenced
+    // by nothing. But a lost or damaged index file leaves committed data unindexed too, and
+    // deleting it would lose restore points: such packs are removed only while the index
+    // holds every committed point's maps, and only when their trailer can be read.
+    std::vector<std::string> unindexed;
     auto subdirs = env_.list(dir(format::kDataDir));
     if (!subdirs) return std::unexpected(subdirs.error());
     for (const auto& sub : *subdirs) {
         std::string d = dir(format::kDataDir) + "/" + sub;
         auto packs = env_.list(d);
         if (!packs) continue;
-        bool any = false;
         for (const auto& name : *packs) {
             auto id = Hash256::from_hex(name);
-            if (!id || index_.has_pack(*id)) continue;
-            // Written by a run that died before its index: nothing references it.
-            if (auto st = env_.remove(d + "/" + name); !st) return std::unexpected(st.error());
-            ++removed;
-            any = true;
+            if (id && !index_.has_pack(*id)) unindexed.push_back(d + "/" + name);
         }
-        if (any)
-            if (auto st = env_.sync_dir(d); !st) return std::unexpected(st.error());
     }
+    if (unindexed.empty() || !index_covers_points()) return removed;
+    std::set<std::string> synced;
+    for (const auto& path : unindexed) {
+        auto file = env_.open(path);
+        if (!file || !read_pack_trailer(**file, codec_)) continue;  // damaged: keep for repair
+        file->reset();
+        if (auto st = env_.remove(path); !st) return std::unexpected(st.error());
+        ++removed;
+        synced.insert(path.substr(0, path.rfind('/')));
+    }
+    for (const auto& d : synced)
+        if (auto st = env_.sync_dir(d); !st) return std::unexpected(st.error());
     return removed;
+}
+
+bool Repository::index_covers_points() const {
+    auto listing = list_points();
+    if (!listing || !listing->damaged.empty()) return false;
+    auto indexed = [&](const MapRef& map) {
+        return map.root.is_zero() || index_.contains(map.root);
+    };
+    for (const auto& p : listing->points) {
+        for (const auto& d : p.disks)
+            if (!indexed(d.map)) return false;
+        for (const auto& f : p.files)
+            if (!indexed(f.map)) return false;
+    }
+    return true;
 }
 
 }  // namespace vmshadow::repo

@@ -137,8 +137,12 @@ class Repository final : public BlobSource {
 
     Result<std::unique_ptr<RepoLock>> lock(LockMode mode, const std::string& operation) const;
     // Removes temp files and packs no index names. Needs the exclusive lock and a loaded
-    // index; returns how many files it removed.
+    // index; returns how many files it removed. Unindexed packs are kept while the index
+    // misses a committed point's map (a lost or damaged index file: `repo repair index`
+    // brings them back) and when their trailer is damaged.
     Result<std::size_t> cleanup_leftovers() const;
+    // Whether every committed point's disk and file maps are indexed.
+    bool index_covers_points() const;
 
   private:
     // Names of the index files (hex ids), sorted; foreign files skipped.

@@ -14,6 +14,7 @@
 #include "fault_env.h"
 #include "repo/check.h"
 #include "repo/format.h"
+#include "repo/gc.h"
 #include "repo_test_util.h"
 
 namespace vmshadow::repo::test {
@@ -132,6 +133,37 @@ TEST_F(RepairIndexTest, DeletedIndexIsRebuiltFromPacksAndEveryPointRestoresBitEx
     EXPECT_EQ(repo->index().packs().size(), packs);
     expect_every_point_restores("after repair");
     expect_check_clean("after repair");
+}
+
+TEST_F(RepairIndexTest, LostIndexFileCostsNoPackToTheNextBackupOrGcAndRepairBringsAllBack) {
+    ASSERT_NO_FATAL_FAILURE(make());
+    std::vector<std::string> packs = files_in(path + "/data");
+    // One index file lost (the newest point's session's), as a disk error or a careless
+    // cleanup would.
+    auto index_files = files_in(path + "/index");
+    fs::remove(index_files.front());
+    ASSERT_NO_FATAL_FAILURE(reopen());
+    ASSERT_TRUE(repo->load_index());
+    EXPECT_FALSE(repo->index_covers_points());
+
+    // A backup (whose start cleans leftovers) and gc: no pack of before goes.
+    auto p = backup_bytes(*repo, "other", {{"vda", random_data(8 * 4096, 99)}});
+    ASSERT_TRUE(p) << p.error().message();
+    auto gc = collect_garbage(*repo, {});
+    ASSERT_FALSE(gc);
+    // Which words depend on whether a map block or only data chunks were lost; either way
+    // it names the command that says what to do.
+    EXPECT_NE(gc.error().message().find("`vmshadow repo "), std::string::npos)
+        << gc.error().message();
+    for (const auto& pack : packs) EXPECT_TRUE(fs::exists(pack)) << pack;
+
+    auto report = repair_index(*repo, {});
+    ASSERT_TRUE(report) << report.error().message();
+    EXPECT_TRUE(report->ok());
+    expected[p->id] = random_data(8 * 4096, 99);
+    expect_every_point_restores("after repair");
+    ASSERT_TRUE(collect_garbage(*repo, {}));
+    expect_every_point_restores("after gc");
 }
 
 TEST_F(RepairIndexTest, HealthyRepositoryEndsWithOneIndexFileAndTheSameBlobs) {
