@@ -4,6 +4,7 @@
 #include <ctime>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "cli/repo_cli.h"
@@ -53,7 +54,7 @@ Status run_init(const GlobalOptions& global, const InitOptions& o) {
     return {};
 }
 
-Status run_check(const GlobalOptions& global, bool read_data) {
+Status run_check(GlobalOptions& global, bool read_data) {
     auto repo = open_repository(global);
     if (!repo) return std::unexpected(repo.error());
     auto lock = (*repo)->lock(repo::LockMode::shared, "repo check");
@@ -62,19 +63,33 @@ Status run_check(const GlobalOptions& global, bool read_data) {
     options.read_data = read_data;
     auto report = repo::check_repository(**repo, options);
     if (!report) return std::unexpected(report.error());
+    std::optional<Error> failure;
+    if (!report->ok()) {
+        std::string msg =
+            "repository check found " + std::to_string(report->problems.size()) + " problem(s)";
+        if (!report->damaged_points.empty())
+            msg += "; damaged restore points: " + std::to_string(report->damaged_points.size()) +
+                   " (first: " + report->damaged_points.front() + ")";
+        failure = Error(ErrorKind::corruption, msg);
+    }
     if (global.json) {
-        std::cout << json{{"ok", report->ok()},
-                          {"index_files", report->index_files},
-                          {"packs", report->packs},
-                          {"blobs", report->blobs},
-                          {"points", report->points},
-                          {"read_data", read_data},
-                          {"bytes_read", report->bytes_read},
-                          {"problems", report->problems},
-                          {"damaged_points", report->damaged_points},
-                          {"warnings", report->warnings}}
-                         .dump()
-                  << std::endl;
+        json out{{"ok", report->ok()},
+                 {"index_files", report->index_files},
+                 {"packs", report->packs},
+                 {"blobs", report->blobs},
+                 {"points", report->points},
+                 {"read_data", read_data},
+                 {"bytes_read", report->bytes_read},
+                 {"problems", report->problems},
+                 {"damaged_points", report->damaged_points},
+                 {"warnings", report->warnings}};
+        // The report is the one object on stdout; on failure it carries the error too.
+        if (failure) {
+            out["error"] = failure->message();
+            out["kind"] = kind_name(failure->kind());
+            global.error_reported = true;
+        }
+        std::cout << out.dump() << std::endl;
     } else {
         std::cout << "checked " << report->points << " restore points, " << report->packs
                   << " packs, " << report->blobs << " blobs"
@@ -84,14 +99,7 @@ Status run_check(const GlobalOptions& global, bool read_data) {
         for (const auto& p : report->damaged_points)
             std::cout << "damaged restore point: " << p << std::endl;
     }
-    if (!report->ok()) {
-        std::string msg =
-            "repository check found " + std::to_string(report->problems.size()) + " problem(s)";
-        if (!report->damaged_points.empty())
-            msg += "; damaged restore points: " + std::to_string(report->damaged_points.size()) +
-                   " (first: " + report->damaged_points.front() + ")";
-        return fail(ErrorKind::corruption, msg);
-    }
+    if (failure) return fail(*failure);
     if (!global.json) std::cout << "no errors were found" << std::endl;
     return {};
 }

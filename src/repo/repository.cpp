@@ -177,7 +177,8 @@ Result<std::vector<std::pair<Hash256, std::vector<PackInfo>>>> Repository::read_
         auto packs = read_index_file(name);
         if (!packs)
             return fail(packs.error().kind(),
-                        packs.error().message() + " (run `vmshadow repo check`)");
+                        packs.error().message() +
+                            " (rebuild the index from the packs: `vmshadow repo repair index`)");
         out.emplace_back(*Hash256::from_hex(name), std::move(*packs));
     }
     return out;

@@ -310,6 +310,12 @@ TEST_F(RepoCli, RepairIndexAfterLosingEveryIndexFileRestoresBitExact) {
     CliRun check = run({"repo", "check"});
     EXPECT_EQ(check.exit_code, 8);
     EXPECT_NE(check.out.find("vmshadow repo repair index"), std::string::npos) << check.out;
+    // With --json the report is the one JSON object printed, its "ok" false.
+    CliRun as_json = run({"repo", "check", "--json"});
+    EXPECT_EQ(as_json.exit_code, 8);
+    auto checked = json::parse(as_json.out);  // throws (fails the test) on a second object
+    EXPECT_FALSE(checked["ok"].get<bool>()) << as_json.out;
+    EXPECT_EQ(checked["kind"], "corruption") << as_json.out;
 
     CliRun repair = run({"repo", "repair", "index", "--read-data", "--json"});
     ASSERT_EQ(repair.exit_code, 0) << repair.out << repair.err;
