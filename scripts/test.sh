@@ -5,6 +5,12 @@
 # tests on real TCG guests one at a time. Extra arguments go to ctest (e.g. -R lab).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SUITE_START=$(date +%s)
+suite_time() {
+    local rc=$? s=$(($(date +%s) - SUITE_START))
+    printf 'test.sh: whole suite (setup, build, guest, tests) took %dm%02ds, exit %d\n' $((s / 60)) $((s % 60)) "$rc"
+}
+trap suite_time EXIT
 
 bash scripts/setup-host.sh
 bash scripts/build.sh
