@@ -127,7 +127,7 @@ CLI::Option* add_size_option(CLI::App& app, const std::string& name, std::uint64
     };
     return app.add_option(name, value, help)
         ->type_name("SIZE")
-        ->check(CLI::Validator(check, size_text(min) + "-" + size_text(max), kRangeValidator));
+        ->transform(CLI::Validator(check, size_text(min) + "-" + size_text(max), kRangeValidator));
 }
 
 }  // namespace vmshadow::cli
