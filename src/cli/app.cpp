@@ -45,17 +45,11 @@ int report(const Error& error, bool json) {
 
 }  // namespace
 
-int run_cli(int argc, char** argv) {
-    // A peer that went away (a thaw guardian that already acted, an NBD server) must be an
-    // error we report, not a signal that kills vmshadow mid-job.
-    ::signal(SIGPIPE, SIG_IGN);
-    CLI::App app{"vmshadow: application-consistent backup and restore of libvirt/KVM VMs"};
+void build_cli(CLI::App& app, GlobalOptions& global, Action& action) {
     app.footer(exit_code_table());
     app.require_subcommand(1);
     // Global options may follow the subcommand (`vm list --json`), as users type them.
     app.fallthrough();
-    GlobalOptions global;
-    Action action;
     add_global_options(app, global);
     add_vm_commands(app, global, action);
     add_thaw_guardian_command(app, action);
@@ -65,6 +59,16 @@ int run_cli(int argc, char** argv) {
     add_backup_command(app, global, action);
     add_restore_command(app, global, action);
     add_verify_command(app, global, action);
+}
+
+int run_cli(int argc, char** argv) {
+    // A peer that went away (a thaw guardian that already acted, an NBD server) must be an
+    // error we report, not a signal that kills vmshadow mid-job.
+    ::signal(SIGPIPE, SIG_IGN);
+    CLI::App app{"vmshadow: application-consistent backup and restore of libvirt/KVM VMs"};
+    GlobalOptions global;
+    Action action;
+    build_cli(app, global, action);
 
     try {
         app.parse(argc, argv);

@@ -39,6 +39,9 @@ inline constexpr const char* kThawGuardianCommand = "__thaw-guardian";
 
 int run_cli(int argc, char** argv);
 
+// Declares every command and option on `app` (run_cli's parser; tests walk it).
+void build_cli(CLI::App& app, GlobalOptions& global, Action& action);
+
 // Command registration; each is defined in the command's own file.
 void add_vm_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_thaw_guardian_command(CLI::App& app, Action& action);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/exit_code.h"
+#include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
 #include "engine/vm_backup.h"
 #include "vss/exec_writer_config.h"
@@ -23,40 +24,11 @@ struct BackupCommandOptions {
     bool full = false;
     std::vector<std::string> disks;
     std::vector<std::string> exclude_disks;
-    std::string max_scratch;
+    std::uint64_t max_scratch = 0;  // 0: 90% of the scratch directory's free space
     double thaw_deadline_s = 10;
     std::string writers_dir = vss::kDefaultExecWritersDir;
     std::string state_file = vss::kDefaultWriterStateFile;
 };
-
-// "512M", "20G", "1T", "1048576": binary units.
-Result<std::uint64_t> parse_size(const std::string& text) {
-    if (text.empty()) return 0;
-    std::size_t used = 0;
-    double value = 0;
-    try {
-        value = std::stod(text, &used);
-    } catch (...) {
-        used = 0;
-    }
-    std::string unit = text.substr(used);
-    std::uint64_t scale = 1;
-    if (unit == "K" || unit == "KiB")
-        scale = 1ull << 10;
-    else if (unit == "M" || unit == "MiB")
-        scale = 1ull << 20;
-    else if (unit == "G" || unit == "GiB")
-        scale = 1ull << 30;
-    else if (unit == "T" || unit == "TiB")
-        scale = 1ull << 40;
-    else if (!unit.empty())
-        used = 0;
-    if (used == 0 || value <= 0) {
-        return fail(ErrorKind::invalid_argument,
-                    "--max-scratch '" + text + "': give a size such as 512M, 20G or 1T");
-    }
-    return static_cast<std::uint64_t>(value * static_cast<double>(scale));
-}
 
 json outcome_json(const engine::VmBackupOutcome& o) {
     auto opt = [](const auto& v) { return v ? json(*v) : json(); };
@@ -125,9 +97,7 @@ Status run_backup_command(GlobalOptions& global, const BackupCommandOptions& o) 
                         "--method " + o.method + ": use auto, application, image or crash");
         }
     }
-    auto max_scratch = parse_size(o.max_scratch);
-    if (!max_scratch) return std::unexpected(max_scratch.error());
-    options.max_scratch = *max_scratch;
+    options.max_scratch = o.max_scratch;
     options.group = o.group;
     options.full = o.full;
     options.disks = o.disks;
@@ -200,11 +170,12 @@ void add_backup_command(CLI::App& app, GlobalOptions& global, Action& action) {
                      "read every disk in full (unchanged chunks are still deduplicated)");
     backup->add_option("--disk", o->disks, "back up only this disk target (repeatable)");
     backup->add_option("--exclude-disk", o->exclude_disks, "skip this disk target (repeatable)");
-    backup->add_option("--max-scratch", o->max_scratch,
-                       "abort the backup before the guest's writes during it take more scratch "
-                       "space than this, e.g. 20G (default: 90% of the scratch directory's free "
-                       "space)");
-    backup->add_option("--thaw-deadline", o->thaw_deadline_s,
+    add_size_option(*backup, "--max-scratch", o->max_scratch, 1ull << 20, 1ull << 50,
+                    "abort the backup before the guest's writes during it take more scratch "
+                    "space than this, e.g. 20G (default: 90% of the scratch directory's free "
+                    "space)");
+    add_seconds_option(*backup, "--thaw-deadline", o->thaw_deadline_s, kMinThawDeadlineSeconds,
+                       kMaxThawDeadlineSeconds,
                        "seconds after a freeze when the thaw guardian thaws regardless "
                        "(default 10)");
     backup

@@ -3,6 +3,8 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/names.h"
+#include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
 #include "engine/image_jobs.h"
 
@@ -102,9 +104,11 @@ void add_image_commands(CLI::App& app, GlobalOptions& global, Action& action) {
         "back up image files (raw, qcow2) as one restore point; disks are named "
         "disk0, disk1… in argument order");
     backup->add_option("files", b->files, "image files")->required()->check(CLI::ExistingFile);
-    backup->add_option("-n,--name", b->name, "name of the restore point series (like a VM name)")
+    add_name_option(*backup, "-n,--name", b->name,
+                    "name of the restore point series (like a VM name)")
         ->required();
-    backup->add_option("--workers", b->workers, "hash/compress threads (default: one per core)");
+    add_whole_number_option(*backup, "--workers", b->workers, 1, kMaxWorkers,
+                            "hash/compress threads (default: one per core)");
     backup->callback(
         [&global, &action, b] { action = [&global, b] { return run_backup(global, *b); }; });
 
@@ -117,7 +121,8 @@ void add_image_commands(CLI::App& app, GlobalOptions& global, Action& action) {
     restore->add_option("--format", r->format, "raw (sparse) or qcow2")
         ->check(CLI::IsMember({"raw", "qcow2"}));
     restore->add_flag("--force", r->force, "replace an existing output file");
-    restore->add_option("--workers", r->workers, "read/verify threads (default: two per core)");
+    add_whole_number_option(*restore, "--workers", r->workers, 1, kMaxWorkers,
+                            "read/verify threads (default: two per core)");
     restore->callback(
         [&global, &action, r] { action = [&global, r] { return run_restore(global, *r); }; });
 }

@@ -3,6 +3,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/names.h"
 #include "cli/repo_cli.h"
 
 namespace vmshadow::cli {
@@ -31,14 +32,18 @@ Status run_points(const GlobalOptions& global, const std::string& vm) {
         for (const auto& d : p["disks"])
             disks += (disks.empty() ? "" : ", ") + d["name"].get<std::string>() + " " +
                      human_bytes(d["size"].get<std::uint64_t>());
-        std::printf("%-12s  %-20s  %-20s  %-11s  %10s  %s\n",
-                    p["short_id"].get<std::string>().c_str(), p["vm"].get<std::string>().c_str(),
+        // Stored strings go through table_cell/printable: a name written by an older
+        // version may hold a newline or be 300 characters long.
+        std::printf("%-12s  %s  %-20s  %s  %10s  %s\n", p["short_id"].get<std::string>().c_str(),
+                    table_cell(p["vm"].get<std::string>(), 20).c_str(),
                     p["time"].get<std::string>().c_str(),
-                    p["consistency"].get<std::string>().c_str(),
-                    human_bytes(p["bytes_added"].get<std::uint64_t>()).c_str(), disks.c_str());
+                    table_cell(p["consistency"].get<std::string>(), 11).c_str(),
+                    human_bytes(p["bytes_added"].get<std::uint64_t>()).c_str(),
+                    printable(disks).c_str());
         for (const auto& a : p["annotations"])
             std::printf("%14s%s %s: %s\n", "", a["time"].get<std::string>().c_str(),
-                        a["kind"].get<std::string>().c_str(), a["data"].dump().c_str());
+                        printable(a["kind"].get<std::string>()).c_str(),
+                        printable(a["data"].dump()).c_str());
     }
     return {};
 }
@@ -107,7 +112,8 @@ void add_points_commands(CLI::App& app, GlobalOptions& global, Action& action) {
     CLI::App* annotate = app.add_subcommand(
         "annotate", "attach a result learnt later (e.g. a boot verification) to a restore point");
     annotate->add_option("point", a->point, "restore point")->required();
-    annotate->add_option("kind", a->kind, "what it records, e.g. boot_verification")->required();
+    add_name_option(*annotate, "kind", a->kind, "what it records, e.g. boot_verification")
+        ->required();
     annotate->add_option("--data", a->data, "JSON object with the details");
     annotate->callback(
         [&global, &action, a] { action = [&global, a] { return run_annotate(global, *a); }; });

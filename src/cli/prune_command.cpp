@@ -3,6 +3,8 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/names.h"
+#include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
 #include "repo/gc.h"
 
@@ -60,8 +62,8 @@ Status run_prune(const GlobalOptions& global, const PruneOptions& o) {
     for (const auto& d : plan) {
         std::string reasons;
         for (const auto& r : d.reasons) reasons += (reasons.empty() ? "" : ", ") + r;
-        std::printf("%s %s  %-20s  %s  %s\n", d.keep ? "keep  " : "forget",
-                    d.id.short_hex().c_str(), d.vm.c_str(), repo::iso8601_utc(d.time).c_str(),
+        std::printf("%s %s  %s  %s  %s\n", d.keep ? "keep  " : "forget", d.id.short_hex().c_str(),
+                    table_cell(d.vm, 20).c_str(), repo::iso8601_utc(d.time).c_str(),
                     reasons.c_str());
     }
     if (gc) print_gc(*gc, false);
@@ -89,11 +91,18 @@ void add_prune_commands(CLI::App& app, GlobalOptions& global, Action& action) {
     auto o = std::make_shared<PruneOptions>();
     CLI::App* prune = app.add_subcommand(
         "prune", "forget restore points by retention rules (per VM), then collect garbage");
-    prune->add_option("--keep-last", o->keep.last, "keep the N newest points");
-    prune->add_option("--keep-hourly", o->keep.hourly, "keep the newest point of N hours");
-    prune->add_option("--keep-daily", o->keep.daily, "keep the newest point of N days");
-    prune->add_option("--keep-weekly", o->keep.weekly, "keep the newest point of N weeks");
-    prune->add_option("--keep-monthly", o->keep.monthly, "keep the newest point of N months");
+    // A count below 1 would keep nothing: refused here, before any point is looked at.
+    constexpr int kMaxKeep = 1'000'000;
+    add_whole_number_option(*prune, "--keep-last", o->keep.last, 1, kMaxKeep,
+                            "keep the N newest points");
+    add_whole_number_option(*prune, "--keep-hourly", o->keep.hourly, 1, kMaxKeep,
+                            "keep the newest point of N hours");
+    add_whole_number_option(*prune, "--keep-daily", o->keep.daily, 1, kMaxKeep,
+                            "keep the newest point of N days");
+    add_whole_number_option(*prune, "--keep-weekly", o->keep.weekly, 1, kMaxKeep,
+                            "keep the newest point of N weeks");
+    add_whole_number_option(*prune, "--keep-monthly", o->keep.monthly, 1, kMaxKeep,
+                            "keep the newest point of N months");
     prune->add_option("--vm", o->vm, "only this VM's points (others are untouched)");
     prune->add_flag("--dry-run", o->dry_run, "show the plan, change nothing");
     prune->callback(

@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 
+#include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
 #include "repo/check.h"
 #include "repo/format.h"
@@ -338,9 +339,9 @@ void add_repo_commands(CLI::App& app, GlobalOptions& global, Action& action) {
                        "encrypt with AES-256-GCM under a key derived from a password");
     init_cmd->add_option("--new-password-file", init->new_password_file,
                          "file whose first line is the new password");
-    init_cmd->add_option("--compression-level", init->zstd_level,
-                         "zstd level for this repository (default: " +
-                             std::to_string(repo::format::kDefaultZstdLevel) + ")");
+    add_whole_number_option(*init_cmd, "--compression-level", init->zstd_level, 1, 22,
+                            "zstd level for this repository, 1-22 (default: " +
+                                std::to_string(repo::format::kDefaultZstdLevel) + ")");
     init_cmd->callback(
         [&global, &action, init] { action = [&global, init] { return run_init(global, *init); }; });
 

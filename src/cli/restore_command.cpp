@@ -5,6 +5,8 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/names.h"
+#include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
 #include "engine/vm_restore.h"
 #include "vss/writer_report.h"
@@ -98,9 +100,9 @@ void add_restore_command(CLI::App& app, GlobalOptions& global, Action& action) {
     restore
         ->add_option("point", o->engine.point, "restore point: id, unique id prefix or VM@latest")
         ->required();
-    restore->add_option("--as", o->as_name,
-                        "restore as a new VM of this name (new UUID and MAC addresses, own "
-                        "folder), able to run beside the original");
+    add_name_option(*restore, "--as", o->as_name,
+                    "restore as a new VM of this name (new UUID and MAC addresses, own "
+                    "folder), able to run beside the original");
     restore->add_option("--to", o->engine.to_dir,
                         "with --as: the folder for its disks and files (default: a folder named "
                         "after NAME beside the original's disks)");
@@ -115,15 +117,13 @@ void add_restore_command(CLI::App& app, GlobalOptions& global, Action& action) {
                       "its disks are copied to local qcow2 images, then it switches to them "
                       "without stopping (for a VM that does not exist: use --as); run it "
                       "again to resume one that was interrupted");
-    restore
-        ->add_option("--bandwidth", o->bandwidth_mib,
-                     "with --instant: cap the background copy at this many MiB/s (leaves "
-                     "the storage to the running VM; default: no cap)")
-        ->check(CLI::PositiveNumber);
+    add_whole_number_option(*restore, "--bandwidth", o->bandwidth_mib, 1, 1u << 20,
+                            "with --instant: cap the background copy at this many MiB/s (leaves "
+                            "the storage to the running VM; default: no cap)");
     restore->add_option("--format", o->engine.format, "disk format: qcow2 (default) or raw")
         ->check(CLI::IsMember({"qcow2", "raw"}));
-    restore->add_option("--workers", o->engine.workers,
-                        "read/verify threads (default: two per core)");
+    add_whole_number_option(*restore, "--workers", o->engine.workers, 1, kMaxWorkers,
+                            "read/verify threads (default: two per core)");
     restore->add_option("--state-file", o->state_file, "writer state file (for `vmshadow writers`)")
         ->envname("VMSHADOW_WRITER_STATE");
     restore->callback([&global, &action, o] {

@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "cli/app.h"
+#include "cli/numeric_option.h"
 #include "engine/freeze_hold.h"
 
 namespace vmshadow::cli {
@@ -19,9 +20,10 @@ void add_thaw_guardian_command(CLI::App& app, Action& action) {
     cmd->add_option("--name", spec->domain_name);
     cmd->add_option("--connect", spec->connect_uri);
     cmd->add_option("--action", *action_name)->check(CLI::IsMember({"thaw", "resume"}));
-    cmd->add_option("--arm-timeout-ms", *arm_ms);
-    cmd->add_option("--release-after-ms", *release_ms);
-    cmd->add_option("--armed-fd", spec->armed_fd);
+    constexpr long long kDayMs = 86'400'000;
+    add_whole_number_option(*cmd, "--arm-timeout-ms", *arm_ms, 1, kDayMs, "");
+    add_whole_number_option(*cmd, "--release-after-ms", *release_ms, 0, kDayMs, "");
+    add_whole_number_option(*cmd, "--armed-fd", spec->armed_fd, -1, 1 << 20, "");
     cmd->callback([&action, spec, action_name, arm_ms, release_ms] {
         action = [spec, action_name, arm_ms, release_ms]() -> Status {
             spec->action = *action_name == "resume" ? virt::GuardianAction::resume

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
 #include "engine/boot_verify.h"
 #include "engine/vm_point.h"
@@ -47,7 +48,6 @@ Status run_verify_command(GlobalOptions& global, VerifyCommandOptions o) {
                     "say what to verify: --boot (the data itself is checked by `vmshadow repo "
                     "check --read-data`)");
     }
-    if (o.timeout_s <= 0) return fail(ErrorKind::invalid_argument, "--timeout must be positive");
     o.engine.timeout = std::chrono::seconds(o.timeout_s);
     if (!global.scratch_dir.empty()) o.engine.work_dir = global.scratch_dir;
     auto connection = virt::Connection::open(global.connect_uri);
@@ -112,9 +112,9 @@ void add_verify_command(CLI::App& app, GlobalOptions& global, Action& action) {
     verify->add_flag("--boot", o->boot, "boot it (the only check so far; required)");
     verify->add_option("--exec", o->engine.exec,
                        "shell command to run in the guest once it answers; must exit 0");
-    verify->add_option("--timeout", o->timeout_s,
-                       "seconds for the boot (and the command) before it counts as failed "
-                       "(default 300)");
+    add_whole_number_option(*verify, "--timeout", o->timeout_s, 1, 86400,
+                            "seconds for the boot (and the command) before it counts as failed "
+                            "(default 300)");
     verify->callback([&global, &action, o] {
         action = [&global, o] { return run_verify_command(global, *o); };
     });

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/app.h"
+#include "cli/numeric_option.h"
 #include "engine/freeze_hold.h"
 
 namespace vmshadow::cli {
@@ -50,11 +51,12 @@ void add_vm_freeze_command(CLI::App& vm, GlobalOptions& global, Action& action) 
     auto* cmd = vm.add_subcommand(
         "freeze", "freeze a guest's filesystems, hold, thaw (tests guest freeze hooks)");
     cmd->add_option("vm", o->vm, "VM name or UUID")->required();
-    cmd->add_option("--hold", o->hold_seconds, "seconds to stay frozen (default 0)")
-        ->check(CLI::Range(0.0, 3600.0));
-    cmd->add_option("--thaw-deadline", o->thaw_deadline_seconds,
-                    "seconds after the freeze when the thaw guardian thaws regardless (default 10)")
-        ->check(CLI::Range(0.1, 3600.0));
+    add_seconds_option(*cmd, "--hold", o->hold_seconds, 0, 3600,
+                       "seconds to stay frozen (default 0)");
+    add_seconds_option(*cmd, "--thaw-deadline", o->thaw_deadline_seconds, kMinThawDeadlineSeconds,
+                       kMaxThawDeadlineSeconds,
+                       "seconds after the freeze when the thaw guardian thaws regardless (default "
+                       "10)");
     cmd->callback(
         [&global, &action, o] { action = [&global, o] { return run_vm_freeze(global, *o); }; });
 }

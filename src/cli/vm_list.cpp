@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "cli/app.h"
+#include "cli/names.h"
 #include "common/byte_size.h"
 #include "engine/inventory.h"
 
@@ -96,7 +97,8 @@ void print_table(const std::vector<engine::VmReport>& reports) {
               << "\n";
     for (const auto& r : reports) {
         const auto& f = r.facts;
-        std::cout << std::left << std::setw(24) << f.name << std::setw(10)
+        // libvirt allows any character in a name: escaped, it stays on its row.
+        std::cout << std::left << std::setw(24) << printable(f.name) << std::setw(10)
                   << virt::state_name(f.state) << std::setw(13)
                   << vmwriter::method_name(r.choice.method) << agent_summary(f.agent) << "\n";
         for (const auto& reason : r.choice.reasons) std::cout << "    why:  " << reason << "\n";

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "cli/app.h"
+#include "cli/names.h"
 #include "engine/writer_status.h"
 #include "vss/event.h"
 
@@ -48,12 +49,15 @@ void print_report(const vss::WriterReport& r, std::string_view title, std::ostre
     if (!r.finished.empty()) out << ", ended " << r.finished;
     out << ")\n";
     if (r.error) out << "  " << r.error->message() << "\n";
-    out << std::left << std::setw(24) << "WRITER" << std::setw(30) << "STATE" << std::setw(10)
+    out << std::left << std::setw(32) << "WRITER" << std::setw(30) << "STATE" << std::setw(10)
         << "FROZEN"
         << "LAST ERROR\n";
+    // A writer's name and error come from a config file or a VM name: table_cell and
+    // printable keep a newline or a 300-character name from breaking the table.
     for (const auto& s : r.writers) {
-        out << std::setw(24) << s.writer_name << std::setw(30) << vss::writer_state_name(s.state)
-            << std::setw(10) << freeze_text(s) << error_text(s) << "\n";
+        out << table_cell(s.writer_name, 31) << " " << std::setw(30)
+            << vss::writer_state_name(s.state) << std::setw(10) << freeze_text(s)
+            << printable(error_text(s)) << "\n";
     }
 }
 

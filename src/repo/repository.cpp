@@ -103,10 +103,17 @@ Result<std::unique_ptr<Repository>> Repository::open(const std::string& path,
     if (path.empty())
         return fail(ErrorKind::invalid_argument,
                     "no repository given: pass --repo PATH or set VMSHADOW_REPO");
-    if (!env.exists(config_path))
+    if (!env.exists(config_path)) {
+        // stat() fails alike for a missing config and an unreadable directory: opening it
+        // tells them apart, so "permission denied" is not reported as "no repository".
+        auto probe = env.open(config_path);
+        if (!probe && probe.error().kind() == ErrorKind::permission)
+            return fail(ErrorKind::permission,
+                        "cannot read the repository at " + path + ": " + probe.error().message());
         return fail(ErrorKind::not_found, "no vmshadow repository at " + path +
                                               " (create one with `vmshadow repo init " + path +
                                               "`)");
+    }
     auto bytes = read_file(env, config_path);
     if (!bytes) return std::unexpected(bytes.error());
     auto j = parse_json(*bytes, config_path);
@@ -369,10 +376,18 @@ Result<RestorePoint> Repository::resolve(const PointListing& listing, std::strin
         if (which != "latest")
             return fail(ErrorKind::invalid_argument,
                         "unknown point selector '@" + std::string(which) + "' (use NAME@latest)");
+        if (name.empty())
+            return fail(ErrorKind::invalid_argument,
+                        "'" + std::string(spec) + "' names no VM or image (use NAME@latest)");
         for (auto it = listing.points.rbegin(); it != listing.points.rend(); ++it)
             if (it->vm == name) return *it;
         return fail(ErrorKind::not_found, "no restore point of '" + std::string(name) + "'");
     }
+    // Not an id at all (a VM name without @latest): the spec is wrong, not the point missing.
+    if (spec.find_first_not_of("0123456789abcdef") != std::string_view::npos)
+        return fail(
+            ErrorKind::invalid_argument,
+            "'" + std::string(spec) + "' is neither a point id (hex digits) nor NAME@latest");
     if (spec.size() < 4)
         return fail(ErrorKind::invalid_argument, "point id prefix '" + std::string(spec) +
                                                      "' is too short (use at least 4 digits)");

@@ -41,9 +41,8 @@ Status select_disks(const VmFacts& facts, const VmWriterOptions& options, VmBack
     for (const auto* list : {&options.include_disks, &options.exclude_disks}) {
         for (const auto& t : *list) {
             if (!contains(targets, t)) {
-                return fail(
-                    ErrorKind::invalid_argument,
-                    label + " has no disk '" + t + "' (its disks: " + join(targets, ", ") + ")");
+                return fail(ErrorKind::not_found, label + " has no disk '" + t +
+                                                      "' (its disks: " + join(targets, ", ") + ")");
             }
         }
     }

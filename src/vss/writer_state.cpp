@@ -116,6 +116,12 @@ Veto veto_from(const Error& error) {
             return veto_retryable(error.message());
         case ErrorKind::timeout:
             return Veto{FailureCode::timeout, error.message()};
+        case ErrorKind::invalid_argument:
+        case ErrorKind::not_found: {
+            Veto veto = veto_nonretryable(error.message());
+            veto.input_kind = error.kind();
+            return veto;
+        }
         default:
             return veto_nonretryable(error.message());
     }
@@ -127,8 +133,10 @@ Error error_for(const WriterStatus& writer, const WriterFailure& failure) {
     message += event_name(failure.event);
     if (!failure.message.empty()) message += ": " + failure.message;
     message += failure.retryable() ? " (retryable)" : " (not retryable)";
-    return Error(failure.code == FailureCode::timeout ? ErrorKind::timeout : ErrorKind::cancelled,
-                 std::move(message));
+    ErrorKind kind = failure.code == FailureCode::timeout
+                         ? ErrorKind::timeout
+                         : failure.input_kind.value_or(ErrorKind::cancelled);
+    return Error(kind, std::move(message));
 }
 
 void to_json(nlohmann::json& out, const WriterFailure& failure) {

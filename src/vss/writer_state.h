@@ -66,6 +66,9 @@ bool is_retryable(FailureCode code);
 struct Veto {
     FailureCode code = FailureCode::nonretryable;
     std::string message;
+    // The kind of a bad-input error behind the veto (an unknown --disk): the user's mistake
+    // keeps its exit code instead of becoming "cancelled".
+    std::optional<ErrorKind> input_kind;
 };
 Veto veto_retryable(std::string message);
 Veto veto_nonretryable(std::string message);
@@ -78,6 +81,7 @@ struct WriterFailure {
     Event event = Event::identify;
     FailureCode code = FailureCode::nonretryable;
     std::string message;
+    std::optional<ErrorKind> input_kind;  // see Veto
     bool retryable() const { return is_retryable(code); }
 };
 

@@ -213,6 +213,22 @@ TEST_F(VmBackupTest, AskedMethodThatCannotBeHadFailsWithTheCause) {
     EXPECT_FALSE(vm["reasons"].empty());
 }
 
+// A disk target the VM does not have is the user's mistake: exit 3 naming the VM's disks, not
+// a writer veto (12). Checked on a shut-off guest: the plan fails before anything is read.
+TEST_F(VmBackupTest, UnknownDiskTargetIsNotFoundAndNamesTheVmsDisks) {
+    auto guest = lab::LabGuest::create({}, current_test_name());
+    ASSERT_TRUE(guest) << guest.error().message();
+    guests.push_back(std::move(*guest));
+    lab::LabGuest& g = guests.back();
+    for (const char* flag : {"--disk", "--exclude-disk"}) {
+        auto out = backup({g.name(), flag, "vdz"});
+        EXPECT_EQ(out.exit_code, 3) << flag << out.out << out.err;
+        EXPECT_NE(out.out.find("no disk 'vdz' (its disks: vda)"), std::string::npos) << out.out;
+    }
+    auto points = run({"points", "--json"});
+    EXPECT_EQ(points.out, "[]\n");
+}
+
 TEST_F(VmBackupTest, ExecWriterVetoFailsTheBackupAndWritersShowsIt) {
     lab::LabGuest& g = boot({});
     write_file(writers_dir / "veto.json",

@@ -295,6 +295,12 @@ TEST_F(BackupSessionTest, PointsResolveByIdPrefixAndLatest) {
     EXPECT_EQ(by_prefix->id, p1->id);
     EXPECT_FALSE(Repository::resolve(*listing, "nope@latest"));
     EXPECT_FALSE(Repository::resolve(*listing, "ffffffffffff"));
+    // A malformed spec is the caller's mistake (exit 2), not a missing point (exit 3).
+    EXPECT_EQ(Repository::resolve(*listing, "nope@latest").error().kind(), ErrorKind::not_found);
+    EXPECT_EQ(Repository::resolve(*listing, "ffffffffffff").error().kind(), ErrorKind::not_found);
+    for (const char* bad : {"@latest", "web@first", "web", "", "FFFF", "12 4"})
+        EXPECT_EQ(Repository::resolve(*listing, bad).error().kind(), ErrorKind::invalid_argument)
+            << bad;
 }
 
 TEST_F(BackupSessionTest, AnnotationsAreAppendedAndListed) {

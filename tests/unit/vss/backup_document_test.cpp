@@ -144,5 +144,27 @@ TEST(WriterState, VetoFromErrorClassifiesRetryableKinds) {
     EXPECT_EQ(veto_from(Error(ErrorKind::corruption, "x")).code, FailureCode::nonretryable);
 }
 
+// `backup --disk vdz`: the VM writer's "no such disk" is the user's input, exit 3, not a
+// writer veto (cancelled, exit 12); a plain veto stays cancelled.
+TEST(WriterState, InputErrorBehindAVetoKeepsItsKind) {
+    WriterStatus status;
+    status.writer_name = "vm";
+    for (ErrorKind kind : {ErrorKind::not_found, ErrorKind::invalid_argument}) {
+        Veto veto = veto_from(Error(kind, "vm has no disk 'vdz' (its disks: vda)"));
+        WriterFailure failure{Event::prepare_backup, veto.code, veto.message, veto.input_kind};
+        Error error = error_for(status, failure);
+        EXPECT_EQ(error.kind(), kind);
+        EXPECT_NE(error.message().find("its disks: vda"), std::string::npos);
+    }
+    Veto plain = veto_nonretryable("disk is read-only");
+    EXPECT_EQ(
+        error_for(status, {Event::freeze, plain.code, plain.message, plain.input_kind}).kind(),
+        ErrorKind::cancelled);
+    Veto corrupt = veto_from(Error(ErrorKind::corruption, "x"));
+    EXPECT_EQ(error_for(status, {Event::freeze, corrupt.code, corrupt.message, corrupt.input_kind})
+                  .kind(),
+              ErrorKind::cancelled);
+}
+
 }  // namespace
 }  // namespace vmshadow::vss
