@@ -8,8 +8,11 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cli/exit_code.h"
+#include "cli/interrupt.h"
+#include "cli/progress_output.h"
 
 namespace vmshadow::cli {
 namespace {
@@ -28,6 +31,11 @@ void add_global_options(CLI::App& app, GlobalOptions& g) {
     app.add_flag("--allow-saved-state", g.allow_saved_state,
                  "let --method auto pause a VM for a saved-state (image) backup when an "
                  "application-consistent one can't be had (default: off)");
+    app.add_flag("-q,--quiet", g.quiet, "no progress line on the terminal");
+    app.add_option("--progress", g.progress,
+                   "progress: auto (a live line when on a terminal), json (JSON lines on "
+                   "stderr), none")
+        ->check(CLI::IsMember({"auto", "json", "none"}));
     app.set_config("--config", kDefaultConfig,
                    "config file (TOML/INI keys named like the long options)", false);
     app.get_config_ptr()->envname("VMSHADOW_CONFIG");
@@ -90,9 +98,31 @@ int run_cli(int argc, char** argv) {
         auto absolute = std::filesystem::absolute(global.scratch_dir, ec);
         if (!ec) global.scratch_dir = absolute.lexically_normal().string();
     }
+    CancelToken cancel;
+    // The thaw guardian keeps the default dispositions: it must die of a SIGTERM meant for it.
+    std::optional<InterruptGuard> interrupt;
+    if (!app.got_subcommand(kThawGuardianCommand)) interrupt.emplace(cancel);
+    auto interrupted = [&] { return interrupt && interrupt->signal() != 0; };
+    auto mode = global.progress == "json"   ? ProgressMode::json
+                : global.progress == "none" ? ProgressMode::none
+                                            : ProgressMode::automatic;
+    auto progress = make_progress_output(mode, global.quiet || global.json);
+    TaskContext task(progress.get(), nullptr, cancel, system_clock());
+    global.task = &task;
     Status status = action();
+    if (progress) progress->finish();
+    if (!status && interrupted() && status.error().kind() != ErrorKind::cancelled) {
+        // A child in our process group (qemu-img, nbdfuse) got the terminal's ^C too and its
+        // failure is the interruption's, not a fault of its own.
+        status = fail(ErrorKind::cancelled, "interrupted: " + status.error().message());
+    }
     if (!status && global.error_reported) return exit_code_for(status.error().kind());
     if (!status) return report(status.error(), global.json);
+    if (interrupted()) {
+        // The command finished its last step before it saw the request: what it did stands.
+        std::cerr << "vmshadow: interrupted after the command completed; its result stands"
+                  << std::endl;
+    }
     return exit_ok;
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/task.h"
 
 namespace vmshadow::cli {
 
@@ -26,6 +27,11 @@ struct GlobalOptions {
     std::string scratch_dir;         // --scratch-dir: where backup scratch images go
     bool allow_saved_state = false;  // --allow-saved-state: `auto` may pause VMs (image method)
     std::string password_file;       // --password-file: repository password (see repo_cli.h)
+    bool quiet = false;              // --quiet: no progress line
+    std::string progress = "auto";   // --progress auto|json|none
+    // The running command's task: its progress, log and cancellation (SIGINT/SIGTERM). Set
+    // by run_cli before the action runs; commands hand it to the engine.
+    TaskContext* task = nullptr;
     // Set by a command that printed its own JSON error object (with partial results), so
     // the error is not printed twice.
     bool error_reported = false;
