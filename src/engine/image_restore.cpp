@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -228,6 +229,18 @@ Status write_qcow2(repo::Repository& repo, const repo::DiskRecord& disk, const s
     return (*server)->stop();
 }
 
+// Without --force nothing may be replaced, not even a file created after the re-check:
+// RENAME_NOREPLACE makes that atomic where the filesystem supports it.
+Status rename_into_place(const std::string& from, const std::string& to, bool force) {
+    int r = ::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), force ? 0 : RENAME_NOREPLACE);
+    if (r != 0 && errno == EINVAL && !force) r = ::rename(from.c_str(), to.c_str());
+    if (r == 0) return {};
+    if (errno == EEXIST)
+        return fail(ErrorKind::conflict, to + " was created while the restore ran: left as it "
+                                              "is, the restored copy was removed");
+    return fail(ErrorKind::io, "renaming " + from + " to " + to + ": " + std::strerror(errno));
+}
+
 }  // namespace
 
 Result<ImageRestoreResult> restore_image(repo::Repository& repo,
@@ -285,9 +298,8 @@ Result<ImageRestoreResult> restore_image(repo::Repository& repo,
         // Whatever was put at the target while the restore ran is not replaced unasked.
         if (auto st = recheck_before_rename(options.output, options.force); !st)
             return std::unexpected(st.error());
-        if (::rename(partial.path.c_str(), options.output.c_str()) != 0)
-            return fail(ErrorKind::io, "renaming " + partial.path + " to " + options.output + ": " +
-                                           std::strerror(errno));
+        if (auto st = rename_into_place(partial.path, options.output, options.force); !st)
+            return std::unexpected(st.error());
         partial.keep = true;
     }
     result.point = *point;
