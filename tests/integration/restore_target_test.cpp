@@ -5,7 +5,8 @@
 // device) is written into, byte for byte, holes zeroed; and an image of any size — 0, 1,
 // 65537, 1000000 bytes… — comes back with exactly that size and those bytes. A VM restore
 // --to a folder where a disk's file is a FIFO, a directory or a link is refused the same way,
-// and --instant never overwrites a file that is there.
+// and --instant never overwrites a file that is there; in place, a directory where the disk
+// is first written is refused before the running VM is touched.
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -25,6 +26,7 @@
 #include "integration/cli_runner.h"
 #include "integration/vm_backup_fixture.h"
 #include "lab/lab_process.h"
+#include "virt/domain.h"
 
 namespace vmshadow::testing {
 namespace {
@@ -288,7 +290,7 @@ TEST_F(RestoreTargetTest, AnEmptyImageRoundTripsAsAnEmptyFile) {
     EXPECT_EQ(fs::file_size(out), 0u);
 }
 
-TEST_F(VmBackupTest, VmRestoreToAFolderRefusesADiskPathThatIsNotARegularFile) {
+TEST_F(VmBackupTest, VmRestoreRefusesDiskPathsThatAreNotRegularFilesAndChangesNothing) {
     lab::LabGuest& g = boot({});
     json vm = backup_ok({g.name()});
     const std::string point = vm["point"];
@@ -325,6 +327,21 @@ TEST_F(VmBackupTest, VmRestoreToAFolderRefusesADiskPathThatIsNotARegularFile) {
     refused("a regular file, --instant", {"--instant"}, 6);
     EXPECT_TRUE(read_bytes(disk) == "someone's disk");
     EXPECT_TRUE(read_bytes(elsewhere) == "someone's disk");
+
+    // In place, the name a disk is first written to must be free for a file too.
+    auto points = run({"points", "--json"});
+    ASSERT_EQ(points.exit_code, 0) << points.err;
+    const std::string original = json::parse(points.out)[0]["disks"][0]["info"]["path"];
+    const fs::path beside = original + ".vmshadow-restore";
+    fs::create_directories(beside / "keep");
+    auto in_place = run({"restore", point, "--replace"});
+    EXPECT_EQ(in_place.exit_code, 2) << in_place.out << in_place.err;
+    EXPECT_NE(in_place.err.find(beside.string()), std::string::npos) << in_place.err;
+    EXPECT_TRUE(fs::is_directory(beside / "keep"));
+    auto state = g.domain().state();
+    ASSERT_TRUE(state);
+    EXPECT_EQ(*state, virt::DomainState::running) << "the VM was not touched";
+    fs::remove_all(beside);
 }
 
 }  // namespace
