@@ -81,13 +81,15 @@ Status run_restore(const GlobalOptions& global, const engine::ImageRestoreOption
     if (global.json) {
         std::cout << json{{"id", result->point.id.hex()}, {"disk", result->disk},
                           {"output", o.output},           {"format", o.format},
-                          {"size", result->size},         {"seconds", result->seconds}}
+                          {"size", result->size},         {"seconds", result->seconds},
+                          {"notes", result->notes}}
                          .dump()
                   << std::endl;
     } else {
         std::printf("restored %s disk %s (%s) to %s in %.1f s\n",
                     result->point.id.short_hex().c_str(), result->disk.c_str(),
                     human_bytes(result->size).c_str(), o.output.c_str(), result->seconds);
+        for (const auto& n : result->notes) std::printf("note: %s\n", n.c_str());
     }
     return {};
 }
@@ -116,11 +118,15 @@ void add_image_commands(CLI::App& app, GlobalOptions& global, Action& action) {
     CLI::App* restore = image->add_subcommand("restore", "write one disk of a restore point");
     restore->add_option("point", r->point, "restore point: id, unique id prefix or NAME@latest")
         ->required();
-    restore->add_option("output", r->output, "file to create")->required();
+    restore
+        ->add_option("output", r->output,
+                     "file to create, or a block device to write into (raw, with --force)")
+        ->required();
     restore->add_option("--disk", r->disk, "disk name (needed when the point has several)");
     restore->add_option("--format", r->format, "raw (sparse) or qcow2")
         ->check(CLI::IsMember({"raw", "qcow2"}));
-    restore->add_flag("--force", r->force, "replace an existing output file");
+    restore->add_flag("--force", r->force,
+                      "replace an existing regular file, or write into a block device");
     add_whole_number_option(*restore, "--workers", r->workers, 1, kMaxWorkers,
                             "read/verify threads (default: two per core)");
     restore->callback(

@@ -1,4 +1,9 @@
 // SPDX-License-Identifier: MIT
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
 #include <chrono>
 #include <filesystem>
 
@@ -20,10 +25,31 @@ struct Totals {
     }
 };
 
-// Streams one image into a DiskWriter: only chunks that hold data are read.
-Status copy_image(NbdConnection& nbd, repo::DiskWriter& disk, Totals& totals) {
+// The disk's exact size. QEMU rounds a raw file's size up to a multiple of 512 (qemu-img
+// info and the NBD export say 1000448 for a file of 1000000 bytes), so for raw the file's
+// own size — or the block device's — is the disk's; the export's tail past it is QEMU's
+// padding. qcow2 records its virtual size in bytes and QEMU keeps it.
+std::uint64_t source_size(const std::string& path, const std::string& format,
+                          std::uint64_t exported) {
+    if (format != "raw") return exported;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return exported;
+    std::uint64_t size = exported;
+    if (S_ISREG(st.st_mode)) {
+        size = static_cast<std::uint64_t>(st.st_size);
+    } else if (S_ISBLK(st.st_mode)) {
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && ::ioctl(fd, BLKGETSIZE64, &size) != 0) size = exported;
+        if (fd >= 0) ::close(fd);
+    }
+    // Only QEMU's padding is dropped: a size that disagrees otherwise is the export's.
+    return size <= exported && exported - size < 512 ? size : exported;
+}
+
+// Streams the first `size` bytes of one image into a DiskWriter: only chunks that hold data
+// are read.
+Status copy_image(NbdConnection& nbd, std::uint64_t size, repo::DiskWriter& disk, Totals& totals) {
     const std::uint64_t cs = disk.chunk_size();
-    const std::uint64_t size = nbd.size();
     for (std::uint64_t window = 0; window < size; window += kWindow) {
         std::uint64_t window_end = std::min(size, window + kWindow);
         auto extents = nbd.extents(window, window_end - window);
@@ -86,13 +112,15 @@ Result<ImageBackupResult> backup_images(repo::Repository& repo, const ImageBacku
 
     std::vector<std::unique_ptr<QemuNbdServer>> servers;
     std::vector<std::unique_ptr<NbdConnection>> connections;
+    std::vector<std::uint64_t> sizes;
     Totals totals{0, 0, &options.progress};
     for (std::size_t i = 0; i < options.files.size(); ++i) {
         auto server = QemuNbdServer::start({options.files[i], formats[i], true, 1});
         if (!server) return std::unexpected(server.error());
         auto nbd = NbdConnection::connect_unix((*server)->socket(), true);
         if (!nbd) return std::unexpected(nbd.error().with_context(options.files[i]));
-        totals.total += (*nbd)->size();
+        sizes.push_back(source_size(options.files[i], formats[i], (*nbd)->size()));
+        totals.total += sizes.back();
         servers.push_back(std::move(*server));
         connections.push_back(std::move(*nbd));
     }
@@ -101,9 +129,9 @@ Result<ImageBackupResult> backup_images(repo::Repository& repo, const ImageBacku
         std::error_code ec;
         std::string path = std::filesystem::absolute(options.files[i], ec).string();
         nlohmann::json info{{"path", path}, {"format", formats[i]}};
-        auto disk = point.add_disk("disk" + std::to_string(i), connections[i]->size(), base, info);
+        auto disk = point.add_disk("disk" + std::to_string(i), sizes[i], base, info);
         if (!disk) return std::unexpected(disk.error());
-        if (auto st = copy_image(*connections[i], **disk, totals); !st)
+        if (auto st = copy_image(*connections[i], sizes[i], **disk, totals); !st)
             return std::unexpected(st.error().with_context(options.files[i]));
         if (auto st = (*disk)->finish(); !st)
             return std::unexpected(st.error().with_context(options.files[i]));

@@ -11,7 +11,12 @@
 // Names: disks are "disk0", "disk1"… in argument order; the previous point of the same name
 // (the `--name`) is the dedup base, so unchanged chunks are neither compressed nor stored.
 // Restore writes to "<out>.vmshadow-partial" and renames it on success, so a failed or
-// interrupted restore never leaves a file that looks complete.
+// interrupted restore never leaves a file that looks complete; a block device is written
+// into (raw). What may be at <out> is restore_target.h's to decide.
+//
+// Sizes: a disk is its source's exact size in bytes. QEMU reports a raw file's size rounded
+// up to 512 bytes, so a raw source's size is taken from the file (or device) itself; a raw
+// restore is the source byte for byte, whatever its size. qcow2 sizes are multiples of 512.
 //
 // Thread-safety: one call at a time per repository object.
 
@@ -48,7 +53,7 @@ struct ImageRestoreOptions {
     std::string disk;   // empty: the point's only disk
     std::string output;
     std::string format = "raw";  // raw | qcow2
-    bool force = false;          // replace an existing output file
+    bool force = false;          // replace an existing regular file, or write into a block device
     unsigned workers = 0;
     ProgressFn progress;
 };
@@ -58,6 +63,7 @@ struct ImageRestoreResult {
     std::string disk;
     std::uint64_t size = 0;
     double seconds = 0;
+    std::vector<std::string> notes;  // e.g. a qcow2 output's rounded virtual size
 };
 
 Result<ImageRestoreResult> restore_image(repo::Repository& repo,

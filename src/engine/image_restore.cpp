@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -15,19 +16,26 @@
 
 #include "engine/image_jobs.h"
 #include "engine/nbd_image.h"
+#include "engine/restore_target.h"
 #include "repo/restore.h"
 
 namespace vmshadow::engine {
 namespace {
 
+// A raw output: a new sparse file (holes are already zeros) or a block device (holes are
+// zeroed: the device holds old data).
 class FileSink final : public repo::DiskSink {
   public:
-    FileSink(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+    FileSink(UniqueFd fd, std::string path, bool zero_holes)
+        : fd_(fd.release()), path_(std::move(path)), zero_holes_(zero_holes) {}
     ~FileSink() override {
         if (fd_ >= 0) ::close(fd_);
     }
     FileSink(const FileSink&) = delete;
     FileSink& operator=(const FileSink&) = delete;
+    Status zero(std::uint64_t offset, std::uint64_t length) override {
+        return zero_holes_ ? zero_device_range(fd_, offset, length, path_) : Status{};
+    }
     Status write(std::uint64_t offset, repo::ByteView data) override {
         std::size_t done = 0;
         while (done < data.size()) {
@@ -50,6 +58,7 @@ class FileSink final : public repo::DiskSink {
   private:
     int fd_;
     std::string path_;
+    bool zero_holes_;
 };
 
 // Writes through a pool of connections to one qemu-nbd, one request in flight on each: a
@@ -141,6 +150,97 @@ struct PartialFile {
 // range per request instead of one per 64 KiB chunk).
 constexpr std::size_t kNbdWrite = 1u << 20;
 
+Result<const repo::DiskRecord*> choose_disk(const repo::RestorePoint& point,
+                                            const std::string& name) {
+    if (!name.empty()) {
+        if (const repo::DiskRecord* disk = point.disk(name)) return disk;
+        return fail(ErrorKind::not_found,
+                    "restore point " + point.id.short_hex() + " has no disk " + name);
+    }
+    if (point.disks.size() == 1) return &point.disks[0];
+    std::string names;
+    for (const auto& d : point.disks) names += (names.empty() ? "" : ", ") + d.name;
+    return fail(ErrorKind::invalid_argument, "restore point " + point.id.short_hex() + " has " +
+                                                 std::to_string(point.disks.size()) + " disks (" +
+                                                 names + "): choose one with --disk");
+}
+
+// What the options allow with this target (restore_target.h has the rules): checked before
+// anything is written.
+Status check_target(const RestoreTarget& target, const ImageRestoreOptions& options,
+                    const repo::DiskRecord& disk) {
+    if (auto st = refuse_unwritable(target, true); !st) return st;
+    const std::string& out = options.output;
+    if (target.kind == TargetKind::regular && !options.force)
+        return fail(ErrorKind::conflict, out + " exists; choose another path or pass --force");
+    if (target.kind != TargetKind::block_device) return {};
+    if (options.format != "raw")
+        return fail(ErrorKind::invalid_argument,
+                    out +
+                        " is a block device: a disk is written into a device as raw only "
+                        "(drop --format " +
+                        options.format + "); nothing was written");
+    if (target.device_size < disk.size)
+        return fail(ErrorKind::invalid_argument,
+                    out + " is a block device of " + std::to_string(target.device_size) +
+                        " bytes, smaller than disk " + disk.name + " (" +
+                        std::to_string(disk.size) + " bytes): nothing was written");
+    if (!options.force)
+        return fail(ErrorKind::conflict, out +
+                                             " is a block device: pass --force to overwrite "
+                                             "its first " +
+                                             std::to_string(disk.size) + " bytes with disk " +
+                                             disk.name);
+    return {};
+}
+
+Status write_raw(repo::Repository& repo, const repo::DiskRecord& disk, UniqueFd fd,
+                 const std::string& path, bool device, const repo::ReadOptions& ro) {
+    // A new file is made sparse at the disk's size; only chunks that hold data are written.
+    if (!device && ::ftruncate(fd.get(), static_cast<off_t>(disk.size)) != 0)
+        return fail(ErrorKind::io, "sizing " + path + ": " + std::strerror(errno));
+    FileSink sink(std::move(fd), path, device);
+    std::optional<WritebackBehind> behind(std::in_place, path);
+    if (auto st = repo::restore_object(repo, disk.map, disk.size, sink, ro); !st) return st;
+    behind.reset();
+    return sink.close();
+}
+
+Status write_qcow2(repo::Repository& repo, const repo::DiskRecord& disk, const std::string& path,
+                   repo::ReadOptions ro) {
+    if (auto st = create_image(path, "qcow2", disk.size); !st) return st;
+    // One connection per worker: each holds one write in flight.
+    ro.max_write = kNbdWrite;
+    auto server = QemuNbdServer::start({path, "qcow2", false, ro.workers});
+    if (!server) return std::unexpected(server.error());
+    {
+        std::vector<std::unique_ptr<NbdConnection>> pool;
+        for (unsigned i = 0; i < ro.workers; ++i) {
+            auto nbd = NbdConnection::connect_unix((*server)->socket(), false);
+            if (!nbd) return std::unexpected(nbd.error());
+            pool.push_back(std::move(*nbd));
+        }
+        NbdSink sink(std::move(pool));
+        std::optional<WritebackBehind> behind(std::in_place, path);
+        if (auto st = repo::restore_object(repo, disk.map, disk.size, sink, ro); !st) return st;
+        behind.reset();
+        if (auto st = sink.flush(); !st) return st;
+    }
+    return (*server)->stop();
+}
+
+// Without --force nothing may be replaced, not even a file created after the re-check:
+// RENAME_NOREPLACE makes that atomic where the filesystem supports it.
+Status rename_into_place(const std::string& from, const std::string& to, bool force) {
+    int r = ::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), force ? 0 : RENAME_NOREPLACE);
+    if (r != 0 && errno == EINVAL && !force) r = ::rename(from.c_str(), to.c_str());
+    if (r == 0) return {};
+    if (errno == EEXIST)
+        return fail(ErrorKind::conflict, to + " was created while the restore ran: left as it "
+                                              "is, the restored copy was removed");
+    return fail(ErrorKind::io, "renaming " + from + " to " + to + ": " + std::strerror(errno));
+}
+
 }  // namespace
 
 Result<ImageRestoreResult> restore_image(repo::Repository& repo,
@@ -156,76 +256,52 @@ Result<ImageRestoreResult> restore_image(repo::Repository& repo,
     if (!listing) return std::unexpected(listing.error());
     auto point = repo::Repository::resolve(*listing, options.point);
     if (!point) return std::unexpected(point.error());
-    const repo::DiskRecord* disk = nullptr;
-    if (options.disk.empty()) {
-        if (point->disks.size() != 1) {
-            std::string names;
-            for (const auto& d : point->disks) names += (names.empty() ? "" : ", ") + d.name;
-            return fail(ErrorKind::invalid_argument,
-                        "restore point " + point->id.short_hex() + " has " +
-                            std::to_string(point->disks.size()) + " disks (" + names +
-                            "): choose one with --disk");
-        }
-        disk = &point->disks[0];
-    } else {
-        disk = point->disk(options.disk);
-        if (!disk)
-            return fail(ErrorKind::not_found,
-                        "restore point " + point->id.short_hex() + " has no disk " + options.disk);
-    }
-    if (std::filesystem::exists(options.output) && !options.force)
-        return fail(ErrorKind::conflict,
-                    options.output + " exists; choose another path or pass --force");
-    PartialFile partial{options.output + ".vmshadow-partial"};
-    ::unlink(partial.path.c_str());
+    auto chosen = choose_disk(*point, options.disk);
+    if (!chosen) return std::unexpected(chosen.error());
+    const repo::DiskRecord* disk = *chosen;
+    auto target = inspect_restore_target(options.output);
+    if (!target) return std::unexpected(target.error());
+    if (auto st = check_target(*target, options, *disk); !st) return std::unexpected(st.error());
+
     repo::ReadOptions ro;
     // Two threads per core by default: while one waits for its write (qemu-nbd's reply, or
     // pwrite into the page cache), the other decodes and verifies.
     ro.workers = options.workers ? options.workers : 2 * repo::default_workers();
     ro.progress = options.progress;
     std::string context = "restore point " + point->id.short_hex() + " disk " + disk->name;
-
-    if (options.format == "raw") {
-        int fd = ::open(partial.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0)
-            return fail(ErrorKind::io, "creating " + partial.path + ": " + std::strerror(errno));
-        FileSink sink(fd, partial.path);
-        // A sparse file of the disk's size; only chunks that hold data are written.
-        if (::ftruncate(fd, static_cast<off_t>(disk->size)) != 0)
-            return fail(ErrorKind::io, "sizing " + partial.path + ": " + std::strerror(errno));
-        std::optional<WritebackBehind> behind(std::in_place, partial.path);
-        if (auto st = repo::restore_object(repo, disk->map, disk->size, sink, ro); !st)
-            return std::unexpected(st.error().with_context(context));
-        behind.reset();
-        if (auto st = sink.close(); !st) return std::unexpected(st.error());
-    } else {
-        if (auto st = create_image(partial.path, "qcow2", disk->size); !st)
-            return std::unexpected(st.error());
-        // One connection per worker: each holds one write in flight.
-        ro.max_write = kNbdWrite;
-        auto server = QemuNbdServer::start({partial.path, "qcow2", false, ro.workers});
-        if (!server) return std::unexpected(server.error());
-        {
-            std::vector<std::unique_ptr<NbdConnection>> pool;
-            for (unsigned i = 0; i < ro.workers; ++i) {
-                auto nbd = NbdConnection::connect_unix((*server)->socket(), false);
-                if (!nbd) return std::unexpected(nbd.error());
-                pool.push_back(std::move(*nbd));
-            }
-            NbdSink sink(std::move(pool));
-            std::optional<WritebackBehind> behind(std::in_place, partial.path);
-            if (auto st = repo::restore_object(repo, disk->map, disk->size, sink, ro); !st)
-                return std::unexpected(st.error().with_context(context));
-            behind.reset();
-            if (auto st = sink.flush(); !st) return std::unexpected(st.error());
-        }
-        if (auto st = (*server)->stop(); !st) return std::unexpected(st.error());
-    }
-    if (::rename(partial.path.c_str(), options.output.c_str()) != 0)
-        return fail(ErrorKind::io, "renaming " + partial.path + " to " + options.output + ": " +
-                                       std::strerror(errno));
-    partial.keep = true;
     ImageRestoreResult result;
+    if (target->kind == TargetKind::block_device) {
+        // Written in place: there is no file to swap in, and a failure leaves the device
+        // partly written (the error says so).
+        auto fd = open_device_target(*target, disk->size);
+        if (!fd) return std::unexpected(fd.error());
+        if (auto st = write_raw(repo, *disk, std::move(*fd), target->device, true, ro); !st)
+            return std::unexpected(
+                st.error().with_context(context + " (" + options.output + " is partly written)"));
+    } else {
+        PartialFile partial{options.output + ".vmshadow-partial"};
+        if (options.format == "raw") {
+            auto fd = create_new_file(partial.path);
+            if (!fd) return std::unexpected(fd.error());
+            if (auto st = write_raw(repo, *disk, std::move(*fd), partial.path, false, ro); !st)
+                return std::unexpected(st.error().with_context(context));
+        } else {
+            // qemu-img creates the image; the name must be free and no link.
+            if (auto fd = create_new_file(partial.path); !fd) return std::unexpected(fd.error());
+            if (auto st = write_qcow2(repo, *disk, partial.path, ro); !st)
+                return std::unexpected(st.error().with_context(context));
+            if (disk->size % 512 != 0)
+                result.notes.push_back(
+                    "qcow2 rounds a virtual size up to a multiple of 512: " + options.output +
+                    " reads " + std::to_string(disk->size) + " bytes of the disk, then zeros");
+        }
+        // Whatever was put at the target while the restore ran is not replaced unasked.
+        if (auto st = recheck_before_rename(options.output, options.force); !st)
+            return std::unexpected(st.error());
+        if (auto st = rename_into_place(partial.path, options.output, options.force); !st)
+            return std::unexpected(st.error());
+        partial.keep = true;
+    }
     result.point = *point;
     result.disk = disk->name;
     result.size = disk->size;

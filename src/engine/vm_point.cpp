@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: MIT
 #include "engine/vm_point.h"
 
-#include <fstream>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
+#include "engine/restore_target.h"
 #include "repo/restore.h"
 
 namespace vmshadow::engine {
@@ -41,13 +47,32 @@ Result<std::string> read_text(const repo::Repository& repo, const repo::FileReco
 
 Status write_point_file(const repo::Repository& repo, const repo::FileRecord& file,
                         const std::filesystem::path& path) {
+    auto there = inspect_restore_target(path.string());
+    if (!there) return std::unexpected(there.error());
+    if (there->kind != TargetKind::absent && there->kind != TargetKind::regular)
+        return refuse_unwritable(*there, false);
     auto bytes = repo::read_file_record(repo, file);
     if (!bytes) return std::unexpected(bytes.error().with_context(file.name));
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes->data()),
-              static_cast<std::streamsize>(bytes->size()));
-    out.flush();
-    if (!out) return fail(ErrorKind::io, "write " + path.string() + " (is the disk full?)");
+    // O_NOFOLLOW and O_NONBLOCK: a link or a FIFO put there since the look above fails or is
+    // seen by fstat below, instead of being followed or waited on.
+    UniqueFd fd(
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644));
+    struct stat st {};
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+        return fail(ErrorKind::invalid_argument,
+                    path.string() + " is not a regular file (any more): nothing was written");
+    if (::ftruncate(fd.get(), 0) != 0)
+        return fail(ErrorKind::io, "write " + path.string() + ": " + std::strerror(errno));
+    for (std::size_t done = 0; done < bytes->size();) {
+        ssize_t n = ::write(fd.get(), bytes->data() + done, bytes->size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            return fail(ErrorKind::io, "write " + path.string() + ": " + std::strerror(errno) +
+                                           " (is the disk full?)");
+        done += static_cast<std::size_t>(n);
+    }
+    if (::fsync(fd.get()) != 0)
+        return fail(ErrorKind::io, "write " + path.string() + ": " + std::strerror(errno));
     return {};
 }
 

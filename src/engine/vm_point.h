@@ -34,7 +34,9 @@ Result<VmPoint> open_vm_point(repo::Repository& repo, std::string_view spec,
 
 const repo::FileRecord* find_file(const repo::RestorePoint& point, std::string_view role);
 Result<std::string> read_text(const repo::Repository& repo, const repo::FileRecord& file);
-// Writes `file`, verified chunk by chunk, to `path` (replaced if it exists).
+// Writes `file`, verified chunk by chunk, to `path`: a new file, or a regular file there
+// overwritten. Never through a link, into a device, FIFO or socket (invalid_argument;
+// restore_target.h): callers decide beforehand whether a file there may be replaced.
 Status write_point_file(const repo::Repository& repo, const repo::FileRecord& file,
                         const std::filesystem::path& path);
 

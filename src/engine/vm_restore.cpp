@@ -15,6 +15,7 @@
 #include "common/process.h"
 #include "engine/image_jobs.h"
 #include "engine/nbd_image.h"
+#include "engine/restore_target.h"
 #include "engine/vm_point.h"
 #include "export/point_server.h"
 #include "repo/lock.h"
@@ -80,6 +81,26 @@ bool in_place_files_free(const std::vector<Placement>& placements, bool in_place
         if (fs::exists(p.final_path, ec)) return false;
     }
     return true;
+}
+
+// A VM restore writes files: a disk or boot file's place must be absent or a regular file
+// (restore_target.h), and so must the temp name it is written to first. A block device is
+// not written into here — the VM's XML would still call it a file — and says what to do.
+Status check_vm_target(const Placement& p, bool in_place) {
+    for (const fs::path& path : {p.final_path, p.written}) {
+        auto target = inspect_restore_target(path.string());
+        if (!target) return std::unexpected(target.error());
+        if (target->kind == TargetKind::block_device) {
+            return fail(in_place ? ErrorKind::unsupported : ErrorKind::invalid_argument,
+                        p.name + ": " + path.string() +
+                            " is a block device: a VM restore writes disk files; restore --as "
+                            "NEW-NAME --to DIR, or write the disk into the device with `image "
+                            "restore` (nothing was written)");
+        }
+        if (auto st = refuse_unwritable(*target, false); !st)
+            return std::unexpected(st.error().with_context(p.name));
+    }
+    return {};
 }
 
 // Instant recovery: the VM runs from the repository's NBD exports (each with a local overlay
@@ -514,6 +535,8 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
         p.file = f;
         placements.push_back(std::move(p));
     }
+    for (const auto& p : placements)
+        if (auto st = check_vm_target(p, in_place); !st) return std::unexpected(st.error());
     if (options.instant) {
         fs::path work = (in_place ? placements.front().final_path.parent_path() : folder) /
                         (".vmshadow-instant-" + result.vm);
@@ -563,6 +586,12 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
                         "--instant restores a VM that does not exist (yet): restore it --as "
                         "NEW-NAME, or remove '" +
                             result.vm + "' and its files first");
+        }
+        for (const auto& p : placements) {  // the local images and files are new files
+            std::error_code ec;
+            if (!in_place && fs::exists(p.final_path, ec))
+                return fail(ErrorKind::conflict,
+                            p.final_path.string() + " exists: choose another folder with --to");
         }
         return restore_instant(repo, connection, options, *stored_xml, work, placements,
                                std::move(result), started);

@@ -92,8 +92,15 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
     // The map walk (this thread) cuts the data chunks into tasks and hands each full one to
     // `emit`; holes and task boundaries end a task.
     RunTask run;
+    std::uint64_t next_index = 0;  // the chunk after the last data chunk walked
+    auto zero_until = [&](std::uint64_t index) -> Status {
+        std::uint64_t from = next_index * cs, to = std::min<std::uint64_t>(index * cs, size);
+        next_index = index + 1;
+        return to > from ? sink.zero(from, to - from) : Status{};
+    };
     auto walk = [&](const std::function<Status(RunTask)>& emit) -> Status {
         Status st = chunks.for_each_chunk([&](std::uint64_t index, const Hash256& id) -> Status {
+            if (auto z = zero_until(index); !z) return z;
             if (!run.ids.empty() &&
                 (index != run.first + run.ids.size() || index % task_chunks == 0)) {
                 if (auto e = emit(std::exchange(run, RunTask{})); !e) return e;
@@ -104,6 +111,7 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
             return {};
         });
         if (st && !run.ids.empty()) st = emit(std::exchange(run, RunTask{}));
+        if (st) st = zero_until(chunks.chunk_count());
         return st;
     };
     if (options.workers == 0) {

@@ -7,6 +7,10 @@
 // are not written (the sink is expected to start zeroed/sparse). It is not: opening targets
 // (raw files, NBD exports) — the engine supplies sinks.
 //
+// Holes are given to the sink's zero(), which does nothing by default (a new sparse file
+// or image reads as zeros); a sink whose target holds old data (a block device) zeroes them.
+// They are given in offset order from the map walk, while workers write data elsewhere.
+//
 // Errors: a missing or damaged chunk stops the restore with a corruption error that names
 // the chunk and pack; no unverified byte ever reaches the sink.
 //
@@ -33,6 +37,8 @@ class DiskSink {
   public:
     virtual ~DiskSink() = default;
     virtual Status write(std::uint64_t offset, ByteView data) = 0;
+    // [offset, offset + length) is a hole: it must read as zeros.
+    virtual Status zero(std::uint64_t /*offset*/, std::uint64_t /*length*/) { return {}; }
 };
 
 struct ReadOptions {
