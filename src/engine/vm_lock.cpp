@@ -13,6 +13,7 @@
 #include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "common/process.h"
@@ -87,10 +88,12 @@ Result<VmLock> VmLock::acquire(const std::vector<VmLockKey>& vms, const std::str
         return fail(ErrorKind::io,
                     "create the VM lock directory " + dir.string() + ": " + ec.message());
     VmLock lock;
+    std::set<fs::path> taken;  // a key twice would conflict with itself: flock is per open
     for (const auto& vm : vms) {
         std::vector<fs::path> files{dir / file_key("name", vm.vm)};
         if (!vm.uuid.empty()) files.push_back(dir / file_key("uuid", vm.uuid));
         for (const auto& file : files) {
+            if (!taken.insert(file).second) continue;
             UniqueFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
             if (!fd)
                 return fail(ErrorKind::io,

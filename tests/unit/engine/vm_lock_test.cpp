@@ -59,6 +59,14 @@ TEST(VmLock, SecondOperationOnTheSameVmConflictsNamingTheFirst) {
     EXPECT_TRUE(VmLock::acquire({{"db1", "2222"}}, "backup", dir.path)) << "another VM is free";
 }
 
+TEST(VmLock, OneVmNamedTwiceInOneAcquireIsLockedOnce) {
+    TempDir dir;
+    // A restore --as that resumes: the new name, then the same name with the VM's UUID.
+    auto lock =
+        VmLock::acquire({{"web1-ir", ""}, {"web1-ir", "1111"}}, "instant recovery", dir.path);
+    EXPECT_TRUE(lock) << lock.error().message();
+}
+
 TEST(VmLock, ReleasedWhenTheHolderGoes) {
     TempDir dir;
     {
