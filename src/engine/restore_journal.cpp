@@ -225,6 +225,23 @@ Status RestoreJournal::roll_back(const virt::Connection& connection, bool start_
     return {};
 }
 
+Status refuse_interrupted_restore(const virt::Domain& domain) {
+    auto desc = domain.describe();
+    if (!desc) return std::unexpected(desc.error());
+    std::set<fs::path> folders;
+    for (const auto& d : desc->disks)
+        if (!d.path.empty()) folders.insert(fs::path(d.path).parent_path());
+    for (const auto& folder : folders) {
+        fs::path journal = RestoreJournal::path_for(folder, domain.name());
+        if (!exists(journal.string())) continue;
+        return fail(ErrorKind::conflict,
+                    "vm '" + domain.name() + "': an interrupted restore left " + journal.string() +
+                        ": run that restore (`vmshadow restore POINT --replace`) again to finish "
+                        "or roll it back, then back it up");
+    }
+    return {};
+}
+
 Result<std::string> RestoreJournal::recover(const virt::Connection& connection) {
     const std::string what = "an interrupted restore of '" + vm + "' (point " +
                              point.substr(0, 12) + ", journal " + path.string() + ")";

@@ -76,4 +76,8 @@ struct RestoreJournal {
     Result<std::string> recover(const virt::Connection& connection);
 };
 
+// Fails (conflict) when an in-place restore of `domain` was killed and its journal waits beside
+// one of its disks: a backup then would record the staged names; the restore must finish first.
+Status refuse_interrupted_restore(const virt::Domain& domain);
+
 }  // namespace vmshadow::engine

@@ -13,6 +13,7 @@
 #include "common/byte_size.h"
 #include "engine/export_copy.h"
 #include "engine/nbd_image.h"
+#include "engine/restore_journal.h"
 #include "engine/vm_lock.h"
 #include "engine/vm_point.h"
 #include "repo/backup_session.h"
@@ -182,6 +183,8 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
     auto vm_lock = VmLock::acquire(keys, "backup");
     if (!vm_lock) return std::unexpected(vm_lock.error());
     vm_lock_ = std::move(*vm_lock);
+    for (const auto& r : runs_)
+        if (auto st = refuse_interrupted_restore(*r.domain); !st) return st;
 
     // The repository first: a locked or unreadable repository fails before any guest is
     // touched, and the session's index serves reading the previous points.

@@ -139,6 +139,13 @@ TEST_F(VmOperationTest, RestoreReplaceKilledAtEachStepLeavesACompleteVmAndTheNex
             << old_files << " of " << files << " files are the old VM's:\n"
             << xml;
 
+        if (step == "swap") {
+            // Mid-restore, a backup would record the staged names: refused until it finishes.
+            auto refused = backup({g.name()});
+            EXPECT_EQ(refused.exit_code, 6) << refused.out << refused.err;
+            EXPECT_NE(refused.out.find("an interrupted restore left"), std::string::npos)
+                << refused.out;
+        }
         auto next = run({"restore", point, "--replace", "--json"});
         ASSERT_EQ(next.exit_code, 0) << next.out << next.err;
         if (!recovery.empty()) {
