@@ -2,7 +2,8 @@
 // No fault leaves a VM undefined or two operations on one VM interleaved (issue 18, items 3
 // and 5), on real TCG lab guests: a `restore --replace` killed at each of its steps in turn
 // (the VMSHADOW_TEST_KILL_AT test hook) leaves a complete VM defined — its files all old or
-// all new — and the next run finishes or rolls back, leaving no journal or aside file; two
+// all new — and the next run finishes or rolls back, leaving no journal or aside file (a
+// saved-state point killed after the switch is finished and resumed by the next run); two
 // backups of one VM started together: one succeeds, the other exits 6 naming it; a restore
 // --replace while a backup of that VM runs is refused with exit 6, the VM untouched.
 #include <sys/stat.h>
@@ -165,6 +166,31 @@ TEST_F(VmOperationTest, RestoreReplaceKilledAtEachStepLeavesACompleteVmAndTheNex
     auto marker = g.read_file("/var/lib/lab/marker");
     ASSERT_TRUE(marker) << marker.error().message();
     EXPECT_EQ(*marker, "backed-up\n");
+    expect_running_and_thawed(g);
+    expect_repo_checks();
+}
+
+TEST_F(VmOperationTest, SavedStateRestoreKilledAfterTheSwitchIsFinishedAndResumedByTheNextRun) {
+    lab::LabGuest& g = boot({});
+    ASSERT_TRUE(g.exec("echo saved > /var/lib/lab/marker && sync"));
+    json vm = backup_ok({g.name(), "--method", "image"});
+    ASSERT_EQ(vm["consistency"], "image");
+    const std::string point = vm["point"];
+    ASSERT_TRUE(g.exec("echo later > /var/lib/lab/marker && sync"));
+    {
+        KillAt kill("swapped");
+        auto killed = run({"restore", point, "--replace"});
+        ASSERT_EQ(killed.exit_code, 128 + SIGKILL) << killed.out << killed.err;
+    }
+    ASSERT_FALSE(inactive_xml(g.name()).empty()) << "the VM is defined";
+    auto next = run({"restore", point, "--replace", "--json"});
+    ASSERT_EQ(next.exit_code, 0) << next.out << next.err;
+    EXPECT_NE(next.out.find("finished an interrupted restore"), std::string::npos) << next.out;
+    EXPECT_TRUE(leftovers(g.dir()).empty()) << leftovers(g.dir()).front();
+    ASSERT_TRUE(agent_answers(g.name(), 60s)) << "resumed from the saved memory";
+    auto marker = g.read_file("/var/lib/lab/marker");
+    ASSERT_TRUE(marker) << marker.error().message();
+    EXPECT_EQ(*marker, "saved\n");
     expect_running_and_thawed(g);
     expect_repo_checks();
 }
