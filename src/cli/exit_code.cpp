@@ -41,7 +41,7 @@ std::string exit_code_table() {
            "  3  not found (VM, restore point, repository, file)\n"
            "  4  unavailable (libvirtd, guest agent or NBD server did not answer)\n"
            "  5  timeout\n"
-           "  6  conflict (name in use, VM running, another job active)\n"
+           "  6  conflict (name in use, VM running, another vmshadow process works on that VM)\n"
            "  7  locked (another vmshadow process holds the repository)\n"
            "  8  corruption (stored data failed a check)\n"
            "  9  I/O error or disk full\n"

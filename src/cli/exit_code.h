@@ -16,7 +16,7 @@ enum ExitCode : int {
     exit_not_found = 3,    // VM, restore point, repository or file not found
     exit_unavailable = 4,  // libvirtd, the guest agent or an NBD server did not answer
     exit_timeout = 5,
-    exit_conflict = 6,      // name in use, VM running, another job active
+    exit_conflict = 6,      // name in use, VM running, another vmshadow process on that VM
     exit_locked = 7,        // repository locked by another process
     exit_corruption = 8,    // stored data failed a check
     exit_io = 9,            // filesystem or device error, disk full

@@ -13,6 +13,8 @@
 #include "common/byte_size.h"
 #include "engine/export_copy.h"
 #include "engine/nbd_image.h"
+#include "engine/restore_journal.h"
+#include "engine/vm_lock.h"
 #include "engine/vm_point.h"
 #include "repo/backup_session.h"
 #include "repo/restore.h"
@@ -152,6 +154,7 @@ class BackupRun {
     repo::Repository& repo_;
     const virt::Connection& connection_;
     const VmBackupOptions& options_;
+    VmLock vm_lock_;  // first: released last, after the members below left the guests alone
     std::vector<VmRun> runs_;
     std::shared_ptr<vmwriter::PullBackupProvider> provider_;
     std::unique_ptr<repo::BackupSession> session_;
@@ -173,6 +176,15 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
         r.outcome.vm = r.domain->name();
         domains[r.domain->name()] = r.domain;
     }
+    // Before anything touches a guest: another operation on one of these VMs (a backup, a
+    // restore) makes this one fail with a conflict naming it, the guest untouched.
+    std::vector<VmLockKey> keys;
+    for (const auto& r : runs_) keys.push_back({r.domain->name(), r.domain->uuid()});
+    auto vm_lock = VmLock::acquire(keys, "backup");
+    if (!vm_lock) return std::unexpected(vm_lock.error());
+    vm_lock_ = std::move(*vm_lock);
+    for (const auto& r : runs_)
+        if (auto st = refuse_interrupted_restore(*r.domain); !st) return st;
 
     // The repository first: a locked or unreadable repository fails before any guest is
     // touched, and the session's index serves reading the previous points.

@@ -13,9 +13,12 @@
 #include <thread>
 
 #include "common/process.h"
+#include "common/test_hook.h"
 #include "engine/image_jobs.h"
 #include "engine/nbd_image.h"
+#include "engine/restore_journal.h"
 #include "engine/restore_target.h"
+#include "engine/vm_lock.h"
 #include "engine/vm_point.h"
 #include "export/point_server.h"
 #include "repo/lock.h"
@@ -451,6 +454,62 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
     return result;
 }
 
+// The journal of this in-place restore, not yet saved: the old VM as it is, the new one on
+// the staged files and on the final names, and every file's names.
+Result<RestoreJournal> prepare_journal(const Result<virt::Domain>& existing,
+                                       const std::vector<Placement>& placements,
+                                       vmwriter::DomainRewriteSpec spec,
+                                       const std::string& stored_xml, const std::string& final_xml,
+                                       const std::optional<fs::path>& memory_file,
+                                       const VmRestoreOptions& options,
+                                       const VmRestoreResult& result) {
+    RestoreJournal j;
+    j.path = RestoreJournal::path_for(placements.front().final_path.parent_path(), result.vm);
+    j.vm = result.vm;
+    j.point = result.point;
+    j.start = options.start;
+    j.final_xml = final_xml;
+    if (memory_file) j.memory_file = memory_file->string();
+    if (existing) {
+        auto xml = existing->xml(virt::XmlFlavor::inactive);
+        if (!xml) return std::unexpected(xml.error());
+        j.old_xml = std::move(*xml);
+        j.old_uuid = existing->uuid();
+        auto state = existing->state();
+        j.old_was_running = state && *state == virt::DomainState::running;
+    }
+    for (const auto& p : placements) {
+        if (p.disk) spec.disks[p.name] = {p.written.string(), options.format};
+        if (p.file) spec.boot_files[p.name] = p.written.string();
+        std::error_code ec;
+        j.files.push_back({p.final_path.string(), p.written.string(),
+                           p.final_path.string() + ".vmshadow-old", fs::exists(p.final_path, ec)});
+    }
+    auto staged = vmwriter::rewrite_domain_xml(stored_xml, spec);
+    if (!staged) return std::unexpected(staged.error());
+    j.staged_xml = std::move(staged->xml);
+    auto desc = virt::parse_domain_xml(final_xml);
+    if (!desc) return std::unexpected(desc.error());
+    j.new_uuid = desc->uuid;
+    return j;
+}
+
+// The journal of an in-place restore of this VM that was killed (restore_journal.h): a
+// "prepared" one is rolled back, a "committed" one finished. `finished` says the latter
+// happened for this very point: then there is nothing left to do.
+Status recover_interrupted(const virt::Connection& connection, const fs::path& folder,
+                           VmRestoreResult& result, bool& finished) {
+    auto journal = RestoreJournal::load(RestoreJournal::path_for(folder, result.vm));
+    if (!journal) return std::unexpected(journal.error());
+    if (!*journal) return {};
+    bool forward = (*journal)->phase == "committed";
+    auto note = (*journal)->recover(connection);
+    if (!note) return std::unexpected(note.error());
+    result.notes.push_back(*note);
+    finished = forward && (*journal)->point == result.point;
+    return {};
+}
+
 }  // namespace
 
 Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connection& connection,
@@ -490,14 +549,35 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
 
     // 1. Checks before anything is written.
     auto existing = connection.lookup(result.vm);
-    if (existing && !options.replace && !options.instant) {  // instant: it may be resuming
+    if (!existing && existing.error().kind() != ErrorKind::not_found)
+        return std::unexpected(existing.error());
+    if (point->disks.empty()) return fail(ErrorKind::corruption, label + " has no disks");
+    // The VM's lock, before anything is touched: a backup or another restore of that VM makes
+    // this one fail with a conflict naming it. --as locks the name it creates.
+    std::vector<VmLockKey> lock_keys{{result.vm, in_place ? desc->uuid : std::string()}};
+    if (existing && existing->uuid() != lock_keys.front().uuid)
+        lock_keys.push_back({result.vm, existing->uuid()});
+    auto vm_lock = VmLock::acquire(
+        lock_keys,
+        options.instant ? "instant recovery" : (options.replace ? "restore --replace" : "restore"));
+    if (!vm_lock) return std::unexpected(vm_lock.error());
+    // An earlier in-place restore of this VM that was killed: finished or rolled back first.
+    bool finished_earlier = false;
+    if (in_place) {
+        auto recovered = recover_interrupted(
+            connection, fs::path(point->disks.front().info.value("path", "")).parent_path(), result,
+            finished_earlier);
+        if (!recovered) return std::unexpected(recovered.error());
+        existing = connection.lookup(result.vm);
+        if (!existing && existing.error().kind() != ErrorKind::not_found)
+            return std::unexpected(existing.error());
+    }
+    if (existing && !options.replace && !options.instant &&
+        !finished_earlier) {  // instant: it may be resuming
         return fail(ErrorKind::conflict,
                     "a VM named '" + result.vm + "' exists: add --replace to replace it" +
                         (in_place ? ", or restore beside it with --as NEW-NAME" : ""));
     }
-    if (!existing && existing.error().kind() != ErrorKind::not_found)
-        return std::unexpected(existing.error());
-    if (point->disks.empty()) return fail(ErrorKind::corruption, label + " has no disks");
 
     fs::path folder;
     if (!in_place) {
@@ -534,6 +614,16 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
         Placement p = place(role, path);
         p.file = f;
         placements.push_back(std::move(p));
+    }
+    if (finished_earlier) {
+        for (const auto& p : placements) {
+            if (p.disk) result.disks.push_back({p.name, p.final_path.string(), p.disk->size});
+            if (p.file) result.files.push_back({p.name, p.final_path.string(), p.file->size});
+        }
+        result.replaced = true;
+        result.seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        return result;
     }
     for (const auto& p : placements)
         if (auto st = check_vm_target(p, in_place); !st) return std::unexpected(st.error());
@@ -687,7 +777,9 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
     if (!rewritten) return std::unexpected(rewritten.error().with_context(label));
     for (auto& n : rewritten->notes) result.notes.push_back(std::move(n));
 
-    // 3.–5. PreRestore, swap, PostRestore.
+    // 3.–5. PreRestore, swap, PostRestore. In place, a journal makes the swap a transaction
+    // (restore_journal.h): at every instant the old VM or the new one is defined on complete
+    // files, and the next run finishes or rolls back what a killed one left.
     const vss::ComponentEntry* component = nullptr;
     for (const auto& c : document->components)
         if (c.key.logical_path == vmwriter::kVmLogicalPath && c.key.name == point->vm &&
@@ -695,6 +787,27 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
             component = &c;
     if (!component)
         return fail(ErrorKind::corruption, label + ": no VM component in its backup document");
+    std::optional<RestoreJournal> journal;
+    if (in_place) {
+        auto prepared = prepare_journal(existing, placements, spec, *stored_xml, rewritten->xml,
+                                        memory_file, options, result);
+        if (!prepared) return std::unexpected(prepared.error().with_context(label));
+        journal = std::move(*prepared);
+    }
+    test_kill_point("staged");
+    if (journal) {
+        if (auto st = journal->save(); !st) return std::unexpected(st.error());
+        if (auto st = journal->link_aside(); !st) {
+            journal->remove_leftovers();
+            return fail(st.error().kind(),
+                        "restore of '" + result.vm +
+                            "' failed before anything was replaced: " + st.error().message() +
+                            "; the VM was left as it was and the restored "
+                            "files were removed: fix the cause and run the "
+                            "restore again with --replace");
+        }
+        test_kill_point("journal");
+    }
     vmwriter::VmRestoreTarget target;
     target.component = component->key;
     target.name = result.vm;
@@ -707,60 +820,59 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
     ro.vms = {result.vm};
     if (options.state_file) ro.state_file = *options.state_file;
     vss::RestoreCoordinator coordinator({writer}, *document, ro);
-    if (auto m = coordinator.gather_writer_metadata(); !m) return std::unexpected(m.error());
-    if (auto st = coordinator.select_for_restore(component->key); !st)
-        return std::unexpected(st.error());
+    auto give_up = [&](const Error& e) {
+        if (journal) journal->remove_leftovers();
+        return std::unexpected(e);
+    };
+    if (auto m = coordinator.gather_writer_metadata(); !m) return give_up(m.error());
+    if (auto st = coordinator.select_for_restore(component->key); !st) return give_up(st.error());
     if (auto st = coordinator.pre_restore(); !st) {
         (void)coordinator.post_restore();  // status none: puts back anything taken away
-        return std::unexpected(st.error());
+        return give_up(st.error());
     }
     result.replaced = writer->outcome().removed_existing;
-    if (in_place) {
-        std::vector<std::string> swapped;
-        for (const auto& p : placements) {
-            std::error_code ec;
-            fs::rename(p.written, p.final_path, ec);
-            if (!ec) {
-                swapped.push_back(p.final_path.string());
-                continue;
-            }
-            std::string what = "moving " + p.written.string() + " to " + p.final_path.string() +
-                               ": " + ec.message();
-            if (swapped.empty()) {
-                // Nothing replaced yet: the writer defines the old VM again (and starts it if
-                // it ran), and the restored files go.
-                (void)coordinator.set_file_restore_status(component->key,
-                                                          vss::FileRestoreStatus::none);
-                auto back = coordinator.post_restore();
-                return fail(ErrorKind::io,
-                            "restore of '" + result.vm +
-                                "' failed before anything was replaced: " + what + "; " +
-                                (back ? "VM '" + result.vm + "' was put back as it was"
-                                      : "putting the old VM back: " + back.error().message()) +
-                                "; the restored files were removed: fix the cause and run "
-                                "the restore again with --replace");
-            }
-            (void)coordinator.set_file_restore_status(component->key,
-                                                      vss::FileRestoreStatus::failed);
-            (void)coordinator.post_restore();
-            written.keep = true;
-            std::string done;
-            for (const auto& f : swapped) done += (done.empty() ? "" : ", ") + f;
-            return fail(ErrorKind::io,
-                        "restore of '" + result.vm + "' failed after the old VM was " +
-                            (result.replaced ? "removed" : "checked") + ": " + what +
-                            "; already replaced by the restored files: " + done +
-                            "; the other restored files are beside the old ones (*" +
-                            kRestoreSuffix +
-                            "): fix the cause and run the restore again with --replace");
+    test_kill_point("stopped");
+    if (journal) {
+        Status swapped = journal->commit(connection);
+        if (swapped) test_kill_point("committed");
+        if (swapped) swapped = journal->swap();
+        if (!swapped) {
+            // The old files are still aside: the old VM comes back on them, and the writer
+            // starts it again if it ran.
+            auto back = journal->roll_back(connection, false);
+            if (!back) written.keep = true;  // the journal still names them
+            (void)coordinator.set_file_restore_status(component->key, vss::FileRestoreStatus::none);
+            auto started_again = back ? coordinator.post_restore() : Status(back);
+            return fail(
+                swapped.error().kind(),
+                "restore of '" + result.vm +
+                    "' failed before anything was replaced: " + swapped.error().message() + "; " +
+                    (started_again ? "VM '" + result.vm + "' was put back as it was"
+                                   : "putting the old VM back: " + started_again.error().message() +
+                                         (back ? ""
+                                               : " (journal " + journal->path.string() +
+                                                     " kept: the next restore "
+                                                     "of this VM finishes it)")) +
+                    "; the restored files were removed: fix the cause and run the "
+                    "restore again with --replace");
         }
+        test_kill_point("swapped");
     }
     written.keep = true;
     if (auto st = coordinator.set_file_restore_status(component->key, vss::FileRestoreStatus::all);
         !st)
         return std::unexpected(st.error());
     auto post = coordinator.post_restore();
-    if (memory_file) {
+    if (journal && writer->outcome().defined) {
+        journal->remove_leftovers();
+    } else if (journal) {
+        // Defined on the staged files: complete; the next in-place restore finishes the names.
+        return fail(post.error().kind(),
+                    post.error().message() + " (VM '" + result.vm +
+                        "' is defined on the restored files, named *" + kRestoreSuffix +
+                        "; run the same restore command again to finish; journal " +
+                        journal->path.string() + ")");
+    } else if (memory_file) {
         std::error_code ec;
         fs::remove(*memory_file, ec);
     }

@@ -12,13 +12,20 @@
 //      written BESIDE the old ones ("<path>.vmshadow-restore" in place, the final names in the
 //      --as folder) and checked: all, or the restore stops, removes what it wrote and names
 //      what is missing — the original VM untouched;
-//   3. PreRestore (vmwriter::VmRestoreWriter through vss::RestoreCoordinator): the VM of that
-//      name is stopped and undefined with its checkpoint metadata (so the next backup is full);
-//   4. the swap: in place, the restored files are renamed over the old ones;
-//   5. PostRestore: the rewritten XML (vmwriter/domain_rewrite.h: disk paths, boot files, a new
+//   3. in place, a journal (restore_journal.h) records the old definition and every file's
+//      names before anything changes; the old files are hard-linked aside;
+//   4. PreRestore (vmwriter::VmRestoreWriter through vss::RestoreCoordinator): the VM of that
+//      name is stopped, still defined;
+//   5. commit and swap (in place): the new definition on the staged files replaces the old one
+//      in one define (checkpoint, snapshot and managed-save metadata dropped: the next backup
+//      is full), then each restored file is linked over its target;
+//   6. PostRestore: the rewritten XML (vmwriter/domain_rewrite.h: disk paths, boot files, a new
 //      identity for --as, NICs whose network is gone kept with their link down) is defined, and
 //      the memory image resumed (an `image` point in place: it continues where it was) or the
 //      VM started with --start. An `image` point restored --as cold-boots, and says so.
+// At every instant the old VM or the new one is defined on complete files; the next in-place
+// restore of that VM rolls back or finishes one that was killed (restore_journal.h). Every
+// run holds the VM's lock (vm_lock.h) from before it touches anything.
 // A failure before PreRestore leaves no stray file and the original as it was; after it, the
 // error says plainly what state things are in and how to retry.
 // Instant recovery (--instant) instead runs the VM at once from NBD exports of the point

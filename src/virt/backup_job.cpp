@@ -558,7 +558,7 @@ Result<LeftoverReport> end_leftover_backup(const Domain& domain, const fs::path&
             auto lock = try_lock(dir);
             if (!lock) return fail(lock.error().with_context(label));
             if (!*lock) {
-                return fail(ErrorKind::locked,
+                return fail(ErrorKind::conflict,
                             domain.label() +
                                 ": another vmshadow process is backing this VM up "
                                 "(its job holds " +

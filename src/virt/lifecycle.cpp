@@ -3,6 +3,8 @@
 
 #include <libvirt/libvirt.h>
 
+#include <cstdlib>
+
 #include "virt/handles.h"
 #include "virt/libvirt_error.h"
 
@@ -53,6 +55,38 @@ Status undefine_domain(const Domain& domain) {
                      VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_KEEP_NVRAM;
     if (virDomainUndefineFlags(domain.raw(), flags) < 0)
         return fail(libvirt_error(domain.label() + ": undefine"));
+    return {};
+}
+
+Status drop_saved_metadata(const Domain& domain) {
+    const std::string label = domain.label();
+    int saved = virDomainHasManagedSaveImage(domain.raw(), 0);
+    if (saved < 0) return fail(libvirt_error(label + ": read its managed-save state"));
+    if (saved > 0 && virDomainManagedSaveRemove(domain.raw(), 0) < 0)
+        return fail(libvirt_error(label + ": remove its managed-save image"));
+    virDomainCheckpointPtr* checkpoints = nullptr;
+    int n = virDomainListAllCheckpoints(domain.raw(), &checkpoints, 0);
+    if (n < 0) return fail(libvirt_error(label + ": list checkpoints"));
+    bool failed = false;
+    for (int i = 0; i < n; ++i) {
+        if (!failed && virDomainCheckpointDelete(checkpoints[i],
+                                                 VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY) < 0)
+            failed = true;
+        virDomainCheckpointFree(checkpoints[i]);
+    }
+    std::free(checkpoints);
+    if (failed) return fail(libvirt_error(label + ": remove checkpoint metadata"));
+    virDomainSnapshotPtr* snapshots = nullptr;
+    n = virDomainListAllSnapshots(domain.raw(), &snapshots, 0);
+    if (n < 0) return fail(libvirt_error(label + ": list snapshots"));
+    for (int i = 0; i < n; ++i) {
+        if (!failed &&
+            virDomainSnapshotDelete(snapshots[i], VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
+            failed = true;
+        virDomainSnapshotFree(snapshots[i]);
+    }
+    std::free(snapshots);
+    if (failed) return fail(libvirt_error(label + ": remove snapshot metadata"));
     return {};
 }
 

@@ -29,6 +29,10 @@ Result<Domain> create_transient(const Connection& connection, const std::string&
 Status destroy_domain(const Domain& domain);
 // Removes the definition and its checkpoint/snapshot/managed-save metadata.
 Status undefine_domain(const Domain& domain);
+// Removes what a definition carries besides its XML — its managed-save image and its
+// checkpoint and snapshot metadata (not their data in the disks) — keeping it defined: what a
+// restore in place drops before it redefines the VM over new disks.
+Status drop_saved_metadata(const Domain& domain);
 // Pauses the vCPUs (no-op when already paused) / lets a paused VM run again; a VM paused on
 // an I/O error retries the failed request when resumed.
 Status suspend_domain(const Domain& domain);

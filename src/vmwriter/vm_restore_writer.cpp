@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "vmwriter/vm_restore_writer.h"
 
+#include "common/test_hook.h"
 #include "virt/lifecycle.h"
 
 namespace vmshadow::vmwriter {
@@ -36,9 +37,9 @@ vss::WriterResult VmRestoreWriter::pre_restore(vss::EventContext&) {
     if (!xml) return std::unexpected(vss::veto_from(xml.error()));
     auto state = existing->state();
     removed_was_running_ = state && *state == virt::DomainState::running;
+    // Stopped, but still defined: the engine's journalled swap replaces the definition in one
+    // step (engine/restore_journal.h), so the VM is never undefined.
     if (auto st = virt::destroy_domain(*existing); !st)
-        return std::unexpected(vss::veto_from(st.error()));
-    if (auto st = virt::undefine_domain(*existing); !st)
         return std::unexpected(vss::veto_from(st.error()));
     removed_xml_ = std::move(*xml);
     outcome_.removed_existing = true;
@@ -51,11 +52,17 @@ vss::WriterResult VmRestoreWriter::post_restore(vss::EventContext& context) {
         if (e.key == target_.component) status = e.file_restore_status;
     if (status == vss::FileRestoreStatus::none || status == vss::FileRestoreStatus::undefined) {
         if (!removed_xml_) return {};
-        // Nothing was written: put back what PreRestore took away.
-        auto back = connection_.define(*removed_xml_);
+        // Nothing was replaced: the old VM runs again if it ran (and is defined again, should
+        // its definition have gone).
+        auto back = connection_.lookup(target_.name);
+        if (!back && back.error().kind() == ErrorKind::not_found)
+            back = connection_.define(*removed_xml_);
         if (!back) return std::unexpected(vss::veto_from(back.error()));
         outcome_.put_back = true;
-        if (removed_was_running_) {
+        auto now = back->state();
+        bool running =
+            now && (*now == virt::DomainState::running || *now == virt::DomainState::paused);
+        if (removed_was_running_ && !running) {
             if (auto st = virt::start_domain(*back); !st)
                 return std::unexpected(vss::veto_nonretryable(
                     "VM '" + target_.name + "' was defined again but did not start (" +
@@ -74,6 +81,7 @@ vss::WriterResult VmRestoreWriter::post_restore(vss::EventContext& context) {
                                                       "': " + domain.error().message()));
     }
     outcome_.defined = true;
+    test_kill_point("defined");
     if (target_.memory_file) {
         if (auto st =
                 virt::restore_saved_state(connection_, *target_.memory_file, std::nullopt, true);

@@ -7,12 +7,14 @@
 //   identify      the component of the restore point it restores (the saved key), so the
 //                 RestoreCoordinator matches it with the saved BackupDocument;
 //   pre_restore   a VM of the target name exists: refused without `replace`; otherwise it is
-//                 stopped and undefined with its checkpoint and snapshot metadata (its
-//                 definition is kept in memory, to be put back should nothing be restored);
+//                 stopped, and stays defined: the engine replaces its definition in one step
+//                 and drops its checkpoint, snapshot and managed-save metadata, under a
+//                 journal (engine/restore_journal.h), so the VM is never undefined;
 //   post_restore  file_restore_status `all`: define the rewritten XML (domain_rewrite.h), then
 //                 resume the memory image (an `image` point restored in place) or start the VM
-//                 when asked; `none`: put the removed VM back as it was (and running if it
-//                 was); `failed`: veto, naming what is left and how to retry.
+//                 when asked; `none`: the old VM runs again if it ran (defined again
+//                 should its definition have gone); `failed`: veto, naming what is left and how to
+//                 retry.
 // It is not: writing the disks (the engine) or rewriting the XML.
 //
 // Thread-safety: one event at a time (the coordinator's order).
@@ -35,7 +37,7 @@ struct VmRestoreTarget {
 };
 
 struct VmRestoreOutcome {
-    bool removed_existing = false;  // PreRestore stopped and undefined a VM of that name
+    bool removed_existing = false;  // PreRestore stopped a VM of that name, to be replaced
     bool defined = false;
     bool resumed = false;  // from the memory image
     bool started = false;
@@ -58,7 +60,7 @@ class VmRestoreWriter final : public vss::Writer {
     const virt::Connection& connection_;
     VmRestoreTarget target_;
     VmRestoreOutcome outcome_;
-    std::optional<std::string> removed_xml_;  // the removed VM's inactive definition
+    std::optional<std::string> removed_xml_;  // the replaced VM's inactive definition
     bool removed_was_running_ = false;
 };
 
