@@ -115,20 +115,8 @@ Status run_backup_command(GlobalOptions& global, const BackupCommandOptions& o) 
     auto repo = open_repository(global);
     if (!repo) return std::unexpected(repo.error());
 
-    std::unique_ptr<ProgressBar> bar;
-    std::string current;
-    options.progress = [&](const std::string& vm, const std::string& disk, std::uint64_t done,
-                           std::uint64_t total) {
-        std::string label = vm + " " + disk;
-        if (label != current) {
-            if (bar) bar->finish();
-            bar = std::make_unique<ProgressBar>("backup " + label);
-            current = label;
-        }
-        bar->update(done, total);
-    };
+    options.task = global.task;
     engine::VmBackupReport report = engine::backup_vms(**repo, *connection, options);
-    if (bar) bar->finish();
 
     if (global.json) {
         json vms = json::array();

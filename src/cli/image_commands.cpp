@@ -22,14 +22,12 @@ struct BackupOptions {
 Status run_backup(const GlobalOptions& global, const BackupOptions& o) {
     auto repo = open_repository(global);
     if (!repo) return std::unexpected(repo.error());
-    ProgressBar bar("backup " + o.name);
     engine::ImageBackupOptions options;
     options.files = o.files;
     options.name = o.name;
     options.workers = o.workers;
-    options.progress = [&bar](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
+    options.task = global.task;
     auto result = engine::backup_images(**repo, options);
-    bar.finish();
     if (!result) return std::unexpected(result.error());
     const repo::RestorePoint& p = result->point;
     json disks = json::array();
@@ -72,11 +70,9 @@ Status run_backup(const GlobalOptions& global, const BackupOptions& o) {
 Status run_restore(const GlobalOptions& global, const engine::ImageRestoreOptions& o) {
     auto repo = open_repository(global);
     if (!repo) return std::unexpected(repo.error());
-    ProgressBar bar("restore");
     engine::ImageRestoreOptions options = o;
-    options.progress = [&bar](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
+    options.task = global.task;
     auto result = engine::restore_image(**repo, options);
-    bar.finish();
     if (!result) return std::unexpected(result.error());
     if (global.json) {
         std::cout << json{{"id", result->point.id.hex()}, {"disk", result->disk},

@@ -91,44 +91,4 @@ std::string human_bytes(std::uint64_t bytes) {
     return buf;
 }
 
-ProgressBar::ProgressBar(std::string label)
-    : label_(std::move(label)),
-      tty_(::isatty(STDERR_FILENO)),
-      start_(std::chrono::steady_clock::now()) {}
-
-ProgressBar::~ProgressBar() {
-    finish();
-}
-
-void ProgressBar::update(std::uint64_t done, std::uint64_t total) {
-    if (!tty_ || total == 0) return;
-    auto now = std::chrono::steady_clock::now();
-    if (drawn_ && now - last_ < std::chrono::milliseconds(150) && done < total) return;
-    last_ = now;
-    double elapsed = std::chrono::duration<double>(now - start_).count();
-    double rate = elapsed > 0 ? double(done) / elapsed : 0;
-    double frac = std::min(1.0, double(done) / double(total));
-    constexpr int kWidth = 24;
-    int fill = static_cast<int>(frac * kWidth);
-    std::string bar = std::string(fill, '#') + std::string(kWidth - fill, '-');
-    char eta[32] = "--:--";
-    if (rate > 0 && done < total) {
-        int s = static_cast<int>(double(total - done) / rate);
-        std::snprintf(eta, sizeof eta, "%d:%02d", s / 60, s % 60);
-    }
-    std::fprintf(stderr, "\r\033[K%s [%s] %5.1f%% %s/%s %s/s ETA %s", label_.c_str(), bar.c_str(),
-                 frac * 100, human_bytes(done).c_str(), human_bytes(total).c_str(),
-                 human_bytes(static_cast<std::uint64_t>(rate)).c_str(), eta);
-    std::fflush(stderr);
-    drawn_ = true;
-}
-
-void ProgressBar::finish() {
-    if (tty_ && drawn_) {
-        std::fprintf(stderr, "\r\033[K");
-        std::fflush(stderr);
-    }
-    drawn_ = false;
-}
-
 }  // namespace vmshadow::cli

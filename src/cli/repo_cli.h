@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // Shared pieces of the repository commands (repo, image, points, forget, prune, gc):
-// opening the repository with a password, and the progress bar.
+// opening the repository with a password.
 //
 // Passwords come from, in order: $VMSHADOW_PASSWORD, --password-file, a prompt on the
 // terminal. Without a terminal the prompt fails at once with a message naming both other
@@ -31,21 +31,5 @@ Result<std::string> new_password(const std::string& file, const std::string& env
 Result<std::unique_ptr<repo::Repository>> open_repository(const GlobalOptions& global);
 
 std::string human_bytes(std::uint64_t bytes);
-
-// A one-line progress bar with rate and ETA on stderr; prints nothing when stderr is not a
-// terminal.
-class ProgressBar {
-  public:
-    explicit ProgressBar(std::string label);
-    ~ProgressBar();
-    void update(std::uint64_t done, std::uint64_t total);
-    void finish();
-
-  private:
-    std::string label_;
-    bool tty_;
-    bool drawn_ = false;
-    std::chrono::steady_clock::time_point start_, last_;
-};
 
 }  // namespace vmshadow::cli

@@ -40,18 +40,8 @@ Status run_restore_command(const GlobalOptions& global, RestoreCommandOptions o)
         if (!password) return std::unexpected(password.error());
         o.engine.password = *password;
     }
-    std::unique_ptr<ProgressBar> bar;
-    std::string current;
-    o.engine.progress = [&](const std::string& disk, std::uint64_t done, std::uint64_t total) {
-        if (disk != current) {
-            if (bar) bar->finish();
-            bar = std::make_unique<ProgressBar>("restore " + disk);
-            current = disk;
-        }
-        bar->update(done, total);
-    };
+    o.engine.task = global.task;
     auto r = engine::restore_vm(**repo, *connection, o.engine);
-    if (bar) bar->finish();
     if (!r) return std::unexpected(r.error());
     if (global.json) {
         json disks = json::array(), files = json::array();

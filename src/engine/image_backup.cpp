@@ -18,11 +18,12 @@ constexpr std::uint64_t kReadSize = 4ull << 20;  // one read, one DiskWriter::wr
 
 struct Totals {
     std::uint64_t done = 0, total = 0;
-    const ProgressFn* progress;
+    TaskContext* task;
     void add(std::uint64_t n) {
         done += n;
-        if (*progress) (*progress)(done, total);
+        if (task) task->bytes_done(done);
     }
+    Status check() const { return task ? task->check_cancel("image backup") : Status{}; }
 };
 
 // The disk's exact size. QEMU rounds a raw file's size up to a multiple of 512 (qemu-img
@@ -51,6 +52,7 @@ std::uint64_t source_size(const std::string& path, const std::string& format,
 Status copy_image(NbdConnection& nbd, std::uint64_t size, repo::DiskWriter& disk, Totals& totals) {
     const std::uint64_t cs = disk.chunk_size();
     for (std::uint64_t window = 0; window < size; window += kWindow) {
+        if (auto st = totals.check(); !st) return st;
         std::uint64_t window_end = std::min(size, window + kWindow);
         auto extents = nbd.extents(window, window_end - window);
         if (!extents) return std::unexpected(extents.error());
@@ -68,6 +70,7 @@ Status copy_image(NbdConnection& nbd, std::uint64_t size, repo::DiskWriter& disk
         }
         for (auto [from, to] : runs) {
             for (std::uint64_t off = from; off < to; off += kReadSize) {
+                if (auto st = totals.check(); !st) return st;
                 std::uint64_t n = std::min(kReadSize, to - off);
                 repo::Bytes buffer = disk.buffer(n);
                 if (auto st = nbd.pread(buffer.data(), n, off); !st) return st;
@@ -113,7 +116,7 @@ Result<ImageBackupResult> backup_images(repo::Repository& repo, const ImageBacku
     std::vector<std::unique_ptr<QemuNbdServer>> servers;
     std::vector<std::unique_ptr<NbdConnection>> connections;
     std::vector<std::uint64_t> sizes;
-    Totals totals{0, 0, &options.progress};
+    Totals totals{0, 0, options.task};
     for (std::size_t i = 0; i < options.files.size(); ++i) {
         auto server = QemuNbdServer::start({options.files[i], formats[i], true, 1});
         if (!server) return std::unexpected(server.error());
@@ -125,7 +128,12 @@ Result<ImageBackupResult> backup_images(repo::Repository& repo, const ImageBacku
         connections.push_back(std::move(*nbd));
     }
     std::vector<repo::DiskWriter*> writers;
+    if (options.task) options.task->phase("read", totals.total, options.files.size());
     for (std::size_t i = 0; i < options.files.size(); ++i) {
+        if (options.task) {
+            options.task->set_item(options.files[i]);
+            options.task->items_done(i);
+        }
         std::error_code ec;
         std::string path = std::filesystem::absolute(options.files[i], ec).string();
         nlohmann::json info{{"path", path}, {"format", formats[i]}};
@@ -140,6 +148,8 @@ Result<ImageBackupResult> backup_images(repo::Repository& repo, const ImageBacku
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     point.manifest().timings = {{"total_s", seconds}};
+    if (auto st = totals.check(); !st) return std::unexpected(st.error());
+    if (options.task) options.task->phase("commit");
     auto committed = (*session)->commit();
     if (!committed) return std::unexpected(committed.error());
     ImageBackupResult result;

@@ -26,18 +26,19 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/task.h"
 #include "repo/backup_session.h"
 #include "repo/repository.h"
 
 namespace vmshadow::engine {
 
-using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
-
 struct ImageBackupOptions {
     std::vector<std::string> files;
     std::string name;
     unsigned workers = 0;  // 0 = one per core
-    ProgressFn progress;
+    // Phases "read" (bytes of all files) and "commit"; a cancel stops before the commit:
+    // nothing is referenced, the session's partial packs are removed.
+    TaskContext* task = nullptr;
 };
 
 struct ImageBackupResult {
@@ -55,7 +56,10 @@ struct ImageRestoreOptions {
     std::string format = "raw";  // raw | qcow2
     bool force = false;          // replace an existing regular file, or write into a block device
     unsigned workers = 0;
-    ProgressFn progress;
+    // Phase "write" (bytes of the disk); a cancel stops the write: the partial file is
+    // removed and an existing target is untouched (a block device is left partly written,
+    // and the error says so).
+    TaskContext* task = nullptr;
 };
 
 struct ImageRestoreResult {

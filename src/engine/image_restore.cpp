@@ -267,7 +267,14 @@ Result<ImageRestoreResult> restore_image(repo::Repository& repo,
     // Two threads per core by default: while one waits for its write (qemu-nbd's reply, or
     // pwrite into the page cache), the other decodes and verifies.
     ro.workers = options.workers ? options.workers : 2 * repo::default_workers();
-    ro.progress = options.progress;
+    if (options.task) {
+        options.task->phase("write", disk->size);
+        options.task->set_item(disk->name);
+        ro.progress = [task = options.task](std::uint64_t done, std::uint64_t) {
+            task->bytes_done(done);
+        };
+        ro.cancel = &options.task->cancel();
+    }
     std::string context = "restore point " + point->id.short_hex() + " disk " + disk->name;
     ImageRestoreResult result;
     if (target->kind == TargetKind::block_device) {

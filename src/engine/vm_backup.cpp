@@ -133,7 +133,10 @@ class BackupRun {
   public:
     BackupRun(repo::Repository& repo, const virt::Connection& connection,
               const VmBackupOptions& options)
-        : repo_(repo), connection_(connection), options_(options) {}
+        : repo_(repo),
+          connection_(connection),
+          options_(options),
+          task_(options.task ? *options.task : idle_task_) {}
 
     // Backs up `vms` as one snapshot set and one commit; fills outcomes_ either way.
     Status run(const std::vector<std::string>& vms, const repo::PointListing& listing);
@@ -151,9 +154,14 @@ class BackupRun {
     void record_outcome(VmRun& vm);
     void drop_new_checkpoints();
 
+    // A cancelled run's error: what was undone and which point is still the newest.
+    Error cancelled_error(const Error& error) const;
+
     repo::Repository& repo_;
     const virt::Connection& connection_;
     const VmBackupOptions& options_;
+    TaskContext idle_task_;
+    TaskContext& task_;
     VmLock vm_lock_;  // first: released last, after the members below left the guests alone
     std::vector<VmRun> runs_;
     std::shared_ptr<vmwriter::PullBackupProvider> provider_;
@@ -246,13 +254,22 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
     };
     if (auto m = coordinator.gather_writer_metadata(); !m) return std::unexpected(m.error());
     if (auto st = coordinator.select_all_components(); !st) return st;
+    if (auto st = task_.check_cancel("backup"); !st)
+        return std::unexpected(cancelled_error(st.error()));
     for (const auto& r : runs_)
         if (r.previous.document && !options_.full)
             coordinator.inherit_backup_stamps(*r.previous.document);
+    task_.phase("prepare");
     if (auto st = coordinator.prepare_for_backup(); !st) {
         finish_outcomes();
         return st;
     }
+    if (auto st = task_.check_cancel("backup"); !st) {
+        (void)coordinator.abort(st.error().message());
+        finish_outcomes();
+        return std::unexpected(cancelled_error(st.error()));
+    }
+    task_.phase("snapshot");
     auto set = coordinator.do_snapshot_set();
     if (!set) {
         finish_outcomes();
@@ -268,14 +285,19 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
     for (const auto& r : runs_) live.push_back(r.domain->name());
     watch_ = std::make_unique<ScratchWatch>(*provider_, live);
     for (auto& r : runs_) {
-        if (auto st = copy_vm(r, *set); !st) {
+        Status st = copy_vm(r, *set);
+        if (st) st = task_.check_cancel("backup");
+        if (!st) {
             watch_.reset();
             (void)coordinator.abort(st.error().message());
             finish_outcomes();
+            if (st.error().kind() == ErrorKind::cancelled && task_.cancel().requested())
+                return std::unexpected(cancelled_error(st.error()));
             return st;
         }
     }
     watch_.reset();
+    task_.phase("commit", 0, runs_.size());
     if (auto st = coordinator.backup_complete(); !st) {
         finish_outcomes();
         return st;
@@ -329,6 +351,10 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
                      {"quiesce_ms", ms(r.outcome.quiesce_ms)},
                      {"paused_ms", ms(r.outcome.paused_ms)},
                      {"total_s", std::chrono::duration<double>(Clock::now() - r.started).count()}};
+    }
+    if (auto st = task_.check_cancel("backup"); !st) {
+        drop_new_checkpoints();
+        return std::unexpected(cancelled_error(st.error()));
     }
     auto committed = session_->commit();
     if (!committed) {
@@ -451,18 +477,15 @@ Status BackupRun::copy_disk(VmRun& r, const vmwriter::PlannedDisk& disk,
     auto writer = r.point->add_disk(disk.target, source->size(), base, info);
     if (!writer) return std::unexpected(writer.error().with_context(label));
     CopyControl control;
-    control.check = [&watch, this]() -> Status {
+    control.check = [&watch, &label, this]() -> Status {
         if (auto st = watch.failure(); !st) return st;
         if (auto e = session_->error()) return std::unexpected(*e);
-        return {};
+        return task_.check_cancel(label + ": copy");
     };
     const std::uint64_t total = source->size();
-    if (options_.progress) {
-        control.progress = [&](std::uint64_t done) {
-            options_.progress(r.domain->name(), disk.target, done, total);
-        };
-        options_.progress(r.domain->name(), disk.target, 0, total);
-    }
+    task_.phase("copy", total);
+    task_.set_item(r.domain->name() + "/" + disk.target);
+    control.progress = [this](std::uint64_t done) { task_.bytes_done(done); };
     auto read = copy_export(*source, **writer, control);
     if (!read) return std::unexpected(read.error());
     if (auto st = (*writer)->finish(); !st) return std::unexpected(st.error().with_context(label));
@@ -537,6 +560,21 @@ Status BackupRun::add_vm_files(VmRun& r) {
 
 }  // namespace
 
+Error BackupRun::cancelled_error(const Error& error) const {
+    std::string message = error.message() +
+                          ": nothing was kept (guest thawed, backup job ended, "
+                          "its checkpoint and scratch removed)";
+    for (const auto& r : runs_) {
+        if (r.previous.point)
+            message += "; " + r.outcome.vm + "'s last restore point " +
+                       r.previous.point->id.hex().substr(0, 12) +
+                       " is intact and the next backup continues from it";
+        else
+            message += "; " + r.outcome.vm + " has no earlier restore point";
+    }
+    return Error(ErrorKind::cancelled, message);
+}
+
 VmBackupReport backup_vms(repo::Repository& repo, const virt::Connection& connection,
                           const VmBackupOptions& options) {
     VmBackupReport report;
@@ -551,6 +589,16 @@ VmBackupReport backup_vms(repo::Repository& repo, const virt::Connection& connec
         for (const auto& vm : options.vms) runs.push_back({vm});
     }
     for (const auto& vms : runs) {
+        if (options.task && options.task->cancel().requested()) {
+            for (const auto& vm : vms) {
+                VmBackupOutcome o;
+                o.vm = vm;
+                o.error = Error(ErrorKind::cancelled, "vm '" + vm + "': not started (cancelled)");
+                report.vms.push_back(std::move(o));
+            }
+            if (!report.error) report.error = report.vms.back().error;
+            continue;
+        }
         auto listing = repo.list_points();
         BackupRun run(repo, connection, options);
         Status st = listing ? run.run(vms, *listing) : Status(std::unexpected(listing.error()));

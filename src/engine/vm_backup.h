@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/task.h"
 #include "repo/repository.h"
 #include "virt/connection.h"
 #include "virt/freeze_guard.h"
@@ -60,9 +61,13 @@ struct VmBackupOptions {
     std::filesystem::path writers_dir;  // exec writers; empty: none
     std::optional<std::filesystem::path> state_file;
     unsigned workers = 0;  // repository workers; 0: one per core
-    // Progress of one disk: (vm, disk, bytes done, bytes total).
-    std::function<void(const std::string&, const std::string&, std::uint64_t, std::uint64_t)>
-        progress;
+    // Progress (phases prepare, snapshot, copy — item "vm/disk", bytes of the export walked —
+    // and commit), log and cancellation; nullptr: nobody watches, nobody cancels. A cancel
+    // is honoured between phases and between pieces of the copy: the run is aborted the way
+    // a failure is (guest thawed, job ended, its new checkpoint deleted, scratch removed,
+    // nothing committed) and its error is ErrorKind::cancelled; after the commit it is
+    // too late and the point stands.
+    TaskContext* task = nullptr;
 };
 
 struct DiskOutcome {

@@ -245,6 +245,14 @@ Status finish_instant(const virt::Connection& connection, virt::Domain& domain, 
     bool io_errors = false;
     std::chrono::steady_clock::time_point io_errors_since{};
     while (true) {
+        if (options.task && options.task->cancel().requested()) {
+            (void)run.save();
+            return fail(ErrorKind::cancelled,
+                        "instant recovery of '" + run.vm +
+                            "' cancelled during its copy: the VM runs on its exports and keeps "
+                            "every write; run `" +
+                            resume_command(options, run.point) + "` again to finish it");
+        }
         bool all = true;
         for (auto& d : run.disks) {
             if (d.pivoted) continue;
@@ -270,7 +278,11 @@ Status finish_instant(const virt::Connection& connection, virt::Domain& domain, 
                 all = false;
                 continue;
             }
-            if (options.progress) options.progress(d.name, progress->cur, progress->end);
+            if (options.task) {
+                options.task->phase("copy", progress->end);
+                options.task->set_item(d.name);
+                options.task->bytes_done(progress->cur);
+            }
             if (progress->in_sync() && virt::pivot_block_copy(domain, d.name)) {
                 d.pivoted = true;
                 (void)run.save();
@@ -725,11 +737,7 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
             io.output = p.written.string();
             io.format = options.format;
             io.workers = options.workers;
-            if (options.progress) {
-                io.progress = [&, name = p.name](std::uint64_t done, std::uint64_t total) {
-                    options.progress(name, done, total);
-                };
-            }
+            io.task = options.task;
             auto r = restore_image(repo, io);
             if (!r) {
                 return std::unexpected(explain_full_disk(r.error(), p, in_place)
@@ -758,6 +766,12 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
         std::string names;
         for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
         return fail(ErrorKind::io, "restore incomplete, nothing was changed: missing " + names);
+    }
+    // The last moment a cancel is honoured: after it the swap runs to its end.
+    if (options.task && options.task->cancel().requested()) {
+        return fail(ErrorKind::cancelled, "restore of '" + result.vm +
+                                              "' cancelled before the swap: nothing was changed "
+                                              "(restored files removed)");
     }
 
     // The XML the VM is defined with.

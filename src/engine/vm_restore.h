@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/task.h"
 #include "repo/repository.h"
 #include "virt/connection.h"
 
@@ -66,7 +67,12 @@ struct VmRestoreOptions {
     std::string format = "qcow2";
     unsigned workers = 0;
     std::optional<std::string> state_file;  // writer state (vmshadow writers)
-    std::function<void(const std::string& disk, std::uint64_t done, std::uint64_t total)> progress;
+    // Progress (phase "write" per disk; instant recovery: "copy" per disk), log and
+    // cancellation; nullptr: nobody watches. A cancel before the swap leaves the old VM as it
+    // was and removes what was written; after the swap began it is not honoured (the journal
+    // finishes). An instant recovery cancelled during its copy stops watching: the VM runs on
+    // its exports and the same command resumes it, as after a kill.
+    TaskContext* task = nullptr;
 };
 
 struct RestoredFile {

@@ -100,6 +100,8 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
     };
     auto walk = [&](const std::function<Status(RunTask)>& emit) -> Status {
         Status st = chunks.for_each_chunk([&](std::uint64_t index, const Hash256& id) -> Status {
+            if (options.cancel)
+                if (auto c = options.cancel->check("restore"); !c) return c;
             if (auto z = zero_until(index); !z) return z;
             if (!run.ids.empty() &&
                 (index != run.first + run.ids.size() || index % task_chunks == 0)) {

@@ -29,6 +29,7 @@
 #include <functional>
 
 #include "common/error.h"
+#include "common/task.h"
 #include "repo/repository.h"
 
 namespace vmshadow::repo {
@@ -48,6 +49,9 @@ struct ReadOptions {
     std::size_t max_write = 0;
     // Called with (bytes done, total bytes) from the caller's thread.
     std::function<void(std::uint64_t, std::uint64_t)> progress;
+    // Checked at every chunk of the map walk: a request stops the restore (workers drain)
+    // with ErrorKind::cancelled; what the sink got so far is the caller's to discard.
+    const CancelToken* cancel = nullptr;
 };
 
 Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t size, DiskSink& sink,
