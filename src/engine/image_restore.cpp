@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -10,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <stop_token>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -102,7 +104,12 @@ class WritebackBehind {
   public:
     explicit WritebackBehind(const std::string& path)
         : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
-        if (fd_ >= 0) thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+        // Only a speed-up: without a thread (the thread limit is reached) the final fsync
+        // does all the writeback.
+        if (fd_ >= 0) try {
+                thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+            } catch (const std::system_error&) {
+            }
     }
     ~WritebackBehind() {
         if (thread_.joinable()) {
@@ -173,6 +180,9 @@ Result<ImageRestoreResult> restore_image(repo::Repository& repo,
             return fail(ErrorKind::not_found,
                         "restore point " + point->id.short_hex() + " has no disk " + options.disk);
     }
+    if (options.workers > repo::kMaxWorkers)
+        return fail(ErrorKind::invalid_argument,
+                    "--workers must be 1.." + std::to_string(repo::kMaxWorkers));
     if (std::filesystem::exists(options.output) && !options.force)
         return fail(ErrorKind::conflict,
                     options.output + " exists; choose another path or pass --force");
@@ -181,7 +191,8 @@ Result<ImageRestoreResult> restore_image(repo::Repository& repo,
     repo::ReadOptions ro;
     // Two threads per core by default: while one waits for its write (qemu-nbd's reply, or
     // pwrite into the page cache), the other decodes and verifies.
-    ro.workers = options.workers ? options.workers : 2 * repo::default_workers();
+    ro.workers = options.workers ? options.workers
+                                 : std::min(repo::kMaxWorkers, 2 * repo::default_workers());
     ro.progress = options.progress;
     std::string context = "restore point " + point->id.short_hex() + " disk " + disk->name;
 
