@@ -147,10 +147,9 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
         if (name == id) continue;
         auto bytes = read_file(env, dir + "/" + name);
         if (!bytes && bytes.error().kind() == ErrorKind::not_found) continue;  // released
-        if (!bytes) return std::unexpected(bytes.error().with_context("lock " + name));
         // Lock files are written atomically, so one that cannot be read is not a racing
         // holder's half-written file but damage or a foreign file: held until removed.
-        LockInfo other = describe(name, *bytes);
+        LockInfo other = bytes ? describe(name, *bytes) : LockInfo{.id = name, .readable = false};
         if (!other.readable)
             return fail(ErrorKind::locked,
                         "repository is locked by " + dir + "/" + name +
@@ -203,11 +202,10 @@ Result<std::vector<LockInfo>> list_locks(Env& env, const std::string& root) {
     std::vector<LockInfo> out;
     for (const auto& name : *names) {
         auto bytes = read_file(env, dir + "/" + name);
-        if (!bytes) {
-            if (bytes.error().kind() == ErrorKind::not_found) continue;  // released meanwhile
-            return std::unexpected(bytes.error());
-        }
-        out.push_back(describe(name, *bytes));
+        if (!bytes && bytes.error().kind() == ErrorKind::not_found) continue;  // released
+        // One that can't be read at all (permissions, a directory) is unreadable like garbage:
+        // held, and --remove-all removes it.
+        out.push_back(bytes ? describe(name, *bytes) : LockInfo{.id = name, .readable = false});
     }
     std::stable_sort(out.begin(), out.end(), [](const LockInfo& a, const LockInfo& b) {
         return a.since != b.since ? a.since < b.since : a.id < b.id;
