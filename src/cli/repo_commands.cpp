@@ -387,7 +387,9 @@ void add_repo_commands(CLI::App& app, GlobalOptions& global, Action& action) {
 
     auto read_data = std::make_shared<bool>(false);
     CLI::App* check = repo->add_subcommand(
-        "check", "verify index, packs, manifests and chunk maps; exit 8 on any damage");
+        "check",
+        "verify index, packs, manifests and chunk maps; exit 8 on any damage (unreferenced "
+        "data is a warning)");
     check->add_flag("--read-data", *read_data, "also read every chunk and verify its hash");
     check->callback([&global, &action, read_data] {
         action = [&global, read_data] { return run_check(global, *read_data); };

@@ -54,7 +54,8 @@ bool is_stale(const std::string& host, pid_t pid, const std::string& start, cons
     if (host != hostname()) return false;
     if (pid == ::getpid()) return !held_here(id);
     if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-    return start_time(pid) != start;
+    // Without a start time a live pid can't be told from a reused one: it holds the lock.
+    return !start.empty() && start_time(pid) != start;
 }
 
 // "2026-11-22T01:00:00Z" as Unix seconds; 0 when it is something else.

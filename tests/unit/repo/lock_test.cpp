@@ -229,6 +229,19 @@ TEST_F(UnlockTest, LockOfALiveProcessIsHeldWhateverItsTimeAndHost) {
     ASSERT_TRUE(kept);
     EXPECT_TRUE(kept->empty());
     fs::remove(path + "/locks/future00");
+    // A live pid of this host without a start time: it can't be told from a reused pid, so
+    // it holds the lock rather than being broken.
+    std::ofstream(path + "/locks/nostart0") << nlohmann::json{
+        {"pid", live},
+        {"host", this_host()},
+        {"exclusive", false},
+        {"operation", "image backup"},
+        {"time", "2026-11-22T01:00:00Z"}}.dump();
+    auto blocked = repo->lock(LockMode::exclusive, "gc");
+    ASSERT_FALSE(blocked);
+    EXPECT_EQ(blocked.error().kind(), ErrorKind::locked);
+    EXPECT_TRUE(present("nostart0"));
+    fs::remove(path + "/locks/nostart0");
     // A live pid on another host: not this host's process, never judged stale.
     plant("foreign0", "elsewhere.example", live, start_time_of(live), "prune");
     auto again = repo->lock(LockMode::exclusive, "gc");
