@@ -75,7 +75,6 @@ class Checker {
         if (!file) return mark_pack_bad(pack, file.error().message());
         auto entries = read_pack_trailer(**file, repo_.codec());
         if (!entries) return mark_pack_bad(pack, entries.error().message());
-        pack_entries_[pack] = *entries;
         for (const auto& e : *entries) {
             auto loc = repo_.index().find(e.id);
             if (loc && *loc->pack == pack &&
@@ -232,18 +231,17 @@ class Checker {
     // yet, or of a point whose commit record was lost or deleted; check can't tell which.
     void report_unreferenced() {
         std::int64_t now = options_.now ? options_.now : static_cast<std::int64_t>(::time(nullptr));
-        for (const auto& [pack, entries] : pack_entries_) {
-            bool any = false;
-            std::set<std::uint64_t> counted;  // a frame's members share its stored bytes
-            for (const auto& e : entries) {
-                auto loc = repo_.index().find(e.id);
-                if (referenced_.contains(e.id) || !loc || *loc->pack != pack) continue;
-                ++report_.unreferenced_blobs;
-                if (counted.insert(e.offset).second) report_.unreferenced_bytes += e.length;
-                any = true;
-            }
-            if (!any) continue;
+        // Per pack: the offsets of its unreferenced stored bytes (a frame's members share them).
+        std::map<Hash256, std::map<std::uint64_t, std::uint64_t>> unreferenced;
+        repo_.index().for_each_blob([&](const Hash256& id, const Hash256& pack,
+                                        std::uint64_t offset, std::uint64_t length) {
+            if (referenced_.contains(id)) return;
+            ++report_.unreferenced_blobs;
+            unreferenced[pack][offset] = length;
+        });
+        for (const auto& [pack, stored] : unreferenced) {
             ++report_.unreferenced_packs;
+            for (const auto& [offset, length] : stored) report_.unreferenced_bytes += length;
             auto written = repo_.env().modified_time(pack_path(repo_.dir(format::kDataDir), pack));
             if (written && *written > now - options_.grace_seconds) ++report_.unreferenced_young;
         }
@@ -296,9 +294,8 @@ class Checker {
     const CheckOptions& options_;
     CheckReport& report_;
     std::vector<std::string> unindexed_;  // paths of packs under data/ no index names
-    std::unordered_set<Hash256, Hash256Hasher> missing_;      // chunks points need, in no index
-    std::unordered_set<Hash256, Hash256Hasher> referenced_;   // every blob a point needs
-    std::map<Hash256, std::vector<BlobEntry>> pack_entries_;  // trailers of indexed packs
+    std::unordered_set<Hash256, Hash256Hasher> missing_;     // chunks points need, in no index
+    std::unordered_set<Hash256, Hash256Hasher> referenced_;  // every blob a point needs
     std::set<Hash256> bad_packs_;
     std::unordered_set<Hash256, Hash256Hasher> bad_blobs_;
     std::unordered_map<Hash256, std::optional<std::string>, Hash256Hasher> verdicts_;
