@@ -285,6 +285,8 @@ Status run_unlock(const GlobalOptions& global, bool remove_all) {
         for (const auto& l : *removed)
             std::cerr << "warning: removed " << describe_lock(l, now)
                       << (l.holder_dead ? ": its process was gone"
+                          : !l.readable ? ": whoever wrote it, if still running, is no longer "
+                                          "protected"
                                         : ": if it still runs, it is no longer protected")
                       << std::endl;
     if (global.json) {

@@ -255,7 +255,8 @@ class Checker {
             "last gc, or of a restore point whose commit record was lost or deleted. If no point "
             "was forgotten, a record is missing: put it back into commits/ from a copy of the "
             "repository before gc removes the data (gc keeps packs younger than " +
-            grace + "; " + std::to_string(report_.unreferenced_young) + " of these are)");
+            grace + ": " + std::to_string(report_.unreferenced_young) + " of these " +
+            std::to_string(report_.unreferenced_packs) + " are)");
     }
 
     Status check_points() {
