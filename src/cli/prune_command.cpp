@@ -17,7 +17,13 @@ struct PruneOptions {
     repo::KeepPolicy keep;
     std::string vm;
     bool dry_run = false;
+    int grace_hours = repo::kDefaultGraceSeconds / 3600;
 };
+
+constexpr int kMaxGraceHours = static_cast<int>(repo::kMaxGraceSeconds / 3600);
+const char* const kGraceHelp =
+    "keep packs written less than HOURS ago even when no restore point references them (a "
+    "point being written, or one whose commit record was lost); 0 frees them now";
 
 json gc_json(const repo::GcReport& r) {
     return {{"packs_total", r.packs_total},
@@ -28,6 +34,9 @@ json gc_json(const repo::GcReport& r) {
             {"blobs_dead", r.blobs_dead},
             {"leftovers_removed", r.leftovers_removed},
             {"annotations_removed", r.annotations_removed},
+            {"packs_kept_within_grace", r.packs_kept_young},
+            {"blobs_kept_within_grace", r.blobs_kept_young},
+            {"grace_hours", r.grace_seconds / 3600},
             {"bytes_before", r.bytes_before},
             {"bytes_after", r.bytes_after}};
 }
@@ -37,12 +46,18 @@ void print_gc(const repo::GcReport& r, bool dry_run) {
               << r.packs_rewritten << " of " << r.packs_total << " packs (" << r.blobs_dead
               << " unused blobs); " << r.leftovers_removed << " leftovers and "
               << r.annotations_removed << " annotations of forgotten points removed" << std::endl;
+    if (r.packs_kept_young > 0)
+        std::cout << "kept " << r.blobs_kept_young << " unreferenced blobs in "
+                  << r.packs_kept_young << " pack(s) written less than " << r.grace_seconds / 3600
+                  << " h ago (the grace period; `gc --grace 0` frees them now)" << std::endl;
 }
 
 Status run_prune(const GlobalOptions& global, const PruneOptions& o) {
     auto repo = open_repository(global);
     if (!repo) return std::unexpected(repo.error());
-    auto result = repo::prune(**repo, o.keep, o.vm, o.dry_run);
+    repo::GcOptions gc_options;
+    gc_options.grace_seconds = std::int64_t{o.grace_hours} * 3600;
+    auto result = repo::prune(**repo, o.keep, o.vm, o.dry_run, gc_options);
     if (!result) return std::unexpected(result.error());
     const auto& plan = result->plan;
     const auto& gc = result->gc;
@@ -71,11 +86,18 @@ Status run_prune(const GlobalOptions& global, const PruneOptions& o) {
     return {};
 }
 
-Status run_gc(const GlobalOptions& global, bool dry_run) {
+struct GcCliOptions {
+    bool dry_run = false;
+    int grace_hours = repo::kDefaultGraceSeconds / 3600;
+};
+
+Status run_gc(const GlobalOptions& global, const GcCliOptions& o) {
+    bool dry_run = o.dry_run;
     auto repo = open_repository(global);
     if (!repo) return std::unexpected(repo.error());
     repo::GcOptions options;
     options.dry_run = dry_run;
+    options.grace_seconds = std::int64_t{o.grace_hours} * 3600;
     auto r = repo::collect_garbage(**repo, options);
     if (!r) return std::unexpected(r.error());
     if (global.json)
@@ -105,15 +127,21 @@ void add_prune_commands(CLI::App& app, GlobalOptions& global, Action& action) {
                             "keep the newest point of N months");
     prune->add_option("--vm", o->vm, "only this VM's points (others are untouched)");
     prune->add_flag("--dry-run", o->dry_run, "show the plan, change nothing");
+    prune->add_option("--grace", o->grace_hours, kGraceHelp)
+        ->check(CLI::Range(0, kMaxGraceHours))
+        ->default_val(o->grace_hours);
     prune->callback(
         [&global, &action, o] { action = [&global, o] { return run_prune(global, *o); }; });
 
-    auto dry = std::make_shared<bool>(false);
+    auto go = std::make_shared<GcCliOptions>();
     CLI::App* gc = app.add_subcommand(
         "gc", "delete data no restore point references (takes the exclusive lock)");
-    gc->add_flag("--dry-run", *dry, "report, change nothing");
+    gc->add_flag("--dry-run", go->dry_run, "report, change nothing");
+    gc->add_option("--grace", go->grace_hours, kGraceHelp)
+        ->check(CLI::Range(0, kMaxGraceHours))
+        ->default_val(go->grace_hours);
     gc->callback(
-        [&global, &action, dry] { action = [&global, dry] { return run_gc(global, *dry); }; });
+        [&global, &action, go] { action = [&global, go] { return run_gc(global, *go); }; });
 }
 
 }  // namespace vmshadow::cli

@@ -83,7 +83,12 @@ Status run_check(GlobalOptions& global, bool read_data) {
                  {"bytes_read", report->bytes_read},
                  {"problems", report->problems},
                  {"damaged_points", report->damaged_points},
-                 {"warnings", report->warnings}};
+                 {"warnings", report->warnings},
+                 {"unreferenced",
+                  {{"blobs", report->unreferenced_blobs},
+                   {"packs", report->unreferenced_packs},
+                   {"packs_within_grace", report->unreferenced_young},
+                   {"stored_bytes", report->unreferenced_bytes}}}};
         // The report is the one object on stdout; on failure it carries the error too.
         if (failure) {
             out["error"] = failure->message();
@@ -101,7 +106,12 @@ Status run_check(GlobalOptions& global, bool read_data) {
             std::cout << "damaged restore point: " << p << std::endl;
     }
     if (failure) return fail(*failure);
-    if (!global.json) std::cout << "no errors were found" << std::endl;
+    if (!global.json)
+        std::cout << "no errors were found"
+                  << (report->warnings.empty()
+                          ? std::string()
+                          : " (" + std::to_string(report->warnings.size()) + " warning(s) above)")
+                  << std::endl;
     return {};
 }
 
@@ -206,10 +216,39 @@ Status run_repair_index(GlobalOptions& global, bool read_data) {
     return {};
 }
 
+Status run_repair_records(const GlobalOptions& global) {
+    auto repo = open_repository(global);
+    if (!repo) return std::unexpected(repo.error());
+    auto moved = repo::repair_records(**repo);
+    if (!moved) return std::unexpected(moved.error());
+    if (global.json) {
+        json arr = json::array();
+        for (const auto& q : *moved)
+            arr.push_back({{"path", q.path}, {"why", q.why}, {"points_kept", q.kept}});
+        std::cout << json{{"quarantined", arr}}.dump() << std::endl;
+        return {};
+    }
+    for (const auto& q : *moved)
+        std::cout << "quarantined " << q.path << ": " << q.why
+                  << (q.kept ? "; its " + std::to_string(q.kept) +
+                                   " sound point(s) were kept in a new commit record"
+                             : std::string())
+                  << std::endl;
+    std::cout << "moved " << moved->size() << " damaged record(s) to "
+              << (*repo)->dir(repo::format::kQuarantineDir) << "/";
+    if (!moved->empty())
+        std::cout << "; the data only they referenced is unreferenced now and gc removes it once "
+                     "it is older than the grace period";
+    std::cout << std::endl;
+    return {};
+}
+
 std::string describe_lock(const repo::LockInfo& l, std::int64_t now) {
     if (!l.readable) return "unreadable lock file " + l.id;
     std::string age = "unknown age";
-    if (l.since > 0) {
+    if (l.since > now) {
+        age = "time in the future";
+    } else if (l.since > 0) {
         std::int64_t s = std::max<std::int64_t>(0, now - l.since);
         age = s >= 86400  ? std::to_string(s / 86400) + "d" + std::to_string(s % 86400 / 3600) + "h"
               : s >= 3600 ? std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m"
@@ -247,6 +286,8 @@ Status run_unlock(const GlobalOptions& global, bool remove_all) {
         for (const auto& l : *removed)
             std::cerr << "warning: removed " << describe_lock(l, now)
                       << (l.holder_dead ? ": its process was gone"
+                          : !l.readable ? ": whoever wrote it, if still running, is no longer "
+                                          "protected"
                                         : ": if it still runs, it is no longer protected")
                       << std::endl;
     if (global.json) {
@@ -262,7 +303,9 @@ Status run_unlock(const GlobalOptions& global, bool remove_all) {
                       << std::endl;
     for (const auto& l : *kept)
         std::cout << "kept " << describe_lock(l, now)
-                  << (!l.readable                       ? ": not a lock this vmshadow can read"
+                  << (!l.readable ? ": not a lock this vmshadow can read; it counts as held and "
+                                    "blocks every operation that locks until `vmshadow repo "
+                                    "unlock --remove-all` removes it"
                       : l.host.empty() || l.holder_dead ? ""
                                                         : ": its holder may be running")
                   << std::endl;
@@ -347,7 +390,9 @@ void add_repo_commands(CLI::App& app, GlobalOptions& global, Action& action) {
 
     auto read_data = std::make_shared<bool>(false);
     CLI::App* check = repo->add_subcommand(
-        "check", "verify index, packs, manifests and chunk maps; exit 8 on any damage");
+        "check",
+        "verify index, packs, manifests and chunk maps; exit 8 on any damage (unreferenced "
+        "data is a warning)");
     check->add_flag("--read-data", *read_data, "also read every chunk and verify its hash");
     check->callback([&global, &action, read_data] {
         action = [&global, read_data] { return run_check(global, *read_data); };
@@ -369,6 +414,12 @@ void add_repo_commands(CLI::App& app, GlobalOptions& global, Action& action) {
             return run_repair_index(global, *repair_read_data);
         };
     });
+    repair
+        ->add_subcommand("records",
+                         "move damaged commit records and annotations to quarantine/ (exclusive "
+                         "lock), so gc and prune can run again")
+        ->callback(
+            [&global, &action] { action = [&global] { return run_repair_records(global); }; });
 
     auto remove_all = std::make_shared<bool>(false);
     CLI::App* unlock = repo->add_subcommand(

@@ -106,7 +106,8 @@ Result<ImageBackupResult> backup_images(repo::Repository& repo, const ImageBacku
         if (p.vm == options.name) base = &p;  // oldest first: the last one is the newest
 
     repo::SessionOptions so;
-    so.workers = options.workers ? options.workers : repo::default_workers();
+    so.workers =
+        options.workers ? options.workers : std::min(repo::kMaxWorkers, repo::default_workers());
     so.operation = "image backup " + options.name;
     auto session = repo::BackupSession::begin(repo, so);
     if (!session) return std::unexpected(session.error());

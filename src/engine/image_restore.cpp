@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -11,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <stop_token>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -111,7 +113,12 @@ class WritebackBehind {
   public:
     explicit WritebackBehind(const std::string& path)
         : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
-        if (fd_ >= 0) thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+        // Only a speed-up: without a thread (the thread limit is reached) the final fsync
+        // does all the writeback.
+        if (fd_ >= 0) try {
+                thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+            } catch (const std::system_error&) {
+            }
     }
     ~WritebackBehind() {
         if (thread_.joinable()) {
@@ -263,10 +270,15 @@ Result<ImageRestoreResult> restore_image(repo::Repository& repo,
     if (!target) return std::unexpected(target.error());
     if (auto st = check_target(*target, options, *disk); !st) return std::unexpected(st.error());
 
+    if (options.workers > repo::kMaxWorkers)
+        return fail(ErrorKind::invalid_argument,
+                    "--workers must be 1.." + std::to_string(repo::kMaxWorkers));
+
     repo::ReadOptions ro;
     // Two threads per core by default: while one waits for its write (qemu-nbd's reply, or
     // pwrite into the page cache), the other decodes and verifies.
-    ro.workers = options.workers ? options.workers : 2 * repo::default_workers();
+    ro.workers = options.workers ? options.workers
+                                 : std::min(repo::kMaxWorkers, 2 * repo::default_workers());
     if (options.task) {
         options.task->phase("write", disk->size);
         options.task->set_item(disk->name);

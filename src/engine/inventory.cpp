@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <future>
+#include <system_error>
 
 #include "virt/connection.h"
 #include "vmwriter/vm_facts.h"
@@ -50,10 +51,17 @@ Result<std::vector<VmReport>> take_inventory(const InventoryRequest& request) {
     for (std::size_t first = 0; first < domains.size(); first += kParallelProbes) {
         std::size_t last = std::min(domains.size(), first + kParallelProbes);
         std::vector<std::future<Result<VmReport>>> probes;
-        for (std::size_t i = first; i < last; ++i) {
-            probes.push_back(std::async(std::launch::async, [&d = domains[i], &request] {
-                return report_for(d, request);
-            }));
+        // A thread that cannot be created is an error; the futures already made wait for
+        // their probes as they go out of scope.
+        try {
+            for (std::size_t i = first; i < last; ++i) {
+                probes.push_back(std::async(std::launch::async, [&d = domains[i], &request] {
+                    return report_for(d, request);
+                }));
+            }
+        } catch (const std::system_error& e) {
+            return fail(ErrorKind::io,
+                        std::string("cannot start a thread to probe VMs: ") + e.what());
         }
         for (auto& p : probes) {
             auto r = p.get();

@@ -197,7 +197,8 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
     // The repository first: a locked or unreadable repository fails before any guest is
     // touched, and the session's index serves reading the previous points.
     repo::SessionOptions so;
-    so.workers = options_.workers ? options_.workers : repo::default_workers();
+    so.workers =
+        options_.workers ? options_.workers : std::min(repo::kMaxWorkers, repo::default_workers());
     so.operation = "backup " + vms.front() + (vms.size() > 1 ? " (+ group)" : "");
     auto session = repo::BackupSession::begin(repo_, so);
     if (!session) return std::unexpected(session.error());

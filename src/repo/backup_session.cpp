@@ -333,6 +333,10 @@ Status PointBuilder::add_file(const std::string& name, const std::string& role, 
 
 Result<std::unique_ptr<BackupSession>> BackupSession::begin(Repository& repo,
                                                             const SessionOptions& options) {
+    if (options.workers > kMaxWorkers)
+        return fail(ErrorKind::invalid_argument,
+                    "a backup session runs 0.." + std::to_string(kMaxWorkers) + " workers, not " +
+                        std::to_string(options.workers));
     // When no one else is using the repository, take the chance to remove what crashed runs
     // left behind (that needs the exclusive lock), then let others in.
     std::unique_ptr<RepoLock> lock;
@@ -357,7 +361,20 @@ Result<std::unique_ptr<BackupSession>> BackupSession::begin(Repository& repo,
     } else {
         return std::unexpected(exclusive.error());
     }
-    return std::unique_ptr<BackupSession>(new BackupSession(repo, options, std::move(lock)));
+    std::unique_ptr<BackupSession> session(new BackupSession(repo, options, std::move(lock)));
+    // A thread that cannot be created is an error; the destructor joins those that started.
+    if (auto st = session->start_threads(); !st) return std::unexpected(st.error());
+    return session;
+}
+
+Status BackupSession::start_threads() {
+    if (auto st = repo::start_threads(workers_, options_.workers, [this] { worker(); }); !st)
+        return st;
+    if (options_.workers == 0) return {};
+    std::vector<std::thread> one;
+    if (auto st = repo::start_threads(one, 1, [this] { finisher(); }); !st) return st;
+    finisher_ = std::move(one.front());
+    return {};
 }
 
 BackupSession::BackupSession(Repository& repo, const SessionOptions& options,
@@ -366,10 +383,7 @@ BackupSession::BackupSession(Repository& repo, const SessionOptions& options,
       options_(options),
       lock_(std::move(lock)),
       frame_chunks_(repo.frame_chunks()),
-      started_(std::chrono::steady_clock::now()) {
-    for (unsigned i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { worker(); });
-    if (options_.workers > 0) finisher_ = std::thread([this] { finisher(); });
-}
+      started_(std::chrono::steady_clock::now()) {}
 
 BackupSession::~BackupSession() {
     stop_workers();

@@ -215,6 +215,8 @@ class BackupSession {
     void set_error(const Error& e);
     bool failed() const { return failed_.load(); }
     void stop_workers();
+    // Starts the workers and the finisher (begin() calls it once the object exists).
+    Status start_threads();
 
     Repository& repo_;
     SessionOptions options_;

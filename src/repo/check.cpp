@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "repo/check.h"
 
+#include <ctime>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -28,11 +29,8 @@ class Checker {
             std::to_string(repo_.index().packs().size()) + " packs");
         check_packs();
         if (auto st = check_points(); !st) return st;
-        if (unindexed_packs_ > 0 && chunks_missing_)
-            report_.problems.push_back(
-                std::to_string(unindexed_packs_) +
-                " pack(s) are in no index while restore points miss chunks: an index file is "
-                "probably missing; run `vmshadow repo repair index`");
+        judge_unindexed_packs();
+        if (report_.damaged_points.empty() && damaged.empty()) report_unreferenced();
         return {};
     }
 
@@ -53,11 +51,8 @@ class Checker {
                 if (auto names = repo_.env().list(data + "/" + sub))
                     for (const auto& name : *names) {
                         auto id = Hash256::from_hex(name);
-                        if (id && !indexed.contains(*id)) {
-                            report_.warnings.push_back("pack " + name +
-                                                       " is in no index (removed by gc)");
-                            ++unindexed_packs_;
-                        }
+                        if (id && !indexed.contains(*id))
+                            unindexed_.push_back(data + "/" + sub + "/" + name);
                     }
         std::size_t done = 0;
         for (const auto& pack : index.packs()) {
@@ -120,7 +115,7 @@ class Checker {
     std::optional<std::string> blob_problem(const Hash256& id) {
         auto loc = repo_.index().find(id);
         if (!loc) {
-            chunks_missing_ = true;
+            missing_.insert(id);
             return "chunk " + id.hex() + " is missing (in no index)";
         }
         if (bad_blobs_.contains(id)) return "chunk " + id.hex() + " is damaged";
@@ -136,6 +131,7 @@ class Checker {
                                            const Hash256& id) {
         if (id.is_zero()) return std::nullopt;
         if (auto it = verdicts_.find(id); it != verdicts_.end()) return it->second;
+        referenced_.insert(id);
         std::optional<std::string> problem = blob_problem(id);
         if (!problem) {
             auto bytes = repo_.read_blob(id);
@@ -147,6 +143,7 @@ class Checker {
             if (!ids) {
                 problem = "chunk-map block " + id.short_hex() + ": " + ids.error().message();
             } else {
+                if (level == 0) referenced_.insert(ids->begin(), ids->end());
                 for (std::uint64_t i = 0; i < ids->size() && !problem; ++i) {
                     const Hash256& child = (*ids)[i];
                     if (child.is_zero()) continue;
@@ -166,10 +163,113 @@ class Checker {
         return check_block(counts, map.levels - 1, 0, map.root);
     }
 
+    // A pack no index names is a leftover, or the only copy of chunks points need (a lost
+    // index file), or a damaged pack `repo repair index` left out: say which, and what to do.
+    void judge_unindexed_packs() {
+        std::unordered_set<Hash256, Hash256Hasher> found;
+        for (const auto& path : unindexed_) {
+            std::string name = "pack " + path;
+            auto file = repo_.env().open(path);
+            auto entries = file ? read_pack_trailer(**file, repo_.codec())
+                                : Result<std::vector<BlobEntry>>(fail(file.error()));
+            std::optional<std::string> damage;
+            if (!entries) {
+                damage = entries.error().message();
+            } else if (options_.read_data) {
+                Bytes all((*file)->size());
+                if (auto st = (*file)->read_at(0, all); !st)
+                    damage = st.error().message();
+                else if (sha256(all) != *Hash256::from_hex(path.substr(path.rfind('/') + 1)))
+                    damage = "content does not match its name";
+                report_.bytes_read += all.size();
+            }
+            if (damage) {
+                std::string what = name + " is in no index and is damaged (" + *damage +
+                                   "): `vmshadow repo repair index` leaves it out, and backups "
+                                   "and gc keep it. ";
+                if (missing_.empty())
+                    report_.warnings.push_back(what +
+                                               "No restore point misses a chunk, so nothing needs "
+                                               "it: move it out of data/ or delete it");
+                else
+                    report_.problems.push_back(
+                        what +
+                        "The chunks the damaged restore points miss may have been in it: "
+                        "those points can't be restored (restore from another copy of the "
+                        "repository, or forget them with `vmshadow forget ID`)");
+                continue;
+            }
+            // check stops at the first missing block of a point, so `missing_` holds that
+            // block, not every chunk below it: any readable unindexed pack may be needed.
+            std::size_t needed = 0;
+            for (const auto& e : *entries)
+                if (missing_.contains(e.id) && found.insert(e.id).second) ++needed;
+            if (!missing_.empty())
+                report_.problems.push_back(
+                    name + " is in no index while restore points miss chunks" +
+                    (needed ? " (it holds " + std::to_string(needed) + " of them)" : "") +
+                    ": an index file was lost or damaged; run `vmshadow repo repair index`, "
+                    "which indexes every readable pack again");
+            else
+                report_.warnings.push_back(
+                    name +
+                    " is in no index and no restore point needs it: left by an interrupted backup "
+                    "or gc; the next backup or gc removes it");
+        }
+        std::size_t lost = 0;
+        for (const auto& id : missing_)
+            if (!found.contains(id)) ++lost;
+        if (lost > 0)
+            report_.problems.push_back(
+                std::to_string(lost) +
+                " chunk(s) restore points need are in no index and in no readable pack under "
+                "data/: the restore points named above can't be restored (restore from another "
+                "copy of the repository, or forget them with `vmshadow forget ID`)");
+    }
+
+    // Indexed data no restore point references: data of forgotten points gc has not removed
+    // yet, or of a point whose commit record was lost or deleted; check can't tell which.
+    void report_unreferenced() {
+        std::int64_t now = options_.now ? options_.now : static_cast<std::int64_t>(::time(nullptr));
+        // Per pack: the offsets of its unreferenced stored bytes (a frame's members share them).
+        std::map<Hash256, std::map<std::uint64_t, std::uint64_t>> unreferenced;
+        repo_.index().for_each_blob([&](const Hash256& id, const Hash256& pack,
+                                        std::uint64_t offset, std::uint64_t length) {
+            if (referenced_.contains(id)) return;
+            ++report_.unreferenced_blobs;
+            unreferenced[pack][offset] = length;
+        });
+        for (const auto& [pack, stored] : unreferenced) {
+            ++report_.unreferenced_packs;
+            for (const auto& [offset, length] : stored) report_.unreferenced_bytes += length;
+            auto written = repo_.env().modified_time(pack_path(repo_.dir(format::kDataDir), pack));
+            if (written && *written > now - options_.grace_seconds) ++report_.unreferenced_young;
+        }
+        if (report_.unreferenced_blobs == 0) return;
+        std::string grace = std::to_string(options_.grace_seconds / 3600) + " h";
+        report_.warnings.push_back(
+            std::to_string(report_.unreferenced_blobs) + " blob(s) (" +
+            std::to_string(report_.unreferenced_bytes) + " bytes stored) in " +
+            std::to_string(report_.unreferenced_packs) +
+            " pack(s) are referenced by no restore point: data of points forgotten since the "
+            "last gc, or of a restore point whose commit record was lost or deleted. If no point "
+            "was forgotten, a record is missing: put it back into commits/ from a copy of the "
+            "repository before gc removes the data (gc keeps packs younger than " +
+            grace + ": " + std::to_string(report_.unreferenced_young) + " of these " +
+            std::to_string(report_.unreferenced_packs) + " are)");
+    }
+
     Status check_points() {
         auto listing = repo_.list_points();
         if (!listing) return std::unexpected(listing.error());
-        for (const auto& e : listing->damaged) report_.problems.push_back(e.message());
+        for (const auto& e : listing->damaged)
+            report_.problems.push_back(
+                e.message() +
+                (e.kind() == ErrorKind::unsupported
+                     ? std::string()
+                     : " (gc and prune refuse to run while it is there; `vmshadow repo repair "
+                       "records` moves it to quarantine/, after which the data only it "
+                       "referenced is unreferenced and gc removes it after the grace period)"));
         report_.points = listing->points.size();
         for (const auto& p : listing->points) {
             std::string name = p.id.hex() + " (" + p.vm + ", " + iso8601_utc(p.time) + ")";
@@ -194,8 +294,9 @@ class Checker {
     Repository& repo_;
     const CheckOptions& options_;
     CheckReport& report_;
-    std::size_t unindexed_packs_ = 0;
-    bool chunks_missing_ = false;
+    std::vector<std::string> unindexed_;  // paths of packs under data/ no index names
+    std::unordered_set<Hash256, Hash256Hasher> missing_;     // chunks points need, in no index
+    std::unordered_set<Hash256, Hash256Hasher> referenced_;  // every blob a point needs
     std::set<Hash256> bad_packs_;
     std::unordered_set<Hash256, Hash256Hasher> bad_blobs_;
     std::unordered_map<Hash256, std::optional<std::string>, Hash256Hasher> verdicts_;

@@ -10,6 +10,7 @@
 //
 // Thread-safety: runs on the caller's thread; the caller holds a shared lock.
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -21,6 +22,9 @@ namespace vmshadow::repo {
 
 struct CheckOptions {
     bool read_data = false;
+    // Unreferenced data younger than this is counted as kept by gc (gc.h's grace period).
+    std::int64_t grace_seconds = 24 * 3600;
+    std::int64_t now = 0;                         // the clock, Unix seconds; 0 = the system clock
     std::function<void(const std::string&)> log;  // progress lines, optional
 };
 
@@ -29,7 +33,13 @@ struct CheckReport {
     std::uint64_t bytes_read = 0;
     std::vector<std::string> problems;        // everything wrong, one line each
     std::vector<std::string> damaged_points;  // "id (vm, time)" of unrestorable points
-    std::vector<std::string> warnings;        // harmless leftovers (gc removes them)
+    // Not damage to any restore point, but shown: leftovers, and unreferenced data (which
+    // is also a lost commit record's: check cannot tell the two apart).
+    std::vector<std::string> warnings;
+    // Indexed blobs no restore point references (counted only when no point is damaged),
+    // their stored bytes, their packs, and how many of those gc's grace period still keeps.
+    std::size_t unreferenced_blobs = 0, unreferenced_packs = 0, unreferenced_young = 0;
+    std::uint64_t unreferenced_bytes = 0;
     bool ok() const { return problems.empty(); }
 };
 

@@ -155,6 +155,12 @@ class PosixEnv final : public Env {
 
 }  // namespace
 
+Result<std::int64_t> Env::modified_time(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return std::unexpected(errno_error("stat", path, errno));
+    return static_cast<std::int64_t>(st.st_mtime);
+}
+
 Env& Env::posix() {
     static PosixEnv env;
     return env;

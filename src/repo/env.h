@@ -58,6 +58,9 @@ class Env {
     // Names in a directory (no "." / ".."); a missing directory is not_found.
     virtual Result<std::vector<std::string>> list(const std::string& dir) = 0;
     virtual bool exists(const std::string& path) = 0;
+    // When the file's content was last written, Unix seconds (gc's grace period). Not
+    // pure: every Env sees the same files, and test Envs need not intercept it.
+    virtual Result<std::int64_t> modified_time(const std::string& path);
 
     static Env& posix();
 };

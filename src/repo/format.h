@@ -33,6 +33,9 @@ inline constexpr std::string_view kCommitsDir = "commits";
 inline constexpr std::string_view kAnnotationsDir = "annotations";
 inline constexpr std::string_view kLocksDir = "locks";
 inline constexpr std::string_view kTmpDir = "tmp";
+// Damaged commit records and annotations `repo repair records` moved aside; read by nothing,
+// created on first use (older repositories lack it).
+inline constexpr std::string_view kQuarantineDir = "quarantine";
 
 // Pack file: header magic + u32 version, blobs, sealed trailer, u32 trailer length + end
 // magic (never change).

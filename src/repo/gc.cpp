@@ -98,6 +98,12 @@ std::vector<PruneDecision> plan_prune(const std::vector<RestorePoint>& points,
 
 Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
     GcReport report;
+    if (options.grace_seconds < 0 || options.grace_seconds > kMaxGraceSeconds)
+        return fail(
+            ErrorKind::invalid_argument,
+            "gc grace period must be 0.." + std::to_string(kMaxGraceSeconds / 3600) + " hours");
+    report.grace_seconds = options.grace_seconds;
+    const std::int64_t now = options.now ? options.now : static_cast<std::int64_t>(::time(nullptr));
     auto lock = repo.lock(LockMode::exclusive, "gc");
     if (!lock) return std::unexpected(lock.error());
     if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
@@ -111,7 +117,9 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
     if (!listing->damaged.empty())
         return fail(ErrorKind::corruption,
                     "gc refuses to run: " + listing->damaged.front().message() +
-                        " (what it references is unknown; run `vmshadow repo check`)");
+                        " (what it references is unknown; `vmshadow repo check` lists every "
+                        "damaged record, `vmshadow repo repair records` moves them to "
+                        "quarantine/)");
     // Annotations of forgotten points: shown by nothing, referencing nothing.
     report.annotations_removed = listing->orphan_annotations.size();
     if (!options.dry_run) {
@@ -167,6 +175,21 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
             }
         }
         report.bytes_before += pack.size;
+        if (live_entries.size() < pack.entries.size() && options.grace_seconds > 0) {
+            auto written = repo.env().modified_time(pack_path(repo.dir(format::kDataDir), id));
+            if (!written) return std::unexpected(written.error().with_context("gc"));
+            if (*written > now - options.grace_seconds) {
+                // Possibly a point whose record is being written or was lost: keep it all.
+                std::size_t unreferenced = pack.entries.size() - live_entries.size();
+                report.blobs_dead -= unreferenced;
+                report.blobs_kept_young += unreferenced;
+                ++report.packs_kept_young;
+                for (const auto& e : pack.entries) kept.insert(e.id);
+                report.bytes_after += pack.size;
+                keep_packs.push_back(std::move(pack));
+                continue;
+            }
+        }
         if (live_entries.empty()) {
             delete_packs.push_back(id);
         } else if (double(total - live_bytes) > options.repack_dead_fraction * double(total)) {
@@ -270,10 +293,14 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
 }
 
 Result<PruneResult> prune(Repository& repo, const KeepPolicy& policy, const std::string& vm,
-                          bool dry_run) {
+                          bool dry_run, const GcOptions& gc_options) {
     if (policy.empty())
         return fail(ErrorKind::invalid_argument,
                     "prune needs at least one --keep-* rule (it would forget every point)");
+    if (gc_options.grace_seconds < 0 || gc_options.grace_seconds > kMaxGraceSeconds)
+        return fail(
+            ErrorKind::invalid_argument,
+            "gc grace period must be 0.." + std::to_string(kMaxGraceSeconds / 3600) + " hours");
     PruneResult result;
     {
         auto lock = repo.lock(dry_run ? LockMode::shared : LockMode::exclusive, "prune");
@@ -290,7 +317,9 @@ Result<PruneResult> prune(Repository& repo, const KeepPolicy& policy, const std:
     }
     // The lock is released between forget and gc: gc takes it again itself, and a crash in
     // between leaves only garbage for the next gc.
-    auto gc = collect_garbage(repo, {});
+    GcOptions gc_run = gc_options;
+    gc_run.dry_run = false;
+    auto gc = collect_garbage(repo, gc_run);
     if (!gc) return std::unexpected(gc.error());
     result.gc = *gc;
     return result;

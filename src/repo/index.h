@@ -41,6 +41,11 @@ class Index {
     std::size_t blob_count() const { return blobs_.size(); }
     const std::vector<Hash256>& packs() const { return packs_; }
     std::uint64_t pack_size(std::size_t n) const { return pack_sizes_[n]; }
+    // Calls f(blob id, pack id, offset, stored length) for every indexed blob, in no order.
+    template <typename F>
+    void for_each_blob(F&& f) const {
+        for (const auto& [id, loc] : blobs_) f(id, packs_[loc.pack], loc.offset, loc.length);
+    }
 
   private:
     struct Loc {

@@ -47,13 +47,15 @@ bool held_here(const std::string& id) {
     return g_held.contains(id);
 }
 
-bool is_stale(const nlohmann::json& j, const std::string& id) {
-    if (j.value("host", "") != hostname()) return false;
-    pid_t pid = j.value("pid", 0);
-    if (pid <= 0) return true;
+// The staleness rule: this host, and the process is gone (or the pid now names a process
+// with another start time), or this process wrote it and no longer holds it. A lock of
+// another host is never stale: its process cannot be seen from here.
+bool is_stale(const std::string& host, pid_t pid, const std::string& start, const std::string& id) {
+    if (host != hostname()) return false;
     if (pid == ::getpid()) return !held_here(id);
     if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-    return start_time(pid) != j.value("start_time", "");
+    // Without a start time a live pid can't be told from a reused one: it holds the lock.
+    return !start.empty() && start_time(pid) != start;
 }
 
 // "2026-11-22T01:00:00Z" as Unix seconds; 0 when it is something else.
@@ -64,25 +66,47 @@ std::int64_t parse_iso8601_utc(const std::string& text) {
     return static_cast<std::int64_t>(::timegm(&tm));
 }
 
+// The version of the lock file format this build writes and understands. A lock of a newer
+// version is a lock this build cannot judge: held, like any lock it cannot read.
+constexpr int kLockVersion = 1;
+
+// A lock file judged by one rule set, for acquire() and `repo unlock` alike. Anything that is
+// not a complete lock of a version this build knows (garbage, empty, truncated JSON, a field
+// missing or of the wrong type, a newer version) is unreadable, and an unreadable lock is
+// HELD until a user removes it: vmshadow cannot tell whose it is or whether it still runs.
 LockInfo describe(const std::string& id, const Bytes& bytes) {
     LockInfo info;
     info.id = id;
+    info.readable = false;
     nlohmann::json j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
-    if (j.is_discarded() || !j.is_object()) {
-        info.readable = false;
+    if (j.is_discarded() || !j.is_object()) return info;
+    using Json = nlohmann::json;
+    auto is = [&](const char* key, bool (*check)(const Json&)) {
+        return j.contains(key) && check(j[key]);
+    };
+    if (j.contains("version") &&
+        (!j["version"].is_number_integer() || j["version"].get<long long>() > kLockVersion))
         return info;
-    }
-    try {
-        info.host = j.value("host", "");
-        info.pid = j.value("pid", 0L);
-        info.exclusive = j.value("exclusive", false);
-        info.operation = j.value("operation", "");
-        info.time = j.value("time", "");
-        info.since = parse_iso8601_utc(info.time);
-        info.holder_dead = is_stale(j, id);
-    } catch (const nlohmann::json::exception&) {
-        info.readable = false;  // a field of the wrong type
-    }
+    if (!is("host", [](const Json& v) { return v.is_string() && !v.empty(); }) ||
+        !is("pid",
+            [](const Json& v) {
+                return v.is_number_integer() && v.get<long long>() > 0 &&
+                       v.get<long long>() <= INT32_MAX;
+            }) ||
+        !is("exclusive", [](const Json& v) { return v.is_boolean(); }) ||
+        !is("operation", [](const Json& v) { return v.is_string(); }) ||
+        !is("time", [](const Json& v) { return v.is_string(); }) ||
+        (j.contains("start_time") && !j["start_time"].is_string()))
+        return info;
+    info.readable = true;
+    info.host = j["host"].get<std::string>();
+    info.pid = j["pid"].get<long>();
+    info.exclusive = j["exclusive"].get<bool>();
+    info.operation = j["operation"].get<std::string>();
+    info.time = j["time"].get<std::string>();
+    info.since = parse_iso8601_utc(info.time);
+    info.holder_dead =
+        is_stale(info.host, static_cast<pid_t>(info.pid), j.value("start_time", std::string()), id);
     return info;
 }
 
@@ -96,9 +120,13 @@ RepoLock::RepoLock(Env& env, std::string root, std::string id, LockMode mode, st
       operation_(std::move(operation)) {}
 
 Status RepoLock::write_file() {
-    nlohmann::json j{{"pid", ::getpid()},       {"start_time", start_time(::getpid())},
-                     {"host", hostname()},      {"exclusive", mode_ == LockMode::exclusive},
-                     {"operation", operation_}, {"time", iso8601_utc(::time(nullptr))}};
+    nlohmann::json j{{"version", kLockVersion},
+                     {"pid", ::getpid()},
+                     {"start_time", start_time(::getpid())},
+                     {"host", hostname()},
+                     {"exclusive", mode_ == LockMode::exclusive},
+                     {"operation", operation_},
+                     {"time", iso8601_utc(::time(nullptr))}};
     std::string text = j.dump();
     return write_file_atomic(env_, root_ + "/" + std::string(format::kTmpDir),
                              root_ + "/" + std::string(format::kLocksDir), id_, as_bytes(text));
@@ -119,21 +147,27 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
     for (const auto& name : *names) {
         if (name == id) continue;
         auto bytes = read_file(env, dir + "/" + name);
-        if (!bytes) continue;  // removed meanwhile
-        nlohmann::json j = nlohmann::json::parse(bytes->begin(), bytes->end(), nullptr, false);
-        if (j.is_discarded() || !j.is_object()) continue;  // half-written by a racing holder
-        if (is_stale(j, name)) {
+        if (!bytes && bytes.error().kind() == ErrorKind::not_found) continue;  // released
+        // Lock files are written atomically, so one that cannot be read is not a racing
+        // holder's half-written file but damage or a foreign file: held until removed.
+        LockInfo other = bytes ? describe(name, *bytes) : LockInfo{.id = name, .readable = false};
+        if (!other.readable)
+            return fail(ErrorKind::locked,
+                        "repository is locked by " + dir + "/" + name +
+                            ", a lock file vmshadow cannot read (damaged, or written by a newer "
+                            "vmshadow); once you know no vmshadow process uses the repository, "
+                            "remove it with `vmshadow repo unlock --remove-all`");
+        if (other.holder_dead) {
             (void)env.remove(dir + "/" + name);  // its owner is gone
             continue;
         }
-        bool other_exclusive = j.value("exclusive", false);
-        if (mode == LockMode::exclusive || other_exclusive) {
-            std::string host = j.value("host", "?");
+        if (mode == LockMode::exclusive || other.exclusive) {
+            const std::string& host = other.host;
             return fail(ErrorKind::locked,
-                        "repository is locked by `" + j.value("operation", "?") + "` (pid " +
-                            std::to_string(j.value("pid", 0)) + " on " + host + ", since " +
-                            j.value("time", "?") + "); " +
-                            (other_exclusive ? "retry when it has finished"
+                        "repository is locked by `" + other.operation + "` (pid " +
+                            std::to_string(other.pid) + " on " + host + ", since " + other.time +
+                            "); " +
+                            (other.exclusive ? "retry when it has finished"
                                              : "retry when running operations have finished") +
                             (host == hostname() ? ""
                                                 : ", or, once you know that process on " + host +
@@ -169,11 +203,10 @@ Result<std::vector<LockInfo>> list_locks(Env& env, const std::string& root) {
     std::vector<LockInfo> out;
     for (const auto& name : *names) {
         auto bytes = read_file(env, dir + "/" + name);
-        if (!bytes) {
-            if (bytes.error().kind() == ErrorKind::not_found) continue;  // released meanwhile
-            return std::unexpected(bytes.error());
-        }
-        out.push_back(describe(name, *bytes));
+        if (!bytes && bytes.error().kind() == ErrorKind::not_found) continue;  // released
+        // One that can't be read at all (permissions, a directory) is unreadable like garbage:
+        // held, and --remove-all removes it.
+        out.push_back(bytes ? describe(name, *bytes) : LockInfo{.id = name, .readable = false});
     }
     std::stable_sort(out.begin(), out.end(), [](const LockInfo& a, const LockInfo& b) {
         return a.since != b.since ? a.since < b.since : a.id < b.id;

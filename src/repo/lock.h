@@ -13,6 +13,11 @@
 // when its host is this host and its process is gone (pid absent, or the pid now belongs to
 // a process with another start time), or when this process wrote it and no longer holds
 // it (a crashed in-process session in the fault-injection tests); stale locks are removed.
+// A lock file this build cannot read (garbage, empty, truncated, a field missing or of the
+// wrong type, a newer lock version) is held by an unknown holder in an unknown mode: every
+// acquire() fails with `locked` naming the file, until a user removes it. A lock's time
+// plays no part (a clock of another host may be wrong): a lock with a future time is held
+// like any other.
 // Locks of other hosts are never broken automatically: `vmshadow repo unlock --remove-all`
 // (remove_locks with remove_all) is the way out once the user knows that holder is gone.
 //
@@ -67,7 +72,7 @@ struct LockInfo {
     std::string operation;
     std::string time;          // when it was taken, ISO 8601 UTC as written
     std::int64_t since = 0;    // `time` as Unix seconds; 0 when it cannot be read
-    bool readable = true;      // false: not a lock file this vmshadow can read
+    bool readable = true;      // false: not a lock file this vmshadow can read (held)
     bool holder_dead = false;  // this host, and its process is gone (the staleness rule above)
 };
 

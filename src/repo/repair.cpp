@@ -165,4 +165,25 @@ Result<RepairIndexReport> repair_index(Repository& repo, const RepairIndexOption
     return report;
 }
 
+Result<std::vector<QuarantinedRecord>> repair_records(Repository& repo) {
+    auto lock = repo.lock(LockMode::exclusive, "repo repair records");
+    if (!lock) return std::unexpected(lock.error());
+    auto listing = repo.list_points();
+    if (!listing) return std::unexpected(listing.error());
+    std::vector<QuarantinedRecord> out;
+    for (const auto& path : listing->damaged_files) {
+        QuarantinedRecord q{path, "", 0};
+        for (const auto& e : listing->damaged)
+            if (e.message().find(path) != std::string::npos) {
+                q.why = e.message();
+                break;
+            }
+        auto kept = repo.quarantine(path);
+        if (!kept) return std::unexpected(kept.error().with_context("quarantining " + path));
+        q.kept = *kept;
+        out.push_back(std::move(q));
+    }
+    return out;
+}
+
 }  // namespace vmshadow::repo

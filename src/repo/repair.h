@@ -60,4 +60,17 @@ struct RepairIndexReport {
 
 Result<RepairIndexReport> repair_index(Repository& repo, const RepairIndexOptions& options);
 
+// `vmshadow repo repair records`: the way out of a damaged commit record or annotation,
+// which makes gc and prune refuse to run. Under the exclusive lock, each damaged one is moved
+// to quarantine/ (a partly damaged commit record's sound points are first written to a new
+// record). The data only the quarantined record referenced becomes unreferenced: gc keeps it
+// for its grace period, then removes it. Records of a newer format version are not damaged
+// and are left alone (upgrade vmshadow).
+struct QuarantinedRecord {
+    std::string path;      // where it was
+    std::string why;       // why it could not be read
+    std::size_t kept = 0;  // sound points written to a new commit record
+};
+Result<std::vector<QuarantinedRecord>> repair_records(Repository& repo);
+
 }  // namespace vmshadow::repo

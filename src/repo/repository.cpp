@@ -317,6 +317,7 @@ Result<PointListing> Repository::list_points() const {
         Result<json> j = plain ? parse_json(*plain, "commit record") : fail(plain.error());
         if (!j) {
             out.damaged.push_back(j.error().with_context("commit record " + path));
+            out.damaged_files.push_back(path);
             continue;
         }
         if (j->value("format_version", 0) > format::kRecordVersion) {
@@ -325,10 +326,13 @@ Result<PointListing> Repository::list_points() const {
                       "commit record " + path + " has a newer format version (upgrade vmshadow)"));
             continue;
         }
+        bool record_damaged = false;
         for (const auto& m : j->value("points", json::array())) {
             auto p = manifest_from_json(m);
             if (!p) {
                 out.damaged.push_back(p.error().with_context("commit record " + path));
+                if (!record_damaged) out.damaged_files.push_back(path);
+                record_damaged = true;
                 continue;
             }
             p->id = point_id(*p);
@@ -353,6 +357,7 @@ Result<PointListing> Repository::list_points() const {
         Result<json> j = plain ? parse_json(*plain, "annotation") : fail(plain.error());
         if (!j) {
             out.damaged.push_back(j.error().with_context("annotation " + path));
+            out.damaged_files.push_back(path);
             continue;
         }
         auto point = Hash256::from_hex(j->value("point", ""));
@@ -472,6 +477,40 @@ Status Repository::forget(const std::vector<Hash256>& points) const {
         if (auto st = env_.sync_dir(dir(format::kCommitsDir)); !st) return st;
     }
     return {};
+}
+
+Result<std::size_t> Repository::quarantine(const std::string& path) const {
+    std::string parent = path.substr(0, path.rfind('/'));
+    std::string kind = parent.substr(parent.rfind('/') + 1);
+    std::string name = path.substr(path.rfind('/') + 1);
+    std::size_t kept = 0;
+    if (kind == format::kCommitsDir) {
+        auto bytes = read_file(env_, path);
+        if (!bytes && bytes.error().kind() != ErrorKind::corruption)
+            return std::unexpected(bytes.error());
+        auto plain = bytes ? codec_.unseal(*bytes, kCommitDomain) : Result<Bytes>(bytes);
+        auto j = plain ? parse_json(*plain, path) : Result<json>(fail(plain.error()));
+        if (j && j->value("format_version", 0) <= format::kRecordVersion) {
+            json sound = json::array();
+            for (const auto& m : j->value("points", json::array()))
+                if (manifest_from_json(m)) sound.push_back(m);
+            if (!sound.empty()) {
+                kept = sound.size();
+                (*j)["points"] = std::move(sound);
+                std::string text = j->dump();
+                auto id = write_sealed(*this, format::kCommitsDir,
+                                       codec_.seal(as_bytes(text), kCommitDomain));
+                if (!id) return std::unexpected(id.error());
+            }
+        }
+    }
+    std::string qdir = dir(format::kQuarantineDir);
+    if (auto st = env_.make_dir(qdir); !st) return std::unexpected(st.error());
+    if (auto st = env_.rename(path, qdir + "/" + kind + "-" + name); !st)
+        return std::unexpected(st.error());
+    if (auto st = env_.sync_dir(qdir); !st) return std::unexpected(st.error());
+    if (auto st = env_.sync_dir(parent); !st) return std::unexpected(st.error());
+    return kept;
 }
 
 Result<std::unique_ptr<RepoLock>> Repository::lock(LockMode mode,

@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <unordered_map>
 #include <vector>
 
@@ -32,6 +33,27 @@
 #include "repo/manifest.h"
 
 namespace vmshadow::repo {
+
+// The most worker threads one backup session or restore runs (SessionOptions::workers,
+// ReadOptions::workers; more is invalid_argument): more buys nothing on any host vmshadow
+// targets, and each costs a stack and, for qcow2 restores, an NBD connection.
+inline constexpr unsigned kMaxWorkers = 256;
+
+// Starts `count` threads running `body` into `threads`. A thread that cannot be created
+// (std::system_error: the process's or user's thread limit, memory) is ErrorKind::io; the
+// threads already started are left in `threads` for the caller to stop and join.
+template <typename Thread, typename Body>
+Status start_threads(std::vector<Thread>& threads, unsigned count, const Body& body) {
+    try {
+        for (unsigned i = 0; i < count; ++i) threads.emplace_back(body);
+    } catch (const std::system_error& e) {
+        return fail(ErrorKind::io, "cannot start worker thread " +
+                                       std::to_string(threads.size() + 1) + " of " +
+                                       std::to_string(count) + ": " + e.what() +
+                                       " (the process or user thread limit; use fewer --workers)");
+    }
+    return {};
+}
 
 struct RepoConfig {
     int format_version = 1;
@@ -71,6 +93,9 @@ class BlobSource {
 struct PointListing {
     std::vector<RestorePoint> points;  // oldest first
     std::vector<Error> damaged;        // commit records or annotations that failed to load
+    // The paths of those that are damaged (not merely of a newer version): what
+    // `repo repair records` moves to quarantine/.
+    std::vector<std::string> damaged_files;
     // Annotation files whose point was forgotten: nothing shows them; gc removes them.
     std::vector<std::string> orphan_annotations;
 };
@@ -134,6 +159,12 @@ class Repository final : public BlobSource {
     // first, then the old one removed). The data stays until gc. Caller holds the exclusive
     // lock.
     Status forget(const std::vector<Hash256>& points) const;
+
+    // Moves a damaged commit record or annotation (a path from PointListing::damaged_files)
+    // to quarantine/<dir>-<name>. The sound points of a partly damaged commit record are first
+    // written to a new record, so only what cannot be read leaves. Returns how many points it
+    // kept. Caller holds the exclusive lock.
+    Result<std::size_t> quarantine(const std::string& path) const;
 
     Result<std::unique_ptr<RepoLock>> lock(LockMode mode, const std::string& operation) const;
     // Removes temp files and packs no index names. Needs the exclusive lock and a loaded

@@ -66,6 +66,10 @@ Status restore_run(const Repository& repo, const RunTask& t, std::uint64_t size,
 
 Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t size, DiskSink& sink,
                       const ReadOptions& options) {
+    if (options.workers > kMaxWorkers)
+        return fail(ErrorKind::invalid_argument,
+                    "a restore runs 0.." + std::to_string(kMaxWorkers) + " workers, not " +
+                        std::to_string(options.workers));
     ChunkMap chunks(repo, map, size, repo.config().chunk_size, repo.config().map_fanout);
     std::uint64_t cs = repo.config().chunk_size;
     const std::size_t run_chunks = std::max<std::size_t>(1, options.max_write / cs);
@@ -154,8 +158,9 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
         }
     };
     std::vector<std::jthread> threads;
-    for (unsigned i = 0; i < options.workers; ++i) threads.emplace_back(worker);
-    Status walked = walk([&](RunTask t) -> Status {
+    // A thread that cannot be created fails the restore; those started are stopped below.
+    Status started = start_threads(threads, options.workers, worker);
+    Status walked = !started ? started : walk([&](RunTask t) -> Status {
         std::unique_lock lock(mu);
         space_cv.wait(lock, [&] { return queued_chunks + t.ids.size() <= capacity || error; });
         if (error) return std::unexpected(*error);

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <thread>
 
 namespace {
@@ -347,6 +348,14 @@ TEST_F(RepoCli, RepairIndexReportsADamagedPackAndExitsWithCorruption) {
     EXPECT_EQ(repair.exit_code, 8) << repair.out << repair.err;
     EXPECT_NE(repair.out.find("skipped pack " + pack), std::string::npos) << repair.out;
     EXPECT_TRUE(fs::exists(pack)) << "repair never deletes a pack";
+    // check names the pack repair left out, and no longer sends the user to repair again.
+    CliRun check = run({"repo", "check"});
+    EXPECT_EQ(check.exit_code, 8) << check.out << check.err;
+    EXPECT_NE(check.out.find("pack " + pack + " is in no index and is damaged"), std::string::npos)
+        << check.out;
+    EXPECT_NE(check.out.find("leaves it out"), std::string::npos) << check.out;
+    EXPECT_EQ(check.out.find("probably missing"), std::string::npos) << check.out;
+    EXPECT_EQ(check.out.find("run `vmshadow repo repair index`"), std::string::npos) << check.out;
 }
 
 TEST_F(RepoCli, UnlockRemoveAllAfterAnotherHostsLockLetsABackupProceed) {
@@ -377,6 +386,150 @@ TEST_F(RepoCli, UnlockRemoveAllAfterAnotherHostsLockLetsABackupProceed) {
     CliRun r = run({"image", "restore", "vm@latest", dir + "/out.raw"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_TRUE(same_file(raw, dir + "/out.raw"));
+}
+
+std::set<std::string> files_under(const std::string& path) {
+    std::set<std::string> out;
+    for (const auto& e : fs::recursive_directory_iterator(path))
+        if (e.is_regular_file()) out.insert(e.path().string());
+    return out;
+}
+
+TEST_F(RepoCli, DeletedCommitRecordIsReportedByCheckKeptByGcAndFreedByGcGraceZero) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string a = make_raw("a.raw", 8, 21), b = make_raw("b.raw", 8, 22);
+    ASSERT_EQ(run({"image", "backup", a, "--name", "a"}).exit_code, 0);
+    std::set<std::string> record_a = files_under(repo + "/commits");
+    ASSERT_EQ(record_a.size(), 1u);
+    ASSERT_EQ(run({"image", "backup", b, "--name", "b"}).exit_code, 0);
+    fs::remove(*record_a.begin());  // a crash, a stray rm: the point is gone from `points`
+    std::set<std::string> data = files_under(repo + "/data");
+
+    for (const char* read_data : {"", "--read-data"}) {
+        std::vector<std::string> args{"repo", "check"};
+        if (*read_data) args.push_back(read_data);
+        CliRun check = run(args);
+        EXPECT_EQ(check.exit_code, 0) << "unreferenced data is a warning: " << check.err;
+        EXPECT_NE(check.out.find("warning: "), std::string::npos) << check.out;
+        EXPECT_NE(check.out.find("referenced by no restore point"), std::string::npos) << check.out;
+        EXPECT_NE(check.out.find("commit record was lost or deleted"), std::string::npos)
+            << check.out;
+        EXPECT_NE(check.out.find("(1 warning(s) above)"), std::string::npos) << check.out;
+    }
+    json report = json::parse(run({"repo", "check", "--json"}).out);
+    EXPECT_GT(report["unreferenced"]["blobs"].get<int>(), 0) << report.dump();
+    EXPECT_EQ(report["unreferenced"]["packs_within_grace"], report["unreferenced"]["packs"]);
+
+    CliRun gc = run({"gc"});
+    ASSERT_EQ(gc.exit_code, 0) << gc.err;
+    EXPECT_NE(gc.out.find("grace period"), std::string::npos) << gc.out;
+    EXPECT_EQ(files_under(repo + "/data"), data) << "gc keeps data younger than the grace period";
+
+    for (const char* bad : {"-1", "87841", "1e308", "abc", "nan"}) {
+        CliRun refused = run({"gc", "--grace", bad});
+        EXPECT_EQ(refused.exit_code, 2) << bad << ": " << refused.err;
+    }
+    EXPECT_EQ(files_under(repo + "/data"), data);
+
+    CliRun now = run({"gc", "--grace", "0", "--json"});
+    ASSERT_EQ(now.exit_code, 0) << now.err;
+    json freed = json::parse(now.out);  // a's pack shares chunks with b's: rewritten
+    EXPECT_GT(freed["packs_removed"].get<int>() + freed["packs_rewritten"].get<int>(), 0)
+        << now.out;
+    EXPECT_GT(freed["blobs_dead"].get<int>(), 0) << now.out;
+    EXPECT_NE(files_under(repo + "/data"), data);
+    CliRun clean = run({"repo", "check", "--read-data"});
+    EXPECT_EQ(clean.exit_code, 0) << clean.out;
+    EXPECT_EQ(clean.out.find("warning"), std::string::npos) << clean.out;
+    CliRun r = run({"image", "restore", "b@latest", dir + "/out.raw"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(same_file(b, dir + "/out.raw"));
+}
+
+TEST_F(RepoCli, UnreadableLockBlocksGcAndPruneUntilUnlockRemoveAllRemovesIt) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string raw = make_raw("disk.raw", 8, 23);
+    ASSERT_EQ(run({"image", "backup", raw, "--name", "vm"}).exit_code, 0);
+    std::string lock = repo + "/locks/0123456789abcdef0123456789abcdef";
+    for (const std::string& content :
+         {std::string("garbage"), std::string(), std::string(R"({"pid": 42, "host)"),
+          json{{"version", 9},
+               {"pid", 1},
+               {"host", "h"},
+               {"exclusive", false},
+               {"operation", "gc"},
+               {"time", "2026-11-22T01:00:00Z"}}
+              .dump()}) {
+        SCOPED_TRACE(content);
+        std::ofstream(lock) << content;
+        for (std::vector<std::string> args : {std::vector<std::string>{"gc"},
+                                              {"gc", "--grace", "0"},
+                                              {"prune", "--keep-last", "1"},
+                                              {"repo", "repair", "index"},
+                                              {"repo", "repair", "records"},
+                                              {"forget", "vm@latest"}}) {
+            CliRun r = run(args);
+            EXPECT_EQ(r.exit_code, 7) << args[0] << ": " << r.err;
+            EXPECT_NE(r.err.find(lock), std::string::npos) << r.err;
+            EXPECT_NE(r.err.find("vmshadow repo unlock --remove-all"), std::string::npos) << r.err;
+        }
+        CliRun keep = run({"repo", "unlock"});
+        EXPECT_EQ(keep.exit_code, 0) << keep.err;
+        EXPECT_NE(keep.out.find("kept unreadable lock file"), std::string::npos) << keep.out;
+        EXPECT_NE(keep.out.find("--remove-all"), std::string::npos) << keep.out;
+        EXPECT_TRUE(fs::exists(lock));
+        CliRun all = run({"repo", "unlock", "--remove-all"});
+        EXPECT_EQ(all.exit_code, 0) << all.err;
+        EXPECT_FALSE(fs::exists(lock));
+        CliRun gc = run({"gc"});
+        EXPECT_EQ(gc.exit_code, 0) << gc.err;
+    }
+    EXPECT_EQ(json::parse(run({"points", "--json"}).out).size(), 1u) << "nothing was forgotten";
+}
+
+TEST_F(RepoCli, DamagedCommitRecordBlocksGcUntilRepairRecordsQuarantinesIt) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string a = make_raw("a.raw", 8, 24), b = make_raw("b.raw", 8, 25);
+    ASSERT_EQ(run({"image", "backup", a, "--name", "a"}).exit_code, 0);
+    std::string record = *files_under(repo + "/commits").begin();
+    ASSERT_EQ(run({"image", "backup", b, "--name", "b"}).exit_code, 0);
+    std::ofstream(record, std::ios::trunc) << "damaged";
+
+    CliRun check = run({"repo", "check"});
+    EXPECT_EQ(check.exit_code, 8);
+    EXPECT_NE(check.out.find(record), std::string::npos) << check.out;
+    EXPECT_NE(check.out.find("vmshadow repo repair records"), std::string::npos) << check.out;
+    CliRun gc = run({"gc"});
+    EXPECT_EQ(gc.exit_code, 8) << gc.err;
+    EXPECT_NE(gc.err.find("vmshadow repo repair records"), std::string::npos) << gc.err;
+
+    CliRun repair = run({"repo", "repair", "records"});
+    ASSERT_EQ(repair.exit_code, 0) << repair.err;
+    EXPECT_NE(repair.out.find("quarantined " + record), std::string::npos) << repair.out;
+    EXPECT_FALSE(fs::exists(record));
+    EXPECT_EQ(files_under(repo + "/quarantine").size(), 1u);
+    EXPECT_EQ(run({"gc"}).exit_code, 0);
+    EXPECT_EQ(run({"repo", "check"}).exit_code, 0);
+    CliRun r = run({"image", "restore", "b@latest", dir + "/out.raw"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(same_file(b, dir + "/out.raw"));
+}
+
+TEST_F(RepoCli, HugeWorkerCountIsRefusedAndLeavesNoPartialFile) {
+    ASSERT_EQ(run({"repo", "init", repo}).exit_code, 0);
+    std::string raw = make_raw("disk.raw", 8, 26);
+    CliRun backup = run({"image", "backup", raw, "--name", "vm", "--workers", "100000"});
+    EXPECT_EQ(backup.exit_code, 2) << backup.err;
+    EXPECT_TRUE(files_under(repo + "/commits").empty());
+    ASSERT_EQ(run({"image", "backup", raw, "--name", "vm"}).exit_code, 0);
+    for (const char* format : {"raw", "qcow2"}) {
+        std::string out = dir + "/out." + format;
+        CliRun r =
+            run({"image", "restore", "vm@latest", out, "--format", format, "--workers", "100000"});
+        EXPECT_EQ(r.exit_code, 2) << r.err;
+        EXPECT_FALSE(fs::exists(out));
+        EXPECT_FALSE(fs::exists(out + ".vmshadow-partial"));
+    }
 }
 
 }  // namespace

@@ -2,7 +2,12 @@
 #include "repo/backup_session.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "repo/check.h"
@@ -313,6 +318,64 @@ TEST_F(BackupSessionTest, AnnotationsAreAppendedAndListed) {
     ASSERT_EQ(listing->points[0].annotations.size(), 2u);
     EXPECT_EQ(listing->points[0].annotations[0].data["result"], "booted");
     EXPECT_EQ(listing->points[0].id, p->id) << "annotations do not change the point";
+}
+
+TEST_F(BackupSessionTest, WorkerCountAboveTheCapIsRefusedBeforeAnythingIsWritten) {
+    for (unsigned workers : {kMaxWorkers + 1, 100000u, 4294967295u}) {
+        SessionOptions so;
+        so.workers = workers;
+        auto session = BackupSession::begin(*repo, so);
+        ASSERT_FALSE(session);
+        EXPECT_EQ(session.error().kind(), ErrorKind::invalid_argument);
+        auto p = backup_bytes(*repo, "vm", {{"vda", random_data(4 * 4096, 1)}});
+        ASSERT_TRUE(p);
+        MemorySink sink(4 * 4096);
+        ReadOptions ro;
+        ro.workers = workers;
+        auto st = restore_object(*repo, p->disks[0].map, p->disks[0].size, sink, ro);
+        ASSERT_FALSE(st);
+        EXPECT_EQ(st.error().kind(), ErrorKind::invalid_argument);
+    }
+    EXPECT_TRUE(std::filesystem::is_empty(dir.sub("repo") + "/locks"));
+}
+
+// In a child whose address space has room for only a few thread stacks, a backup and a restore
+// with many workers fail with an I/O error (the thread limit) instead of aborting. Root
+// ignores RLIMIT_NPROC, so the address space is what runs out.
+TEST_F(BackupSessionTest, ThreadCreationFailureIsAnErrorNotAnAbort) {
+    Bytes data = random_data(16 * 4096, 3);
+    auto p = backup_bytes(*repo, "vm", {{"vda", data}});
+    ASSERT_TRUE(p);
+    pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        std::ifstream statm("/proc/self/statm");
+        std::uint64_t pages = 0;
+        statm >> pages;
+        std::uint64_t now = pages * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+        rlimit limit{now + (40ull << 20), now + (40ull << 20)};  // a few 8 MiB stacks
+        if (::setrlimit(RLIMIT_AS, &limit) != 0) _exit(90);
+        SessionOptions so;
+        so.workers = kMaxWorkers;
+        auto session = BackupSession::begin(*repo, so);
+        if (session) _exit(91);
+        if (session.error().kind() != ErrorKind::io) _exit(92);
+        MemorySink sink(data.size());
+        ReadOptions ro;
+        ro.workers = kMaxWorkers;
+        auto st = restore_object(*repo, p->disks[0].map, p->disks[0].size, sink, ro);
+        if (st) _exit(93);
+        if (st.error().kind() != ErrorKind::io) _exit(94);
+        if (st.error().message().find("thread") == std::string::npos) _exit(95);
+        _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    // The failed session left nothing behind: its lock is gone and the next backup works.
+    EXPECT_TRUE(std::filesystem::is_empty(dir.sub("repo") + "/locks"));
+    EXPECT_TRUE(backup_bytes(*repo, "vm", {{"vda", data}}, 4));
 }
 
 }  // namespace

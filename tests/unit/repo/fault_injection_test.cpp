@@ -180,7 +180,7 @@ TEST(FaultInjection, BackupPruneAndGcSurviveACrashAtEveryOperation) {
     points += crash_everywhere(
         s, "prune",
         [](Repository& repo) -> Status {
-            auto r = prune(repo, KeepPolicy{.last = 1}, "", false);
+            auto r = prune(repo, KeepPolicy{.last = 1}, "", false, {.grace_seconds = 0});
             if (!r) return std::unexpected(r.error());
             return {};
         },
@@ -204,6 +204,7 @@ TEST(FaultInjection, BackupPruneAndGcSurviveACrashAtEveryOperation) {
         [](Repository& repo) -> Status {
             GcOptions o;
             o.repack_dead_fraction = 0.0;  // rewrite every pack with any garbage
+            o.grace_seconds = 0;           // and free what was just forgotten
             auto r = collect_garbage(repo, o);
             if (!r) return std::unexpected(r.error());
             return {};

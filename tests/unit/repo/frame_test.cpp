@@ -188,7 +188,7 @@ TEST(Frames, GcCopiesAFrameForItsLiveChunksAndForgetsTheDeadOnes) {
     Hash256 dead_in_live_frame = repo->codec().id_of(ByteView(a).subspan(6 * 4096, 4096));
     ASSERT_TRUE(repo->index().contains(dead_in_live_frame));
     ASSERT_TRUE(repo->forget({pa->id}));
-    auto report = collect_garbage(*repo, {});
+    auto report = collect_garbage(*repo, {.grace_seconds = 0});
     ASSERT_TRUE(report) << report.error().message();
     EXPECT_EQ(report->packs_rewritten, 1u);
     EXPECT_GE(report->blobs_dead, 60u);

@@ -7,8 +7,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "repo/check.h"
+#include "repo/repair.h"
 #include "repo_test_util.h"
 
 namespace vmshadow::repo::test {
@@ -89,7 +91,7 @@ TEST_F(GcTest, ForgetThenGcFreesSpaceAndKeepsEveryOtherPoint) {
     ASSERT_TRUE(pa && pb);
     auto before = dir_bytes(path + "/data");
     ASSERT_TRUE(repo->forget({pa->id}));
-    auto report = collect_garbage(*repo, {});
+    auto report = collect_garbage(*repo, {.grace_seconds = 0});
     ASSERT_TRUE(report) << report.error().message();
     EXPECT_GE(report->blobs_dead, 64u);
     auto after = dir_bytes(path + "/data");
@@ -104,7 +106,7 @@ TEST_F(GcTest, ForgetThenGcFreesSpaceAndKeepsEveryOtherPoint) {
     ASSERT_TRUE(check);
     EXPECT_TRUE(check->ok());
     // A second gc finds nothing to do.
-    auto again = collect_garbage(*repo, {});
+    auto again = collect_garbage(*repo, {.grace_seconds = 0});
     ASSERT_TRUE(again);
     EXPECT_EQ(again->packs_removed + again->packs_rewritten, 0u);
 }
@@ -116,11 +118,11 @@ TEST_F(GcTest, AnnotationsOfForgottenPointsGoWithGcAndTheOthersStay) {
     ASSERT_TRUE(repo->annotate(pa->id, "boot_verification", {{"ok", true}}));
     ASSERT_TRUE(repo->annotate(pb->id, "boot_verification", {{"ok", false}}));
     ASSERT_TRUE(repo->forget({pa->id}));
-    auto dry = collect_garbage(*repo, {.dry_run = true});
+    auto dry = collect_garbage(*repo, {.dry_run = true, .grace_seconds = 0});
     ASSERT_TRUE(dry) << dry.error().message();
     EXPECT_EQ(dry->annotations_removed, 1u);
     EXPECT_EQ(dir_entries(path + "/annotations"), 2u) << "a dry run removes nothing";
-    auto report = collect_garbage(*repo, {});
+    auto report = collect_garbage(*repo, {.grace_seconds = 0});
     ASSERT_TRUE(report) << report.error().message();
     EXPECT_EQ(report->annotations_removed, 1u);
     EXPECT_EQ(dir_entries(path + "/annotations"), 1u);
@@ -138,7 +140,7 @@ TEST_F(GcTest, SharedDataSurvivesForgettingOnePointThatUsesIt) {
     auto p2 = backup_bytes(*repo, "a", {{"vda", a}});
     ASSERT_TRUE(p1 && p2);
     ASSERT_TRUE(repo->forget({p1->id}));
-    ASSERT_TRUE(collect_garbage(*repo, {.repack_dead_fraction = 0.0}));
+    ASSERT_TRUE(collect_garbage(*repo, {.repack_dead_fraction = 0.0, .grace_seconds = 0}));
     auto back = read_disk(*repo, *p2, "vda");
     ASSERT_TRUE(back) << back.error().message();
     EXPECT_EQ(*back, a);
@@ -147,12 +149,12 @@ TEST_F(GcTest, SharedDataSurvivesForgettingOnePointThatUsesIt) {
 TEST_F(GcTest, GcWaitsForReadersHoldingTheSharedLock) {
     auto reader = repo->lock(LockMode::shared, "image restore");
     ASSERT_TRUE(reader);
-    auto report = collect_garbage(*repo, {});
+    auto report = collect_garbage(*repo, {.grace_seconds = 0});
     ASSERT_FALSE(report);
     EXPECT_EQ(report.error().kind(), ErrorKind::locked);
     EXPECT_NE(report.error().message().find("image restore"), std::string::npos);
     reader->reset();
-    EXPECT_TRUE(collect_garbage(*repo, {}));
+    EXPECT_TRUE(collect_garbage(*repo, {.grace_seconds = 0}));
 }
 
 TEST_F(GcTest, ExclusiveLockKeepsBackupsOutButNotAfterRelease) {
@@ -188,6 +190,170 @@ TEST_F(GcTest, LockOfAnotherHostIsNeverBroken) {
     auto lock = repo->lock(LockMode::shared, "backup");
     ASSERT_FALSE(lock);
     EXPECT_EQ(lock.error().kind(), ErrorKind::locked);
+}
+
+// The commit record of `p` (a point alone in its record), as a path.
+std::string record_of(const std::string& repo_path, const RestorePoint& p) {
+    return repo_path + "/commits/" + p.commit.hex();
+}
+
+TEST_F(GcTest, LostCommitRecordIsReportedByCheckAndItsDataKeptForTheGracePeriod) {
+    Bytes a = random_data(32 * 4096, 1), b = random_data(32 * 4096, 2);
+    auto pa = backup_bytes(*repo, "a", {{"vda", a}});
+    auto pb = backup_bytes(*repo, "b", {{"vda", b}});
+    ASSERT_TRUE(pa && pb);
+    ASSERT_TRUE(std::filesystem::remove(record_of(path, *pa)));
+
+    // check: not damage to any point, but shown, with what it may be and what to do.
+    auto check = check_repository(*repo, {.read_data = true});
+    ASSERT_TRUE(check) << check.error().message();
+    EXPECT_TRUE(check->ok());
+    EXPECT_GE(check->unreferenced_blobs, 32u);
+    EXPECT_GE(check->unreferenced_packs, 1u);
+    EXPECT_EQ(check->unreferenced_young, check->unreferenced_packs);
+    ASSERT_EQ(check->warnings.size(), 1u);
+    EXPECT_NE(check->warnings[0].find("referenced by no restore point"), std::string::npos);
+    EXPECT_NE(check->warnings[0].find("commit record was lost"), std::string::npos);
+    EXPECT_NE(check->warnings[0].find("put it back into commits/"), std::string::npos);
+
+    // gc keeps it while it is younger than the grace period: the point still reads back.
+    auto kept = collect_garbage(*repo, {});
+    ASSERT_TRUE(kept) << kept.error().message();
+    EXPECT_EQ(kept->packs_removed, 0u);
+    EXPECT_GE(kept->packs_kept_young, 1u);
+    EXPECT_GE(kept->blobs_kept_young, 32u);
+    auto back = read_disk(*repo, *pa, "vda");
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_EQ(*back, a);
+
+    // A day later (the clock is injected), gc frees it; the other point is untouched.
+    std::int64_t later = ::time(nullptr) + kDefaultGraceSeconds + 60;
+    auto freed = collect_garbage(*repo, {.now = later});
+    ASSERT_TRUE(freed) << freed.error().message();
+    EXPECT_EQ(freed->packs_kept_young, 0u);
+    EXPECT_GE(freed->blobs_dead, 32u);
+    EXPECT_FALSE(read_disk(*repo, *pa, "vda"));
+    auto other = read_disk(*repo, *pb, "vda");
+    ASSERT_TRUE(other) << other.error().message();
+    EXPECT_EQ(*other, b);
+    auto after = check_repository(*repo, {.read_data = true});
+    ASSERT_TRUE(after);
+    EXPECT_TRUE(after->ok());
+    EXPECT_TRUE(after->warnings.empty()) << after->warnings.front();
+}
+
+TEST_F(GcTest, GraceZeroFreesUnreferencedDataAtOnceAndANegativeGraceIsRefused) {
+    auto pa = backup_bytes(*repo, "a", {{"vda", random_data(16 * 4096, 1)}});
+    ASSERT_TRUE(pa);
+    ASSERT_TRUE(std::filesystem::remove(record_of(path, *pa)));
+    for (std::int64_t bad : {std::int64_t{-1}, kMaxGraceSeconds + 1}) {
+        auto refused = collect_garbage(*repo, {.grace_seconds = bad});
+        ASSERT_FALSE(refused);
+        EXPECT_EQ(refused.error().kind(), ErrorKind::invalid_argument);
+        auto pruned = prune(*repo, KeepPolicy{.last = 1}, "", false, {.grace_seconds = bad});
+        ASSERT_FALSE(pruned);
+        EXPECT_EQ(pruned.error().kind(), ErrorKind::invalid_argument);
+    }
+    EXPECT_TRUE(read_disk(*repo, *pa, "vda")) << "a refused gc removes nothing";
+    auto report = collect_garbage(*repo, {.grace_seconds = 0});
+    ASSERT_TRUE(report) << report.error().message();
+    EXPECT_GE(report->packs_removed, 1u);
+    EXPECT_FALSE(read_disk(*repo, *pa, "vda"));
+}
+
+TEST_F(GcTest, ForgottenDataOfAPruneStaysForTheGracePeriod) {
+    Bytes a = random_data(16 * 4096, 1), b = random_data(16 * 4096, 2);
+    auto p1 = backup_bytes(*repo, "a", {{"vda", a}});
+    auto p2 = backup_bytes(*repo, "a", {{"vda", b}});
+    ASSERT_TRUE(p1 && p2);
+    auto pruned = prune(*repo, KeepPolicy{.last = 1}, "", false);
+    ASSERT_TRUE(pruned) << pruned.error().message();
+    ASSERT_TRUE(pruned->gc);
+    EXPECT_EQ(pruned->gc->packs_removed, 0u);
+    EXPECT_GE(pruned->gc->packs_kept_young, 1u);
+    auto listing = repo->list_points();
+    ASSERT_TRUE(listing);
+    EXPECT_EQ(listing->points.size(), 1u);
+}
+
+TEST_F(GcTest, DamagedCommitRecordBlocksGcUntilRepairRecordsQuarantinesIt) {
+    Bytes a = random_data(16 * 4096, 1), b = random_data(16 * 4096, 2);
+    auto pa = backup_bytes(*repo, "a", {{"vda", a}});
+    auto pb = backup_bytes(*repo, "b", {{"vda", b}});
+    ASSERT_TRUE(pa && pb);
+    std::string record = record_of(path, *pa);
+    std::ofstream(record, std::ios::trunc) << "garbage";
+
+    auto check = check_repository(*repo, {});
+    ASSERT_TRUE(check);
+    ASSERT_FALSE(check->ok());
+    EXPECT_NE(check->problems.front().find(record), std::string::npos) << check->problems.front();
+    EXPECT_NE(check->problems.front().find("repo repair records"), std::string::npos);
+    auto refused = collect_garbage(*repo, {.grace_seconds = 0});
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("repo repair records"), std::string::npos)
+        << refused.error().message();
+
+    auto moved = repair_records(*repo);
+    ASSERT_TRUE(moved) << moved.error().message();
+    ASSERT_EQ(moved->size(), 1u);
+    EXPECT_EQ((*moved)[0].path, record);
+    EXPECT_FALSE(std::filesystem::exists(record));
+    EXPECT_TRUE(std::filesystem::exists(path + "/quarantine/commits-" + pa->commit.hex()));
+    auto report = collect_garbage(*repo, {});
+    ASSERT_TRUE(report) << report.error().message();
+    EXPECT_GE(report->packs_kept_young, 1u) << "the quarantined point's data waits out the grace";
+    auto back = read_disk(*repo, *pb, "vda");
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_EQ(*back, b);
+}
+
+TEST_F(GcTest, RepairRecordsKeepsTheSoundPointsOfAPartlyDamagedRecord) {
+    SessionOptions so;
+    auto session = BackupSession::begin(*repo, so);
+    ASSERT_TRUE(session);
+    for (std::string vm : {"a", "b"}) {
+        auto disk = (*session)->add_point(vm, "crash").add_disk("vda", 4096, nullptr);
+        ASSERT_TRUE(disk);
+        ASSERT_TRUE((*disk)->write(0, random_data(4096, 7)));
+        ASSERT_TRUE((*disk)->finish());
+    }
+    auto committed = (*session)->commit();
+    ASSERT_TRUE(committed) << committed.error().message();
+    session->reset();
+    ASSERT_EQ(committed->size(), 2u);
+    // One of the record's two points loses its "vm": the record is partly damaged.
+    std::string original = record_of(path, committed->front());
+    auto sealed = read_file(Env::posix(), original);
+    ASSERT_TRUE(sealed);
+    auto plain = repo->codec().unseal(*sealed, "commit");
+    ASSERT_TRUE(plain);
+    auto j = nlohmann::json::parse(plain->begin(), plain->end());
+    ASSERT_EQ(j["points"].size(), 2u);
+    j["points"][1].erase("vm");
+    std::string text = j.dump();
+    Bytes resealed = repo->codec().seal(as_bytes(text), "commit");
+    std::string damaged = path + "/commits/" + sha256(resealed).hex();
+    std::ofstream(damaged, std::ios::binary)
+        .write(reinterpret_cast<const char*>(resealed.data()),
+               static_cast<std::streamsize>(resealed.size()));
+    std::filesystem::remove(original);
+    auto before = repo->list_points();
+    ASSERT_TRUE(before);
+    ASSERT_EQ(before->damaged.size(), 1u);
+    ASSERT_EQ(before->points.size(), 1u);
+
+    auto moved = repair_records(*repo);
+    ASSERT_TRUE(moved) << moved.error().message();
+    ASSERT_EQ(moved->size(), 1u);
+    EXPECT_EQ((*moved)[0].kept, 1u);
+    auto after = repo->list_points();
+    ASSERT_TRUE(after);
+    EXPECT_TRUE(after->damaged.empty());
+    ASSERT_EQ(after->points.size(), 1u);
+    EXPECT_EQ(after->points[0].id, before->points[0].id);
+    EXPECT_TRUE(collect_garbage(*repo, {.grace_seconds = 0}));
+    EXPECT_TRUE(read_disk(*repo, after->points[0], "vda"));
 }
 
 }  // namespace

@@ -152,5 +152,115 @@ TEST_F(UnlockTest, LockOfALiveProcessOfThisHostDoesNotSuggestRemovingIt) {
     EXPECT_EQ(lock.error().message().find("unlock"), std::string::npos) << lock.error().message();
 }
 
+// Every kind of lock file vmshadow cannot read: each is held until `unlock --remove-all`.
+TEST_F(UnlockTest, UnreadableLockIsHeldByEveryLockUntilRemoveAllRemovesIt) {
+    nlohmann::json sound{{"pid", 4242},         {"start_time", "1"},
+                         {"host", this_host()}, {"exclusive", false},
+                         {"operation", "gc"},   {"time", "2026-11-22T01:00:00Z"}};
+    auto without = [&](const char* key) {
+        auto j = sound;
+        j.erase(key);
+        return j.dump();
+    };
+    auto with = [&](const char* key, nlohmann::json value) {
+        auto j = sound;
+        j[key] = std::move(value);
+        return j.dump();
+    };
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"empty", ""},
+        {"garbage", "not json at all"},
+        {"truncated", sound.dump().substr(0, 20)},
+        {"array", "[1,2,3]"},
+        {"empty object", "{}"},
+        {"no host", without("host")},
+        {"no pid", without("pid")},
+        {"no exclusive", without("exclusive")},
+        {"pid a string", with("pid", "4242")},
+        {"pid zero", with("pid", 0)},
+        {"pid negative", with("pid", -5)},
+        {"pid huge", with("pid", 1e300)},
+        {"host a number", with("host", 7)},
+        {"exclusive a string", with("exclusive", "no")},
+        {"newer version", with("version", 2)},
+        {"version a string", with("version", "1")},
+    };
+    for (const auto& [what, text] : cases) {
+        SCOPED_TRACE(what);
+        std::ofstream(path + "/locks/bad00000") << text;
+        for (LockMode mode : {LockMode::exclusive, LockMode::shared}) {
+            auto lock = repo->lock(mode, "gc");
+            ASSERT_FALSE(lock);
+            EXPECT_EQ(lock.error().kind(), ErrorKind::locked);
+            EXPECT_NE(lock.error().message().find(path + "/locks/bad00000"), std::string::npos)
+                << lock.error().message();
+            EXPECT_NE(lock.error().message().find("vmshadow repo unlock --remove-all"),
+                      std::string::npos)
+                << lock.error().message();
+        }
+        auto listed = list_locks(repo->env(), path);
+        ASSERT_TRUE(listed);
+        ASSERT_EQ(listed->size(), 1u);
+        EXPECT_FALSE((*listed)[0].readable);
+        auto kept = remove_locks(repo->env(), path, false);
+        ASSERT_TRUE(kept);
+        EXPECT_TRUE(kept->empty());
+        EXPECT_TRUE(present("bad00000")) << "plain unlock keeps an unreadable lock";
+        auto removed = remove_locks(repo->env(), path, true);
+        ASSERT_TRUE(removed);
+        EXPECT_EQ(removed->size(), 1u);
+        EXPECT_FALSE(present("bad00000"));
+        auto lock = repo->lock(LockMode::exclusive, "gc");
+        EXPECT_TRUE(lock) << lock.error().message();
+    }
+}
+
+TEST_F(UnlockTest, LockOfALiveProcessIsHeldWhateverItsTimeAndHost) {
+    // A time in the future (another host's clock) changes nothing: the holder decides.
+    std::ofstream(path + "/locks/future00")
+        << nlohmann::json{{"pid", live},         {"start_time", start_time_of(live)},
+                          {"host", this_host()}, {"exclusive", true},
+                          {"operation", "gc"},   {"time", "2099-01-01T00:00:00Z"}}
+               .dump();
+    auto lock = repo->lock(LockMode::shared, "image backup");
+    ASSERT_FALSE(lock);
+    EXPECT_EQ(lock.error().kind(), ErrorKind::locked);
+    auto kept = remove_locks(repo->env(), path, false);
+    ASSERT_TRUE(kept);
+    EXPECT_TRUE(kept->empty());
+    fs::remove(path + "/locks/future00");
+    // A live pid of this host without a start time: it can't be told from a reused pid, so
+    // it holds the lock rather than being broken.
+    std::ofstream(path + "/locks/nostart0") << nlohmann::json{
+        {"pid", live},
+        {"host", this_host()},
+        {"exclusive", false},
+        {"operation", "image backup"},
+        {"time", "2026-11-22T01:00:00Z"}}.dump();
+    auto blocked = repo->lock(LockMode::exclusive, "gc");
+    ASSERT_FALSE(blocked);
+    EXPECT_EQ(blocked.error().kind(), ErrorKind::locked);
+    EXPECT_TRUE(present("nostart0"));
+    fs::remove(path + "/locks/nostart0");
+    // A live pid on another host: not this host's process, never judged stale.
+    plant("foreign0", "elsewhere.example", live, start_time_of(live), "prune");
+    auto again = repo->lock(LockMode::exclusive, "gc");
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().kind(), ErrorKind::locked);
+    EXPECT_TRUE(present("foreign0"));
+}
+
+TEST_F(UnlockTest, LockFilesOfThisBuildCarryTheirVersionAndAreReadable) {
+    auto held = repo->lock(LockMode::exclusive, "gc");
+    ASSERT_TRUE(held);
+    auto listed = list_locks(repo->env(), path);
+    ASSERT_TRUE(listed);
+    ASSERT_EQ(listed->size(), 1u);
+    EXPECT_TRUE((*listed)[0].readable);
+    std::ifstream in(path + "/locks/" + (*listed)[0].id);
+    auto j = nlohmann::json::parse(in);
+    EXPECT_EQ(j["version"], 1);
+}
+
 }  // namespace
 }  // namespace vmshadow::repo::test

@@ -149,7 +149,7 @@ TEST_F(RepairIndexTest, LostIndexFileCostsNoPackToTheNextBackupOrGcAndRepairBrin
     // A backup (whose start cleans leftovers) and gc: no pack of before goes.
     auto p = backup_bytes(*repo, "other", {{"vda", random_data(8 * 4096, 99)}});
     ASSERT_TRUE(p) << p.error().message();
-    auto gc = collect_garbage(*repo, {});
+    auto gc = collect_garbage(*repo, {.grace_seconds = 0});
     ASSERT_FALSE(gc);
     // Which words depend on whether a map block or only data chunks were lost; either way
     // it names the command that says what to do.
@@ -162,7 +162,7 @@ TEST_F(RepairIndexTest, LostIndexFileCostsNoPackToTheNextBackupOrGcAndRepairBrin
     EXPECT_TRUE(report->ok());
     expected[p->id] = random_data(8 * 4096, 99);
     expect_every_point_restores("after repair");
-    ASSERT_TRUE(collect_garbage(*repo, {}));
+    ASSERT_TRUE(collect_garbage(*repo, {.grace_seconds = 0}));
     expect_every_point_restores("after gc");
 }
 
@@ -234,6 +234,53 @@ TEST_F(RepairIndexTest, PackWithDamagedTrailerIsReportedAndLeftInPlaceOthersAreI
         EXPECT_TRUE(repo->index().has_pack(*Hash256::from_hex(fs::path(p).filename().string())))
             << p;
     }
+}
+
+TEST_F(RepairIndexTest, CheckAfterRepairNamesTheDamagedPackItLeftOutAndNoLongerSaysRunRepair) {
+    ASSERT_NO_FATAL_FAILURE(make());
+    std::string bad = files_in(path + "/data").back();
+    flip_byte(bad, fs::file_size(bad) - format::kPackFooterSize - 3);
+    auto repaired = repair_index(*repo, {});
+    ASSERT_TRUE(repaired) << repaired.error().message();
+    ASSERT_EQ(repaired->skipped.size(), 1u);
+
+    for (bool read_data : {false, true}) {
+        auto report = check_repository(*repo, {.read_data = read_data});
+        ASSERT_TRUE(report) << report.error().message();
+        EXPECT_FALSE(report->ok());
+        bool named = false;
+        for (const auto& p : report->problems) {
+            EXPECT_EQ(p.find("probably missing"), std::string::npos) << p;
+            EXPECT_EQ(p.find("run `vmshadow repo repair index`"), std::string::npos)
+                << "repair was run; running it again changes nothing: " << p;
+            if (p.find(bad) != std::string::npos) {
+                named = true;
+                EXPECT_NE(p.find("damaged"), std::string::npos) << p;
+                EXPECT_NE(p.find("leaves it out"), std::string::npos) << p;
+            }
+        }
+        EXPECT_TRUE(named) << "check names the pack repair left out";
+        EXPECT_FALSE(report->damaged_points.empty());
+    }
+}
+
+TEST_F(RepairIndexTest, CheckSaysAnUnindexedPackAfterALostIndexFileIsNeededNotGarbage) {
+    ASSERT_NO_FATAL_FAILURE(make());
+    fs::remove(files_in(path + "/index").front());
+    ASSERT_TRUE(repo->load_index());
+    auto report = check_repository(*repo, {});
+    ASSERT_TRUE(report) << report.error().message();
+    EXPECT_FALSE(report->ok());
+    for (const auto& w : report->warnings)
+        EXPECT_EQ(w.find("removed by gc"), std::string::npos) << "the wrong cause: " << w;
+    bool named = false;
+    for (const auto& p : report->problems)
+        if (p.find("is in no index while restore points miss chunks") != std::string::npos) {
+            named = true;
+            EXPECT_NE(p.find("an index file was lost"), std::string::npos) << p;
+            EXPECT_NE(p.find("vmshadow repo repair index"), std::string::npos) << p;
+        }
+    EXPECT_TRUE(named);
 }
 
 TEST_F(RepairIndexTest, ReadDataLeavesOutAPackWhoseContentDoesNotMatchItsName) {
