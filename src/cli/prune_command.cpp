@@ -127,9 +127,7 @@ void add_prune_commands(CLI::App& app, GlobalOptions& global, Action& action) {
                             "keep the newest point of N months");
     prune->add_option("--vm", o->vm, "only this VM's points (others are untouched)");
     prune->add_flag("--dry-run", o->dry_run, "show the plan, change nothing");
-    prune->add_option("--grace", o->grace_hours, kGraceHelp)
-        ->check(CLI::Range(0, kMaxGraceHours))
-        ->default_val(o->grace_hours);
+    add_whole_number_option(*prune, "--grace", o->grace_hours, 0, kMaxGraceHours, kGraceHelp);
     prune->callback(
         [&global, &action, o] { action = [&global, o] { return run_prune(global, *o); }; });
 
@@ -137,9 +135,7 @@ void add_prune_commands(CLI::App& app, GlobalOptions& global, Action& action) {
     CLI::App* gc = app.add_subcommand(
         "gc", "delete data no restore point references (takes the exclusive lock)");
     gc->add_flag("--dry-run", go->dry_run, "report, change nothing");
-    gc->add_option("--grace", go->grace_hours, kGraceHelp)
-        ->check(CLI::Range(0, kMaxGraceHours))
-        ->default_val(go->grace_hours);
+    add_whole_number_option(*gc, "--grace", go->grace_hours, 0, kMaxGraceHours, kGraceHelp);
     gc->callback(
         [&global, &action, go] { action = [&global, go] { return run_gc(global, *go); }; });
 }

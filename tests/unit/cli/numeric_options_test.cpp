@@ -46,6 +46,8 @@ std::vector<NumericOption> numeric_options(const std::string& image) {
         {"prune --keep-daily", with({"prune", "--keep-daily", "VALUE"}), {}},
         {"prune --keep-weekly", with({"prune", "--keep-weekly", "VALUE"}), {}},
         {"prune --keep-monthly", with({"prune", "--keep-monthly", "VALUE"}), {}},
+        {"prune --grace", with({"prune", "--keep-last", "1000", "--grace", "VALUE"}), {"0"}},
+        {"gc --grace", with({"gc", "--dry-run", "--grace", "VALUE"}), {"0"}},
         {"image backup --workers",
          with({"image", "backup", image, "--name", "hostile", "--workers", "VALUE"}),
          {}},
