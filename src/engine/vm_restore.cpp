@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/durable_file.h"
 #include "common/process.h"
 #include "engine/image_jobs.h"
 #include "engine/nbd_image.h"
@@ -92,6 +94,11 @@ bool in_place_files_free(const std::vector<Placement>& placements, bool in_place
 // is killed the VM keeps running. Either way the same command run again resumes: dead servers
 // restart on the same sockets and overlays (QEMU reconnects), the VM resumes, copies that
 // stopped start again, and the switch completes.
+//
+// Record before start: the record (fsync'd) names the run's socket folder and every disk
+// before anything else exists, and each server's pid and start time before nbdkit runs
+// (process.h). So a vmshadow killed at any instant leaves nothing the record does not name,
+// and the next run (or `repo unlock`, when no VM runs on them) stops every server of it.
 constexpr const char* kInstantRecord = "instant.json";
 
 struct InstantDisk {
@@ -103,6 +110,7 @@ struct InstantDisk {
 struct InstantRun {
     fs::path work, sockets;
     std::string vm, uuid, point;
+    std::string resume;  // the command that resumes it, for `repo unlock`
     std::vector<InstantDisk> disks;
 
     Status save() const {
@@ -110,6 +118,7 @@ struct InstantRun {
                          {"vm", vm},
                          {"uuid", uuid},
                          {"point", point},
+                         {"resume", resume},
                          {"sockets", sockets.string()},
                          {"disks", nlohmann::json::array()}};
         for (const auto& d : disks) {
@@ -123,21 +132,14 @@ struct InstantRun {
                                   {"start_time", d.server.start_time},
                                   {"pivoted", d.pivoted}});
         }
-        fs::path tmp = work / (std::string(kInstantRecord) + ".tmp");
-        {
-            std::ofstream out(tmp, std::ios::trunc);
-            out << j.dump(2) << "\n";
-            out.flush();
-            if (!out) return fail(ErrorKind::io, "write " + tmp.string());
-        }
-        std::error_code ec;
-        fs::rename(tmp, work / kInstantRecord, ec);
-        if (ec) return fail(ErrorKind::io, "write " + (work / kInstantRecord).string());
-        return {};
+        return write_file_durably((work / kInstantRecord).string(), j.dump(2) + "\n");
     }
-
+    // The recorded servers, and any nbdkit serving one of this run's overlays that an older
+    // vmshadow started without recording it.
     void stop_servers() const {
         for (const auto& d : disks) (void)stop_process(d.server, std::chrono::seconds(10));
+        for (const auto& p : processes_with_argument("overlay=" + work.string() + "/"))
+            (void)stop_process(p, std::chrono::seconds(10));
     }
     // The run is over (or never ran): servers, sockets and the work folder with its overlays go.
     void remove() const {
@@ -159,6 +161,7 @@ struct InstantRun {
         run.vm = j.value("vm", "");
         run.uuid = j.value("uuid", "");
         run.point = j.value("point", "");
+        run.resume = j.value("resume", "");
         for (const auto& d : j.value("disks", nlohmann::json::array())) {
             InstantDisk disk;
             disk.name = d.value("name", "");
@@ -183,8 +186,17 @@ std::string resume_command(const VmRestoreOptions& options, const std::string& p
     return cmd;
 }
 
-Result<ProcessId> serve_instant_disk(const repo::Repository& repo, const VmRestoreOptions& options,
-                                     const InstantRun& run, const InstantDisk& d) {
+// What the servers' repository lock says it is for; instant_record_of_lock reads it back.
+constexpr const char* kInstantOwner = "instant recovery (record ";
+
+std::string instant_owner(const InstantRun& run) {
+    return std::string(kInstantOwner) + (run.work / kInstantRecord).string() + ") of '" + run.vm +
+           "'";
+}
+
+// Starts the server of `d`, recording its identity in the run before nbdkit runs.
+Status serve_instant_disk(const repo::Repository& repo, const VmRestoreOptions& options,
+                          InstantRun& run, InstantDisk& d) {
     exporter::PointServerOptions nbdkit;
     nbdkit.repo = repo.root();
     nbdkit.point = run.point;
@@ -194,9 +206,14 @@ Result<ProcessId> serve_instant_disk(const repo::Repository& repo, const VmResto
     nbdkit.pidfile = d.pidfile;
     nbdkit.log = d.log;
     nbdkit.password = options.password;
+    nbdkit.owner = instant_owner(run);
+    nbdkit.record = [&run, &d](const ProcessId& server) {
+        d.server = server;
+        return run.save();
+    };
     auto server = exporter::start_point_server(nbdkit);
-    if (!server) return std::unexpected(server.error().with_context("disk " + d.name));
-    return server;
+    if (!server) return fail(server.error().with_context("disk " + d.name));
+    return {};
 }
 
 // Waits until every copy is in sync and pivots each disk to its local image, then makes the
@@ -246,6 +263,7 @@ Status finish_instant(const virt::Connection& connection, virt::Domain& domain, 
                 all = false;
                 continue;
             }
+            test_kill_point("instant-copying");
             if (options.progress) options.progress(d.name, progress->cur, progress->end);
             if (progress->in_sync() && virt::pivot_block_copy(domain, d.name)) {
                 d.pivoted = true;
@@ -293,14 +311,12 @@ Result<VmRestoreResult> resume_instant(repo::Repository& repo, const virt::Conne
         fs::create_directories(run.sockets, ec);
         for (auto& d : run.disks) {
             if (d.pivoted || process_alive(d.server)) continue;
-            auto server = serve_instant_disk(repo, options, run, d);
-            if (!server) {
+            if (auto st = serve_instant_disk(repo, options, run, d); !st) {
                 (void)run.save();
-                return fail(server.error().kind(),
-                            "instant recovery of '" + run.vm + "' cannot resume: " +
-                                server.error().message() + "; the VM is left as it was");
+                return fail(st.error().kind(), "instant recovery of '" + run.vm +
+                                                   "' cannot resume: " + st.error().message() +
+                                                   "; the VM is left as it was");
             }
-            d.server = *server;
             result.notes.push_back("disk " + d.name + ": its NBD server was restarted");
         }
         if (auto st = run.save(); !st) return std::unexpected(st.error());
@@ -347,6 +363,7 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
     run.work = work;
     run.vm = result.vm;
     run.point = result.point;
+    run.resume = resume_command(options, result.point);
     // Unix socket paths are limited to 107 bytes: the sockets live in a short private dir.
     run.sockets = fs::path("/run/vmshadow/instant") /
                   (result.point.substr(0, 12) + "-" + std::to_string(::getpid()));
@@ -359,11 +376,20 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
         }
     } undo{&run};
     WrittenFiles written;
-    for (const fs::path& d : {run.sockets, run.work}) {
-        std::error_code ec;
-        fs::create_directories(d, ec);
-        if (ec) return fail(ErrorKind::io, "create " + d.string() + ": " + ec.message());
+    for (const auto& p : placements) {
+        if (!p.disk) continue;
+        std::string base = (work / p.name).string();
+        run.disks.push_back({p.name, (run.sockets / (p.name + ".sock")).string(), base + ".overlay",
+                             base + ".pid", base + ".log", p.final_path.string()});
     }
+    // The record of intent, before any server, socket folder or image exists.
+    std::error_code ec;
+    fs::create_directories(run.work, ec);
+    if (ec) return fail(ErrorKind::io, "create " + run.work.string() + ": " + ec.message());
+    if (auto st = run.save(); !st) return std::unexpected(st.error());
+    test_kill_point("instant-recorded");
+    fs::create_directories(run.sockets, ec);
+    if (ec) return fail(ErrorKind::io, "create " + run.sockets.string() + ": " + ec.message());
     vmwriter::DomainRewriteSpec spec;
     spec.new_name = options.as_name;
     spec.log_dir = options.as_name ? work.parent_path().string() : std::string();
@@ -379,19 +405,15 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
                 return std::unexpected(st.error());
             spec.boot_files[p.name] = p.final_path.string();
             result.files.push_back({p.name, p.final_path.string(), p.file->size});
-            continue;
         }
-        std::string base = (work / p.name).string();
-        InstantDisk d{p.name,
-                      (run.sockets / (p.name + ".sock")).string(),
-                      base + ".overlay",
-                      base + ".pid",
-                      base + ".log",
-                      p.final_path.string()};
-        auto server = serve_instant_disk(repo, options, run, d);
-        if (!server) return std::unexpected(server.error());
-        d.server = *server;
-        run.disks.push_back(d);
+    }
+    for (const auto& p : placements) {
+        if (!p.disk) continue;
+        InstantDisk& d = *std::find_if(run.disks.begin(), run.disks.end(),
+                                       [&](const InstantDisk& x) { return x.name == p.name; });
+        if (auto st = serve_instant_disk(repo, options, run, d); !st)
+            return std::unexpected(st.error());
+        test_kill_point("instant-server-started");
         spec.disks[p.name] = {"", "raw", d.socket};
         // The local image the copy goes into (pre-created: REUSE_EXTERNAL).
         written.paths.push_back(p.final_path);
@@ -405,8 +427,10 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
     // Recorded before the VM exists (without its UUID), so that a vmshadow killed right after
     // creating it still leaves a run the same command can pick up.
     if (auto st = run.save(); !st) return std::unexpected(st.error());
+    test_kill_point("instant-servers-started");
     auto domain = virt::create_transient(connection, xml->xml);
     if (!domain) return std::unexpected(domain.error().with_context(label));
+    test_kill_point("instant-vm-created");
     double running_after =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     result.notes.push_back(
@@ -555,6 +579,15 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
                 return resume_instant(repo, connection, options, std::move(*existing),
                                       std::move(*run), placements, std::move(result), started);
             }
+        }
+        if (!existing) {
+            // Servers of this folder that no record names (an older vmshadow killed before it
+            // wrote one) serve no VM: they only hold the repository's lock.
+            auto orphans = processes_with_argument("overlay=" + work.string() + "/");
+            for (const auto& p : orphans) (void)stop_process(p, std::chrono::seconds(10));
+            if (!orphans.empty())
+                result.notes.push_back("stopped " + std::to_string(orphans.size()) +
+                                       " NBD server(s) an interrupted instant recovery left");
         }
         if (find_file(*point, "memory"))
             result.notes.push_back("cold boot: instant recovery does not use the saved memory");
@@ -748,6 +781,45 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
     result.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return result;
+}
+
+std::optional<std::string> instant_record_of_lock(const std::string& operation) {
+    const std::string prefix = std::string("nbd export for ") + kInstantOwner;
+    if (!operation.starts_with(prefix)) return std::nullopt;
+    auto close = operation.find(") of '", prefix.size());
+    if (close == std::string::npos) return std::nullopt;
+    return operation.substr(prefix.size(), close - prefix.size());
+}
+
+Result<AbandonedInstantRun> stop_abandoned_instant_servers(const virt::Connection& connection,
+                                                           const std::string& record) {
+    fs::path work = fs::path(record).parent_path();
+    std::error_code ec;
+    if (fs::path(record).filename() != kInstantRecord || !fs::exists(record, ec))
+        return fail(ErrorKind::not_found, "no instant recovery record at " + record);
+    auto run = InstantRun::load(work);
+    if (!run) return std::unexpected(run.error());
+    auto vm = connection.lookup(run->vm);
+    if (!vm && vm.error().kind() != ErrorKind::not_found) return std::unexpected(vm.error());
+    bool runs_on_them = vm && (run->uuid.empty() ? !vm->is_persistent() : vm->uuid() == run->uuid);
+    std::string again =
+        run->resume.empty() ? "the same `vmshadow restore --instant`" : "`" + run->resume + "`";
+    if (runs_on_them) {
+        return AbandonedInstantRun{
+            false, "VM '" + run->vm +
+                       "' runs on it (an instant recovery whose vmshadow is gone): " + again +
+                       " finishes the recovery and stops it"};
+    }
+    run->stop_servers();
+    return AbandonedInstantRun{
+        true,
+        "stopped the NBD server(s) of an interrupted instant recovery of '" + run->vm +
+            "' (no VM runs on them); " +
+            (run->uuid.empty()
+                 ? again + " cleans up and starts over"
+                 : "its VM is gone: the guest's writes since it started are in " + work.string() +
+                       "/*.overlay; remove that folder and the VM's "
+                       "files to start over")};
 }
 
 }  // namespace vmshadow::engine
