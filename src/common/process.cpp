@@ -139,20 +139,46 @@ void kill_and_reap(pid_t pid) {
     }
 }
 
-// Waits until the daemon `id` wrote its pidfile (it is ready) or exited or timed out.
-Result<ProcessId> wait_until_ready(const DaemonOptions& o, const ProcessId& id) {
+// Field `n` (≥ 3) of /proc/PID/stat, "" when the process is gone.
+std::string stat_field(pid_t pid, int n) {
+    std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    auto close = stat.rfind(')');
+    if (close == std::string::npos) return {};
+    std::istringstream in(stat.substr(close + 2));
+    std::string field;
+    for (int i = 3; i <= n && in >> field; ++i) {
+    }
+    return field;
+}
+
+bool in_session(pid_t pid, pid_t session) {
+    return stat_field(pid, 6) == std::to_string(session);
+}
+
+// Waits until the daemon started as `leader` wrote its pidfile (it is ready) or exited or
+// timed out.
+Result<ProcessId> wait_until_ready(const DaemonOptions& o, const ProcessId& leader) {
     auto deadline = std::chrono::steady_clock::now() + o.timeout;
+    bool launcher_running = true;
     for (;;) {
         int status = 0;
-        if (::waitpid(id.pid, &status, WNOHANG) == id.pid) {
-            std::string why = last_line_in_file(o.log);
-            return fail(ErrorKind::unavailable,
-                        o.argv[0] + " exited at start" + (why.empty() ? "" : ": " + why));
+        if (launcher_running && ::waitpid(leader.pid, &status, WNOHANG) == leader.pid) {
+            launcher_running = false;
+            if (!o.forks || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                std::string why = last_line_in_file(o.log);
+                return fail(ErrorKind::unavailable,
+                            o.argv[0] + " exited at start" + (why.empty() ? "" : ": " + why));
+            }
         }
         std::string text = read_file(o.pidfile);
-        if (!text.empty() && static_cast<pid_t>(std::atol(text.c_str())) == id.pid) return id;
+        if (!text.empty()) {
+            pid_t daemon = static_cast<pid_t>(std::atol(text.c_str()));
+            ProcessId id{daemon, process_start_time(daemon)};
+            if (process_alive(id) && in_session(daemon, leader.pid)) return id;
+        }
         if (std::chrono::steady_clock::now() > deadline) {
-            kill_and_reap(id.pid);
+            (void)stop_session(leader, std::chrono::milliseconds(0));
+            if (launcher_running) ::waitpid(leader.pid, nullptr, 0);
             std::string why = last_line_in_file(o.log);
             return fail(ErrorKind::timeout,
                         o.argv[0] + " did not become ready" + (why.empty() ? "" : ": " + why));
@@ -249,6 +275,24 @@ Status stop_process(const ProcessId& process, std::chrono::milliseconds grace) {
     ::kill(process.pid, SIGKILL);
     if (wait_gone(std::chrono::seconds(5))) return {};
     return fail(ErrorKind::timeout, "process " + std::to_string(process.pid) + " did not exit");
+}
+
+Status stop_session(const ProcessId& leader, std::chrono::milliseconds grace) {
+    if (leader.pid <= 0) return {};
+    std::string now = process_start_time(leader.pid);
+    if (!now.empty() && now != leader.start_time) return {};  // the pid is another's now
+    std::vector<ProcessId> members;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+        pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
+        if (pid != ::getpid() && in_session(pid, leader.pid))
+            members.push_back({pid, process_start_time(pid)});
+    }
+    for (const auto& m : members)
+        if (auto st = stop_process(m, grace); !st) return st;
+    return {};
 }
 
 }  // namespace vmshadow

@@ -14,8 +14,10 @@
 // a parent that died before it was set) or is recorded before its program runs (`record`:
 // the child is forked, its pid and start time handed to the caller to write down durably,
 // and only then does it exec; a vmshadow that dies first closes the pipe the child waits on
-// and the child exits without running anything). A daemon must not fork: the pid recorded
-// is the daemon's own.
+// and the child exits without running anything). The child leads a new session, and a
+// daemon that forks into the background (nbdkit without -f: in the foreground it dies with
+// its parent) stays in it, so the recorded identity — the session — finds the daemon
+// whatever happened after the record (stop_session).
 //
 // Errors: a program that cannot start is unavailable ("nbdfuse not found: install
 // libnbd-bin"); run_checked turns a non-zero exit into an error holding the command and the
@@ -55,20 +57,23 @@ std::string process_start_time(pid_t pid);
 bool process_alive(const ProcessId& process);
 
 struct DaemonOptions {
-    std::vector<std::string> argv;  // a program that stays in the foreground (nbdkit -f)
-    std::vector<std::string> env;   // "NAME=value" added to the environment
-    std::string log;                // stdout and stderr go here
-    std::string pidfile;            // the daemon writes it when it is ready
+    std::vector<std::string> argv;
+    std::vector<std::string> env;  // "NAME=value" added to the environment
+    std::string log;               // stdout and stderr go here
+    std::string pidfile;           // the daemon writes it when it is ready
     std::chrono::milliseconds timeout{30000};
-    // Called between fork and exec with the child's identity; the program runs only once it
-    // succeeds (a failure kills the child and is returned). Write the record durably here.
+    bool forks = false;  // argv forks the daemon and exits 0 (nbdkit without -f)
+    // Called between fork and exec with the child's identity — the leader of the daemon's
+    // session; the program runs only once it succeeds (a failure kills the child and is
+    // returned). Write the record durably here.
     std::function<Status(const ProcessId&)> record;
     // SIGTERM to the daemon when the thread that started it exits (vmshadow killed included).
     bool dies_with_parent = false;
 };
 
-// Starts argv in a new session and waits until its pidfile names it. If it exits or times
-// out first, the error carries the last line of its log (and a timed-out daemon is killed).
+// Starts argv in a new session and waits until its pidfile names a live process of that
+// session. If it exits (with an error, when it `forks`) or times out first, the error carries
+// the last line of its log (and a timed-out daemon is killed).
 // A daemon with neither `record` nor `dies_with_parent` is refused: nobody could find it.
 Result<ProcessId> start_daemon(const DaemonOptions& options);
 
@@ -82,6 +87,11 @@ void test_kill_point(std::string_view step);
 
 // SIGTERM, up to `grace` for it to go, then SIGKILL. Succeeds when the process is gone.
 Status stop_process(const ProcessId& process, std::chrono::milliseconds grace);
+
+// Stops every process of the session `leader` led (as stop_process), whether the leader is
+// still there or not. A leader's pid that now belongs to another process (another start
+// time) means the session ended long ago: nothing is stopped.
+Status stop_session(const ProcessId& leader, std::chrono::milliseconds grace);
 
 // The last non-empty line of a text file ("" when unreadable).
 std::string last_line_in_file(const std::string& path);

@@ -104,6 +104,7 @@ constexpr const char* kInstantRecord = "instant.json";
 struct InstantDisk {
     std::string name, socket, overlay, pidfile, log, final_path;
     ProcessId server;
+    ProcessId session;  // the session nbdkit lives in, recorded before it ran
     bool pivoted = false;
 };
 
@@ -130,6 +131,8 @@ struct InstantRun {
                                   {"final", d.final_path},
                                   {"pid", d.server.pid},
                                   {"start_time", d.server.start_time},
+                                  {"session_pid", d.session.pid},
+                                  {"session_start_time", d.session.start_time},
                                   {"pivoted", d.pivoted}});
         }
         return write_file_durably((work / kInstantRecord).string(), j.dump(2) + "\n");
@@ -137,7 +140,10 @@ struct InstantRun {
     // The recorded servers, and any nbdkit serving one of this run's overlays that an older
     // vmshadow started without recording it.
     void stop_servers() const {
-        for (const auto& d : disks) (void)stop_process(d.server, std::chrono::seconds(10));
+        for (const auto& d : disks) {
+            (void)stop_process(d.server, std::chrono::seconds(10));
+            (void)stop_session(d.session, std::chrono::seconds(10));
+        }
         for (const auto& p : processes_with_argument("overlay=" + work.string() + "/"))
             (void)stop_process(p, std::chrono::seconds(10));
     }
@@ -171,6 +177,7 @@ struct InstantRun {
             disk.log = d.value("log", "");
             disk.final_path = d.value("final", "");
             disk.server = {d.value("pid", -1), d.value("start_time", "")};
+            disk.session = {d.value("session_pid", -1), d.value("session_start_time", "")};
             disk.pivoted = d.value("pivoted", false);
             run.disks.push_back(std::move(disk));
         }
@@ -207,13 +214,15 @@ Status serve_instant_disk(const repo::Repository& repo, const VmRestoreOptions& 
     nbdkit.log = d.log;
     nbdkit.password = options.password;
     nbdkit.owner = instant_owner(run);
-    nbdkit.record = [&run, &d](const ProcessId& server) {
-        d.server = server;
+    nbdkit.record = [&run, &d](const ProcessId& session) {
+        d.session = session;
+        d.server = {};
         return run.save();
     };
     auto server = exporter::start_point_server(nbdkit);
     if (!server) return fail(server.error().with_context("disk " + d.name));
-    return {};
+    d.server = *server;
+    return run.save();
 }
 
 // Waits until every copy is in sync and pivots each disk to its local image, then makes the

@@ -180,6 +180,9 @@ Status teardown(MountState& state) {
         return std::unexpected(st.error().with_context("stopping nbdfuse"));
     if (auto st = stop_process(process_from(s["nbdkit"]), std::chrono::seconds(10)); !st)
         return std::unexpected(st.error().with_context("stopping nbdkit"));
+    // A mount killed before it learnt nbdkit's pid recorded the session nbdkit lives in.
+    if (auto st = stop_session(process_from(s["nbdkit_session"]), std::chrono::seconds(10)); !st)
+        return std::unexpected(st.error().with_context("stopping nbdkit"));
     std::error_code ec;
     fs::remove_all(state.dir(), ec);
     if (ec) return fail(ErrorKind::io, "cannot remove " + state.dir() + ": " + ec.message());
@@ -267,12 +270,14 @@ Status start_servers(MountState& state, const MountRequest& r, const std::string
     nbdkit.owner = "the mount on " + s.value("dir", std::string()) + " (`vmshadow umount " +
                    s.value("dir", std::string()) + "` ends it)";
     s["socket"] = state.path("nbd.sock");
-    nbdkit.record = [&](const ProcessId& server) {
-        s["nbdkit"] = process_json(server);
+    nbdkit.record = [&](const ProcessId& session) {
+        s["nbdkit_session"] = process_json(session);
         return state.save();
     };
     auto server = start_point_server(nbdkit);
     if (!server) return std::unexpected(server.error());
+    s["nbdkit"] = process_json(*server);
+    if (auto st = state.save(); !st) return st;
     test_kill_point("mount-server-started");
 
     std::string fuse_dir = state.path("fuse");

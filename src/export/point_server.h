@@ -4,12 +4,14 @@
 // nbdkit-vmshadow-plugin.so — as `mount`, `verify --boot` and instant recovery use it.
 //
 // This module is: finding the plugin, and starting nbdkit for one disk with its overlay, log
-// and pidfile, returning once it serves (its pidfile written). nbdkit always runs in the
-// foreground (-f), so the pid vmshadow knows is the server's. A server either dies with
-// vmshadow (`dies_with_vmshadow`: --exit-with-parent and PR_SET_PDEATHSIG set before exec —
-// a throwaway VM's disks must not outlive the command) or outlives it (a mount, or a VM
-// running from the repository while its copy can be resumed) and is then recorded before it
-// runs (`record`, process.h's rule): no server exists that no record names. A stale socket of a
+// and pidfile, returning once it serves (its pidfile written). A server either dies with
+// vmshadow (`dies_with_vmshadow`: nbdkit in the foreground, --exit-with-parent, and
+// PR_SET_PDEATHSIG set before exec — a throwaway VM's disks must not outlive the command) or
+// outlives it (a mount, or a VM running from the repository while its copy can be resumed:
+// nbdkit forks into the background, which is the only way it survives vmshadow — in the
+// foreground nbdkit 1.32 sets PR_SET_PDEATHSIG itself) and is then recorded before it runs
+// (`record` gets the leader of the session the server will live in; process.h's rule): no
+// server exists that no record names. A stale socket of a
 // dead server is removed first, so a server can be restarted on the socket QEMU reconnects to. The
 // plugin's own start error ("ERROR [kind]" in the log, e.g. the repository locked by gc) comes back
 // with its kind. It is not: stopping servers (process.h) nor what the NBD export serves
@@ -43,8 +45,8 @@ struct PointServerOptions {
     // `repo unlock` and a locked gc say who holds the lock and how to end it.
     std::string owner;
     bool dies_with_vmshadow = false;
-    // Required unless dies_with_vmshadow: writes the server's pid and start time durably
-    // before nbdkit runs (see DaemonOptions::record).
+    // Required unless dies_with_vmshadow: writes the identity of the server's session
+    // durably before nbdkit runs (see DaemonOptions::record; stop_session stops it).
     std::function<Status(const ProcessId&)> record;
 };
 

@@ -140,6 +140,27 @@ TEST(StartDaemon, ADaemonTiedToItsParentDiesWithIt) {
     EXPECT_TRUE(gone_within(daemon, 5s)) << "the daemon outlived its killed parent";
 }
 
+// A daemon that forks into the background (nbdkit without -f) stays in the session that
+// was recorded before it ran: stop_session finds it without its pid.
+TEST(StartDaemon, AForkingDaemonIsFoundByTheSessionRecordedBeforeItRan) {
+    TempDir dir;
+    DaemonOptions o = marking_daemon(dir);
+    o.argv = {"/bin/sh", "-c",
+              "touch " + dir.at("ran") + "; /bin/sh -c 'echo $$ > " + dir.at("pid") +
+                  "; exec sleep 60' </dev/null >/dev/null 2>&1 & exit 0"};
+    o.forks = true;
+    ProcessId session;
+    o.record = [&](const ProcessId& id) -> Status {
+        session = id;
+        return {};
+    };
+    auto daemon = start_daemon(o);
+    ASSERT_TRUE(daemon) << daemon.error().message();
+    EXPECT_NE(daemon->pid, session.pid);
+    EXPECT_TRUE(stop_session(session, 2s));
+    EXPECT_TRUE(gone_within(*daemon, 5s));
+}
+
 TEST(StartDaemon, ADaemonNeitherRecordedNorTiedIsRefused) {
     TempDir dir;
     auto daemon = start_daemon(marking_daemon(dir));
