@@ -197,8 +197,9 @@ std::string resume_command(const VmRestoreOptions& options, const std::string& p
 constexpr const char* kInstantOwner = "instant recovery (record ";
 
 std::string instant_owner(const InstantRun& run) {
-    return std::string(kInstantOwner) + (run.work / kInstantRecord).string() + ") of '" + run.vm +
-           "'";
+    std::error_code ec;
+    fs::path record = fs::absolute(run.work / kInstantRecord, ec);
+    return std::string(kInstantOwner) + record.string() + ") of '" + run.vm + "'";
 }
 
 // Starts the server of `d`, recording its identity in the run before nbdkit runs.

@@ -294,6 +294,10 @@ TEST_F(VmBackupTest, InstantRecoveryKilledEarlyLeavesNoServerItsRerunCannotStop)
         for (pid_t server : servers)
             EXPECT_TRUE(recorded.contains(server) || recorded.contains(session_of(server)))
                 << "server " << server << " not recorded";
+        if (kill.step == "instant-server-started" || kill.step == "instant-servers-started" ||
+            kill.vm_runs) {
+            EXPECT_FALSE(servers.empty()) << "the servers outlive vmshadow";
+        }
         if (!kill.step.empty() && !kill.vm_runs) {
             // No VM runs on the servers: repo unlock stops them, and gc can run at once.
             auto unlock = run_vmshadow({"--repo", repo.string(), "repo", "unlock"});
