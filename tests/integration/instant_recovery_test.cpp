@@ -263,7 +263,7 @@ TEST_F(VmBackupTest, InstantRecoveryKilledEarlyLeavesNoServerItsRerunCannotStop)
                                        {"", 100ms},
                                        {"", 150ms},
                                        {"", 300ms},
-                                       {"", 1000ms}};
+                                       {"", 600ms}};
     for (std::size_t i = 0; i < kills.size(); ++i) {
         const EarlyKill& kill = kills[i];
         SCOPED_TRACE("killed at " + kill.text());
@@ -318,11 +318,15 @@ TEST_F(VmBackupTest, InstantRecoveryKilledEarlyLeavesNoServerItsRerunCannotStop)
                 << unlock.out;
         }
 
-        auto args = command;
-        args.push_back("--json");
-        auto rerun = run_vmshadow(args);
-        ASSERT_EQ(rerun.exit_code, 0) << rerun.out << rerun.err << read_text_file(log);
-        EXPECT_TRUE(json::parse(rerun.out)["instant"].get<bool>());
+        // A timed kill may come after the recovery finished (a small guest takes about 1 s):
+        // then there is nothing to rerun, and the same end state is checked.
+        if (*code != 0) {
+            auto args = command;
+            args.push_back("--json");
+            auto rerun = run_vmshadow(args);
+            ASSERT_EQ(rerun.exit_code, 0) << rerun.out << rerun.err << read_text_file(log);
+            EXPECT_TRUE(json::parse(rerun.out)["instant"].get<bool>());
+        }
         std::string after = dumpxml(copy.name);
         EXPECT_EQ(after.find("protocol='nbd'"), std::string::npos) << after;
         auto info = lab::run_checked({"virsh", "-c", lab::lab_uri(), "dominfo", copy.name});
