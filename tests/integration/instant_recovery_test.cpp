@@ -264,6 +264,37 @@ TEST_F(VmBackupTest, InstantRecoveryKilledEarlyLeavesNoServerItsRerunCannotStop)
                                        {"", 150ms},
                                        {"", 300ms},
                                        {"", 600ms}};
+    {
+        // What an older vmshadow killed before its record left: an nbdkit serving one of the
+        // run's overlays that no record names. The same command stops it and starts over.
+        SCOPED_TRACE("an unrecorded server of an older vmshadow");
+        RestoredVm copy{g.name().substr(0, 40) + "-old", dir / "early-old"};
+        const fs::path work = copy.folder / (".vmshadow-instant-" + copy.name);
+        fs::create_directories(work);
+        const std::string plugin = (fs::path(VMSHADOW_BINARY).parent_path() / ".." / "export" /
+                                    "nbdkit-vmshadow-plugin.so")
+                                       .lexically_normal()
+                                       .string();
+        auto orphan =
+            lab::run_process({"sh", "-c",
+                              "exec nbdkit --log=stderr -U " + (dir / "old.sock").string() + " " +
+                                  plugin + " repo=" + repo.string() + " point=" + point +
+                                  " disk=vda overlay=" + (work / "vda.overlay").string() +
+                                  " </dev/null >/dev/null 2>&1"});
+        ASSERT_TRUE(orphan && orphan->exit_code == 0);
+        for (int i = 0; i < 100 && servers_of(work).empty(); ++i) std::this_thread::sleep_for(50ms);
+        ASSERT_FALSE(servers_of(work).empty());
+        auto rerun = run_vmshadow({"--repo", repo.string(), "restore", point, "--instant", "--as",
+                                   copy.name, "--to", copy.folder.string(), "--json"});
+        ASSERT_EQ(rerun.exit_code, 0) << rerun.out << rerun.err;
+        EXPECT_NE(rerun.out.find("NBD server(s) an interrupted instant recovery left"),
+                  std::string::npos)
+            << rerun.out;
+        EXPECT_EQ(servers_of(work), std::set<pid_t>{});
+        EXPECT_FALSE(fs::exists(work));
+        auto gc = run_vmshadow({"--repo", repo.string(), "gc"});
+        EXPECT_EQ(gc.exit_code, 0) << gc.out << gc.err;
+    }
     for (std::size_t i = 0; i < kills.size(); ++i) {
         const EarlyKill& kill = kills[i];
         SCOPED_TRACE("killed at " + kill.text());
