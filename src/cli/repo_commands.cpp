@@ -3,12 +3,14 @@
 // repository command.
 #include <ctime>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 
 #include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
+#include "engine/vm_restore.h"
 #include "repo/check.h"
 #include "repo/format.h"
 #include "repo/keys.h"
@@ -261,9 +263,46 @@ std::string describe_lock(const repo::LockInfo& l, std::int64_t now) {
            ")";
 }
 
+// What `repo unlock` found about the NBD servers of instant recoveries whose vmshadow is gone.
+struct ExportVerdicts {
+    std::vector<std::string> stopped;         // servers that served no VM, stopped
+    std::map<std::string, std::string> kept;  // lock id → why its live server stays
+};
+
+// A live lock held by an instant recovery's server: servers no VM runs on only hold the
+// lock, so they are stopped (and their lock goes); one a VM runs on stays, explained.
+ExportVerdicts stop_abandoned_exports(const GlobalOptions& global,
+                                      const std::vector<repo::LockInfo>& locks) {
+    ExportVerdicts verdicts;
+    std::optional<Result<virt::Connection>> connection;
+    std::set<std::string> done;
+    for (const auto& l : locks) {
+        auto record = l.readable && !l.holder_dead ? engine::instant_record_of_lock(l.operation)
+                                                   : std::nullopt;
+        if (!record) continue;
+        if (!connection) connection = virt::Connection::open(global.connect_uri);
+        if (!*connection) {
+            verdicts.kept[l.id] =
+                "cannot ask libvirt whether a VM runs on it: " + (*connection).error().message();
+            continue;
+        }
+        auto verdict = engine::stop_abandoned_instant_servers(**connection, *record);
+        if (!verdict)
+            verdicts.kept[l.id] = verdict.error().message();
+        else if (!verdict->stopped)
+            verdicts.kept[l.id] = verdict->message;
+        else if (done.insert(*record).second)
+            verdicts.stopped.push_back(verdict->message);
+    }
+    return verdicts;
+}
+
 Status run_unlock(const GlobalOptions& global, bool remove_all) {
     auto repo = open_repository(global);
     if (!repo) return std::unexpected(repo.error());
+    ExportVerdicts exports;
+    if (auto listed = repo::list_locks((*repo)->env(), (*repo)->root()); listed)
+        exports = stop_abandoned_exports(global, *listed);
     // No lock is taken: the point is to remove locks, and a lock of our own would conflict.
     auto removed = repo::remove_locks((*repo)->env(), (*repo)->root(), remove_all);
     if (!removed) return std::unexpected(removed.error());
@@ -281,6 +320,10 @@ Status run_unlock(const GlobalOptions& global, bool remove_all) {
                     {"age_s", l.since > 0 ? json(now - l.since) : json(nullptr)},
                     {"holder_dead", l.holder_dead}};
     };
+    auto kept_why = [&exports](const repo::LockInfo& l) {
+        auto it = exports.kept.find(l.id);
+        return it == exports.kept.end() ? std::string() : it->second;
+    };
     // Removing a lock a live process holds is the user's responsibility: say what went.
     if (remove_all)
         for (const auto& l : *removed)
@@ -293,22 +336,30 @@ Status run_unlock(const GlobalOptions& global, bool remove_all) {
     if (global.json) {
         json r = json::array(), k = json::array();
         for (const auto& l : *removed) r.push_back(to_json(l));
-        for (const auto& l : *kept) k.push_back(to_json(l));
-        std::cout << json{{"removed", r}, {"kept", k}}.dump() << std::endl;
+        for (const auto& l : *kept) {
+            k.push_back(to_json(l));
+            if (auto why = kept_why(l); !why.empty()) k.back()["why"] = why;
+        }
+        std::cout << json{{"removed", r}, {"kept", k}, {"stopped_servers", exports.stopped}}.dump()
+                  << std::endl;
         return {};
     }
     if (!remove_all)
         for (const auto& l : *removed)
             std::cout << "removed " << describe_lock(l, now) << ": its process is gone"
                       << std::endl;
-    for (const auto& l : *kept)
+    for (const auto& m : exports.stopped) std::cout << m << std::endl;
+    for (const auto& l : *kept) {
+        std::string why = kept_why(l);
         std::cout << "kept " << describe_lock(l, now)
-                  << (!l.readable ? ": not a lock this vmshadow can read; it counts as held and "
-                                    "blocks every operation that locks until `vmshadow repo "
-                                    "unlock --remove-all` removes it"
+                  << (!l.readable    ? ": not a lock this vmshadow can read; it counts as held and "
+                                       "blocks every operation that locks until `vmshadow repo "
+                                       "unlock --remove-all` removes it"
+                      : !why.empty() ? ": " + why
                       : l.host.empty() || l.holder_dead ? ""
                                                         : ": its holder may be running")
                   << std::endl;
+    }
     std::cout << "removed " << removed->size() << " lock(s)";
     if (!kept->empty())
         std::cout << "; " << kept->size()

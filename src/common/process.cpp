@@ -4,11 +4,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -89,31 +92,79 @@ std::string last_line_in_file(const std::string& path) {
     return last_line_of(read_file(path));
 }
 
-Result<ProcessId> start_daemon(const DaemonOptions& o) {
-    ::unlink(o.pidfile.c_str());
-    UniqueFd log(::open(o.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-    if (!log) return fail(ErrorKind::io, "cannot create " + o.log + ": " + std::strerror(errno));
-    auto args = c_argv(o.argv);
-    pid_t pid = ::fork();
-    if (pid < 0) return fail(ErrorKind::io, std::string("fork failed: ") + std::strerror(errno));
-    if (pid == 0) {
-        ::setsid();  // not in vmshadow's session: a ^C or a killed terminal does not reach it
-        int in = ::open("/dev/null", O_RDONLY);
-        ::dup2(in, 0);
-        ::dup2(log.get(), 1);
-        ::dup2(log.get(), 2);
-        for (const auto& kv : o.env) ::putenv(const_cast<char*>(kv.c_str()));
-        ::execvp(args[0], args.data());
-        std::fprintf(stderr, "cannot run %s: %s\n", args[0], std::strerror(errno));
-        _exit(127);
+namespace {
+
+// The child between fork and exec: only async-signal-safe calls (vmshadow has threads).
+[[noreturn]] void run_daemon_child(const DaemonOptions& o, char* const* argv, char* const* envp,
+                                   int log, int go_read, int go_write, pid_t parent) {
+    ::setsid();  // not in vmshadow's session: a ^C or a killed terminal does not reach it
+    if (o.dies_with_parent) {
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != parent) _exit(126);  // the parent died before the signal was set
     }
+    ::close(go_write);
+    char go = 0;
+    ssize_t n;
+    do {
+        n = ::read(go_read, &go, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) _exit(126);  // vmshadow died (or gave up) before it recorded us
+    int in = ::open("/dev/null", O_RDONLY);
+    ::dup2(in, 0);
+    ::dup2(log, 1);
+    ::dup2(log, 2);
+    ::execvpe(argv[0], argv, envp);
+    const char* why = std::strerror(errno);
+    for (const char* part : {"cannot run ", static_cast<const char*>(argv[0]), ": ", why, "\n"})
+        (void)!::write(2, part, std::strlen(part));
+    _exit(127);
+}
+
+std::vector<std::string> environment_with(const std::vector<std::string>& extra) {
+    std::vector<std::string> env;
+    for (char** e = environ; e && *e; ++e) {
+        std::string kv(*e);
+        bool replaced = false;
+        for (const auto& x : extra)
+            if (x.substr(0, x.find('=') + 1) == kv.substr(0, kv.find('=') + 1)) replaced = true;
+        if (!replaced) env.push_back(std::move(kv));
+    }
+    env.insert(env.end(), extra.begin(), extra.end());
+    return env;
+}
+
+void kill_and_reap(pid_t pid) {
+    ::kill(pid, SIGKILL);
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+}
+
+// Field `n` (≥ 3) of /proc/PID/stat, "" when the process is gone.
+std::string stat_field(pid_t pid, int n) {
+    std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    auto close = stat.rfind(')');
+    if (close == std::string::npos) return {};
+    std::istringstream in(stat.substr(close + 2));
+    std::string field;
+    for (int i = 3; i <= n && in >> field; ++i) {
+    }
+    return field;
+}
+
+bool in_session(pid_t pid, pid_t session) {
+    return stat_field(pid, 6) == std::to_string(session);
+}
+
+// Waits until the daemon started as `leader` wrote its pidfile (it is ready) or exited or
+// timed out.
+Result<ProcessId> wait_until_ready(const DaemonOptions& o, const ProcessId& leader) {
     auto deadline = std::chrono::steady_clock::now() + o.timeout;
+    bool launcher_running = true;
     for (;;) {
         int status = 0;
-        if (pid > 0 && ::waitpid(pid, &status, WNOHANG) == pid) {
-            bool forked = o.forks && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-            pid = -1;
-            if (!forked) {
+        if (launcher_running && ::waitpid(leader.pid, &status, WNOHANG) == leader.pid) {
+            launcher_running = false;
+            if (!o.forks || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
                 std::string why = last_line_in_file(o.log);
                 return fail(ErrorKind::unavailable,
                             o.argv[0] + " exited at start" + (why.empty() ? "" : ": " + why));
@@ -123,19 +174,82 @@ Result<ProcessId> start_daemon(const DaemonOptions& o) {
         if (!text.empty()) {
             pid_t daemon = static_cast<pid_t>(std::atol(text.c_str()));
             ProcessId id{daemon, process_start_time(daemon)};
-            if (process_alive(id)) return id;
+            if (process_alive(id) && in_session(daemon, leader.pid)) return id;
         }
         if (std::chrono::steady_clock::now() > deadline) {
-            if (pid > 0) {
-                ::kill(pid, SIGKILL);
-                ::waitpid(pid, &status, 0);
-            }
+            (void)stop_session(leader, std::chrono::milliseconds(0));
+            if (launcher_running) ::waitpid(leader.pid, nullptr, 0);
             std::string why = last_line_in_file(o.log);
             return fail(ErrorKind::timeout,
                         o.argv[0] + " did not become ready" + (why.empty() ? "" : ": " + why));
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
+}
+
+}  // namespace
+
+Result<ProcessId> start_daemon(const DaemonOptions& o) {
+    if (!o.record && !o.dies_with_parent)
+        return fail(ErrorKind::internal,
+                    "daemon " + o.argv[0] + " would be neither recorded nor tied to vmshadow");
+    ::unlink(o.pidfile.c_str());
+    UniqueFd log(::open(o.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    if (!log) return fail(ErrorKind::io, "cannot create " + o.log + ": " + std::strerror(errno));
+    int go[2];
+    if (::pipe2(go, O_CLOEXEC) != 0)
+        return fail(ErrorKind::io, std::string("pipe failed: ") + std::strerror(errno));
+    UniqueFd go_read(go[0]), go_write(go[1]);
+    auto args = c_argv(o.argv);
+    std::vector<std::string> env = environment_with(o.env);
+    auto envp = c_argv(env);
+    pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid < 0) return fail(ErrorKind::io, std::string("fork failed: ") + std::strerror(errno));
+    if (pid == 0)
+        run_daemon_child(o, args.data(), envp.data(), log.get(), go_read.get(), go_write.get(),
+                         parent);
+    ProcessId id{pid, process_start_time(pid)};
+    if (id.start_time.empty()) {
+        kill_and_reap(pid);
+        return fail(ErrorKind::internal, "cannot read the start time of " + o.argv[0]);
+    }
+    if (o.record) {
+        if (auto st = o.record(id); !st) {
+            kill_and_reap(pid);
+            return std::unexpected(st.error());
+        }
+    }
+    char yes = 1;
+    if (::write(go_write.get(), &yes, 1) != 1) {
+        kill_and_reap(pid);
+        return fail(ErrorKind::io,
+                    std::string("cannot start ") + o.argv[0] + ": " + std::strerror(errno));
+    }
+    return wait_until_ready(o, id);
+}
+
+std::vector<ProcessId> processes_with_argument(std::string_view prefix) {
+    std::vector<ProcessId> found;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+        pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
+        if (pid == ::getpid()) continue;
+        std::string cmdline = read_file("/proc/" + name + "/cmdline");
+        for (std::size_t at = 0; at < cmdline.size();) {
+            std::size_t end = cmdline.find('\0', at);
+            if (end == std::string::npos) end = cmdline.size();
+            if (std::string_view(cmdline).substr(at, end - at).starts_with(prefix)) {
+                ProcessId id{pid, process_start_time(pid)};
+                if (process_alive(id)) found.push_back(id);
+                break;
+            }
+            at = end + 1;
+        }
+    }
+    return found;
 }
 
 Status stop_process(const ProcessId& process, std::chrono::milliseconds grace) {
@@ -156,6 +270,24 @@ Status stop_process(const ProcessId& process, std::chrono::milliseconds grace) {
     ::kill(process.pid, SIGKILL);
     if (wait_gone(std::chrono::seconds(5))) return {};
     return fail(ErrorKind::timeout, "process " + std::to_string(process.pid) + " did not exit");
+}
+
+Status stop_session(const ProcessId& leader, std::chrono::milliseconds grace) {
+    if (leader.pid <= 0) return {};
+    std::string now = process_start_time(leader.pid);
+    if (!now.empty() && now != leader.start_time) return {};  // the pid is another's now
+    std::vector<ProcessId> members;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+        pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
+        if (pid != ::getpid() && in_session(pid, leader.pid))
+            members.push_back({pid, process_start_time(pid)});
+    }
+    for (const auto& m : members)
+        if (auto st = stop_process(m, grace); !st) return st;
+    return {};
 }
 
 }  // namespace vmshadow

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/process.h"
+#include "common/test_hook.h"
 #include "engine/vm_point.h"
 #include "export/point_server.h"
 #include "repo/lock.h"
@@ -132,11 +133,13 @@ Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connect
         nbdkit.log = base + ".nbdkit.log";
         nbdkit.password = options.password;
         nbdkit.dies_with_vmshadow = true;  // a throwaway VM's disks must not outlive us
+        nbdkit.owner = "verify --boot (" + result.throwaway + "; it ends with its vmshadow)";
         auto server = exporter::start_point_server(nbdkit);
         if (!server) return std::unexpected(server.error().with_context("disk " + d.name));
         vm.servers.push_back(*server);
         spec.disks[d.name] = {"", "raw", nbdkit.socket};
     }
+    test_kill_point("verify-servers-started");
     // Boot files (kernel, initrd, NVRAM) come from the point, into the throwaway folder.
     for (const auto& [role, path] : desc->boot.by_role()) {
         const repo::FileRecord* f = find_file(*point, role);

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/durable_file.h"
 #include "common/process.h"
 #include "common/test_hook.h"
 #include "engine/image_jobs.h"
@@ -116,17 +118,24 @@ Status check_vm_target(const Placement& p, bool in_place) {
 // is killed the VM keeps running. Either way the same command run again resumes: dead servers
 // restart on the same sockets and overlays (QEMU reconnects), the VM resumes, copies that
 // stopped start again, and the switch completes.
+//
+// Record before start: the record (fsync'd) names the run's socket folder and every disk
+// before anything else exists, and each server's pid and start time before nbdkit runs
+// (process.h). So a vmshadow killed at any instant leaves nothing the record does not name,
+// and the next run (or `repo unlock`, when no VM runs on them) stops every server of it.
 constexpr const char* kInstantRecord = "instant.json";
 
 struct InstantDisk {
     std::string name, socket, overlay, pidfile, log, final_path;
     ProcessId server;
+    ProcessId session;  // the session nbdkit lives in, recorded before it ran
     bool pivoted = false;
 };
 
 struct InstantRun {
     fs::path work, sockets;
     std::string vm, uuid, point;
+    std::string resume;  // the command that resumes it, for `repo unlock`
     std::vector<InstantDisk> disks;
 
     Status save() const {
@@ -134,6 +143,7 @@ struct InstantRun {
                          {"vm", vm},
                          {"uuid", uuid},
                          {"point", point},
+                         {"resume", resume},
                          {"sockets", sockets.string()},
                          {"disks", nlohmann::json::array()}};
         for (const auto& d : disks) {
@@ -145,23 +155,21 @@ struct InstantRun {
                                   {"final", d.final_path},
                                   {"pid", d.server.pid},
                                   {"start_time", d.server.start_time},
+                                  {"session_pid", d.session.pid},
+                                  {"session_start_time", d.session.start_time},
                                   {"pivoted", d.pivoted}});
         }
-        fs::path tmp = work / (std::string(kInstantRecord) + ".tmp");
-        {
-            std::ofstream out(tmp, std::ios::trunc);
-            out << j.dump(2) << "\n";
-            out.flush();
-            if (!out) return fail(ErrorKind::io, "write " + tmp.string());
-        }
-        std::error_code ec;
-        fs::rename(tmp, work / kInstantRecord, ec);
-        if (ec) return fail(ErrorKind::io, "write " + (work / kInstantRecord).string());
-        return {};
+        return write_file_durably((work / kInstantRecord).string(), j.dump(2) + "\n");
     }
-
+    // The recorded servers, and any nbdkit serving one of this run's overlays that an older
+    // vmshadow started without recording it.
     void stop_servers() const {
-        for (const auto& d : disks) (void)stop_process(d.server, std::chrono::seconds(10));
+        for (const auto& d : disks) {
+            (void)stop_process(d.server, std::chrono::seconds(10));
+            (void)stop_session(d.session, std::chrono::seconds(10));
+        }
+        for (const auto& p : processes_with_argument("overlay=" + work.string() + "/"))
+            (void)stop_process(p, std::chrono::seconds(10));
     }
     // The run is over (or never ran): servers, sockets and the work folder with its overlays go.
     void remove() const {
@@ -183,6 +191,7 @@ struct InstantRun {
         run.vm = j.value("vm", "");
         run.uuid = j.value("uuid", "");
         run.point = j.value("point", "");
+        run.resume = j.value("resume", "");
         for (const auto& d : j.value("disks", nlohmann::json::array())) {
             InstantDisk disk;
             disk.name = d.value("name", "");
@@ -192,6 +201,7 @@ struct InstantRun {
             disk.log = d.value("log", "");
             disk.final_path = d.value("final", "");
             disk.server = {d.value("pid", -1), d.value("start_time", "")};
+            disk.session = {d.value("session_pid", -1), d.value("session_start_time", "")};
             disk.pivoted = d.value("pivoted", false);
             run.disks.push_back(std::move(disk));
         }
@@ -207,8 +217,18 @@ std::string resume_command(const VmRestoreOptions& options, const std::string& p
     return cmd;
 }
 
-Result<ProcessId> serve_instant_disk(const repo::Repository& repo, const VmRestoreOptions& options,
-                                     const InstantRun& run, const InstantDisk& d) {
+// What the servers' repository lock says it is for; instant_record_of_lock reads it back.
+constexpr const char* kInstantOwner = "instant recovery (record ";
+
+std::string instant_owner(const InstantRun& run) {
+    std::error_code ec;
+    fs::path record = fs::absolute(run.work / kInstantRecord, ec);
+    return std::string(kInstantOwner) + record.string() + ") of '" + run.vm + "'";
+}
+
+// Starts the server of `d`, recording its identity in the run before nbdkit runs.
+Status serve_instant_disk(const repo::Repository& repo, const VmRestoreOptions& options,
+                          InstantRun& run, InstantDisk& d) {
     exporter::PointServerOptions nbdkit;
     nbdkit.repo = repo.root();
     nbdkit.point = run.point;
@@ -218,9 +238,16 @@ Result<ProcessId> serve_instant_disk(const repo::Repository& repo, const VmResto
     nbdkit.pidfile = d.pidfile;
     nbdkit.log = d.log;
     nbdkit.password = options.password;
+    nbdkit.owner = instant_owner(run);
+    nbdkit.record = [&run, &d](const ProcessId& session) {
+        d.session = session;
+        d.server = {};
+        return run.save();
+    };
     auto server = exporter::start_point_server(nbdkit);
-    if (!server) return std::unexpected(server.error().with_context("disk " + d.name));
-    return server;
+    if (!server) return fail(server.error().with_context("disk " + d.name));
+    d.server = *server;
+    return run.save();
 }
 
 // Waits until every copy is in sync and pivots each disk to its local image, then makes the
@@ -278,6 +305,7 @@ Status finish_instant(const virt::Connection& connection, virt::Domain& domain, 
                 all = false;
                 continue;
             }
+            test_kill_point("instant-copying");
             if (options.task) {
                 options.task->phase("copy", progress->end);
                 options.task->set_item(d.name);
@@ -329,14 +357,12 @@ Result<VmRestoreResult> resume_instant(repo::Repository& repo, const virt::Conne
         fs::create_directories(run.sockets, ec);
         for (auto& d : run.disks) {
             if (d.pivoted || process_alive(d.server)) continue;
-            auto server = serve_instant_disk(repo, options, run, d);
-            if (!server) {
+            if (auto st = serve_instant_disk(repo, options, run, d); !st) {
                 (void)run.save();
-                return fail(server.error().kind(),
-                            "instant recovery of '" + run.vm + "' cannot resume: " +
-                                server.error().message() + "; the VM is left as it was");
+                return fail(st.error().kind(), "instant recovery of '" + run.vm +
+                                                   "' cannot resume: " + st.error().message() +
+                                                   "; the VM is left as it was");
             }
-            d.server = *server;
             result.notes.push_back("disk " + d.name + ": its NBD server was restarted");
         }
         if (auto st = run.save(); !st) return std::unexpected(st.error());
@@ -383,6 +409,7 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
     run.work = work;
     run.vm = result.vm;
     run.point = result.point;
+    run.resume = resume_command(options, result.point);
     // Unix socket paths are limited to 107 bytes: the sockets live in a short private dir.
     run.sockets = fs::path("/run/vmshadow/instant") /
                   (result.point.substr(0, 12) + "-" + std::to_string(::getpid()));
@@ -395,11 +422,20 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
         }
     } undo{&run};
     WrittenFiles written;
-    for (const fs::path& d : {run.sockets, run.work}) {
-        std::error_code ec;
-        fs::create_directories(d, ec);
-        if (ec) return fail(ErrorKind::io, "create " + d.string() + ": " + ec.message());
+    for (const auto& p : placements) {
+        if (!p.disk) continue;
+        std::string base = (work / p.name).string();
+        run.disks.push_back({p.name, (run.sockets / (p.name + ".sock")).string(), base + ".overlay",
+                             base + ".pid", base + ".log", p.final_path.string()});
     }
+    // The record of intent, before any server, socket folder or image exists.
+    std::error_code ec;
+    fs::create_directories(run.work, ec);
+    if (ec) return fail(ErrorKind::io, "create " + run.work.string() + ": " + ec.message());
+    if (auto st = run.save(); !st) return std::unexpected(st.error());
+    test_kill_point("instant-recorded");
+    fs::create_directories(run.sockets, ec);
+    if (ec) return fail(ErrorKind::io, "create " + run.sockets.string() + ": " + ec.message());
     vmwriter::DomainRewriteSpec spec;
     spec.new_name = options.as_name;
     spec.log_dir = options.as_name ? work.parent_path().string() : std::string();
@@ -415,19 +451,15 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
                 return std::unexpected(st.error());
             spec.boot_files[p.name] = p.final_path.string();
             result.files.push_back({p.name, p.final_path.string(), p.file->size});
-            continue;
         }
-        std::string base = (work / p.name).string();
-        InstantDisk d{p.name,
-                      (run.sockets / (p.name + ".sock")).string(),
-                      base + ".overlay",
-                      base + ".pid",
-                      base + ".log",
-                      p.final_path.string()};
-        auto server = serve_instant_disk(repo, options, run, d);
-        if (!server) return std::unexpected(server.error());
-        d.server = *server;
-        run.disks.push_back(d);
+    }
+    for (const auto& p : placements) {
+        if (!p.disk) continue;
+        InstantDisk& d = *std::find_if(run.disks.begin(), run.disks.end(),
+                                       [&](const InstantDisk& x) { return x.name == p.name; });
+        if (auto st = serve_instant_disk(repo, options, run, d); !st)
+            return std::unexpected(st.error());
+        test_kill_point("instant-server-started");
         spec.disks[p.name] = {"", "raw", d.socket};
         // The local image the copy goes into (pre-created: REUSE_EXTERNAL).
         written.paths.push_back(p.final_path);
@@ -441,8 +473,10 @@ Result<VmRestoreResult> restore_instant(repo::Repository& repo, const virt::Conn
     // Recorded before the VM exists (without its UUID), so that a vmshadow killed right after
     // creating it still leaves a run the same command can pick up.
     if (auto st = run.save(); !st) return std::unexpected(st.error());
+    test_kill_point("instant-servers-started");
     auto domain = virt::create_transient(connection, xml->xml);
     if (!domain) return std::unexpected(domain.error().with_context(label));
+    test_kill_point("instant-vm-created");
     double running_after =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     result.notes.push_back(
@@ -681,6 +715,15 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
                                       std::move(*run), placements, std::move(result), started);
             }
         }
+        if (!existing) {
+            // Servers of this folder that no record names (an older vmshadow killed before it
+            // wrote one) serve no VM: they only hold the repository's lock.
+            auto orphans = processes_with_argument("overlay=" + work.string() + "/");
+            for (const auto& p : orphans) (void)stop_process(p, std::chrono::seconds(10));
+            if (!orphans.empty())
+                result.notes.push_back("stopped " + std::to_string(orphans.size()) +
+                                       " NBD server(s) an interrupted instant recovery left");
+        }
         if (find_file(*point, "memory"))
             result.notes.push_back("cold boot: instant recovery does not use the saved memory");
         if (existing || !in_place_files_free(placements, in_place)) {
@@ -903,6 +946,45 @@ Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connectio
     result.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return result;
+}
+
+std::optional<std::string> instant_record_of_lock(const std::string& operation) {
+    const std::string prefix = std::string("nbd export for ") + kInstantOwner;
+    if (!operation.starts_with(prefix)) return std::nullopt;
+    auto close = operation.find(") of '", prefix.size());
+    if (close == std::string::npos) return std::nullopt;
+    return operation.substr(prefix.size(), close - prefix.size());
+}
+
+Result<AbandonedInstantRun> stop_abandoned_instant_servers(const virt::Connection& connection,
+                                                           const std::string& record) {
+    fs::path work = fs::path(record).parent_path();
+    std::error_code ec;
+    if (fs::path(record).filename() != kInstantRecord || !fs::exists(record, ec))
+        return fail(ErrorKind::not_found, "no instant recovery record at " + record);
+    auto run = InstantRun::load(work);
+    if (!run) return std::unexpected(run.error());
+    auto vm = connection.lookup(run->vm);
+    if (!vm && vm.error().kind() != ErrorKind::not_found) return std::unexpected(vm.error());
+    bool runs_on_them = vm && (run->uuid.empty() ? !vm->is_persistent() : vm->uuid() == run->uuid);
+    std::string again =
+        run->resume.empty() ? "the same `vmshadow restore --instant`" : "`" + run->resume + "`";
+    if (runs_on_them) {
+        return AbandonedInstantRun{
+            false, "VM '" + run->vm +
+                       "' runs on it (an instant recovery whose vmshadow is gone): " + again +
+                       " finishes the recovery and stops it"};
+    }
+    run->stop_servers();
+    return AbandonedInstantRun{
+        true,
+        "stopped the NBD server(s) of an interrupted instant recovery of '" + run->vm +
+            "' (no VM runs on them); " +
+            (run->uuid.empty()
+                 ? again + " cleans up and starts over"
+                 : "its VM is gone: the guest's writes since it started are in " + work.string() +
+                       "/*.overlay; remove that folder and the VM's "
+                       "files to start over")};
 }
 
 }  // namespace vmshadow::engine

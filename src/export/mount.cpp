@@ -12,7 +12,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/durable_file.h"
 #include "common/process.h"
+#include "common/test_hook.h"
 #include "export/point_server.h"
 #include "repo/crypto.h"
 
@@ -46,18 +48,9 @@ class MountState {
     const std::string& dir() const { return dir_; }
     json& data() { return data_; }
 
-    Status save() const {
-        std::string tmp = path("state.json.tmp");
-        {
-            std::ofstream out(tmp, std::ios::trunc);
-            out << data_.dump(2) << "\n";
-            if (!out) return fail(ErrorKind::io, "cannot write " + tmp);
-        }
-        if (::rename(tmp.c_str(), path("state.json").c_str()) != 0)
-            return fail(ErrorKind::io,
-                        "cannot write " + path("state.json") + ": " + std::strerror(errno));
-        return {};
-    }
+    // Durable before the step it records runs: a mount killed at any instant leaves a state
+    // that names every daemon it started.
+    Status save() const { return write_file_durably(path("state.json"), data_.dump(2) + "\n"); }
     Result<bool> load() {
         std::ifstream in(path("state.json"));
         if (!in) return false;
@@ -188,6 +181,9 @@ Status teardown(MountState& state) {
         return std::unexpected(st.error().with_context("stopping nbdfuse"));
     if (auto st = stop_process(process_from(s["nbdkit"]), std::chrono::seconds(10)); !st)
         return std::unexpected(st.error().with_context("stopping nbdkit"));
+    // A mount killed before it learnt nbdkit's pid recorded the session nbdkit lives in.
+    if (auto st = stop_session(process_from(s["nbdkit_session"]), std::chrono::seconds(10)); !st)
+        return std::unexpected(st.error().with_context("stopping nbdkit"));
     std::error_code ec;
     fs::remove_all(state.dir(), ec);
     if (ec) return fail(ErrorKind::io, "cannot remove " + state.dir() + ": " + ec.message());
@@ -272,11 +268,18 @@ Status start_servers(MountState& state, const MountRequest& r, const std::string
     nbdkit.pidfile = state.path("nbdkit.pid");
     nbdkit.log = state.path("nbdkit.log");
     nbdkit.password = r.password;
+    nbdkit.owner = "the mount on " + s.value("dir", std::string()) + " (`vmshadow umount " +
+                   s.value("dir", std::string()) + "` ends it)";
+    s["socket"] = state.path("nbd.sock");
+    nbdkit.record = [&](const ProcessId& session) {
+        s["nbdkit_session"] = process_json(session);
+        return state.save();
+    };
     auto server = start_point_server(nbdkit);
     if (!server) return std::unexpected(server.error());
     s["nbdkit"] = process_json(*server);
-    s["socket"] = state.path("nbd.sock");
     if (auto st = state.save(); !st) return st;
+    test_kill_point("mount-server-started");
 
     std::string fuse_dir = state.path("fuse");
     if (::mkdir(fuse_dir.c_str(), 0700) != 0)
@@ -290,9 +293,12 @@ Status start_servers(MountState& state, const MountRequest& r, const std::string
                     state.path("nbd.sock")};
     nbdfuse.log = state.path("nbdfuse.log");
     nbdfuse.pidfile = state.path("nbdfuse.pid");
+    nbdfuse.record = [&](const ProcessId& fuse) {
+        s["nbdfuse"] = process_json(fuse);
+        return state.save();
+    };
     auto fuse = start_daemon(nbdfuse);
     if (!fuse) return std::unexpected(fuse.error());
-    s["nbdfuse"] = process_json(*fuse);
     s["image"] = fuse_dir + "/disk.raw";
     return state.save();
 }

@@ -80,6 +80,8 @@ int vs_config(const char* key, const char* value) {
         g_options.disk = value;
     } else if (k == "overlay") {
         g_options.overlay = absolute(value);
+    } else if (k == "owner") {
+        g_options.operation = std::string("nbd export for ") + value;
     } else if (k == "password-file") {
         g_options.password_file = absolute(value);
     } else {
@@ -213,7 +215,8 @@ nbdkit_plugin make_plugin() {
         "point=ID              restore point: full id, unique prefix or NAME@latest\n"
         "disk=NAME             disk of the point (needed when it has several)\n"
         "overlay=FILE          writable: writes go to FILE and FILE.map (default: read-only)\n"
-        "password-file=FILE    password of an encrypted repository (or $VMSHADOW_PASSWORD)";
+        "password-file=FILE    password of an encrypted repository (or $VMSHADOW_PASSWORD)\n"
+        "owner=TEXT            what the export is for, in its repository lock";
     p.magic_config_key = nullptr;
     p.get_ready = vs_get_ready;
     p.after_fork = vs_after_fork;

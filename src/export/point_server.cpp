@@ -61,18 +61,22 @@ Result<ProcessId> start_point_server(const PointServerOptions& o) {
     fs::remove(o.socket, ec);
     fs::remove(o.pidfile, ec);
     DaemonOptions nbdkit;
-    // In the foreground (-f) nbdkit sets PR_SET_PDEATHSIG and dies with vmshadow; otherwise
-    // it forks into the background itself. --log=stderr keeps its errors in our log.
+    // In the foreground nbdkit sets PR_SET_PDEATHSIG itself and dies with vmshadow; a server
+    // that outlives it forks into the background, inside the session recorded before it ran.
+    // --log=stderr keeps its errors in our log.
     nbdkit.argv = {"nbdkit", "--log=stderr"};
-    if (o.dies_with_vmshadow) nbdkit.argv.push_back("-f");
+    if (o.dies_with_vmshadow) nbdkit.argv.push_back("--exit-with-parent");
     for (const std::string& a : {std::string("-U"), o.socket, std::string("-P"), o.pidfile, plugin,
                                  "repo=" + o.repo, "point=" + o.point, "disk=" + o.disk})
         nbdkit.argv.push_back(a);
     if (!o.overlay.empty()) nbdkit.argv.push_back("overlay=" + o.overlay);
+    if (!o.owner.empty()) nbdkit.argv.push_back("owner=" + o.owner);
     if (!o.password.empty()) nbdkit.env = {"VMSHADOW_PASSWORD=" + o.password};
     nbdkit.log = o.log;
     nbdkit.pidfile = o.pidfile;
+    nbdkit.dies_with_parent = o.dies_with_vmshadow;
     nbdkit.forks = !o.dies_with_vmshadow;
+    nbdkit.record = o.record;
     auto server = start_daemon(nbdkit);
     if (!server) return fail(daemon_error(server.error(), nbdkit.log));
     return server;

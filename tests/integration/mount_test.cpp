@@ -248,6 +248,36 @@ TEST_F(MountTest, WholeDiskExt4ShowsItsFilesReadOnlyAndUmountLeavesNothing) {
     EXPECT_EQ(run({"gc"}).exit_code, 0);
 }
 
+// A mount killed (kill -9) right after its server started: the server was recorded before it
+// ran, so the repository lock names the umount that ends it, umount stops it, and gc works.
+TEST_F(MountTest, MountKilledRightAfterItsServerStartedIsEndedByUmount) {
+    make_tree(dir + "/tree", 3);
+    std::string image = dir + "/fs.img";
+    ASSERT_TRUE(run_checked({"truncate", "-s", "64M", image}));
+    ASSERT_TRUE(run_checked({"mkfs.ext4", "-q", "-d", dir + "/tree", image}));
+    ASSERT_FALSE(backup(image, "fs").empty());
+
+    std::string m = mount_dir("mnt");
+    env.push_back("VMSHADOW_TEST_KILL_AT=mount-server-started");
+    CliResult killed = run({"mount", "fs@latest", m});
+    env.pop_back();
+    ASSERT_EQ(killed.exit_code, -1) << "vmshadow was not killed: " << killed.err;
+    std::string state = vmshadow::exporter::mount_state_dir(m);
+    json recorded = json::parse(slurp(state + "/state.json"));
+    auto live = processes_mentioning(state);
+    ASSERT_EQ(live.size(), 1u) << "one server, the recorded one";
+    EXPECT_EQ(std::atol(live[0].c_str()), recorded["nbdkit"]["pid"].get<long>()) << live[0];
+    CliResult gc = run({"gc"});
+    EXPECT_EQ(gc.exit_code, 7) << gc.err;
+    EXPECT_NE(gc.err.find("vmshadow umount " + fs::canonical(m).string()), std::string::npos)
+        << gc.err;
+
+    CliResult u = run({"umount", m});
+    EXPECT_EQ(u.exit_code, 0) << u.err;
+    expect_clean(m);
+    EXPECT_EQ(run({"gc"}).exit_code, 0);
+}
+
 TEST_F(MountTest, PartitionedDiskMountsEachPartitionAndSkipsTheRest) {
     make_tree(dir + "/tree1", 2);
     make_tree(dir + "/tree2", 3);

@@ -4,6 +4,11 @@
 // proves it), a command in the guest decides success, the result is an annotation, and nothing
 // is left behind; a point with a corrupted chunk, or of a guest that cannot come up, fails
 // within the timeout, is recorded as failed, and leaves nothing behind either.
+#include <signal.h>
+#include <stdlib.h>
+
+#include <thread>
+
 #include "integration/repo_damage.h"
 #include "integration/vm_backup_fixture.h"
 
@@ -132,6 +137,30 @@ TEST_F(VmBackupTest, VerifyBootFailsOnAnIntactPointOfAGuestThatCannotComeUp) {
     EXPECT_NE(j.value("error", "").find("boot verification failed"), std::string::npos) << out.out;
     EXPECT_EQ(detail.find("damaged"), std::string::npos) << "the data is intact: " << detail;
     EXPECT_FAILED_AND_NOTHING_LEFT(g.name(), point, detail);
+}
+
+// verify --boot killed (kill -9) once its servers run: they die with it (PR_SET_PDEATHSIG),
+// so nothing holds the repository's lock and gc works.
+TEST_F(VmBackupTest, VerifyBootKilledOnceItsServersRunLeavesNoServer) {
+    lab::LabGuest& g = boot({});
+    json vm = backup_ok({g.name()});
+    const std::string point = vm["point"];
+    std::vector<std::string> args{"--repo",         repo.string(), "--scratch-dir",
+                                  scratch.string(), "verify",      point,
+                                  "--boot",         "--timeout",   "240"};
+    ::setenv("VMSHADOW_TEST_KILL_AT", "verify-servers-started", 1);
+    auto killed = run_vmshadow(args);
+    ::unsetenv("VMSHADOW_TEST_KILL_AT");
+    ASSERT_EQ(killed.exit_code, 128 + SIGKILL) << killed.out << killed.err;
+    bool gone = false;
+    for (int i = 0; i < 50 && !gone; ++i) {
+        auto nbdkit = lab::run_process({"pgrep", "-f", "point=" + point});
+        gone = nbdkit && nbdkit->exit_code != 0;
+        if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_TRUE(gone) << "an NBD server outlived verify --boot";
+    auto gc = run({"gc"});
+    EXPECT_EQ(gc.exit_code, 0) << gc.out << gc.err;
 }
 
 }  // namespace
