@@ -111,7 +111,9 @@ void JsonProgress::emit(const Progress& p) {
 
 void JsonProgress::update(const Progress& p) {
     auto now = Clock::now();
-    if (have_last_ && p.phase != last_.phase) {
+    // A new phase, or the same phase on another item (the next disk's copy), ends the
+    // previous one: its last count is written first.
+    if (have_last_ && (p.phase != last_.phase || p.item != last_.item)) {
         if (!last_emitted_) emit(last_);
         phase_started_ = now;
         last_ = p;

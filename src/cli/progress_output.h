@@ -5,8 +5,8 @@
 //   percent, rate, ETA — rewritten in place at most 5 times a second, shown only once the
 //   operation has run 2 s (quick commands print nothing extra), cleared when it finishes.
 // - `JsonProgress` (`--progress=json`): one JSON object per line on stderr for scripts:
-//   every phase change (after the last line of the phase before, so each phase's final
-//   count is written), then at most 4 lines a second, and a last line at the end.
+//   every change of phase or item (after the last line of the one before, so each phase's
+//   and item's final count is written), then at most 4 lines a second, and a last line at the end.
 // Rates are computed here from the steady clock, not by the operation.
 // `make_progress_output` picks one from `--progress` and `--quiet` and whether stdout and
 // stderr are terminals (a line on a pipe or a log file is noise).

@@ -280,8 +280,7 @@ Result<ImageRestoreResult> restore_image(repo::Repository& repo,
     ro.workers = options.workers ? options.workers
                                  : std::min(repo::kMaxWorkers, 2 * repo::default_workers());
     if (options.task) {
-        options.task->phase("write", disk->size);
-        options.task->set_item(disk->name);
+        options.task->phase("write", disk->size, 0, disk->name);
         ro.progress = [task = options.task](std::uint64_t done, std::uint64_t) {
             task->bytes_done(done);
         };

@@ -484,8 +484,7 @@ Status BackupRun::copy_disk(VmRun& r, const vmwriter::PlannedDisk& disk,
         return task_.check_cancel(label + ": copy");
     };
     const std::uint64_t total = source->size();
-    task_.phase("copy", total);
-    task_.set_item(r.domain->name() + "/" + disk.target);
+    task_.phase("copy", total, 0, r.domain->name() + "/" + disk.target);
     control.progress = [this](std::uint64_t done) { task_.bytes_done(done); };
     auto read = copy_export(*source, **writer, control);
     if (!read) return std::unexpected(read.error());

@@ -307,8 +307,9 @@ Status finish_instant(const virt::Connection& connection, virt::Domain& domain, 
             }
             test_kill_point("instant-copying");
             if (options.task) {
-                options.task->phase("copy", progress->end);
-                options.task->set_item(d.name);
+                if (options.task->snapshot().item != d.name)
+                    options.task->phase("copy", progress->end, 0, d.name);
+                options.task->set_bytes_total(progress->end);
                 options.task->bytes_done(progress->cur);
             }
             if (progress->in_sync() && virt::pivot_block_copy(domain, d.name)) {
