@@ -78,30 +78,26 @@ bool parse_nbd_access(const std::string& access, std::string& export_name, std::
     return true;
 }
 
-// Polls every live job's scratch while the copy runs; the copy checks failure() between
-// pieces. Polling (not events) is explained in virt/backup_job.h.
+// Polls every live job's scratch, and every VM's state, while the copy runs; the copy
+// checks failure() between pieces. Polling (not events) is explained in virt/backup_job.h.
+// A VM that QEMU paused on a write error (a scratch filesystem that filled, even for a
+// moment), or that stopped, fails the backup: a restore point taken then is not what the
+// user asked for, and the paused VM must be resumed once the backup job (its cause) is gone.
 class ScratchWatch {
   public:
-    ScratchWatch(vmwriter::PullBackupProvider& provider, std::vector<std::string> vms)
-        : thread_([this, &provider, vms = std::move(vms)](std::stop_token stop) {
+    ScratchWatch(vmwriter::PullBackupProvider& provider,
+                 std::vector<std::shared_ptr<virt::Domain>> domains, std::string scratch_dir)
+        : thread_([this, &provider, domains = std::move(domains),
+                   scratch_dir = std::move(scratch_dir)](std::stop_token stop) {
+              std::map<std::string, bool> paused_before;  // io-error paused at the start
+              for (const auto& d : domains) {
+                  auto h = virt::vm_health(*d);
+                  paused_before[d->name()] = h && h->io_error_paused;
+              }
               while (!stop.stop_requested()) {
-                  for (const auto& vm : vms) {
-                      virt::BackupJob* job = provider.job(vm);
-                      if (!job || !job->running()) continue;
-                      auto status = job->poll_scratch();
-                      if (status && status->crossed) {
-                          std::lock_guard lock(mu_);
-                          if (!error_) {
-                              error_ = Error(
-                                  ErrorKind::unavailable,
-                                  "vm '" + vm + "': the guest wrote " + format_bytes(status->used) +
-                                      " into the backup's scratch space, over its limit of " +
-                                      format_bytes(status->limit) +
-                                      ": the backup was aborted before the guest could see a "
-                                      "write error; raise --max-scratch (or free space in the "
-                                      "scratch directory) or back up when the VM writes less");
-                          }
-                      }
+                  for (const auto& d : domains) {
+                      check_scratch(provider, d->name());
+                      if (!paused_before[d->name()]) check_vm(*d, scratch_dir);
                   }
                   std::this_thread::sleep_for(milliseconds(100));
               }
@@ -113,6 +109,42 @@ class ScratchWatch {
     }
 
   private:
+    void set_error(Error e) {
+        std::lock_guard lock(mu_);
+        if (!error_) error_ = std::move(e);
+    }
+    void check_scratch(vmwriter::PullBackupProvider& provider, const std::string& vm) {
+        virt::BackupJob* job = provider.job(vm);
+        if (!job || !job->running()) return;
+        auto status = job->poll_scratch();
+        if (!status || !status->crossed) return;
+        set_error(Error(ErrorKind::unavailable,
+                        "vm '" + vm + "': the guest wrote " + format_bytes(status->used) +
+                            " into the backup's scratch space, over its limit of " +
+                            format_bytes(status->limit) +
+                            ": the backup was aborted before the guest could see a write error; "
+                            "raise --max-scratch (or free space in the scratch directory) or "
+                            "back up when the VM writes less"));
+    }
+    void check_vm(const virt::Domain& domain, const std::string& scratch_dir) {
+        auto health = virt::vm_health(domain);
+        if (!health) return;
+        if (health->io_error_paused) {
+            set_error(
+                Error(ErrorKind::io,
+                      domain.label() + ": QEMU paused the VM on a write error during the backup (" +
+                          (health->io_errors.empty() ? std::string("see `virsh domblkerror`")
+                                                     : health->io_errors) +
+                          "): most likely the scratch directory's filesystem (" + scratch_dir +
+                          ") filled, so a copy-before-write failed; the backup was aborted"));
+        } else if (health->stopped()) {
+            set_error(Error(ErrorKind::unavailable,
+                            domain.label() + " stopped during the backup (it is " +
+                                std::string(virt::state_name(health->state)) +
+                                " now): the backup was aborted"));
+        }
+    }
+
     mutable std::mutex mu_;
     std::optional<Error> error_;
     std::jthread thread_;  // last: stopped and joined before the members above go
@@ -148,6 +180,8 @@ class BackupRun {
     Status add_vm_files(VmRun& vm);
     void record_outcome(VmRun& vm);
     void drop_new_checkpoints();
+    Error explain_copy_failure(const Error& error) const;
+    Error resume_io_paused(const Error& error, const std::vector<bool>& paused_before) const;
 
     repo::Repository& repo_;
     const virt::Connection& connection_;
@@ -252,21 +286,51 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
         finish_outcomes();
         return st;
     }
-    std::vector<std::string> live;
-    for (const auto& r : runs_) live.push_back(r.domain->name());
-    watch_ = std::make_unique<ScratchWatch>(*provider_, live);
-    for (auto& r : runs_) {
-        if (auto st = copy_vm(r, *set); !st) {
-            watch_.reset();
-            (void)coordinator.abort(st.error().message());
-            finish_outcomes();
-            return st;
-        }
+    std::vector<std::shared_ptr<virt::Domain>> live;
+    for (const auto& r : runs_) live.push_back(r.domain);
+    std::vector<bool> io_paused_before;
+    for (const auto& r : runs_) {
+        auto h = virt::vm_health(*r.domain);
+        io_paused_before.push_back(h && h->io_error_paused);
     }
+    watch_ = std::make_unique<ScratchWatch>(*provider_, live, options_.scratch_dir);
+    auto copied = [&]() -> Status {
+        for (auto& r : runs_)
+            if (auto st = copy_vm(r, *set); !st) return st;
+        // A pause in the last moments of the copy: the watch may not have seen it yet.
+        for (std::size_t i = 0; i < runs_.size(); ++i) {
+            auto h = virt::vm_health(*runs_[i].domain);
+            if (h && h->io_error_paused && !io_paused_before[i]) {
+                std::this_thread::sleep_for(milliseconds(250));
+                return watch_->failure();
+            }
+        }
+        return watch_->failure();
+    }();
     watch_.reset();
+    if (!copied) {
+        Error error = explain_copy_failure(copied.error());
+        (void)coordinator.abort(error.message());
+        error = resume_io_paused(error, io_paused_before);
+        finish_outcomes();
+        return std::unexpected(error);
+    }
     if (auto st = coordinator.backup_complete(); !st) {
         finish_outcomes();
         return st;
+    }
+    // Paused after the copy read every byte: the point is complete (copy-before-write fails
+    // the guest's write, never the snapshot), but the user must hear of it.
+    for (std::size_t i = 0; i < runs_.size(); ++i) {
+        auto h = virt::vm_health(*runs_[i].domain);
+        if (!h || !h->io_error_paused || io_paused_before[i]) continue;
+        auto resumed = virt::resume_after_io_error(*runs_[i].domain);
+        runs_[i].outcome.notes.push_back(
+            "warning: QEMU paused the VM on a write error (" +
+            (h->io_errors.empty() ? std::string("see `virsh domblkerror`") : h->io_errors) +
+            ") after its disks were read: the restore point is complete; " +
+            (resumed ? std::string("the VM was resumed")
+                     : "the VM could not be resumed: " + resumed.error().message()));
     }
     const vss::BackupDocument& document = coordinator.document();
     std::string document_text = nlohmann::json(document).dump(2);
@@ -362,6 +426,35 @@ void BackupRun::record_outcome(VmRun& r) {
         for (const auto& s : plan->skipped)
             r.outcome.skipped.push_back(s.target + " (" + s.reason + ")");
     }
+}
+
+// A copy that failed because its VM stopped reads as an NBD disconnect: say the VM stopped.
+Error BackupRun::explain_copy_failure(const Error& error) const {
+    for (const auto& r : runs_) {
+        auto h = virt::vm_health(*r.domain);
+        if (!h || !h->stopped()) continue;
+        if (error.message().find(" stopped during the backup") != std::string::npos) return error;
+        return Error(ErrorKind::unavailable,
+                     r.domain->label() + " stopped during the backup (it is " +
+                         std::string(virt::state_name(h->state)) +
+                         " now), so its disks could not be read: " + error.message());
+    }
+    return error;
+}
+
+// After the abort ended the backup jobs (and their scratch, the cause): resumes every VM an
+// I/O error paused during this backup, and says so in the error.
+Error BackupRun::resume_io_paused(const Error& error,
+                                  const std::vector<bool>& paused_before) const {
+    std::string message = error.message();
+    for (std::size_t i = 0; i < runs_.size(); ++i) {
+        auto h = virt::vm_health(*runs_[i].domain);
+        if (!h || !h->io_error_paused || paused_before[i]) continue;
+        auto resumed = virt::resume_after_io_error(*runs_[i].domain);
+        message += resumed ? "; " + runs_[i].domain->label() + " was resumed"
+                           : "; " + resumed.error().message();
+    }
+    return Error(error.kind(), std::move(message));
 }
 
 void BackupRun::drop_new_checkpoints() {

@@ -168,7 +168,8 @@ std::vector<std::size_t> WriterRoster::send(const std::vector<std::size_t>& to,
             continue;
         }
         if (result->veto) {
-            record_failure(to[n], {event, result->veto->code, std::move(result->veto->message)});
+            record_failure(to[n], {event, result->veto->code, std::move(result->veto->message),
+                                   result->veto->kind});
             failed.push_back(to[n]);
             continue;
         }
