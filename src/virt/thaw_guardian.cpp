@@ -7,6 +7,7 @@
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -344,14 +345,23 @@ int run_thaw_guardian(const GuardianSpec& spec) {
         }
         if (c == 'T') return 0;
     }
-    auto done = act(*domain, spec, parent_alive);
-    if (!done) {
-        std::cerr << who << action_name(spec.action) << " failed (" << why
-                  << "): " << done.error().message() << std::endl;
-        return 1;
+    // vmshadow is gone or gave up, and a thaw may take minutes: let go of the stderr we
+    // share with it, so that whoever reads vmshadow's output (a pipe, `$(...)`) is not held
+    // open until we finish; the outcome goes to syslog instead.
+    const bool detached = !parent_alive;
+    if (detached) {
+        UniqueFd null_fd(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+        if (null_fd) ::dup2(null_fd.get(), STDERR_FILENO);
+        ::openlog("vmshadow-thaw-guardian", LOG_PID, LOG_DAEMON);
     }
-    std::cerr << who << *done << " (" << why << ")" << std::endl;
-    return 0;
+    auto done = act(*domain, spec, parent_alive);
+    std::string line = who + (done ? *done : std::string(action_name(spec.action)) + " failed") +
+                       " (" + why + ")" + (done ? "" : ": " + done.error().message());
+    if (detached)
+        ::syslog(done ? LOG_NOTICE : LOG_ERR, "%s", line.c_str());
+    else
+        std::cerr << line << std::endl;
+    return done ? 0 : 1;
 }
 
 }  // namespace vmshadow::virt
