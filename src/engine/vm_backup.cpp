@@ -275,24 +275,27 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
         finish_outcomes();
         return st;
     }
-    auto set = coordinator.do_snapshot_set();
-    if (!set) {
-        finish_outcomes();
-        return std::unexpected(set.error());
-    }
-    // Out of the freeze window: the jobs' XML (export bitmaps) for the copy.
-    if (auto st = provider_->describe_jobs(); !st) {
-        (void)coordinator.abort(st.error().message());
-        finish_outcomes();
-        return st;
-    }
-    std::vector<std::shared_ptr<virt::Domain>> live;
-    for (const auto& r : runs_) live.push_back(r.domain);
+    // From the snapshot on, a full scratch filesystem can make QEMU pause a VM (even inside
+    // the thaw: the guest's thaw hook writes): every failure from here resumes such a VM once
+    // the abort removed the job, the cause.
     std::vector<bool> io_paused_before;
     for (const auto& r : runs_) {
         auto h = virt::vm_health(*r.domain);
         io_paused_before.push_back(h && h->io_error_paused);
     }
+    auto set = coordinator.do_snapshot_set();
+    if (!set) {
+        finish_outcomes();
+        return std::unexpected(resume_io_paused(set.error(), io_paused_before));
+    }
+    // Out of the freeze window: the jobs' XML (export bitmaps) for the copy.
+    if (auto st = provider_->describe_jobs(); !st) {
+        (void)coordinator.abort(st.error().message());
+        finish_outcomes();
+        return std::unexpected(resume_io_paused(st.error(), io_paused_before));
+    }
+    std::vector<std::shared_ptr<virt::Domain>> live;
+    for (const auto& r : runs_) live.push_back(r.domain);
     watch_ = std::make_unique<ScratchWatch>(*provider_, live, options_.scratch_dir);
     auto copied = [&]() -> Status {
         for (auto& r : runs_)
@@ -317,7 +320,7 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
     }
     if (auto st = coordinator.backup_complete(); !st) {
         finish_outcomes();
-        return st;
+        return std::unexpected(resume_io_paused(st.error(), io_paused_before));
     }
     // Paused after the copy read every byte: the point is complete (copy-before-write fails
     // the guest's write, never the snapshot), but the user must hear of it.
@@ -447,14 +450,25 @@ Error BackupRun::explain_copy_failure(const Error& error) const {
 Error BackupRun::resume_io_paused(const Error& error,
                                   const std::vector<bool>& paused_before) const {
     std::string message = error.message();
+    ErrorKind kind = error.kind();
     for (std::size_t i = 0; i < runs_.size(); ++i) {
         auto h = virt::vm_health(*runs_[i].domain);
         if (!h || !h->io_error_paused || paused_before[i]) continue;
+        if (message.find("paused the VM on a write error") == std::string::npos) {
+            // The error seen (a thaw that timed out, say) is a symptom: name the cause first.
+            message =
+                runs_[i].domain->label() +
+                ": QEMU paused the VM on a write error during the backup (" +
+                (h->io_errors.empty() ? std::string("see `virsh domblkerror`") : h->io_errors) +
+                "): most likely the scratch directory's filesystem (" + options_.scratch_dir +
+                ") filled; the backup was aborted (" + message + ")";
+            kind = ErrorKind::io;
+        }
         auto resumed = virt::resume_after_io_error(*runs_[i].domain);
         message += resumed ? "; " + runs_[i].domain->label() + " was resumed"
                            : "; " + resumed.error().message();
     }
-    return Error(error.kind(), std::move(message));
+    return Error(kind, std::move(message));
 }
 
 void BackupRun::drop_new_checkpoints() {

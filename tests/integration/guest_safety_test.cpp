@@ -23,6 +23,9 @@ class GuestSafetyTest : public VmBackupTest {
     // The guest's end state every test asserts: thawed, running, its workload committing,
     // the repository sound.
     void expect_guest_healthy(lab::LabGuest& g, std::chrono::seconds thaw_limit) {
+        auto state = g.domain().state();
+        ASSERT_TRUE(state) << state.error().message();
+        ASSERT_EQ(*state, virt::DomainState::running) << "the VM was left paused or stopped";
         std::string status;
         for (auto end = Clock::now() + thaw_limit; Clock::now() < end;) {
             status = freeze_status(g);
@@ -30,9 +33,6 @@ class GuestSafetyTest : public VmBackupTest {
             std::this_thread::sleep_for(1s);
         }
         EXPECT_EQ(status, "thawed");
-        auto state = g.domain().state();
-        ASSERT_TRUE(state) << state.error().message();
-        EXPECT_EQ(*state, virt::DomainState::running);
         auto before = g.last_committed_row();
         ASSERT_TRUE(before) << before.error().message();
         bool moved = false;
@@ -132,17 +132,17 @@ TEST_F(GuestSafetyTest, ScratchFilledByAnotherProcessNeverEndsAsPlainSuccess) {
     ASSERT_TRUE(small.mounted) << "mount tmpfs on " << scratch;
     lab::LabGuest& g = boot(with_workload());
     // Data the guest keeps overwriting in place: each first overwrite during the backup is a
-    // copy-before-write into the scratch filesystem.
+    // copy-before-write into the scratch filesystem. A 4 s freeze hook holds the backup
+    // between making its scratch file and starting its job, so the filesystem is full when
+    // the guest's writes resume at the thaw.
+    ASSERT_TRUE(g.exec("dd if=/dev/urandom of=/var/lib/lab/blob bs=64k count=128; sync", 60s));
     ASSERT_TRUE(
-        g.exec("dd if=/dev/urandom of=/var/lib/lab/blob bs=64k count=128 2>/dev/null; "
-               "sync"));
-    ASSERT_TRUE(
-        g.exec("(while :; do dd if=/dev/urandom of=/var/lib/lab/blob bs=64k count=128 "
-               "conv=notrunc,fsync 2>/dev/null; sleep 0.2; done) "
-               "</dev/null >/dev/null 2>&1 &"));
+        g.exec("(while :; do dd if=/dev/zero of=/var/lib/lab/blob bs=64k count=128 "
+               "conv=notrunc; sync; done) </dev/null >/dev/null 2>&1 &"));
+    ASSERT_TRUE(g.exec("echo 4 > /run/lab/freeze-delay"));
 
     auto backup_run = std::async(std::launch::async, [&] {
-        return backup({g.name(), "--method", "crash", "--max-scratch", "1G"});
+        return backup({g.name(), "--method", "application", "--max-scratch", "1G"});
     });
     // Another process fills the scratch filesystem once the backup made its scratch file,
     // for a few seconds.
@@ -162,10 +162,10 @@ TEST_F(GuestSafetyTest, ScratchFilledByAnotherProcessNeverEndsAsPlainSuccess) {
         (void)::posix_fallocate(fd, 0, static_cast<off_t>(v.f_bavail * v.f_frsize));
         ::close(fd);
     }
-    std::this_thread::sleep_for(4s);
+    std::this_thread::sleep_for(8s);
     std::filesystem::remove(filler);
     auto out = backup_run.get();
-    (void)g.exec("pkill -f 'of=/var/lib/lab/blob' ; true");
+    (void)g.exec("rm -f /run/lab/freeze-delay");
 
     std::cout << "backup: exit " << out.exit_code << ": " << out.out << std::endl;
     // Whatever happened, never a plain success: a failure, or a point with a warning.

@@ -144,5 +144,23 @@ TEST(WriterState, VetoFromErrorClassifiesRetryableKinds) {
     EXPECT_EQ(veto_from(Error(ErrorKind::corruption, "x")).code, FailureCode::nonretryable);
 }
 
+TEST(WriterState, WriterFailureKeepsTheKindOfTheErrorBehindTheVeto) {
+    WriterStatus writer;
+    writer.writer_name = "w";
+    auto failure_of = [](const Veto& v) {
+        return WriterFailure{Event::prepare_backup, v.code, v.message, v.kind};
+    };
+    // An agent that did not answer is `unavailable` (exit 4), not a plain veto.
+    EXPECT_EQ(error_for(writer, failure_of(veto_from(Error(ErrorKind::unavailable, "x")))).kind(),
+              ErrorKind::unavailable);
+    EXPECT_EQ(error_for(writer, failure_of(veto_from(Error(ErrorKind::io, "x")))).kind(),
+              ErrorKind::io);
+    EXPECT_EQ(error_for(writer, failure_of(veto_from(Error(ErrorKind::internal, "x")))).kind(),
+              ErrorKind::cancelled);
+    EXPECT_EQ(error_for(writer, failure_of(veto_nonretryable("no"))).kind(), ErrorKind::cancelled);
+    EXPECT_EQ(error_for(writer, failure_of(Veto{FailureCode::timeout, "slow"})).kind(),
+              ErrorKind::timeout);
+}
+
 }  // namespace
 }  // namespace vmshadow::vss
