@@ -321,11 +321,22 @@ Status BackupJob::start() {
                 " (is another backup or block job running on this VM? `vmshadow` ends its own "
                 "leftovers; check `virsh domjobinfo`)";
         }
+        ErrorKind kind = e.kind();
+        const std::string dir = spec_.scratch_dir.string();
+        if (hint.empty() && !dir.empty() && e.message().find(dir) != std::string::npos) {
+            // Our scratch file exists on the host, so QEMU looks at another filesystem there:
+            // the user's configuration, not a bug.
+            kind = ErrorKind::invalid_argument;
+            hint = " (QEMU cannot open its scratch file in " + dir +
+                   ": QEMU runs in its own mount namespace and sees only the mounts that "
+                   "existed when the VM started, and it must be allowed to write there; choose "
+                   "another --scratch-dir, or restart the VM after mounting it)";
+        }
         // libvirt creates the checkpoint in the same transaction; make sure none survived.
         if (spec_.new_checkpoint) {
             (void)delete_own_checkpoint(borrow(domain_.get()), *spec_.new_checkpoint);
         }
-        return fail(e.kind(), e.message() + hint);
+        return fail(kind, e.message() + hint);
     }
     state_ = State::running;
     return {};

@@ -179,5 +179,20 @@ TEST_F(GuestSafetyTest, ScratchFilledByAnotherProcessNeverEndsAsPlainSuccess) {
     expect_guest_healthy(g, 30s);
 }
 
+TEST_F(GuestSafetyTest, ScratchDirMountedAfterTheVmStartedIsAConfigurationError) {
+    lab::LabGuest& g = boot({});
+    SmallScratch late(scratch, "300M");  // QEMU's mount namespace never sees this mount
+    ASSERT_TRUE(late.mounted) << "mount tmpfs on " << scratch;
+    auto out = backup({g.name(), "--method", "crash"});
+    EXPECT_EQ(out.exit_code, 2) << out.out << out.err;  // the user's configuration
+    EXPECT_NE(out.out.find("own mount namespace"), std::string::npos) << out.out;
+    auto state = g.domain().state();
+    ASSERT_TRUE(state);
+    EXPECT_EQ(*state, virt::DomainState::running);
+    EXPECT_TRUE(scratch_leftovers().empty());
+    auto check = run({"repo", "check"});
+    EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
 }  // namespace
 }  // namespace vmshadow::testing
