@@ -26,6 +26,7 @@ struct BackupCommandOptions {
     std::vector<std::string> exclude_disks;
     std::uint64_t max_scratch = 0;  // 0: 90% of the scratch directory's free space
     double thaw_deadline_s = 10;
+    int freeze_timeout_s = 30;
     std::string writers_dir = vss::kDefaultExecWritersDir;
     std::string state_file = vss::kDefaultWriterStateFile;
 };
@@ -108,6 +109,7 @@ Status run_backup_command(GlobalOptions& global, const BackupCommandOptions& o) 
     options.state_file = o.state_file;
     options.freeze.thaw_deadline =
         std::chrono::milliseconds(static_cast<std::int64_t>(o.thaw_deadline_s * 1000));
+    options.freeze.freeze_timeout = std::chrono::seconds(o.freeze_timeout_s);
 
     auto connection = virt::Connection::open(global.connect_uri);
     if (!connection) return std::unexpected(connection.error());
@@ -166,6 +168,13 @@ void add_backup_command(CLI::App& app, GlobalOptions& global, Action& action) {
                        kMaxThawDeadlineSeconds,
                        "seconds after a freeze when the thaw guardian thaws regardless "
                        "(default 10)");
+    // At most 45 s: the coordinator gives a writer's freeze event 60 s, ping and all.
+    backup
+        ->add_option("--freeze-timeout", o->freeze_timeout_s,
+                     "seconds the guest agent's freeze (the guest's freeze hooks included) may "
+                     "take before the backup fails; the thaw guardian then keeps thawing until "
+                     "the agent reports the guest thawed (default 30, 1-45)")
+        ->check(CLI::Range(1, 45));
     backup
         ->add_option("--writers-dir", o->writers_dir,
                      "exec writer configs (default /etc/vmshadow/writers.d)")

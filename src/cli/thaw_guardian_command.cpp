@@ -14,6 +14,8 @@ void add_thaw_guardian_command(CLI::App& app, Action& action) {
     auto action_name = std::make_shared<std::string>("thaw");
     auto arm_ms = std::make_shared<long long>(40000);
     auto release_ms = std::make_shared<long long>(10000);
+    auto settle_ms =
+        std::make_shared<long long>(std::chrono::milliseconds(virt::kGuardianSettleLimit).count());
     auto* cmd = app.add_subcommand(kThawGuardianCommand, "");
     cmd->group("");  // hidden from --help
     cmd->add_option("--uuid", spec->domain_uuid)->required();
@@ -23,13 +25,15 @@ void add_thaw_guardian_command(CLI::App& app, Action& action) {
     constexpr long long kDayMs = 86'400'000;
     add_whole_number_option(*cmd, "--arm-timeout-ms", *arm_ms, 1, kDayMs, "");
     add_whole_number_option(*cmd, "--release-after-ms", *release_ms, 0, kDayMs, "");
+    add_whole_number_option(*cmd, "--settle-limit-ms", *settle_ms, 0, kDayMs, "");
     add_whole_number_option(*cmd, "--armed-fd", spec->armed_fd, -1, 1 << 20, "");
-    cmd->callback([&action, spec, action_name, arm_ms, release_ms] {
-        action = [spec, action_name, arm_ms, release_ms]() -> Status {
+    cmd->callback([&action, spec, action_name, arm_ms, release_ms, settle_ms] {
+        action = [spec, action_name, arm_ms, release_ms, settle_ms]() -> Status {
             spec->action = *action_name == "resume" ? virt::GuardianAction::resume
                                                     : virt::GuardianAction::thaw;
             spec->arm_timeout = std::chrono::milliseconds(*arm_ms);
             spec->release_after = std::chrono::milliseconds(*release_ms);
+            spec->settle_limit = std::chrono::milliseconds(*settle_ms);
             std::exit(engine::run_thaw_guardian_process(*spec));
         };
     });

@@ -34,9 +34,24 @@ std::string_view kind_name(ErrorKind kind) {
 }
 
 Error Error::with_context(std::string_view context) const {
+    // Layers each name what they handle, so the same name can arrive twice ("vm 'a', disk
+    // vdb" around "disk vdb: no space"): a message that already starts with the context, or
+    // with its tail after a ", ", keeps that once.
+    std::string_view rest = message_;
+    for (std::size_t from = 0;;) {
+        std::string_view tail = context.substr(from);
+        if (rest.size() > tail.size() + 1 && rest.starts_with(tail) &&
+            rest.substr(tail.size(), 2) == ": ") {
+            rest.remove_prefix(tail.size() + 2);
+            break;
+        }
+        auto comma = context.find(", ", from);
+        if (comma == std::string_view::npos) break;
+        from = comma + 2;
+    }
     std::string message(context);
     message += ": ";
-    message += message_;
+    message += rest;
     return Error(kind_, std::move(message));
 }
 

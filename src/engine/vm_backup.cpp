@@ -80,30 +80,26 @@ bool parse_nbd_access(const std::string& access, std::string& export_name, std::
     return true;
 }
 
-// Polls every live job's scratch while the copy runs; the copy checks failure() between
-// pieces. Polling (not events) is explained in virt/backup_job.h.
+// Polls every live job's scratch, and every VM's state, while the copy runs; the copy
+// checks failure() between pieces. Polling (not events) is explained in virt/backup_job.h.
+// A VM that QEMU paused on a write error (a scratch filesystem that filled, even for a
+// moment), or that stopped, fails the backup: a restore point taken then is not what the
+// user asked for, and the paused VM must be resumed once the backup job (its cause) is gone.
 class ScratchWatch {
   public:
-    ScratchWatch(vmwriter::PullBackupProvider& provider, std::vector<std::string> vms)
-        : thread_([this, &provider, vms = std::move(vms)](std::stop_token stop) {
+    ScratchWatch(vmwriter::PullBackupProvider& provider,
+                 std::vector<std::shared_ptr<virt::Domain>> domains, std::string scratch_dir)
+        : thread_([this, &provider, domains = std::move(domains),
+                   scratch_dir = std::move(scratch_dir)](std::stop_token stop) {
+              std::map<std::string, bool> paused_before;  // io-error paused at the start
+              for (const auto& d : domains) {
+                  auto h = virt::vm_health(*d);
+                  paused_before[d->name()] = h && h->io_error_paused;
+              }
               while (!stop.stop_requested()) {
-                  for (const auto& vm : vms) {
-                      virt::BackupJob* job = provider.job(vm);
-                      if (!job || !job->running()) continue;
-                      auto status = job->poll_scratch();
-                      if (status && status->crossed) {
-                          std::lock_guard lock(mu_);
-                          if (!error_) {
-                              error_ = Error(
-                                  ErrorKind::unavailable,
-                                  "vm '" + vm + "': the guest wrote " + format_bytes(status->used) +
-                                      " into the backup's scratch space, over its limit of " +
-                                      format_bytes(status->limit) +
-                                      ": the backup was aborted before the guest could see a "
-                                      "write error; raise --max-scratch (or free space in the "
-                                      "scratch directory) or back up when the VM writes less");
-                          }
-                      }
+                  for (const auto& d : domains) {
+                      check_scratch(provider, d->name());
+                      if (!paused_before[d->name()]) check_vm(*d, scratch_dir);
                   }
                   std::this_thread::sleep_for(milliseconds(100));
               }
@@ -115,6 +111,42 @@ class ScratchWatch {
     }
 
   private:
+    void set_error(Error e) {
+        std::lock_guard lock(mu_);
+        if (!error_) error_ = std::move(e);
+    }
+    void check_scratch(vmwriter::PullBackupProvider& provider, const std::string& vm) {
+        virt::BackupJob* job = provider.job(vm);
+        if (!job || !job->running()) return;
+        auto status = job->poll_scratch();
+        if (!status || !status->crossed) return;
+        set_error(Error(ErrorKind::unavailable,
+                        "vm '" + vm + "': the guest wrote " + format_bytes(status->used) +
+                            " into the backup's scratch space, over its limit of " +
+                            format_bytes(status->limit) +
+                            ": the backup was aborted before the guest could see a write error; "
+                            "raise --max-scratch (or free space in the scratch directory) or "
+                            "back up when the VM writes less"));
+    }
+    void check_vm(const virt::Domain& domain, const std::string& scratch_dir) {
+        auto health = virt::vm_health(domain);
+        if (!health) return;
+        if (health->io_error_paused) {
+            set_error(
+                Error(ErrorKind::io,
+                      domain.label() + ": QEMU paused the VM on a write error during the backup (" +
+                          (health->io_errors.empty() ? std::string("see `virsh domblkerror`")
+                                                     : health->io_errors) +
+                          "): most likely the scratch directory's filesystem (" + scratch_dir +
+                          ") filled, so a copy-before-write failed; the backup was aborted"));
+        } else if (health->stopped()) {
+            set_error(Error(ErrorKind::unavailable,
+                            domain.label() + " stopped during the backup (it is " +
+                                std::string(virt::state_name(health->state)) +
+                                " now): the backup was aborted"));
+        }
+    }
+
     mutable std::mutex mu_;
     std::optional<Error> error_;
     std::jthread thread_;  // last: stopped and joined before the members above go
@@ -153,6 +185,8 @@ class BackupRun {
     Status add_vm_files(VmRun& vm);
     void record_outcome(VmRun& vm);
     void drop_new_checkpoints();
+    Error explain_copy_failure(const Error& error) const;
+    Error resume_io_paused(const Error& error, const std::vector<bool>& paused_before) const;
 
     // A cancelled run's error: what was undone and which point is still the newest.
     Error cancelled_error(const Error& error) const;
@@ -271,37 +305,73 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
         return std::unexpected(cancelled_error(st.error()));
     }
     task_.phase("snapshot");
+    // From the snapshot on, a full scratch filesystem can make QEMU pause a VM (even inside
+    // the thaw: the guest's thaw hook writes): every failure from here resumes such a VM once
+    // the abort removed the job, the cause.
+    std::vector<bool> io_paused_before;
+    for (const auto& r : runs_) {
+        auto h = virt::vm_health(*r.domain);
+        io_paused_before.push_back(h && h->io_error_paused);
+    }
     auto set = coordinator.do_snapshot_set();
     if (!set) {
         finish_outcomes();
-        return std::unexpected(set.error());
+        return std::unexpected(resume_io_paused(set.error(), io_paused_before));
     }
     // Out of the freeze window: the jobs' XML (export bitmaps) for the copy.
     if (auto st = provider_->describe_jobs(); !st) {
         (void)coordinator.abort(st.error().message());
         finish_outcomes();
-        return st;
+        return std::unexpected(resume_io_paused(st.error(), io_paused_before));
     }
-    std::vector<std::string> live;
-    for (const auto& r : runs_) live.push_back(r.domain->name());
-    watch_ = std::make_unique<ScratchWatch>(*provider_, live);
-    for (auto& r : runs_) {
-        Status st = copy_vm(r, *set);
-        if (st) st = task_.check_cancel("backup");
-        if (!st) {
-            watch_.reset();
-            (void)coordinator.abort(st.error().message());
-            finish_outcomes();
-            if (st.error().kind() == ErrorKind::cancelled && task_.cancel().requested())
-                return std::unexpected(cancelled_error(st.error()));
-            return st;
+    std::vector<std::shared_ptr<virt::Domain>> live;
+    for (const auto& r : runs_) live.push_back(r.domain);
+    watch_ = std::make_unique<ScratchWatch>(*provider_, live, options_.scratch_dir);
+    auto copied = [&]() -> Status {
+        for (auto& r : runs_)
+            if (auto st = copy_vm(r, *set); !st) return st;
+        if (auto st = task_.check_cancel("backup"); !st) return st;
+        // A pause in the last moments of the copy: the watch may not have seen it yet.
+        for (std::size_t i = 0; i < runs_.size(); ++i) {
+            auto h = virt::vm_health(*runs_[i].domain);
+            if (h && h->io_error_paused && !io_paused_before[i]) {
+                std::this_thread::sleep_for(milliseconds(250));
+                return watch_->failure();
+            }
         }
-    }
+        return watch_->failure();
+    }();
     watch_.reset();
+    if (!copied) {
+        if (copied.error().kind() == ErrorKind::cancelled && task_.cancel().requested()) {
+            (void)coordinator.abort(copied.error().message());
+            finish_outcomes();
+            return std::unexpected(
+                resume_io_paused(cancelled_error(copied.error()), io_paused_before));
+        }
+        Error error = explain_copy_failure(copied.error());
+        (void)coordinator.abort(error.message());
+        error = resume_io_paused(error, io_paused_before);
+        finish_outcomes();
+        return std::unexpected(error);
+    }
     task_.phase("commit", 0, runs_.size());
     if (auto st = coordinator.backup_complete(); !st) {
         finish_outcomes();
-        return st;
+        return std::unexpected(resume_io_paused(st.error(), io_paused_before));
+    }
+    // Paused after the copy read every byte: the point is complete (copy-before-write fails
+    // the guest's write, never the snapshot), but the user must hear of it.
+    for (std::size_t i = 0; i < runs_.size(); ++i) {
+        auto h = virt::vm_health(*runs_[i].domain);
+        if (!h || !h->io_error_paused || io_paused_before[i]) continue;
+        auto resumed = virt::resume_after_io_error(*runs_[i].domain);
+        runs_[i].outcome.notes.push_back(
+            "warning: QEMU paused the VM on a write error (" +
+            (h->io_errors.empty() ? std::string("see `virsh domblkerror`") : h->io_errors) +
+            ") after its disks were read: the restore point is complete; " +
+            (resumed ? std::string("the VM was resumed")
+                     : "the VM could not be resumed: " + resumed.error().message()));
     }
     const vss::BackupDocument& document = coordinator.document();
     std::string document_text = nlohmann::json(document).dump(2);
@@ -401,6 +471,46 @@ void BackupRun::record_outcome(VmRun& r) {
         for (const auto& s : plan->skipped)
             r.outcome.skipped.push_back(s.target + " (" + s.reason + ")");
     }
+}
+
+// A copy that failed because its VM stopped reads as an NBD disconnect: say the VM stopped.
+Error BackupRun::explain_copy_failure(const Error& error) const {
+    for (const auto& r : runs_) {
+        auto h = virt::vm_health(*r.domain);
+        if (!h || !h->stopped()) continue;
+        if (error.message().find(" stopped during the backup") != std::string::npos) return error;
+        return Error(ErrorKind::unavailable,
+                     r.domain->label() + " stopped during the backup (it is " +
+                         std::string(virt::state_name(h->state)) +
+                         " now), so its disks could not be read: " + error.message());
+    }
+    return error;
+}
+
+// After the abort ended the backup jobs (and their scratch, the cause): resumes every VM an
+// I/O error paused during this backup, and says so in the error.
+Error BackupRun::resume_io_paused(const Error& error,
+                                  const std::vector<bool>& paused_before) const {
+    std::string message = error.message();
+    ErrorKind kind = error.kind();
+    for (std::size_t i = 0; i < runs_.size(); ++i) {
+        auto h = virt::vm_health(*runs_[i].domain);
+        if (!h || !h->io_error_paused || paused_before[i]) continue;
+        if (message.find("paused the VM on a write error") == std::string::npos) {
+            // The error seen (a thaw that timed out, say) is a symptom: name the cause first.
+            message =
+                runs_[i].domain->label() +
+                ": QEMU paused the VM on a write error during the backup (" +
+                (h->io_errors.empty() ? std::string("see `virsh domblkerror`") : h->io_errors) +
+                "): most likely the scratch directory's filesystem (" + options_.scratch_dir +
+                ") filled; the backup was aborted (" + message + ")";
+            kind = ErrorKind::io;
+        }
+        auto resumed = virt::resume_after_io_error(*runs_[i].domain);
+        message += resumed ? "; " + runs_[i].domain->label() + " was resumed"
+                           : "; " + resumed.error().message();
+    }
+    return Error(kind, std::move(message));
 }
 
 void BackupRun::drop_new_checkpoints() {

@@ -24,6 +24,22 @@ GuardianSpec spec_for(const Domain& domain, const FreezeSettings& s, GuardianAct
     return spec;
 }
 
+// The agent did not answer the freeze in time: most likely the guest's freeze hook is still
+// running inside it, and the freeze lands when the hook returns. A thaw sent now would wait
+// behind it, so none is sent from here: dropping the guard hands the guest to the guardian,
+// which thaws until the agent reports "thawed" (thaw_guardian.h).
+Error slow_freeze(const Domain& domain, const FreezeSettings& s, pid_t guardian) {
+    return Error(ErrorKind::timeout,
+                 domain.label() + ": the guest agent's freeze did not return within " +
+                     std::to_string(s.freeze_timeout.count()) +
+                     " s (--freeze-timeout): the guest's freeze hook may be slow or hung, and "
+                     "the freeze may still land when it returns; the thaw guardian (pid " +
+                     std::to_string(guardian) +
+                     ") thaws the guest and keeps checking until its agent reports it thawed "
+                     "(for up to " +
+                     std::to_string(kGuardianSettleLimit.count()) + " min)");
+}
+
 }  // namespace
 
 Result<FreezeGuard> FreezeGuard::freeze(const Domain& domain, const FreezeSettings& settings) {
@@ -56,12 +72,17 @@ Result<FreezeGuard> FreezeGuard::freeze(const Domain& domain, const FreezeSettin
     guard.guardian_->armed(guard.frozen_at_);
     guard.freeze_call_ = duration_cast<milliseconds>(guard.frozen_at_ - start);
     if (!frozen) {
-        // The freeze may have completed in the guest even though the call failed or timed
-        // out: thaw now; if that fails too, dropping the guard leaves it to the guardian.
         guard.hold_.reset();
+        guard.done_ = true;
+        if (guard.freeze_call_ + milliseconds(1000) >= settings.freeze_timeout &&
+            (frozen.error().kind() == ErrorKind::unavailable ||
+             frozen.error().kind() == ErrorKind::timeout)) {
+            return fail(slow_freeze(domain, settings, guard.guardian_->pid()));
+        }
+        // The freeze may have completed in the guest even though the call failed: thaw now;
+        // if that fails too, dropping the guard leaves it to the guardian.
         agent.set_timeout(settings.thaw_timeout);
         if (agent.thaw()) (void)guard.guardian_->released();
-        guard.done_ = true;
         return fail(frozen.error());
     }
     guard.frozen_ = *frozen;

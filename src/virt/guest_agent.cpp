@@ -14,8 +14,13 @@ namespace {
 
 // libvirt reports a missing channel and a silent agent with several codes and wordings;
 // users need one message that says what to check.
+// An agent that answered with an error is installed and running: the hint would mislead.
 Error agent_error(const Domain& domain, const char* what) {
     Error e = libvirt_error(domain.label() + ": guest agent " + what);
+    if (e.message().find("unable to execute QEMU agent command") != std::string::npos) {
+        if (e.kind() == ErrorKind::internal) return Error(ErrorKind::unavailable, e.message());
+        return e;
+    }
     if (e.kind() == ErrorKind::unavailable || e.kind() == ErrorKind::conflict ||
         e.kind() == ErrorKind::internal) {
         return Error(ErrorKind::unavailable,
@@ -48,6 +53,11 @@ GuestAgent::TimeoutHold::~TimeoutHold() {
 Result<std::string> GuestAgent::command(const std::string& json_command, const char* what) const {
     auto bound = hold_timeout();
     if (!bound) return fail(bound.error());
+    return command(*bound, json_command, what);
+}
+
+Result<std::string> GuestAgent::command(const TimeoutHold&, const std::string& json_command,
+                                        const char* what) const {
     CString reply(
         virDomainQemuAgentCommand(domain_.raw(), json_command.c_str(), seconds_of(timeout_), 0));
     if (!reply) return fail(agent_error(domain_, what));
@@ -88,7 +98,19 @@ Result<int> GuestAgent::freeze() const {
 
 Result<int> GuestAgent::freeze(const TimeoutHold&) const {
     int n = virDomainFSFreeze(domain_.raw(), nullptr, 0, 0);
-    if (n < 0) return fail(agent_error(domain_, "freeze filesystems"));
+    if (n < 0) {
+        Error e = agent_error(domain_, "freeze filesystems");
+        // qemu-ga: "fsfreeze hook has failed with status N": the guest said no.
+        const std::string& m = e.message();
+        if (auto at = m.find("hook"); at != std::string::npos) {
+            auto said = m.rfind("': ", at);
+            return fail(ErrorKind::cancelled,
+                        domain_.label() + ": the guest's freeze hook vetoed the freeze (agent: " +
+                            (said == std::string::npos ? m : m.substr(said + 3)) +
+                            "); see the hook's log in the guest");
+        }
+        return fail(std::move(e));
+    }
     return n;
 }
 
@@ -105,7 +127,13 @@ Result<int> GuestAgent::thaw(const TimeoutHold&) const {
 }
 
 Result<FreezeStatus> GuestAgent::freeze_status() const {
-    auto reply = command(R"({"execute":"guest-fsfreeze-status"})", "freeze status");
+    auto hold = hold_timeout();
+    if (!hold) return fail(hold.error());
+    return freeze_status(*hold);
+}
+
+Result<FreezeStatus> GuestAgent::freeze_status(const TimeoutHold& hold) const {
+    auto reply = command(hold, R"({"execute":"guest-fsfreeze-status"})", "freeze status");
     if (!reply) return fail(reply.error());
     auto doc = nlohmann::json::parse(*reply, nullptr, false);
     if (doc.is_discarded() || !doc.contains("return") || !doc["return"].is_string()) {

@@ -14,7 +14,8 @@
 // thawed (see freeze_guard.h).
 //
 // Errors: `unavailable` when there is no agent channel or the agent does not answer in time,
-// with a message naming the VM and the call.
+// with a message naming the VM and the call; a freeze the guest's freeze hook refused is
+// `cancelled` (a veto by the guest), and says so.
 
 #include <chrono>
 #include <string>
@@ -84,9 +85,12 @@ class GuestAgent {
     // The same calls bounded by the caller's hold (which must be this domain's).
     Result<int> freeze(const TimeoutHold& hold) const;
     Result<int> thaw(const TimeoutHold& hold) const;
+    Result<FreezeStatus> freeze_status(const TimeoutHold& hold) const;
 
   private:
     Result<std::string> command(const std::string& json_command, const char* what) const;
+    Result<std::string> command(const TimeoutHold& hold, const std::string& json_command,
+                                const char* what) const;
 
     const Domain& domain_;
     Seconds timeout_;

@@ -7,6 +7,7 @@
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -79,33 +80,78 @@ std::vector<std::string> guardian_argv(const GuardianSpec& spec) {
             "--arm-timeout-ms",
             std::to_string(spec.arm_timeout.count()),
             "--release-after-ms",
-            std::to_string(spec.release_after.count())};
+            std::to_string(spec.release_after.count()),
+            "--settle-limit-ms",
+            std::to_string(spec.settle_limit.count())};
 }
 
 std::atomic_ref<std::int64_t> armed_word(void* shared) {
     return std::atomic_ref<std::int64_t>(*static_cast<std::int64_t*>(shared));
 }
 
-// One bounded attempt series to thaw or resume; returns what happened, for the log line.
-// `parent_alive`: vmshadow may still thaw after us, relying on the agent response timeout
-// it set for its freeze and thaw; ours then stays set instead of going back to libvirt's
-// default (wait forever), and vmshadow's own hold resets it when its thaw returns.
-Result<std::string> act(const Domain& domain, GuardianAction action, bool parent_alive) {
+// One thaw attempt and a status question under one agent timeout; true once the agent
+// answered "thawed". `parent_alive`: vmshadow may still thaw after us, relying on the agent
+// response timeout it set for its freeze and thaw; ours then stays set instead of going back
+// to libvirt's default (wait forever), and vmshadow's own hold resets it when its thaw returns.
+bool thaw_once(const Domain& domain, bool parent_alive, int& thawed, Error& last) {
+    GuestAgent agent(domain, std::chrono::seconds(5));
+    auto hold = agent.hold_timeout();
+    if (!hold) {
+        last = hold.error();
+        return false;
+    }
+    if (parent_alive) hold->keep();
+    auto n = agent.thaw(*hold);
+    if (n)
+        thawed += *n;
+    else
+        last = n.error();
+    auto status = agent.freeze_status(*hold);
+    if (!status) {
+        last = status.error();
+        return false;
+    }
+    return *status == FreezeStatus::thawed;
+}
+
+// Thaws until the agent reports "thawed" (see the header for why a thaw alone is not enough).
+Result<std::string> settle_thawed(const Domain& domain, milliseconds limit, bool parent_alive) {
+    const auto started = Clock::now();
+    Error last(ErrorKind::internal, "no attempt made");
+    int thawed = 0;
+    int attempts = 0;
+    for (;;) {
+        ++attempts;
+        if (thaw_once(domain, parent_alive, thawed, last)) {
+            auto waited = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started);
+            return "thawed " + std::to_string(thawed) +
+                   " filesystem(s); the agent reports "
+                   "thawed after " +
+                   std::to_string(attempts) + " attempt(s), " + std::to_string(waited.count()) +
+                   " s";
+        }
+        auto state = domain.state();
+        if (state && (*state == DomainState::shutoff || *state == DomainState::crashed))
+            return std::string("the VM stopped: nothing left to thaw");
+        if (Clock::now() - started >= limit) {
+            return fail(ErrorKind::timeout,
+                        "the agent did not report the guest thawed within " +
+                            std::to_string(limit.count() / 1000) + " s (last: " + last.message() +
+                            "); thaw it with `virsh domfsthaw " + domain.name() + "`");
+        }
+        std::this_thread::sleep_for(milliseconds(1000));
+    }
+}
+
+Result<std::string> act(const Domain& domain, const GuardianSpec& spec, bool parent_alive) {
+    if (spec.action == GuardianAction::thaw)
+        return settle_thawed(domain, spec.settle_limit, parent_alive);
     Error last(ErrorKind::internal, "no attempt made");
     for (int attempt = 0; attempt < kActAttempts; ++attempt) {
-        if (action == GuardianAction::thaw) {
-            GuestAgent agent(domain, std::chrono::seconds(5));
-            auto hold = agent.hold_timeout();
-            auto thawed = hold ? agent.thaw(*hold) : Result<int>(fail(hold.error()));
-            if (hold && parent_alive) hold->keep();
-            if (thawed) return "thawed " + std::to_string(*thawed) + " filesystem(s)";
-            last = thawed.error();
-        } else {
-            auto state = domain.state();
-            if (state && *state != DomainState::paused) return std::string("was not paused");
-            if (virDomainResume(domain.raw()) == 0) return std::string("resumed");
-            last = libvirt_error(domain.label() + ": resume");
-        }
+        auto state = domain.state();
+        if (state && *state != DomainState::paused) return std::string("was not paused");
+        if (virDomainResume(domain.raw()) == 0) return std::string("resumed");
+        last = libvirt_error(domain.label() + ": resume");
         std::this_thread::sleep_for(milliseconds(500));
     }
     return fail(last);
@@ -299,14 +345,23 @@ int run_thaw_guardian(const GuardianSpec& spec) {
         }
         if (c == 'T') return 0;
     }
-    auto done = act(*domain, spec.action, parent_alive);
-    if (!done) {
-        std::cerr << who << action_name(spec.action) << " failed (" << why
-                  << "): " << done.error().message() << std::endl;
-        return 1;
+    // vmshadow is gone or gave up, and a thaw may take minutes: let go of the stderr we
+    // share with it, so that whoever reads vmshadow's output (a pipe, `$(...)`) is not held
+    // open until we finish; the outcome goes to syslog instead.
+    const bool detached = !parent_alive;
+    if (detached) {
+        UniqueFd null_fd(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+        if (null_fd) ::dup2(null_fd.get(), STDERR_FILENO);
+        ::openlog("vmshadow-thaw-guardian", LOG_PID, LOG_DAEMON);
     }
-    std::cerr << who << *done << " (" << why << ")" << std::endl;
-    return 0;
+    auto done = act(*domain, spec, parent_alive);
+    std::string line = who + (done ? *done : std::string(action_name(spec.action)) + " failed") +
+                       " (" + why + ")" + (done ? "" : ": " + done.error().message());
+    if (detached)
+        ::syslog(done ? LOG_NOTICE : LOG_ERR, "%s", line.c_str());
+    else
+        std::cerr << line << std::endl;
+    return done ? 0 : 1;
 }
 
 }  // namespace vmshadow::virt

@@ -21,8 +21,14 @@
 //   EOF without 'T' (the parent died or gave up): the guardian acts at once;
 //   nothing stored within `arm_timeout`, or no 'T' within `release_after` of the stored
 //   time: the guardian acts.
-// Acting = bounded thaw (or resume) attempts, then exit. A guardian serves exactly one
-// freeze: it never lingers to thaw a later backup's freeze.
+// Acting a thaw = thaw, then ask guest-fsfreeze-status, again and again until the agent
+// answers "thawed" (or `settle_limit` passes, or the VM stops). Once a freeze was requested it
+// may land long after vmshadow gave up on it: the guest's freeze hook runs inside the agent's
+// freeze command, and qemu-ga runs one command at a time, so a thaw or status query sent
+// meanwhile waits behind the freeze. An answer "thawed" therefore comes after any freeze
+// sent before it and proves the guest thawed for good; a thaw that merely timed out proves
+// nothing. Acting a resume = bounded resume attempts. A guardian serves exactly one freeze:
+// it never lingers to thaw a later backup's freeze.
 
 #include <sys/types.h>
 
@@ -36,6 +42,10 @@ namespace vmshadow::virt {
 
 enum class GuardianAction { thaw, resume };
 
+// How long a guardian keeps thawing a guest until its agent reports "thawed" (documented in
+// docs/ARCHITECTURE.md, "Freezing safely").
+inline constexpr std::chrono::minutes kGuardianSettleLimit{10};
+
 struct GuardianSpec {
     std::string executable;   // the vmshadow binary (it runs `<exe> __thaw-guardian ...`)
     std::string connect_uri;  // libvirt URI the guardian connects to ("" = default)
@@ -44,6 +54,9 @@ struct GuardianSpec {
     GuardianAction action = GuardianAction::thaw;
     std::chrono::milliseconds arm_timeout{40000};    // spawn → armed at most
     std::chrono::milliseconds release_after{10000};  // armed → act, unless 'T' came first
+    // Acting a thaw: how long to keep thawing until the agent reports "thawed" (a freeze
+    // hook may hold the agent for minutes; the freeze lands when it returns).
+    std::chrono::milliseconds settle_limit{kGuardianSettleLimit};
     int armed_fd = -1;  // guardian side: the shared word's memfd (-1: only arm_timeout)
 };
 

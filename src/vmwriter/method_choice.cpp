@@ -193,7 +193,9 @@ MethodChoice check_requested_method(const VmFacts& f, BackupMethod requested) {
             auto blockers = application_blockers(f);
             if (!blockers.empty()) {
                 for (auto& b : blockers) b = asked + ": " + b;
-                return {BackupMethod::none, std::move(blockers)};
+                const bool silent = f.agent.channel && !f.agent.answering;
+                return {BackupMethod::none, std::move(blockers),
+                        silent ? std::optional(ErrorKind::unavailable) : std::nullopt};
             }
             return {BackupMethod::application,
                     {"asked for; the guest agent answers and every mounted filesystem can "

@@ -72,6 +72,9 @@ struct MethodPolicy {
 struct MethodChoice {
     BackupMethod method = BackupMethod::none;
     std::vector<std::string> reasons;
+    // With method none: why, when a kind says more than "cannot" (an asked-for agent that
+    // does not answer is `unavailable`, as README's exit codes say).
+    std::optional<ErrorKind> kind = std::nullopt;
 };
 
 MethodChoice choose_method(const VmFacts& facts, const MethodPolicy& policy);

@@ -150,8 +150,10 @@ vss::WriterResult VmWriter::prepare_backup(vss::EventContext& context) {
     MethodChoice choice = options_.method ? check_requested_method(*facts, *options_.method)
                                           : choose_method(*facts, options_.policy);
     if (choice.method == BackupMethod::none) {
-        return std::unexpected(
-            vss::veto_nonretryable(label + " cannot be backed up: " + join(choice.reasons, "; ")));
+        auto veto =
+            vss::veto_nonretryable(label + " cannot be backed up: " + join(choice.reasons, "; "));
+        veto.kind = choice.kind;
+        return std::unexpected(std::move(veto));
     }
     outcome_ = {};
     outcome_.vm = domain_->name();

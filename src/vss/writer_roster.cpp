@@ -169,7 +169,7 @@ std::vector<std::size_t> WriterRoster::send(const std::vector<std::size_t>& to,
         }
         if (result->veto) {
             record_failure(to[n], {event, result->veto->code, std::move(result->veto->message),
-                                   result->veto->input_kind});
+                                   result->veto->kind});
             failed.push_back(to[n]);
             continue;
         }

@@ -109,22 +109,22 @@ Veto veto_nonretryable(std::string message) {
 }
 
 Veto veto_from(const Error& error) {
+    Veto veto;
     switch (error.kind()) {
         case ErrorKind::unavailable:
         case ErrorKind::locked:
         case ErrorKind::conflict:
-            return veto_retryable(error.message());
+            veto = veto_retryable(error.message());
+            break;
         case ErrorKind::timeout:
-            return Veto{FailureCode::timeout, error.message()};
-        case ErrorKind::invalid_argument:
-        case ErrorKind::not_found: {
-            Veto veto = veto_nonretryable(error.message());
-            veto.input_kind = error.kind();
-            return veto;
-        }
+            veto = Veto{FailureCode::timeout, error.message()};
+            break;
         default:
-            return veto_nonretryable(error.message());
+            veto = veto_nonretryable(error.message());
+            break;
     }
+    if (error.kind() != ErrorKind::internal) veto.kind = error.kind();
+    return veto;
 }
 
 Error error_for(const WriterStatus& writer, const WriterFailure& failure) {
@@ -133,10 +133,9 @@ Error error_for(const WriterStatus& writer, const WriterFailure& failure) {
     message += event_name(failure.event);
     if (!failure.message.empty()) message += ": " + failure.message;
     message += failure.retryable() ? " (retryable)" : " (not retryable)";
-    ErrorKind kind = failure.code == FailureCode::timeout
-                         ? ErrorKind::timeout
-                         : failure.input_kind.value_or(ErrorKind::cancelled);
-    return Error(kind, std::move(message));
+    ErrorKind kind =
+        failure.code == FailureCode::timeout ? ErrorKind::timeout : ErrorKind::cancelled;
+    return Error(failure.kind.value_or(kind), std::move(message));
 }
 
 void to_json(nlohmann::json& out, const WriterFailure& failure) {

@@ -66,14 +66,15 @@ bool is_retryable(FailureCode code);
 struct Veto {
     FailureCode code = FailureCode::nonretryable;
     std::string message;
-    // The kind of a bad-input error behind the veto (an unknown --disk): the user's mistake
-    // keeps its exit code instead of becoming "cancelled".
-    std::optional<ErrorKind> input_kind;
+    // What went wrong, when a lower layer said (an agent that did not answer is `unavailable`,
+    // exit 4, not a plain veto); nullopt: the writer said no (`cancelled`, or `timeout`).
+    std::optional<ErrorKind> kind = std::nullopt;
 };
 Veto veto_retryable(std::string message);
 Veto veto_nonretryable(std::string message);
 // Classifies an Error from a lower layer: unavailable, timeout, locked and conflict are
-// retryable (a service did not answer, a job was in the way); the rest are not.
+// retryable (a service did not answer, a job was in the way); the rest are not. The error's
+// kind is kept (but `internal`, which from a writer means an unexpected refusal, not our bug).
 Veto veto_from(const Error& error);
 
 // A writer's failure as recorded by the coordinator.
@@ -81,7 +82,7 @@ struct WriterFailure {
     Event event = Event::identify;
     FailureCode code = FailureCode::nonretryable;
     std::string message;
-    std::optional<ErrorKind> input_kind;  // see Veto
+    std::optional<ErrorKind> kind = std::nullopt;  // Veto::kind; not persisted
     bool retryable() const { return is_retryable(code); }
 };
 

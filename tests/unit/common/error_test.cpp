@@ -17,6 +17,17 @@ TEST(Error, ContextIsPrependedAndKindKept) {
     EXPECT_EQ(r.error().message(), "vm 'web1': disk vdb not found");
 }
 
+TEST(Error, ContextAlreadyInTheMessageIsNotRepeated) {
+    Error e(ErrorKind::io, "disk vdb: no space left on device");
+    EXPECT_EQ(e.with_context("vm 'a', disk vdb").message(),
+              "vm 'a', disk vdb: no space left on device");
+    EXPECT_EQ(e.with_context("disk vdb").message(), "disk vdb: no space left on device");
+    EXPECT_EQ(e.with_context("vm 'a'").message(), "vm 'a': disk vdb: no space left on device");
+    Error other(ErrorKind::io, "disk vdbx: full");
+    EXPECT_EQ(other.with_context("vm 'a', disk vdb").message(),
+              "vm 'a', disk vdb: disk vdbx: full");
+}
+
 TEST(Error, SuccessPassesThroughWithContext) {
     Result<int> ok = 7;
     auto r = with_context(ok, "ignored");

@@ -151,19 +151,32 @@ TEST(WriterState, InputErrorBehindAVetoKeepsItsKind) {
     status.writer_name = "vm";
     for (ErrorKind kind : {ErrorKind::not_found, ErrorKind::invalid_argument}) {
         Veto veto = veto_from(Error(kind, "vm has no disk 'vdz' (its disks: vda)"));
-        WriterFailure failure{Event::prepare_backup, veto.code, veto.message, veto.input_kind};
+        WriterFailure failure{Event::prepare_backup, veto.code, veto.message, veto.kind};
         Error error = error_for(status, failure);
         EXPECT_EQ(error.kind(), kind);
         EXPECT_NE(error.message().find("its disks: vda"), std::string::npos);
     }
     Veto plain = veto_nonretryable("disk is read-only");
-    EXPECT_EQ(
-        error_for(status, {Event::freeze, plain.code, plain.message, plain.input_kind}).kind(),
-        ErrorKind::cancelled);
-    Veto corrupt = veto_from(Error(ErrorKind::corruption, "x"));
-    EXPECT_EQ(error_for(status, {Event::freeze, corrupt.code, corrupt.message, corrupt.input_kind})
-                  .kind(),
+    EXPECT_EQ(error_for(status, {Event::freeze, plain.code, plain.message, plain.kind}).kind(),
               ErrorKind::cancelled);
+}
+
+TEST(WriterState, WriterFailureKeepsTheKindOfTheErrorBehindTheVeto) {
+    WriterStatus writer;
+    writer.writer_name = "w";
+    auto failure_of = [](const Veto& v) {
+        return WriterFailure{Event::prepare_backup, v.code, v.message, v.kind};
+    };
+    // An agent that did not answer is `unavailable` (exit 4), not a plain veto.
+    EXPECT_EQ(error_for(writer, failure_of(veto_from(Error(ErrorKind::unavailable, "x")))).kind(),
+              ErrorKind::unavailable);
+    EXPECT_EQ(error_for(writer, failure_of(veto_from(Error(ErrorKind::io, "x")))).kind(),
+              ErrorKind::io);
+    EXPECT_EQ(error_for(writer, failure_of(veto_from(Error(ErrorKind::internal, "x")))).kind(),
+              ErrorKind::cancelled);
+    EXPECT_EQ(error_for(writer, failure_of(veto_nonretryable("no"))).kind(), ErrorKind::cancelled);
+    EXPECT_EQ(error_for(writer, failure_of(Veto{FailureCode::timeout, "slow"})).kind(),
+              ErrorKind::timeout);
 }
 
 }  // namespace
