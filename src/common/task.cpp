@@ -48,11 +48,13 @@ void TaskContext::publish() {
     if (progress_) progress_->update(current_);
 }
 
-void TaskContext::phase(std::string_view name, std::uint64_t bytes_total,
-                        std::uint64_t items_total) {
+void TaskContext::phase(std::string_view name, std::uint64_t bytes_total, std::uint64_t items_total,
+                        std::string_view item) {
     std::lock_guard lock(mutex_);
-    current_ = Progress{
-        .phase = std::string(name), .bytes_total = bytes_total, .items_total = items_total};
+    current_ = Progress{.phase = std::string(name),
+                        .item = std::string(item),
+                        .bytes_total = bytes_total,
+                        .items_total = items_total};
     publish();
 }
 

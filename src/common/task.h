@@ -83,8 +83,9 @@ class TaskContext {
     Status check_cancel(std::string_view what) const { return cancel_.check(what); }
     const Clock& clock() const { return *clock_; }
 
-    // Starts a phase: byte and item counts restart from zero.
-    void phase(std::string_view name, std::uint64_t bytes_total = 0, std::uint64_t items_total = 0);
+    // Starts a phase (on `item`, when it is about one thing): counts restart from zero.
+    void phase(std::string_view name, std::uint64_t bytes_total = 0, std::uint64_t items_total = 0,
+               std::string_view item = {});
     void set_item(std::string_view item);
     // Absolute counts within the phase (a copy worker's running total), never decreasing.
     void bytes_done(std::uint64_t done);
