@@ -169,12 +169,10 @@ void add_backup_command(CLI::App& app, GlobalOptions& global, Action& action) {
                        "seconds after a freeze when the thaw guardian thaws regardless "
                        "(default 10)");
     // At most 45 s: the coordinator gives a writer's freeze event 60 s, ping and all.
-    backup
-        ->add_option("--freeze-timeout", o->freeze_timeout_s,
-                     "seconds the guest agent's freeze (the guest's freeze hooks included) may "
-                     "take before the backup fails; the thaw guardian then keeps thawing until "
-                     "the agent reports the guest thawed (default 30, 1-45)")
-        ->check(CLI::Range(1, 45));
+    add_whole_number_option(*backup, "--freeze-timeout", o->freeze_timeout_s, 1, 45,
+                            "seconds the guest agent's freeze (the guest's freeze hooks included) "
+                            "may take before the backup fails; the thaw guardian then keeps "
+                            "thawing until the agent reports the guest thawed (default 30)");
     backup
         ->add_option("--writers-dir", o->writers_dir,
                      "exec writer configs (default /etc/vmshadow/writers.d)")

@@ -115,7 +115,11 @@ Result<std::uint64_t> copy_export(virt::NbdExport& source, repo::DiskWriter& dis
                         ops[issued].kind == CopyOp::Kind::data)
                         ++issued;
                     bytes_read += data.size();
-                    return disk.write(offset, std::move(data));
+                    const std::uint64_t piece_end = offset + data.size();
+                    if (auto st = disk.write(offset, std::move(data)); !st) return st;
+                    // Within a window too: a window can span gigabytes of data.
+                    if (control.progress) control.progress(piece_end);
+                    return Status{};
                 },
                 read_options);
             if (!st) return std::unexpected(st.error());

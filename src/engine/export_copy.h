@@ -52,7 +52,7 @@ class ChunkClassifier {
 struct CopyControl {
     // Checked between pieces: a failed check stops the copy with its error (scratch limit).
     std::function<Status()> check;
-    // Bytes of the export walked so far.
+    // Bytes of the export walked so far: after each piece of data and each window.
     std::function<void(std::uint64_t)> progress;
     unsigned in_flight = 8;
 };

@@ -89,8 +89,6 @@ class CancelTest : public VmBackupTest {
                                          raw.string(), g.disk_path("vdb").string()});
         if (!convert) throw std::runtime_error(convert.error().message());
         fs::remove(raw);
-        auto map = lab::run_checked({"qemu-img", "map", g.disk_path("vdb").string()});
-        std::cerr << "vdb map: " << (map ? *map : map.error().message()) << "\n";
         if (auto s = g.start(); !s) throw std::runtime_error(s.error().message());
         if (auto s = g.wait_for_agent(); !s) throw std::runtime_error(s.error().message());
         return g;
@@ -128,7 +126,6 @@ TEST_F(CancelTest, InterruptedBackupKeepsNothingAndTheNextOneIsIncremental) {
     auto first = backup({g.name(), "--progress=json"});
     ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
     json vm = json::parse(first.out)["vms"][0];
-    std::cerr << vm.dump() << "\n";
     const std::string good_point = vm["point"], good_checkpoint = vm["checkpoint"];
     auto lines = progress_lines(first.err);
     ASSERT_FALSE(lines.empty()) << first.err;
