@@ -57,6 +57,7 @@ Status run_prune(const GlobalOptions& global, const PruneOptions& o) {
     if (!repo) return std::unexpected(repo.error());
     repo::GcOptions gc_options;
     gc_options.grace_seconds = std::int64_t{o.grace_hours} * 3600;
+    gc_options.task = global.task;
     auto result = repo::prune(**repo, o.keep, o.vm, o.dry_run, gc_options);
     if (!result) return std::unexpected(result.error());
     const auto& plan = result->plan;
@@ -98,6 +99,7 @@ Status run_gc(const GlobalOptions& global, const GcCliOptions& o) {
     repo::GcOptions options;
     options.dry_run = dry_run;
     options.grace_seconds = std::int64_t{o.grace_hours} * 3600;
+    options.task = global.task;
     auto r = repo::collect_garbage(**repo, options);
     if (!r) return std::unexpected(r.error());
     if (global.json)

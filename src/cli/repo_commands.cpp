@@ -64,6 +64,7 @@ Status run_check(GlobalOptions& global, bool read_data) {
     if (!lock) return std::unexpected(lock.error());
     repo::CheckOptions options;
     options.read_data = read_data;
+    options.task = global.task;
     auto report = repo::check_repository(**repo, options);
     if (!report) return std::unexpected(report.error());
     std::optional<Error> failure;

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 
 namespace vmshadow {
 
@@ -33,6 +34,11 @@ class SystemClock final : public Clock {
 
 // The process's wall clock: what every caller that was not handed a clock uses.
 const Clock& system_clock();
+
+// Whole seconds since the Unix epoch (what records and locks store).
+inline std::int64_t unix_seconds(Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
 
 class ManualClock final : public Clock {
   public:

@@ -274,7 +274,7 @@ PointBuilder::PointBuilder(BackupSession& session, std::string vm, std::string c
     : session_(session) {
     point_.vm = std::move(vm);
     point_.consistency = std::move(consistency);
-    auto now = std::chrono::system_clock::now().time_since_epoch();
+    auto now = session.repository().clock().now().time_since_epoch();
     point_.time_us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
     point_.time = point_.time_us / 1000000;
 }

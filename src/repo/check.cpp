@@ -27,7 +27,7 @@ class Checker {
                                        "repair index`)");
         log("index loaded: " + std::to_string(repo_.index().blob_count()) + " blobs in " +
             std::to_string(repo_.index().packs().size()) + " packs");
-        check_packs();
+        if (auto st = check_packs(); !st) return st;
         if (auto st = check_points(); !st) return st;
         judge_unindexed_packs();
         if (report_.damaged_points.empty() && damaged.empty()) report_unreferenced();
@@ -36,10 +36,13 @@ class Checker {
 
   private:
     void log(const std::string& line) {
-        if (options_.log) options_.log(line);
+        if (options_.task) options_.task->info(line);
+    }
+    Status cancelled() const {
+        return options_.task ? options_.task->check_cancel("repository check") : Status{};
     }
 
-    void check_packs() {
+    Status check_packs() {
         const Index& index = repo_.index();
         std::set<Hash256> indexed(index.packs().begin(), index.packs().end());
         report_.packs = indexed.size();
@@ -55,12 +58,13 @@ class Checker {
                             unindexed_.push_back(data + "/" + sub + "/" + name);
                     }
         std::size_t done = 0;
+        if (options_.task) options_.task->phase("packs", 0, index.packs().size());
         for (const auto& pack : index.packs()) {
+            if (auto st = cancelled(); !st) return st;
             check_pack(pack);
-            if (++done % 64 == 0)
-                log("packs checked: " + std::to_string(done) + "/" +
-                    std::to_string(index.packs().size()));
+            if (options_.task) options_.task->items_done(++done);
         }
+        return {};
     }
 
     void mark_pack_bad(const Hash256& pack, const std::string& why) {
@@ -230,7 +234,7 @@ class Checker {
     // Indexed data no restore point references: data of forgotten points gc has not removed
     // yet, or of a point whose commit record was lost or deleted; check can't tell which.
     void report_unreferenced() {
-        std::int64_t now = options_.now ? options_.now : static_cast<std::int64_t>(::time(nullptr));
+        std::int64_t now = unix_seconds(repo_.clock().now());
         // Per pack: the offsets of its unreferenced stored bytes (a frame's members share them).
         std::map<Hash256, std::map<std::uint64_t, std::uint64_t>> unreferenced;
         repo_.index().for_each_blob([&](const Hash256& id, const Hash256& pack,
@@ -271,7 +275,11 @@ class Checker {
                        "records` moves it to quarantine/, after which the data only it "
                        "referenced is unreferenced and gc removes it after the grace period)"));
         report_.points = listing->points.size();
+        if (options_.task) options_.task->phase("points", 0, listing->points.size());
         for (const auto& p : listing->points) {
+            if (auto st = cancelled(); !st) return st;
+            if (options_.task)
+                options_.task->items_done(static_cast<std::uint64_t>(&p - listing->points.data()));
             std::string name = p.id.hex() + " (" + p.vm + ", " + iso8601_utc(p.time) + ")";
             bool damaged = false;
             for (const auto& d : p.disks)

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/task.h"
 #include "repo/repository.h"
 
 namespace vmshadow::repo {
@@ -24,8 +25,10 @@ struct CheckOptions {
     bool read_data = false;
     // Unreferenced data younger than this is counted as kept by gc (gc.h's grace period).
     std::int64_t grace_seconds = 24 * 3600;
-    std::int64_t now = 0;                         // the clock, Unix seconds; 0 = the system clock
-    std::function<void(const std::string&)> log;  // progress lines, optional
+    // Progress (phases packs, points — items done of total), log and cancellation (check
+    // changes nothing, so it stops anywhere); nullptr: none. The time (grace period) comes
+    // from repo.clock().
+    TaskContext* task = nullptr;
 };
 
 struct CheckReport {

@@ -103,7 +103,9 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
             ErrorKind::invalid_argument,
             "gc grace period must be 0.." + std::to_string(kMaxGraceSeconds / 3600) + " hours");
     report.grace_seconds = options.grace_seconds;
-    const std::int64_t now = options.now ? options.now : static_cast<std::int64_t>(::time(nullptr));
+    const std::int64_t now = unix_seconds(repo.clock().now());
+    TaskContext idle;
+    TaskContext& task = options.task ? *options.task : idle;
     auto lock = repo.lock(LockMode::exclusive, "gc");
     if (!lock) return std::unexpected(lock.error());
     if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
@@ -127,7 +129,10 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
             if (auto st = repo.env().remove(path); !st) return std::unexpected(st.error());
     }
     IdSet live;
+    task.phase("mark", 0, listing->points.size());
     for (const auto& p : listing->points) {
+        if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
+        task.items_done(static_cast<std::uint64_t>(&p - listing->points.data()));
         for (const auto& d : p.disks)
             if (auto st = mark_object(repo, d.map, d.size, live); !st)
                 return std::unexpected(st.error().with_context(
@@ -211,7 +216,12 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
     // place in it). Each is verified on the way.
     std::vector<PackInfo> new_packs;
     std::unique_ptr<PackWriter> writer;
+    task.phase("rewrite", 0, rewrite_packs.size());
     for (const auto& pack : rewrite_packs) {
+        // A cancel here leaves the new packs of this run unindexed: leftovers the next gc
+        // removes; nothing was deleted yet.
+        if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
+        task.items_done(static_cast<std::uint64_t>(&pack - rewrite_packs.data()));
         std::string path = pack_path(repo.dir(format::kDataDir), pack.id);
         auto file = repo.env().open(path);
         if (!file) return std::unexpected(file.error());
@@ -265,6 +275,9 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
     report.packs_written = new_packs.size();
     for (const auto& p : new_packs) report.bytes_after += p.size;
 
+    // The last moment a cancel is honoured: from the new index on, gc runs to its end.
+    if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
+    task.phase("delete");
     // 2. One index naming everything that stays, before anything is deleted.
     std::vector<PackInfo> all = keep_packs;
     all.insert(all.end(), new_packs.begin(), new_packs.end());
@@ -312,6 +325,9 @@ Result<PruneResult> prune(Repository& repo, const KeepPolicy& policy, const std:
         for (const auto& d : result.plan)
             if (!d.keep) doomed.push_back(d.id);
         if (dry_run) return result;
+        if (gc_options.task)
+            if (auto st = gc_options.task->check_cancel("prune"); !st)
+                return std::unexpected(st.error());
         if (!doomed.empty())
             if (auto st = repo.forget(doomed); !st) return std::unexpected(st.error());
     }

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/task.h"
 #include "repo/repository.h"
 
 namespace vmshadow::repo {
@@ -57,7 +58,10 @@ struct GcOptions {
     double repack_dead_fraction = 0.25;  // rewrite packs with more garbage than this
     // Packs younger than this are kept whole; 0..kMaxGraceSeconds, else invalid_argument.
     std::int64_t grace_seconds = kDefaultGraceSeconds;
-    std::int64_t now = 0;  // the clock, Unix seconds; 0 = the system clock (tests set it)
+    // Progress (phases mark, rewrite, delete), log and cancellation; nullptr: none. A cancel
+    // is honoured until the new index is written (new packs written by then are leftovers the
+    // next gc removes); from there on gc runs to its end. The time comes from repo.clock().
+    TaskContext* task = nullptr;
 };
 
 struct GcReport {

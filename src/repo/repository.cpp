@@ -420,7 +420,7 @@ Result<Hash256> Repository::write_commit(std::vector<RestorePoint>& points) cons
         arr.push_back(manifest_to_json(p));
     }
     json j{{"format_version", format::kRecordVersion},
-           {"time", iso8601_utc(::time(nullptr))},
+           {"time", iso8601_utc(unix_seconds(clock_->now()))},
            {"points", std::move(arr)}};
     std::string text = j.dump();
     auto id = write_sealed(*this, format::kCommitsDir, codec_.seal(as_bytes(text), kCommitDomain));
@@ -432,7 +432,7 @@ Result<Hash256> Repository::write_commit(std::vector<RestorePoint>& points) cons
 Status Repository::annotate(const Hash256& point, const std::string& kind, const json& data) const {
     json j{{"format_version", format::kRecordVersion},
            {"point", point.hex()},
-           {"time", iso8601_utc(::time(nullptr))},
+           {"time", iso8601_utc(unix_seconds(clock_->now()))},
            {"kind", kind},
            {"data", data},
            {"nonce", sha256(random_bytes(16)).short_hex()}};  // equal annotations stay distinct

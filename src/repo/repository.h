@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "repo/codec.h"
 #include "repo/env.h"
@@ -110,6 +111,11 @@ class Repository final : public BlobSource {
     const std::string& root() const { return root_; }
     std::string dir(std::string_view name) const { return root_ + "/" + std::string(name); }
     Env& env() const { return env_; }
+    // Where the repository reads the time of day: point and record time stamps, gc's and
+    // check's grace period. The system clock unless a test sets another (it must outlive
+    // the repository).
+    const Clock& clock() const { return *clock_; }
+    void set_clock(const Clock& clock) { clock_ = &clock; }
     const Codec& codec() const { return codec_; }
     const RepoConfig& config() const { return config_; }
     const std::string& key_id() const { return key_id_; }
@@ -185,6 +191,7 @@ class Repository final : public BlobSource {
 
     std::string root_;
     Env& env_;
+    const Clock* clock_ = &system_clock();
     RepoConfig config_;
     std::optional<MasterKey> master_key_;
     std::string key_id_;

@@ -539,11 +539,11 @@ TEST(backup_job, LeftoverJobAfterKillIsFoundAndEnded) {
     EXPECT_TRUE(dir_empty(scratch_dir(guest)));
     EXPECT_EQ(run_dirs_of(guest), 0);
 
-    // A live job of ours is not a leftover: the finder refuses to touch it.
+    // A live job of ours is not a leftover: the finder refuses to touch it (a conflict, exit 6).
     BackupJob live = begin_job(guest, {.disks = {"vda"}});
     auto busy = virt::end_leftover_backup(guest.domain(), scratch_dir(guest));
     ASSERT_FALSE(busy);
-    EXPECT_EQ(busy.error().kind(), ErrorKind::locked) << busy.error().message();
+    EXPECT_EQ(busy.error().kind(), ErrorKind::conflict) << busy.error().message();
     EXPECT_TRUE(backup_job_running(guest));
     ASSERT_TRUE(live.finish());
 }

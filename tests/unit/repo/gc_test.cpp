@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
 #include "repo/check.h"
 #include "repo/repair.h"
 #include "repo_test_util.h"
@@ -227,8 +228,9 @@ TEST_F(GcTest, LostCommitRecordIsReportedByCheckAndItsDataKeptForTheGracePeriod)
     EXPECT_EQ(*back, a);
 
     // A day later (the clock is injected), gc frees it; the other point is untouched.
-    std::int64_t later = ::time(nullptr) + kDefaultGraceSeconds + 60;
-    auto freed = collect_garbage(*repo, {.now = later});
+    ManualClock later(system_clock().now() + std::chrono::seconds(kDefaultGraceSeconds + 60));
+    repo->set_clock(later);
+    auto freed = collect_garbage(*repo, {});
     ASSERT_TRUE(freed) << freed.error().message();
     EXPECT_EQ(freed->packs_kept_young, 0u);
     EXPECT_GE(freed->blobs_dead, 32u);
