@@ -360,3 +360,65 @@ TEST_F(GcTest, RepairRecordsKeepsTheSoundPointsOfAPartlyDamagedRecord) {
 
 }  // namespace
 }  // namespace vmshadow::repo::test
+
+namespace vmshadow::repo::test {
+namespace {
+
+// Requests cancellation the moment the task enters `phase`.
+struct CancelAtPhase : ProgressSink {
+    CancelToken token;
+    std::string phase;
+    std::vector<std::string> seen;
+    void update(const Progress& p) override {
+        if (seen.empty() || seen.back() != p.phase) seen.push_back(p.phase);
+        if (p.phase == phase) token.request();
+    }
+};
+
+TEST_F(GcTest, GcCancelledWhileItMarksOrRewritesDeletesNothingAndTheNextGcFinishes) {
+    // Two points sharing half their chunks: forgetting the first leaves its packs half dead,
+    // worth rewriting.
+    Bytes a = random_data(64 * 4096, 1);
+    auto gone = backup_bytes(*repo, "a", {{"vda", a}});
+    Bytes changed = random_data(32 * 4096, 2);
+    std::copy(changed.begin(), changed.end(), a.begin());
+    auto keep = backup_bytes(*repo, "a", {{"vda", a}});
+    ASSERT_TRUE(keep && gone);
+    ASSERT_TRUE(repo->forget({gone->id}));
+    for (const char* phase : {"mark", "rewrite"}) {
+        auto before = dir_bytes(path + "/data");
+        CancelAtPhase sink;
+        sink.phase = phase;
+        TaskContext task(&sink, nullptr, sink.token, system_clock());
+        auto cancelled = collect_garbage(
+            *repo, {.repack_dead_fraction = 0.0, .grace_seconds = 0, .task = &task});
+        ASSERT_FALSE(cancelled) << phase << " never came: " << ::testing::PrintToString(sink.seen);
+        EXPECT_EQ(cancelled.error().kind(), ErrorKind::cancelled) << cancelled.error().message();
+        EXPECT_GE(dir_bytes(path + "/data"), before)
+            << "nothing deleted when cancelled in " << phase;
+        auto back = read_disk(*repo, *keep, "vda");
+        ASSERT_TRUE(back) << back.error().message();
+        EXPECT_EQ(*back, a);
+        auto check = check_repository(*repo, {.read_data = true});
+        ASSERT_TRUE(check) << check.error().message();
+        EXPECT_TRUE(check->ok()) << ::testing::PrintToString(check->problems);
+    }
+    auto finished = collect_garbage(*repo, {.grace_seconds = 0});
+    ASSERT_TRUE(finished) << finished.error().message();
+    EXPECT_GE(finished->blobs_dead, 32u);
+    auto back = read_disk(*repo, *keep, "vda");
+    ASSERT_TRUE(back);
+    EXPECT_EQ(*back, a);
+}
+
+TEST_F(GcTest, CheckStopsWhenCancelled) {
+    ASSERT_TRUE(backup_bytes(*repo, "a", {{"vda", random_data(8 * 4096, 1)}}));
+    TaskContext task;
+    task.cancel().request();
+    auto check = check_repository(*repo, {.read_data = true, .task = &task});
+    ASSERT_FALSE(check);
+    EXPECT_EQ(check.error().kind(), ErrorKind::cancelled);
+}
+
+}  // namespace
+}  // namespace vmshadow::repo::test
