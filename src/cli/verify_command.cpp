@@ -59,6 +59,7 @@ Status run_verify_command(GlobalOptions& global, VerifyCommandOptions o) {
         if (!password) return std::unexpected(password.error());
         o.engine.password = *password;
     }
+    o.engine.task = global.task;
     auto r = engine::verify_boot(**repo, *connection, o.engine);
     if (!r) return std::unexpected(r.error());
     // A failed verification: is it the data? (Intact chunks: the guest failed on its own.)

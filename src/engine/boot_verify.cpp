@@ -161,7 +161,14 @@ Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connect
     auto deadline = boot_started + options.timeout;
     bool answered = false;
     std::string last_error, stopped;
+    if (options.task) options.task->phase("boot", 0, 0, result.throwaway);
     while (Clock::now() < deadline) {
+        // The throwaway VM and its servers go with `vm` on the way out.
+        if (options.task)
+            if (auto st =
+                    options.task->check_cancel("boot verification of " + point->id.short_hex());
+                !st)
+                return std::unexpected(st.error());
         auto state = vm.domain->state();
         // Transient: once it powers off, it no longer exists.
         if (!state && state.error().kind() == ErrorKind::not_found) {

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/task.h"
 #include "repo/repository.h"
 #include "virt/connection.h"
 
@@ -33,6 +34,9 @@ struct BootVerifyOptions {
     std::string password;               // encrypted repositories: handed to nbdkit
     std::string work_dir = "/var/tmp";  // sockets, overlays, logs (removed at the end)
     std::string plugin;                 // empty: the installed/built plugin
+    // Phase "boot"; a cancel while the guest boots removes the throwaway VM and its servers
+    // and records nothing on the point (ErrorKind::cancelled). nullptr: none.
+    TaskContext* task = nullptr;
 };
 
 struct BootVerifyResult {
