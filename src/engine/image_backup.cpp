@@ -85,6 +85,12 @@ Status copy_image(NbdConnection& nbd, std::uint64_t size, repo::DiskWriter& disk
     return {};
 }
 
+std::string cancelled_message(const std::string& name) {
+    return "image backup of '" + name +
+           "' cancelled: nothing was kept (no restore point; what was stored so far is "
+           "referenced by nothing and goes with the next gc)";
+}
+
 }  // namespace
 
 Result<ImageBackupResult> backup_images(repo::Repository& repo, const ImageBackupOptions& options) {
@@ -140,8 +146,12 @@ Result<ImageBackupResult> backup_images(repo::Repository& repo, const ImageBacku
         nlohmann::json info{{"path", path}, {"format", formats[i]}};
         auto disk = point.add_disk("disk" + std::to_string(i), sizes[i], base, info);
         if (!disk) return std::unexpected(disk.error());
-        if (auto st = copy_image(*connections[i], sizes[i], **disk, totals); !st)
+        if (auto st = copy_image(*connections[i], sizes[i], **disk, totals); !st) {
+            // A terminal's ^C reaches qemu-nbd too: its failure is the cancel's.
+            if (options.task && options.task->cancel().requested())
+                return fail(ErrorKind::cancelled, cancelled_message(options.name));
             return std::unexpected(st.error().with_context(options.files[i]));
+        }
         if (auto st = (*disk)->finish(); !st)
             return std::unexpected(st.error().with_context(options.files[i]));
         writers.push_back(*disk);
@@ -149,7 +159,8 @@ Result<ImageBackupResult> backup_images(repo::Repository& repo, const ImageBacku
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     point.manifest().timings = {{"total_s", seconds}};
-    if (auto st = totals.check(); !st) return std::unexpected(st.error());
+    if (auto st = totals.check(); !st)
+        return fail(ErrorKind::cancelled, cancelled_message(options.name));
     if (options.task) options.task->phase("commit");
     auto committed = (*session)->commit();
     if (!committed) return std::unexpected(committed.error());

@@ -248,6 +248,16 @@ Status rename_into_place(const std::string& from, const std::string& to, bool fo
     return fail(ErrorKind::io, "renaming " + from + " to " + to + ": " + std::strerror(errno));
 }
 
+// A cancel's error says what the user needs: nothing was left behind. A terminal's ^C also
+// reaches qemu-nbd, whose failure is then the cancel's.
+Error cancel_or(const Error& error, const std::string& context, const ImageRestoreOptions& o) {
+    if (o.task && o.task->cancel().requested())
+        return Error(ErrorKind::cancelled, "image restore to " + o.output +
+                                               " cancelled: nothing was written there (the "
+                                               "partial file was removed)");
+    return error.with_context(context);
+}
+
 }  // namespace
 
 Result<ImageRestoreResult> restore_image(repo::Repository& repo,
@@ -302,12 +312,12 @@ Result<ImageRestoreResult> restore_image(repo::Repository& repo,
             auto fd = create_new_file(partial.path);
             if (!fd) return std::unexpected(fd.error());
             if (auto st = write_raw(repo, *disk, std::move(*fd), partial.path, false, ro); !st)
-                return std::unexpected(st.error().with_context(context));
+                return std::unexpected(cancel_or(st.error(), context, options));
         } else {
             // qemu-img creates the image; the name must be free and no link.
             if (auto fd = create_new_file(partial.path); !fd) return std::unexpected(fd.error());
             if (auto st = write_qcow2(repo, *disk, partial.path, ro); !st)
-                return std::unexpected(st.error().with_context(context));
+                return std::unexpected(cancel_or(st.error(), context, options));
             if (disk->size % 512 != 0)
                 result.notes.push_back(
                     "qcow2 rounds a virtual size up to a multiple of 512: " + options.output +
