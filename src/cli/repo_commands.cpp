@@ -10,7 +10,7 @@
 
 #include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
-#include "engine/vm_restore.h"
+#include "engine/instant_recovery.h"
 #include "repo/check.h"
 #include "repo/format.h"
 #include "repo/keys.h"
