@@ -19,6 +19,7 @@
 #include "repo/backup_session.h"
 #include "repo/restore.h"
 #include "virt/checkpoints.h"
+#include "virt/vm_health.h"
 #include "vmwriter/pull_backup_provider.h"
 #include "vmwriter/vm_writer.h"
 #include "vss/coordinator.h"

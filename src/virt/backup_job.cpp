@@ -1,9 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "virt/backup_job.h"
 
-#include <fcntl.h>
 #include <libvirt/virterror.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -13,10 +11,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <pugixml.hpp>
-#include <random>
-#include <sstream>
-#include <thread>
 
+#include "virt/backup_job_detail.h"
 #include "virt/checkpoints.h"
 #include "virt/libvirt_error.h"
 #include "virt/qemu_img.h"
@@ -27,109 +23,36 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr const char* kSocketName = "nbd.sock";
-constexpr const char* kLockName = "lock";
-constexpr const char* kRecordName = "job.json";
-constexpr const char* kScratchPrefix = "vmshadow-scratch-";
-
-std::string random_token() {
-    std::random_device rd;
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "%08x", static_cast<unsigned>(rd()));
-    return buf;
-}
-
-std::string xml_text(const pugi::xml_document& doc) {
-    std::ostringstream out;
-    doc.save(out, "  ", pugi::format_indent | pugi::format_no_declaration);
-    return out.str();
-}
-
-// Opens (creating) dir/lock and takes its exclusive flock without waiting. nullopt (with
-// errno EWOULDBLOCK) when another process holds it.
-Result<std::optional<UniqueFd>> try_lock(const fs::path& dir) {
-    UniqueFd fd(::open((dir / kLockName).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd)
-        return fail(ErrorKind::io, "open " + (dir / kLockName).string() + ": " + strerror(errno));
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK) return std::optional<UniqueFd>();
-        return fail(ErrorKind::io, "lock " + (dir / kLockName).string() + ": " + strerror(errno));
+// One disk of the job: its size, format, scratch file (`scratch_stem`-TARGET.qcow2) and
+// whether it is read incrementally.
+Result<BackupExport> plan_export(const Domain& domain, const DomainDescription& described,
+                                 const BackupSpec& spec, const std::string& target,
+                                 const std::string& scratch_stem, const std::string& label) {
+    if (std::count(spec.disks.begin(), spec.disks.end(), target) > 1) {
+        return fail(ErrorKind::invalid_argument, label + ": disk " + target + " listed twice");
     }
-    return std::optional<UniqueFd>(std::move(fd));
-}
-
-struct JobStats {
-    int type = VIR_DOMAIN_JOB_NONE;
-    int operation = 0;
-    std::uint64_t temp_used = 0;
-    std::uint64_t temp_total = 0;
-    std::string errmsg;
-};
-
-Result<JobStats> job_stats(virDomainPtr dom, unsigned flags, const std::string& what) {
-    int type = 0;
-    virTypedParameterPtr params = nullptr;
-    int n = 0;
-    if (virDomainGetJobStats(dom, &type, &params, &n, flags) < 0) {
-        return fail(libvirt_error(what + ": job statistics"));
+    auto d = std::find_if(described.disks.begin(), described.disks.end(),
+                          [&](const DiskSpec& s) { return s.target == target; });
+    if (d == described.disks.end()) {
+        return fail(ErrorKind::not_found, label + ": the VM has no disk '" + target + "'");
     }
-    JobStats stats;
-    stats.type = type;
-    unsigned long long ull = 0;
-    if (virTypedParamsGetULLong(params, n, VIR_DOMAIN_JOB_DISK_TEMP_USED, &ull) == 1) {
-        stats.temp_used = ull;
+    if (!disk_is_backed_up(*d)) {
+        return fail(ErrorKind::invalid_argument,
+                    label + ": disk " + target + " cannot be backed up (" + d->device + ")");
     }
-    if (virTypedParamsGetULLong(params, n, VIR_DOMAIN_JOB_DISK_TEMP_TOTAL, &ull) == 1) {
-        stats.temp_total = ull;
-    }
-    int op = 0;
-    if (virTypedParamsGetInt(params, n, VIR_DOMAIN_JOB_OPERATION, &op) == 1) stats.operation = op;
-    const char* err = nullptr;
-    if (virTypedParamsGetString(params, n, VIR_DOMAIN_JOB_ERRMSG, &err) == 1 && err) {
-        stats.errmsg = err;
-    }
-    virTypedParamsFree(params, n);
-    return stats;
-}
-
-// virDomainAbortJob returns before libvirt has torn the job down: wait for the completed
-// job's statistics (bounded), which say how it ended.
-Result<JobStats> wait_job_end(virDomainPtr dom, const std::string& what) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (true) {
-        auto current = job_stats(dom, 0, what);
-        if (!current) return fail(current.error());
-        if (current->type == VIR_DOMAIN_JOB_NONE) {
-            auto done = job_stats(dom, VIR_DOMAIN_JOB_STATS_COMPLETED, what);
-            if (!done || done->type != VIR_DOMAIN_JOB_NONE) return done;
-        }
-        if (std::chrono::steady_clock::now() > deadline) {
-            return fail(ErrorKind::timeout, what + ": the job did not end within 60 s of abort");
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-}
-
-bool backup_running(const JobStats& s) {
-    return s.type != VIR_DOMAIN_JOB_NONE && s.operation == VIR_DOMAIN_JOB_OPERATION_BACKUP;
-}
-
-bool path_under(const fs::path& path, const fs::path& dir) {
-    auto p = path.lexically_normal().string();
-    auto d = dir.lexically_normal().string();
-    if (!d.empty() && d.back() != '/') d += '/';
-    return p.starts_with(d);
-}
-
-// A Domain holding its own reference to `dom`.
-Domain borrow(virDomainPtr dom) {
-    virDomainRef(dom);
-    return Domain(DomainHandle(dom));
-}
-
-void remove_quietly(const fs::path& path, std::vector<fs::path>* removed = nullptr) {
-    std::error_code ec;
-    if (fs::remove_all(path, ec) > 0 && removed) removed->push_back(path);
+    auto info = domain.block_info(target);
+    if (!info) return fail(info.error().with_context(label));
+    BackupExport e;
+    e.target = target;
+    e.export_name = target;
+    e.size = info->capacity;
+    e.format = d->format;
+    e.scratch = spec.scratch_dir / (scratch_stem + "-" + target + ".qcow2");
+    bool full =
+        !spec.incremental_from || d->format != "qcow2" ||
+        std::find(spec.full_disks.begin(), spec.full_disks.end(), target) != spec.full_disks.end();
+    e.incremental = !full;
+    return e;
 }
 
 }  // namespace
@@ -166,32 +89,11 @@ Result<BackupJob> BackupJob::prepare(const Domain& domain, const BackupSpec& spe
 
     // Which disks, their sizes and formats.
     for (const auto& target : spec.disks) {
-        if (std::count(spec.disks.begin(), spec.disks.end(), target) > 1) {
-            return fail(ErrorKind::invalid_argument, label + ": disk " + target + " listed twice");
-        }
-        auto d = std::find_if(described->disks.begin(), described->disks.end(),
-                              [&](const DiskSpec& s) { return s.target == target; });
-        if (d == described->disks.end()) {
-            return fail(ErrorKind::not_found, label + ": the VM has no disk '" + target + "'");
-        }
-        if (!disk_is_backed_up(*d)) {
-            return fail(ErrorKind::invalid_argument,
-                        label + ": disk " + target + " cannot be backed up (" + d->device + ")");
-        }
-        auto info = domain.block_info(target);
-        if (!info) return fail(info.error().with_context(label));
-        BackupExport e;
-        e.target = target;
-        e.export_name = target;
-        e.size = info->capacity;
-        e.format = d->format;
-        e.scratch = spec.scratch_dir / (std::string(kScratchPrefix) + job.domain_uuid_ + "." +
-                                        job.token_ + "-" + target + ".qcow2");
-        bool full = !spec.incremental_from || d->format != "qcow2" ||
-                    std::find(spec.full_disks.begin(), spec.full_disks.end(), target) !=
-                        spec.full_disks.end();
-        e.incremental = !full;
-        job.exports_.push_back(std::move(e));
+        auto e =
+            plan_export(domain, *described, spec, target,
+                        std::string(kScratchPrefix) + job.domain_uuid_ + "." + job.token_, label);
+        if (!e) return fail(e.error());
+        job.exports_.push_back(std::move(*e));
     }
     if (spec.new_checkpoint &&
         std::none_of(job.exports_.begin(), job.exports_.end(),
@@ -233,43 +135,9 @@ Result<BackupJob> BackupJob::prepare(const Domain& domain, const BackupSpec& spe
     }
 
     // The XML libvirt gets.
-    pugi::xml_document backup;
-    auto root = backup.append_child("domainbackup");
-    root.append_attribute("mode") = "pull";
-    if (spec.incremental_from) {
-        root.append_child("incremental").text() = spec.incremental_from->c_str();
-    }
-    auto server = root.append_child("server");
-    server.append_attribute("transport") = "unix";
-    server.append_attribute("socket") = job.socket_.c_str();
-    auto disks = root.append_child("disks");
-    pugi::xml_document checkpoint;
-    auto croot = checkpoint.append_child("domaincheckpoint");
-    if (spec.new_checkpoint) {
-        croot.append_child("name").text() = spec.new_checkpoint->c_str();
-        croot.append_child("description").text() = "vmshadow backup";
-    }
-    auto cdisks = croot.append_child("disks");
-    for (const auto& d : described->disks) {
-        auto e = std::find_if(job.exports_.begin(), job.exports_.end(),
-                              [&](const BackupExport& x) { return x.target == d.target; });
-        auto disk = disks.append_child("disk");
-        disk.append_attribute("name") = d.target.c_str();
-        auto cdisk = cdisks.append_child("disk");
-        cdisk.append_attribute("name") = d.target.c_str();
-        bool bitmap = e != job.exports_.end() && d.format == "qcow2";
-        cdisk.append_attribute("checkpoint") = bitmap ? "bitmap" : "no";
-        if (e == job.exports_.end()) {
-            disk.append_attribute("backup") = "no";
-            continue;
-        }
-        disk.append_attribute("backup") = "yes";
-        disk.append_attribute("type") = "file";
-        if (spec.incremental_from && !e->incremental) disk.append_attribute("backupmode") = "full";
-        disk.append_child("scratch").append_attribute("file") = e->scratch.c_str();
-    }
-    job.backup_xml_ = xml_text(backup);
-    if (spec.new_checkpoint) job.checkpoint_xml_ = xml_text(checkpoint);
+    auto xml = build_job_xml(spec, *described, job.exports_, job.socket_);
+    job.backup_xml_ = std::move(xml.backup);
+    if (spec.new_checkpoint) job.checkpoint_xml_ = std::move(xml.checkpoint);
     return job;
 }
 
@@ -467,49 +335,6 @@ Status BackupJob::remove_files() {
     return result;
 }
 
-Result<std::uint64_t> BackupJob::scratch_used() const {
-    std::uint64_t used = 0;
-    for (const auto& e : exports_) {
-        struct stat st {};
-        if (::stat(e.scratch.c_str(), &st) != 0) {
-            return fail(ErrorKind::io, "vm '" + domain_name_ + "': scratch image " +
-                                           e.scratch.string() + ": " + strerror(errno));
-        }
-        used += static_cast<std::uint64_t>(st.st_blocks) * 512;
-    }
-    return used;
-}
-
-Status BackupJob::set_scratch_threshold(std::string_view target, std::uint64_t bytes) {
-    const BackupExport* e = find_export(target);
-    std::string label =
-        "vm '" + domain_name_ + "': scratch threshold of disk " + std::string(target);
-    if (!e || state_ != State::running || e->index < 0) {
-        return fail(ErrorKind::invalid_argument, label + ": no running export of that disk");
-    }
-    if (virDomainSetBlockThreshold(domain_.get(), e->threshold_name().c_str(), bytes, 0) < 0) {
-        return fail(libvirt_error(label));
-    }
-    return {};
-}
-
-Result<ScratchStatus> BackupJob::poll_scratch() {
-    ScratchStatus status;
-    auto used = scratch_used();
-    if (!used) return fail(used.error());
-    status.used = *used;
-    if (state_ == State::running) {
-        auto stats = job_stats(domain_.get(), 0, "vm '" + domain_name_ + "'");
-        if (!stats) return fail(stats.error());
-        status.copied = stats->temp_used;
-        status.total = stats->temp_total;
-    }
-    status.limit = limit_;
-    if (limit_ > 0 && status.used >= limit_) crossed_ = true;
-    status.crossed = crossed_;
-    return status;
-}
-
 BackupJob::BackupJob(BackupJob&& other) noexcept
     : domain_(std::move(other.domain_)),
       domain_name_(std::move(other.domain_name_)),
@@ -537,163 +362,6 @@ BackupJob::~BackupJob() {
     } else {
         (void)remove_files();
     }
-}
-
-Result<LeftoverReport> end_leftover_backup(const Domain& domain, const fs::path& scratch_dir,
-                                           const fs::path& runtime_dir) {
-    std::string label = domain.label() + ": leftover backup";
-    LeftoverReport report;
-    const std::string uuid = domain.uuid();
-    // Locks of dead jobs' directories, held while we clean them (flock is per open file: a
-    // second open of the same lock in this process would look like a live owner).
-    std::vector<std::pair<fs::path, UniqueFd>> held;
-
-    // 1. A running backup job: ours (socket under runtime_dir) or foreign. A VM that is not
-    // running has no job.
-    JobStats current;
-    if (virDomainIsActive(domain.raw()) == 1) {
-        auto stats = job_stats(domain.raw(), 0, label);
-        if (!stats) return fail(stats.error());
-        current = *stats;
-    }
-    if (backup_running(current)) {
-        CString xml(virDomainBackupGetXMLDesc(domain.raw(), 0));
-        if (!xml) return fail(libvirt_error(label + ": read the running job's XML"));
-        pugi::xml_document doc;
-        doc.load_string(xml.get());
-        auto server = doc.child("domainbackup").child("server");
-        fs::path socket = server.attribute("socket").value();
-        if (std::string_view(server.attribute("transport").value()) == "unix" &&
-            path_under(socket, runtime_dir)) {
-            fs::path dir = socket.parent_path();
-            auto lock = try_lock(dir);
-            if (!lock) return fail(lock.error().with_context(label));
-            if (!*lock) {
-                return fail(ErrorKind::conflict,
-                            domain.label() +
-                                ": another vmshadow process is backing this VM up "
-                                "(its job holds " +
-                                dir.string() + ")");
-            }
-            held.emplace_back(dir.lexically_normal(), std::move(**lock));
-            if (virDomainAbortJob(domain.raw()) < 0) {
-                return fail(libvirt_error(label + ": end the job of a vmshadow process that died"));
-            }
-            if (auto ended = wait_job_end(domain.raw(), label); !ended) return fail(ended.error());
-            report.job_ended = true;
-            for (auto disk : doc.child("domainbackup").child("disks").children("disk")) {
-                fs::path scratch = disk.child("scratch").attribute("file").value();
-                if (!scratch.empty() &&
-                    scratch.filename().string().starts_with(kScratchPrefix + uuid + ".")) {
-                    remove_quietly(scratch, &report.files_removed);
-                }
-            }
-        } else {
-            std::string where = socket.empty()
-                                    ? "TCP port " + std::string(server.attribute("port").value())
-                                    : "socket " + socket.string();
-            report.foreign_job = "a backup job not started by vmshadow (NBD on " + where + ")";
-        }
-    }
-
-    // 2. Run directories of this domain whose owner is gone.
-    std::error_code ec;
-    std::vector<std::string> live_tokens;
-    for (const auto& entry : fs::directory_iterator(runtime_dir, ec)) {
-        std::string name = entry.path().filename().string();
-        if (!name.starts_with(uuid + ".")) continue;
-        bool ours = std::any_of(held.begin(), held.end(), [&](const auto& h) {
-            return h.first == entry.path().lexically_normal();
-        });
-        if (!ours) {
-            auto lock = try_lock(entry.path());
-            if (!lock) return fail(lock.error().with_context(label));
-            if (!*lock) {
-                live_tokens.push_back(name.substr(uuid.size() + 1));
-                continue;
-            }
-            held.emplace_back(entry.path().lexically_normal(), std::move(**lock));
-        }
-        std::ifstream in(entry.path() / kRecordName);
-        json record = json::parse(in, nullptr, false);
-        if (!record.is_discarded()) {
-            std::string checkpoint = record.value("checkpoint", "");
-            if (!checkpoint.empty() && !record.value("finished", false)) {
-                auto found = find_checkpoint(domain, checkpoint);
-                if (found && *found) {
-                    auto deleted = delete_own_checkpoint(domain, checkpoint);
-                    if (!deleted) return fail(deleted.error().with_context(label));
-                    report.checkpoints_deleted.push_back(checkpoint);
-                }
-            }
-            for (const auto& s : record.value("scratch", json::array())) {
-                fs::path scratch = s.get<std::string>();
-                if (scratch.filename().string().starts_with(kScratchPrefix + uuid + ".")) {
-                    remove_quietly(scratch, &report.files_removed);
-                }
-            }
-        }
-        remove_quietly(entry.path(), &report.files_removed);
-    }
-
-    // 3. Scratch files of this domain whose job directory is gone (e.g. /run was wiped).
-    if (!scratch_dir.empty()) {
-        for (const auto& entry : fs::directory_iterator(scratch_dir, ec)) {
-            std::string name = entry.path().filename().string();
-            std::string prefix = kScratchPrefix + uuid + ".";
-            if (!name.starts_with(prefix)) continue;
-            std::string token = name.substr(prefix.size(), 8);
-            if (std::find(live_tokens.begin(), live_tokens.end(), token) != live_tokens.end()) {
-                continue;
-            }
-            remove_quietly(entry.path(), &report.files_removed);
-        }
-    }
-    return report;
-}
-
-Result<VmHealth> vm_health(const Domain& domain) {
-    int state = 0;
-    int reason = 0;
-    if (virDomainGetState(domain.raw(), &state, &reason, 0) < 0)
-        return fail(libvirt_error(domain.label() + ": read state"));
-    auto named = domain.state();
-    if (!named) return fail(named.error());
-    VmHealth health;
-    health.state = *named;
-    health.io_error_paused = state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_IOERROR;
-    if (!health.io_error_paused) return health;
-    virDomainDiskError errors[16];
-    int n = virDomainGetDiskErrors(domain.raw(), errors, 16, 0);
-    for (int i = 0; i < n; ++i) {
-        if (!health.io_errors.empty()) health.io_errors += ", ";
-        const char* what = errors[i].error == VIR_DOMAIN_DISK_ERROR_NO_SPACE ? "no space"
-                           : errors[i].error == VIR_DOMAIN_DISK_ERROR_UNSPEC ? "I/O error"
-                                                                             : "error";
-        health.io_errors += std::string(errors[i].disk ? errors[i].disk : "?") + ": " + what;
-        free(errors[i].disk);
-    }
-    return health;
-}
-
-Status resume_after_io_error(const Domain& domain) {
-    if (virDomainResume(domain.raw()) < 0)
-        return fail(libvirt_error(domain.label() + ": resume after the I/O error"));
-    // A write that fails again (the VM's own storage is full) pauses it again within moments.
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-    auto health = vm_health(domain);
-    if (!health) return fail(health.error());
-    if (health->io_error_paused) {
-        return fail(ErrorKind::io, domain.label() +
-                                       ": QEMU paused the VM again on a write error after it was "
-                                       "resumed (" +
-                                       (health->io_errors.empty() ? "see `virsh domblkerror`"
-                                                                  : health->io_errors) +
-                                       "): free space on the VM's own storage, then `virsh "
-                                       "resume " +
-                                       domain.name() + "`");
-    }
-    return {};
 }
 
 }  // namespace vmshadow::virt

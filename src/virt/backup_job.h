@@ -199,24 +199,4 @@ Result<LeftoverReport> end_leftover_backup(
     const Domain& domain, const std::filesystem::path& scratch_dir = {},
     const std::filesystem::path& runtime_dir = kDefaultBackupRuntimeDir);
 
-// The VM as a backup must watch it: QEMU pauses a VM whose disk write failed (werror
-// "stop"/"enospc", libvirt's default for ENOSPC) — a copy-before-write into a scratch
-// filesystem that filled, even for a moment, fails the guest's write and pauses it; nothing
-// resumes it by itself. A VM that stops during the copy ends its backup job too.
-struct VmHealth {
-    DomainState state = DomainState::running;
-    bool io_error_paused = false;  // paused, reason VIR_DOMAIN_PAUSED_IOERROR
-    std::string io_errors;         // virDomainGetDiskErrors: "vdb: no space", or empty
-    bool stopped() const {
-        return state == DomainState::shutoff || state == DomainState::crashed ||
-               state == DomainState::shutdown;
-    }
-};
-Result<VmHealth> vm_health(const Domain& domain);
-
-// Resumes a VM an I/O error paused, once the caller removed the cause (ended the backup job
-// and its scratch); fails, naming the disk errors, when QEMU pauses it again at once (the
-// VM's own storage is full).
-Status resume_after_io_error(const Domain& domain);
-
 }  // namespace vmshadow::virt

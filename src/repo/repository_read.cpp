@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MIT
+// Repository::read_blob (repository.h): a blob by id, through a per-thread cache of decoded frames.
+#include <array>
+#include <atomic>
+
+#include "repo/format.h"
+#include "repo/repository.h"
+
+namespace vmshadow::repo {
+
+namespace {
+
+// Frames this thread decoded last. Restore, mount and verify read a disk's chunks in order,
+// so without it each 64 KiB read would decode its whole frame again. Keyed by the
+// Repository object (its serial number: each open sees the files as they are then), pack
+// and offset; packs are write-once, and every blob taken from a cached frame is verified
+// against its id, so a slot can never serve wrong data.
+class FrameCache {
+  public:
+    const Bytes* find(std::uint64_t repo, const Hash256& pack, std::uint64_t offset) const {
+        for (const auto& s : slots_)
+            if (s.plain && s.repo == repo && s.offset == offset && s.pack == pack)
+                return s.plain.get();
+        return nullptr;
+    }
+    void put(std::uint64_t repo, const Hash256& pack, std::uint64_t offset, Bytes plain) {
+        slots_[next_] = Slot{repo, pack, offset, std::make_unique<Bytes>(std::move(plain))};
+        next_ = (next_ + 1) % slots_.size();
+    }
+
+  private:
+    struct Slot {
+        std::uint64_t repo = 0;
+        Hash256 pack;
+        std::uint64_t offset = 0;
+        std::unique_ptr<Bytes> plain;
+    };
+    std::array<Slot, 4> slots_;
+    std::size_t next_ = 0;
+};
+
+FrameCache& thread_frames() {
+    thread_local FrameCache cache;
+    return cache;
+}
+
+}  // namespace
+
+std::uint64_t Repository::next_serial() {
+    static std::atomic<std::uint64_t> next{1};
+    return next++;
+}
+
+Result<Bytes> Repository::read_blob(const Hash256& id) const {
+    auto loc = index_.find(id);
+    if (!loc)
+        return fail(ErrorKind::corruption,
+                    "chunk " + id.hex() +
+                        " is not in the index (data missing; run `vmshadow repo "
+                        "check`)");
+    const BlobEntry& entry = loc->entry;
+    if (entry.framed)
+        if (const Bytes* frame = thread_frames().find(serial_, *loc->pack, entry.offset))
+            if (auto blob = blob_of(codec_, entry, *frame)) return blob;
+    std::string path = pack_path(dir(format::kDataDir), *loc->pack);
+    std::shared_ptr<RandomAccessFile> file;
+    {
+        std::lock_guard lock(files_mutex_);
+        auto it = files_.find(*loc->pack);
+        if (it != files_.end()) file = it->second;
+    }
+    auto context = [&] { return "chunk " + id.short_hex() + " in pack " + path; };
+    if (!file) {
+        auto opened = env_.open(path);
+        if (!opened) {
+            Error e = opened.error();
+            if (e.kind() == ErrorKind::not_found) e = Error(ErrorKind::corruption, e.message());
+            return std::unexpected(e.with_context(context()));
+        }
+        file = std::move(*opened);
+        std::lock_guard lock(files_mutex_);
+        if (files_.size() >= 64) files_.erase(files_.begin());  // bound open descriptors
+        files_.emplace(*loc->pack, file);
+    }
+    Bytes stored(entry.length);
+    if (auto st = file->read_at(entry.offset, stored); !st)
+        return std::unexpected(st.error().with_context(context()));
+    auto plain = decode_stored(codec_, entry, stored);
+    if (!plain) return std::unexpected(plain.error().with_context(context()));
+    if (!entry.framed) return plain;
+    auto blob = blob_of(codec_, entry, *plain);
+    if (!blob) return std::unexpected(blob.error().with_context(context()));
+    thread_frames().put(serial_, *loc->pack, entry.offset, std::move(*plain));
+    return blob;
+}
+
+}  // namespace vmshadow::repo
