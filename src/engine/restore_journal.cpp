@@ -12,10 +12,11 @@
 #include <set>
 #include <sstream>
 
+#include "common/atomic_file.h"
+#include "common/os_error.h"
 #include "common/test_hook.h"
 #include "common/unique_fd.h"
 #include "virt/lifecycle.h"
-#include "vss/atomic_file.h"
 
 namespace vmshadow::engine {
 namespace {
@@ -35,11 +36,6 @@ bool same_file(const std::string& a, const std::string& b) {
 bool exists(const std::string& path) {
     struct stat st {};
     return ::lstat(path.c_str(), &st) == 0;
-}
-
-Error os_error(const std::string& what, int err) {
-    return Error(err == EACCES ? ErrorKind::permission : ErrorKind::io,
-                 what + ": " + std::strerror(err));
 }
 
 // `target` becomes the file `source` names, in one rename: at every instant it is a whole
@@ -97,7 +93,7 @@ Status RestoreJournal::save() const {
                               {"staged", f.staged},
                               {"aside", f.aside},
                               {"had_old", f.had_old}});
-    if (auto st = vss::write_file_atomically(path, j.dump(2) + "\n"); !st)
+    if (auto st = write_file_atomically(path, j.dump(2) + "\n"); !st)
         return std::unexpected(st.error().with_context("write the restore journal"));
     return {};
 }

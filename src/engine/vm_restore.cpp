@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "common/durable_file.h"
+#include "common/atomic_file.h"
 #include "common/process.h"
 #include "common/test_hook.h"
 #include "engine/image_jobs.h"
@@ -159,7 +159,7 @@ struct InstantRun {
                                   {"session_start_time", d.session.start_time},
                                   {"pivoted", d.pivoted}});
         }
-        return write_file_durably((work / kInstantRecord).string(), j.dump(2) + "\n");
+        return write_file_atomically(work / kInstantRecord, j.dump(2) + "\n", 0600);
     }
     // The recorded servers, and any nbdkit serving one of this run's overlays that an older
     // vmshadow started without recording it.

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "common/durable_file.h"
+#include "common/atomic_file.h"
 #include "common/process.h"
 #include "common/test_hook.h"
 #include "export/point_server.h"
@@ -50,7 +50,9 @@ class MountState {
 
     // Durable before the step it records runs: a mount killed at any instant leaves a state
     // that names every daemon it started.
-    Status save() const { return write_file_durably(path("state.json"), data_.dump(2) + "\n"); }
+    Status save() const {
+        return write_file_atomically(path("state.json"), data_.dump(2) + "\n", 0600);
+    }
     Result<bool> load() {
         std::ifstream in(path("state.json"));
         if (!in) return false;

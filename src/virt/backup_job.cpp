@@ -17,6 +17,8 @@
 #include <sstream>
 #include <thread>
 
+#include "common/atomic_file.h"
+#include "common/os_error.h"
 #include "virt/checkpoints.h"
 #include "virt/libvirt_error.h"
 #include "virt/qemu_img.h"
@@ -49,11 +51,10 @@ std::string xml_text(const pugi::xml_document& doc) {
 // errno EWOULDBLOCK) when another process holds it.
 Result<std::optional<UniqueFd>> try_lock(const fs::path& dir) {
     UniqueFd fd(::open((dir / kLockName).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd)
-        return fail(ErrorKind::io, "open " + (dir / kLockName).string() + ": " + strerror(errno));
+    if (!fd) return fail(os_error("open " + (dir / kLockName).string(), errno));
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK) return std::optional<UniqueFd>();
-        return fail(ErrorKind::io, "lock " + (dir / kLockName).string() + ": " + strerror(errno));
+        return fail(os_error("lock " + (dir / kLockName).string(), errno));
     }
     return std::optional<UniqueFd>(std::move(fd));
 }
@@ -206,12 +207,11 @@ Result<BackupJob> BackupJob::prepare(const Domain& domain, const BackupSpec& spe
     std::error_code ec;
     fs::create_directories(spec.runtime_dir, ec);
     if (ec) {
-        return fail(ErrorKind::io,
-                    label + ": create " + spec.runtime_dir.string() + ": " + ec.message());
+        return fail(os_error(label + ": create " + spec.runtime_dir.string(), ec));
     }
     fs::path run_dir = spec.runtime_dir / (job.domain_uuid_ + "." + job.token_);
     if (::mkdir(run_dir.c_str(), 0700) != 0) {
-        return fail(ErrorKind::io, label + ": create " + run_dir.string() + ": " + strerror(errno));
+        return fail(os_error(label + ": create " + run_dir.string(), errno));
     }
     job.run_dir_ = run_dir;
     job.socket_ = run_dir / kSocketName;
@@ -280,16 +280,7 @@ Status BackupJob::write_record(bool finished) const {
                    {"finished", finished}};
     record["scratch"] = json::array();
     for (const auto& e : exports_) record["scratch"].push_back(e.scratch.string());
-    fs::path tmp = run_dir_ / (std::string(kRecordName) + ".tmp");
-    {
-        std::ofstream out(tmp, std::ios::trunc);
-        out << record.dump() << "\n";
-        if (!out.flush()) return fail(ErrorKind::io, "write " + tmp.string());
-    }
-    std::error_code ec;
-    fs::rename(tmp, run_dir_ / kRecordName, ec);
-    if (ec) return fail(ErrorKind::io, "write " + (run_dir_ / kRecordName).string());
-    return {};
+    return write_file_atomically(run_dir_ / kRecordName, record.dump() + "\n");
 }
 
 Status BackupJob::begin() {
@@ -472,8 +463,8 @@ Result<std::uint64_t> BackupJob::scratch_used() const {
     for (const auto& e : exports_) {
         struct stat st {};
         if (::stat(e.scratch.c_str(), &st) != 0) {
-            return fail(ErrorKind::io, "vm '" + domain_name_ + "': scratch image " +
-                                           e.scratch.string() + ": " + strerror(errno));
+            return fail(
+                os_error("vm '" + domain_name_ + "': scratch image " + e.scratch.string(), errno));
         }
         used += static_cast<std::uint64_t>(st.st_blocks) * 512;
     }

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "vss/atomic_file.h"
+#include "common/atomic_file.h"
 
 namespace vmshadow::vss {
 namespace {
