@@ -16,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "common/os_error.h"
 #include "common/process.h"
 
 namespace vmshadow::engine {
@@ -84,9 +85,7 @@ Result<VmLock> VmLock::acquire(const std::vector<VmLockKey>& vms, const std::str
     }
     std::error_code ec;
     fs::create_directories(dir, ec);
-    if (ec)
-        return fail(ErrorKind::io,
-                    "create the VM lock directory " + dir.string() + ": " + ec.message());
+    if (ec) return fail(os_error("create the VM lock directory " + dir.string(), ec));
     VmLock lock;
     std::set<fs::path> taken;  // a key twice would conflict with itself: flock is per open
     for (const auto& vm : vms) {
@@ -95,13 +94,9 @@ Result<VmLock> VmLock::acquire(const std::vector<VmLockKey>& vms, const std::str
         for (const auto& file : files) {
             if (!taken.insert(file).second) continue;
             UniqueFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-            if (!fd)
-                return fail(ErrorKind::io,
-                            "open the VM lock " + file.string() + ": " + std::strerror(errno));
+            if (!fd) return fail(os_error("open the VM lock " + file.string(), errno));
             if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-                if (errno != EWOULDBLOCK)
-                    return fail(ErrorKind::io,
-                                "lock " + file.string() + ": " + std::strerror(errno));
+                if (errno != EWOULDBLOCK) return fail(os_error("lock " + file.string(), errno));
                 std::string holder = describe_holder(fd.get());
                 return fail(ErrorKind::conflict,
                             "vm '" + vm.vm + "': another vmshadow process is working on it (" +
@@ -116,8 +111,7 @@ Result<VmLock> VmLock::acquire(const std::vector<VmLockKey>& vms, const std::str
             // Written in place under the lock; a reader that sees a half-written file retries.
             if (::ftruncate(fd.get(), 0) != 0 || ::pwrite(fd.get(), text.data(), text.size(), 0) !=
                                                      static_cast<ssize_t>(text.size()))
-                return fail(ErrorKind::io,
-                            "write the VM lock " + file.string() + ": " + std::strerror(errno));
+                return fail(os_error("write the VM lock " + file.string(), errno));
             lock.fds_.push_back(std::move(fd));
         }
     }

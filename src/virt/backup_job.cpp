@@ -442,15 +442,14 @@ Status BackupJob::remove_files() {
         std::error_code ec;
         fs::remove(e.scratch, ec);
         if (ec && result) {
-            result = fail(ErrorKind::io,
-                          "remove scratch image " + e.scratch.string() + ": " + ec.message());
+            result = fail(os_error("remove scratch image " + e.scratch.string(), ec));
         }
     }
     if (!run_dir_.empty()) {
         std::error_code ec;
         fs::remove_all(run_dir_, ec);
         if (ec && result) {
-            result = fail(ErrorKind::io, "remove " + run_dir_.string() + ": " + ec.message());
+            result = fail(os_error("remove " + run_dir_.string(), ec));
         }
         run_dir_.clear();
     }
