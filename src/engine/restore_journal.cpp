@@ -98,6 +98,9 @@ Status RestoreJournal::save() const {
     return {};
 }
 
+// Throws json exceptions on a field of the wrong type; load() catches them.
+static RestoreJournal journal_from_json(const fs::path& path, const nlohmann::json& j);
+
 Result<std::optional<RestoreJournal>> RestoreJournal::load(const fs::path& path) {
     std::ifstream in(path);
     if (!in.is_open()) {
@@ -106,12 +109,22 @@ Result<std::optional<RestoreJournal>> RestoreJournal::load(const fs::path& path)
     }
     std::stringstream text;
     text << in.rdbuf();
+    const Error unreadable(ErrorKind::corruption,
+                           "the restore journal " + path.string() +
+                               " is unreadable: look at it, put the VM's files right by hand, "
+                               "then remove it");
     auto j = nlohmann::json::parse(text.str(), nullptr, false);
-    if (j.is_discarded() || !j.is_object() || j.value("version", 0) != kJournalVersion)
-        return fail(ErrorKind::corruption,
-                    "the restore journal " + path.string() +
-                        " is unreadable: look at it, put the VM's files right by hand, then "
-                        "remove it");
+    // A field of the wrong type makes json's value() throw: damaged like unparsable text.
+    try {
+        if (j.is_discarded() || !j.is_object() || j.value("version", 0) != kJournalVersion)
+            return fail(unreadable);
+        return std::optional<RestoreJournal>(journal_from_json(path, j));
+    } catch (const nlohmann::json::exception&) {
+        return fail(unreadable);
+    }
+}
+
+static RestoreJournal journal_from_json(const fs::path& path, const nlohmann::json& j) {
     RestoreJournal r;
     r.path = path;
     r.vm = j.value("vm", "");
@@ -128,7 +141,7 @@ Result<std::optional<RestoreJournal>> RestoreJournal::load(const fs::path& path)
     for (const auto& f : j.value("files", nlohmann::json::array()))
         r.files.push_back({f.value("target", ""), f.value("staged", ""), f.value("aside", ""),
                            f.value("had_old", false)});
-    return std::optional<RestoreJournal>(std::move(r));
+    return r;
 }
 
 Status RestoreJournal::link_aside() const {

@@ -66,10 +66,14 @@ std::string describe_holder(int fd) {
     for (int i = 0; i < 20; ++i, std::this_thread::sleep_for(std::chrono::milliseconds(50))) {
         auto j = nlohmann::json::parse(read_fd(fd), nullptr, false);
         if (j.is_discarded() || !j.is_object()) continue;
-        ProcessId holder{j.value("pid", -1), j.value("start_time", "")};
-        if (!process_alive(holder)) continue;
-        return "pid " + std::to_string(holder.pid) + ", " + j.value("operation", "?") + " of VM '" +
-               j.value("vm", "?") + "', since " + j.value("since", "?");
+        try {  // value() throws on a field of the wrong type: a half-written file, read again
+            ProcessId holder{j.value("pid", -1), j.value("start_time", "")};
+            if (!process_alive(holder)) continue;
+            return "pid " + std::to_string(holder.pid) + ", " + j.value("operation", "?") +
+                   " of VM '" + j.value("vm", "?") + "', since " + j.value("since", "?");
+        } catch (const nlohmann::json::exception&) {
+            continue;
+        }
     }
     return "";
 }

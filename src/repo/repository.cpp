@@ -64,7 +64,9 @@ Status Repository::init(const std::string& path, const InitOptions& options, Env
                      format::kAnnotationsDir, format::kLocksDir, format::kTmpDir})
         if (auto st = env.make_dir(path + "/" + std::string(sub)); !st) return st;
     RepoConfig c;
-    c.id = sha256(random_bytes(32)).hex();
+    auto random_id = random_bytes(32);
+    if (!random_id) return std::unexpected(random_id.error());
+    c.id = sha256(*random_id).hex();
     c.chunk_size = options.chunk_size ? options.chunk_size : format::kDefaultChunkSize;
     c.map_fanout = options.map_fanout ? options.map_fanout : format::kDefaultMapFanout;
     c.zstd_level = options.zstd_level ? options.zstd_level : format::kDefaultZstdLevel;
@@ -79,7 +81,9 @@ Status Repository::init(const std::string& path, const InitOptions& options, Env
     if (c.map_fanout < 2 || c.map_fanout > 65536)
         return fail(ErrorKind::invalid_argument, "map fanout must be between 2 and 65536");
     if (options.encrypt) {
-        auto key = add_key(env, path, new_master_key(), options.password, options.kdf);
+        auto master = new_master_key();
+        if (!master) return std::unexpected(master.error());
+        auto key = add_key(env, path, *master, options.password, options.kdf);
         if (!key) return std::unexpected(key.error());
     }
     json j{{"format_version", c.format_version},
@@ -435,7 +439,10 @@ Status Repository::annotate(const Hash256& point, const std::string& kind, const
            {"time", iso8601_utc(::time(nullptr))},
            {"kind", kind},
            {"data", data},
-           {"nonce", sha256(random_bytes(16)).short_hex()}};  // equal annotations stay distinct
+           {"nonce", ""}};
+    auto nonce = random_bytes(16);  // equal annotations stay distinct
+    if (!nonce) return std::unexpected(nonce.error());
+    j["nonce"] = sha256(*nonce).short_hex();
     std::string text = j.dump();
     auto id = write_sealed(*this, format::kAnnotationsDir,
                            codec_.seal(as_bytes(text), kAnnotationDomain));
