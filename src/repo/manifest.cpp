@@ -2,7 +2,6 @@
 #include "repo/manifest.h"
 
 #include <ctime>
-#include <optional>
 
 namespace vmshadow::repo {
 namespace {
@@ -13,10 +12,13 @@ json map_json(const MapRef& m) {
     return {{"root", m.root.hex()}, {"levels", m.levels}};
 }
 
-// nullopt for a damaged root id; json's own type errors are caught by manifest_from_json.
-std::optional<MapRef> map_from(const json& j) {
+// `owner` names the disk or file for the error; json's own type errors are caught by
+// manifest_from_json.
+Result<MapRef> map_from(const json& j, const std::string& owner) {
     auto root = Hash256::from_hex(j.at("root").get<std::string>());
-    if (!root) return std::nullopt;
+    if (!root)
+        return fail(ErrorKind::corruption,
+                    "manifest is malformed: " + owner + " has a bad map root id");
     return MapRef{*root, j.at("levels").get<std::uint32_t>()};
 }
 
@@ -81,10 +83,8 @@ Result<RestorePoint> manifest_from_json(const json& j) {
             DiskRecord r;
             r.name = d.at("name").get<std::string>();
             r.size = d.at("size").get<std::uint64_t>();
-            auto map = map_from(d.at("map"));
-            if (!map)
-                return fail(ErrorKind::corruption,
-                            "manifest is malformed: disk " + r.name + " has a bad map root id");
+            auto map = map_from(d.at("map"), "disk " + r.name);
+            if (!map) return std::unexpected(map.error());
             r.map = *map;
             r.info = d.value("info", json::object());
             r.bytes_added = d.value("bytes_added", std::uint64_t{0});
@@ -95,10 +95,8 @@ Result<RestorePoint> manifest_from_json(const json& j) {
             r.name = f.at("name").get<std::string>();
             r.role = f.value("role", "");
             r.size = f.at("size").get<std::uint64_t>();
-            auto map = map_from(f.at("map"));
-            if (!map)
-                return fail(ErrorKind::corruption,
-                            "manifest is malformed: file " + r.name + " has a bad map root id");
+            auto map = map_from(f.at("map"), "file " + r.name);
+            if (!map) return std::unexpected(map.error());
             r.map = *map;
             p.files.push_back(std::move(r));
         }
