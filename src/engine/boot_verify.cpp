@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "common/os_error.h"
 #include "common/process.h"
 #include "common/test_hook.h"
 #include "engine/vm_point.h"
@@ -114,7 +115,7 @@ Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connect
     vm.dir = fs::path(options.work_dir) / result.throwaway;
     std::error_code ec;
     fs::create_directories(vm.dir, ec);
-    if (ec) return fail(ErrorKind::io, "create " + vm.dir.string() + ": " + ec.message());
+    if (ec) return fail(os_error("create " + vm.dir.string(), ec));
 
     vmwriter::DomainRewriteSpec spec;
     spec.new_name = result.throwaway;

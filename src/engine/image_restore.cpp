@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/os_error.h"
 #include "engine/image_jobs.h"
 #include "engine/nbd_image.h"
 #include "engine/restore_target.h"
@@ -44,16 +45,14 @@ class FileSink final : public repo::DiskSink {
             ssize_t n = ::pwrite(fd_, data.data() + done, data.size() - done,
                                  static_cast<off_t>(offset + done));
             if (n < 0 && errno == EINTR) continue;
-            if (n <= 0)
-                return fail(ErrorKind::io, "writing " + path_ + ": " + std::strerror(errno));
+            if (n <= 0) return fail(os_error("writing " + path_, errno));
             done += static_cast<std::size_t>(n);
         }
         return {};
     }
     Status close() {
         int fd = std::exchange(fd_, -1);
-        if (::fsync(fd) != 0 || ::close(fd) != 0)
-            return fail(ErrorKind::io, "closing " + path_ + ": " + std::strerror(errno));
+        if (::fsync(fd) != 0 || ::close(fd) != 0) return fail(os_error("closing " + path_, errno));
         return {};
     }
 
@@ -205,7 +204,7 @@ Status write_raw(repo::Repository& repo, const repo::DiskRecord& disk, UniqueFd 
                  const std::string& path, bool device, const repo::ReadOptions& ro) {
     // A new file is made sparse at the disk's size; only chunks that hold data are written.
     if (!device && ::ftruncate(fd.get(), static_cast<off_t>(disk.size)) != 0)
-        return fail(ErrorKind::io, "sizing " + path + ": " + std::strerror(errno));
+        return fail(os_error("sizing " + path, errno));
     FileSink sink(std::move(fd), path, device);
     std::optional<WritebackBehind> behind(std::in_place, path);
     if (auto st = repo::restore_object(repo, disk.map, disk.size, sink, ro); !st) return st;
@@ -245,7 +244,7 @@ Status rename_into_place(const std::string& from, const std::string& to, bool fo
     if (errno == EEXIST)
         return fail(ErrorKind::conflict, to + " was created while the restore ran: left as it "
                                               "is, the restored copy was removed");
-    return fail(ErrorKind::io, "renaming " + from + " to " + to + ": " + std::strerror(errno));
+    return fail(os_error("renaming " + from + " to " + to, errno));
 }
 
 // A cancel's error says what the user needs: nothing was left behind. A terminal's ^C also

@@ -12,7 +12,6 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "common/durable_file.h"
 #include "common/process.h"
 #include "common/test_hook.h"
 #include "engine/image_jobs.h"

@@ -5,7 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "common/durable_file.h"
+#include "common/atomic_file.h"
 #include "engine/instant_recovery.h"
 
 namespace vmshadow::engine {
@@ -33,7 +33,7 @@ Status InstantRun::save() const {
                               {"session_start_time", d.session.start_time},
                               {"pivoted", d.pivoted}});
     }
-    return write_file_durably((work / kInstantRecord).string(), j.dump(2) + "\n");
+    return write_file_atomically(work / kInstantRecord, j.dump(2) + "\n", 0600);
 }
 
 void InstantRun::stop_servers() const {

@@ -12,10 +12,11 @@
 #include <set>
 #include <sstream>
 
+#include "common/atomic_file.h"
+#include "common/os_error.h"
 #include "common/test_hook.h"
 #include "common/unique_fd.h"
 #include "virt/lifecycle.h"
-#include "vss/atomic_file.h"
 
 namespace vmshadow::engine {
 namespace {
@@ -35,11 +36,6 @@ bool same_file(const std::string& a, const std::string& b) {
 bool exists(const std::string& path) {
     struct stat st {};
     return ::lstat(path.c_str(), &st) == 0;
-}
-
-Error os_error(const std::string& what, int err) {
-    return Error(err == EACCES ? ErrorKind::permission : ErrorKind::io,
-                 what + ": " + std::strerror(err));
 }
 
 // `target` becomes the file `source` names, in one rename: at every instant it is a whole
@@ -97,10 +93,13 @@ Status RestoreJournal::save() const {
                               {"staged", f.staged},
                               {"aside", f.aside},
                               {"had_old", f.had_old}});
-    if (auto st = vss::write_file_atomically(path, j.dump(2) + "\n"); !st)
+    if (auto st = write_file_atomically(path, j.dump(2) + "\n"); !st)
         return std::unexpected(st.error().with_context("write the restore journal"));
     return {};
 }
+
+// Throws json exceptions on a field of the wrong type; load() catches them.
+static RestoreJournal journal_from_json(const fs::path& path, const nlohmann::json& j);
 
 Result<std::optional<RestoreJournal>> RestoreJournal::load(const fs::path& path) {
     std::ifstream in(path);
@@ -110,12 +109,22 @@ Result<std::optional<RestoreJournal>> RestoreJournal::load(const fs::path& path)
     }
     std::stringstream text;
     text << in.rdbuf();
+    const Error unreadable(ErrorKind::corruption,
+                           "the restore journal " + path.string() +
+                               " is unreadable: look at it, put the VM's files right by hand, "
+                               "then remove it");
     auto j = nlohmann::json::parse(text.str(), nullptr, false);
-    if (j.is_discarded() || !j.is_object() || j.value("version", 0) != kJournalVersion)
-        return fail(ErrorKind::corruption,
-                    "the restore journal " + path.string() +
-                        " is unreadable: look at it, put the VM's files right by hand, then "
-                        "remove it");
+    // A field of the wrong type makes json's value() throw: damaged like unparsable text.
+    try {
+        if (j.is_discarded() || !j.is_object() || j.value("version", 0) != kJournalVersion)
+            return fail(unreadable);
+        return std::optional<RestoreJournal>(journal_from_json(path, j));
+    } catch (const nlohmann::json::exception&) {
+        return fail(unreadable);
+    }
+}
+
+static RestoreJournal journal_from_json(const fs::path& path, const nlohmann::json& j) {
     RestoreJournal r;
     r.path = path;
     r.vm = j.value("vm", "");
@@ -132,7 +141,7 @@ Result<std::optional<RestoreJournal>> RestoreJournal::load(const fs::path& path)
     for (const auto& f : j.value("files", nlohmann::json::array()))
         r.files.push_back({f.value("target", ""), f.value("staged", ""), f.value("aside", ""),
                            f.value("had_old", false)});
-    return std::optional<RestoreJournal>(std::move(r));
+    return r;
 }
 
 Status RestoreJournal::link_aside() const {

@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <vector>
 
+#include "common/os_error.h"
+
 namespace vmshadow::engine {
 namespace {
 
@@ -29,18 +31,13 @@ TargetKind kind_of(mode_t mode) {
     return TargetKind::other;
 }
 
-Error errno_error(const std::string& what, const std::string& path, int err) {
-    ErrorKind kind = err == EACCES || err == EPERM ? ErrorKind::permission : ErrorKind::io;
-    return Error(kind, what + " " + path + ": " + std::strerror(err));
-}
-
 Status write_zeros(int fd, std::uint64_t offset, std::uint64_t length, const std::string& name) {
     std::vector<char> zeros(std::min<std::uint64_t>(length, 1u << 20), 0);
     while (length > 0) {
         std::size_t n = std::min<std::uint64_t>(length, zeros.size());
         ssize_t w = ::pwrite(fd, zeros.data(), n, static_cast<off_t>(offset));
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return std::unexpected(errno_error("writing", name, errno));
+        if (w <= 0) return std::unexpected(os_error("writing " + name, errno));
         offset += static_cast<std::uint64_t>(w);
         length -= static_cast<std::uint64_t>(w);
     }
@@ -79,7 +76,7 @@ Result<RestoreTarget> inspect_restore_target(const std::string& path) {
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) {
         if (errno == ENOENT) return t;
-        return std::unexpected(errno_error("looking at", path, errno));
+        return std::unexpected(os_error("looking at " + path, errno));
     }
     t.kind = kind_of(st.st_mode);
     if (t.kind == TargetKind::symlink) {
@@ -149,14 +146,14 @@ Result<UniqueFd> create_new_file(const std::string& path) {
     if (!there) return std::unexpected(there.error());
     if (there->kind == TargetKind::regular || there->kind == TargetKind::symlink) {
         if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-            return std::unexpected(errno_error("removing", path, errno));
+            return std::unexpected(os_error("removing " + path, errno));
     } else if (there->kind != TargetKind::absent) {
         return fail(ErrorKind::invalid_argument,
                     path + " is " + std::string(describe(there->kind)) +
                         ": remove it, vmshadow writes a file of that name (nothing was written)");
     }
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
-    if (!fd) return std::unexpected(errno_error("creating", path, errno));
+    if (!fd) return std::unexpected(os_error("creating " + path, errno));
     return fd;
 }
 
@@ -168,14 +165,14 @@ Result<UniqueFd> open_device_target(const RestoreTarget& t, std::uint64_t needed
         return fail(ErrorKind::conflict, t.path +
                                              " is in use (mounted, or held by another "
                                              "program): nothing was written");
-    if (!fd) return std::unexpected(errno_error("opening", t.path, errno));
+    if (!fd) return std::unexpected(os_error("opening " + t.path, errno));
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0 || !S_ISBLK(st.st_mode))
         return fail(ErrorKind::invalid_argument,
                     t.path + " is no longer a block device: nothing was written");
     std::uint64_t bytes = 0;
     if (::ioctl(fd.get(), BLKGETSIZE64, &bytes) != 0)
-        return std::unexpected(errno_error("reading the size of", t.path, errno));
+        return std::unexpected(os_error("reading the size of " + t.path, errno));
     if (bytes < needed)
         return fail(ErrorKind::invalid_argument,
                     t.path + " is a block device of " + std::to_string(bytes) +

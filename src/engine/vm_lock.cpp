@@ -16,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "common/os_error.h"
 #include "common/process.h"
 
 namespace vmshadow::engine {
@@ -65,10 +66,14 @@ std::string describe_holder(int fd) {
     for (int i = 0; i < 20; ++i, std::this_thread::sleep_for(std::chrono::milliseconds(50))) {
         auto j = nlohmann::json::parse(read_fd(fd), nullptr, false);
         if (j.is_discarded() || !j.is_object()) continue;
-        ProcessId holder{j.value("pid", -1), j.value("start_time", "")};
-        if (!process_alive(holder)) continue;
-        return "pid " + std::to_string(holder.pid) + ", " + j.value("operation", "?") + " of VM '" +
-               j.value("vm", "?") + "', since " + j.value("since", "?");
+        try {  // value() throws on a field of the wrong type: a half-written file, read again
+            ProcessId holder{j.value("pid", -1), j.value("start_time", "")};
+            if (!process_alive(holder)) continue;
+            return "pid " + std::to_string(holder.pid) + ", " + j.value("operation", "?") +
+                   " of VM '" + j.value("vm", "?") + "', since " + j.value("since", "?");
+        } catch (const nlohmann::json::exception&) {
+            continue;
+        }
     }
     return "";
 }
@@ -84,9 +89,7 @@ Result<VmLock> VmLock::acquire(const std::vector<VmLockKey>& vms, const std::str
     }
     std::error_code ec;
     fs::create_directories(dir, ec);
-    if (ec)
-        return fail(ErrorKind::io,
-                    "create the VM lock directory " + dir.string() + ": " + ec.message());
+    if (ec) return fail(os_error("create the VM lock directory " + dir.string(), ec));
     VmLock lock;
     std::set<fs::path> taken;  // a key twice would conflict with itself: flock is per open
     for (const auto& vm : vms) {
@@ -95,13 +98,9 @@ Result<VmLock> VmLock::acquire(const std::vector<VmLockKey>& vms, const std::str
         for (const auto& file : files) {
             if (!taken.insert(file).second) continue;
             UniqueFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-            if (!fd)
-                return fail(ErrorKind::io,
-                            "open the VM lock " + file.string() + ": " + std::strerror(errno));
+            if (!fd) return fail(os_error("open the VM lock " + file.string(), errno));
             if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-                if (errno != EWOULDBLOCK)
-                    return fail(ErrorKind::io,
-                                "lock " + file.string() + ": " + std::strerror(errno));
+                if (errno != EWOULDBLOCK) return fail(os_error("lock " + file.string(), errno));
                 std::string holder = describe_holder(fd.get());
                 return fail(ErrorKind::conflict,
                             "vm '" + vm.vm + "': another vmshadow process is working on it (" +
@@ -116,8 +115,7 @@ Result<VmLock> VmLock::acquire(const std::vector<VmLockKey>& vms, const std::str
             // Written in place under the lock; a reader that sees a half-written file retries.
             if (::ftruncate(fd.get(), 0) != 0 || ::pwrite(fd.get(), text.data(), text.size(), 0) !=
                                                      static_cast<ssize_t>(text.size()))
-                return fail(ErrorKind::io,
-                            "write the VM lock " + file.string() + ": " + std::strerror(errno));
+                return fail(os_error("write the VM lock " + file.string(), errno));
             lock.fds_.push_back(std::move(fd));
         }
     }

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/os_error.h"
 #include "engine/restore_target.h"
 #include "repo/restore.h"
 
@@ -61,18 +62,17 @@ Status write_point_file(const repo::Repository& repo, const repo::FileRecord& fi
     if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
         return fail(ErrorKind::invalid_argument,
                     path.string() + " is not a regular file (any more): nothing was written");
-    if (::ftruncate(fd.get(), 0) != 0)
-        return fail(ErrorKind::io, "write " + path.string() + ": " + std::strerror(errno));
+    if (::ftruncate(fd.get(), 0) != 0) return fail(os_error("write " + path.string(), errno));
     for (std::size_t done = 0; done < bytes->size();) {
         ssize_t n = ::write(fd.get(), bytes->data() + done, bytes->size() - done);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0)
-            return fail(ErrorKind::io, "write " + path.string() + ": " + std::strerror(errno) +
-                                           " (is the disk full?)");
+        if (n <= 0) {
+            Error e = os_error("write " + path.string(), errno);
+            return fail(e.kind(), e.message() + " (is the disk full?)");
+        }
         done += static_cast<std::size_t>(n);
     }
-    if (::fsync(fd.get()) != 0)
-        return fail(ErrorKind::io, "write " + path.string() + ": " + std::strerror(errno));
+    if (::fsync(fd.get()) != 0) return fail(os_error("write " + path.string(), errno));
     return {};
 }
 

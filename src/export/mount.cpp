@@ -12,7 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "common/durable_file.h"
+#include "common/atomic_file.h"
+#include "common/os_error.h"
 #include "common/process.h"
 #include "common/test_hook.h"
 #include "export/point_server.h"
@@ -50,7 +51,9 @@ class MountState {
 
     // Durable before the step it records runs: a mount killed at any instant leaves a state
     // that names every daemon it started.
-    Status save() const { return write_file_durably(path("state.json"), data_.dump(2) + "\n"); }
+    Status save() const {
+        return write_file_atomically(path("state.json"), data_.dump(2) + "\n", 0600);
+    }
     Result<bool> load() {
         std::ifstream in(path("state.json"));
         if (!in) return false;
@@ -186,7 +189,7 @@ Status teardown(MountState& state) {
         return std::unexpected(st.error().with_context("stopping nbdkit"));
     std::error_code ec;
     fs::remove_all(state.dir(), ec);
-    if (ec) return fail(ErrorKind::io, "cannot remove " + state.dir() + ": " + ec.message());
+    if (ec) return fail(os_error("cannot remove " + state.dir(), ec));
     return {};
 }
 
@@ -218,7 +221,7 @@ Status mount_partitions(MountState& state, const std::vector<Partition>& parts,
         std::string target = part.name == "disk" ? dir : dir + "/" + part.name;
         if (target != dir) {
             if (::mkdir(target.c_str(), 0755) != 0)
-                return fail(ErrorKind::io, "cannot create " + target + ": " + std::strerror(errno));
+                return fail(os_error("cannot create " + target, errno));
             state.append("dirs", target);
         }
         auto mounted = run_tool({"mount", "-t", t, "-o", "ro,nosuid,nodev,noexec", dev, target});
@@ -283,7 +286,7 @@ Status start_servers(MountState& state, const MountRequest& r, const std::string
 
     std::string fuse_dir = state.path("fuse");
     if (::mkdir(fuse_dir.c_str(), 0700) != 0)
-        return fail(ErrorKind::io, "cannot create " + fuse_dir + ": " + std::strerror(errno));
+        return fail(os_error("cannot create " + fuse_dir, errno));
     DaemonOptions nbdfuse;
     nbdfuse.argv = {"nbdfuse",
                     "-P",
@@ -325,7 +328,7 @@ Result<MountInfo> mount_disk(const MountRequest& r) {
     std::string state_dir = mount_state_dir(dir, r.run_dir);
     fs::remove_all(state_dir, ec);  // a leftover without state.json
     if (::mkdir(state_dir.c_str(), 0700) != 0)
-        return fail(ErrorKind::io, "cannot create " + state_dir + ": " + std::strerror(errno));
+        return fail(os_error("cannot create " + state_dir, errno));
     MountState state(state_dir);
     state.data() = {{"dir", dir},           {"repo", r.repo},          {"point", r.point},
                     {"disk", r.disk},       {"mounts", json::array()}, {"loops", json::array()},

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <shared_mutex>
 
+#include "common/os_error.h"
 #include "common/unique_fd.h"
 
 namespace vmshadow::exporter {
@@ -38,17 +39,13 @@ std::uint64_t get64(const std::uint8_t* p) {
     return v;
 }
 
-Error io_error(const std::string& what, const std::string& path) {
-    return Error(ErrorKind::io, what + " " + path + ": " + std::strerror(errno));
-}
-
 Status pwrite_all(int fd, const std::uint8_t* data, std::size_t n, std::uint64_t offset,
                   const std::string& path) {
     std::size_t done = 0;
     while (done < n) {
         ssize_t w = ::pwrite(fd, data + done, n - done, static_cast<off_t>(offset + done));
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return std::unexpected(io_error("writing", path));
+        if (w <= 0) return std::unexpected(os_error("writing " + path, errno));
         done += static_cast<std::size_t>(w);
     }
     return {};
@@ -60,7 +57,7 @@ Status pread_all(int fd, std::uint8_t* data, std::size_t n, std::uint64_t offset
     while (done < n) {
         ssize_t r = ::pread(fd, data + done, n - done, static_cast<off_t>(offset + done));
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return std::unexpected(io_error("reading", path));
+        if (r < 0) return std::unexpected(os_error("reading " + path, errno));
         if (r == 0) {  // past the end of a file shorter than the disk: zeros
             std::memset(data + done, 0, n - done);
             return {};
@@ -118,7 +115,8 @@ Status OverlayDisk::Impl::create_or_check(const std::string& base_name) {
         return fail(ErrorKind::invalid_argument, "overlay base name too long");
     std::uint8_t header[kHeaderSize] = {};
     struct stat st {};
-    if (::fstat(map.get(), &st) != 0) return std::unexpected(io_error("reading", map_path));
+    if (::fstat(map.get(), &st) != 0)
+        return std::unexpected(os_error("reading " + map_path, errno));
     bits.assign((chunks + 7) / 8, 0);
     if (st.st_size == 0) {  // new overlay
         std::memcpy(header, kMagic, 4);
@@ -131,9 +129,9 @@ Status OverlayDisk::Impl::create_or_check(const std::string& base_name) {
         if (auto s = pwrite_all(map.get(), bits.data(), bits.size(), kHeaderSize, map_path); !s)
             return s;
         if (::ftruncate(data.get(), static_cast<off_t>(size)) != 0)
-            return std::unexpected(io_error("sizing", data_path));
+            return std::unexpected(os_error("sizing " + data_path, errno));
         if (::fsync(data.get()) != 0 || ::fsync(map.get()) != 0)
-            return std::unexpected(io_error("syncing", map_path));
+            return std::unexpected(os_error("syncing " + map_path, errno));
         return {};
     }
     if (auto s = pread_all(map.get(), header, kHeaderSize, 0, map_path); !s) return s;
@@ -176,7 +174,8 @@ Status OverlayDisk::Impl::write_chunk(std::uint64_t chunk, std::uint64_t within,
     // recovery resumes on a new one) must lose no write it acknowledged, and the page cache
     // keeps both files' writes. The chunk's bytes are synced first, so that after a host crash
     // the bit never points at bytes that were lost (the chunk then reads from the base).
-    if (::fdatasync(data.get()) != 0) return std::unexpected(io_error("syncing", data_path));
+    if (::fdatasync(data.get()) != 0)
+        return std::unexpected(os_error("syncing " + data_path, errno));
     set(chunk);
     return pwrite_all(map.get(), bits.data() + chunk / 8, 1, kHeaderSize + chunk / 8, map_path);
 }
@@ -184,14 +183,15 @@ Status OverlayDisk::Impl::write_chunk(std::uint64_t chunk, std::uint64_t within,
 Status OverlayDisk::Impl::flush() {
     if (!writable()) return {};
     if (data_dirty && ::fdatasync(data.get()) != 0)
-        return std::unexpected(io_error("syncing", data_path));
+        return std::unexpected(os_error("syncing " + data_path, errno));
     data_dirty = false;
     if (dirty_lo < dirty_hi) {
         if (auto s = pwrite_all(map.get(), bits.data() + dirty_lo, dirty_hi - dirty_lo,
                                 kHeaderSize + dirty_lo, map_path);
             !s)
             return s;
-        if (::fdatasync(map.get()) != 0) return std::unexpected(io_error("syncing", map_path));
+        if (::fdatasync(map.get()) != 0)
+            return std::unexpected(os_error("syncing " + map_path, errno));
         dirty_lo = UINT64_MAX;
         dirty_hi = 0;
     }
@@ -215,9 +215,10 @@ Result<std::unique_ptr<OverlayDisk>> OverlayDisk::open(repo::DiskReader& base,
         impl->data_path = overlay_path;
         impl->map_path = overlay_path + ".map";
         impl->data.reset(::open(overlay_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-        if (!impl->data) return std::unexpected(io_error("opening overlay", overlay_path));
+        if (!impl->data) return std::unexpected(os_error("opening overlay " + overlay_path, errno));
         impl->map.reset(::open(impl->map_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-        if (!impl->map) return std::unexpected(io_error("opening overlay map", impl->map_path));
+        if (!impl->map)
+            return std::unexpected(os_error("opening overlay map " + impl->map_path, errno));
         if (auto s = impl->create_or_check(base_name); !s) return std::unexpected(s.error());
     }
     return std::unique_ptr<OverlayDisk>(new OverlayDisk(std::move(impl)));

@@ -5,8 +5,9 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
-#include <stdexcept>
 
 namespace vmshadow::repo {
 namespace {
@@ -15,6 +16,16 @@ struct CipherCtxFree {
     void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
 };
 using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
+
+// OpenSSL's hashes and GCM sealing fail only when it cannot allocate a context, or (the
+// nonce) when the kernel's random generator cannot deliver: the host is out of memory or
+// broken. They run per chunk, so they return plain values, and such a failure ends the
+// process at once rather than throwing across the repository's interface: a crash, which
+// every record and the repository's commit protocol already survive (as after SIGKILL).
+[[noreturn]] void fatal_crypto_failure(const char* what) {
+    std::fprintf(stderr, "vmshadow: fatal: OpenSSL %s failed (out of memory?)\n", what);
+    std::abort();
+}
 
 constexpr char kHexDigits[] = "0123456789abcdef";
 
@@ -51,7 +62,7 @@ Hash256 sha256(ByteView data) {
     Hash256 h;
     unsigned int len = 0;
     if (EVP_Digest(data.data(), data.size(), h.bytes.data(), &len, EVP_sha256(), nullptr) != 1)
-        throw std::runtime_error("EVP_Digest failed");  // only on allocation failure
+        fatal_crypto_failure("EVP_Digest");
     return h;
 }
 
@@ -60,19 +71,22 @@ Hash256 hmac_sha256(ByteView key, ByteView data) {
     unsigned int len = 0;
     if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), data.data(), data.size(),
               h.bytes.data(), &len))
-        throw std::runtime_error("HMAC failed");
+        fatal_crypto_failure("HMAC");
     return h;
 }
 
-Bytes random_bytes(std::size_t n) {
+Result<Bytes> random_bytes(std::size_t n) {
     Bytes out(n);
     if (RAND_bytes(out.data(), static_cast<int>(n)) != 1)
-        throw std::runtime_error("RAND_bytes failed");
+        return fail(ErrorKind::internal, "the system's random number generator failed");
     return out;
 }
 
 void gcm_seal(ByteView key, ByteView plaintext, ByteView aad, Bytes& out) {
-    Bytes nonce = random_bytes(kGcmNonceSize);
+    Bytes nonce(kGcmNonceSize);
+    // A nonce must never repeat under one key: no weaker fallback.
+    if (RAND_bytes(nonce.data(), static_cast<int>(nonce.size())) != 1)
+        fatal_crypto_failure("RAND_bytes");
     CipherCtx ctx(EVP_CIPHER_CTX_new());
     int len = 0;
     std::size_t start = out.size();
@@ -88,7 +102,7 @@ void gcm_seal(ByteView key, ByteView plaintext, ByteView aad, Bytes& out) {
         EVP_EncryptFinal_ex(ctx.get(), p + kGcmNonceSize + len, &len) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kGcmTagSize,
                             p + kGcmNonceSize + plaintext.size()) != 1)
-        throw std::runtime_error("AES-256-GCM encryption failed");
+        fatal_crypto_failure("AES-256-GCM encryption");
 }
 
 Result<Bytes> gcm_open(ByteView key, ByteView sealed, ByteView aad) {
@@ -134,7 +148,7 @@ namespace vmshadow::repo {
 
 Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) {
     if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1)
-        throw std::runtime_error("EVP_DigestInit failed");
+        fatal_crypto_failure("EVP_DigestInit");
 }
 Sha256Stream::~Sha256Stream() {
     EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));

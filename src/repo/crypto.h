@@ -10,6 +10,10 @@
 // ciphertext || tag (16 bytes). The caller's associated data binds the ciphertext to its
 // identity (a chunk to its id) so that blobs cannot be swapped undetected.
 //
+// Errors are values; nothing throws. sha256, hmac_sha256, gcm_seal and Sha256Stream fail
+// only when OpenSSL cannot allocate (or, for a nonce, the kernel has no random bytes): they
+// then end the process with a message (crypto.cpp says why) instead of throwing.
+//
 // Thread-safety: every function is reentrant.
 
 #include <cstddef>
@@ -43,7 +47,8 @@ void gcm_seal(ByteView key, ByteView plaintext, ByteView aad, Bytes& out);
 // Verifies and decrypts; a wrong key or any changed byte gives a corruption error.
 Result<Bytes> gcm_open(ByteView key, ByteView sealed, ByteView aad);
 
-Bytes random_bytes(std::size_t n);
+// n bytes from the system's CSPRNG (ids, salts, keys).
+Result<Bytes> random_bytes(std::size_t n);
 
 struct ScryptParams {
     std::uint64_t n = 1u << 15;  // 32 MiB of memory with r = 8

@@ -10,16 +10,10 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/os_error.h"
+
 namespace vmshadow::repo {
 namespace {
-
-Error errno_error(const std::string& what, const std::string& path, int err) {
-    ErrorKind kind = ErrorKind::io;
-    if (err == ENOENT) kind = ErrorKind::not_found;
-    if (err == EACCES || err == EPERM) kind = ErrorKind::permission;
-    if (err == EEXIST) kind = ErrorKind::conflict;
-    return Error(kind, what + " " + path + ": " + std::strerror(err));
-}
 
 class Fd {
   public:
@@ -46,7 +40,7 @@ class PosixWritableFile final : public WritableFile {
             ssize_t n = ::write(fd_.get(), p, left);
             if (n < 0) {
                 if (errno == EINTR) continue;
-                return std::unexpected(errno_error("writing", path_, errno));
+                return std::unexpected(os_error("writing " + path_, errno));
             }
             p += n;
             left -= static_cast<std::size_t>(n);
@@ -55,13 +49,13 @@ class PosixWritableFile final : public WritableFile {
     }
     Status sync() override {
         if (::fdatasync(fd_.get()) != 0)
-            return std::unexpected(errno_error("syncing", path_, errno));
+            return std::unexpected(os_error("syncing " + path_, errno));
         return {};
     }
     Status close() override {
         int fd = fd_.release();
         if (fd >= 0 && ::close(fd) != 0)
-            return std::unexpected(errno_error("closing", path_, errno));
+            return std::unexpected(os_error("closing " + path_, errno));
         return {};
     }
     const std::string& path() const override { return path_; }
@@ -82,7 +76,7 @@ class PosixRandomAccessFile final : public RandomAccessFile {
                                 static_cast<off_t>(offset + done));
             if (n < 0) {
                 if (errno == EINTR) continue;
-                return std::unexpected(errno_error("reading", path_, errno));
+                return std::unexpected(os_error("reading " + path_, errno));
             }
             if (n == 0)
                 return fail(ErrorKind::corruption,
@@ -104,42 +98,42 @@ class PosixEnv final : public Env {
   public:
     Result<std::unique_ptr<WritableFile>> create(const std::string& path) override {
         int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0) return std::unexpected(errno_error("creating", path, errno));
+        if (fd < 0) return std::unexpected(os_error("creating " + path, errno));
         return std::make_unique<PosixWritableFile>(fd, path);
     }
     Result<std::unique_ptr<RandomAccessFile>> open(const std::string& path) override {
         Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-        if (fd.get() < 0) return std::unexpected(errno_error("opening", path, errno));
+        if (fd.get() < 0) return std::unexpected(os_error("opening " + path, errno));
         struct stat st {};
-        if (::fstat(fd.get(), &st) != 0) return std::unexpected(errno_error("stat", path, errno));
+        if (::fstat(fd.get(), &st) != 0) return std::unexpected(os_error("stat " + path, errno));
         return std::make_unique<PosixRandomAccessFile>(fd.release(), path,
                                                        static_cast<std::uint64_t>(st.st_size));
     }
     Status rename(const std::string& from, const std::string& to) override {
         if (::rename(from.c_str(), to.c_str()) != 0)
-            return std::unexpected(errno_error("renaming", from + " to", errno).with_context(to));
+            return std::unexpected(os_error("renaming " + from + " to " + to, errno));
         return {};
     }
     Status remove(const std::string& path) override {
         if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-            return std::unexpected(errno_error("removing", path, errno));
+            return std::unexpected(os_error("removing " + path, errno));
         return {};
     }
     Status make_dir(const std::string& path) override {
         if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
-            return std::unexpected(errno_error("creating directory", path, errno));
+            return std::unexpected(os_error("creating directory " + path, errno));
         return {};
     }
     Status sync_dir(const std::string& path) override {
         Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (fd.get() < 0) return std::unexpected(errno_error("opening directory", path, errno));
+        if (fd.get() < 0) return std::unexpected(os_error("opening directory " + path, errno));
         if (::fsync(fd.get()) != 0)
-            return std::unexpected(errno_error("syncing directory", path, errno));
+            return std::unexpected(os_error("syncing directory " + path, errno));
         return {};
     }
     Result<std::vector<std::string>> list(const std::string& dir) override {
         std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
-        if (!d) return std::unexpected(errno_error("listing", dir, errno));
+        if (!d) return std::unexpected(os_error("listing " + dir, errno));
         std::vector<std::string> names;
         while (dirent* e = ::readdir(d.get())) {
             std::string name = e->d_name;
@@ -157,7 +151,7 @@ class PosixEnv final : public Env {
 
 Result<std::int64_t> Env::modified_time(const std::string& path) {
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return std::unexpected(errno_error("stat", path, errno));
+    if (::stat(path.c_str(), &st) != 0) return std::unexpected(os_error("stat " + path, errno));
     return static_cast<std::int64_t>(st.st_mtime);
 }
 

@@ -46,13 +46,19 @@ std::string keys_dir(const std::string& root) {
 
 }  // namespace
 
-MasterKey new_master_key() {
-    return MasterKey{random_bytes(32), random_bytes(32)};
+Result<MasterKey> new_master_key() {
+    auto encryption = random_bytes(32);
+    if (!encryption) return std::unexpected(encryption.error());
+    auto id_key = random_bytes(32);
+    if (!id_key) return std::unexpected(id_key.error());
+    return MasterKey{std::move(*encryption), std::move(*id_key)};
 }
 
 Result<std::string> add_key(Env& env, const std::string& root, const MasterKey& key,
                             std::string_view password, const ScryptParams& params) {
-    Bytes salt = random_bytes(32);
+    auto random_salt = random_bytes(32);
+    if (!random_salt) return std::unexpected(random_salt.error());
+    const Bytes& salt = *random_salt;
     auto kek = scrypt(password, salt, params, 32);
     if (!kek) return std::unexpected(kek.error());
     Bytes plain = key.encryption;
@@ -70,7 +76,9 @@ Result<std::string> add_key(Env& env, const std::string& root, const MasterKey& 
                      {"sealed", to_hex(sealed)},
                      {"created", iso8601_utc(::time(nullptr))},
                      {"host", host}};
-    std::string id = to_hex(random_bytes(16));
+    auto random_id = random_bytes(16);
+    if (!random_id) return std::unexpected(random_id.error());
+    std::string id = to_hex(*random_id);
     std::string text = j.dump(2);
     if (auto st = write_file_atomic(env, root + "/" + std::string(format::kTmpDir), keys_dir(root),
                                     id, as_bytes(text));
@@ -98,13 +106,19 @@ Result<OpenedKey> open_key(Env& env, const std::string& root, std::string_view p
             damaged.push_back(id);
             continue;
         }
-        auto salt = from_hex(j.value("salt", ""));
-        auto sealed = from_hex(j.value("sealed", ""));
+        std::optional<Bytes> salt, sealed;
+        ScryptParams params;
+        try {  // value() throws on a field of the wrong type: a damaged key file
+            salt = from_hex(j.value("salt", ""));
+            sealed = from_hex(j.value("sealed", ""));
+            params = {j.value("n", std::uint64_t{0}), j.value("r", 0u), j.value("p", 0u)};
+        } catch (const nlohmann::json::exception&) {
+            salt.reset();
+        }
         if (!salt || !sealed) {
             damaged.push_back(id);
             continue;
         }
-        ScryptParams params{j.value("n", std::uint64_t{0}), j.value("r", 0u), j.value("p", 0u)};
         auto kek = scrypt(password, *salt, params, 32);
         if (!kek) {
             damaged.push_back(id);

@@ -24,7 +24,7 @@
 
 namespace vmshadow::repo {
 
-MasterKey new_master_key();
+Result<MasterKey> new_master_key();
 
 // Writes a new key file for `password`; returns its id.
 Result<std::string> add_key(Env& env, const std::string& root, const MasterKey& key,

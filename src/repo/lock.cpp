@@ -134,7 +134,9 @@ Status RepoLock::write_file() {
 
 Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string& root,
                                                     LockMode mode, const std::string& operation) {
-    std::string id = sha256(random_bytes(16)).hex().substr(0, 32);
+    auto random_id = random_bytes(16);
+    if (!random_id) return std::unexpected(random_id.error().with_context("lock"));
+    std::string id = sha256(*random_id).hex().substr(0, 32);
     {
         std::lock_guard lock(g_held_mutex);
         g_held.insert(id);

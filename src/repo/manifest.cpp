@@ -12,9 +12,13 @@ json map_json(const MapRef& m) {
     return {{"root", m.root.hex()}, {"levels", m.levels}};
 }
 
-MapRef map_from(const json& j) {
+// `owner` names the disk or file for the error; json's own type errors are caught by
+// manifest_from_json.
+Result<MapRef> map_from(const json& j, const std::string& owner) {
     auto root = Hash256::from_hex(j.at("root").get<std::string>());
-    if (!root) throw json::other_error::create(501, "bad map root id", &j);
+    if (!root)
+        return fail(ErrorKind::corruption,
+                    "manifest is malformed: " + owner + " has a bad map root id");
     return MapRef{*root, j.at("levels").get<std::uint32_t>()};
 }
 
@@ -79,7 +83,9 @@ Result<RestorePoint> manifest_from_json(const json& j) {
             DiskRecord r;
             r.name = d.at("name").get<std::string>();
             r.size = d.at("size").get<std::uint64_t>();
-            r.map = map_from(d.at("map"));
+            auto map = map_from(d.at("map"), "disk " + r.name);
+            if (!map) return std::unexpected(map.error());
+            r.map = *map;
             r.info = d.value("info", json::object());
             r.bytes_added = d.value("bytes_added", std::uint64_t{0});
             p.disks.push_back(std::move(r));
@@ -89,7 +95,9 @@ Result<RestorePoint> manifest_from_json(const json& j) {
             r.name = f.at("name").get<std::string>();
             r.role = f.value("role", "");
             r.size = f.at("size").get<std::uint64_t>();
-            r.map = map_from(f.at("map"));
+            auto map = map_from(f.at("map"), "file " + r.name);
+            if (!map) return std::unexpected(map.error());
+            r.map = *map;
             p.files.push_back(std::move(r));
         }
         p.extra = j;

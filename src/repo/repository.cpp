@@ -63,7 +63,9 @@ Status Repository::init(const std::string& path, const InitOptions& options, Env
                      format::kAnnotationsDir, format::kLocksDir, format::kTmpDir})
         if (auto st = env.make_dir(path + "/" + std::string(sub)); !st) return st;
     RepoConfig c;
-    c.id = sha256(random_bytes(32)).hex();
+    auto random_id = random_bytes(32);
+    if (!random_id) return std::unexpected(random_id.error());
+    c.id = sha256(*random_id).hex();
     c.chunk_size = options.chunk_size ? options.chunk_size : format::kDefaultChunkSize;
     c.map_fanout = options.map_fanout ? options.map_fanout : format::kDefaultMapFanout;
     c.zstd_level = options.zstd_level ? options.zstd_level : format::kDefaultZstdLevel;
@@ -78,7 +80,9 @@ Status Repository::init(const std::string& path, const InitOptions& options, Env
     if (c.map_fanout < 2 || c.map_fanout > 65536)
         return fail(ErrorKind::invalid_argument, "map fanout must be between 2 and 65536");
     if (options.encrypt) {
-        auto key = add_key(env, path, new_master_key(), options.password, options.kdf);
+        auto master = new_master_key();
+        if (!master) return std::unexpected(master.error());
+        auto key = add_key(env, path, *master, options.password, options.kdf);
         if (!key) return std::unexpected(key.error());
     }
     json j{{"format_version", c.format_version},

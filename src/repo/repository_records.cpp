@@ -152,7 +152,10 @@ Status Repository::annotate(const Hash256& point, const std::string& kind, const
            {"time", iso8601_utc(unix_seconds(clock_->now()))},
            {"kind", kind},
            {"data", data},
-           {"nonce", sha256(random_bytes(16)).short_hex()}};  // equal annotations stay distinct
+           {"nonce", ""}};
+    auto nonce = random_bytes(16);  // equal annotations stay distinct
+    if (!nonce) return std::unexpected(nonce.error());
+    j["nonce"] = sha256(*nonce).short_hex();
     std::string text = j.dump();
     auto id = write_sealed(*this, format::kAnnotationsDir,
                            codec_.seal(as_bytes(text), kAnnotationDomain));

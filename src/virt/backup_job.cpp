@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <pugixml.hpp>
 
+#include "common/atomic_file.h"
+#include "common/os_error.h"
 #include "virt/backup_job_detail.h"
 #include "virt/checkpoints.h"
 #include "virt/libvirt_error.h"
@@ -108,12 +110,11 @@ Result<BackupJob> BackupJob::prepare(const Domain& domain, const BackupSpec& spe
     std::error_code ec;
     fs::create_directories(spec.runtime_dir, ec);
     if (ec) {
-        return fail(ErrorKind::io,
-                    label + ": create " + spec.runtime_dir.string() + ": " + ec.message());
+        return fail(os_error(label + ": create " + spec.runtime_dir.string(), ec));
     }
     fs::path run_dir = spec.runtime_dir / (job.domain_uuid_ + "." + job.token_);
     if (::mkdir(run_dir.c_str(), 0700) != 0) {
-        return fail(ErrorKind::io, label + ": create " + run_dir.string() + ": " + strerror(errno));
+        return fail(os_error(label + ": create " + run_dir.string(), errno));
     }
     job.run_dir_ = run_dir;
     job.socket_ = run_dir / kSocketName;
@@ -148,16 +149,7 @@ Status BackupJob::write_record(bool finished) const {
                    {"finished", finished}};
     record["scratch"] = json::array();
     for (const auto& e : exports_) record["scratch"].push_back(e.scratch.string());
-    fs::path tmp = run_dir_ / (std::string(kRecordName) + ".tmp");
-    {
-        std::ofstream out(tmp, std::ios::trunc);
-        out << record.dump() << "\n";
-        if (!out.flush()) return fail(ErrorKind::io, "write " + tmp.string());
-    }
-    std::error_code ec;
-    fs::rename(tmp, run_dir_ / kRecordName, ec);
-    if (ec) return fail(ErrorKind::io, "write " + (run_dir_ / kRecordName).string());
-    return {};
+    return write_file_atomically(run_dir_ / kRecordName, record.dump() + "\n");
 }
 
 Status BackupJob::begin() {
@@ -319,15 +311,14 @@ Status BackupJob::remove_files() {
         std::error_code ec;
         fs::remove(e.scratch, ec);
         if (ec && result) {
-            result = fail(ErrorKind::io,
-                          "remove scratch image " + e.scratch.string() + ": " + ec.message());
+            result = fail(os_error("remove scratch image " + e.scratch.string(), ec));
         }
     }
     if (!run_dir_.empty()) {
         std::error_code ec;
         fs::remove_all(run_dir_, ec);
         if (ec && result) {
-            result = fail(ErrorKind::io, "remove " + run_dir_.string() + ": " + ec.message());
+            result = fail(os_error("remove " + run_dir_.string(), ec));
         }
         run_dir_.clear();
     }

@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "common/os_error.h"
 #include "virt/libvirt_error.h"
 
 namespace vmshadow::virt {
@@ -27,11 +28,10 @@ std::string random_token() {
 // errno EWOULDBLOCK) when another process holds it.
 Result<std::optional<UniqueFd>> try_lock(const fs::path& dir) {
     UniqueFd fd(::open((dir / kLockName).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd)
-        return fail(ErrorKind::io, "open " + (dir / kLockName).string() + ": " + strerror(errno));
+    if (!fd) return fail(os_error("open " + (dir / kLockName).string(), errno));
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK) return std::optional<UniqueFd>();
-        return fail(ErrorKind::io, "lock " + (dir / kLockName).string() + ": " + strerror(errno));
+        return fail(os_error("lock " + (dir / kLockName).string(), errno));
     }
     return std::optional<UniqueFd>(std::move(fd));
 }

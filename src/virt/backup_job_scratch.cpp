@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/os_error.h"
 #include "virt/backup_job.h"
 #include "virt/backup_job_detail.h"
 #include "virt/libvirt_error.h"
@@ -18,8 +19,8 @@ Result<std::uint64_t> BackupJob::scratch_used() const {
     for (const auto& e : exports_) {
         struct stat st {};
         if (::stat(e.scratch.c_str(), &st) != 0) {
-            return fail(ErrorKind::io, "vm '" + domain_name_ + "': scratch image " +
-                                           e.scratch.string() + ": " + strerror(errno));
+            return fail(
+                os_error("vm '" + domain_name_ + "': scratch image " + e.scratch.string(), errno));
         }
         used += static_cast<std::uint64_t>(st.st_blocks) * 512;
     }

@@ -172,7 +172,10 @@ Result<GuestExecResult> GuestAgent::exec(const std::string& shell_command, Secon
     auto started = nlohmann::json::parse(*reply, nullptr, false);
     if (started.is_discarded() || !started.contains("return"))
         return fail(ErrorKind::unavailable, domain_.label() + ": guest-exec gave no pid");
-    long long pid = started["return"].value("pid", -1LL);
+    if (!started["return"].is_object() || !started["return"].contains("pid") ||
+        !started["return"]["pid"].is_number_integer())
+        return fail(ErrorKind::unavailable, domain_.label() + ": guest-exec gave no pid");
+    long long pid = started["return"]["pid"].get<long long>();
     auto deadline = std::chrono::steady_clock::now() + limit;
     while (true) {
         nlohmann::json status{{"execute", "guest-exec-status"}, {"arguments", {{"pid", pid}}}};
@@ -182,12 +185,18 @@ Result<GuestExecResult> GuestAgent::exec(const std::string& shell_command, Secon
         if (j.is_discarded() || !j.contains("return"))
             return fail(ErrorKind::unavailable, domain_.label() + ": bad guest-exec-status reply");
         const auto& ret = j["return"];
-        if (ret.value("exited", false)) {
-            GuestExecResult result;
-            result.exit_code = ret.contains("exitcode") ? ret["exitcode"].get<int>() : -1;
-            result.out = base64_decode(ret.value("out-data", ""));
-            result.err = base64_decode(ret.value("err-data", ""));
-            return result;
+        // The guest writes these replies: a field of the wrong type is a bad reply, not a
+        // json exception out of the virt layer.
+        try {
+            if (ret.value("exited", false)) {
+                GuestExecResult result;
+                result.exit_code = ret.contains("exitcode") ? ret["exitcode"].get<int>() : -1;
+                result.out = base64_decode(ret.value("out-data", ""));
+                result.err = base64_decode(ret.value("err-data", ""));
+                return result;
+            }
+        } catch (const nlohmann::json::exception&) {
+            return fail(ErrorKind::unavailable, domain_.label() + ": bad guest-exec-status reply");
         }
         if (std::chrono::steady_clock::now() >= deadline) {
             return fail(ErrorKind::timeout, domain_.label() + ": `" + shell_command +

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/os_error.h"
 #include "virt/connection.h"
 #include "virt/guest_agent.h"
 #include "virt/libvirt_error.h"
@@ -36,10 +37,6 @@ constexpr int kActAttempts = 3;
 constexpr int kArmedFd = 3;  // the guardian's fd of the shared armed word
 constexpr std::size_t kArmedBytes = sizeof(std::int64_t);
 
-Error errno_error(const std::string& what) {
-    return Error(ErrorKind::io, what + ": " + std::strerror(errno));
-}
-
 // Waits for `fd` to be readable until `deadline`; returns false on timeout.
 bool wait_readable(int fd, Clock::time_point deadline) {
     for (;;) {
@@ -56,7 +53,7 @@ bool wait_readable(int fd, Clock::time_point deadline) {
 Status write_byte(int fd, char c) {
     for (;;) {
         if (::write(fd, &c, 1) == 1) return {};
-        if (errno != EINTR) return fail(errno_error("thaw guardian pipe"));
+        if (errno != EINTR) return fail(os_error("thaw guardian pipe", errno));
     }
 }
 
@@ -169,9 +166,9 @@ std::string current_executable() {
 Result<ThawGuardian> ThawGuardian::start(const GuardianSpec& spec) {
     int to_child[2];
     int from_child[2];
-    if (::pipe2(to_child, O_CLOEXEC) < 0) return fail(errno_error("thaw guardian: pipe"));
+    if (::pipe2(to_child, O_CLOEXEC) < 0) return fail(os_error("thaw guardian: pipe", errno));
     UniqueFd to_child_read(to_child[0]), to_child_write(to_child[1]);
-    if (::pipe2(from_child, O_CLOEXEC) < 0) return fail(errno_error("thaw guardian: pipe"));
+    if (::pipe2(from_child, O_CLOEXEC) < 0) return fail(os_error("thaw guardian: pipe", errno));
     UniqueFd from_child_read(from_child[0]), from_child_write(from_child[1]);
     // The armed word: shared memory both processes map. Never fd 3 itself here, since
     // dup2 onto the same number would keep its close-on-exec flag.
@@ -179,10 +176,10 @@ Result<ThawGuardian> ThawGuardian::start(const GuardianSpec& spec) {
     if (armed_fd && armed_fd.get() == kArmedFd)
         armed_fd = UniqueFd(::fcntl(armed_fd.get(), F_DUPFD_CLOEXEC, kArmedFd + 1));
     if (!armed_fd || ::ftruncate(armed_fd.get(), kArmedBytes) < 0)
-        return fail(errno_error("thaw guardian: shared memory"));
+        return fail(os_error("thaw guardian: shared memory", errno));
     void* shared =
         ::mmap(nullptr, kArmedBytes, PROT_READ | PROT_WRITE, MAP_SHARED, armed_fd.get(), 0);
-    if (shared == MAP_FAILED) return fail(errno_error("thaw guardian: shared memory"));
+    if (shared == MAP_FAILED) return fail(os_error("thaw guardian: shared memory", errno));
 
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
@@ -204,8 +201,7 @@ Result<ThawGuardian> ThawGuardian::start(const GuardianSpec& spec) {
     posix_spawnattr_destroy(&attr);
     if (rc != 0) {
         ::munmap(shared, kArmedBytes);
-        errno = rc;
-        return fail(errno_error("thaw guardian: start " + spec.executable));
+        return fail(os_error("thaw guardian: start " + spec.executable, rc));
     }
     to_child_read.reset();
     from_child_write.reset();

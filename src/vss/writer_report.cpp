@@ -8,7 +8,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "vss/atomic_file.h"
+#include "common/atomic_file.h"
+#include "common/os_error.h"
 
 namespace vmshadow::vss {
 namespace {
@@ -92,7 +93,7 @@ Result<std::optional<WriterReport>> load_writer_report(const std::filesystem::pa
     std::ifstream in(path);
     if (!in) {
         if (errno == ENOENT) return std::optional<WriterReport>{};
-        return fail(ErrorKind::io, "cannot read " + path.string() + ": " + std::strerror(errno));
+        return fail(os_error("cannot read " + path.string(), errno));
     }
     std::stringstream text;
     text << in.rdbuf();

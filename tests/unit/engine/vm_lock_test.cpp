@@ -118,5 +118,21 @@ TEST(RestoreJournal, SurvivesAReloadAndItsSwapIsIdempotentAndLeavesWholeFiles) {
     EXPECT_FALSE(*gone) << "the journal is gone";
 }
 
+// A journal damaged so that a field has the wrong type is a corruption error naming the file,
+// not a json exception thrown out of the engine (no exceptions cross layers).
+TEST(RestoreJournal, FieldOfTheWrongTypeIsCorruptionNotAnException) {
+    TempDir dir;
+    fs::path path = RestoreJournal::path_for(dir.path, "web1");
+    for (const char* text : {R"({"version": "1"})", R"({"version": 1, "vm": 7})",
+                             R"({"version": 1, "files": [{"target": 3}]})", "[1,2]"}) {
+        write(path, text);
+        Result<std::optional<RestoreJournal>> loaded = fail(ErrorKind::internal, "not run");
+        EXPECT_NO_THROW(loaded = RestoreJournal::load(path)) << text;
+        ASSERT_FALSE(loaded) << text;
+        EXPECT_EQ(loaded.error().kind(), ErrorKind::corruption) << text;
+        EXPECT_NE(loaded.error().message().find(path.string()), std::string::npos) << text;
+    }
+}
+
 }  // namespace
 }  // namespace vmshadow::engine

@@ -69,6 +69,22 @@ TEST_F(EncryptionTest, WrongPasswordIsAPermissionError) {
     EXPECT_NE(repo.error().message().find("wrong password"), std::string::npos);
 }
 
+// A key file whose fields have the wrong type is damaged, not a json exception out of the
+// repository: opening reports the password error and names the damaged file.
+TEST_F(EncryptionTest, KeyFileWithFieldsOfTheWrongTypeIsReportedNotThrown) {
+    std::string keys = path + "/keys";
+    for (const char* text :
+         {R"({"salt": 1, "sealed": "00"})", R"({"salt": "00", "sealed": "00", "n": "x"})"}) {
+        std::ofstream(keys + "/damaged") << text;
+        Result<std::unique_ptr<Repository>> repo = fail(ErrorKind::internal, "not run");
+        EXPECT_NO_THROW(repo = open_with(path, "wrong")) << text;
+        ASSERT_FALSE(repo) << text;
+        EXPECT_EQ(repo.error().kind(), ErrorKind::permission) << text;
+        EXPECT_NE(repo.error().message().find("damaged"), std::string::npos)
+            << repo.error().message();
+    }
+}
+
 TEST_F(EncryptionTest, SecondPasswordOpensAndPasswordChangesWithoutRewritingData) {
     auto repo = open_with(path, "correct horse");
     ASSERT_TRUE(repo);
