@@ -26,13 +26,9 @@ constexpr std::chrono::seconds kQemuImgTimeout{60};
 constexpr std::chrono::seconds kServerStopGrace{60};
 constexpr std::string_view kServerDirPrefix = "vmshadow-nbd-";
 
-// qemu-img to completion; a failure's text is stderr then stdout.
-Result<std::string> run_qemu_img(const std::vector<std::string>& argv, std::string_view what) {
-    auto r = run_tool(argv, kQemuImgTimeout);
-    if (!r) return std::unexpected(r.error());
-    if (r->exit_code != 0)
-        return fail(ErrorKind::io, std::string(what) + ": " + last_line_of(r->err + r->out));
-    return std::move(r->out);
+// qemu-img to completion; a failure says `what` failed, the command and its last words.
+Result<std::string> run_qemu_img(const std::vector<std::string>& argv, const std::string& what) {
+    return with_context(run_checked(argv, kQemuImgTimeout), what);
 }
 
 // The vmshadow that made a server directory /tmp/vmshadow-nbd-<pid>.<start time>-XXXXXX

@@ -11,17 +11,9 @@ namespace {
 
 constexpr std::chrono::seconds kQemuImgTimeout{60};
 
-std::string first_line(const std::string& text) {
-    std::string line = text.substr(0, text.find('\n'));
-    return line.empty() ? "no message" : line;
-}
-
 // qemu-img to completion within kQemuImgTimeout (common/process.h's run_tool).
 Result<std::string> run_qemu_img(const std::vector<std::string>& argv, const std::string& what) {
-    auto out = run_tool(argv, kQemuImgTimeout);
-    if (!out) return fail(out.error().with_context(what));
-    if (out->exit_code != 0) return fail(ErrorKind::io, what + ": " + first_line(out->err));
-    return std::move(out->out);
+    return with_context(run_checked(argv, kQemuImgTimeout), what);
 }
 
 }  // namespace

@@ -9,7 +9,7 @@
 // It is not: a qcow2 parser (vmshadow parses no qcow2), nor image copying.
 //
 // Errors: `unavailable` when qemu-img cannot be started (qemu-utils missing), `timeout`,
-// `io` with qemu-img's own first line of stderr otherwise; messages name the file.
+// `io` with the command and the last line of its stderr otherwise; messages name the file.
 // Thread-safety: free functions, safe from any thread.
 
 #include <chrono>
