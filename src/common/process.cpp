@@ -127,6 +127,19 @@ void abandon(pid_t pid) {
     if (!process_detail::reap_within(pid, std::chrono::seconds(5))) process_detail::reap_later(pid);
 }
 
+// Every process in /proc but this one.
+std::vector<pid_t> other_processes() {
+    std::vector<pid_t> pids;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+        pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
+        if (pid != ::getpid()) pids.push_back(pid);
+    }
+    return pids;
+}
+
 bool in_session(pid_t pid, pid_t session) {
     return stat_field(pid, 6) == std::to_string(session);
 }
@@ -206,13 +219,8 @@ Result<ProcessId> start_daemon(const DaemonOptions& o) {
 
 std::vector<ProcessId> processes_with_argument(std::string_view prefix) {
     std::vector<ProcessId> found;
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
-        const std::string name = entry.path().filename().string();
-        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-        pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
-        if (pid == ::getpid()) continue;
-        std::string cmdline = read_file("/proc/" + name + "/cmdline");
+    for (pid_t pid : other_processes()) {
+        std::string cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
         for (std::size_t at = 0; at < cmdline.size();) {
             std::size_t end = cmdline.find('\0', at);
             if (end == std::string::npos) end = cmdline.size();
@@ -252,14 +260,8 @@ Status stop_session(const ProcessId& leader, std::chrono::milliseconds grace) {
     std::string now = process_start_time(leader.pid);
     if (!now.empty() && now != leader.start_time) return {};  // the pid is another's now
     std::vector<ProcessId> members;
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
-        const std::string name = entry.path().filename().string();
-        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-        pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
-        if (pid != ::getpid() && in_session(pid, leader.pid))
-            members.push_back({pid, process_start_time(pid)});
-    }
+    for (pid_t pid : other_processes())
+        if (in_session(pid, leader.pid)) members.push_back({pid, process_start_time(pid)});
     for (const auto& m : members)
         if (auto st = stop_process(m, grace); !st) return st;
     return {};
