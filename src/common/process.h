@@ -26,9 +26,11 @@
 //   daemon that forks into the background (nbdkit without -f: in the foreground it dies with
 //   its parent) stays in it, so the recorded identity — the session — finds the daemon
 //   whatever happened after the record (stop_session).
+// - A spawned child or daemon gets stdin /dev/null, stdout and stderr into its output file,
+//   and the descriptors it is given (`fds`, which may replace those three); every other
+//   descriptor is closed at exec, and its signal mask and dispositions are the defaults.
 // - A child that must outlive vmshadow (the thaw guardian) leads its own session (a signal
-//   to vmshadow's process group misses it) and gets exactly the descriptors it is given
-//   (`fds`); every other descriptor is closed at exec.
+//   to vmshadow's process group misses it) and is tied to nothing.
 // It is not: a shell (argv as given, looked up in PATH); nor a supervisor that restarts.
 //
 // Errors: a program that cannot start is unavailable ("nbdfuse could not be run (is it
