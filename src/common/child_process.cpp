@@ -13,6 +13,7 @@
 #include <cstring>
 #include <thread>
 
+#include "common/process_detail.h"
 #include "common/unique_fd.h"
 
 namespace vmshadow {
@@ -20,6 +21,8 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+
+constexpr std::chrono::seconds kReapLimit{10};
 
 // glibc 2.36's <sys/pidfd.h> lacks extern "C"; call the system call directly. -1 (no
 // pidfd: kernel < 5.3) falls back to polling.
@@ -36,9 +39,7 @@ class SpawnedChild {
     ~SpawnedChild() {
         if (reaped_) return;
         kill_group(SIGKILL);
-        int status = 0;
-        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-        }
+        (void)reap();
     }
 
     int pidfd() const { return pidfd_.get(); }
@@ -67,11 +68,17 @@ class SpawnedChild {
         }
         return true;
     }
+    // The wait status; a child that even SIGKILL has not ended within kReapLimit (stuck in
+    // the kernel) is left to common/process's keeper to reap, and reads as killed.
     int reap() {
+        reaped_ = true;
+        if (!wait_exit_until(clock::now() + kReapLimit)) {
+            process_detail::reap_later(pid_);
+            return SIGKILL;  // as WIFSIGNALED
+        }
         int status = 0;
         while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
         }
-        reaped_ = true;
         return status;
     }
 

@@ -9,10 +9,11 @@
 // deadline passes or stop is requested: SIGTERM to the whole group, SIGKILL to the group
 // after `kill_grace`, then reap. When the program exits by itself, whatever it left behind
 // in its group is SIGKILLed too (it would hold our pipes). No zombies: every child is
-// reaped before run_command returns, on every path. A grandchild that leaves the group
-// (setsid) is out of reach; we stop reading its output shortly after the program ends.
-// This module is not: a shell; nothing is interpreted; nor a way to start daemons
-// (export/process.h).
+// reaped before run_command returns, on every path — or, if even SIGKILL has not ended it
+// within 10 s (stuck in the kernel), by common/process's keeper once it ends. A grandchild that
+// leaves the group (setsid) is out of reach; we stop reading its output shortly after the program
+// ends. This module is not: a shell; nothing is interpreted; nor a way to start servers or daemons
+// (common/process.h, whose run_tool is the front door to this runner).
 //
 // Thread-safety: safe to call from several threads at once (pipes are O_CLOEXEC, so a
 // concurrent spawn never inherits another command's pipe).

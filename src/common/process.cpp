@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,17 +16,11 @@
 #include <thread>
 
 #include "common/child_process.h"
+#include "common/process_detail.h"
 #include "common/unique_fd.h"
 
 namespace vmshadow {
 namespace {
-
-std::vector<char*> c_argv(const std::vector<std::string>& argv) {
-    std::vector<char*> out;
-    for (const auto& a : argv) out.push_back(const_cast<char*>(a.c_str()));
-    out.push_back(nullptr);
-    return out;
-}
 
 std::string command_text(const std::vector<std::string>& argv) {
     std::string s;
@@ -42,13 +35,34 @@ std::string read_file(const std::string& path) {
 
 }  // namespace
 
-Result<CommandOutput> run_tool(const std::vector<std::string>& argv) {
-    auto r = run_command(argv);
+namespace process_detail {
+
+std::string stat_field(pid_t pid, int n) {
+    std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    auto close = stat.rfind(')');  // the command name may hold spaces and ')'
+    if (close == std::string::npos || close + 2 > stat.size()) return {};
+    std::istringstream in(stat.substr(close + 2));
+    std::string field;
+    for (int i = 3; i <= n; ++i)
+        if (!(in >> field)) return {};
+    return field;
+}
+
+}  // namespace process_detail
+
+Result<CommandOutput> run_tool(const std::vector<std::string>& argv,
+                               std::chrono::milliseconds timeout) {
+    auto r = run_command(argv, {.deadline = std::chrono::steady_clock::now() + timeout});
     if (!r) {
         if (r.error().kind() == ErrorKind::not_found)
             return fail(ErrorKind::unavailable, argv[0] + " could not be run (is it installed?)");
         return std::unexpected(r.error());
     }
+    if (r->ending == CommandResult::Ending::timed_out)
+        return fail(ErrorKind::timeout,
+                    command_text(argv) + " did not finish within " +
+                        std::to_string(std::chrono::ceil<std::chrono::seconds>(timeout).count()) +
+                        " s");
     CommandOutput out;
     out.exit_code = r->ending == CommandResult::Ending::signalled ? 128 + r->signal : r->exit_code;
     out.out = std::move(r->stdout_text);
@@ -56,8 +70,9 @@ Result<CommandOutput> run_tool(const std::vector<std::string>& argv) {
     return out;
 }
 
-Result<std::string> run_checked(const std::vector<std::string>& argv) {
-    auto r = run_tool(argv);
+Result<std::string> run_checked(const std::vector<std::string>& argv,
+                                std::chrono::milliseconds timeout) {
+    auto r = run_tool(argv, timeout);
     if (!r) return std::unexpected(r.error());
     if (r->exit_code != 0) {
         std::string why = last_line_of(r->err);
@@ -69,23 +84,33 @@ Result<std::string> run_checked(const std::vector<std::string>& argv) {
 }
 
 std::string process_start_time(pid_t pid) {
-    std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) return {};
-    std::istringstream in(stat.substr(close + 2));
-    std::string field;
-    // Fields after the command: state(3) ... starttime(22).
-    for (int i = 3; i <= 22 && in >> field; ++i) {
-        if (i == 3 && field == "Z") return {};  // a zombie has ended
-        if (i == 22) return field;
-    }
-    return {};
+    if (pid <= 0) return {};
+    if (process_detail::stat_field(pid, 3) == "Z") return {};  // a zombie has ended
+    return process_detail::stat_field(pid, 22);
 }
 
 bool process_alive(const ProcessId& process) {
-    if (process.pid <= 0) return false;
-    std::string now = process_start_time(process.pid);
-    return !now.empty() && now == process.start_time;
+    if (process.pid <= 0 || process.start_time.empty()) return false;
+    return process_start_time(process.pid) == process.start_time;
+}
+
+bool process_running(pid_t pid) {
+    if (pid <= 0) return false;
+    if (!process_start_time(pid).empty()) return true;
+    // Not in /proc as this user sees it (mounted hidepid) but there: running.
+    return ::kill(pid, 0) != 0 && errno == EPERM;
+}
+
+ProcessId ProcessId::of(pid_t pid) {
+    return {pid, process_start_time(pid)};
+}
+
+ProcessId ProcessId::self() {
+    return of(::getpid());
+}
+
+bool ProcessId::alive() const {
+    return process_alive(*this);
 }
 
 std::string last_line_in_file(const std::string& path) {
@@ -94,61 +119,25 @@ std::string last_line_in_file(const std::string& path) {
 
 namespace {
 
-// The child between fork and exec: only async-signal-safe calls (vmshadow has threads).
-[[noreturn]] void run_daemon_child(const DaemonOptions& o, char* const* argv, char* const* envp,
-                                   int log, int go_read, int go_write, pid_t parent) {
-    ::setsid();  // not in vmshadow's session: a ^C or a killed terminal does not reach it
-    if (o.dies_with_parent) {
-        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (::getppid() != parent) _exit(126);  // the parent died before the signal was set
-    }
-    ::close(go_write);
-    char go = 0;
-    ssize_t n;
-    do {
-        n = ::read(go_read, &go, 1);
-    } while (n < 0 && errno == EINTR);
-    if (n != 1) _exit(126);  // vmshadow died (or gave up) before it recorded us
-    int in = ::open("/dev/null", O_RDONLY);
-    ::dup2(in, 0);
-    ::dup2(log, 1);
-    ::dup2(log, 2);
-    ::execvpe(argv[0], argv, envp);
-    const char* why = std::strerror(errno);
-    for (const char* part : {"cannot run ", static_cast<const char*>(argv[0]), ": ", why, "\n"})
-        (void)!::write(2, part, std::strlen(part));
-    _exit(127);
-}
+using process_detail::stat_field;
 
-std::vector<std::string> environment_with(const std::vector<std::string>& extra) {
-    std::vector<std::string> env;
-    for (char** e = environ; e && *e; ++e) {
-        std::string kv(*e);
-        bool replaced = false;
-        for (const auto& x : extra)
-            if (x.substr(0, x.find('=') + 1) == kv.substr(0, kv.find('=') + 1)) replaced = true;
-        if (!replaced) env.push_back(std::move(kv));
-    }
-    env.insert(env.end(), extra.begin(), extra.end());
-    return env;
-}
-
-void kill_and_reap(pid_t pid) {
+// Kills our child `pid` that never became a daemon; the keeper reaps it if it is stuck.
+void abandon(pid_t pid) {
     ::kill(pid, SIGKILL);
-    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
+    if (!process_detail::reap_within(pid, std::chrono::seconds(5))) process_detail::reap_later(pid);
 }
 
-// Field `n` (≥ 3) of /proc/PID/stat, "" when the process is gone.
-std::string stat_field(pid_t pid, int n) {
-    std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) return {};
-    std::istringstream in(stat.substr(close + 2));
-    std::string field;
-    for (int i = 3; i <= n && in >> field; ++i) {
+// Every process in /proc but this one.
+std::vector<pid_t> other_processes() {
+    std::vector<pid_t> pids;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+        pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
+        if (pid != ::getpid()) pids.push_back(pid);
     }
-    return field;
+    return pids;
 }
 
 bool in_session(pid_t pid, pid_t session) {
@@ -174,11 +163,14 @@ Result<ProcessId> wait_until_ready(const DaemonOptions& o, const ProcessId& lead
         if (!text.empty()) {
             pid_t daemon = static_cast<pid_t>(std::atol(text.c_str()));
             ProcessId id{daemon, process_start_time(daemon)};
-            if (process_alive(id) && in_session(daemon, leader.pid)) return id;
+            if (process_alive(id) && in_session(daemon, leader.pid)) {
+                if (launcher_running) process_detail::reap_later(leader.pid);
+                return id;
+            }
         }
         if (std::chrono::steady_clock::now() > deadline) {
             (void)stop_session(leader, std::chrono::milliseconds(0));
-            if (launcher_running) ::waitpid(leader.pid, nullptr, 0);
+            if (launcher_running) abandon(leader.pid);
             std::string why = last_line_in_file(o.log);
             return fail(ErrorKind::timeout,
                         o.argv[0] + " did not become ready" + (why.empty() ? "" : ": " + why));
@@ -194,50 +186,41 @@ Result<ProcessId> start_daemon(const DaemonOptions& o) {
         return fail(ErrorKind::internal,
                     "daemon " + o.argv[0] + " would be neither recorded nor tied to vmshadow");
     ::unlink(o.pidfile.c_str());
-    UniqueFd log(::open(o.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-    if (!log) return fail(ErrorKind::io, "cannot create " + o.log + ": " + std::strerror(errno));
     int go[2];
     if (::pipe2(go, O_CLOEXEC) != 0)
         return fail(ErrorKind::io, std::string("pipe failed: ") + std::strerror(errno));
     UniqueFd go_read(go[0]), go_write(go[1]);
-    auto args = c_argv(o.argv);
-    std::vector<std::string> env = environment_with(o.env);
-    auto envp = c_argv(env);
-    pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid < 0) return fail(ErrorKind::io, std::string("fork failed: ") + std::strerror(errno));
-    if (pid == 0)
-        run_daemon_child(o, args.data(), envp.data(), log.get(), go_read.get(), go_write.get(),
-                         parent);
-    ProcessId id{pid, process_start_time(pid)};
-    if (id.start_time.empty()) {
-        kill_and_reap(pid);
+    SpawnOptions spawn{.argv = o.argv,
+                       .env = o.env,
+                       .output = o.log,
+                       .fds = {},
+                       .new_session = true,
+                       .dies_with_vmshadow = o.dies_with_parent};
+    auto id = process_detail::fork_child(spawn, go_read.get(), go_write.get());
+    if (!id) return std::unexpected(id.error());
+    if (id->start_time.empty()) {
+        abandon(id->pid);
         return fail(ErrorKind::internal, "cannot read the start time of " + o.argv[0]);
     }
     if (o.record) {
-        if (auto st = o.record(id); !st) {
-            kill_and_reap(pid);
+        if (auto st = o.record(*id); !st) {
+            abandon(id->pid);
             return std::unexpected(st.error());
         }
     }
     char yes = 1;
     if (::write(go_write.get(), &yes, 1) != 1) {
-        kill_and_reap(pid);
+        abandon(id->pid);
         return fail(ErrorKind::io,
                     std::string("cannot start ") + o.argv[0] + ": " + std::strerror(errno));
     }
-    return wait_until_ready(o, id);
+    return wait_until_ready(o, *id);
 }
 
 std::vector<ProcessId> processes_with_argument(std::string_view prefix) {
     std::vector<ProcessId> found;
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
-        const std::string name = entry.path().filename().string();
-        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-        pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
-        if (pid == ::getpid()) continue;
-        std::string cmdline = read_file("/proc/" + name + "/cmdline");
+    for (pid_t pid : other_processes()) {
+        std::string cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
         for (std::size_t at = 0; at < cmdline.size();) {
             std::size_t end = cmdline.find('\0', at);
             if (end == std::string::npos) end = cmdline.size();
@@ -277,14 +260,8 @@ Status stop_session(const ProcessId& leader, std::chrono::milliseconds grace) {
     std::string now = process_start_time(leader.pid);
     if (!now.empty() && now != leader.start_time) return {};  // the pid is another's now
     std::vector<ProcessId> members;
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
-        const std::string name = entry.path().filename().string();
-        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-        pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
-        if (pid != ::getpid() && in_session(pid, leader.pid))
-            members.push_back({pid, process_start_time(pid)});
-    }
+    for (pid_t pid : other_processes())
+        if (in_session(pid, leader.pid)) members.push_back({pid, process_start_time(pid)});
     for (const auto& m : members)
         if (auto st = stop_process(m, grace); !st) return st;
     return {};

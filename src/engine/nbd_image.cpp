@@ -1,24 +1,17 @@
 // SPDX-License-Identifier: MIT
 #include "engine/nbd_image.h"
 
-#include <fcntl.h>
 #include <libnbd.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "common/child_process.h"
-
-extern char** environ;
+#include "common/process.h"
 
 namespace vmshadow::engine {
 namespace {
@@ -28,37 +21,58 @@ std::string nbd_error_text() {
     return e ? e : "unknown libnbd error";
 }
 
-// Runs qemu-img to completion (60 s at most): (exit status, stderr then stdout).
-Result<std::pair<int, std::string>> run_capture(const std::vector<std::string>& argv) {
-    auto r = run_command(argv,
-                         {.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60)});
-    if (!r) {
-        return fail(ErrorKind::unavailable, argv[0] +
-                                                " could not be started (is qemu-utils "
-                                                "installed?): " +
-                                                r.error().message());
-    }
-    if (r->ending == CommandResult::Ending::timed_out)
-        return fail(ErrorKind::timeout, argv[0] + " " + argv[1] + " did not finish within 60 s");
-    int code = r->ending == CommandResult::Ending::exited ? r->exit_code : 128;
-    return std::make_pair(code, code == 0 ? r->stdout_text : r->stderr_text + r->stdout_text);
+constexpr std::chrono::seconds kQemuImgTimeout{60};
+// qemu-nbd flushes a writable image when asked to stop; a slow disk gets this long.
+constexpr std::chrono::seconds kServerStopGrace{60};
+constexpr std::string_view kServerDirPrefix = "vmshadow-nbd-";
+
+// qemu-img to completion; a failure says `what` failed, the command and its last words.
+Result<std::string> run_qemu_img(const std::vector<std::string>& argv, const std::string& what) {
+    return with_context(run_checked(argv, kQemuImgTimeout), what);
 }
 
-std::string first_line(const std::string& s) {
-    auto nl = s.find('\n');
-    return nl == std::string::npos ? s : s.substr(0, nl);
+// The vmshadow that made a server directory /tmp/vmshadow-nbd-<pid>.<start time>-XXXXXX
+// (the name says it, so a directory is never without an owner); {-1, ""} for a name of an
+// older vmshadow (vmshadow-nbd-XXXXXX).
+ProcessId server_dir_owner(std::string_view name) {
+    name.remove_prefix(kServerDirPrefix.size());
+    auto dot = name.find('.'), dash = name.find('-');
+    if (dot == std::string_view::npos || dash == std::string_view::npos || dot > dash) return {};
+    std::string pid(name.substr(0, dot));
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) return {};
+    return {static_cast<pid_t>(std::stol(pid)), std::string(name.substr(dot + 1, dash - dot - 1))};
+}
+
+// Server directories whose vmshadow is gone (killed: its qemu-nbd died with it, the
+// directory stayed). One of an older vmshadow, whose name says no owner, goes once it is a
+// minute old (it is made just before its server starts) and no process serves its socket.
+void remove_leftover_server_dirs() {
+    std::error_code ec;
+    const auto old = std::filesystem::file_time_type::clock::now() - std::chrono::minutes(1);
+    for (const auto& entry : std::filesystem::directory_iterator("/tmp", ec)) {
+        const std::string name = entry.path().filename().string();
+        if (!name.starts_with(kServerDirPrefix) || !entry.is_directory(ec)) continue;
+        ProcessId owner = server_dir_owner(name);
+        bool leftover =
+            owner.pid > 0
+                ? !owner.alive()
+                : entry.last_write_time(ec) < old &&
+                      processes_with_argument("--socket=" + entry.path().string() + "/").empty();
+        if (leftover) std::filesystem::remove_all(entry.path(), ec);
+    }
 }
 
 }  // namespace
 
 Result<std::string> probe_image_format(const std::string& path) {
     if (!std::filesystem::exists(path)) return fail(ErrorKind::not_found, "no such image: " + path);
-    auto r = run_capture({"qemu-img", "info", "--output=json", "--", path});
-    if (!r) return std::unexpected(r.error());
-    if (r->first != 0)
-        return fail(ErrorKind::invalid_argument,
-                    "cannot read image " + path + ": " + first_line(r->second));
-    auto j = nlohmann::json::parse(r->second, nullptr, false);
+    auto r = run_qemu_img({"qemu-img", "info", "--output=json", "--", path},
+                          "cannot read image " + path);
+    if (!r) {
+        if (r.error().kind() != ErrorKind::io) return std::unexpected(r.error());
+        return fail(ErrorKind::invalid_argument, r.error().message());
+    }
+    auto j = nlohmann::json::parse(*r, nullptr, false);
     if (j.is_discarded() || !j.contains("format"))
         return fail(ErrorKind::invalid_argument, "qemu-img info gave no format for " + path);
     if (j.contains("backing-filename"))
@@ -69,17 +83,19 @@ Result<std::string> probe_image_format(const std::string& path) {
 
 Status create_image(const std::string& path, const std::string& format, std::uint64_t size) {
     auto r =
-        run_capture({"qemu-img", "create", "-q", "-f", format, "--", path, std::to_string(size)});
+        run_qemu_img({"qemu-img", "create", "-q", "-f", format, "--", path, std::to_string(size)},
+                     "cannot create " + path);
     if (!r) return std::unexpected(r.error());
-    if (r->first != 0)
-        return fail(ErrorKind::io, "cannot create " + path + ": " + first_line(r->second));
     return {};
 }
 
 Result<std::unique_ptr<QemuNbdServer>> QemuNbdServer::start(const Options& options) {
+    remove_leftover_server_dirs();
     std::unique_ptr<QemuNbdServer> s(new QemuNbdServer());
-    char tmpl[] = "/tmp/vmshadow-nbd-XXXXXX";
-    if (!::mkdtemp(tmpl)) return fail(ErrorKind::io, "cannot create a directory in /tmp");
+    const ProcessId self = ProcessId::self();
+    std::string tmpl = "/tmp/" + std::string(kServerDirPrefix) + std::to_string(self.pid) + "." +
+                       self.start_time + "-XXXXXX";
+    if (!::mkdtemp(tmpl.data())) return fail(ErrorKind::io, "cannot create a directory in /tmp");
     s->dir_ = tmpl;
     s->socket_ = s->dir_ + "/nbd.sock";
     s->log_ = s->dir_ + "/qemu-nbd.log";
@@ -92,65 +108,45 @@ Result<std::unique_ptr<QemuNbdServer>> QemuNbdServer::start(const Options& optio
     if (options.read_only) argv.push_back("--read-only");
     if (!options.read_only) argv.push_back("--discard=unmap");
     argv.push_back(options.image);
-    int fd = ::open(s->log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
     // qemu-nbd allocates a buffer per request and frees it after; above glibc's mmap
     // threshold each one is a fresh mapping, so every request page-faults its buffer in
     // again (bench/RESULTS.md, "Restore (issue 5)": ~0.5 CPU-s of page faults per 1.5 GB
     // written in 1 MiB requests). Keeping such buffers in the heap, and the heap from being
-    // trimmed, lets them be reused. Our values go last: glibc takes the last one.
-    std::vector<std::string> env_text;
-    for (char** e = environ; *e; ++e) env_text.emplace_back(*e);
-    const std::string tunables =
+    // trimmed, lets them be reused. Ours go last: glibc takes the last value.
+    std::string tunables =
         "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456";
-    bool had_tunables = false;
-    for (auto& e : env_text)
-        if (e.starts_with("GLIBC_TUNABLES=")) {
-            e += (e.size() > 15 ? ":" : "") + tunables;
-            had_tunables = true;
-        }
-    if (!had_tunables) env_text.push_back("GLIBC_TUNABLES=" + tunables);
-    std::vector<char*> envp;
-    for (auto& e : env_text) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    pid_t parent = ::getpid();
-    s->pid_ = ::fork();
-    if (s->pid_ == 0) {
-        // The server must not outlive vmshadow, however vmshadow ends (SIGKILL included).
-        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (::getppid() != parent) ::_exit(1);
-        if (fd >= 0) {
-            ::dup2(fd, 1);
-            ::dup2(fd, 2);
-        }
-        ::execvpe("qemu-nbd", args.data(), envp.data());
-        ::_exit(127);
-    }
-    if (fd >= 0) ::close(fd);
-    if (s->pid_ < 0) {
-        s->pid_ = -1;
-        return fail(ErrorKind::unavailable,
-                    "qemu-nbd could not be started (install qemu-utils): " + options.image);
-    }
+    if (const char* had = std::getenv("GLIBC_TUNABLES"); had && *had)
+        tunables = std::string(had) + ":" + tunables;
+    // Dies with vmshadow, however vmshadow ends (SIGKILL included); the next start removes
+    // the directory such a run leaves.
+    auto server = spawn({.argv = argv,
+                         .env = {"GLIBC_TUNABLES=" + tunables},
+                         .output = s->log_,
+                         .dies_with_vmshadow = true});
+    if (!server)
+        return fail(ErrorKind::unavailable, "qemu-nbd could not be started (install qemu-utils): " +
+                                                server.error().message());
+    s->server_ = std::move(*server);
     return s;
 }
 
 Status QemuNbdServer::stop() {
-    if (pid_ > 0) {
-        ::kill(pid_, SIGTERM);  // qemu-nbd flushes and closes the image on SIGTERM
-        int status = 0;
-        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-        }
-        pid_ = -1;
+    Status result;
+    if (server_.running()) {
+        // qemu-nbd flushes and closes the image on SIGTERM.
+        auto code = server_.stop(kServerStopGrace);
+        if (!code || *code == 128 + SIGKILL)
+            result = fail(ErrorKind::timeout, "qemu-nbd did not stop within " +
+                                                  std::to_string(kServerStopGrace.count()) +
+                                                  " s of SIGTERM and was killed");
     }
+    (void)server_.stop(std::chrono::milliseconds(0));  // reaped, whatever became of it
     if (!dir_.empty()) {
         std::error_code ec;
         std::filesystem::remove_all(dir_, ec);
         dir_.clear();
     }
-    return {};
+    return result;
 }
 
 QemuNbdServer::~QemuNbdServer() {

@@ -2,8 +2,11 @@
 #pragma once
 // Disk image files served over NBD: qemu-nbd as a managed child process, libnbd handles.
 //
-// This module is: RAII for a qemu-nbd server on a private Unix socket (killed and reaped in
-// the destructor, its socket directory removed), RAII for a libnbd connection, the image's
+// This module is: RAII for a qemu-nbd server on a private Unix socket (started by
+// common/process.h's spawn, tied to the vmshadow process: it dies with vmshadow however
+// vmshadow ends; stopped and reaped in the destructor, within a bounded time; its socket
+// directory /tmp/vmshadow-nbd-<pid>.<start time>-* removed then, or by the next start once
+// its vmshadow is gone), RAII for a libnbd connection, the image's
 // format (from `qemu-img info`), and its allocation map (NBD base:allocation). Images are
 // read and written only through QEMU's own block layer: vmshadow parses no qcow2. It is
 // not: libvirt's NBD exports (the live-backup engine connects to those itself).
@@ -21,6 +24,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/process.h"
 
 struct nbd_handle;
 
@@ -45,13 +49,14 @@ class QemuNbdServer {
     QemuNbdServer& operator=(const QemuNbdServer&) = delete;
 
     const std::string& socket() const { return socket_; }
-    // Stops the server and waits for it (flushes a writable image); idempotent.
+    // Stops the server and waits for it (flushes a writable image); idempotent. A server that
+    // needed SIGKILL (not stopped within 60 s of SIGTERM) is a timeout error.
     Status stop();
 
   private:
     QemuNbdServer() = default;
     std::string dir_, socket_, log_;
-    pid_t pid_ = -1;
+    Child server_;  // dies with vmshadow
 };
 
 struct Extent {

@@ -92,10 +92,11 @@ class ScratchWatch {
                  std::vector<std::shared_ptr<virt::Domain>> domains, std::string scratch_dir)
         : thread_([this, &provider, domains = std::move(domains),
                    scratch_dir = std::move(scratch_dir)](std::stop_token stop) {
-              std::map<std::string, bool> paused_before;  // io-error paused at the start
+              // io-error paused at the start, or shut off (an offline backup): not watched.
+              std::map<std::string, bool> paused_before;
               for (const auto& d : domains) {
                   auto h = virt::vm_health(*d);
-                  paused_before[d->name()] = h && h->io_error_paused;
+                  paused_before[d->name()] = h && (h->io_error_paused || h->stopped());
               }
               while (!stop.stop_requested()) {
                   for (const auto& d : domains) {

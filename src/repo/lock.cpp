@@ -1,18 +1,15 @@
 // SPDX-License-Identifier: MIT
 #include "repo/lock.h"
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <ctime>
-#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
+#include "common/process.h"
 #include "repo/format.h"
 #include "repo/manifest.h"
 
@@ -28,20 +25,6 @@ std::string hostname() {
     return buf;
 }
 
-// Field 22 of /proc/<pid>/stat: the process start time in clock ticks since boot. With the
-// pid it identifies a process across pid reuse.
-std::string start_time(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto close = s.rfind(')');
-    if (close == std::string::npos) return "";
-    std::istringstream rest(s.substr(close + 2));
-    std::string field;
-    for (int i = 3; i <= 22 && rest >> field; ++i) {
-    }
-    return field;
-}
-
 bool held_here(const std::string& id) {
     std::lock_guard lock(g_held_mutex);
     return g_held.contains(id);
@@ -53,9 +36,10 @@ bool held_here(const std::string& id) {
 bool is_stale(const std::string& host, pid_t pid, const std::string& start, const std::string& id) {
     if (host != hostname()) return false;
     if (pid == ::getpid()) return !held_here(id);
-    if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-    // Without a start time a live pid can't be told from a reused one: it holds the lock.
-    return !start.empty() && start_time(pid) != start;
+    // Without a start time a running pid can't be told from a reused one: it holds the lock.
+    // A zombie has ended: its lock is stale.
+    if (start.empty()) return !process_running(pid);
+    return !ProcessId{pid, start}.alive();
 }
 
 // "2026-11-22T01:00:00Z" as Unix seconds; 0 when it is something else.
@@ -122,7 +106,7 @@ RepoLock::RepoLock(Env& env, std::string root, std::string id, LockMode mode, st
 Status RepoLock::write_file() {
     nlohmann::json j{{"version", kLockVersion},
                      {"pid", ::getpid()},
-                     {"start_time", start_time(::getpid())},
+                     {"start_time", process_start_time(::getpid())},
                      {"host", hostname()},
                      {"exclusive", mode_ == LockMode::exclusive},
                      {"operation", operation_},

@@ -14,6 +14,7 @@
 #include <ctime>
 #include <set>
 
+#include "common/process.h"
 #include "repo/format.h"
 #include "repo/keys.h"
 #include "repo/repository_detail.h"
@@ -229,8 +230,8 @@ bool temp_file_writer_alive(const std::string& name) {
     std::string digits = name.substr(before + 1, last - before - 1);
     if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return false;
     pid_t pid = static_cast<pid_t>(std::stol(digits));
-    if (pid <= 0 || pid == ::getpid()) return false;
-    return ::kill(pid, 0) == 0 || errno == EPERM;
+    if (pid == ::getpid()) return false;
+    return process_running(pid);  // a zombie wrote nothing more
 }
 
 }  // namespace

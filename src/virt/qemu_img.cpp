@@ -4,33 +4,16 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "common/child_process.h"
+#include "common/process.h"
 
 namespace vmshadow::virt {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr std::chrono::seconds kQemuImgTimeout{60};
 
-std::string first_line(const std::string& text) {
-    std::string line = text.substr(0, text.find('\n'));
-    return line.empty() ? "no message" : line;
-}
-
-Result<std::string> run_checked(const std::vector<std::string>& argv, const std::string& what) {
-    auto out = run_command(argv, {.deadline = Clock::now() + kQemuImgTimeout});
-    if (!out) {
-        return fail(ErrorKind::unavailable,
-                    what + ": " + out.error().message() + " (install qemu-utils)");
-    }
-    if (out->ending == CommandResult::Ending::timed_out) {
-        return fail(ErrorKind::timeout, what + ": " + argv[0] + " " + argv[1] +
-                                            " did not finish within " +
-                                            std::to_string(kQemuImgTimeout.count()) + " s");
-    }
-    if (out->ending != CommandResult::Ending::exited || out->exit_code != 0)
-        return fail(ErrorKind::io, what + ": " + first_line(out->stderr_text));
-    return std::move(out->stdout_text);
+// qemu-img to completion within kQemuImgTimeout (common/process.h's run_tool).
+Result<std::string> run_qemu_img(const std::vector<std::string>& argv, const std::string& what) {
+    return with_context(run_checked(argv, kQemuImgTimeout), what);
 }
 
 }  // namespace
@@ -40,9 +23,9 @@ Status create_qcow2(const std::string& path, std::uint64_t virtual_size) {
     if (std::filesystem::exists(path, ec)) {
         return fail(ErrorKind::conflict, "scratch image " + path + " exists already");
     }
-    auto done = run_checked({"qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536",
-                             "--", path, std::to_string(virtual_size)},
-                            "create scratch image " + path);
+    auto done = run_qemu_img({"qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536",
+                              "--", path, std::to_string(virtual_size)},
+                             "create scratch image " + path);
     if (!done) return fail(done.error());
     return {};
 }
@@ -52,7 +35,7 @@ Result<std::vector<ImageBitmap>> image_bitmaps(const std::string& path, bool for
     if (force_share) argv.push_back("-U");
     argv.push_back("--");
     argv.push_back(path);
-    auto out = run_checked(argv, "read bitmaps of " + path);
+    auto out = run_qemu_img(argv, "read bitmaps of " + path);
     if (!out) return fail(out.error());
     auto info = nlohmann::json::parse(*out, nullptr, false);
     if (info.is_discarded()) {
@@ -73,8 +56,8 @@ Result<std::vector<ImageBitmap>> image_bitmaps(const std::string& path, bool for
 }
 
 Status remove_image_bitmap(const std::string& path, const std::string& bitmap) {
-    auto done = run_checked({"qemu-img", "bitmap", "--remove", "--", path, bitmap},
-                            "remove bitmap '" + bitmap + "' from " + path);
+    auto done = run_qemu_img({"qemu-img", "bitmap", "--remove", "--", path, bitmap},
+                             "remove bitmap '" + bitmap + "' from " + path);
     if (!done) return fail(done.error());
     return {};
 }

@@ -4,12 +4,12 @@
 // pre-creating scratch images and reading or removing the persistent dirty bitmaps stored
 // in a qcow2 file (a shut-off VM's checkpoints).
 //
-// This module is: `qemu-img create/info/bitmap` through posix_spawn (no shell), each child
-// owned by an RAII handle that kills and reaps it on every path, bounded by a timeout.
+// This module is: `qemu-img create/info/bitmap` through common/process.h's run_tool (no
+// shell; the child killed and reaped on every path, bounded by a timeout).
 // It is not: a qcow2 parser (vmshadow parses no qcow2), nor image copying.
 //
 // Errors: `unavailable` when qemu-img cannot be started (qemu-utils missing), `timeout`,
-// `io` with qemu-img's own first line of stderr otherwise; messages name the file.
+// `io` with the command and the last line of its stderr otherwise; messages name the file.
 // Thread-safety: free functions, safe from any thread.
 
 #include <chrono>

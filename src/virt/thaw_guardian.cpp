@@ -4,9 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -20,11 +18,10 @@
 #include <vector>
 
 #include "common/os_error.h"
+#include "common/process.h"
 #include "virt/connection.h"
 #include "virt/guest_agent.h"
 #include "virt/libvirt_error.h"
-
-extern char** environ;
 
 namespace vmshadow::virt {
 namespace {
@@ -170,49 +167,38 @@ Result<ThawGuardian> ThawGuardian::start(const GuardianSpec& spec) {
     UniqueFd to_child_read(to_child[0]), to_child_write(to_child[1]);
     if (::pipe2(from_child, O_CLOEXEC) < 0) return fail(os_error("thaw guardian: pipe", errno));
     UniqueFd from_child_read(from_child[0]), from_child_write(from_child[1]);
-    // The armed word: shared memory both processes map. Never fd 3 itself here, since
-    // dup2 onto the same number would keep its close-on-exec flag.
+    // The armed word: shared memory both processes map.
     UniqueFd armed_fd(::memfd_create("vmshadow-thaw-guardian", MFD_CLOEXEC));
-    if (armed_fd && armed_fd.get() == kArmedFd)
-        armed_fd = UniqueFd(::fcntl(armed_fd.get(), F_DUPFD_CLOEXEC, kArmedFd + 1));
     if (!armed_fd || ::ftruncate(armed_fd.get(), kArmedBytes) < 0)
         return fail(os_error("thaw guardian: shared memory", errno));
     void* shared =
         ::mmap(nullptr, kArmedBytes, PROT_READ | PROT_WRITE, MAP_SHARED, armed_fd.get(), 0);
     if (shared == MAP_FAILED) return fail(os_error("thaw guardian: shared memory", errno));
 
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, to_child_read.get(), STDIN_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, from_child_write.get(), STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, armed_fd.get(), kArmedFd);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    // Its own session: a signal to vmshadow's process group (Ctrl-C, kill -9 -PGID) misses it.
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
-
-    std::vector<std::string> args = guardian_argv(spec);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = -1;
-    int rc = posix_spawn(&pid, spec.executable.c_str(), &actions, &attr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0) {
+    // Its own session: a signal to vmshadow's process group (Ctrl-C, kill -9 -PGID) misses
+    // it, and it is not tied to vmshadow: it must act after vmshadow died. Its messages go to
+    // vmshadow's stderr.
+    auto child = spawn({.argv = guardian_argv(spec),
+                        .fds = {{to_child_read.get(), STDIN_FILENO},
+                                {from_child_write.get(), STDOUT_FILENO},
+                                {STDERR_FILENO, STDERR_FILENO},
+                                {armed_fd.get(), kArmedFd}},
+                        .new_session = true});
+    if (!child) {
         ::munmap(shared, kArmedBytes);
         return fail(os_error("thaw guardian: start " + spec.executable, rc));
+        return fail(child.error().with_context("thaw guardian: start " + spec.executable));
     }
     to_child_read.reset();
     from_child_write.reset();
-    ThawGuardian guardian(pid, std::move(to_child_write));
+    ThawGuardian guardian(std::move(*child), std::move(to_child_write));
     guardian.shared_ = shared;
 
     char ready = 0;
     if (!wait_readable(from_child_read.get(), Clock::now() + kReadyTimeout) ||
         ::read(from_child_read.get(), &ready, 1) != 1 || ready != 'R') {
         guardian.released_ = true;  // it never took charge; nothing for it to undo
-        ::kill(pid, SIGKILL);
+        (void)guardian.child_.stop(milliseconds(0));
         return fail(ErrorKind::unavailable,
                     "vm '" + spec.domain_name +
                         "': the thaw guardian did not start, so the guest was not frozen");
@@ -221,7 +207,7 @@ Result<ThawGuardian> ThawGuardian::start(const GuardianSpec& spec) {
 }
 
 ThawGuardian::ThawGuardian(ThawGuardian&& other) noexcept
-    : pid_(std::exchange(other.pid_, -1)),
+    : child_(std::move(other.child_)),
       to_guardian_(std::move(other.to_guardian_)),
       shared_(std::exchange(other.shared_, nullptr)),
       released_(other.released_) {}
@@ -231,7 +217,7 @@ ThawGuardian& ThawGuardian::operator=(ThawGuardian&& other) noexcept {
         to_guardian_.reset();
         reap();
         unmap();
-        pid_ = std::exchange(other.pid_, -1);
+        child_ = std::move(other.child_);
         to_guardian_ = std::move(other.to_guardian_);
         shared_ = std::exchange(other.shared_, nullptr);
         released_ = other.released_;
@@ -251,16 +237,10 @@ void ThawGuardian::unmap() {
 }
 
 void ThawGuardian::reap() {
-    if (pid_ <= 0) return;
-    // A released guardian exits at once; one that acts may take seconds and is left to
-    // finish on its own (it is in its own session; init reaps it once we exit).
-    auto deadline = Clock::now() + (released_ ? milliseconds(2000) : milliseconds(0));
-    do {
-        if (::waitpid(pid_, nullptr, WNOHANG) != 0) break;
-        if (Clock::now() >= deadline) break;
-        std::this_thread::sleep_for(milliseconds(10));
-    } while (true);
-    pid_ = -1;
+    // A released guardian exits at once; one that acts may take minutes (its settle limit)
+    // and is left to finish on its own: the process module reaps it when it ends.
+    if (released_ && child_.wait_until(Clock::now() + milliseconds(2000))) return;
+    child_.detach();
 }
 
 void ThawGuardian::armed(Clock::time_point at) noexcept {
@@ -270,8 +250,7 @@ void ThawGuardian::armed(Clock::time_point at) noexcept {
 }
 
 bool ThawGuardian::alive() {
-    if (pid_ <= 0) return false;
-    return ::waitpid(pid_, nullptr, WNOHANG) == 0;
+    return child_.running();
 }
 
 Status ThawGuardian::released() {

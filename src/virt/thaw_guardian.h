@@ -36,6 +36,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/process.h"
 #include "common/unique_fd.h"
 
 namespace vmshadow::virt {
@@ -75,19 +76,19 @@ class ThawGuardian {
     Status released();  // we thawed (resumed) ourselves: the guardian exits without acting
     // Whether the guardian process still runs (checked before freezing).
     bool alive();
-    pid_t pid() const { return pid_; }
+    pid_t pid() const { return child_.id().pid; }
 
     ThawGuardian(ThawGuardian&&) noexcept;
     ThawGuardian& operator=(ThawGuardian&&) noexcept;
     ~ThawGuardian();
 
   private:
-    ThawGuardian(pid_t pid, UniqueFd to_guardian)
-        : pid_(pid), to_guardian_(std::move(to_guardian)) {}
+    ThawGuardian(Child child, UniqueFd to_guardian)
+        : child_(std::move(child)), to_guardian_(std::move(to_guardian)) {}
     void reap();
     void unmap();
 
-    pid_t pid_ = -1;
+    Child child_;  // own session, not tied to vmshadow: it must act after vmshadow died
     UniqueFd to_guardian_;
     void* shared_ = nullptr;  // the armed word (std::atomic<std::int64_t>, steady-clock ns)
     bool released_ = false;

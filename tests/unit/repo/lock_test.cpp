@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/process.h"
 #include "repo_test_util.h"
 
 namespace vmshadow::repo::test {
@@ -27,15 +28,9 @@ std::string this_host() {
     return host;
 }
 
-// Field 22 of /proc/<pid>/stat, as lock files record it.
+// As lock files record it.
 std::string start_time_of(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::istringstream rest(s.substr(s.rfind(')') + 2));
-    std::string field;
-    for (int i = 3; i <= 22 && rest >> field; ++i) {
-    }
-    return field;
+    return process_start_time(pid);
 }
 
 class UnlockTest : public ::testing::Test {
@@ -106,6 +101,48 @@ TEST_F(UnlockTest, RemovesDeadLocksOfThisHostAndKeepsLiveAndForeignOnes) {
     ASSERT_TRUE(left);
     ASSERT_EQ(left->size(), 3u);  // live0000, foreign0 and the held one
     for (const auto& l : *left) EXPECT_FALSE(l.holder_dead) << l.id;
+}
+
+// A holder that exited but was never reaped (this host's init reaps nothing) has ended: its
+// lock is stale, with or without a start time.
+TEST_F(UnlockTest, ALockWhoseHolderIsAZombieIsStale) {
+    pid_t zombie = fork();
+    if (zombie == 0) {
+        ::pause();
+        _exit(0);
+    }
+    ASSERT_GT(zombie, 0);
+    std::string started = start_time_of(zombie);
+    ASSERT_FALSE(started.empty());
+    ::kill(zombie, SIGKILL);
+    siginfo_t info{};
+    ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(zombie), &info, WEXITED | WNOWAIT), 0);
+    plant("zombie00", this_host(), zombie, started, "backup");
+    plant("zombie01", this_host(), zombie, "", "backup");  // an older vmshadow's lock
+    auto removed = remove_locks(repo->env(), path, false);
+    ::waitpid(zombie, nullptr, 0);
+    ASSERT_TRUE(removed) << removed.error().message();
+    EXPECT_EQ(removed->size(), 2u);
+    EXPECT_FALSE(present("zombie00"));
+    EXPECT_FALSE(present("zombie01"));
+}
+
+// A temp file is named after its writer's pid; a writer that is gone or a zombie writes no
+// more, so its file is a leftover, while a running writer's file stays.
+TEST_F(UnlockTest, LeftoverTempFilesOfGoneOrZombieWritersGoAndALiveWritersStay) {
+    pid_t zombie = fork();
+    if (zombie == 0) _exit(0);
+    ASSERT_GT(zombie, 0);
+    siginfo_t info{};
+    ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(zombie), &info, WEXITED | WNOWAIT), 0);
+    auto temp = [&](pid_t pid) { return path + "/tmp/lock-" + std::to_string(pid) + "-1"; };
+    for (pid_t pid : {live, dead, zombie}) std::ofstream(temp(pid)) << "x";
+    auto removed = repo->cleanup_leftovers();
+    ::waitpid(zombie, nullptr, 0);
+    ASSERT_TRUE(removed) << removed.error().message();
+    EXPECT_TRUE(fs::exists(temp(live)));
+    EXPECT_FALSE(fs::exists(temp(dead)));
+    EXPECT_FALSE(fs::exists(temp(zombie)));
 }
 
 TEST_F(UnlockTest, RemoveAllRemovesEveryLockAndSaysWhoHeldIt) {
