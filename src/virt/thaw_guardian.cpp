@@ -186,7 +186,6 @@ Result<ThawGuardian> ThawGuardian::start(const GuardianSpec& spec) {
                         .new_session = true});
     if (!child) {
         ::munmap(shared, kArmedBytes);
-        return fail(os_error("thaw guardian: start " + spec.executable, rc));
         return fail(child.error().with_context("thaw guardian: start " + spec.executable));
     }
     to_child_read.reset();
