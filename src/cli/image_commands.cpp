@@ -7,6 +7,7 @@
 #include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
 #include "common/byte_size.h"
+#include "common/time_format.h"
 #include "engine/image_jobs.h"
 
 namespace vmshadow::cli {
@@ -46,7 +47,7 @@ Status run_backup(const GlobalOptions& global, const BackupOptions& o) {
     if (global.json) {
         std::cout << json{{"id", p.id.hex()},
                           {"vm", p.vm},
-                          {"time", repo::iso8601_utc(p.time)},
+                          {"time", iso8601_utc(p.time)},
                           {"bytes_added", p.bytes_added},
                           {"seconds", result->seconds},
                           {"disks", disks}}

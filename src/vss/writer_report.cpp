@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/time_format.h"
 #include "vss/atomic_file.h"
 
 namespace vmshadow::vss {
@@ -25,12 +26,7 @@ std::optional<ErrorKind> parse_kind(std::string_view name) {
 }  // namespace
 
 std::string utc_timestamp_now() {
-    std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-    std::tm tm{};
-    ::gmtime_r(&now, &tm);
-    char buffer[32];
-    std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buffer;
+    return iso8601_utc(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now()));
 }
 
 void to_json(nlohmann::json& out, const WriterReport& report) {
