@@ -368,7 +368,7 @@ Result<std::unique_ptr<BackupSession>> BackupSession::begin(Repository& repo,
 }
 
 Status BackupSession::start_threads() {
-    if (auto st = repo::start_threads(workers_, options_.workers, [this] { worker(); }); !st)
+    if (auto st = queue_.start(options_.workers, [this](Job& job, unsigned) { process(job); }); !st)
         return st;
     if (options_.workers == 0) return {};
     std::vector<std::thread> one;
@@ -383,7 +383,9 @@ BackupSession::BackupSession(Repository& repo, const SessionOptions& options,
       options_(options),
       lock_(std::move(lock)),
       frame_chunks_(repo.frame_chunks()),
-      started_(std::chrono::steady_clock::now()) {}
+      started_(std::chrono::steady_clock::now()),
+      queue_(options.max_inflight_bytes, WorkQueue<Job>::Release::done,
+             [](const Job& job) { return std::uint64_t{job.length}; }) {}
 
 BackupSession::~BackupSession() {
     stop_workers();
@@ -398,13 +400,7 @@ BackupSession::~BackupSession() {
 }
 
 void BackupSession::stop_workers() {
-    {
-        std::lock_guard lock(queue_mu_);
-        stopping_ = true;
-    }
-    work_cv_.notify_all();
-    for (auto& t : workers_) t.join();
-    workers_.clear();
+    queue_.finish();
 }
 
 void BackupSession::stop_finisher() {
@@ -501,39 +497,11 @@ void BackupSession::set_error(const Error& e) {
 }
 
 void BackupSession::submit(Job job) {
-    if (workers_.empty()) {
+    if (!queue_.has_workers()) {
         process(job);
         return;
     }
-    std::unique_lock lock(queue_mu_);
-    space_cv_.wait(lock, [&] {
-        return inflight_ == 0 || inflight_ + job.length <= options_.max_inflight_bytes;
-    });
-    inflight_ += job.length;
-    queue_.push_back(std::move(job));
-    lock.unlock();
-    work_cv_.notify_one();
-}
-
-void BackupSession::worker() {
-    for (;;) {
-        Job job;
-        {
-            std::unique_lock lock(queue_mu_);
-            work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-            if (queue_.empty()) return;
-            job = std::move(queue_.front());
-            queue_.pop_front();
-        }
-        std::size_t length = job.length;
-        process(job);
-        job.buffer.reset();  // free the buffer before making room for more
-        {
-            std::lock_guard lock(queue_mu_);
-            inflight_ -= length;
-        }
-        space_cv_.notify_all();
-    }
+    queue_.push(std::move(job));
 }
 
 void BackupSession::process(const Job& job) {
