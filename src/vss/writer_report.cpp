@@ -16,13 +16,6 @@ namespace {
 
 constexpr const char* kFormatName = "vmshadow-writer-state";
 
-std::optional<ErrorKind> parse_kind(std::string_view name) {
-    for (int k = 0; k <= static_cast<int>(ErrorKind::cancelled); ++k) {
-        if (kind_name(static_cast<ErrorKind>(k)) == name) return static_cast<ErrorKind>(k);
-    }
-    return std::nullopt;
-}
-
 }  // namespace
 
 std::string utc_timestamp_now() {
@@ -63,7 +56,7 @@ Result<WriterReport> writer_report_from_json(const nlohmann::json& in) {
         report.finished = in.value("finished", "");
         report.succeeded = in.at("outcome").get<std::string>() == "succeeded";
         if (in.contains("error") && !in["error"].is_null()) {
-            auto kind = parse_kind(in.value("error_kind", "internal"));
+            auto kind = parse_kind_name(in.value("error_kind", "internal"));
             report.error =
                 Error(kind.value_or(ErrorKind::internal), in["error"].get<std::string>());
         }
