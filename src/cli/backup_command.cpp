@@ -8,6 +8,7 @@
 #include "cli/exit_code.h"
 #include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
+#include "common/byte_size.h"
 #include "engine/vm_backup.h"
 #include "vss/exec_writer_config.h"
 #include "vss/writer_report.h"
@@ -79,13 +80,13 @@ void print_outcome(const engine::VmBackupOutcome& o) {
     if (o.paused_ms) std::printf("  vCPUs paused %lld ms\n", static_cast<long long>(*o.paused_ms));
     for (const auto& d : o.disks) {
         std::printf("  %s: %s, %s, read %s, added %s%s%s\n", d.target.c_str(),
-                    human_bytes(d.size).c_str(), d.mode.c_str(), human_bytes(d.bytes_read).c_str(),
-                    human_bytes(d.bytes_added).c_str(), d.note.empty() ? "" : " — ",
-                    d.note.c_str());
+                    format_bytes(d.size).c_str(), d.mode.c_str(),
+                    format_bytes(d.bytes_read).c_str(), format_bytes(d.bytes_added).c_str(),
+                    d.note.empty() ? "" : " — ", d.note.c_str());
     }
     for (const auto& s : o.skipped) std::printf("  skipped %s\n", s.c_str());
     for (const auto& n : o.notes) std::printf("  note: %s\n", n.c_str());
-    std::printf("  added %s in %.1f s\n", human_bytes(o.bytes_added).c_str(), o.seconds);
+    std::printf("  added %s in %.1f s\n", format_bytes(o.bytes_added).c_str(), o.seconds);
 }
 
 Status run_backup_command(GlobalOptions& global, const BackupCommandOptions& o) {

@@ -6,6 +6,8 @@
 #include "cli/names.h"
 #include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
+#include "common/byte_size.h"
+#include "common/time_format.h"
 #include "engine/image_jobs.h"
 
 namespace vmshadow::cli {
@@ -45,7 +47,7 @@ Status run_backup(const GlobalOptions& global, const BackupOptions& o) {
     if (global.json) {
         std::cout << json{{"id", p.id.hex()},
                           {"vm", p.vm},
-                          {"time", repo::iso8601_utc(p.time)},
+                          {"time", iso8601_utc(p.time)},
                           {"bytes_added", p.bytes_added},
                           {"seconds", result->seconds},
                           {"disks", disks}}
@@ -56,14 +58,14 @@ Status run_backup(const GlobalOptions& global, const BackupOptions& o) {
     std::cout << "restore point " << p.id.hex() << " (" << p.vm << ")" << std::endl;
     for (const auto& d : disks)
         std::cout << "  " << d["name"].get<std::string>() << ": "
-                  << human_bytes(d["size"].get<std::uint64_t>()) << ", read "
-                  << human_bytes(d["bytes_read"].get<std::uint64_t>()) << ", "
+                  << format_bytes(d["size"].get<std::uint64_t>()) << ", read "
+                  << format_bytes(d["bytes_read"].get<std::uint64_t>()) << ", "
                   << d["chunks_new"].get<std::uint64_t>() << " new chunks, "
                   << d["chunks_unchanged"].get<std::uint64_t>() +
                          d["chunks_known"].get<std::uint64_t>()
                   << " unchanged/known, " << d["chunks_zero"].get<std::uint64_t>() << " zero"
                   << std::endl;
-    std::printf("added %s in %.1f s\n", human_bytes(p.bytes_added).c_str(), result->seconds);
+    std::printf("added %s in %.1f s\n", format_bytes(p.bytes_added).c_str(), result->seconds);
     return {};
 }
 
@@ -84,7 +86,7 @@ Status run_restore(const GlobalOptions& global, const engine::ImageRestoreOption
     } else {
         std::printf("restored %s disk %s (%s) to %s in %.1f s\n",
                     result->point.id.short_hex().c_str(), result->disk.c_str(),
-                    human_bytes(result->size).c_str(), o.output.c_str(), result->seconds);
+                    format_bytes(result->size).c_str(), o.output.c_str(), result->seconds);
         for (const auto& n : result->notes) std::printf("note: %s\n", n.c_str());
     }
     return {};

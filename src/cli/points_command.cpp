@@ -5,6 +5,7 @@
 
 #include "cli/names.h"
 #include "cli/repo_cli.h"
+#include "common/byte_size.h"
 
 namespace vmshadow::cli {
 namespace {
@@ -31,14 +32,14 @@ Status run_points(const GlobalOptions& global, const std::string& vm) {
         std::string disks;
         for (const auto& d : p["disks"])
             disks += (disks.empty() ? "" : ", ") + d["name"].get<std::string>() + " " +
-                     human_bytes(d["size"].get<std::uint64_t>());
+                     format_bytes(d["size"].get<std::uint64_t>());
         // Stored strings go through table_cell/printable: a name written by an older
         // version may hold a newline or be 300 characters long.
         std::printf("%-12s  %s  %-20s  %s  %10s  %s\n", p["short_id"].get<std::string>().c_str(),
                     table_cell(p["vm"].get<std::string>(), 20).c_str(),
                     p["time"].get<std::string>().c_str(),
                     table_cell(p["consistency"].get<std::string>(), 11).c_str(),
-                    human_bytes(p["bytes_added"].get<std::uint64_t>()).c_str(),
+                    format_bytes(p["bytes_added"].get<std::uint64_t>()).c_str(),
                     printable(disks).c_str());
         for (const auto& a : p["annotations"])
             std::printf("%14s%s %s: %s\n", "", a["time"].get<std::string>().c_str(),

@@ -6,6 +6,7 @@
 #include "cli/names.h"
 #include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
+#include "common/time_format.h"
 #include "repo/gc.h"
 
 namespace vmshadow::cli {
@@ -67,7 +68,7 @@ Status run_prune(const GlobalOptions& global, const PruneOptions& o) {
         for (const auto& d : plan)
             arr.push_back({{"id", d.id.hex()},
                            {"vm", d.vm},
-                           {"time", repo::iso8601_utc(d.time)},
+                           {"time", iso8601_utc(d.time)},
                            {"keep", d.keep},
                            {"reasons", d.reasons}});
         json out{{"dry_run", o.dry_run}, {"points", arr}};
@@ -79,8 +80,7 @@ Status run_prune(const GlobalOptions& global, const PruneOptions& o) {
         std::string reasons;
         for (const auto& r : d.reasons) reasons += (reasons.empty() ? "" : ", ") + r;
         std::printf("%s %s  %s  %s  %s\n", d.keep ? "keep  " : "forget", d.id.short_hex().c_str(),
-                    table_cell(d.vm, 20).c_str(), repo::iso8601_utc(d.time).c_str(),
-                    reasons.c_str());
+                    table_cell(d.vm, 20).c_str(), iso8601_utc(d.time).c_str(), reasons.c_str());
     }
     if (gc) print_gc(*gc, false);
     if (o.dry_run) std::cout << "dry run: nothing was changed" << std::endl;

@@ -30,6 +30,4 @@ Result<std::string> new_password(const std::string& file, const std::string& env
 
 Result<std::unique_ptr<repo::Repository>> open_repository(const GlobalOptions& global);
 
-std::string human_bytes(std::uint64_t bytes);
-
 }  // namespace vmshadow::cli

@@ -6,6 +6,7 @@
 
 #include "cli/repo_cli.h"
 #include "cli/repo_commands.h"
+#include "common/byte_size.h"
 #include "repo/lock.h"
 
 namespace vmshadow::cli {
@@ -44,9 +45,9 @@ Status run_stats(const GlobalOptions& global) {
               << (c.encrypted ? ", encrypted" : ", not encrypted") << ")\n"
               << "restore points: " << listing->points.size() << " of " << vms.size()
               << " VM(s)/image(s)\n"
-              << "stored:         " << human_bytes(stored) << " in " << index.packs().size()
+              << "stored:         " << format_bytes(stored) << " in " << index.packs().size()
               << " packs, " << index.blob_count() << " blobs\n"
-              << "disks covered:  " << human_bytes(logical) << " (sum of virtual sizes)"
+              << "disks covered:  " << format_bytes(logical) << " (sum of virtual sizes)"
               << std::endl;
     return {};
 }

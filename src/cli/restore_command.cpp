@@ -8,6 +8,7 @@
 #include "cli/names.h"
 #include "cli/numeric_option.h"
 #include "cli/repo_cli.h"
+#include "common/byte_size.h"
 #include "engine/vm_restore.h"
 #include "vss/writer_report.h"
 
@@ -68,7 +69,8 @@ Status run_restore_command(const GlobalOptions& global, RestoreCommandOptions o)
     std::printf("restored %s as VM '%s' from %s (%s-consistent) in %.1f s\n", r->source_vm.c_str(),
                 r->vm.c_str(), r->point.substr(0, 12).c_str(), r->consistency.c_str(), r->seconds);
     for (const auto& d : r->disks)
-        std::printf("  %s: %s (%s)\n", d.name.c_str(), d.path.c_str(), human_bytes(d.size).c_str());
+        std::printf("  %s: %s (%s)\n", d.name.c_str(), d.path.c_str(),
+                    format_bytes(d.size).c_str());
     for (const auto& f : r->files) std::printf("  %s: %s\n", f.name.c_str(), f.path.c_str());
     if (r->replaced) std::printf("  replaced the VM that had this name\n");
     if (r->resumed)

@@ -1,36 +1,37 @@
 // SPDX-License-Identifier: MIT
 #include "common/error.h"
 
+#include "common/enum_names.h"
+
 namespace vmshadow {
 
+namespace {
+
+constexpr auto kKindNames = enum_names<ErrorKind>(
+    {
+        {ErrorKind::internal, "internal"},
+        {ErrorKind::invalid_argument, "invalid_argument"},
+        {ErrorKind::not_found, "not_found"},
+        {ErrorKind::unavailable, "unavailable"},
+        {ErrorKind::timeout, "timeout"},
+        {ErrorKind::conflict, "conflict"},
+        {ErrorKind::locked, "locked"},
+        {ErrorKind::corruption, "corruption"},
+        {ErrorKind::io, "io"},
+        {ErrorKind::unsupported, "unsupported"},
+        {ErrorKind::permission, "permission"},
+        {ErrorKind::cancelled, "cancelled"},
+    },
+    "internal");
+
+}  // namespace
+
 std::string_view kind_name(ErrorKind kind) {
-    switch (kind) {
-        case ErrorKind::internal:
-            return "internal";
-        case ErrorKind::invalid_argument:
-            return "invalid_argument";
-        case ErrorKind::not_found:
-            return "not_found";
-        case ErrorKind::unavailable:
-            return "unavailable";
-        case ErrorKind::timeout:
-            return "timeout";
-        case ErrorKind::conflict:
-            return "conflict";
-        case ErrorKind::locked:
-            return "locked";
-        case ErrorKind::corruption:
-            return "corruption";
-        case ErrorKind::io:
-            return "io";
-        case ErrorKind::unsupported:
-            return "unsupported";
-        case ErrorKind::permission:
-            return "permission";
-        case ErrorKind::cancelled:
-            return "cancelled";
-    }
-    return "internal";
+    return kKindNames.name(kind);
+}
+
+std::optional<ErrorKind> parse_kind_name(std::string_view name) {
+    return kKindNames.parse(name);
 }
 
 Error Error::with_context(std::string_view context) const {

@@ -12,6 +12,7 @@
 // Thread-safety: plain values; copy freely.
 
 #include <expected>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,6 +36,7 @@ enum class ErrorKind {
 
 // A short stable name of the kind, used in --json output ("not_found").
 std::string_view kind_name(ErrorKind kind);
+std::optional<ErrorKind> parse_kind_name(std::string_view name);
 
 class Error {
   public:

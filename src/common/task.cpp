@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <thread>
 
+#include "common/enum_names.h"
+
 namespace vmshadow {
 
 Status CancelToken::check(std::string_view what) const {
@@ -25,17 +27,12 @@ bool CancelToken::sleep_for(std::chrono::milliseconds duration) const {
 }
 
 std::string_view log_level_name(LogLevel level) {
-    switch (level) {
-        case LogLevel::debug:
-            return "debug";
-        case LogLevel::info:
-            return "info";
-        case LogLevel::warning:
-            return "warning";
-        case LogLevel::error:
-            return "error";
-    }
-    return "info";
+    static constexpr auto kNames = enum_names<LogLevel>({{LogLevel::debug, "debug"},
+                                                         {LogLevel::info, "info"},
+                                                         {LogLevel::warning, "warning"},
+                                                         {LogLevel::error, "error"}},
+                                                        "info");
+    return kNames.name(level);
 }
 
 TaskContext::TaskContext() : clock_(&system_clock()) {}

@@ -18,6 +18,7 @@
 
 #include "common/os_error.h"
 #include "common/process.h"
+#include "common/time_format.h"
 
 namespace vmshadow::engine {
 namespace {
@@ -37,15 +38,6 @@ std::string file_key(const std::string& kind, const std::string& value) {
         }
     }
     return out + ".lock";
-}
-
-std::string utc_now() {
-    std::time_t t = std::time(nullptr);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
 }
 
 std::string read_fd(int fd) {
@@ -110,7 +102,7 @@ Result<VmLock> VmLock::acquire(const std::vector<VmLockKey>& vms, const std::str
             nlohmann::json who{
                 {"pid", ::getpid()},      {"start_time", process_start_time(::getpid())},
                 {"operation", operation}, {"vm", vm.vm},
-                {"uuid", vm.uuid},        {"since", utc_now()}};
+                {"uuid", vm.uuid},        {"since", iso8601_utc(std::time(nullptr))}};
             std::string text = who.dump() + "\n";
             // Written in place under the lock; a reader that sees a half-written file retries.
             if (::ftruncate(fd.get(), 0) != 0 || ::pwrite(fd.get(), text.data(), text.size(), 0) !=

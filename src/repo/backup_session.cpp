@@ -55,7 +55,7 @@ Result<std::unique_ptr<BackupSession>> BackupSession::begin(Repository& repo,
 }
 
 Status BackupSession::start_threads() {
-    if (auto st = repo::start_threads(workers_, options_.workers, [this] { worker(); }); !st)
+    if (auto st = queue_.start(options_.workers, [this](Job& job, unsigned) { process(job); }); !st)
         return st;
     if (options_.workers == 0) return {};
     std::vector<std::thread> one;
@@ -70,7 +70,9 @@ BackupSession::BackupSession(Repository& repo, const SessionOptions& options,
       options_(options),
       lock_(std::move(lock)),
       frame_chunks_(repo.frame_chunks()),
-      started_(std::chrono::steady_clock::now()) {}
+      started_(std::chrono::steady_clock::now()),
+      queue_(options.max_inflight_bytes, WorkQueue<Job>::Release::done,
+             [](const Job& job) { return std::uint64_t{job.length}; }) {}
 
 BackupSession::~BackupSession() {
     stop_workers();
@@ -85,13 +87,7 @@ BackupSession::~BackupSession() {
 }
 
 void BackupSession::stop_workers() {
-    {
-        std::lock_guard lock(queue_mu_);
-        stopping_ = true;
-    }
-    work_cv_.notify_all();
-    for (auto& t : workers_) t.join();
-    workers_.clear();
+    queue_.finish();
 }
 
 void BackupSession::stop_finisher() {

@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/work_queue.h"
 #include "repo/chunk_map.h"
 #include "repo/repository.h"
 
@@ -191,7 +192,6 @@ class BackupSession {
     };
     BackupSession(Repository& repo, const SessionOptions& options, std::unique_ptr<RepoLock> lock);
     void submit(Job job);
-    void worker();
     void process(const Job& job);
     // Whether this session is the one to store `id`: neither the repository nor an earlier
     // call has it. A claimed id must be stored, or the session fails.
@@ -226,12 +226,8 @@ class BackupSession {
     std::vector<std::unique_ptr<PointBuilder>> points_;
     bool committed_ = false;
 
-    std::mutex queue_mu_;
-    std::condition_variable work_cv_, space_cv_;
-    std::deque<Job> queue_;
-    std::uint64_t inflight_ = 0;
-    bool stopping_ = false;
-    std::vector<std::thread> workers_;
+    // submit() → the workers running process(); holds max_inflight_bytes at the most.
+    WorkQueue<Job> queue_;
 
     mutable std::mutex error_mu_;
     std::optional<Error> error_;

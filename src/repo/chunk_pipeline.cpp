@@ -27,39 +27,11 @@ bool all_zero(const std::uint8_t* p, std::size_t n) {
 }  // namespace
 
 void BackupSession::submit(Job job) {
-    if (workers_.empty()) {
+    if (!queue_.has_workers()) {
         process(job);
         return;
     }
-    std::unique_lock lock(queue_mu_);
-    space_cv_.wait(lock, [&] {
-        return inflight_ == 0 || inflight_ + job.length <= options_.max_inflight_bytes;
-    });
-    inflight_ += job.length;
-    queue_.push_back(std::move(job));
-    lock.unlock();
-    work_cv_.notify_one();
-}
-
-void BackupSession::worker() {
-    for (;;) {
-        Job job;
-        {
-            std::unique_lock lock(queue_mu_);
-            work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-            if (queue_.empty()) return;
-            job = std::move(queue_.front());
-            queue_.pop_front();
-        }
-        std::size_t length = job.length;
-        process(job);
-        job.buffer.reset();  // free the buffer before making room for more
-        {
-            std::lock_guard lock(queue_mu_);
-            inflight_ -= length;
-        }
-        space_cv_.notify_all();
-    }
+    queue_.push(std::move(job));
 }
 
 void BackupSession::process(const Job& job) {

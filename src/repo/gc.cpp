@@ -7,20 +7,12 @@
 #include <set>
 #include <unordered_set>
 
+#include "common/time_format.h"
 #include "repo/chunk_map.h"
 #include "repo/format.h"
 
 namespace vmshadow::repo {
 namespace {
-
-std::string bucket(std::int64_t t, const char* fmt) {
-    std::time_t tt = static_cast<std::time_t>(t);
-    std::tm tm{};
-    gmtime_r(&tt, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, fmt, &tm);
-    return buf;
-}
 
 std::int64_t order_key(const RestorePoint& p) {
     return p.time_us ? p.time_us : p.time * 1000000;
@@ -83,7 +75,7 @@ std::vector<PruneDecision> plan_prune(const std::vector<RestorePoint>& points,
                     ++kept;
                     continue;
                 }
-                std::string b = bucket(d.time, rule.fmt);
+                std::string b = format_utc(d.time, rule.fmt);
                 if (b == last_bucket) continue;  // the newest point of each period is kept
                 last_bucket = b;
                 d.keep = true;

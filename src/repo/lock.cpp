@@ -10,6 +10,7 @@
 #include <set>
 
 #include "common/process.h"
+#include "common/time_format.h"
 #include "repo/format.h"
 #include "repo/manifest.h"
 
@@ -40,14 +41,6 @@ bool is_stale(const std::string& host, pid_t pid, const std::string& start, cons
     // A zombie has ended: its lock is stale.
     if (start.empty()) return !process_running(pid);
     return !ProcessId{pid, start}.alive();
-}
-
-// "2026-11-22T01:00:00Z" as Unix seconds; 0 when it is something else.
-std::int64_t parse_iso8601_utc(const std::string& text) {
-    std::tm tm{};
-    const char* end = ::strptime(text.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    if (!end || *end != '\0') return 0;
-    return static_cast<std::int64_t>(::timegm(&tm));
 }
 
 // The version of the lock file format this build writes and understands. A lock of a newer
@@ -88,7 +81,7 @@ LockInfo describe(const std::string& id, const Bytes& bytes) {
     info.exclusive = j["exclusive"].get<bool>();
     info.operation = j["operation"].get<std::string>();
     info.time = j["time"].get<std::string>();
-    info.since = parse_iso8601_utc(info.time);
+    info.since = parse_iso8601_utc(info.time).value_or(0);
     info.holder_dead =
         is_stale(info.host, static_cast<pid_t>(info.pid), j.value("start_time", std::string()), id);
     return info;

@@ -33,15 +33,6 @@ const DiskRecord* RestorePoint::disk(std::string_view name) const {
     return nullptr;
 }
 
-std::string iso8601_utc(std::int64_t unix_seconds) {
-    std::time_t t = static_cast<std::time_t>(unix_seconds);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
-
 json manifest_to_json(const RestorePoint& p) {
     json j = p.extra.is_object() ? p.extra : json::object();
     j["vm"] = p.vm;

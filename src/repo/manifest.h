@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/time_format.h"
 #include "repo/hash.h"
 
 namespace vmshadow::repo {
@@ -77,7 +78,6 @@ struct RestorePoint {
     const DiskRecord* disk(std::string_view name) const;
 };
 
-std::string iso8601_utc(std::int64_t unix_seconds);
 nlohmann::json manifest_to_json(const RestorePoint& p);
 Result<RestorePoint> manifest_from_json(const nlohmann::json& j);
 // The JSON object `points --json` prints.

@@ -27,6 +27,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/work_queue.h"
 #include "repo/codec.h"
 #include "repo/env.h"
 #include "repo/index.h"
@@ -40,21 +41,8 @@ namespace vmshadow::repo {
 // targets, and each costs a stack and, for qcow2 restores, an NBD connection.
 inline constexpr unsigned kMaxWorkers = 256;
 
-// Starts `count` threads running `body` into `threads`. A thread that cannot be created
-// (std::system_error: the process's or user's thread limit, memory) is ErrorKind::io; the
-// threads already started are left in `threads` for the caller to stop and join.
-template <typename Thread, typename Body>
-Status start_threads(std::vector<Thread>& threads, unsigned count, const Body& body) {
-    try {
-        for (unsigned i = 0; i < count; ++i) threads.emplace_back(body);
-    } catch (const std::system_error& e) {
-        return fail(ErrorKind::io, "cannot start worker thread " +
-                                       std::to_string(threads.size() + 1) + " of " +
-                                       std::to_string(count) + ": " + e.what() +
-                                       " (the process or user thread limit; use fewer --workers)");
-    }
-    return {};
-}
+// The one thread starter (a thread that cannot be created is an error), for repo's own use.
+using vmshadow::start_threads;
 
 struct RepoConfig {
     int format_version = 1;

@@ -2,17 +2,15 @@
 #include "repo/restore.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <numeric>
 #include <optional>
-#include <thread>
 #include <utility>
 #include <vector>
 
+#include "common/work_queue.h"
 #include "repo/chunk_map.h"
 
 namespace vmshadow::repo {
@@ -127,55 +125,28 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
         return st;
     }
 
-    // A bounded queue between the map walk and the workers.
-    std::mutex mu;
-    std::condition_variable work_cv, space_cv;
-    std::deque<RunTask> queue;
-    std::size_t queued_chunks = 0;
-    const std::size_t capacity = std::max<std::size_t>(256, 2 * task_chunks);
-    bool done = false;
+    // A bounded queue between the map walk and the workers; the first error stops both.
+    std::mutex error_mu;
     std::optional<Error> error;
-    auto worker = [&] {
-        Bytes buffer;
-        for (;;) {
-            RunTask t;
-            {
-                std::unique_lock lock(mu);
-                work_cv.wait(lock, [&] { return done || !queue.empty(); });
-                if (queue.empty()) return;
-                t = std::move(queue.front());
-                queue.pop_front();
-                queued_chunks -= t.ids.size();
-                if (error) continue;  // drain: the restore has failed
-            }
-            space_cv.notify_one();
-            Status st = restore_task(t, buffer);
-            if (!st) {
-                std::lock_guard lock(mu);
-                if (!error) error = st.error();
-                space_cv.notify_all();
-            }
+    std::vector<Bytes> buffers(options.workers);
+    WorkQueue<RunTask> queue(std::max<std::size_t>(256, 2 * task_chunks),
+                             WorkQueue<RunTask>::Release::taken,
+                             [](const RunTask& t) { return std::uint64_t{t.ids.size()}; });
+    auto work = [&](RunTask& t, unsigned worker) {
+        if (Status st = restore_task(t, buffers[worker]); !st) {
+            std::lock_guard lock(error_mu);
+            if (!error) error = st.error();
+            queue.abort();
         }
     };
-    std::vector<std::jthread> threads;
     // A thread that cannot be created fails the restore; those started are stopped below.
-    Status started = start_threads(threads, options.workers, worker);
+    Status started = queue.start(options.workers, work);
     Status walked = !started ? started : walk([&](RunTask t) -> Status {
-        std::unique_lock lock(mu);
-        space_cv.wait(lock, [&] { return queued_chunks + t.ids.size() <= capacity || error; });
-        if (error) return std::unexpected(*error);
-        queued_chunks += t.ids.size();
-        queue.push_back(std::move(t));
-        lock.unlock();
-        work_cv.notify_one();
-        return {};
+        if (queue.push(std::move(t))) return {};
+        std::lock_guard lock(error_mu);
+        return std::unexpected(*error);
     });
-    {
-        std::lock_guard lock(mu);
-        done = true;
-    }
-    work_cv.notify_all();
-    threads.clear();  // joins
+    queue.finish();
     if (error) return std::unexpected(*error);
     if (!walked) return walked;
     report(chunks.chunk_count());

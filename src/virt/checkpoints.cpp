@@ -9,6 +9,7 @@
 #include <pugixml.hpp>
 #include <tuple>
 
+#include "common/time_format.h"
 #include "virt/libvirt_error.h"
 #include "virt/qemu_img.h"
 
@@ -45,11 +46,7 @@ Result<std::string> make_checkpoint_name(std::string_view repo_id,
                     "repository id '" + std::string(repo_id) + "' is not lower-case hex");
     }
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
-    std::time_t secs = static_cast<std::time_t>(ms / 1000);
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
+    std::string stamp = compact_utc(ms / 1000);
     char millis[8];
     std::snprintf(millis, sizeof millis, ".%03dZ", static_cast<int>(ms % 1000));
     return std::string(kPrefix) + std::string(repo_id.substr(0, 8)) + "-" + stamp + millis;

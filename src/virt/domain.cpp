@@ -1,30 +1,25 @@
 // SPDX-License-Identifier: MIT
 #include "virt/domain.h"
 
+#include "common/enum_names.h"
 #include "virt/libvirt_error.h"
 
 namespace vmshadow::virt {
 
 std::string_view state_name(DomainState state) {
-    switch (state) {
-        case DomainState::nostate:
-            return "nostate";
-        case DomainState::running:
-            return "running";
-        case DomainState::blocked:
-            return "blocked";
-        case DomainState::paused:
-            return "paused";
-        case DomainState::shutdown:
-            return "shutdown";
-        case DomainState::shutoff:
-            return "shutoff";
-        case DomainState::crashed:
-            return "crashed";
-        case DomainState::pmsuspended:
-            return "pmsuspended";
-    }
-    return "nostate";
+    static constexpr auto kNames = enum_names<DomainState>(
+        {
+            {DomainState::nostate, "nostate"},
+            {DomainState::running, "running"},
+            {DomainState::blocked, "blocked"},
+            {DomainState::paused, "paused"},
+            {DomainState::shutdown, "shutdown"},
+            {DomainState::shutoff, "shutoff"},
+            {DomainState::crashed, "crashed"},
+            {DomainState::pmsuspended, "pmsuspended"},
+        },
+        "nostate");
+    return kNames.name(state);
 }
 
 Domain::Domain(DomainHandle handle) : handle_(std::move(handle)) {

@@ -6,6 +6,7 @@
 #include <cctype>
 
 #include "common/byte_size.h"
+#include "common/enum_names.h"
 
 namespace vmshadow::vmwriter {
 namespace {
@@ -84,28 +85,28 @@ MethodChoice fallback(std::vector<std::string> reasons, const MethodPolicy& poli
 
 }  // namespace
 
+namespace {
+
+constexpr auto kMethodNames = enum_names<BackupMethod>(
+    {
+        {BackupMethod::application, "application"},
+        {BackupMethod::image, "image"},
+        {BackupMethod::crash, "crash"},
+        {BackupMethod::offline, "offline"},
+        {BackupMethod::none, "none"},
+    },
+    "none");
+
+}  // namespace
+
 std::string_view method_name(BackupMethod method) {
-    switch (method) {
-        case BackupMethod::application:
-            return "application";
-        case BackupMethod::image:
-            return "image";
-        case BackupMethod::crash:
-            return "crash";
-        case BackupMethod::offline:
-            return "offline";
-        case BackupMethod::none:
-            return "none";
-    }
-    return "none";
+    return kMethodNames.name(method);
 }
 
 std::optional<BackupMethod> parse_method(std::string_view name) {
-    for (auto m : {BackupMethod::application, BackupMethod::image, BackupMethod::crash,
-                   BackupMethod::offline}) {
-        if (method_name(m) == name) return m;
-    }
-    return std::nullopt;
+    auto method = kMethodNames.parse(name);
+    if (method == BackupMethod::none) return std::nullopt;  // a result, never a request
+    return method;
 }
 
 bool filesystem_is_freezable(std::string_view type) {

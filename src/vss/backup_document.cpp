@@ -3,17 +3,21 @@
 
 #include <algorithm>
 
+#include "common/enum_names.h"
+
 namespace vmshadow::vss {
 namespace {
 
 constexpr const char* kFormatName = "vmshadow-backup-document";
 
-constexpr std::pair<FileRestoreStatus, std::string_view> kRestoreStatusNames[] = {
-    {FileRestoreStatus::undefined, "undefined"},
-    {FileRestoreStatus::none, "none"},
-    {FileRestoreStatus::all, "all"},
-    {FileRestoreStatus::failed, "failed"},
-};
+constexpr auto kRestoreStatusNames = enum_names<FileRestoreStatus>(
+    {
+        {FileRestoreStatus::undefined, "undefined"},
+        {FileRestoreStatus::none, "none"},
+        {FileRestoreStatus::all, "all"},
+        {FileRestoreStatus::failed, "failed"},
+    },
+    "undefined");
 
 Result<ComponentEntry> entry_from_json(const nlohmann::json& in) {
     ComponentEntry entry;
@@ -55,17 +59,11 @@ Status read_lists(const nlohmann::json& in, BackupDocument& doc) {
 }  // namespace
 
 std::string_view file_restore_status_name(FileRestoreStatus status) {
-    for (const auto& [s, name] : kRestoreStatusNames) {
-        if (s == status) return name;
-    }
-    return "undefined";
+    return kRestoreStatusNames.name(status);
 }
 
 std::optional<FileRestoreStatus> parse_file_restore_status(std::string_view name) {
-    for (const auto& [s, n] : kRestoreStatusNames) {
-        if (n == name) return s;
-    }
-    return std::nullopt;
+    return kRestoreStatusNames.parse(name);
 }
 
 ComponentEntry* BackupDocument::find(const ComponentKey& key) {

@@ -6,6 +6,7 @@
 #include <random>
 #include <set>
 
+#include "common/time_format.h"
 #include "vss/deadline_call.h"
 #include "vss/null_provider.h"
 
@@ -21,15 +22,12 @@ std::string ms_text(milliseconds ms) {
 }  // namespace
 
 std::string new_backup_id() {
-    std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-    std::tm tm{};
-    ::gmtime_r(&now, &tm);
-    char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    std::string stamp =
+        compact_utc(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())) + "Z";
     std::random_device random;
     char suffix[8];
     std::snprintf(suffix, sizeof suffix, "%04x", static_cast<unsigned>(random() & 0xffff));
-    return std::string(stamp) + "-" + suffix;
+    return stamp + "-" + suffix;
 }
 
 Coordinator::Coordinator(std::vector<std::shared_ptr<Writer>> writers,

@@ -1,53 +1,49 @@
 // SPDX-License-Identifier: MIT
 #include "vss/event.h"
 
+#include "common/enum_names.h"
+
 namespace vmshadow::vss {
 
+namespace {
+
+constexpr auto kEventNames = enum_names<Event>({
+    {Event::identify, "identify"},
+    {Event::prepare_backup, "prepare-backup"},
+    {Event::prepare_snapshot, "prepare-snapshot"},
+    {Event::freeze, "freeze"},
+    {Event::thaw, "thaw"},
+    {Event::post_snapshot, "post-snapshot"},
+    {Event::backup_complete, "backup-complete"},
+    {Event::abort, "abort"},
+    {Event::pre_restore, "pre-restore"},
+    {Event::post_restore, "post-restore"},
+});
+constexpr auto kOperationNames =
+    enum_names<Operation>({{Operation::backup, "backup"}, {Operation::restore, "restore"}});
+constexpr auto kBackupTypeNames =
+    enum_names<BackupType>({{BackupType::full, "full"}, {BackupType::incremental, "incremental"}});
+
+}  // namespace
+
 std::string_view event_name(Event event) {
-    switch (event) {
-        case Event::identify:
-            return "identify";
-        case Event::prepare_backup:
-            return "prepare-backup";
-        case Event::prepare_snapshot:
-            return "prepare-snapshot";
-        case Event::freeze:
-            return "freeze";
-        case Event::thaw:
-            return "thaw";
-        case Event::post_snapshot:
-            return "post-snapshot";
-        case Event::backup_complete:
-            return "backup-complete";
-        case Event::abort:
-            return "abort";
-        case Event::pre_restore:
-            return "pre-restore";
-        case Event::post_restore:
-            return "post-restore";
-    }
-    return "unknown";
+    return kEventNames.name(event);
 }
 
 std::optional<Event> parse_event(std::string_view name) {
-    for (Event event : kAllEvents) {
-        if (event_name(event) == name) return event;
-    }
-    return std::nullopt;
+    return kEventNames.parse(name);
 }
 
 std::string_view operation_name(Operation operation) {
-    return operation == Operation::backup ? "backup" : "restore";
+    return kOperationNames.name(operation);
 }
 
 std::string_view backup_type_name(BackupType type) {
-    return type == BackupType::full ? "full" : "incremental";
+    return kBackupTypeNames.name(type);
 }
 
 std::optional<BackupType> parse_backup_type(std::string_view name) {
-    if (name == "full") return BackupType::full;
-    if (name == "incremental") return BackupType::incremental;
-    return std::nullopt;
+    return kBackupTypeNames.parse(name);
 }
 
 std::chrono::milliseconds EventTimeouts::for_event(Event event) const {

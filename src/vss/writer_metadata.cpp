@@ -4,31 +4,41 @@
 #include <algorithm>
 #include <set>
 
+#include "common/enum_names.h"
+
 namespace vmshadow::vss {
 namespace {
 
-constexpr std::pair<FileKind, std::string_view> kFileKinds[] = {
-    {FileKind::file, "file"},
-    {FileKind::disk, "disk"},
-    {FileKind::config, "config"},
-    {FileKind::nvram, "nvram"},
-    {FileKind::memory_state, "memory-state"},
-};
+constexpr auto kFileKinds = enum_names<FileKind>(
+    {
+        {FileKind::file, "file"},
+        {FileKind::disk, "disk"},
+        {FileKind::config, "config"},
+        {FileKind::nvram, "nvram"},
+        {FileKind::memory_state, "memory-state"},
+    },
+    "file");
 
-constexpr std::pair<RestoreMethod, std::string_view> kRestoreMethods[] = {
-    {RestoreMethod::restore_if_not_there, "restore-if-not-there"},
-    {RestoreMethod::restore_if_can_replace, "restore-if-can-replace"},
-    {RestoreMethod::stop_restore_start, "stop-restore-start"},
-    {RestoreMethod::restore_to_alternate_location, "restore-to-alternate-location"},
-    {RestoreMethod::custom, "custom"},
-};
+constexpr auto kComponentTypes = enum_names<ComponentType>(
+    {{ComponentType::file_group, "file_group"}, {ComponentType::database, "database"}},
+    "file_group");
+
+constexpr auto kRestoreMethods = enum_names<RestoreMethod>(
+    {
+        {RestoreMethod::restore_if_not_there, "restore-if-not-there"},
+        {RestoreMethod::restore_if_can_replace, "restore-if-can-replace"},
+        {RestoreMethod::stop_restore_start, "stop-restore-start"},
+        {RestoreMethod::restore_to_alternate_location, "restore-to-alternate-location"},
+        {RestoreMethod::custom, "custom"},
+    },
+    "custom");
 
 Result<Component> component_from_json(const nlohmann::json& in) {
     Component c;
     c.name = in.at("name").get<std::string>();
     c.logical_path = in.value("logical_path", "");
-    c.type = in.value("type", "file_group") == "database" ? ComponentType::database
-                                                          : ComponentType::file_group;
+    c.type =
+        kComponentTypes.parse(in.value("type", "file_group")).value_or(ComponentType::file_group);
     c.caption = in.value("caption", "");
     c.selectable_for_backup = in.value("selectable_for_backup", true);
     for (const auto& f : in.value("files", nlohmann::json::array())) {
@@ -54,31 +64,19 @@ std::string ComponentKey::display() const {
 }
 
 std::string_view file_kind_name(FileKind kind) {
-    for (const auto& [k, name] : kFileKinds) {
-        if (k == kind) return name;
-    }
-    return "file";
+    return kFileKinds.name(kind);
 }
 
 std::optional<FileKind> parse_file_kind(std::string_view name) {
-    for (const auto& [k, n] : kFileKinds) {
-        if (n == name) return k;
-    }
-    return std::nullopt;
+    return kFileKinds.parse(name);
 }
 
 std::string_view restore_method_name(RestoreMethod method) {
-    for (const auto& [m, name] : kRestoreMethods) {
-        if (m == method) return name;
-    }
-    return "custom";
+    return kRestoreMethods.name(method);
 }
 
 std::optional<RestoreMethod> parse_restore_method(std::string_view name) {
-    for (const auto& [m, n] : kRestoreMethods) {
-        if (n == name) return m;
-    }
-    return std::nullopt;
+    return kRestoreMethods.parse(name);
 }
 
 const Component* WriterMetadata::find(const ComponentKey& key) const {
@@ -117,13 +115,12 @@ void to_json(nlohmann::json& out, const WriterMetadata& metadata) {
                          {"restore_method", restore_method_name(metadata.restore_method)},
                          {"components", nlohmann::json::array()}};
     for (const Component& c : metadata.components) {
-        nlohmann::json component{
-            {"logical_path", c.logical_path},
-            {"name", c.name},
-            {"type", c.type == ComponentType::database ? "database" : "file_group"},
-            {"caption", c.caption},
-            {"selectable_for_backup", c.selectable_for_backup},
-            {"files", nlohmann::json::array()}};
+        nlohmann::json component{{"logical_path", c.logical_path},
+                                 {"name", c.name},
+                                 {"type", kComponentTypes.name(c.type)},
+                                 {"caption", c.caption},
+                                 {"selectable_for_backup", c.selectable_for_backup},
+                                 {"files", nlohmann::json::array()}};
         for (const ComponentFile& f : c.files) {
             component["files"].push_back({{"kind", file_kind_name(f.kind)},
                                           {"path", f.path},

@@ -10,28 +10,17 @@
 
 #include "common/atomic_file.h"
 #include "common/os_error.h"
+#include "common/time_format.h"
 
 namespace vmshadow::vss {
 namespace {
 
 constexpr const char* kFormatName = "vmshadow-writer-state";
 
-std::optional<ErrorKind> parse_kind(std::string_view name) {
-    for (int k = 0; k <= static_cast<int>(ErrorKind::cancelled); ++k) {
-        if (kind_name(static_cast<ErrorKind>(k)) == name) return static_cast<ErrorKind>(k);
-    }
-    return std::nullopt;
-}
-
 }  // namespace
 
 std::string utc_timestamp_now() {
-    std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-    std::tm tm{};
-    ::gmtime_r(&now, &tm);
-    char buffer[32];
-    std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buffer;
+    return iso8601_utc(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now()));
 }
 
 void to_json(nlohmann::json& out, const WriterReport& report) {
@@ -68,7 +57,7 @@ Result<WriterReport> writer_report_from_json(const nlohmann::json& in) {
         report.finished = in.value("finished", "");
         report.succeeded = in.at("outcome").get<std::string>() == "succeeded";
         if (in.contains("error") && !in["error"].is_null()) {
-            auto kind = parse_kind(in.value("error_kind", "internal"));
+            auto kind = parse_kind_name(in.value("error_kind", "internal"));
             report.error =
                 Error(kind.value_or(ErrorKind::internal), in["error"].get<std::string>());
         }

@@ -4,10 +4,12 @@
 #include <array>
 #include <utility>
 
+#include "common/enum_names.h"
+
 namespace vmshadow::vss {
 namespace {
 
-constexpr std::array<std::pair<WriterState, std::string_view>, 15> kStateNames{{
+constexpr auto kStateNames = enum_names<WriterState>({
     {WriterState::unknown, "unknown"},
     {WriterState::stable, "stable"},
     {WriterState::waiting_for_freeze, "waiting-for-freeze"},
@@ -23,46 +25,29 @@ constexpr std::array<std::pair<WriterState, std::string_view>, 15> kStateNames{{
     {WriterState::failed_at_backup_complete, "failed-at-backup-complete"},
     {WriterState::failed_at_pre_restore, "failed-at-pre-restore"},
     {WriterState::failed_at_post_restore, "failed-at-post-restore"},
-}};
+});
 
-constexpr std::array<std::pair<FailureCode, std::string_view>, 5> kCodeNames{{
+constexpr auto kCodeNames = enum_names<FailureCode>({
     {FailureCode::nonretryable, "nonretryable"},
     {FailureCode::retryable, "retryable"},
     {FailureCode::timeout, "timeout"},
     {FailureCode::inconsistent_snapshot, "inconsistent-snapshot"},
     {FailureCode::out_of_resources, "out-of-resources"},
-}};
-
-template <typename Enum, std::size_t N>
-std::string_view name_of(const std::array<std::pair<Enum, std::string_view>, N>& table, Enum v) {
-    for (const auto& [value, name] : table) {
-        if (value == v) return name;
-    }
-    return "unknown";
-}
-
-template <typename Enum, std::size_t N>
-std::optional<Enum> value_of(const std::array<std::pair<Enum, std::string_view>, N>& table,
-                             std::string_view n) {
-    for (const auto& [value, name] : table) {
-        if (name == n) return value;
-    }
-    return std::nullopt;
-}
+});
 
 }  // namespace
 
 std::string_view writer_state_name(WriterState state) {
-    return name_of(kStateNames, state);
+    return kStateNames.name(state);
 }
 std::optional<WriterState> parse_writer_state(std::string_view name) {
-    return value_of(kStateNames, name);
+    return kStateNames.parse(name);
 }
 std::string_view failure_code_name(FailureCode code) {
-    return name_of(kCodeNames, code);
+    return kCodeNames.name(code);
 }
 std::optional<FailureCode> parse_failure_code(std::string_view name) {
-    return value_of(kCodeNames, name);
+    return kCodeNames.parse(name);
 }
 
 bool is_failed(WriterState state) {
