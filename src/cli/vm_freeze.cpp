@@ -27,6 +27,7 @@ Status run_vm_freeze(const GlobalOptions& g, const VmFreezeOptions& o) {
     request.vm = o.vm;
     request.hold = ms(o.hold_seconds);
     request.thaw_deadline = ms(o.thaw_deadline_seconds);
+    if (g.task) request.cancel = &g.task->cancel();
     auto report = engine::hold_freeze(request);
     if (!report) return fail(report.error());
     if (g.json) {

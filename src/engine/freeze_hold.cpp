@@ -26,7 +26,10 @@ Result<FreezeHoldReport> hold_freeze(const FreezeHoldRequest& request) {
     settings.thaw_deadline = request.thaw_deadline;
     auto guard = virt::FreezeGuard::freeze(*domain, settings);
     if (!guard) return fail(guard.error());
-    std::this_thread::sleep_for(request.hold);
+    if (request.cancel)
+        (void)request.cancel->sleep_for(request.hold);
+    else
+        std::this_thread::sleep_for(request.hold);
     auto thawed = guard->thaw();
     if (!thawed) return fail(thawed.error());
 

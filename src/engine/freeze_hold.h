@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/task.h"
 #include "virt/thaw_guardian.h"
 
 namespace vmshadow::engine {
@@ -18,6 +19,8 @@ struct FreezeHoldRequest {
     std::string vm;
     std::chrono::milliseconds hold{0};
     std::chrono::milliseconds thaw_deadline{10000};
+    // A cancel (Ctrl-C) ends the hold early: the guest is thawed at once. nullptr: none.
+    const CancelToken* cancel = nullptr;
 };
 
 struct FreezeHoldReport {
