@@ -12,29 +12,16 @@
 #include <fstream>
 #include <thread>
 
+#include "unit/common/temp_dir.h"
+
 namespace vmshadow {
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "vmshadow-process-XXXXXX").string();
-        path = ::mkdtemp(tmpl.data());
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string at(const char* name) const { return (path / name).string(); }
-};
-
-std::string read_all(const std::string& path) {
-    std::ifstream in(path);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using test::read_all;
+using test::TempDir;
 
 // A daemon that marks that it ran, writes its pidfile and stays.
 DaemonOptions marking_daemon(const TempDir& dir) {

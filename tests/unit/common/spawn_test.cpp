@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/process.h"
+#include "unit/common/temp_dir.h"
 
 namespace vmshadow {
 namespace {
@@ -24,23 +25,8 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using SteadyClock = std::chrono::steady_clock;
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "vmshadow-spawn-XXXXXX").string();
-        path = ::mkdtemp(tmpl.data());
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string at(const char* name) const { return (path / name).string(); }
-};
-
-std::string read_all(const std::string& path) {
-    std::ifstream in(path);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using test::read_all;
+using test::TempDir;
 
 // Neither running nor a zombie: /proc has no such process.
 bool no_such_process(pid_t pid) {
