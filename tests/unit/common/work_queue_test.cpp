@@ -13,6 +13,8 @@
 #include <memory>
 #include <set>
 
+#include "unit/common/address_limit.h"
+
 namespace vmshadow {
 namespace {
 
@@ -140,12 +142,7 @@ TEST(WorkQueue, ThreadCreationFailureIsAnIoError) {
     pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
-        std::ifstream statm("/proc/self/statm");
-        std::uint64_t pages = 0;
-        statm >> pages;
-        std::uint64_t now = pages * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-        rlimit limit{now + (40ull << 20), now + (40ull << 20)};  // a few 8 MiB stacks
-        if (::setrlimit(RLIMIT_AS, &limit) != 0) _exit(90);
+        if (!vmshadow::test::limit_address_space(40ull << 20)) _exit(90);  // a few 8 MiB stacks
         std::atomic<int> ran{0};
         WorkQueue<Item> queue(4, WorkQueue<Item>::Release::taken, weigh);
         Status st = queue.start(256, [&](Item&, unsigned) { ++ran; });

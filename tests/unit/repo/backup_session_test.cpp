@@ -13,6 +13,7 @@
 #include "repo/check.h"
 #include "repo/format.h"
 #include "repo_test_util.h"
+#include "unit/common/address_limit.h"
 
 namespace vmshadow::repo::test {
 namespace {
@@ -349,12 +350,7 @@ TEST_F(BackupSessionTest, ThreadCreationFailureIsAnErrorNotAnAbort) {
     pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
-        std::ifstream statm("/proc/self/statm");
-        std::uint64_t pages = 0;
-        statm >> pages;
-        std::uint64_t now = pages * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-        rlimit limit{now + (40ull << 20), now + (40ull << 20)};  // a few 8 MiB stacks
-        if (::setrlimit(RLIMIT_AS, &limit) != 0) _exit(90);
+        if (!vmshadow::test::limit_address_space(40ull << 20)) _exit(90);  // a few 8 MiB stacks
         SessionOptions so;
         so.workers = kMaxWorkers;
         auto session = BackupSession::begin(*repo, so);
