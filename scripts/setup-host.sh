@@ -14,6 +14,11 @@ PACKAGES=(
   build-essential cmake pkg-config clang-format
   libvirt-dev libnbd-dev libzstd-dev libssl-dev libsqlite3-dev
   nlohmann-json3-dev libcli11-dev libpugixml-dev libgtest-dev libgmock-dev nbdkit-plugin-dev
+  # vmshadowd: HTTP/TLS over TCP and a unix socket (Boost.Beast), its config (toml11),
+  # sd_notify (libsystemd)
+  libboost-dev libtoml11-dev libsystemd-dev
+  # daemon tests: systemd-analyze (calendar golden table), promtool (metrics format)
+  systemd prometheus
   # hypervisor and tools vmshadow drives
   qemu-system-x86 qemu-utils qemu-guest-agent
   libvirt-daemon-system libvirt-clients libnbd-bin nbdkit fuse3

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// ApiBackend: what the REST API asks of the daemon. The routes (api_routes.h) parse requests,
+// check roles and turn results into responses; the daemon (daemon.h) implements this
+// interface; unit tests of the routes implement it with a fake.
+//
+// Every method returns JSON the route sends as is (200, or 202 for a started task) or an
+// Error whose kind picks the HTTP status (api_routes.h). A started operation returns at once
+// with {"task": ID}.
+//
+// Thread-safety: called from the API server's threads at once; implementations lock.
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/error.h"
+#include "daemon/task_store.h"
+#include "daemon/token_store.h"
+
+namespace vmshadow::daemon {
+
+class ApiBackend {
+  public:
+    virtual ~ApiBackend() = default;
+
+    // [{"name", "state", "method", "last_point", "last_backup", "age_s", "consistency",
+    //   "next_run", "jobs": [...], "protection": "protected|stale|unprotected|failing"}]
+    virtual Result<nlohmann::json> vms() = 0;
+    // {"vm": ..., "points": [{"id", "time", "consistency", "method", "repository", ...}]}
+    virtual Result<nlohmann::json> points(const std::string& vm) = 0;
+
+    // {"digest": "...", "jobs": [job_to_json...]} with "next_run" and "last_task" added.
+    virtual Result<nlohmann::json> jobs() = 0;
+    // Job edits carry the digest the client read; a stale one is ErrorKind::conflict and
+    // changes nothing. Each returns the new {"digest", "job"}.
+    virtual Result<nlohmann::json> add_job(const nlohmann::json& job,
+                                           const std::string& digest) = 0;
+    virtual Result<nlohmann::json> edit_job(const std::string& id, const nlohmann::json& job,
+                                            const std::string& digest) = 0;
+    virtual Result<nlohmann::json> remove_job(const std::string& id, const std::string& digest) = 0;
+    // Queues a run now; {"task": ID}.
+    virtual Result<nlohmann::json> run_job(const std::string& id) = 0;
+
+    virtual Result<nlohmann::json> tasks(const TaskFilter& filter) = 0;
+    virtual Result<nlohmann::json> task(std::int64_t id) = 0;
+    // {"task": ID, "start": N, "lines": [{"n", "time", "level", "text"}], "next": N, "done": bool}
+    virtual Result<nlohmann::json> task_log(std::int64_t id, std::int64_t start,
+                                            std::size_t limit) = 0;
+    // Requests cancellation (a queued task ends cancelled at once); conflict when it ended.
+    virtual Result<nlohmann::json> abort_task(std::int64_t id) = 0;
+
+    // {"name", "path", "size", "stored_size", "deduplicated_size", "chunks", "points",
+    //  "dedup_ratio", "last_check", "last_gc"}
+    virtual Result<nlohmann::json> repository_status(const std::string& name) = 0;
+
+    // {"vm", "point" (default latest), "repository", "as" (optional), "replace": bool,
+    //  "start": bool} → {"task": ID}
+    virtual Result<nlohmann::json> restore(const nlohmann::json& request) = 0;
+    // {"vm", "point", "repository", "boot": bool} → {"task": ID}
+    virtual Result<nlohmann::json> verify(const nlohmann::json& request) = 0;
+
+    // {"status": "ok", "version", "uptime_s", "tasks_running", "tasks_queued"}
+    virtual nlohmann::json health() = 0;
+    // Prometheus text exposition (metrics.h).
+    virtual std::string metrics() = 0;
+
+    // Tokens (admin): {"tokens": [...]}; create → {"name", "role", "token"} (shown once).
+    virtual Result<nlohmann::json> tokens() = 0;
+    virtual Result<nlohmann::json> create_token(const std::string& name, Role role) = 0;
+    virtual Result<nlohmann::json> revoke_token(const std::string& name) = 0;
+};
+
+}  // namespace vmshadow::daemon

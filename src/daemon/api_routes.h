@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// ApiRoutes: the REST API (/api/v1) over an ApiBackend — routing, authentication, roles,
+// request checks, and the mapping of results to HTTP responses.
+//
+// Authentication: over the unix socket (mode 0600: root only) a request is admin without a
+// token; over HTTPS it needs `Authorization: Bearer NAME:SECRET` (token_store.h) — 401
+// without a valid one; 403 when the token's role lacks the route's. Both are logged (to the
+// AuthLog given) with the peer and route, never the secret. GET /api/v1/health needs no
+// token (load balancers and `vmshadow status` probe it).
+// Errors: {"error": "<one line>", "kind": "<kind_name>"} with invalid_argument → 400 (also
+// malformed JSON, a body that is not an object, an unknown field, a bad number), not_found →
+// 404, conflict / locked → 409, permission → 403, unsupported → 501, unavailable → 503,
+// timeout → 504, cancelled → 409, anything else 500. Oversized bodies are refused by the
+// HTTP server (413) before they reach here. Unknown paths 404, a known path with the wrong
+// method 405 (with Allow).
+// GET /api/v1/openapi.json is the API's description (openapi.json beside this file,
+// compiled in); a test checks that every route here is in it and vice versa.
+//
+// Thread-safety: handle() may be called from many threads at once.
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "daemon/api_backend.h"
+#include "daemon/token_store.h"
+#include "net/http.h"
+
+namespace vmshadow::daemon {
+
+// Where refused requests are reported: ("401", "127.0.0.1:5012 GET /api/v1/jobs: no token").
+using AuthLog = std::function<void(std::string_view what, std::string_view detail)>;
+
+class ApiRoutes {
+  public:
+    ApiRoutes(ApiBackend& backend, const TokenStore& tokens, AuthLog auth_log);
+    net::HttpResponse handle(const net::HttpRequest& request) const;
+
+    // Every route as "METHOD /api/v1/path/{param}" (for the openapi test).
+    static std::vector<std::string> route_list();
+    // The OpenAPI document served at /api/v1/openapi.json.
+    static std::string_view openapi_json();
+
+  private:
+    ApiBackend& backend_;
+    const TokenStore& tokens_;
+    AuthLog auth_log_;
+};
+
+// {"error": message, "kind": kind} with the status for the kind.
+net::HttpResponse error_response(const Error& error);
+int http_status_for(ErrorKind kind);
+
+}  // namespace vmshadow::daemon

@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: MIT
+#include "net/http.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace vmshadow::net {
+
+std::string HttpRequest::header(std::string_view name) const {
+    std::string key(name);
+    std::transform(key.begin(), key.end(), key.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    auto it = headers.find(key);
+    return it == headers.end() ? std::string() : it->second;
+}
+
+std::string_view status_reason(int status) {
+    switch (status) {
+        case 200:
+            return "OK";
+        case 201:
+            return "Created";
+        case 202:
+            return "Accepted";
+        case 204:
+            return "No Content";
+        case 400:
+            return "Bad Request";
+        case 401:
+            return "Unauthorized";
+        case 403:
+            return "Forbidden";
+        case 404:
+            return "Not Found";
+        case 405:
+            return "Method Not Allowed";
+        case 409:
+            return "Conflict";
+        case 411:
+            return "Length Required";
+        case 413:
+            return "Payload Too Large";
+        case 415:
+            return "Unsupported Media Type";
+        case 429:
+            return "Too Many Requests";
+        case 431:
+            return "Request Header Fields Too Large";
+        case 500:
+            return "Internal Server Error";
+        case 501:
+            return "Not Implemented";
+        case 503:
+            return "Service Unavailable";
+        case 504:
+            return "Gateway Timeout";
+        default:
+            return "";
+    }
+}
+
+namespace {
+int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+}  // namespace
+
+std::optional<std::string> percent_decode(std::string_view text, bool query_component) {
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        char c = text[i];
+        if (c == '%') {
+            if (i + 2 >= text.size()) return std::nullopt;
+            int hi = hex_value(text[i + 1]);
+            int lo = hex_value(text[i + 2]);
+            if (hi < 0 || lo < 0) return std::nullopt;
+            char decoded = static_cast<char>(hi * 16 + lo);
+            if (decoded == '\0') return std::nullopt;
+            out.push_back(decoded);
+            i += 2;
+        } else if (c == '+' && query_component) {
+            out.push_back(' ');
+        } else {
+            out.push_back(c);
+        }
+    }
+    return out;
+}
+
+std::optional<std::map<std::string, std::string>> parse_query(std::string_view query) {
+    std::map<std::string, std::string> out;
+    while (!query.empty()) {
+        auto amp = query.find('&');
+        std::string_view pair = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+        if (pair.empty()) continue;
+        auto eq = pair.find('=');
+        auto key = percent_decode(pair.substr(0, eq), true);
+        auto value = percent_decode(eq == std::string_view::npos ? "" : pair.substr(eq + 1), true);
+        if (!key || !value || key->empty()) return std::nullopt;
+        out[*key] = *value;
+    }
+    return out;
+}
+
+}  // namespace vmshadow::net
