@@ -7,7 +7,7 @@
 // This module is: ensure_tls_identity (load, or generate an EC P-256 key and a 10-year
 // self-signed certificate naming the host — CN and subjectAltName DNS:<hostname>,
 // DNS:localhost, IP:127.0.0.1, IP:::1 — written atomically, the key 0600), the SHA-256
-// fingerprint of a certificate, and the permission rule for secret files.
+// fingerprint of a certificate. The key is held to common/private_file.h's rule.
 // It is not: a CA, certificate renewal, or ACME.
 //
 // Thread-safety: free functions.
@@ -33,9 +33,5 @@ Result<TlsIdentity> ensure_tls_identity(const std::filesystem::path& dir);
 
 // SHA-256 fingerprint of the PEM certificate in `file`.
 Result<std::string> certificate_fingerprint(const std::filesystem::path& file);
-
-// permission error when `file` is readable or writable by group or others, or not owned by
-// this process's user: secrets (keys, token stores) are refused, not used.
-Status check_private_file(const std::filesystem::path& file);
 
 }  // namespace vmshadow::net
