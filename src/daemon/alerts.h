@@ -31,6 +31,7 @@
 
 #include "common/clock.h"
 #include "common/task.h"
+#include "daemon/alert_transport.h"
 #include "daemon/job_config.h"
 
 namespace vmshadow::daemon {
@@ -55,7 +56,8 @@ struct AlertOptions {
 class AlertSender {
   public:
     using Log = std::function<void(LogLevel, std::string_view)>;
-    AlertSender(AlertTargets targets, std::string host_name, Log log, AlertOptions options = {});
+    AlertSender(AlertTargets targets, std::string host_name, AlertTransport& transport, Log log,
+                AlertOptions options = {});
     ~AlertSender();
     AlertSender(const AlertSender&) = delete;
     AlertSender& operator=(const AlertSender&) = delete;
