@@ -19,6 +19,7 @@ namespace fs = std::filesystem;
 // within a second; a wake costs microseconds (idle CPU stays far below 0.5 %).
 constexpr auto kMaxSleep = std::chrono::seconds(1);
 constexpr auto kHousekeeping = std::chrono::seconds(60);
+constexpr auto kFactsRefresh = std::chrono::minutes(5);
 
 std::string host_name() {
     char buf[256] = {};
@@ -80,6 +81,11 @@ void loop(Daemon::State& s) {
             const auto& d = s.config.config.daemon;
             (void)s.store->prune_history(d.keep_tasks, std::chrono::hours(24) * d.keep_task_days);
             s.check_stale_backups();
+        }
+        if (steady >= s.next_facts) {
+            s.next_facts = steady + kFactsRefresh;
+            s.refresh_repository_facts(lock);
+            if (s.stopping) break;
         }
         auto sleep = kMaxSleep;
         if (decision.next_wake) {

@@ -441,6 +441,9 @@ std::string Daemon::metrics() {
         }
     }
     std::lock_guard lock(s.mutex);
+    for (const auto& [name, facts] : s.repository_facts) {
+        m.repositories.push_back({name, facts.stored_bytes, facts.logical_bytes});
+    }
     m.tasks_queued = s.queue.waiting();
     m.tasks_running = s.queue.running();
     m.tasks_finished = s.finished;

@@ -58,6 +58,10 @@ struct Daemon::State {
     std::set<std::string> stale_alerted;  // VMs whose "no recent backup" alert fired
     std::map<std::pair<std::string, std::string>, std::uint64_t> finished;
     std::chrono::steady_clock::time_point next_housekeeping{};
+    // Repository sizes for the metrics: refreshed by the loop (outside the lock) every few
+    // minutes and after a task that changed a repository.
+    std::map<std::string, RepositoryFacts> repository_facts;
+    std::chrono::steady_clock::time_point next_facts{};
     bool stopping = false;
 
     std::mutex inventory_mutex;  // the inventory cache
@@ -84,6 +88,8 @@ struct Daemon::State {
     void reap_finished_tasks();
     void task_ended(const TaskPlan& plan, TaskState state, const std::optional<Error>& error);
     void check_stale_backups();
+    // With `lock` held on entry and exit; releases it while repositories are read.
+    void refresh_repository_facts(std::unique_lock<std::mutex>& lock);
     // Without the lock: runs a task to its end on its own thread.
     void run_task(TaskPlan plan, CancelToken cancel);
 };

@@ -3,8 +3,6 @@
 // lets start, running the engine's operation on the task's own thread with its progress and
 // log going to the TaskStore, and what follows a task's end (per-VM state, `after` chains,
 // alerts).
-#include <fnmatch.h>
-
 #include "daemon/daemon_state.h"
 
 namespace vmshadow::daemon {
@@ -171,6 +169,7 @@ void Daemon::State::run_task(TaskPlan plan, CancelToken cancel) {
 void Daemon::State::task_ended(const TaskPlan& plan, TaskState state,
                                const std::optional<Error>& error) {
     ++finished[{plan.kind, std::string(task_state_name(state))}];
+    if (plan.kind == "backup" || plan.kind == "prune") next_facts = {};  // sizes changed
     if (!plan.job) return;
     const JobSpec& job = *plan.job;
     for (const auto& vm : plan.vms) {
@@ -198,39 +197,47 @@ void Daemon::State::task_ended(const TaskPlan& plan, TaskState state,
     }
 }
 
+void Daemon::State::refresh_repository_facts(std::unique_lock<std::mutex>& lock) {
+    auto repositories = config.config.repositories;
+    lock.unlock();
+    std::map<std::string, RepositoryFacts> fresh;
+    for (const auto& [name, spec] : repositories) {
+        auto facts = repository_facts(spec);
+        if (facts) fresh[name] = *facts;
+        // A repository busy with gc (exclusive lock) keeps its last figures.
+    }
+    lock.lock();
+    for (auto& [name, facts] : fresh) repository_facts[name] = facts;
+}
+
 void Daemon::State::check_stale_backups() {
     if (!alerts) return;
     auto states = store->vm_states();
     if (!states) return;
     std::map<std::string, std::int64_t> last_success;
     for (const auto& s : *states) last_success[s.vm] = s.last_success;
-    std::vector<VmSummary> vms;
-    {
-        std::lock_guard lock(inventory_mutex);
-        vms = inventory;
-    }
     const std::int64_t now = unix_seconds(clock->now());
     const std::int64_t since_start = unix_seconds(started);
     for (const auto& job : config.config.jobs) {
         if (job.kind != JobKind::backup || job.alert_after_hours == 0 || !job.enabled) continue;
         const std::int64_t limit = static_cast<std::int64_t>(job.alert_after_hours) * 3600;
-        for (const auto& vm : vms) {
-            bool covered = false;
-            for (const auto& p : job.vms) {
-                covered = covered || ::fnmatch(p.c_str(), vm.name.c_str(), 0) == 0;
-            }
-            if (!covered || stale_alerted.count(vm.name)) continue;
+        // The job's VMs as the host has them now; a VM that vanished is the job's failure
+        // to report, not this watch's.
+        auto vms = resolve_vms(job.vms, config.config.daemon.connect_uri);
+        if (!vms) continue;
+        for (const auto& vm : *vms) {
+            if (stale_alerted.count(vm)) continue;
             // Never backed up: counted from when this daemon started watching.
-            std::int64_t since = last_success.count(vm.name) ? last_success[vm.name] : since_start;
+            std::int64_t since = last_success.count(vm) ? last_success[vm] : since_start;
             if (now - since < limit) continue;
-            stale_alerted.insert(vm.name);
+            stale_alerted.insert(vm);
             Alert alert;
             alert.event = "no_recent_backup";
             alert.time = now;
             alert.job = job.id;
-            alert.vm = vm.name;
+            alert.vm = vm;
             alert.state = "stale";
-            alert.message = "vm " + vm.name + " has had no successful backup for " +
+            alert.message = "vm " + vm + " has had no successful backup for " +
                             std::to_string((now - since) / 3600) + " h (job " + job.id +
                             " allows " + std::to_string(job.alert_after_hours) + " h)";
             log(LogLevel::warning, alert.message);

@@ -45,8 +45,8 @@ class DaemonTest : public VmBackupTest {
     // Starts vmshadowd in its own process group; waits until it says it is ready.
     void start_daemon(const std::vector<std::string>& env_extra = {}) {
         log_file = dir / ("vmshadowd-" + std::to_string(++starts) + ".log");
-        std::vector<std::string> args{VMSHADOWD_BINARY, "--foreground", "--state-dir",
-                                      state_dir.string(), "--config", config_file.string()};
+        std::vector<std::string> args{VMSHADOWD_BINARY,   "--foreground", "--state-dir",
+                                      state_dir.string(), "--config",     config_file.string()};
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
@@ -134,11 +134,12 @@ class DaemonTest : public VmBackupTest {
         r.target = "/api/v1" + target;
         r.body = body;
         auto response = net::http_request(e, r);
-        if (!response) throw std::runtime_error(method + " " + target + ": " + response.error().message());
+        if (!response)
+            throw std::runtime_error(method + " " + target + ": " + response.error().message());
         return *response;
     }
-    json api_json(const std::string& method, const std::string& target, const std::string& body = "",
-                  int status = 0) {
+    json api_json(const std::string& method, const std::string& target,
+                  const std::string& body = "", int status = 0) {
         auto r = api(method, target, body);
         if (status) EXPECT_EQ(r.status, status) << method << " " << target << ": " << r.body;
         auto j = json::parse(r.body, nullptr, false);
@@ -159,7 +160,8 @@ class DaemonTest : public VmBackupTest {
         r.body = body;
         if (!token.empty()) r.headers.push_back({"Authorization", "Bearer " + token});
         auto response = net::http_request(e, r);
-        if (!response) throw std::runtime_error(method + " " + target + ": " + response.error().message());
+        if (!response)
+            throw std::runtime_error(method + " " + target + ": " + response.error().message());
         return *response;
     }
 

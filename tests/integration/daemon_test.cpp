@@ -57,7 +57,8 @@ TEST_F(DaemonTest, ScheduledJobBacksUpTwiceAndTheSecondIsIncremental) {
     EXPECT_EQ(disk_mode(tasks[0], "vda"), "full");
     EXPECT_EQ(disk_mode(tasks[1], "vda"), "incremental") << tasks[1].dump(2);
     // The log tells the story, in pages.
-    json log = api_json("GET", "/tasks/" + std::to_string(tasks[1]["id"].get<int>()) + "/log?start=1");
+    json log =
+        api_json("GET", "/tasks/" + std::to_string(tasks[1]["id"].get<int>()) + "/log?start=1");
     ASSERT_FALSE(log["lines"].empty());
     EXPECT_TRUE(log["done"].get<bool>());
     // GET /vms shows the VM protected, with its last point.
@@ -75,8 +76,8 @@ TEST_F(DaemonTest, ScheduledJobBacksUpTwiceAndTheSecondIsIncremental) {
 
 TEST_F(DaemonTest, TwoJobsOnOneVmNeverOverlapTheSecondWaitsQueued) {
     lab::LabGuest& g = boot({});
-    write_config(backup_job("first", g.name(), "") + backup_job("second", g.name(), "",
-                                                                 "method = \"crash\""),
+    write_config(backup_job("first", g.name(), "") +
+                     backup_job("second", g.name(), "", "method = \"crash\""),
                  "max-concurrent-backups = 4\n");
     start_daemon();
     std::int64_t a = run_job("first");
