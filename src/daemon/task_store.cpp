@@ -290,6 +290,10 @@ TaskStore::~TaskStore() {
 
 Result<std::unique_ptr<TaskStore>> TaskStore::open(const std::filesystem::path& file,
                                                    const Clock& clock) {
+    // SQLite would only say "unable to open database file".
+    if (auto folder = file.parent_path(); !folder.empty() && !std::filesystem::is_directory(folder))
+        return fail(ErrorKind::not_found,
+                    file.string() + ": folder " + folder.string() + " does not exist");
     auto db = SqliteDb::open(file);
     if (!db) return fail(db.error());
     auto impl = std::make_unique<Impl>(std::move(*db), clock);

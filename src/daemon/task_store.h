@@ -113,7 +113,7 @@ class TaskStore {
     Result<std::vector<LogLine>> log(std::int64_t id, std::int64_t start, std::size_t limit) const;
 
     // Start-up: queued or running tasks left by a previous process become interrupted
-    // ("the daemon stopped while this task ran"); returns them.
+    // ("the daemon stopped while this task ran", error kind "unavailable"); returns them.
     Result<std::vector<TaskRecord>> mark_interrupted();
     // Deletes ended tasks (and their logs) beyond the newest keep_count, and those that
     // ended before now - keep_age.

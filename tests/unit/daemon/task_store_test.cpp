@@ -392,6 +392,41 @@ TEST_F(TaskStoreTest, GarbageFileIsCorruptionNotACrash) {
         << store.error().message();
 }
 
+TEST_F(TaskStoreTest, DamagedSchemaPageIsCorruptionNotACrash) {
+    {
+        auto store = open();
+        ended_task(*store);
+    }
+    {
+        // Page 1 past SQLite's 100-byte header holds the schema table's b-tree.
+        std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(100);
+        f << std::string(3000, '\xA5');
+    }
+    auto store = TaskStore::open(file, clock);
+    ASSERT_FALSE(store);
+    EXPECT_EQ(store.error().kind(), ErrorKind::corruption) << store.error().message();
+}
+
+TEST_F(TaskStoreTest, MissingFolderIsNotFoundNamingIt) {
+    auto store = TaskStore::open(dir.path / "absent" / "state.db", clock);
+    ASSERT_FALSE(store);
+    EXPECT_EQ(store.error().kind(), ErrorKind::not_found);
+    EXPECT_NE(store.error().message().find("absent"), std::string::npos);
+}
+
+TEST_F(TaskStoreTest, ForeignSqliteDatabaseIsRefused) {
+    {
+        sqlite3* db = nullptr;
+        ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
+        EXPECT_EQ(sqlite3_exec(db, "CREATE TABLE tasks (x)", nullptr, nullptr, nullptr), SQLITE_OK);
+        sqlite3_close(db);
+    }
+    auto store = TaskStore::open(file, clock);
+    ASSERT_FALSE(store);
+    EXPECT_EQ(store.error().kind(), ErrorKind::unsupported);
+}
+
 TEST_F(TaskStoreTest, NewerSchemaVersionIsUnsupported) {
     { ASSERT_TRUE(open()); }
     {
