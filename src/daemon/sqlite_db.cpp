@@ -117,6 +117,9 @@ Result<SqliteDb> SqliteDb::open(const std::filesystem::path& file) {
         return fail(kind_of(rc), file.string() + ": open: " + why);
     }
     sqlite3_extended_result_codes(raw, 1);
+    // Before the first statement: switching to WAL itself briefly needs the lock another
+    // process (a second daemon start, a test's reader) may hold.
+    sqlite3_busy_timeout(raw, 5000);
     return SqliteDb(file, std::move(db));
 }
 

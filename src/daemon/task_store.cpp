@@ -204,7 +204,7 @@ Status TaskStore::Impl::init() {
         if (!mode) return fail(mode.error());
         if (auto row = mode->step(); !row) return fail(row.error());
     }
-    if (auto s = db.exec("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;"); !s) return s;
+    if (auto s = db.exec("PRAGMA synchronous = NORMAL;"); !s) return s;
 
     auto found = schema_version();
     if (!found) return fail(found.error());
