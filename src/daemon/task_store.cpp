@@ -12,7 +12,7 @@
 #include "daemon/sqlite_db.h"
 
 // The database (<state-dir>/state.db). Schema version 1 — names and meanings never change;
-// a new column or table is a new version with a migration step in migrate().
+// a new column or table is a new version, with a migration step in Impl::init().
 //
 //   tasks      one row per task; times unix seconds, 0 = not yet; state and error_kind are the
 //              names of TaskState and ErrorKind; progress_* the last progress written.
