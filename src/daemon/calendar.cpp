@@ -318,6 +318,8 @@ std::shared_ptr<const TzifZone> TzifZone::load(const std::string& path) {
         const std::size_t body =
             n[3] * tsize + n[3] + n[4] * 6 + n[5] + n[2] * (tsize + 4) + n[1] + n[0];
         if (n[4] == 0 || !r.has(body)) return nullptr;
+        // The "right/" zones count leap seconds in their Unix times; our clock does not.
+        if (n[2] != 0) return nullptr;
         if (v2 && pass == 0) {
             r.skip(body);
             continue;
@@ -592,6 +594,9 @@ std::string Parser::component(bool usec, Chain& out) {
             ++i_;
             if (auto e = decimal(usec, c.repeat); !e.empty()) return e;
             if (c.repeat == 0) return "a repetition of 0";
+        } else if (usec && c.stop >= 0 && std::int64_t{c.start} + c.repeat > c.stop) {
+            // Seconds step by 1s unless told otherwise: a shorter range never repeats.
+            return at("a seconds range shorter than its 1s step", rest());
         }
         const char next = peek();
         if (next != '\0' && next != ' ' && next != ',' && next != '-' && next != '~' &&
@@ -763,14 +768,20 @@ void normalize(Spec& spec) {
 // A range check of one field; the message names it.
 std::string check_chain(const Chain& chain, std::string_view field, int from, int to,
                         bool end_of_month) {
-    if (end_of_month) to -= 3;  // "~" counts back at most 28 days
     const bool usec = field == "second";
     auto show = [&](int v) {
-        return usec ? std::to_string(v / kUsecPerSec) + (v % kUsecPerSec ? "." : "")
-                    : std::to_string(v);
+        if (!usec) return std::to_string(v);
+        std::string text = std::to_string(v / kUsecPerSec);
+        if (v % kUsecPerSec != 0) {
+            std::string digits = std::to_string(v % kUsecPerSec);
+            text += "." + std::string(6 - digits.size(), '0') + digits;
+        }
+        return text;
     };
-    const std::string range = " (" + show(from) + ".." + show(to) + ")";
     for (const auto& c : chain) {
+        // With "~", systemd allows 28 days back for the first value, 25 for the second, ...
+        if (end_of_month) to -= 3;
+        const std::string range = " (" + show(from) + ".." + show(to) + ")";
         if (c.start < from || c.start > to) {
             return std::string(field) + " " + show(c.start) + " is out of range" + range;
         }
@@ -779,8 +790,9 @@ std::string check_chain(const Chain& chain, std::string_view field, int from, in
         }
         const bool never_repeats =
             c.repeat > to - from ||
-            (c.stop >= 0 ? c.start + c.repeat > c.stop
-                         : (end_of_month ? c.start - c.repeat < from : c.start + c.repeat > to));
+            (c.stop >= 0 ? std::int64_t{c.start} + c.repeat > c.stop
+                         : (end_of_month ? c.start - c.repeat < from
+                                         : std::int64_t{c.start} + c.repeat > to));
         if (never_repeats) {
             return std::string(field) + " " + show(c.start) + " repeats past its range" + range;
         }
@@ -837,7 +849,10 @@ Result<std::shared_ptr<const Spec>> parse_spec(std::string_view text) {
         const auto name = body.substr(space + 1);
         if (zone_name_valid(name)) {
             spec->zone = TzifZone::load("/usr/share/zoneinfo/" + std::string(name));
-            if (!spec->zone) return invalid("cannot read time zone '" + std::string(name) + "'");
+            if (!spec->zone) {
+                return invalid("cannot use time zone '" + std::string(name) +
+                               "' (unreadable, or it counts leap seconds)");
+            }
             spec->zone_name = std::string(name);
             body = body.substr(0, space);
         }
@@ -868,7 +883,10 @@ std::string fraction(int v) {
 std::string format_chain(const Chain& chain, int width, bool usec) {
     if (chain.empty()) return "*";
     const int d = usec ? kUsecPerSec : 1;
-    if (usec && chain.size() == 1 && chain[0].start == 0 && chain[0].repeat == kUsecPerSec) {
+    // Every second is among the values: the whole list prints as "*".
+    if (usec && std::any_of(chain.begin(), chain.end(), [](const Component& c) {
+            return c.start == 0 && c.stop < 0 && c.repeat == kUsecPerSec;
+        })) {
         return "*";
     }
     std::string out;
@@ -948,13 +966,31 @@ int match(const Chain& chain, int* value, const Wall* month_of) {
     return moved;
 }
 
-// 1: the wall time exists as written; 0: it did not, and now holds where it normalized to
-// (Feb 30 → Mar 2, a DST gap → after it); -1: past the last year.
+// 1: the wall time exists as written; 0: it did not, and now holds where the search goes on
+// from; -1: past the last year, or normalizing went backwards.
+// Where it goes on from: the normalized time (Feb 30 → Mar 2, 10:65 → 11:05, a DST gap →
+// after it) with the field below the first one that changed reset (Mar 1, 11:00), or the
+// values it skipped (Mar 1, 11:01) would be lost.
 int within_bounds(Wall& w, Converter& conv) {
     if (w.year > kMaxYear) return -1;
     Wall t = w;
     conv.to_instant(t);
-    if (t == w) return 1;
+    std::int64_t cmp = 0;
+    if ((cmp = t.year - w.year) != 0) {
+        t.month = 1;
+    } else if ((cmp = t.month - w.month) != 0) {
+        t.day = 1;
+    } else if ((cmp = t.day - w.day) != 0) {
+        t.hour = 0;
+    } else if ((cmp = t.hour - w.hour) != 0) {
+        t.minute = 0;
+    } else if ((cmp = t.minute - w.minute) != 0) {
+        t.second = 0;
+    } else {
+        cmp = t.second - w.second;
+    }
+    if (cmp < 0) return -1;
+    if (cmp == 0) return 1;
     w = t;
     return 0;
 }
@@ -1056,9 +1092,9 @@ std::optional<Clock::time_point> CalendarEvent::next_after(Clock::time_point aft
     Converter conv(zone, t);
     Cursor c{conv.to_wall(t), static_cast<int>(us - t * kUsecPerSec)};
     if (c.wall.year > kMaxYear) return std::nullopt;
-    // Each pass moves the cursor forward by at least one field step and no field can fail to
-    // match forever below kMaxYear, so this ends; the cap is a second guard.
-    for (int pass = 0; pass < 10'000'000; ++pass) {
+    // Each pass moves the cursor forward, and past kMaxYear the search stops; like systemd we
+    // also give up after 1000 passes (its guard against a search that stops moving).
+    for (int pass = 0; pass < 1000; ++pass) {
         switch (search_step(s, conv, c)) {
             case Step::never:
                 return std::nullopt;

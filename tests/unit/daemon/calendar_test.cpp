@@ -192,6 +192,10 @@ const std::vector<std::string>& invalid_expressions() {
             "@",
             "*,*:00",
             "*-*-* 12:00;rm",
+            "*:*:28..28",  // a seconds range shorter than its 1s step
+            "*:*:28.5..29",
+            "*-04~1,28",  // the second "~" value may count back only 25 days
+            "*-04~04..20/7,28",
             "daily\n",
             "daily\tUTC",
             "daily\x01",
@@ -233,6 +237,14 @@ TEST(CalendarEvent, InvalidExpressionsSayWhatIsWrong) {
         << message("*-*-* 24:00");
     EXPECT_NE(message("*-*-1/0").find("repetition of 0"), std::string::npos) << message("*-*-1/0");
     EXPECT_NE(message("Mond").find("unknown weekday"), std::string::npos) << message("Mond");
+}
+
+TEST(CalendarEvent, LeapSecondZonesAreRefused) {
+    ScopedTz tz("UTC");
+    auto event = CalendarEvent::parse("daily right/UTC");
+    ASSERT_FALSE(event);
+    EXPECT_NE(event.error().message().find("leap seconds"), std::string::npos)
+        << event.error().message();
 }
 
 // --- live: the installed systemd-analyze, from now
