@@ -91,6 +91,7 @@ class Parser {
     // An empty string when it parsed, else what is wrong.
     std::string parse() {
         if (auto e = weekdays(); !e.empty()) return e;
+        if (auto e = unknown_word(); !e.empty()) return e;
         bool time_follows = true;
         if (auto e = date(time_follows); !e.empty()) return e;
         if (time_follows) {
@@ -111,6 +112,7 @@ class Parser {
         return std::string(what) + " at '" + std::string(where) + "'";
     }
 
+    std::string unknown_word() const;
     std::string weekdays();
     std::string date(bool& time_follows);
     std::string time();
@@ -122,6 +124,14 @@ class Parser {
     std::size_t i_ = 0;
     Spec& spec_;
 };
+
+std::string Parser::unknown_word() const {
+    if (!std::isalpha(static_cast<unsigned char>(peek()))) return {};
+    return at(
+        "not a shorthand (minutely, hourly, daily, weekly, monthly, yearly, quarterly, "
+        "semiannually), weekday, date or time",
+        rest());
+}
 
 std::string Parser::weekdays() {
     static constexpr std::array<std::pair<std::string_view, int>, 14> kDays = {{
@@ -237,7 +247,7 @@ std::string Parser::component(bool usec, Chain& out) {
             if (c.repeat == 0) return "a repetition of 0";
         } else if (usec && c.stop >= 0 && std::int64_t{c.start} + c.repeat > c.stop) {
             // Seconds step by 1s unless told otherwise: a shorter range never repeats.
-            return at("a seconds range shorter than its 1s step", rest());
+            return "a seconds range without '/step' must span at least 1s";
         }
         const char next = peek();
         if (next != '\0' && next != ' ' && next != ',' && next != '-' && next != '~' &&
@@ -254,6 +264,7 @@ std::string Parser::chain(bool usec, Chain& out) {
     out.clear();
     if (peek() == '*') {
         ++i_;
+        if (peek() == '/') return at("'*/N' is cron's spelling, systemd's is '0/N'", rest());
         if (usec) out.push_back({0, -1, kUsecPerSec});
         return {};
     }
@@ -475,6 +486,26 @@ std::string one_line(std::string_view s) {
     return out;
 }
 
+// When the last word reads like a zone but is none ("CEST", "Europe/Berlim"), say so: the
+// parse error alone would point at the word, not at why it is wrong.
+std::string zone_hint(std::string_view body) {
+    const auto space = body.rfind(' ');
+    if (space == std::string_view::npos) return {};
+    const auto word = body.substr(space + 1);
+    const bool path_like = word.find('/') != std::string_view::npos &&
+                           std::all_of(word.begin(), word.end(), [](char c) {
+                               return std::isalnum(static_cast<unsigned char>(c)) || c == '/' ||
+                                      c == '_' || c == '+' || c == '-';
+                           });
+    const bool abbreviation =  // CET, CEST, EST, AEDT
+        word.size() >= 3 && word.size() <= 5 && std::all_of(word.begin(), word.end(), [](char c) {
+            return std::isupper(static_cast<unsigned char>(c)) != 0;
+        });
+    if (!path_like && !abbreviation) return {};
+    return "; '" + std::string(word) +
+           "' is not a time zone: use UTC or an IANA name such as Europe/Berlin";
+}
+
 Result<std::shared_ptr<const Spec>> parse_spec(std::string_view text) {
     auto invalid = [&](const std::string& why) {
         return fail(ErrorKind::invalid_argument,
@@ -503,7 +534,7 @@ Result<std::shared_ptr<const Spec>> parse_spec(std::string_view text) {
         auto& s = *spec;
         s.year.clear(), s.month.clear(), s.day.clear(), s.hour.clear(), s.minute.clear();
         s.usec.clear(), s.weekdays = -1;
-        if (auto e = Parser(body, s).parse(); !e.empty()) return invalid(e);
+        if (auto e = Parser(body, s).parse(); !e.empty()) return invalid(e + zone_hint(body));
     }
     normalize(*spec);
     if (auto e = check(*spec); !e.empty()) return invalid(e);

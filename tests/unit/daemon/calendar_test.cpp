@@ -241,6 +241,27 @@ TEST(CalendarEvent, InvalidExpressionsSayWhatIsWrong) {
     EXPECT_NE(message("Mond").find("unknown weekday"), std::string::npos) << message("Mond");
 }
 
+TEST(CalendarEvent, UnknownZoneNamesAreNamedInTheError) {
+    ScopedTz tz("Europe/Berlin");
+    for (const char* text : {"daily CEST", "12:00 Europe/Berlim"}) {
+        auto event = CalendarEvent::parse(text);
+        ASSERT_FALSE(event) << text;
+        EXPECT_NE(event.error().message().find("is not a time zone"), std::string::npos)
+            << event.error().message();
+    }
+}
+
+// systemd 252 gives up here ("Infinite loop in calendar calculation"): 16/5 runs past 23 into
+// the US spring-forward gap and glibc's carried-over tm_isdst sends its search back. We
+// answer with the next real elapse instead.
+TEST(CalendarEvent, RepetitionSpillingIntoADstGapStillFindsTheNextElapse) {
+    ScopedTz tz("America/New_York");
+    auto event = CalendarEvent::parse("Wed-Sat 16/5:42");
+    ASSERT_TRUE(event);
+    EXPECT_EQ(elapses(*event, at(1772937720), 2),  // after Sat 2026-03-07 21:42 EST
+              (std::vector<std::int64_t>{1773261720, 1773279720}));  // Wed 16:42, 21:42 EDT
+}
+
 TEST(CalendarEvent, LeapSecondZonesAreRefused) {
     ScopedTz tz("UTC");
     auto event = CalendarEvent::parse("daily right/UTC");
