@@ -497,6 +497,27 @@ TEST_F(ApiRoutesTest, BodyThatIsNotAJsonObjectIs400) {
     }
 }
 
+TEST_F(ApiRoutesTest, DeepNestingAndNonUtf8StringsInABodyAre400) {
+    std::string deep = std::string(33, '[') + std::string(33, ']');
+    expect_bad(request("POST", "/api/v1/jobs", R"({"digest":"d","job":)" + deep + "}"), "deeper");
+    std::string ok_depth =
+        R"({"digest":"d","job":{"a":)" + std::string(30, '[') + std::string(30, ']') + "}}";
+    EXPECT_EQ(send(request("POST", "/api/v1/jobs", ok_depth)).status, 200);
+    expect_bad(request("POST", "/api/v1/verify", "{\"vm\":\"w\xff\"}"), "malformed JSON");
+}
+
+TEST_F(ApiRoutesTest, AuthenticationComesBeforeRequestChecks) {
+    for (auto [method, path] : {std::pair{"GET", "/api/v1/tasks/0"},
+                                {"POST", "/api/v1/jobs"},
+                                {"DELETE", "/api/v1/tokens/BAD"}}) {
+        EXPECT_EQ(send(over_https(request(method, path, "not json"), std::nullopt)).status, 401)
+            << method << " " << path;
+    }
+    EXPECT_EQ(send(over_https(request("POST", "/api/v1/jobs", "not json"), Role::operator_)).status,
+              403);
+    EXPECT_TRUE(backend_.calls().empty());
+}
+
 TEST_F(ApiRoutesTest, JobBodyFieldsAreCheckedByNameAndType) {
     auto post = [&](const char* body) { return request("POST", "/api/v1/jobs", body); };
     expect_bad(post(R"({"job": {}})"), "'digest'");
