@@ -128,7 +128,7 @@ Status check_free_name(std::string_view name, std::string_view param) {
             param, printable(name), kMaxNameBytes));
 }
 
-Status check_query(const net::HttpRequest& request, std::initializer_list<std::string_view> known) {
+Status check_query(const net::HttpRequest& request, std::span<const std::string_view> known) {
     for (const auto& [key, value] : request.query)
         if (std::find(known.begin(), known.end(), key) == known.end())
             return bad(fmt("unknown query parameter '{}'", printable(key)));
@@ -235,6 +235,7 @@ struct Route {
     std::string_view path;     // below kPrefix, with {param} segments
     std::optional<Role> role;  // nullopt: no token needed
     Handler handler;
+    std::vector<std::string_view> query = {};  // the query parameters it takes; others are 400
 };
 
 Result<net::HttpResponse> reply(Result<json> result, int status = 200) {
@@ -243,19 +244,16 @@ Result<net::HttpResponse> reply(Result<json> result, int status = 200) {
 }
 
 Result<net::HttpResponse> get_health(const Call& c) {
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     return json_response(200, c.backend.health());
 }
 
-Result<net::HttpResponse> get_openapi(const Call& c) {
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
+Result<net::HttpResponse> get_openapi(const Call&) {
     net::HttpResponse response;
     response.body = std::string(kOpenApiJson);
     return response;
 }
 
 Result<net::HttpResponse> get_metrics(const Call& c) {
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     net::HttpResponse response;
     response.content_type = "text/plain; version=0.0.4";
     response.body = c.backend.metrics();
@@ -263,12 +261,10 @@ Result<net::HttpResponse> get_metrics(const Call& c) {
 }
 
 Result<net::HttpResponse> get_vms(const Call& c) {
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     return reply(c.backend.vms());
 }
 
 Result<net::HttpResponse> get_points(const Call& c) {
-    if (auto ok = check_query(c.request, {"vm"}); !ok) return fail(ok.error());
     const std::string* vm = query_value(c.request, "vm");
     if (!vm) return bad("parameter 'vm' is required (GET /api/v1/points?vm=NAME)");
     if (auto ok = check_free_name(*vm, "vm"); !ok) return fail(ok.error());
@@ -276,7 +272,6 @@ Result<net::HttpResponse> get_points(const Call& c) {
 }
 
 Result<net::HttpResponse> get_jobs(const Call& c) {
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     return reply(c.backend.jobs());
 }
 
@@ -284,7 +279,6 @@ constexpr std::array kJobEditFields{Field{"digest", FieldType::string, true},
                                     Field{"job", FieldType::object, true}};
 
 Result<net::HttpResponse> post_job(const Call& c) {
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     auto body = parse_body_fields(c.request, kJobEditFields, false);
     if (!body) return fail(body.error());
     return reply(c.backend.add_job((*body)["job"], (*body)["digest"].get<std::string>()));
@@ -293,7 +287,6 @@ Result<net::HttpResponse> post_job(const Call& c) {
 Result<net::HttpResponse> put_job(const Call& c) {
     std::string id(c.params[0]);
     if (auto ok = check_id_name(id, "id"); !ok) return fail(ok.error());
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     auto body = parse_body_fields(c.request, kJobEditFields, false);
     if (!body) return fail(body.error());
     const json& job = (*body)["job"];
@@ -306,7 +299,6 @@ Result<net::HttpResponse> put_job(const Call& c) {
 Result<net::HttpResponse> delete_job(const Call& c) {
     std::string id(c.params[0]);
     if (auto ok = check_id_name(id, "id"); !ok) return fail(ok.error());
-    if (auto ok = check_query(c.request, {"digest"}); !ok) return fail(ok.error());
     constexpr std::array fields{Field{"digest", FieldType::string, false}};
     auto body = parse_body_fields(c.request, fields, true);
     if (!body) return fail(body.error());
@@ -324,14 +316,11 @@ Result<net::HttpResponse> delete_job(const Call& c) {
 Result<net::HttpResponse> run_job(const Call& c) {
     std::string id(c.params[0]);
     if (auto ok = check_id_name(id, "id"); !ok) return fail(ok.error());
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     if (auto body = parse_body_fields(c.request, {}, true); !body) return fail(body.error());
     return reply(c.backend.run_job(id), 202);
 }
 
 Result<TaskFilter> task_filter(const net::HttpRequest& request) {
-    if (auto ok = check_query(request, {"state", "job", "kind", "before", "limit"}); !ok)
-        return fail(ok.error());
     TaskFilter filter;
     if (auto* v = query_value(request, "state")) {
         filter.state = parse_task_state(*v);
@@ -376,14 +365,12 @@ Result<net::HttpResponse> get_tasks(const Call& c) {
 Result<net::HttpResponse> get_task(const Call& c) {
     auto id = parse_id(c.params[0], "id");
     if (!id) return fail(id.error());
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     return reply(c.backend.task(*id));
 }
 
 Result<net::HttpResponse> get_task_log(const Call& c) {
     auto id = parse_id(c.params[0], "id");
     if (!id) return fail(id.error());
-    if (auto ok = check_query(c.request, {"start", "limit"}); !ok) return fail(ok.error());
     std::int64_t start = 1;
     std::int64_t limit = kDefaultLogPage;
     if (auto* v = query_value(c.request, "start")) {
@@ -402,7 +389,6 @@ Result<net::HttpResponse> get_task_log(const Call& c) {
 Result<net::HttpResponse> delete_task(const Call& c) {
     auto id = parse_id(c.params[0], "id");
     if (!id) return fail(id.error());
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     if (auto body = parse_body_fields(c.request, {}, true); !body) return fail(body.error());
     return reply(c.backend.abort_task(*id));
 }
@@ -410,12 +396,10 @@ Result<net::HttpResponse> delete_task(const Call& c) {
 Result<net::HttpResponse> get_repo_status(const Call& c) {
     std::string name(c.params[0]);
     if (auto ok = check_free_name(name, "name"); !ok) return fail(ok.error());
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     return reply(c.backend.repository_status(name));
 }
 
 Result<net::HttpResponse> post_restore(const Call& c) {
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     constexpr std::array fields{
         Field{"vm", FieldType::string, true},   Field{"point", FieldType::string},
         Field{"repository", FieldType::string}, Field{"as", FieldType::string},
@@ -426,7 +410,6 @@ Result<net::HttpResponse> post_restore(const Call& c) {
 }
 
 Result<net::HttpResponse> post_verify(const Call& c) {
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     constexpr std::array fields{
         Field{"vm", FieldType::string, true}, Field{"point", FieldType::string},
         Field{"repository", FieldType::string}, Field{"boot", FieldType::boolean}};
@@ -436,12 +419,10 @@ Result<net::HttpResponse> post_verify(const Call& c) {
 }
 
 Result<net::HttpResponse> get_tokens(const Call& c) {
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     return reply(c.backend.tokens());
 }
 
 Result<net::HttpResponse> post_token(const Call& c) {
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     constexpr std::array fields{Field{"name", FieldType::string, true},
                                 Field{"role", FieldType::string, true}};
     auto body = parse_body_fields(c.request, fields, false);
@@ -459,7 +440,6 @@ Result<net::HttpResponse> post_token(const Call& c) {
 Result<net::HttpResponse> delete_token(const Call& c) {
     std::string name(c.params[0]);
     if (auto ok = check_id_name(name, "name"); !ok) return fail(ok.error());
-    if (auto ok = check_query(c.request, {}); !ok) return fail(ok.error());
     if (auto body = parse_body_fields(c.request, {}, true); !body) return fail(body.error());
     return reply(c.backend.revoke_token(name));
 }
@@ -473,15 +453,15 @@ const std::array<Route, 20> kRoutes{{
     {"GET", "/openapi.json", std::nullopt, get_openapi},
     {"GET", "/metrics", kAudit, get_metrics},
     {"GET", "/vms", kAudit, get_vms},
-    {"GET", "/points", kAudit, get_points},
+    {"GET", "/points", kAudit, get_points, {"vm"}},
     {"GET", "/jobs", kAudit, get_jobs},
     {"POST", "/jobs", kAdmin, post_job},
     {"PUT", "/jobs/{id}", kAdmin, put_job},
-    {"DELETE", "/jobs/{id}", kAdmin, delete_job},
+    {"DELETE", "/jobs/{id}", kAdmin, delete_job, {"digest"}},
     {"POST", "/jobs/{id}/run", kOperator, run_job},
-    {"GET", "/tasks", kAudit, get_tasks},
+    {"GET", "/tasks", kAudit, get_tasks, {"state", "job", "kind", "before", "limit"}},
     {"GET", "/tasks/{id}", kAudit, get_task},
-    {"GET", "/tasks/{id}/log", kAudit, get_task_log},
+    {"GET", "/tasks/{id}/log", kAudit, get_task_log, {"start", "limit"}},
     {"DELETE", "/tasks/{id}", kOperator, delete_task},
     {"GET", "/repos/{name}/status", kAudit, get_repo_status},
     {"POST", "/restore", kOperator, post_restore},
@@ -640,6 +620,7 @@ net::HttpResponse ApiRoutes::handle(const net::HttpRequest& request) const {
             if (route.role)
                 if (auto refusal = refuse(request, *route.role, tokens_, auth_log_))
                     return *refusal;
+            if (auto ok = check_query(request, route.query); !ok) return error_response(ok.error());
             auto response = route.handler(Call{backend_, request, std::move(*params)});
             if (!response) return error_response(response.error());
             return *response;

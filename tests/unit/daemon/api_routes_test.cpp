@@ -246,6 +246,37 @@ TEST(ApiOpenApi, EveryOperationDescribesItsParametersAndResponses) {
     }
 }
 
+// The query parameters the document declares for each operation are exactly those the route
+// takes: probed with every parameter name any route knows.
+TEST_F(ApiRoutesTest, OpenApiQueryParametersAreThoseEachRouteTakes) {
+    auto doc = json::parse(ApiRoutes::openapi_json());
+    std::set<std::string> all_names{"zz"};
+    for (const auto& [path, item] : doc.at("paths").items())
+        for (const auto& [method, op] : item.items())
+            for (const auto& p : op.value("parameters", json::array()))
+                if (p.at("in") == "query") all_names.insert(p.at("name").get<std::string>());
+    EXPECT_GE(all_names.size(), 9u);
+    for (const auto& [path, item] : doc.at("paths").items())
+        for (const auto& [method, op] : item.items()) {
+            std::set<std::string> declared;
+            for (const auto& p : op.value("parameters", json::array()))
+                if (p.at("in") == "query") declared.insert(p.at("name").get<std::string>());
+            std::string concrete = path;
+            for (auto [from, to] : {std::pair{"{id}", "7"}, {"{name}", "x"}})
+                if (auto pos = concrete.find(from); pos != std::string::npos)
+                    concrete.replace(pos, std::string_view(from).size(), to);
+            std::string upper = method;
+            for (auto& ch : upper) ch = static_cast<char>(std::toupper(ch));
+            for (const auto& name : all_names) {
+                auto r = send(request(upper, concrete, "", {{name, "?"}}));
+                bool refused =
+                    r.body.find("unknown query parameter '" + name + "'") != std::string::npos;
+                EXPECT_EQ(!refused, declared.contains(name))
+                    << upper << " " << path << " ?" << name << ": " << r.body;
+            }
+        }
+}
+
 TEST_F(ApiRoutesTest, OpenApiIsServedWithoutToken) {
     auto r = send(over_https(request("GET", "/api/v1/openapi.json"), std::nullopt));
     EXPECT_EQ(r.status, 200);
