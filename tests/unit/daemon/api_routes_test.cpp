@@ -277,6 +277,60 @@ TEST_F(ApiRoutesTest, OpenApiQueryParametersAreThoseEachRouteTakes) {
         }
 }
 
+// A value of the type a (resolved) schema asks for.
+json sample_of(const json& doc, const json& schema) {
+    if (schema.contains("$ref"))
+        return sample_of(
+            doc, doc.at(json::json_pointer(schema.at("$ref").get<std::string>().substr(1))));
+    if (schema.contains("enum")) return schema.at("enum").at(0);
+    auto type = schema.value("type", "");
+    if (type == "boolean") return true;
+    if (type == "object") return json::object();
+    return "x";
+}
+
+// The request bodies the document describes take exactly the fields the routes take: each
+// declared field is accepted with its type, each required one is required, others refused.
+TEST_F(ApiRoutesTest, OpenApiRequestBodiesAreThoseEachRouteTakes) {
+    auto doc = json::parse(ApiRoutes::openapi_json());
+    int bodies = 0;
+    for (const auto& [path, item] : doc.at("paths").items())
+        for (const auto& [method, op] : item.items()) {
+            if (!op.contains("requestBody")) continue;
+            ++bodies;
+            json schema = op.at("requestBody").at("content").at("application/json").at("schema");
+            if (schema.contains("$ref"))
+                schema = doc.at(json::json_pointer(schema.at("$ref").get<std::string>().substr(1)));
+            EXPECT_EQ(schema.at("additionalProperties"), false) << path;
+            std::string concrete = path;
+            if (auto pos = concrete.find("{id}"); pos != std::string::npos)
+                concrete.replace(pos, 4, "n1");
+            std::string upper = method;
+            for (auto& ch : upper) ch = static_cast<char>(std::toupper(ch));
+            auto send_body = [&](const json& body) {
+                return send(request(upper, concrete, body.dump())).body;
+            };
+            json full = json::object();
+            for (const auto& [name, prop] : schema.at("properties").items()) {
+                full[name] = sample_of(doc, prop);
+                auto answer = send_body(json{{name, full[name]}});
+                EXPECT_EQ(answer.find("field '" + name + "'"), std::string::npos)
+                    << upper << " " << path << " " << name << ": " << answer;
+            }
+            for (const auto& name : schema.value("required", json::array())) {
+                json without = full;
+                without.erase(name.get<std::string>());
+                auto answer = send_body(without);
+                EXPECT_NE(answer.find("field '" + name.get<std::string>() + "' is required"),
+                          std::string::npos)
+                    << upper << " " << path << ": " << answer;
+            }
+            full["zz"] = 1;
+            EXPECT_NE(send_body(full).find("unknown field 'zz'"), std::string::npos) << path;
+        }
+    EXPECT_EQ(bodies, 5);  // DELETE /jobs/{id} takes its digest in the query (or a body)
+}
+
 TEST_F(ApiRoutesTest, OpenApiIsServedWithoutToken) {
     auto r = send(over_https(request("GET", "/api/v1/openapi.json"), std::nullopt));
     EXPECT_EQ(r.status, 200);
