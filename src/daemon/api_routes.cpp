@@ -216,6 +216,12 @@ Result<json> parse_body_fields(const net::HttpRequest& request, std::span<const 
                                bool empty_ok) {
     auto body = parse_body(request, empty_ok);
     if (!body) return body;
+    // An optional field given as null is absent (what clients serializing an empty optional
+    // send); the backend never sees the null.
+    for (const auto& f : fields) {
+        auto it = body->find(f.name);
+        if (!f.required && it != body->end() && it->is_null()) body->erase(it);
+    }
     if (auto ok = check_fields(*body, fields); !ok) return fail(ok.error());
     return body;
 }
@@ -399,22 +405,31 @@ Result<net::HttpResponse> get_repo_status(const Call& c) {
     return reply(c.backend.repository_status(name));
 }
 
+// What to restore or verify: a VM ("vm", its latest point unless "point" says) or a point
+// ("web1@latest", an id); the backend resolves the rest and says what it lacks.
+Status check_point_choice(const json& body) {
+    if (body.contains("vm") || body.contains("point")) return {};
+    return bad("request body: field 'vm' or 'point' is required");
+}
+
 Result<net::HttpResponse> post_restore(const Call& c) {
     constexpr std::array fields{
-        Field{"vm", FieldType::string, true},   Field{"point", FieldType::string},
+        Field{"vm", FieldType::string},         Field{"point", FieldType::string},
         Field{"repository", FieldType::string}, Field{"as", FieldType::string},
         Field{"replace", FieldType::boolean},   Field{"start", FieldType::boolean}};
     auto body = parse_body_fields(c.request, fields, false);
     if (!body) return fail(body.error());
+    if (auto ok = check_point_choice(*body); !ok) return fail(ok.error());
     return reply(c.backend.restore(*body), 202);
 }
 
 Result<net::HttpResponse> post_verify(const Call& c) {
-    constexpr std::array fields{
-        Field{"vm", FieldType::string, true}, Field{"point", FieldType::string},
-        Field{"repository", FieldType::string}, Field{"boot", FieldType::boolean}};
+    constexpr std::array fields{Field{"vm", FieldType::string}, Field{"point", FieldType::string},
+                                Field{"repository", FieldType::string},
+                                Field{"boot", FieldType::boolean}};
     auto body = parse_body_fields(c.request, fields, false);
     if (!body) return fail(body.error());
+    if (auto ok = check_point_choice(*body); !ok) return fail(ok.error());
     return reply(c.backend.verify(*body), 202);
 }
 

@@ -659,12 +659,25 @@ TEST_F(ApiRoutesTest, RestoreAndVerifyBodiesAreChecked) {
     EXPECT_EQ(send(request("POST", "/api/v1/verify", R"({"vm":"web1","boot":true})")).status, 202);
     EXPECT_EQ(backend_.last().name, "verify");
 
-    expect_bad(request("POST", "/api/v1/restore", R"({"point":"p1"})"), "'vm'");
+    EXPECT_EQ(
+        send(request("POST", "/api/v1/restore", R"({"point":"web1@latest","repository":"main"})"))
+            .status,
+        202);
+    EXPECT_EQ(
+        send(request("POST", "/api/v1/verify", R"({"point":"3f2a91","repository":"main"})")).status,
+        202);
+    expect_bad(request("POST", "/api/v1/restore", R"({"repository":"main"})"), "'vm' or 'point'");
+    expect_bad(request("POST", "/api/v1/verify", "{}"), "'vm' or 'point'");
     expect_bad(request("POST", "/api/v1/restore", R"({"vm":"w","replace":"yes"})"), "'replace'");
     expect_bad(request("POST", "/api/v1/restore", R"({"vm":"w","boot":true})"), "'boot'");
     expect_bad(request("POST", "/api/v1/verify", R"({"vm":"w","as":"x"})"), "'as'");
     expect_bad(request("POST", "/api/v1/verify", R"({"vm":["w"]})"), "'vm'");
-    expect_bad(request("POST", "/api/v1/verify", R"({"vm":"w","point":null})"), "'point'");
+    expect_bad(request("POST", "/api/v1/verify", R"({"vm":null})"), "'vm' or 'point'");
+    ASSERT_EQ(
+        send(request("POST", "/api/v1/restore", R"({"vm":"w","point":null,"as":null})")).status,
+        202);
+    EXPECT_EQ(backend_.last().args, json::parse(R"({"vm":"w"})")) << "a null optional is absent";
+    expect_bad(request("POST", "/api/v1/jobs", R"({"digest":null,"job":{}})"), "'digest'");
 }
 
 TEST_F(ApiRoutesTest, TokenCreationChecksNameAndRole) {
