@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "daemon/api_routes.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -583,7 +585,11 @@ namespace {
 // The refusal to send when the request may not use a route needing `need`, or nullopt.
 std::optional<net::HttpResponse> refuse(const net::HttpRequest& request, Role need,
                                         const TokenStore& tokens, const AuthLog& log) {
-    if (request.peer.unix_socket) return std::nullopt;  // mode 0600: root only, admin
+    // The socket is mode 0600, so its peers are root or the daemon's own user: admin. Should
+    // its mode ever be loosened, anyone else needs a token, as over HTTPS.
+    const auto& peer = request.peer;
+    if (peer.unix_socket && (!peer.uid || *peer.uid == 0 || *peer.uid == ::geteuid()))
+        return std::nullopt;
     auto where = fmt("{} {} {}", printable(request.peer.address), printable(request.method, 10),
                      printable(request.path, 200));
     const std::string authorization = request.header("authorization");  // token views into it

@@ -2,6 +2,7 @@
 #include "daemon/api_routes.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <map>
@@ -352,6 +353,21 @@ TEST_F(ApiRoutesTest, UnixSocketPeerIsAdminWithoutToken) {
     EXPECT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(backend_.last().name, "create_token");
     EXPECT_EQ(backend_.last().args, json::parse(R"({"name": "ci", "role": "operator"})"));
+}
+
+TEST_F(ApiRoutesTest, UnixSocketPeerOfAnotherUserNeedsAToken) {
+    auto req = request("GET", "/api/v1/tokens");
+    req.peer.uid = ::geteuid() == 4242 ? 4243 : 4242;
+    EXPECT_EQ(send(req).status, 401);
+    ASSERT_EQ(log().size(), 1u);
+    EXPECT_EQ(log()[0].second, "/run/vmshadow/api.sock GET /api/v1/tokens: no bearer token");
+    req.headers["authorization"] = "Bearer " + secrets_[Role::audit];
+    EXPECT_EQ(send(req).status, 403);
+    req.headers["authorization"] = "Bearer " + secrets_[Role::admin];
+    EXPECT_EQ(send(req).status, 200);
+    req.peer.uid = ::geteuid();  // the daemon's own user, as a test daemon runs
+    req.headers.clear();
+    EXPECT_EQ(send(req).status, 200);
 }
 
 TEST_F(ApiRoutesTest, HttpsWithoutTokenIs401WithWwwAuthenticateAndLogged) {
