@@ -1,0 +1,667 @@
+// SPDX-License-Identifier: MIT
+#include "daemon/api_routes.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <concepts>
+#include <set>
+#include <span>
+
+#include "daemon/openapi_json.h"
+
+namespace vmshadow::daemon {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kPrefix = "/api/v1";
+constexpr std::int64_t kMaxId = std::int64_t{1} << 62;
+constexpr std::int64_t kMaxTaskPage = 1000;
+constexpr std::int64_t kMaxLogPage = 10000;
+constexpr std::int64_t kDefaultLogPage = 1000;
+// Deeper request bodies are refused before anything walks them recursively.
+constexpr int kMaxBodyDepth = 32;
+constexpr std::size_t kMaxNameBytes = 256;
+
+// ---- responses -------------------------------------------------------------------------
+
+// GCC 12 has no <format>: "{}" placeholders filled in order; "{{" and "}}" are braces.
+std::string piece(std::string_view text) {
+    return std::string(text);
+}
+template <std::integral T>
+std::string piece(T value) {
+    return std::to_string(value);
+}
+template <typename... Args>
+std::string fmt(std::string_view pattern, const Args&... args) {
+    std::array<std::string, sizeof...(Args)> values{piece(args)...};
+    std::string out;
+    std::size_t next = 0;
+    for (std::size_t i = 0; i < pattern.size(); ++i) {
+        if (pattern.substr(i, 2) == "{}" && next < values.size()) {
+            out += values[next++];
+            ++i;
+        } else if (pattern.substr(i, 2) == "{{" || pattern.substr(i, 2) == "}}") {
+            out += pattern[i++];
+        } else {
+            out += pattern[i];
+        }
+    }
+    return out;
+}
+
+// Backend strings (VM names, log lines) may hold bytes that are not UTF-8: replaced, so
+// serializing never throws.
+net::HttpResponse json_response(int status, const json& body) {
+    net::HttpResponse response;
+    response.status = status;
+    response.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+    return response;
+}
+
+net::HttpResponse error_body(int status, std::string_view message, std::string_view kind) {
+    return json_response(status, json{{"error", message}, {"kind", kind}});
+}
+
+std::unexpected<Error> bad(std::string message) {
+    return fail(ErrorKind::invalid_argument, std::move(message));
+}
+
+// A client's text, quoted in an error or a log line: printable ASCII only, bounded.
+std::string printable(std::string_view text, std::size_t max = 80) {
+    std::string out;
+    for (char c : text.substr(0, max)) {
+        auto u = static_cast<unsigned char>(c);
+        out += (u >= 0x20 && u < 0x7F) ? c : '?';
+    }
+    if (text.size() > max) out += "...";
+    return out;
+}
+
+// ---- parsing of path, query and body ---------------------------------------------------
+
+// Only digits: no sign, no spaces, no "0x"; overflow is out of range, not wrapped.
+Result<std::int64_t> parse_number(std::string_view text, std::string_view param, std::int64_t min,
+                                  std::int64_t max) {
+    std::int64_t value = 0;
+    bool digits = !text.empty() && std::all_of(text.begin(), text.end(),
+                                               [](char c) { return c >= '0' && c <= '9'; });
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (!digits || ec != std::errc() || end != text.data() + text.size() || value < min ||
+        value > max)
+        return bad(fmt("parameter '{}': expected a whole number from {} to {}, got '{}'", param,
+                       min, max, printable(text)));
+    return value;
+}
+
+Result<std::int64_t> parse_id(std::string_view text, std::string_view param) {
+    return parse_number(text, param, 1, kMaxId);
+}
+
+// Job and token names: [a-z0-9][a-z0-9_-]{0,62} (job_config.h, token_store.h).
+bool valid_id_name(std::string_view name) {
+    if (name.empty() || name.size() > 63) return false;
+    auto lower_digit = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+    if (!lower_digit(name[0])) return false;
+    return std::all_of(name.begin(), name.end(),
+                       [&](char c) { return lower_digit(c) || c == '_' || c == '-'; });
+}
+
+Status check_id_name(std::string_view name, std::string_view param) {
+    if (valid_id_name(name)) return {};
+    return bad(fmt("parameter '{}': '{}' is not a valid name ([a-z0-9][a-z0-9_-]{{0,62}})", param,
+                   printable(name)));
+}
+
+// VM and repository names are the host's and the config's: any text but empty, too long or
+// holding control characters.
+Status check_free_name(std::string_view name, std::string_view param) {
+    bool control = std::any_of(name.begin(), name.end(),
+                               [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+    if (!name.empty() && name.size() <= kMaxNameBytes && !control) return {};
+    return bad(
+        fmt("parameter '{}': '{}' is not a valid name (1 to {} bytes, no control "
+            "characters)",
+            param, printable(name), kMaxNameBytes));
+}
+
+Status check_query(const net::HttpRequest& request, std::span<const std::string_view> known) {
+    for (const auto& [key, value] : request.query)
+        if (std::find(known.begin(), known.end(), key) == known.end())
+            return bad(fmt("unknown query parameter '{}'", printable(key)));
+    return {};
+}
+
+const std::string* query_value(const net::HttpRequest& request, const std::string& key) {
+    auto it = request.query.find(key);
+    return it == request.query.end() ? nullptr : &it->second;
+}
+
+struct TooDeep {};
+
+// The body as a JSON object; an empty body is {} where `empty_ok`.
+Result<json> parse_body(const net::HttpRequest& request, bool empty_ok) {
+    if (request.body.empty()) {
+        if (empty_ok) return json::object();
+        return bad("request body: expected a JSON object, got nothing");
+    }
+    json body;
+    try {
+        body = json::parse(request.body, [](int depth, json::parse_event_t, json&) {
+            if (depth > kMaxBodyDepth) throw TooDeep{};
+            return true;
+        });
+    } catch (const TooDeep&) {
+        return bad(fmt("request body: nested deeper than {} levels", kMaxBodyDepth));
+    } catch (const json::parse_error& e) {
+        return bad(fmt("request body: malformed JSON at byte {}", e.byte));
+    }
+    if (!body.is_object())
+        return bad(fmt("request body: expected a JSON object, got {}", body.type_name()));
+    return body;
+}
+
+enum class FieldType { string, boolean, object };
+
+struct Field {
+    std::string_view name;
+    FieldType type;
+    bool required = false;
+};
+
+std::string_view type_word(FieldType t) {
+    switch (t) {
+        case FieldType::string:
+            return "a non-empty string";
+        case FieldType::boolean:
+            return "true or false";
+        case FieldType::object:
+            return "an object";
+    }
+    return "";
+}
+
+bool has_type(const json& value, FieldType t) {
+    switch (t) {
+        case FieldType::string:
+            return value.is_string() && !value.get_ref<const std::string&>().empty();
+        case FieldType::boolean:
+            return value.is_boolean();
+        case FieldType::object:
+            return value.is_object();
+    }
+    return false;
+}
+
+// Every field known, of its type; every required one present.
+Status check_fields(const json& body, std::span<const Field> fields) {
+    for (const auto& [key, value] : body.items()) {
+        auto f = std::find_if(fields.begin(), fields.end(),
+                              [&](const Field& x) { return x.name == key; });
+        if (f == fields.end()) return bad(fmt("request body: unknown field '{}'", printable(key)));
+        if (!has_type(value, f->type))
+            return bad(fmt("request body: field '{}' must be {}, got {}", f->name,
+                           type_word(f->type), value.type_name()));
+    }
+    for (const auto& f : fields)
+        if (f.required && !body.contains(f.name))
+            return bad(fmt("request body: field '{}' is required", f.name));
+    return {};
+}
+
+Result<json> parse_body_fields(const net::HttpRequest& request, std::span<const Field> fields,
+                               bool empty_ok) {
+    auto body = parse_body(request, empty_ok);
+    if (!body) return body;
+    // An optional field given as null is absent (what clients serializing an empty optional
+    // send); the backend never sees the null.
+    for (const auto& f : fields) {
+        auto it = body->find(f.name);
+        if (!f.required && it != body->end() && it->is_null()) body->erase(it);
+    }
+    if (auto ok = check_fields(*body, fields); !ok) return fail(ok.error());
+    return body;
+}
+
+// ---- the routes ------------------------------------------------------------------------
+
+struct Call {
+    ApiBackend& backend;
+    const net::HttpRequest& request;
+    std::vector<std::string_view> params;  // the path's {…} segments, in order
+};
+
+using Handler = Result<net::HttpResponse> (*)(const Call&);
+
+struct Route {
+    std::string_view method;
+    std::string_view path;     // below kPrefix, with {param} segments
+    std::optional<Role> role;  // nullopt: no token needed
+    Handler handler;
+    std::vector<std::string_view> query = {};  // the query parameters it takes; others are 400
+};
+
+Result<net::HttpResponse> reply(Result<json> result, int status = 200) {
+    if (!result) return fail(result.error());
+    return json_response(status, *result);
+}
+
+Result<net::HttpResponse> get_health(const Call& c) {
+    return json_response(200, c.backend.health());
+}
+
+Result<net::HttpResponse> get_openapi(const Call&) {
+    net::HttpResponse response;
+    response.body = std::string(kOpenApiJson);
+    return response;
+}
+
+Result<net::HttpResponse> get_metrics(const Call& c) {
+    net::HttpResponse response;
+    response.content_type = "text/plain; version=0.0.4";
+    response.body = c.backend.metrics();
+    return response;
+}
+
+Result<net::HttpResponse> get_vms(const Call& c) {
+    return reply(c.backend.vms());
+}
+
+Result<net::HttpResponse> get_points(const Call& c) {
+    const std::string* vm = query_value(c.request, "vm");
+    if (!vm) return bad("parameter 'vm' is required (GET /api/v1/points?vm=NAME)");
+    if (auto ok = check_free_name(*vm, "vm"); !ok) return fail(ok.error());
+    return reply(c.backend.points(*vm));
+}
+
+Result<net::HttpResponse> get_jobs(const Call& c) {
+    return reply(c.backend.jobs());
+}
+
+constexpr std::array kJobEditFields{Field{"digest", FieldType::string, true},
+                                    Field{"job", FieldType::object, true}};
+
+Result<net::HttpResponse> post_job(const Call& c) {
+    auto body = parse_body_fields(c.request, kJobEditFields, false);
+    if (!body) return fail(body.error());
+    return reply(c.backend.add_job((*body)["job"], (*body)["digest"].get<std::string>()));
+}
+
+Result<net::HttpResponse> put_job(const Call& c) {
+    std::string id(c.params[0]);
+    if (auto ok = check_id_name(id, "id"); !ok) return fail(ok.error());
+    auto body = parse_body_fields(c.request, kJobEditFields, false);
+    if (!body) return fail(body.error());
+    const json& job = (*body)["job"];
+    // The path names the job; a body naming another would be a rename nobody asked for.
+    if (auto it = job.find("id"); it != job.end() && *it != json(id))
+        return bad(fmt("request body: job.id must be the path's '{}'", id));
+    return reply(c.backend.edit_job(id, job, (*body)["digest"].get<std::string>()));
+}
+
+Result<net::HttpResponse> delete_job(const Call& c) {
+    std::string id(c.params[0]);
+    if (auto ok = check_id_name(id, "id"); !ok) return fail(ok.error());
+    constexpr std::array fields{Field{"digest", FieldType::string, false}};
+    auto body = parse_body_fields(c.request, fields, true);
+    if (!body) return fail(body.error());
+    const std::string* in_query = query_value(c.request, "digest");
+    bool in_body = body->contains("digest");
+    if (in_query && in_body)
+        return bad("parameter 'digest': give it in the query or the body, not both");
+    if (!in_query && !in_body)
+        return bad("parameter 'digest' is required (the digest of GET /api/v1/jobs)");
+    std::string digest = in_query ? *in_query : (*body)["digest"].get<std::string>();
+    if (digest.empty()) return bad("parameter 'digest' must not be empty");
+    return reply(c.backend.remove_job(id, digest));
+}
+
+Result<net::HttpResponse> run_job(const Call& c) {
+    std::string id(c.params[0]);
+    if (auto ok = check_id_name(id, "id"); !ok) return fail(ok.error());
+    if (auto body = parse_body_fields(c.request, {}, true); !body) return fail(body.error());
+    return reply(c.backend.run_job(id), 202);
+}
+
+Result<TaskFilter> task_filter(const net::HttpRequest& request) {
+    TaskFilter filter;
+    if (auto* v = query_value(request, "state")) {
+        filter.state = parse_task_state(*v);
+        if (!filter.state)
+            return bad(
+                fmt("parameter 'state': '{}' is not one of queued, running, ok, "
+                    "failed, cancelled, interrupted",
+                    printable(*v)));
+    }
+    if (auto* v = query_value(request, "job")) {
+        if (auto ok = check_id_name(*v, "job"); !ok) return fail(ok.error());
+        filter.job = *v;
+    }
+    if (auto* v = query_value(request, "kind")) {
+        constexpr std::array kinds{"backup", "verify", "prune", "check", "restore", "gc"};
+        if (std::find(kinds.begin(), kinds.end(), *v) == kinds.end())
+            return bad(
+                fmt("parameter 'kind': '{}' is not one of backup, verify, prune, "
+                    "check, restore, gc",
+                    printable(*v)));
+        filter.kind = *v;
+    }
+    if (auto* v = query_value(request, "before")) {
+        auto before = parse_id(*v, "before");
+        if (!before) return fail(before.error());
+        filter.before_id = *before;
+    }
+    if (auto* v = query_value(request, "limit")) {
+        auto limit = parse_number(*v, "limit", 1, kMaxTaskPage);
+        if (!limit) return fail(limit.error());
+        filter.limit = static_cast<std::size_t>(*limit);
+    }
+    return filter;
+}
+
+Result<net::HttpResponse> get_tasks(const Call& c) {
+    auto filter = task_filter(c.request);
+    if (!filter) return fail(filter.error());
+    return reply(c.backend.tasks(*filter));
+}
+
+Result<net::HttpResponse> get_task(const Call& c) {
+    auto id = parse_id(c.params[0], "id");
+    if (!id) return fail(id.error());
+    return reply(c.backend.task(*id));
+}
+
+Result<net::HttpResponse> get_task_log(const Call& c) {
+    auto id = parse_id(c.params[0], "id");
+    if (!id) return fail(id.error());
+    std::int64_t start = 1;
+    std::int64_t limit = kDefaultLogPage;
+    if (auto* v = query_value(c.request, "start")) {
+        auto n = parse_number(*v, "start", 0, kMaxId);
+        if (!n) return fail(n.error());
+        start = *n;
+    }
+    if (auto* v = query_value(c.request, "limit")) {
+        auto n = parse_number(*v, "limit", 1, kMaxLogPage);
+        if (!n) return fail(n.error());
+        limit = *n;
+    }
+    return reply(c.backend.task_log(*id, start, static_cast<std::size_t>(limit)));
+}
+
+Result<net::HttpResponse> delete_task(const Call& c) {
+    auto id = parse_id(c.params[0], "id");
+    if (!id) return fail(id.error());
+    if (auto body = parse_body_fields(c.request, {}, true); !body) return fail(body.error());
+    return reply(c.backend.abort_task(*id));
+}
+
+Result<net::HttpResponse> get_repo_status(const Call& c) {
+    std::string name(c.params[0]);
+    if (auto ok = check_free_name(name, "name"); !ok) return fail(ok.error());
+    return reply(c.backend.repository_status(name));
+}
+
+// What to restore or verify: a VM ("vm", its latest point unless "point" says) or a point
+// ("web1@latest", an id); the backend resolves the rest and says what it lacks.
+Status check_point_choice(const json& body) {
+    if (body.contains("vm") || body.contains("point")) return {};
+    return bad("request body: field 'vm' or 'point' is required");
+}
+
+Result<net::HttpResponse> post_restore(const Call& c) {
+    constexpr std::array fields{
+        Field{"vm", FieldType::string},         Field{"point", FieldType::string},
+        Field{"repository", FieldType::string}, Field{"as", FieldType::string},
+        Field{"replace", FieldType::boolean},   Field{"start", FieldType::boolean}};
+    auto body = parse_body_fields(c.request, fields, false);
+    if (!body) return fail(body.error());
+    if (auto ok = check_point_choice(*body); !ok) return fail(ok.error());
+    return reply(c.backend.restore(*body), 202);
+}
+
+Result<net::HttpResponse> post_verify(const Call& c) {
+    constexpr std::array fields{Field{"vm", FieldType::string}, Field{"point", FieldType::string},
+                                Field{"repository", FieldType::string},
+                                Field{"boot", FieldType::boolean}};
+    auto body = parse_body_fields(c.request, fields, false);
+    if (!body) return fail(body.error());
+    if (auto ok = check_point_choice(*body); !ok) return fail(ok.error());
+    return reply(c.backend.verify(*body), 202);
+}
+
+Result<net::HttpResponse> get_tokens(const Call& c) {
+    return reply(c.backend.tokens());
+}
+
+Result<net::HttpResponse> post_token(const Call& c) {
+    constexpr std::array fields{Field{"name", FieldType::string, true},
+                                Field{"role", FieldType::string, true}};
+    auto body = parse_body_fields(c.request, fields, false);
+    if (!body) return fail(body.error());
+    std::string name = (*body)["name"].get<std::string>();
+    if (auto ok = check_id_name(name, "name"); !ok) return fail(ok.error());
+    std::string role_text = (*body)["role"].get<std::string>();
+    auto role = parse_role(role_text);
+    if (!role)
+        return bad(fmt("parameter 'role': '{}' is not one of audit, operator, admin",
+                       printable(role_text)));
+    return reply(c.backend.create_token(name, *role));
+}
+
+Result<net::HttpResponse> delete_token(const Call& c) {
+    std::string name(c.params[0]);
+    if (auto ok = check_id_name(name, "name"); !ok) return fail(ok.error());
+    if (auto body = parse_body_fields(c.request, {}, true); !body) return fail(body.error());
+    return reply(c.backend.revoke_token(name));
+}
+
+// The route → role table (token_store.h): audit reads, operator runs, admin edits.
+constexpr Role kAudit = Role::audit;
+constexpr Role kOperator = Role::operator_;
+constexpr Role kAdmin = Role::admin;
+const std::array<Route, 20> kRoutes{{
+    {"GET", "/health", std::nullopt, get_health},
+    {"GET", "/openapi.json", std::nullopt, get_openapi},
+    {"GET", "/metrics", kAudit, get_metrics},
+    {"GET", "/vms", kAudit, get_vms},
+    {"GET", "/points", kAudit, get_points, {"vm"}},
+    {"GET", "/jobs", kAudit, get_jobs},
+    {"POST", "/jobs", kAdmin, post_job},
+    {"PUT", "/jobs/{id}", kAdmin, put_job},
+    {"DELETE", "/jobs/{id}", kAdmin, delete_job, {"digest"}},
+    {"POST", "/jobs/{id}/run", kOperator, run_job},
+    {"GET", "/tasks", kAudit, get_tasks, {"state", "job", "kind", "before", "limit"}},
+    {"GET", "/tasks/{id}", kAudit, get_task},
+    {"GET", "/tasks/{id}/log", kAudit, get_task_log, {"start", "limit"}},
+    {"DELETE", "/tasks/{id}", kOperator, delete_task},
+    {"GET", "/repos/{name}/status", kAudit, get_repo_status},
+    {"POST", "/restore", kOperator, post_restore},
+    {"POST", "/verify", kOperator, post_verify},
+    {"GET", "/tokens", kAdmin, get_tokens},
+    {"POST", "/tokens", kAdmin, post_token},
+    {"DELETE", "/tokens/{name}", kAdmin, delete_token},
+}};
+
+std::vector<std::string_view> split(std::string_view path) {
+    std::vector<std::string_view> parts;
+    std::size_t pos = 0;
+    while (pos <= path.size()) {
+        auto next = path.find('/', pos);
+        if (next == std::string_view::npos) next = path.size();
+        parts.push_back(path.substr(pos, next - pos));
+        pos = next + 1;
+    }
+    return parts;
+}
+
+// The path's {…} values when `path` (below kPrefix, split) fits the route's; nullopt if not.
+std::optional<std::vector<std::string_view>> match(const Route& route,
+                                                   const std::vector<std::string_view>& path) {
+    auto pattern = split(route.path);
+    if (pattern.size() != path.size()) return std::nullopt;
+    std::vector<std::string_view> params;
+    for (std::size_t i = 0; i < pattern.size(); ++i) {
+        if (pattern[i].starts_with('{')) {
+            if (path[i].empty()) return std::nullopt;
+            params.push_back(path[i]);
+        } else if (pattern[i] != path[i]) {
+            return std::nullopt;
+        }
+    }
+    return params;
+}
+
+// "Bearer NAME:SECRET" → "NAME:SECRET"; the scheme in any case (RFC 7235).
+std::optional<std::string_view> bearer_token(std::string_view header) {
+    constexpr std::string_view scheme = "bearer ";
+    if (header.size() <= scheme.size()) return std::nullopt;
+    for (std::size_t i = 0; i < scheme.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(header[i])) != scheme[i]) return std::nullopt;
+    auto token = header.substr(scheme.size());
+    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+    while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
+    if (token.empty()) return std::nullopt;
+    return token;
+}
+
+// The name part of a presented token, for logs (never the secret): "" when it has none.
+std::string token_name_for_log(std::string_view token) {
+    auto colon = token.find(':');
+    if (colon == std::string_view::npos) return "";
+    auto name = token.substr(0, colon);
+    return valid_id_name(name) ? std::string(name) : "";
+}
+
+}  // namespace
+
+int http_status_for(ErrorKind kind) {
+    switch (kind) {
+        case ErrorKind::invalid_argument:
+            return 400;
+        case ErrorKind::not_found:
+            return 404;
+        case ErrorKind::conflict:
+        case ErrorKind::locked:
+        case ErrorKind::cancelled:
+            return 409;
+        case ErrorKind::permission:
+            return 403;
+        case ErrorKind::unsupported:
+            return 501;
+        case ErrorKind::unavailable:
+            return 503;
+        case ErrorKind::timeout:
+            return 504;
+        default:
+            return 500;
+    }
+}
+
+net::HttpResponse error_response(const Error& error) {
+    return error_body(http_status_for(error.kind()), error.message(), kind_name(error.kind()));
+}
+
+ApiRoutes::ApiRoutes(ApiBackend& backend, const TokenStore& tokens, AuthLog auth_log)
+    : backend_(backend), tokens_(tokens), auth_log_(std::move(auth_log)) {}
+
+std::vector<std::string> ApiRoutes::route_list() {
+    std::vector<std::string> out;
+    for (const auto& r : kRoutes) out.push_back(fmt("{} {}{}", r.method, kPrefix, r.path));
+    return out;
+}
+
+std::string_view ApiRoutes::openapi_json() {
+    return kOpenApiJson;
+}
+
+namespace {
+
+// The refusal to send when the request may not use a route needing `need`, or nullopt.
+std::optional<net::HttpResponse> refuse(const net::HttpRequest& request, Role need,
+                                        const TokenStore& tokens, const AuthLog& log) {
+    // The socket is mode 0600, so its peers are root or the daemon's own user: admin. Should
+    // its mode ever be loosened, anyone else needs a token, as over HTTPS.
+    const auto& peer = request.peer;
+    if (peer.unix_socket && (!peer.uid || *peer.uid == 0 || *peer.uid == ::geteuid()))
+        return std::nullopt;
+    auto where = fmt("{} {} {}", printable(request.peer.address), printable(request.method, 10),
+                     printable(request.path, 200));
+    const std::string authorization = request.header("authorization");  // token views into it
+    auto token = bearer_token(authorization);
+    std::optional<TokenInfo> info;
+    if (token) info = tokens.authenticate(*token);
+    if (!info) {
+        std::string why =
+            !token ? "no bearer token" : fmt("invalid token '{}'", token_name_for_log(*token));
+        if (log) log("401", fmt("{}: {}", where, why));
+        auto response = error_body(401,
+                                   "a valid API token is required: Authorization: Bearer "
+                                   "NAME:SECRET (vmshadow token create)",
+                                   kind_name(ErrorKind::permission));
+        response.headers.emplace_back("WWW-Authenticate", "Bearer");
+        return response;
+    }
+    if (role_allows(info->role, need)) return std::nullopt;
+    if (log)
+        log("403", fmt("{}: token '{}' has role {}, the route needs {}", where, info->name,
+                       role_name(info->role), role_name(need)));
+    return error_body(403,
+                      fmt("token '{}' has role {}; this needs role {}", info->name,
+                          role_name(info->role), role_name(need)),
+                      kind_name(ErrorKind::permission));
+}
+
+net::HttpResponse not_found(const net::HttpRequest& request) {
+    return error_body(404, fmt("no such API path: {}", printable(request.path, 200)),
+                      kind_name(ErrorKind::not_found));
+}
+
+}  // namespace
+
+net::HttpResponse ApiRoutes::handle(const net::HttpRequest& request) const {
+    try {
+        std::string_view path = request.path;
+        if (!path.starts_with(kPrefix)) return not_found(request);
+        path.remove_prefix(kPrefix.size());
+        auto parts = split(path);
+        std::set<std::string_view> allowed;
+        for (const auto& route : kRoutes) {
+            auto params = match(route, parts);
+            if (!params) continue;
+            if (route.method != request.method) {
+                allowed.insert(route.method);
+                continue;
+            }
+            if (route.role)
+                if (auto refusal = refuse(request, *route.role, tokens_, auth_log_))
+                    return *refusal;
+            if (auto ok = check_query(request, route.query); !ok) return error_response(ok.error());
+            auto response = route.handler(Call{backend_, request, std::move(*params)});
+            if (!response) return error_response(response.error());
+            return *response;
+        }
+        if (allowed.empty()) return not_found(request);
+        std::string allow;
+        for (auto m : allowed) allow += (allow.empty() ? "" : ", ") + std::string(m);
+        auto response = error_body(
+            405, fmt("{} is not allowed here; use {}", printable(request.method, 10), allow),
+            kind_name(ErrorKind::invalid_argument));
+        response.headers.emplace_back("Allow", allow);
+        return response;
+    } catch (const std::exception& e) {
+        // A bug (a JSON access the checks missed, memory): the client gets a 500, the
+        // daemon keeps serving.
+        return error_body(500, fmt("internal error: {}", printable(e.what(), 200)),
+                          kind_name(ErrorKind::internal));
+    } catch (...) {
+        return error_body(500, "internal error", kind_name(ErrorKind::internal));
+    }
+}
+
+}  // namespace vmshadow::daemon
