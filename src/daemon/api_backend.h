@@ -54,10 +54,11 @@ class ApiBackend {
     //  "dedup_ratio", "last_check", "last_gc"}
     virtual Result<nlohmann::json> repository_status(const std::string& name) = 0;
 
-    // {"vm", "point" (default latest), "repository", "as" (optional), "replace": bool,
-    //  "start": bool} → {"task": ID}
+    // {"point" (an id, a prefix, "VM@latest") or "vm" (its latest point), "repository"
+    //  (default: the only one configured), "as" (optional), "replace": bool, "start": bool}
+    //  → {"task": ID}
     virtual Result<nlohmann::json> restore(const nlohmann::json& request) = 0;
-    // {"vm", "point", "repository", "boot": bool} → {"task": ID}
+    // {"point" or "vm", "repository", "boot": bool (only true)} → {"task": ID}
     virtual Result<nlohmann::json> verify(const nlohmann::json& request) = 0;
 
     // {"status": "ok", "version", "uptime_s", "tasks_running", "tasks_queued"}

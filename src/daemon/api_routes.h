@@ -22,6 +22,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "daemon/api_backend.h"
 #include "daemon/token_store.h"

@@ -360,27 +360,44 @@ Result<json> Daemon::repository_status(const std::string& name) {
                 {"last_gc", last_of("prune")}};
 }
 
+// The repository and point a restore or verify request names: "point" (an id, a prefix or
+// "VM@latest"), else "vm" (its latest point); "repository", else the only one configured.
+// Called with the state's mutex held.
+static Result<std::pair<std::string, std::string>> point_of(const Daemon::State& s,
+                                                            const json& request) {
+    std::string point = request.value("point", "");
+    if (point.empty()) point = request.value("vm", "") + "@latest";
+    std::string repository = request.value("repository", "");
+    const auto& repositories = s.config.config.repositories;
+    if (repository.empty()) {
+        if (repositories.size() != 1) {
+            return fail(ErrorKind::invalid_argument,
+                        "say which repository: field 'repository' (" +
+                            std::to_string(repositories.size()) + " are configured)");
+        }
+        repository = repositories.begin()->first;
+    }
+    if (!repositories.count(repository)) {
+        return fail(ErrorKind::not_found, "repository '" + repository + "' is not in the config");
+    }
+    return std::pair{repository, point};
+}
+
 Result<json> Daemon::restore(const json& request) {
-    RestoreRequest r;
-    try {
-        r.repository = request.at("repository").get<std::string>();
-        r.point = request.at("point").get<std::string>();
-        if (request.contains("as") && !request["as"].is_null())
-            r.as_name = request["as"].get<std::string>();
-        r.replace = request.value("replace", false);
-        r.start = request.value("start", false);
-    } catch (const json::exception& e) {
-        return fail(ErrorKind::invalid_argument,
-                    "restore: give repository and point (strings), and optionally as, replace, "
-                    "start");
-    }
     std::lock_guard lock(state_->mutex);
-    if (!state_->config.config.repositories.count(r.repository)) {
-        return fail(ErrorKind::not_found, "repository '" + r.repository + "' is not in the config");
-    }
+    if (state_->stopping) return fail(ErrorKind::unavailable, "the daemon is stopping");
+    auto where = point_of(*state_, request);
+    if (!where) return std::unexpected(where.error());
+    RestoreRequest r;
+    r.repository = where->first;
+    r.point = where->second;
+    if (request.contains("as") && request["as"].is_string()) r.as_name = request["as"].get<std::string>();
+    r.replace = request.value("replace", false);
+    r.start = request.value("start", false);
     TaskPlan plan;
     plan.kind = "restore";
-    // The VM it holds: the new name, or the point's VM ("web1@latest" → web1).
+    // The VM it holds: the new name, or the point's VM ("web1@latest" → web1; for a bare id
+    // the id itself, which holds nothing another task names).
     std::string vm = r.as_name.value_or(r.point.substr(0, r.point.find('@')));
     plan.vms = {vm};
     plan.restore = r;
@@ -391,17 +408,16 @@ Result<json> Daemon::restore(const json& request) {
 }
 
 Result<json> Daemon::verify(const json& request) {
-    VerifyRequest r;
-    try {
-        r.repository = request.at("repository").get<std::string>();
-        r.point = request.at("point").get<std::string>();
-    } catch (const json::exception&) {
-        return fail(ErrorKind::invalid_argument, "verify: give repository and point (strings)");
-    }
     std::lock_guard lock(state_->mutex);
-    if (!state_->config.config.repositories.count(r.repository)) {
-        return fail(ErrorKind::not_found, "repository '" + r.repository + "' is not in the config");
+    if (state_->stopping) return fail(ErrorKind::unavailable, "the daemon is stopping");
+    if (!request.value("boot", true)) {
+        return fail(ErrorKind::unsupported,
+                    "verify checks a point by booting it (boot: true); the data itself is read "
+                    "back by a check job with read-data-percent");
     }
+    auto where = point_of(*state_, request);
+    if (!where) return std::unexpected(where.error());
+    VerifyRequest r{where->first, where->second};
     TaskPlan plan;
     plan.kind = "verify";
     plan.verify = r;
