@@ -15,6 +15,15 @@
 // It is not: the decision *when* to alert (the daemon's), or a retry store that survives a
 // restart.
 //
+// Deliveries go through an AlertTransport (alert_transport.h): NetAlertTransport in the
+// daemon, a fake in tests. Webhook and email are retried independently, each with the
+// backoff above (first_retry, doubling, max_attempts); a wait for a retry ends at once when
+// the sender is destroyed.
+// Email: alert_mail_message below — To, Subject "vmshadow: HOST: ...", Date, MIME-Version,
+// Content-Type text/plain; charset=UTF-8; every header value has CR, LF and other control
+// characters replaced by spaces (no header injection through a job, VM or message text) and a
+// non-ASCII subject is RFC 2047 encoded.
+//
 // Thread-safety: send() from any thread; the destructor stops the thread after at most the
 // current attempt (pending alerts are logged as dropped).
 
@@ -24,6 +33,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,6 +41,7 @@
 
 #include "common/clock.h"
 #include "common/task.h"
+#include "daemon/alert_transport.h"
 #include "daemon/job_config.h"
 
 namespace vmshadow::daemon {
@@ -52,10 +63,17 @@ struct AlertOptions {
     std::chrono::milliseconds timeout{10000};  // per attempt
 };
 
+// The webhook's JSON body (the fields above; invalid UTF-8 in a text is replaced, not fatal).
+nlohmann::json alert_body(const Alert& alert, std::string_view host);
+// The complete mail for sendmail -t: headers, a blank line, the body; Date from alert.time.
+std::string alert_mail_message(const Alert& alert, std::string_view host, std::string_view to);
+
 class AlertSender {
   public:
     using Log = std::function<void(LogLevel, std::string_view)>;
-    AlertSender(AlertTargets targets, std::string host_name, Log log, AlertOptions options = {});
+    // `transport` must outlive the sender.
+    AlertSender(AlertTransport& transport, AlertTargets targets, std::string host_name, Log log,
+                AlertOptions options = {});
     ~AlertSender();
     AlertSender(const AlertSender&) = delete;
     AlertSender& operator=(const AlertSender&) = delete;
@@ -66,7 +84,11 @@ class AlertSender {
 
   private:
     void run();
+    void deliver(const Alert& alert, std::string_view target, const std::function<Status()>& post);
+    // Waits `delay` unless the sender is stopping; false when it is.
+    bool backoff(std::chrono::milliseconds delay);
 
+    AlertTransport& transport_;
     AlertTargets targets_;
     std::string host_;
     Log log_;
