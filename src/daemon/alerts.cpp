@@ -2,11 +2,19 @@
 #include "daemon/alerts.h"
 
 #include <openssl/evp.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <utility>
 
+#include "common/child_process.h"
+#include "common/process.h"
 #include "common/time_format.h"
+#include "common/unique_fd.h"
 
 namespace vmshadow::daemon {
 namespace {
@@ -60,6 +68,35 @@ std::string describe(const Alert& a) {
     return out + ")";
 }
 
+// A private temporary file holding the mail, removed when it goes out of scope.
+class MessageFile {
+  public:
+    Status write(std::string_view message) {
+        std::string tmpl =
+            (std::filesystem::temp_directory_path() / "vmshadow-alert-XXXXXX").string();
+        UniqueFd fd(::mkstemp(tmpl.data()));  // mode 0600
+        if (!fd)
+            return fail(ErrorKind::io, "cannot create a temporary file for the alert mail: " +
+                                           std::string(std::strerror(errno)));
+        path_ = tmpl;
+        while (!message.empty()) {
+            ssize_t n = ::write(fd.get(), message.data(), message.size());
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0)
+                return fail(ErrorKind::io, "cannot write " + path_ + ": " + std::strerror(errno));
+            message.remove_prefix(static_cast<std::size_t>(n));
+        }
+        return {};
+    }
+    const std::string& path() const { return path_; }
+    ~MessageFile() {
+        if (!path_.empty()) ::unlink(path_.c_str());
+    }
+
+  private:
+    std::string path_;
+};
+
 std::string millis(std::chrono::milliseconds d) {
     return d.count() % 1000 == 0 ? std::to_string(d.count() / 1000) + " s"
                                  : std::to_string(d.count()) + " ms";
@@ -103,6 +140,28 @@ std::string alert_mail_message(const Alert& alert, std::string_view host, std::s
     if (!alert.state.empty()) field("State", alert.state);
     field("Time", iso8601_utc(alert.time));
     return out;
+}
+
+Status sendmail_message(const std::filesystem::path& sendmail, std::string_view message,
+                        std::chrono::milliseconds timeout) {
+    // run_tool gives a child no stdin, so a fixed shell line redirects it from a private
+    // file; the sendmail path and the file are arguments ($0, $1), never parsed as shell.
+    MessageFile file;
+    if (auto written = file.write(message); !written) return written;
+    const std::string program = sendmail.string();
+    auto run =
+        run_tool({"/bin/sh", "-c", "exec \"$0\" -t -oi < \"$1\"", program, file.path()}, timeout);
+    if (!run) return fail(run.error().with_context(program));
+    if (run->exit_code == 126 || run->exit_code == 127)
+        return fail(ErrorKind::unavailable,
+                    program + " could not be run (is a mail transfer agent installed?)");
+    if (run->exit_code != 0) {
+        std::string why = last_line_of(run->err);
+        return fail(ErrorKind::unavailable, program + " -t -oi exited with " +
+                                                std::to_string(run->exit_code) +
+                                                (why.empty() ? "" : ": " + why));
+    }
+    return {};
 }
 
 AlertSender::AlertSender(AlertTransport& transport, AlertTargets targets, std::string host_name,

@@ -31,6 +31,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -67,6 +68,12 @@ struct AlertOptions {
 nlohmann::json alert_body(const Alert& alert, std::string_view host);
 // The complete mail for sendmail -t: headers, a blank line, the body; Date from alert.time.
 std::string alert_mail_message(const Alert& alert, std::string_view host, std::string_view to);
+
+// Hands `message` to `SENDMAIL -t -oi` on its stdin (NetAlertTransport's mail); past
+// `timeout` sendmail is killed and a timeout returned; a non-zero exit is unavailable with
+// the last line of its stderr.
+Status sendmail_message(const std::filesystem::path& sendmail, std::string_view message,
+                        std::chrono::milliseconds timeout);
 
 class AlertSender {
   public:

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <toml.hpp>
@@ -172,7 +173,16 @@ class Reader {
             auto i = v->get<std::int64_t>();
             in_range = i >= range.lo && i <= range.hi;
         }
-        if (!in_range) fail(section, key, out_of_range(v->dump(), range));
+        if (!in_range) {
+            // toml11 saturates what does not fit in 64 bits: say so rather than echo it.
+            bool huge = v->is_number_unsigned() ||
+                        v->get<std::int64_t>() == std::numeric_limits<std::int64_t>::max();
+            bool tiny = !huge && v->get<std::int64_t>() == std::numeric_limits<std::int64_t>::min();
+            fail(section, key,
+                 huge   ? "too large: the range is " + range_text(range)
+                 : tiny ? "too small: the range is " + range_text(range)
+                        : out_of_range(v->dump(), range));
+        }
         return static_cast<unsigned>(v->get<std::int64_t>());
     }
     std::optional<std::vector<std::string>> strings(const json& obj, std::string_view section,
@@ -188,9 +198,11 @@ class Reader {
         return out;
     }
 
+    static std::string range_text(Range range) {
+        return std::to_string(range.lo) + ".." + std::to_string(range.hi);
+    }
     static std::string out_of_range(std::string_view value, Range range) {
-        return std::string(value) + " is out of range " + std::to_string(range.lo) + ".." +
-               std::to_string(range.hi);
+        return std::string(value) + " is out of range " + range_text(range);
     }
 
   private:
@@ -246,9 +258,30 @@ bool has_control(std::string_view s) {
                        [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
 }
 
+bool valid_utf8(std::string_view s) {
+    try {
+        (void)json(s).dump();  // nlohmann refuses (throws on) invalid UTF-8
+        return true;
+    } catch (const json::type_error&) {
+        return false;
+    }
+}
+
+// Text that ends up in logs, mail headers and the API's JSON: one line of valid UTF-8.
 void check_text(const Reader& r, std::string_view section, std::string_view key,
                 std::string_view s) {
     if (has_control(s)) r.fail(section, key, "contains a control character");
+    if (!valid_utf8(s)) r.fail(section, key, "is not valid UTF-8");
+}
+
+// An error message echoes the user's text: made one line of valid UTF-8 before it is shown
+// (the API sends it as JSON, which cannot hold invalid UTF-8).
+std::string printable(std::string message) {
+    for (char& c : message)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+    if (valid_utf8(message)) return message;
+    auto quoted = json(message).dump(-1, ' ', false, json::error_handler_t::replace);
+    return json::parse(quoted).get<std::string>();
 }
 
 void check_absolute(const Reader& r, std::string_view section, std::string_view key,
@@ -384,6 +417,7 @@ void check_job(const JobSpec& job, const Reader& r, std::string_view section) {
         r.fail(section, "vms", "missing: list VM names or globs (\"*\" = every VM)");
     for (const auto& vm : job.vms) {
         if (vm.empty()) r.fail(section, "vms", "an empty VM name");
+        if (vm.size() > 255) r.fail(section, "vms", "a VM name longer than 255 bytes");
         check_text(r, section, "vms", vm);
     }
     if (!kMethods.parse(job.method))
@@ -619,7 +653,7 @@ Status run_checks(const std::function<void()>& checks) {
         checks();
         return {};
     } catch (const Invalid& e) {
-        return fail(ErrorKind::invalid_argument, e.message);
+        return fail(ErrorKind::invalid_argument, printable(e.message));
     }
 }
 
@@ -692,9 +726,9 @@ Result<DaemonConfig> parse_config(std::string_view text, std::string_view file_n
         std::istringstream in{std::string(text)};
         root = toml::parse(in, file);
     } catch (const toml::exception& e) {
-        return fail(ErrorKind::invalid_argument, syntax_message(e, file));
+        return fail(ErrorKind::invalid_argument, printable(syntax_message(e, file)));
     } catch (const std::exception& e) {
-        return fail(ErrorKind::invalid_argument, file + ": " + e.what());
+        return fail(ErrorKind::invalid_argument, printable(file + ": " + e.what()));
     }
     Reader reader(
         [&](std::string_view section, std::string_view key) {
@@ -720,6 +754,9 @@ Result<LoadedConfig> load_config(const std::filesystem::path& file) {
     std::error_code ec;
     if (!std::filesystem::exists(file, ec) && !ec)
         return LoadedConfig{DaemonConfig{}, config_digest("")};
+    if (!std::filesystem::is_regular_file(file, ec))
+        return fail(ErrorKind::invalid_argument,
+                    "config file " + file.string() + " is not a regular file");
     std::ifstream in(file, std::ios::binary);
     if (!in)
         return fail(ErrorKind::io,

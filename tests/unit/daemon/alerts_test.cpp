@@ -2,11 +2,16 @@
 #include "daemon/alerts.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -341,6 +346,102 @@ TEST(AlertMail, SubjectSaysWhatHappened) {
     ended.vm = "";
     auto [h2, b2] = split_mail(alert_mail_message(ended, "h", "o@e"));
     EXPECT_EQ(h2[1], "Subject: vmshadow: h: job nightly ended ok");
+}
+
+}  // namespace
+}  // namespace vmshadow::daemon
+
+namespace vmshadow::daemon {
+namespace {
+
+// A directory of fake sendmail scripts, also TMPDIR while it lives (to see the message file
+// go away); removed with everything in it.
+class SendmailDir {
+  public:
+    SendmailDir() {
+        std::string tmpl =
+            (std::filesystem::temp_directory_path() / "vmshadow-sendmail-XXXXXX").string();
+        dir_ = ::mkdtemp(tmpl.data());
+        std::filesystem::create_directory(dir_ / "tmp");
+        if (const char* old = ::getenv("TMPDIR")) old_tmpdir_ = old;
+        ::setenv("TMPDIR", (dir_ / "tmp").c_str(), 1);
+    }
+    ~SendmailDir() {
+        if (old_tmpdir_)
+            ::setenv("TMPDIR", old_tmpdir_->c_str(), 1);
+        else
+            ::unsetenv("TMPDIR");
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+    }
+    std::filesystem::path script(const std::string& name, const std::string& body) {
+        auto path = dir_ / name;
+        std::ofstream(path) << "#!/bin/sh\n" << body << "\n";
+        std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+        return path;
+    }
+    std::string read(const std::string& name) {
+        std::ifstream in(dir_ / name);
+        return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    }
+    bool tmp_is_empty() const { return std::filesystem::is_empty(dir_ / "tmp"); }
+    const std::filesystem::path& dir() const { return dir_; }
+
+  private:
+    std::filesystem::path dir_;
+    std::optional<std::string> old_tmpdir_;
+};
+
+TEST(Sendmail, MessageGoesToStdinWithDashTAndOi) {
+    SendmailDir d;
+    auto sendmail = d.script("sendmail",
+                             "echo \"$@\" > \"$(dirname \"$0\")/args\"\n"
+                             "cat > \"$(dirname \"$0\")/stdin\"");
+    std::string message = alert_mail_message(failed_alert(), "host1", "ops@example.com");
+    ASSERT_TRUE(sendmail_message(sendmail, message, 10s));
+    EXPECT_EQ(d.read("args"), "-t -oi\n");
+    EXPECT_EQ(d.read("stdin"), message);
+    EXPECT_TRUE(d.tmp_is_empty());
+}
+
+TEST(Sendmail, PathIsNeverParsedAsShell) {
+    SendmailDir d;
+    auto sendmail = d.script("send mail $(touch pwned);x", "cat > \"$(dirname \"$0\")/stdin\"");
+    ASSERT_TRUE(sendmail_message(sendmail, "To: a@b\n\nhi\n", 10s));
+    EXPECT_EQ(d.read("stdin"), "To: a@b\n\nhi\n");
+    EXPECT_FALSE(std::filesystem::exists(d.dir() / "pwned"));
+    EXPECT_FALSE(std::filesystem::exists("pwned"));
+}
+
+TEST(Sendmail, FailureCarriesExitCodeAndStderr) {
+    SendmailDir d;
+    auto sendmail = d.script("sendmail", "cat >/dev/null; echo 'mail queue is full' >&2; exit 75");
+    auto sent = sendmail_message(sendmail, "To: a@b\n\nhi\n", 10s);
+    ASSERT_FALSE(sent);
+    EXPECT_EQ(sent.error().kind(), ErrorKind::unavailable);
+    EXPECT_NE(sent.error().message().find("exited with 75: mail queue is full"), std::string::npos)
+        << sent.error().message();
+    EXPECT_TRUE(d.tmp_is_empty());
+}
+
+TEST(Sendmail, MissingProgramIsUnavailable) {
+    SendmailDir d;
+    auto sent = sendmail_message(d.dir() / "no-sendmail", "To: a@b\n\nhi\n", 10s);
+    ASSERT_FALSE(sent);
+    EXPECT_EQ(sent.error().kind(), ErrorKind::unavailable);
+    EXPECT_NE(sent.error().message().find("could not be run"), std::string::npos)
+        << sent.error().message();
+}
+
+TEST(Sendmail, HungSendmailIsKilledAtTheDeadline) {
+    SendmailDir d;
+    auto sendmail = d.script("sendmail", "sleep 30");
+    auto start = SteadyClock::now();
+    auto sent = sendmail_message(sendmail, "To: a@b\n\nhi\n", 300ms);
+    EXPECT_LT(SteadyClock::now() - start, 10s);
+    ASSERT_FALSE(sent);
+    EXPECT_EQ(sent.error().kind(), ErrorKind::timeout) << sent.error().message();
+    EXPECT_TRUE(d.tmp_is_empty());
 }
 
 }  // namespace

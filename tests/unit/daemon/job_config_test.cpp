@@ -195,6 +195,13 @@ TEST(JobConfig, LoadErrorNamesThePath) {
     EXPECT_PREFIX(loaded.error().message(), path.string() + ":2: daemon.api-threads: ");
 }
 
+TEST(JobConfig, LoadOfADirectoryIsAnError) {
+    TempFile t;
+    auto loaded = load_config(t.dir);
+    ASSERT_FALSE(loaded);
+    EXPECT_NE(loaded.error().message().find("not a regular file"), std::string::npos);
+}
+
 TEST(JobConfig, TomlSyntaxErrorNamesFileAndLine) {
     auto m = message_of("[daemon]\nlisten = \n");
     EXPECT_PREFIX(m, "vmshadowd.toml:2: ");
@@ -246,6 +253,35 @@ TEST(JobConfig, HugeNumbersAreOutOfRangeNotWrapped) {
                   "vmshadowd.toml:7: job.j.keep-last: ");
     EXPECT_PREFIX(message_of("[daemon]\napi-threads = -99999999999999999999\n"),
                   "vmshadowd.toml:2: daemon.api-threads: ");
+}
+
+TEST(JobConfig, HugeNumbersSayTooLargeOrSmall) {
+    EXPECT_PREFIX(job_error("vms = [\"a\"]\nkeep-last = 99999999999999999999999"),
+                  "vmshadowd.toml:7: job.j.keep-last: too large: the range is 1..100000");
+    EXPECT_PREFIX(job_error("vms = [\"a\"]\nkeep-last = -99999999999999999999999"),
+                  "vmshadowd.toml:7: job.j.keep-last: too small: the range is 1..100000");
+}
+
+TEST(JobConfig, InvalidUtf8IsRefusedAndNeverEchoed) {
+    // toml11 refuses it in the file; the message (which the API sends as JSON) stays UTF-8.
+    for (std::string bad : {job_error("vms = [\"a\xff\"]"), job_error("\"k\xff\" = 1"),
+                            message_of("[alerts]\nemail = \"\xc3@x\"\n")}) {
+        EXPECT_TRUE(bad.starts_with("vmshadowd.toml:6: ") || bad.starts_with("vmshadowd.toml:2: "))
+            << bad;
+        EXPECT_NO_THROW((void)nlohmann::json(bad).dump()) << bad;
+    }
+    // A config or job built in memory is checked too.
+    auto c = *parse_config(kRich, "x");
+    c.jobs[0].vms = {"a\xff"};
+    auto s = validate_config(c);
+    ASSERT_FALSE(s);
+    EXPECT_PREFIX(s.error().message(), "job.zz-nightly.vms: is not valid UTF-8");
+    auto j = job_to_json(*parse_config(kRich, "x")->job("check"));
+    j["kind"] = "b\xfe";
+    auto r = job_from_json(j);
+    ASSERT_FALSE(r);
+    EXPECT_PREFIX(r.error().message(), "job.kind: ");
+    EXPECT_NO_THROW((void)nlohmann::json(r.error().message()).dump());
 }
 
 TEST(JobConfig, FloatsWhereIntegersBelongAreRefused) {
