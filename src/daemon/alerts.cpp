@@ -164,7 +164,7 @@ Status sendmail_message(const std::filesystem::path& sendmail, std::string_view 
     return {};
 }
 
-AlertSender::AlertSender(AlertTransport& transport, AlertTargets targets, std::string host_name,
+AlertSender::AlertSender(AlertTargets targets, std::string host_name, AlertTransport& transport,
                          Log log, AlertOptions options)
     : transport_(transport),
       targets_(std::move(targets)),

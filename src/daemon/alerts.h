@@ -79,7 +79,7 @@ class AlertSender {
   public:
     using Log = std::function<void(LogLevel, std::string_view)>;
     // `transport` must outlive the sender.
-    AlertSender(AlertTransport& transport, AlertTargets targets, std::string host_name, Log log,
+    AlertSender(AlertTargets targets, std::string host_name, AlertTransport& transport, Log log,
                 AlertOptions options = {});
     ~AlertSender();
     AlertSender(const AlertSender&) = delete;

@@ -142,7 +142,7 @@ TEST(AlertSender, DeliveredOnceOnSuccess) {
     Logs logs;
     {
         AlertSender sender(
-            transport, webhook_only(), "host1", logs.callback(),
+            webhook_only(), "host1", transport, logs.callback(),
             {.first_retry = 5ms, .max_attempts = 6, .max_queued = 10, .timeout = 1234ms});
         sender.send(failed_alert());
         ASSERT_TRUE(logs.wait_for("webhook delivered")) << logs.all();
@@ -162,7 +162,7 @@ TEST(AlertSender, RetriedWithDoublingDelaysUntilSuccess) {
     FakeTransport transport;
     transport.webhook_failures = 3;
     Logs logs;
-    AlertSender sender(transport, webhook_only(), "host1", logs.callback(),
+    AlertSender sender(webhook_only(), "host1", transport, logs.callback(),
                        {.first_retry = 30ms, .max_attempts = 6});
     sender.send(failed_alert());
     ASSERT_TRUE(logs.wait_for("webhook delivered (attempt 4)")) << logs.all();
@@ -181,7 +181,7 @@ TEST(AlertSender, GivesUpAfterMaxAttemptsAndLogsIt) {
     FakeTransport transport;
     transport.webhook_failures = -1;
     Logs logs;
-    AlertSender sender(transport, webhook_only(), "host1", logs.callback(),
+    AlertSender sender(webhook_only(), "host1", transport, logs.callback(),
                        {.first_retry = 2ms, .max_attempts = 3});
     sender.send(failed_alert());
     ASSERT_TRUE(logs.wait_for("gave up after 3 attempts")) << logs.all();
@@ -194,7 +194,7 @@ TEST(AlertSender, DestructorDuringBackoffReturnsAtOnce) {
     FakeTransport transport;
     transport.webhook_failures = -1;
     Logs logs;
-    auto sender = std::make_unique<AlertSender>(transport, webhook_only(), "host1", logs.callback(),
+    auto sender = std::make_unique<AlertSender>(webhook_only(), "host1", transport, logs.callback(),
                                                 AlertOptions{.first_retry = 60s});
     sender->send(failed_alert("first"));
     ASSERT_TRUE(logs.wait_for("retrying in 60 s")) << logs.all();
@@ -212,7 +212,7 @@ TEST(AlertSender, FullQueueDropsTheOldestAndLogsIt) {
     FakeTransport transport;
     transport.hold = true;
     Logs logs;
-    AlertSender sender(transport, webhook_only(), "host1", logs.callback(),
+    AlertSender sender(webhook_only(), "host1", transport, logs.callback(),
                        {.first_retry = 1ms, .max_attempts = 1, .max_queued = 2});
     sender.send(failed_alert("a"));
     ASSERT_TRUE(transport.wait_posts(1));  // "a" is being delivered, the queue is empty
@@ -234,7 +234,7 @@ TEST(AlertSender, EmailAndWebhookBothDelivered) {
     Logs logs;
     AlertTargets targets = webhook_only();
     targets.email = "ops@example.com";
-    AlertSender sender(transport, targets, "host1", logs.callback(), {.first_retry = 1ms});
+    AlertSender sender(targets, "host1", transport, logs.callback(), {.first_retry = 1ms});
     sender.send(failed_alert());
     ASSERT_TRUE(logs.wait_for("email to ops@example.com delivered")) << logs.all();
     EXPECT_EQ(transport.post_count(), 1u);
@@ -245,7 +245,7 @@ TEST(AlertSender, EmailAndWebhookBothDelivered) {
 TEST(AlertSender, NewTargetsApplyToLaterAlerts) {
     FakeTransport transport;
     Logs logs;
-    AlertSender sender(transport, AlertTargets{}, "host1", logs.callback(), {.first_retry = 1ms});
+    AlertSender sender(AlertTargets{}, "host1", transport, logs.callback(), {.first_retry = 1ms});
     sender.send(failed_alert("before"));
     ASSERT_TRUE(logs.wait_for("no alert target configured")) << logs.all();
     sender.set_targets(webhook_only());
@@ -257,7 +257,7 @@ TEST(AlertSender, NewTargetsApplyToLaterAlerts) {
 TEST(AlertSender, InvalidUtf8InMessageIsStillDelivered) {
     FakeTransport transport;
     Logs logs;
-    AlertSender sender(transport, webhook_only(), "host1", logs.callback(), {.first_retry = 1ms});
+    AlertSender sender(webhook_only(), "host1", transport, logs.callback(), {.first_retry = 1ms});
     Alert alert = failed_alert();
     alert.message = "bad \xff\xfe bytes";
     sender.send(alert);

@@ -397,6 +397,7 @@ TEST(JobConfig, OtherBadValuesAreRefused) {
                   "vmshadowd.toml:2: daemon.listen: ");
     EXPECT_PREFIX(message_of("[daemon]\nlisten = \"h:70000\"\n"),
                   "vmshadowd.toml:2: daemon.listen: ");
+    EXPECT_TRUE(parse_config("[daemon]\nlisten = \"127.0.0.1:0\"\n", "x"));  // any free port
     EXPECT_PREFIX(message_of("[daemon]\nscratch-dir = \"tmp\"\n"),
                   "vmshadowd.toml:2: daemon.scratch-dir: \"tmp\" is not an absolute path");
     EXPECT_PREFIX(message_of("[repository.r]\npath = \"rel/dir\"\n"),
