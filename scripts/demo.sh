@@ -3,7 +3,7 @@
 # Quickstart 1: sets up this host (packages, libvirtd), builds vmshadow, creates a small demo
 # VM from the lab guest (its agent and a SQLite workload run on its own disk) and runs the
 # main job on it. Idempotent: a second run reuses the host setup, the build and the demo VM.
-#   scripts/demo.sh            set up and run the demo
+#   scripts/demo.sh            set up and run the demo; leaves vmshadowd protecting the demo VM
 #   scripts/demo.sh --remove   remove the demo VM, its restored copy, their files and the repository
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,8 +18,14 @@ if [ "${1:-}" = "--remove" ]; then
     virsh destroy "$vm" >/dev/null 2>&1 || true
     virsh undefine "$vm" --checkpoints-metadata --snapshots-metadata >/dev/null 2>&1 || true
   done
+  if pid=$(cat /var/lib/vmshadow/vmshadowd.pid 2>/dev/null) && kill -0 "$pid" 2>/dev/null; then
+    if [ -d /run/systemd/system ]; then systemctl stop vmshadowd; else kill "$pid"; fi
+  fi
+  if grep -q "^\[job.demo\]" /etc/vmshadow/vmshadowd.toml 2>/dev/null; then
+    rm -f /etc/vmshadow/vmshadowd.toml
+  fi
   rm -rf "$DEMO_DIR"
-  echo "demo VMs $DEMO_VM and $DEMO_VM-restored removed"
+  echo "demo VMs $DEMO_VM and $DEMO_VM-restored removed, vmshadowd stopped"
   exit 0
 fi
 
@@ -88,13 +94,57 @@ else
   echo "demo: $RESTORED_VM did not answer within 180 s; see $DEMO_DIR/restored/serial.log" >&2
   exit 1
 fi
+say "installing vmshadow and vmshadowd (cmake --install build, under /usr/local)"
+cmake --install build --prefix /usr/local >/dev/null
+DAEMON_CONFIG=/etc/vmshadow/vmshadowd.toml
+if [ ! -f "$DAEMON_CONFIG" ]; then
+  say "writing $DAEMON_CONFIG: back up $DEMO_VM every 15 minutes, keep 8 hourly and 7 daily points"
+  mkdir -p /etc/vmshadow
+  cat >"$DAEMON_CONFIG" <<TOML
+# vmshadowd's jobs and settings (docs/DAEMON.md). Reload with: kill -HUP \$(cat /var/lib/vmshadow/vmshadowd.pid)
+[daemon]
+connect-uri = "$LIBVIRT_DEFAULT_URI"
+
+[repository.demo]
+path = "$DEMO_REPO"
+
+[job.demo]
+kind = "backup"
+vms = ["$DEMO_VM"]
+repository = "demo"
+schedule = "*:0/15"
+keep-hourly = 8
+keep-daily = 7
+alert-after-hours = 2
+TOML
+fi
+if [ -d /run/systemd/system ]; then
+  say "starting vmshadowd.service (systemd)"
+  systemctl daemon-reload
+  systemctl enable --now vmshadowd >/dev/null
+  systemctl reload vmshadowd
+elif pid=$(cat /var/lib/vmshadow/vmshadowd.pid 2>/dev/null) && kill -0 "$pid" 2>/dev/null; then
+  say "vmshadowd runs (pid $pid): reloading its config"
+  kill -HUP "$pid"
+else
+  say "starting vmshadowd (no init system here: it detaches; log in /var/lib/vmshadow/vmshadowd.log)"
+  /usr/local/bin/vmshadowd
+fi
+say "vmshadow job run demo --wait (the service's first backup now; then every 15 minutes)"
+/usr/local/bin/vmshadow job run demo --wait
+say "vmshadow status"
+/usr/local/bin/vmshadow status
+
 cat <<MSG
 
-The demo VM $DEMO_VM and its restored copy $RESTORED_VM keep running; the repository is
-$DEMO_REPO. Try:
+The demo VM $DEMO_VM and its restored copy $RESTORED_VM keep running, and vmshadowd backs
+$DEMO_VM up every 15 minutes into $DEMO_REPO. Try:
+  vmshadow status                  # each VM: last point, its age, next run, protection
+  vmshadow task list               # what the service ran; vmshadow task log ID -f
+  vmshadow job list
   export VMSHADOW_REPO=$DEMO_REPO
-  $VMSHADOW vm list --json $DEMO_VM
-  $VMSHADOW backup $DEMO_VM --json
-  $VMSHADOW image restore $DEMO_VM@latest /tmp/demo-vda.raw --disk vda
-Remove it with: scripts/demo.sh --remove
+  vmshadow points $DEMO_VM
+  vmshadow image restore $DEMO_VM@latest /tmp/demo-vda.raw --disk vda
+The service's config is $DAEMON_CONFIG; its API is https://127.0.0.1:8470/api/v1 (tokens:
+vmshadow token create NAME --role audit). Remove the demo with: scripts/demo.sh --remove
 MSG

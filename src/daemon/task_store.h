@@ -103,6 +103,8 @@ class TaskStore {
                   const std::optional<Error>& error);
     // Kept in memory, written to the database at most once a second per task and at finish.
     void set_progress(std::int64_t id, const Progress& progress);
+    // The line's number; 0 when the log is full (100000 lines and the one saying so) and the
+    // line was dropped.
     Result<std::int64_t> append_log(std::int64_t id, LogLevel level, std::string_view text);
 
     Result<std::optional<TaskRecord>> get(std::int64_t id) const;
@@ -111,7 +113,7 @@ class TaskStore {
     Result<std::vector<LogLine>> log(std::int64_t id, std::int64_t start, std::size_t limit) const;
 
     // Start-up: queued or running tasks left by a previous process become interrupted
-    // ("the daemon stopped while this task ran"); returns them.
+    // ("the daemon stopped while this task ran", error kind "unavailable"); returns them.
     Result<std::vector<TaskRecord>> mark_interrupted();
     // Deletes ended tasks (and their logs) beyond the newest keep_count, and those that
     // ended before now - keep_age.

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common/byte_size.h"
+#include "common/test_hook.h"
 #include "engine/export_copy.h"
 #include "engine/nbd_image.h"
 #include "engine/restore_journal.h"
@@ -597,6 +598,7 @@ Status BackupRun::copy_disk(VmRun& r, const vmwriter::PlannedDisk& disk,
     };
     const std::uint64_t total = source->size();
     task_.phase("copy", total, 0, r.domain->name() + "/" + disk.target);
+    test_kill_point("backup-copy");  // tests: a kill -9 of vmshadow or vmshadowd mid-copy
     control.progress = [this](std::uint64_t done) { task_.bytes_done(done); };
     auto read = copy_export(*source, **writer, control);
     if (!read) return std::unexpected(read.error());

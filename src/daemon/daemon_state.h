@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Daemon::State: what the daemon holds, shared by its lifecycle and loop (daemon.cpp), its
+// tasks (daemon_tasks.cpp) and its API answers (daemon_api.cpp). Private to the daemon.
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "daemon/alerts.h"
+#include "daemon/api_routes.h"
+#include "daemon/daemon.h"
+#include "daemon/job_config.h"
+#include "daemon/operations.h"
+#include "daemon/scheduler.h"
+#include "daemon/task_store.h"
+#include "daemon/token_store.h"
+#include "net/http_server.h"
+
+namespace vmshadow::daemon {
+
+// What a waiting task will run.
+struct TaskPlan {
+    std::int64_t id = 0;
+    std::string kind;
+    std::optional<JobSpec> job;
+    std::vector<std::string> vms;
+    std::optional<RestoreRequest> restore;
+    std::optional<VerifyRequest> verify;
+};
+
+struct RunningTask {
+    CancelToken cancel;
+    std::thread thread;
+    bool done = false;
+};
+
+struct Daemon::State {
+    DaemonOptions options;
+    const Clock* clock = nullptr;
+    std::chrono::system_clock::time_point started;
+    std::string fingerprint;
+    std::filesystem::path socket_path;
+
+    std::mutex mutex;  // everything below until the next comment
+    std::condition_variable wake;
+    LoadedConfig config;
+    RunQueue queue{1, 4};
+    std::map<std::int64_t, TaskPlan> waiting;
+    std::map<std::int64_t, std::unique_ptr<RunningTask>> running;
+    std::map<std::string, std::int64_t> last_slots;
+    std::set<std::string> stale_alerted;  // VMs whose "no recent backup" alert fired
+    std::map<std::pair<std::string, std::string>, std::uint64_t> finished;
+    std::chrono::steady_clock::time_point next_housekeeping{};
+    // Repository sizes for the metrics: refreshed by the loop (outside the lock) every few
+    // minutes and after a task that changed a repository.
+    std::map<std::string, RepositoryFacts> repository_facts;
+    std::chrono::steady_clock::time_point next_facts{};
+    bool stopping = false;
+
+    std::mutex inventory_mutex;  // the inventory cache
+    std::vector<VmSummary> inventory;
+    std::chrono::steady_clock::time_point inventory_time{};
+    std::atomic<bool> inventory_refreshing{false};
+
+    std::unique_ptr<TaskStore> store;
+    std::unique_ptr<TokenStore> tokens;
+    std::unique_ptr<AlertTransport> alert_transport;
+    std::unique_ptr<AlertSender> alerts;
+    std::unique_ptr<ApiRoutes> routes;
+    std::unique_ptr<net::HttpServer> server;
+    std::thread loop;
+
+    void log(LogLevel level, std::string_view line) const {
+        if (options.log) options.log(level, line);
+    }
+
+    // daemon_tasks.cpp; all called with `mutex` held.
+    Result<std::int64_t> queue_job(const JobSpec& job, const std::string& trigger);
+    Result<std::int64_t> queue_request(TaskPlan plan, const std::string& target);
+    void start_ready_tasks();
+    void reap_finished_tasks();
+    void task_ended(const TaskPlan& plan, TaskState state, const std::optional<Error>& error);
+    void check_stale_backups();
+    // With `lock` held on entry and exit; releases it while repositories are read.
+    void refresh_repository_facts(std::unique_lock<std::mutex>& lock);
+    // Without the lock: runs a task to its end on its own thread.
+    void run_task(TaskPlan plan, CancelToken cancel);
+};
+
+}  // namespace vmshadow::daemon

@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: MIT
+// vmshadowd on real parts: the real daemon on loopback and a unix socket with its own state
+// dir, a real lab guest, a real repository (issue 14's acceptance).
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "integration/daemon_fixture.h"
+#include "net/http_server.h"
+#include "net/tls_identity.h"
+
+namespace vmshadow::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string backup_job(const std::string& id, const std::string& vm, const std::string& schedule,
+                       const std::string& extra = "") {
+    return "[job." + id + "]\nkind = \"backup\"\nvms = [\"" + vm + "\"]\nrepository = \"main\"\n" +
+           "schedule = \"" + schedule + "\"\n" + extra + "\n";
+}
+
+// The tasks of a job, oldest first.
+json job_tasks(DaemonTest& t, const std::string& job) {
+    json list = t.api_json("GET", "/tasks?job=" + job + "&limit=100")["tasks"];
+    json out = json::array();
+    for (auto it = list.rbegin(); it != list.rend(); ++it) out.push_back(*it);
+    return out;
+}
+
+std::string disk_mode(const json& task, const std::string& disk) {
+    for (const auto& vm : task["result"]["vms"])
+        for (const auto& d : vm["disks"])
+            if (d["disk"] == disk) return d["mode"];
+    return "missing";
+}
+
+TEST_F(DaemonTest, ScheduledJobBacksUpTwiceAndTheSecondIsIncremental) {
+    lab::LabGuest& g = boot({});
+    write_config(backup_job("every20s", g.name(), "*:*:0/20"));
+    start_daemon();
+    json tasks;
+    for (auto end = std::chrono::steady_clock::now() + 300s; std::chrono::steady_clock::now() < end;
+         std::this_thread::sleep_for(1s)) {
+        tasks = job_tasks(*this, "every20s");
+        int ok = 0;
+        for (const auto& t : tasks) ok += t["state"] == "ok";
+        for (const auto& t : tasks) ASSERT_NE(t["state"], "failed") << t.dump(2) << read_log();
+        if (ok >= 2) break;
+    }
+    ASSERT_GE(tasks.size(), 2u) << read_log();
+    EXPECT_EQ(tasks[0]["trigger"], "schedule");
+    EXPECT_EQ(tasks[0]["state"], "ok") << tasks[0].dump(2);
+    EXPECT_EQ(tasks[1]["state"], "ok") << tasks[1].dump(2);
+    EXPECT_EQ(disk_mode(tasks[0], "vda"), "full");
+    EXPECT_EQ(disk_mode(tasks[1], "vda"), "incremental") << tasks[1].dump(2);
+    // The log tells the story, in pages.
+    json log =
+        api_json("GET", "/tasks/" + std::to_string(tasks[1]["id"].get<int>()) + "/log?start=1");
+    ASSERT_FALSE(log["lines"].empty());
+    EXPECT_TRUE(log["done"].get<bool>());
+    // GET /vms shows the VM protected, with its last point.
+    json vms = api_json("GET", "/vms", "", 200);
+    bool seen = false;
+    for (const auto& vm : vms) {
+        if (vm["name"] != g.name()) continue;
+        seen = true;
+        EXPECT_EQ(vm["protection"], "protected") << vm.dump(2);
+        EXPECT_FALSE(vm["last_point"].get<std::string>().empty());
+        EXPECT_FALSE(vm["next_run"].is_null());
+    }
+    EXPECT_TRUE(seen) << vms.dump(2);
+}
+
+TEST_F(DaemonTest, TwoJobsOnOneVmNeverOverlapTheSecondWaitsQueued) {
+    lab::LabGuest& g = boot({});
+    write_config(backup_job("first", g.name(), "") +
+                     backup_job("second", g.name(), "", "method = \"crash\""),
+                 "max-concurrent-backups = 4\n");
+    start_daemon();
+    std::int64_t a = run_job("first");
+    std::int64_t b = run_job("second");
+    json second = api_json("GET", "/tasks/" + std::to_string(b));
+    EXPECT_EQ(second["state"], "queued") << second.dump(2);
+    json ta = wait_task(a);
+    json tb = wait_task(b);
+    ASSERT_EQ(ta["state"], "ok") << ta.dump(2) << read_log();
+    ASSERT_EQ(tb["state"], "ok") << tb.dump(2) << read_log();
+    EXPECT_LE(ta["ended_at"].get<std::int64_t>(), tb["started_at"].get<std::int64_t>());
+}
+
+TEST_F(DaemonTest, HttpsRefusesMissingAndWeakTokensAndAcceptsTheRightRole) {
+    write_config(backup_job("nightly", "no-such-vm-" + current_test_name(), "daily"));
+    start_daemon();
+    // No token, a wrong token: 401.
+    EXPECT_EQ(https("GET", "/jobs").status, 401);
+    EXPECT_EQ(https("GET", "/jobs", "nobody:00").status, 401);
+    // Health needs none.
+    EXPECT_EQ(https("GET", "/health").status, 200);
+    json audit = api_json("POST", "/tokens", R"({"name":"watcher","role":"audit"})");
+    json oper = api_json("POST", "/tokens", R"({"name":"ops","role":"operator"})");
+    ASSERT_TRUE(audit.contains("token")) << audit.dump();
+    std::string audit_token = audit["token"], ops_token = oper["token"];
+    EXPECT_EQ(https("GET", "/jobs", audit_token).status, 200);
+    // audit may not run a job, nor an operator edit one: 403.
+    EXPECT_EQ(https("POST", "/jobs/nightly/run", audit_token).status, 403);
+    EXPECT_EQ(https("DELETE", "/jobs/nightly?digest=x", ops_token).status, 403);
+    EXPECT_EQ(https("POST", "/jobs/nightly/run", ops_token).status, 202);
+    // A revoked token is refused.
+    api_json("DELETE", "/tokens/ops", "", 200);
+    EXPECT_EQ(https("GET", "/jobs", ops_token).status, 401);
+    // Each refusal is logged, without the secret.
+    std::string log = read_log();
+    EXPECT_NE(log.find("401"), std::string::npos) << log;
+    EXPECT_NE(log.find("403"), std::string::npos) << log;
+    EXPECT_EQ(log.find(ops_token.substr(ops_token.find(':') + 1)), std::string::npos);
+}
+
+TEST_F(DaemonTest, JobEditWithAStaleDigestGets409AndChangesNothing) {
+    write_config(backup_job("nightly", "vm-" + current_test_name(), "daily"));
+    start_daemon();
+    json jobs = api_json("GET", "/jobs", "", 200);
+    std::string digest = jobs["digest"];
+    json job = jobs["jobs"][0];
+    job.erase("next_run");
+    job.erase("last_task");
+    job.erase("last_success");
+    job["schedule"] = "hourly";
+    json body{{"digest", digest}, {"job", job}};
+    api_json("PUT", "/jobs/nightly", body.dump(), 200);
+    std::string before = [&] {
+        std::ifstream in(config_file);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    }();
+    job["schedule"] = "weekly";
+    body["job"] = job;  // still the old digest
+    json refused = api_json("PUT", "/jobs/nightly", body.dump(), 409);
+    EXPECT_EQ(refused["kind"], "conflict") << refused.dump();
+    std::ifstream in(config_file);
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), before);
+    EXPECT_EQ(api_json("GET", "/jobs")["jobs"][0]["schedule"], "hourly");
+}
+
+TEST_F(DaemonTest, KilledMidBackupTheTaskIsInterruptedAndTheNextRunCleansUpAndIsIncremental) {
+    lab::LabGuest& g = boot({});
+    write_config(backup_job("manual", g.name(), ""));
+    start_daemon();
+    json first = wait_task(run_job("manual"));
+    ASSERT_EQ(first["state"], "ok") << first.dump(2) << read_log();
+    auto checkpoints_before = checkpoints(g);
+    stop_daemon();
+
+    // The daemon dies (SIGKILL, from inside) as the copy starts: a backup job, its scratch
+    // and a new checkpoint are left behind.
+    start_daemon({"VMSHADOW_TEST_KILL_AT=backup-copy"});
+    auto killed = api_json("POST", "/jobs/manual/run", "", 202)["task"].get<std::int64_t>();
+    ASSERT_TRUE(wait_exit(120s)) << "the kill point was not reached:\n" << read_log();
+
+    start_daemon();
+    json t = api_json("GET", "/tasks/" + std::to_string(killed));
+    EXPECT_EQ(t["state"], "interrupted") << t.dump(2);
+    json next = wait_task(run_job("manual"));
+    ASSERT_EQ(next["state"], "ok") << next.dump(2) << read_log();
+    EXPECT_EQ(disk_mode(next, "vda"), "incremental") << next.dump(2);
+    // Nothing of the killed run is left: no backup job, no scratch, one checkpoint.
+    auto job = lab::run_process({"virsh", "-c", lab::lab_uri(), "domjobinfo", g.name()});
+    ASSERT_TRUE(job);
+    EXPECT_NE(job->out.find("None"), std::string::npos) << job->out;
+    EXPECT_TRUE(scratch_leftovers().empty());
+    EXPECT_EQ(checkpoints(g).size(), checkpoints_before.size());
+    auto check = run({"repo", "check"});
+    EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
+// A webhook receiver on 127.0.0.1: records each POST body.
+struct WebhookListener {
+    std::mutex mutex;
+    std::vector<std::string> bodies;
+    std::unique_ptr<net::HttpServer> server;
+    fs::path dir;
+    std::uint16_t port = 0;
+
+    explicit WebhookListener(const fs::path& d) : dir(d) {
+        auto id = net::ensure_tls_identity(dir);
+        if (!id) throw std::runtime_error(id.error().message());
+        net::HttpServerOptions o;
+        o.tls.push_back({"127.0.0.1", 0, id->certificate_file, id->key_file, std::nullopt});
+        o.threads = 1;
+        auto s = net::HttpServer::start(o, [this](const net::HttpRequest& r) {
+            std::lock_guard lock(mutex);
+            bodies.push_back(r.body);
+            return net::HttpResponse{200, "application/json", "{}", {}};
+        });
+        if (!s) throw std::runtime_error(s.error().message());
+        server = std::move(*s);
+        port = server->tls_port();
+    }
+    std::string fingerprint() const {
+        auto f = net::certificate_fingerprint(dir / "api.crt");
+        return f ? *f : "";
+    }
+};
+
+TEST_F(DaemonTest, AFailingJobIsReportedToTheWebhookWithin30Seconds) {
+    fs::create_directories(dir / "hook");
+    WebhookListener hook(dir / "hook");
+    std::string alerts = "\n[alerts]\nwebhook = \"https://127.0.0.1:" + std::to_string(hook.port) +
+                         "/hook\"\nwebhook-sha256 = \"" + hook.fingerprint() + "\"\n";
+    write_config(backup_job("broken", "no-such-vm-" + current_test_name(), "") + alerts);
+    start_daemon();
+    auto id = run_job("broken");
+    json t = wait_task(id, 60s);
+    EXPECT_EQ(t["state"], "failed") << t.dump(2);
+    std::string body;
+    for (auto end = std::chrono::steady_clock::now() + 30s; std::chrono::steady_clock::now() < end;
+         std::this_thread::sleep_for(200ms)) {
+        std::lock_guard lock(hook.mutex);
+        if (!hook.bodies.empty()) {
+            body = hook.bodies.front();
+            break;
+        }
+    }
+    ASSERT_FALSE(body.empty()) << read_log();
+    json alert = json::parse(body, nullptr, false);
+    EXPECT_EQ(alert["event"], "task_failed") << body;
+    EXPECT_EQ(alert["job"], "broken") << body;
+    EXPECT_EQ(alert["task"], id) << body;
+}
+
+}  // namespace
+}  // namespace vmshadow::testing
