@@ -326,6 +326,13 @@ bool kind_takes(JobKind kind, std::string_view key) {
     return !kinds || kinds->find(job_kind_name(kind)) != std::string_view::npos;
 }
 
+[[noreturn]] void not_for_kind(const Reader& r, std::string_view section, std::string_view key,
+                               JobKind kind) {
+    r.fail(section, key,
+           "not a setting of a " + std::string(job_kind_name(kind)) + " job (only of " +
+               std::string(*only_for(key)) + " jobs)");
+}
+
 template <typename Table>
 auto parse_enum(const Reader& r, std::string_view section, std::string_view key, const Table& table,
                 const std::string& text) {
@@ -350,10 +357,7 @@ JobSpec read_job(const json& t, std::string id, const Reader& r, std::string_vie
     if (with_id) keys.push_back("id");
     r.only_keys(t, section, keys);
     for (std::string_view key : keys)
-        if (r.find(t, key) && !kind_takes(job.kind, key))
-            r.fail(section, key,
-                   "not a setting of a " + std::string(job_kind_name(job.kind)) + " job (only of " +
-                       std::string(*only_for(key)) + " jobs)");
+        if (r.find(t, key) && !kind_takes(job.kind, key)) not_for_kind(r, section, key, job.kind);
 
     if (auto v = r.string(t, section, "schedule")) job.schedule = *v;
     if (auto v = r.string(t, section, "repository")) job.repository = *v;
@@ -384,10 +388,7 @@ JobSpec read_job(const json& t, std::string id, const Reader& r, std::string_vie
 void check_inapplicable(const JobSpec& job, const Reader& r, std::string_view section) {
     const JobSpec d;
     auto refuse = [&](std::string_view key, bool differs) {
-        if (differs && !kind_takes(job.kind, key))
-            r.fail(section, key,
-                   "not a setting of a " + std::string(job_kind_name(job.kind)) + " job (only of " +
-                       std::string(*only_for(key)) + " jobs)");
+        if (differs && !kind_takes(job.kind, key)) not_for_kind(r, section, key, job.kind);
     };
     refuse("vms", !job.vms.empty());
     refuse("method", job.method != d.method);
@@ -426,7 +427,7 @@ void check_job(const JobSpec& job, const Reader& r, std::string_view section) {
     for (std::size_t i = 0; i < slots.size(); ++i)
         if (*slots[i]) check_range(r, section, kKeepKeys[i], **slots[i], kKeep);
     if (job.kind == JobKind::prune && job.retention.empty())
-        r.fail(section, "keep-last", "a prune job needs at least one keep-* setting");
+        r.fail(section, "", "a prune job needs at least one keep-* setting");
     check_range(r, section, "read-data-percent", job.read_data_percent, kPercent);
     check_range(r, section, "alert-after-hours", job.alert_after_hours, kAlertHours);
     if (!kCatchUps.parse(catch_up_name(job.catch_up)))

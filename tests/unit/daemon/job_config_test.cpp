@@ -392,7 +392,8 @@ TEST(JobConfig, OtherBadValuesAreRefused) {
     EXPECT_PREFIX(job_error("vms = [\"\"]"), "vmshadowd.toml:6: job.j.vms: an empty VM name");
     EXPECT_PREFIX(job_error("vms = [\"a\\nb\"]"),
                   "vmshadowd.toml:6: job.j.vms: contains a control");
-    EXPECT_PREFIX(job_error("kind = \"prune\""), "vmshadowd.toml:4: job.j.keep-last: a prune job");
+    EXPECT_PREFIX(job_error("kind = \"prune\""),
+                  "vmshadowd.toml:4: job.j: a prune job needs at least one keep-* setting");
     EXPECT_PREFIX(message_of("[daemon]\nlisten = \"localhost\"\n"),
                   "vmshadowd.toml:2: daemon.listen: ");
     EXPECT_PREFIX(message_of("[daemon]\nlisten = \"h:70000\"\n"),
