@@ -759,12 +759,24 @@ Result<LoadedConfig> load_config(const std::filesystem::path& file) {
     if (!std::filesystem::is_regular_file(file, ec))
         return fail(ErrorKind::invalid_argument,
                     "config file " + file.string() + " is not a regular file");
+    // A config is a few KiB; a file far larger is a mistake (a disk image named by --config).
+    constexpr std::uintmax_t kMaxConfigBytes = 4 << 20;
+    if (auto size = std::filesystem::file_size(file, ec); !ec && size > kMaxConfigBytes)
+        return fail(ErrorKind::invalid_argument, "config file " + file.string() + " is " +
+                                                     std::to_string(size) +
+                                                     " bytes: more than a config (4 MiB at most)");
     std::ifstream in(file, std::ios::binary);
     if (!in)
         return fail(ErrorKind::io,
                     "cannot read config file " + file.string() + ": " + std::strerror(errno));
-    std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    std::string bytes;
+    bytes.resize(kMaxConfigBytes + 1);
+    in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     if (in.bad()) return fail(ErrorKind::io, "cannot read config file " + file.string());
+    bytes.resize(static_cast<std::size_t>(in.gcount()));
+    if (bytes.size() > kMaxConfigBytes)
+        return fail(ErrorKind::invalid_argument,
+                    "config file " + file.string() + " grew past 4 MiB while it was read");
     auto config = parse_config(bytes, file.string());
     if (!config) return fail(config.error());
     return LoadedConfig{std::move(*config), config_digest(bytes)};

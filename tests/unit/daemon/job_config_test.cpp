@@ -202,6 +202,17 @@ TEST(JobConfig, LoadOfADirectoryIsAnError) {
     EXPECT_NE(loaded.error().message().find("not a regular file"), std::string::npos);
 }
 
+TEST(JobConfig, LoadOfAHugeFileIsRefusedUnread) {
+    TempFile t;
+    auto path = t.dir / "huge.toml";
+    std::ofstream(path).close();
+    std::filesystem::resize_file(path, 64 << 20);  // sparse: no disk used
+    auto loaded = load_config(path);
+    ASSERT_FALSE(loaded);
+    EXPECT_NE(loaded.error().message().find("more than a config"), std::string::npos)
+        << loaded.error().message();
+}
+
 TEST(JobConfig, TomlSyntaxErrorNamesFileAndLine) {
     auto m = message_of("[daemon]\nlisten = \n");
     EXPECT_PREFIX(m, "vmshadowd.toml:2: ");
