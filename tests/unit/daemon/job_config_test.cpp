@@ -44,7 +44,7 @@ method = "application"
 group = true
 keep-last = 3
 keep-daily = 7
-keep-yearly = 100000
+keep-monthly = 100000
 catch-up = "all"
 notify = "always"
 alert-after-hours = 26
@@ -115,7 +115,7 @@ TEST(JobConfig, RichConfigParsesWithEveryValue) {
     EXPECT_EQ(n.method, "application");
     EXPECT_TRUE(n.group);
     EXPECT_EQ(n.retention.keep_daily, 7u);
-    EXPECT_EQ(n.retention.keep_yearly, 100000u);
+    EXPECT_EQ(n.retention.keep_monthly, 100000u);
     EXPECT_FALSE(n.retention.keep_weekly);
     EXPECT_EQ(n.catch_up, CatchUp::all);
     EXPECT_EQ(n.notify, Notify::always);
@@ -317,6 +317,17 @@ TEST(JobConfig, UnknownKeysAreRefusedEverywhere) {
     EXPECT_PREFIX(message_of("[jobs.nightly]\nkind = \"backup\"\n"),
                   "vmshadowd.toml:1: jobs: unknown key (did you mean job?)");
     EXPECT_PREFIX(message_of("verbose = true\n"), "vmshadowd.toml:1: verbose: unknown key");
+}
+
+TEST(JobConfig, KeepYearlyIsRefusedNotIgnored) {
+    // vmshadow prune has no yearly rule: the runner would drop it without a word.
+    EXPECT_PREFIX(job_error("kind = \"prune\"\nkeep-yearly = 5"),
+                  "vmshadowd.toml:7: job.j.keep-yearly: not supported");
+    auto c = *parse_config(kRich, "x");
+    c.jobs[0].retention.keep_yearly = 3;
+    auto s = validate_config(c);
+    ASSERT_FALSE(s);
+    EXPECT_PREFIX(s.error().message(), "job.zz-nightly.keep-yearly: not supported");
 }
 
 TEST(JobConfig, KeyOfAnotherKindIsRefused) {
