@@ -15,6 +15,15 @@
 // It is not: the decision *when* to alert (the daemon's), or a retry store that survives a
 // restart.
 //
+// Deliveries go through an AlertTransport (alert_transport.h): NetAlertTransport in the
+// daemon, a fake in tests. Webhook and email are retried independently, each with the
+// backoff above (first_retry, doubling, max_attempts); a wait for a retry ends at once when
+// the sender is destroyed.
+// Email: alert_mail_message below — To, Subject "vmshadow: HOST: ...", Date, MIME-Version,
+// Content-Type text/plain; charset=UTF-8; every header value has CR, LF and other control
+// characters replaced by spaces (no header injection through a job, VM or message text) and a
+// non-ASCII subject is RFC 2047 encoded.
+//
 // Thread-safety: send() from any thread; the destructor stops the thread after at most the
 // current attempt (pending alerts are logged as dropped).
 
@@ -22,8 +31,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -53,9 +64,21 @@ struct AlertOptions {
     std::chrono::milliseconds timeout{10000};  // per attempt
 };
 
+// The webhook's JSON body (the fields above; invalid UTF-8 in a text is replaced, not fatal).
+nlohmann::json alert_body(const Alert& alert, std::string_view host);
+// The complete mail for sendmail -t: headers, a blank line, the body; Date from alert.time.
+std::string alert_mail_message(const Alert& alert, std::string_view host, std::string_view to);
+
+// Hands `message` to `SENDMAIL -t -oi` on its stdin (NetAlertTransport's mail); past
+// `timeout` sendmail is killed and a timeout returned; a non-zero exit is unavailable with
+// the last line of its stderr.
+Status sendmail_message(const std::filesystem::path& sendmail, std::string_view message,
+                        std::chrono::milliseconds timeout);
+
 class AlertSender {
   public:
     using Log = std::function<void(LogLevel, std::string_view)>;
+    // `transport` must outlive the sender.
     AlertSender(AlertTargets targets, std::string host_name, AlertTransport& transport, Log log,
                 AlertOptions options = {});
     ~AlertSender();
@@ -68,7 +91,11 @@ class AlertSender {
 
   private:
     void run();
+    void deliver(const Alert& alert, std::string_view target, const std::function<Status()>& post);
+    // Waits `delay` unless the sender is stopping; false when it is.
+    bool backoff(std::chrono::milliseconds delay);
 
+    AlertTransport& transport_;
     AlertTargets targets_;
     std::string host_;
     Log log_;

@@ -202,7 +202,7 @@ void Daemon::State::refresh_repository_facts(std::unique_lock<std::mutex>& lock)
     lock.unlock();
     std::map<std::string, RepositoryFacts> fresh;
     for (const auto& [name, spec] : repositories) {
-        auto facts = repository_facts(spec);
+        auto facts = daemon::repository_facts(spec);  // the function, not the member map
         if (facts) fresh[name] = *facts;
         // A repository busy with gc (exclusive lock) keeps its last figures.
     }
