@@ -17,6 +17,7 @@
 #include <boost/beast/ssl.hpp>
 #include <cctype>
 #include <condition_variable>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -266,11 +267,16 @@ Status check_stale_socket(const std::filesystem::path& path) {
     }
     if (!S_ISSOCK(st.st_mode))
         return fail(ErrorKind::conflict, path.string() + " exists and is not a socket: remove it");
-    boost::system::error_code ec;
-    asio::io_context probe_io;
-    local::socket probe(probe_io);
-    probe.connect(local::endpoint(path.string()), ec);
-    if (!ec)
+    // Non-blocking: a live server with a full backlog answers EAGAIN instead of hanging us.
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return fail(os_error("socket", errno));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.string().size());
+    int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    int err = errno;
+    ::close(fd);
+    if (rc == 0 || err == EAGAIN || err == EINPROGRESS)
         return fail(ErrorKind::conflict,
                     path.string() + ": another server is listening on it (a running vmshadowd?)");
     return {};

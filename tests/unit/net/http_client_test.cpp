@@ -3,7 +3,10 @@
 // exchange bounded by its timeout.
 #include "net/http_client.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 
 #include <chrono>
 #include <thread>
@@ -135,6 +138,69 @@ TEST(HttpClientTest, BasePathPrefixesTheTarget) {
     EXPECT_EQ(http_request(*endpoint, request)->body, "/hooks/x/y?z=1");
     endpoint->base_path.clear();
     EXPECT_EQ(http_request(*endpoint, request)->body, "/y?z=1");
+}
+
+// A one-shot HTTP server on 127.0.0.1 that answers one connection with `reply`, raw.
+class RawServer {
+  public:
+    explicit RawServer(std::string reply) : reply_(std::move(reply)) {
+        fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t length = sizeof addr;
+        ::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+        ::listen(fd_.get(), 4);
+        ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&addr), &length);
+        port_ = ntohs(addr.sin_port);
+        thread_ = std::thread([this] {
+            pollfd p{fd_.get(), POLLIN, 0};
+            if (::poll(&p, 1, 5000) <= 0) return;
+            UniqueFd client(::accept(fd_.get(), nullptr, nullptr));
+            request_ = test::read_for(client.get(), 2000ms, "\r\n\r\n").data;
+            test::send_all(client.get(), reply_);
+        });
+    }
+    ~RawServer() { thread_.join(); }
+    std::uint16_t port() const { return port_; }
+    const std::string& request() const { return request_; }
+
+  private:
+    std::string reply_;
+    UniqueFd fd_;
+    std::uint16_t port_ = 0;
+    std::string request_;
+    std::thread thread_;
+};
+
+TEST(HttpClientTest, PlainHttpExchange) {
+    RawServer raw(
+        "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nRetry-After: 5\r\n"
+        "Content-Length: 2\r\n\r\nok");
+    auto endpoint = HttpEndpoint::parse("http://127.0.0.1:" + std::to_string(raw.port()) + "/hook");
+    ASSERT_TRUE(endpoint);
+    HttpClientRequest request;
+    request.method = "POST";
+    request.body = "{}";
+    auto r = http_request(*endpoint, request);
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->status, 201);
+    EXPECT_EQ(r->content_type, "text/plain");
+    EXPECT_EQ(r->body, "ok");
+    bool retry_after = false;
+    for (const auto& [name, value] : r->headers)
+        if (name == "Retry-After" && value == "5") retry_after = true;
+    EXPECT_TRUE(retry_after);
+    EXPECT_EQ(raw.request().rfind("POST /hook HTTP/1.1\r\n", 0), 0u) << raw.request();
+}
+
+TEST(HttpClientTest, MalformedResponseIsAnIoError) {
+    RawServer raw("SMTP ready\r\n\r\n");
+    auto endpoint = HttpEndpoint::parse("http://127.0.0.1:" + std::to_string(raw.port()));
+    ASSERT_TRUE(endpoint);
+    auto r = http_request(*endpoint, {});
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind(), ErrorKind::io) << r.error().message();
 }
 
 TEST(HttpClientTest, RefusesABadPinBeforeConnecting) {

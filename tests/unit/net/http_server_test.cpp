@@ -261,6 +261,31 @@ TEST_F(HttpServerTest, OversizedChunkedBodyGets413) {
     EXPECT_TRUE(got.closed);
 }
 
+TEST_F(HttpServerTest, ExpectContinueGets100ThenTheResponseOr413AtOnce) {
+    HttpServerOptions options;
+    options.max_body_bytes = 1024;
+    auto server = start_unix(options);
+    ASSERT_TRUE(server);
+    auto fd = connect_unix(socket_path);
+    ASSERT_TRUE(fd);
+    ASSERT_TRUE(send_all(fd.get(),
+                         "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                         "Expect: 100-continue\r\n\r\n"));
+    auto go_on = read_for(fd.get(), 5s, "\r\n\r\n");
+    EXPECT_EQ(go_on.data.rfind("HTTP/1.1 100 Continue", 0), 0u) << go_on.data;
+    ASSERT_TRUE(send_all(fd.get(), "hello"));
+    auto got = read_for(fd.get(), 5s, "uid=");
+    EXPECT_NE(got.data.find("B=hello"), std::string::npos) << got.data;
+
+    auto big = connect_unix(socket_path);
+    ASSERT_TRUE(big);
+    ASSERT_TRUE(send_all(big.get(),
+                         "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+                         "Expect: 100-continue\r\n\r\n"));
+    auto refused = read_for(big.get(), 5s);
+    EXPECT_EQ(refused.data.rfind("HTTP/1.1 413", 0), 0u) << refused.data;
+}
+
 TEST_F(HttpServerTest, GarbageGets400AndTheServerGoesOn) {
     auto server = start_unix();
     ASSERT_TRUE(server);
@@ -432,6 +457,29 @@ TEST_F(HttpServerTest, TlsRequestWithPinnedFingerprint) {
     response = http_request(https_endpoint(server->tls_port(), plain), request);
     ASSERT_TRUE(response) << response.error().message();
     EXPECT_EQ(response->status, 200);
+}
+
+TEST_F(HttpServerTest, TlsOverIpv6LoopbackNamesThePeer) {
+    auto id = identity();
+    HttpServerOptions options;
+    TlsListener listener;
+    listener.address = "::1";
+    listener.certificate_file = id.certificate_file;
+    listener.key_file = id.key_file;
+    options.tls.push_back(listener);
+    auto server = HttpServer::start(options, [](const HttpRequest& r) {
+        HttpResponse response;
+        response.body = r.peer.address;
+        return response;
+    });
+    if (!server) GTEST_SKIP() << "no IPv6 loopback here: " << server.error().message();
+    auto endpoint =
+        HttpEndpoint::parse("https://[::1]:" + std::to_string((*server)->tls_port()) + "/");
+    ASSERT_TRUE(endpoint);
+    endpoint->ca_file = id.certificate_file;  // the certificate names IP ::1
+    auto response = http_request(*endpoint, {});
+    ASSERT_TRUE(response) << response.error().message();
+    EXPECT_EQ(response->body.rfind("[::1]:", 0), 0u) << response->body;
 }
 
 TEST_F(HttpServerTest, TlsWrongPinFailsWithPermission) {
