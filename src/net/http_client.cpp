@@ -436,6 +436,12 @@ Result<HttpResponse> http_request(const HttpEndpoint& endpoint, const HttpClient
         return fail(ErrorKind::invalid_argument, "bad HTTP method '" + request.method + "'");
     if (has_control_or_space(request.target))
         return fail(ErrorKind::invalid_argument, "bad HTTP target '" + request.target + "'");
+    for (const auto& [name, value] : request.headers) {
+        // No header may smuggle in a line of its own.
+        if (name.empty() || has_control_or_space(name) ||
+            value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
+            return fail(ErrorKind::invalid_argument, "bad HTTP header '" + name + "'");
+    }
     Exchange x{endpoint, request, Clock::now() + request.timeout, endpoint_name(endpoint),
                std::nullopt};
     asio::io_context io(1);

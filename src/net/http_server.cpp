@@ -406,6 +406,9 @@ asio::awaitable<void> HttpServer::Impl::tls_session(tcp::socket socket, ssl::con
     TlsStream stream(std::move(socket), context);
     connection->close = [&stream] { lowest(stream).close(); };
     CloseReset reset{*connection};
+    // stop() may have looked at this connection before `close` was set: it set `stopping`
+    // first, so this sees it.
+    if (stopping) co_return;
     lowest(stream).expires_after(options.idle_timeout);
     co_await stream.async_handshake(ssl::stream_base::server,
                                     asio::redirect_error(asio::use_awaitable, ec));

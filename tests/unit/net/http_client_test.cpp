@@ -203,6 +203,20 @@ TEST(HttpClientTest, MalformedResponseIsAnIoError) {
     EXPECT_EQ(r.error().kind(), ErrorKind::io) << r.error().message();
 }
 
+TEST(HttpClientTest, RefusesHeadersThatWouldInjectLines) {
+    auto endpoint = HttpEndpoint::parse("http://127.0.0.1:1");
+    ASSERT_TRUE(endpoint);
+    for (auto header : {std::pair<std::string, std::string>{"X-A", "v\r\nX-Evil: 1"},
+                        std::pair<std::string, std::string>{"X A", "v"},
+                        std::pair<std::string, std::string>{"", "v"}}) {
+        HttpClientRequest request;
+        request.headers.push_back(header);
+        auto r = http_request(*endpoint, request);
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error().kind(), ErrorKind::invalid_argument) << header.first;
+    }
+}
+
 TEST(HttpClientTest, RefusesABadPinBeforeConnecting) {
     auto endpoint = HttpEndpoint::parse("https://127.0.0.1:1");
     ASSERT_TRUE(endpoint);
