@@ -359,6 +359,37 @@ TEST_F(HttpServerTest, HandlerThatThrowsGets500) {
     EXPECT_EQ(response->status, 200);
 }
 
+TEST_F(HttpServerTest, ResponsesBeastCannotWriteBecome500AndHeadGetsNoBody) {
+    auto server = start_unix({}, [](const HttpRequest& r) {
+        HttpResponse response;
+        response.body = "body";
+        if (r.path == "/status0") response.status = 0;
+        if (r.path == "/status5000") response.status = 5000;
+        if (r.path == "/no-content") response.status = 204;
+        if (r.path == "/bad-header") response.headers.emplace_back("", "x");
+        if (r.path == "/split-header") response.headers.emplace_back("X-A", "1\r\nX-B: 2");
+        return response;
+    });
+    ASSERT_TRUE(server);
+    for (const char* target : {"/status0", "/status5000", "/bad-header", "/split-header"}) {
+        HttpClientRequest request;
+        request.target = target;
+        auto response = http_request(unix_endpoint(), request);
+        ASSERT_TRUE(response) << response.error().message();
+        EXPECT_EQ(response->status, 500) << target;
+    }
+    auto fd = connect_unix(socket_path);
+    ASSERT_TRUE(fd);
+    ASSERT_TRUE(send_all(fd.get(),
+                         "GET /no-content HTTP/1.1\r\nHost: x\r\n\r\n"
+                         "HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    auto got = read_for(fd.get(), 5s);
+    EXPECT_EQ(got.data.rfind("HTTP/1.1 204 No Content\r\n", 0), 0u) << got.data;
+    EXPECT_NE(got.data.find("HTTP/1.1 200 OK\r\n"), std::string::npos) << got.data;
+    EXPECT_NE(got.data.find("Content-Length: 4\r\n"), std::string::npos) << got.data;
+    EXPECT_EQ(got.data.find("body"), std::string::npos) << got.data;
+}
+
 TEST_F(HttpServerTest, StopWithAnIdleKeepAliveClientReturnsQuickly) {
     auto server = start_unix();  // idle timeout 30 s
     ASSERT_TRUE(server);
