@@ -5,6 +5,7 @@
 // listener on 127.0.0.1 (a free port), stopped (SIGTERM, then SIGKILL of its group) and
 // removed even when the test fails. VMSHADOWD_BINARY is the path CMake compiled in.
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -21,7 +22,7 @@
 namespace vmshadow::testing {
 
 class DaemonTest : public VmBackupTest {
-  protected:
+  public:  // the tests' free helpers call them too
     void SetUp() override {
         VmBackupTest::SetUp();
         state_dir = dir / "state";
@@ -141,7 +142,9 @@ class DaemonTest : public VmBackupTest {
     json api_json(const std::string& method, const std::string& target,
                   const std::string& body = "", int status = 0) {
         auto r = api(method, target, body);
-        if (status) EXPECT_EQ(r.status, status) << method << " " << target << ": " << r.body;
+        if (status) {
+            EXPECT_EQ(r.status, status) << method << " " << target << ": " << r.body;
+        }
         auto j = json::parse(r.body, nullptr, false);
         if (j.is_discarded()) throw std::runtime_error("not JSON: " + r.body);
         return j;
