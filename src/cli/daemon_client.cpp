@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "cli/daemon_views.h"
 #include "cli/names.h"
 #include "net/http_client.h"
 
@@ -183,36 +184,45 @@ Status follow_task_log(const DaemonConnection& c, std::int64_t task, std::int64_
                        std::chrono::milliseconds interval) {
     const std::string id = std::to_string(task);
     std::int64_t next = start;
+    auto stopped = [&]() -> Status {
+        return fail(ErrorKind::cancelled, "stopped following task " + id +
+                                              ": it goes on (`vmshadow task abort " + id +
+                                              "` stops it)");
+    };
     for (;;) {
         auto page = daemon_call(
             c, "GET", with_query("/tasks/" + id + "/log", {{"start", std::to_string(next)}}));
         if (!page) return std::unexpected(page.error());
-        const json& lines = (*page)["lines"];
-        if (lines.is_array())
-            for (const auto& line : lines) print(line);
-        if (auto n = page->find("next"); n != page->end() && n->is_number_integer())
-            next = std::max(next, n->get<std::int64_t>());
-        const bool more = lines.is_array() && !lines.empty();
-        const bool done = page->value("done", false);
-        if (more) continue;  // a page at a time until caught up
+        const json* lines =
+            page->is_object() && page->contains("lines") ? &(*page)["lines"] : nullptr;
+        const bool any = lines && lines->is_array() && !lines->empty();
+        if (any)
+            for (const auto& line : *lines) print(line);
+        const std::int64_t before = next;
+        if (auto n = int_field(*page, "next")) next = std::max(next, *n);
+        const json* done_field =
+            page->is_object() && page->contains("done") ? &(*page)["done"] : nullptr;
+        const bool done = done_field && done_field->is_boolean() && done_field->get<bool>();
+        // A page at a time until caught up (a page that does not move `next` on is the last).
+        if (any && next > before) {
+            if (cancel.requested()) return stopped();
+            continue;
+        }
         if (!follow || done) return {};
-        if (cancel.sleep_for(interval))
-            return fail(ErrorKind::cancelled, "stopped following task " + id +
-                                                  ": it goes on (`vmshadow task abort " + id +
-                                                  "` stops it)");
+        if (cancel.sleep_for(interval)) return stopped();
     }
 }
 
 std::optional<Error> task_failure(const json& task) {
-    const std::string state = task.value("state", "");
+    const std::string state = text_field(task, "state");
     if (state == "ok" || state == "queued" || state == "running" || state.empty())
         return std::nullopt;
     ErrorKind kind = state == "failed" ? ErrorKind::internal : ErrorKind::cancelled;
-    if (auto it = task.find("error_kind"); it != task.end() && it->is_string())
-        if (auto k = parse_kind_name(it->get<std::string>())) kind = *k;
-    std::string why = task.value("error", "");
-    return Error(kind, "task " + std::to_string(task.value("id", std::int64_t{0})) + " " +
-                           printable(state) + (why.empty() ? "" : ": " + printable(why)));
+    if (auto k = parse_kind_name(text_field(task, "error_kind"))) kind = *k;
+    const std::string why = text_field(task, "error");
+    const std::string id = text_field(task, "id");
+    return Error(kind, "task " + printable(id.empty() ? "?" : id) + " " + printable(state) +
+                           (why.empty() ? "" : ": " + printable(why)));
 }
 
 }  // namespace vmshadow::cli
