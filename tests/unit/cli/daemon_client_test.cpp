@@ -19,6 +19,7 @@
 #include "cli/app.h"
 #include "cli/exit_code.h"
 #include "net/http_server.h"
+#include "net/tls_identity.h"
 
 namespace vmshadow::cli {
 namespace {
@@ -39,12 +40,24 @@ class FakeDaemon {
   public:
     using Route = std::function<net::HttpResponse(const net::HttpRequest&)>;
 
-    explicit FakeDaemon(Route route) : route_(std::move(route)) {
+    // With `tls`, it also listens on HTTPS on 127.0.0.1 with a certificate of its own.
+    explicit FakeDaemon(Route route, bool tls = false) : route_(std::move(route)) {
         std::string tmpl = (fs::temp_directory_path() / "vmshadow-cli-daemon-XXXXXX").string();
         dir_ = ::mkdtemp(tmpl.data());
         socket_ = dir_ / "api.sock";
         net::HttpServerOptions options;
         options.unix_sockets.push_back({socket_, 0600});
+        if (tls) {
+            auto identity = net::ensure_tls_identity(dir_ / "tls");
+            EXPECT_TRUE(identity) << (identity ? "" : identity.error().message());
+            if (identity) {
+                fingerprint_ = identity->sha256_fingerprint;
+                net::TlsListener listener;
+                listener.certificate_file = identity->certificate_file;
+                listener.key_file = identity->key_file;
+                options.tls.push_back(listener);
+            }
+        }
         options.threads = 2;
         options.idle_timeout = 5s;
         auto server = net::HttpServer::start(options, [this](const net::HttpRequest& r) {
@@ -64,6 +77,10 @@ class FakeDaemon {
     }
 
     std::string url() const { return "unix:" + socket_.string(); }
+    std::string https_url() const {
+        return "https://127.0.0.1:" + std::to_string(server_ ? server_->tls_port() : 0);
+    }
+    const std::string& fingerprint() const { return fingerprint_; }
     const fs::path& dir() const { return dir_; }
     std::vector<net::HttpRequest> requests() {
         std::lock_guard lock(mutex_);
@@ -79,6 +96,7 @@ class FakeDaemon {
   private:
     Route route_;
     fs::path dir_, socket_;
+    std::string fingerprint_;
     std::unique_ptr<net::HttpServer> server_;
     std::mutex mutex_;
     std::vector<net::HttpRequest> requests_;
@@ -115,6 +133,35 @@ TEST(DaemonClient, GetsTheAnswersJsonOverTheSocketWithoutAToken) {
     EXPECT_EQ(requests[0].method, "GET");
     EXPECT_EQ(requests[0].path, "/api/v1/health");
     EXPECT_EQ(requests[0].header("authorization"), "");
+}
+
+TEST(DaemonClient, HttpsSendsTheTokenToThePinnedCertificateOnly) {
+    FakeDaemon daemon([](const net::HttpRequest&) { return answer(200, json::array()); }, true);
+    DaemonConnection c;
+    c.url = daemon.https_url();
+    c.fingerprint = daemon.fingerprint();
+    c.token = "ci:0123";
+    c.timeout = 5000ms;
+    ASSERT_TRUE(check_daemon_connection(c));
+    auto vms = daemon_call(c, "GET", "/vms");
+    ASSERT_TRUE(vms) << vms.error().message();
+    auto requests = daemon.requests();
+    ASSERT_EQ(requests.size(), 1u);
+    EXPECT_EQ(requests[0].header("authorization"), "Bearer ci:0123");
+    EXPECT_FALSE(requests[0].peer.unix_socket);
+
+    // Another certificate than the pinned one, or none pinned (self-signed): refused before
+    // the request, so the token is not sent.
+    c.fingerprint = std::string(64, 'a');
+    auto wrong = daemon_call(c, "GET", "/vms");
+    ASSERT_FALSE(wrong);
+    EXPECT_EQ(wrong.error().kind(), ErrorKind::permission) << wrong.error().message();
+    c.fingerprint.clear();
+    auto unpinned = daemon_call(c, "GET", "/vms");
+    ASSERT_FALSE(unpinned);
+    EXPECT_EQ(unpinned.error().kind(), ErrorKind::permission) << unpinned.error().message();
+    EXPECT_NE(unpinned.error().message().find("--fingerprint"), std::string::npos);
+    EXPECT_EQ(daemon.requests().size(), 1u);
 }
 
 TEST(DaemonClient, ApiErrorsKeepTheirKindAndExitCode) {
