@@ -57,11 +57,15 @@ Error connection_error(const net::HttpEndpoint& endpoint, const DaemonConnection
         }
         return Error(e.kind(), "vmshadowd at " + path + ": " + e.message());
     }
+    // The client's message may name the URL already.
+    std::string message = e.message().starts_with(c.url)
+                              ? "vmshadowd at " + e.message()
+                              : "vmshadowd at " + c.url + ": " + e.message();
     if (e.kind() == ErrorKind::permission && c.fingerprint.empty())
-        return Error(e.kind(), "vmshadowd at " + c.url + ": " + e.message() +
-                                   " (pin its certificate with --fingerprint or "
-                                   "VMSHADOW_FINGERPRINT: vmshadowd prints it at start)");
-    return Error(e.kind(), "vmshadowd at " + c.url + ": " + e.message());
+        message +=
+            " (pin its certificate with --fingerprint or VMSHADOW_FINGERPRINT: vmshadowd "
+            "prints it at start)";
+    return Error(e.kind(), message);
 }
 
 std::string percent_encode(std::string_view text) {

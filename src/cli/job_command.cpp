@@ -95,9 +95,14 @@ void add_job_flags(CLI::App& cmd, JobFlags& f, bool adding) {
     g["--catch-up"] = cmd.add_option("--catch-up", f.catch_up,
                                      "after downtime: one run (default), all missed, none")
                           ->check(CLI::IsMember({"one", "all", "none"}));
-    g["--after"] = cmd.add_option(
-        "--after", f.after,
-        "run when this job's run succeeds" + std::string(adding ? "" : " ('' = no longer)"));
+    auto after_check = [](std::string& text) {
+        return text.empty() ? std::string() : daemon_name_problem(text);
+    };
+    g["--after"] = cmd.add_option("--after", f.after,
+                                  "run when this job's run succeeds" +
+                                      std::string(adding ? "" : " ('' = no longer)"))
+                       ->type_name("JOB")
+                       ->check(CLI::Validator(after_check, "", "vmshadow-daemon-name"));
     g["--notify"] = cmd.add_option("--notify", f.notify, "alert on always, failure, never")
                         ->check(CLI::IsMember({"always", "failure", "never"}));
     g["--alert-after-hours"] = add_whole_number_option(
@@ -151,6 +156,11 @@ Status run_add(const GlobalOptions& global, const JobFlags& f) {
 }
 
 Status run_edit(const GlobalOptions& global, const JobFlags& f) {
+    if (job_changes(f.options()).empty())
+        return fail(ErrorKind::invalid_argument,
+                    "job edit " + f.id +
+                        ": nothing to change (give the options to change, see `vmshadow job "
+                        "edit --help`)");
     auto c = daemon_connection(global);
     if (!c) return std::unexpected(c.error());
     auto jobs = read_jobs(*c);

@@ -439,6 +439,11 @@ TEST(DaemonClientCommands, JobEditChangesOnlyTheGivenFields) {
         "vms": ["web"], "keep_daily": 7}})"));
     EXPECT_EQ(run(daemon.url(), {"job", "edit", "nope", "--schedule", "daily"}, nullptr, &err),
               exit_not_found);
+    // Nothing to change is a usage error, before any request.
+    const auto before = daemon.requests().size();
+    EXPECT_EQ(run(daemon.url(), {"job", "edit", "nightly"}, nullptr, &err), exit_usage);
+    EXPECT_NE(err.find("nothing to change"), std::string::npos) << err;
+    EXPECT_EQ(daemon.requests().size(), before);
 }
 
 TEST(DaemonClientCommands, JobRemoveCarriesTheDigest) {
