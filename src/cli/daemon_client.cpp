@@ -168,9 +168,9 @@ Result<json> daemon_call(const DaemonConnection& c, std::string_view method,
     request.target = std::string(kApiPrefix) + std::string(target);
     request.timeout = c.timeout;
     if (body) request.body = body->dump();
-    // Over the socket the daemon knows us by the socket's rights; a token is for HTTPS.
-    if (!unix_socket && !c.token.empty())
-        request.headers.emplace_back("Authorization", "Bearer " + c.token);
+    // Over the socket root needs no token (the daemon checks the peer's uid), but anyone
+    // else the socket's mode lets in does; the socket is local, so the token stays here.
+    if (!c.token.empty()) request.headers.emplace_back("Authorization", "Bearer " + c.token);
     auto response = net::http_request(*endpoint, request);
     if (!response) return std::unexpected(connection_error(*endpoint, c, response.error()));
     if (response->status < 200 || response->status > 299)

@@ -5,8 +5,9 @@
 // API named, so the exit code is the one the README's table gives for that kind.
 //
 // Where the daemon is: `--daemon URL` / $VMSHADOW_DAEMON, default the local socket
-// (unix:/var/lib/vmshadow/api.sock: root only, no token). An https:// URL reaches a remote
-// daemon: it sends $VMSHADOW_TOKEN ("NAME:SECRET") as a bearer token and pins the daemon's
+// (unix:/var/lib/vmshadow/api.sock: root's, who needs no token). $VMSHADOW_TOKEN
+// ("NAME:SECRET"), when set, is sent as a bearer token. An https:// URL reaches a remote
+// daemon: it needs the token, and pins the daemon's
 // self-signed certificate by `--fingerprint` / $VMSHADOW_FINGERPRINT (SHA-256, as vmshadowd
 // prints it at start); without a pin the system's CAs verify it. Plain http:// is refused:
 // the token would cross the network in the clear.
@@ -38,7 +39,7 @@ inline constexpr const char* kApiPrefix = "/api/v1";
 struct DaemonConnection {
     std::string url = kDefaultDaemonUrl;
     std::string fingerprint;  // https: the pinned SHA-256 of the daemon's certificate
-    std::string token;        // https: "NAME:SECRET"
+    std::string token;        // "NAME:SECRET" ($VMSHADOW_TOKEN); "" = none
     std::chrono::milliseconds timeout{30000};
 };
 

@@ -121,18 +121,22 @@ int run(const std::string& daemon_url, std::vector<std::string> args, std::strin
     return code;
 }
 
-TEST(DaemonClient, GetsTheAnswersJsonOverTheSocketWithoutAToken) {
+TEST(DaemonClient, GetsTheAnswersJsonOverTheSocket) {
     FakeDaemon daemon([](const net::HttpRequest&) { return answer(200, {{"status", "ok"}}); });
     auto c = daemon.connection();
-    c.token = "ci:secret";  // never sent over the local socket
     auto health = daemon_call(c, "GET", "/health");
     ASSERT_TRUE(health) << health.error().message();
     EXPECT_EQ((*health)["status"], "ok");
+    // Root needs no token on the socket; someone else the socket lets in sends theirs.
+    c.token = "ci:secret";
+    ASSERT_TRUE(daemon_call(c, "GET", "/health"));
     auto requests = daemon.requests();
-    ASSERT_EQ(requests.size(), 1u);
+    ASSERT_EQ(requests.size(), 2u);
     EXPECT_EQ(requests[0].method, "GET");
     EXPECT_EQ(requests[0].path, "/api/v1/health");
+    EXPECT_TRUE(requests[0].peer.unix_socket);
     EXPECT_EQ(requests[0].header("authorization"), "");
+    EXPECT_EQ(requests[1].header("authorization"), "Bearer ci:secret");
 }
 
 TEST(DaemonClient, HttpsSendsTheTokenToThePinnedCertificateOnly) {
