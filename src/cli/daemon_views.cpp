@@ -77,7 +77,7 @@ std::string format_age(std::int64_t s) {
     if (s < 0) s = 0;
     if (s < 60) return std::to_string(s) + " s";
     const std::int64_t m = s / 60;
-    if (m < 60) return std::to_string(m) + " min";
+    if (m < 60) return std::to_string(m) + " min " + std::to_string(s % 60) + " s";
     const std::int64_t h = m / 60;
     if (h < 24) return std::to_string(h) + " h " + std::to_string(m % 60) + " min";
     return std::to_string(h / 24) + " d " + std::to_string(h % 24) + " h";

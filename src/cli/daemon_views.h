@@ -29,7 +29,8 @@ namespace vmshadow::cli {
 std::string text_field(const nlohmann::json& j, std::string_view key);
 std::optional<std::int64_t> int_field(const nlohmann::json& j, std::string_view key);
 
-// 42 → "42 s", 750 → "12 min", 11520 → "3 h 12 min", 190800 → "2 d 5 h"; negative → "0 s".
+// The two largest units: 42 → "42 s", 750 → "12 min 30 s", 11520 → "3 h 12 min", 190800 →
+// "2 d 5 h"; negative → "0 s".
 std::string format_age(std::int64_t seconds);
 // "2026-12-07T05:30:00Z" (or unix seconds) → "2026-12-07 05:30"; "-" for null/absent.
 std::string format_time(const nlohmann::json& value);

@@ -50,7 +50,8 @@ const json kVms = json::parse(R"([
 TEST(DaemonViews, AgesAreHuman) {
     EXPECT_EQ(format_age(0), "0 s");
     EXPECT_EQ(format_age(42), "42 s");
-    EXPECT_EQ(format_age(750), "12 min");
+    EXPECT_EQ(format_age(750), "12 min 30 s");
+    EXPECT_EQ(format_age(60), "1 min 0 s");
     EXPECT_EQ(format_age(11520), "3 h 12 min");
     EXPECT_EQ(format_age(3600), "1 h 0 min");
     EXPECT_EQ(format_age(190800), "2 d 5 h");
@@ -132,11 +133,11 @@ TEST(DaemonViews, TaskTableAndDetails) {
     std::string table = task_table(json{{"tasks", {kTask}}});
     expect_aligned(table,
                    {"ID", "STATE", "KIND", "JOB", "TARGET", "TRIGGER", "STARTED", "DURATION"});
-    EXPECT_NE(table.find("3 min"), std::string::npos) << table;  // 195 s
+    EXPECT_NE(table.find("3 min 15 s"), std::string::npos) << table;
     std::string details = task_details(kTask);
     EXPECT_NE(details.find("state:     failed\n"), std::string::npos) << details;
     EXPECT_NE(details.find("started:   2026-12-07 "), std::string::npos) << details;
-    EXPECT_NE(details.find("duration:  3 min\n"), std::string::npos) << details;
+    EXPECT_NE(details.find("duration:  3 min 15 s\n"), std::string::npos) << details;
     EXPECT_NE(details.find("progress:  copy vda 512/1024 bytes (50 %) 1/2 items"),
               std::string::npos)
         << details;
