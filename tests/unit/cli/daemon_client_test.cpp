@@ -5,6 +5,7 @@
 #include "cli/daemon_client.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -488,6 +489,26 @@ TEST(DaemonClientCommands, TokenCreateShowsTheSecretOnce) {
               json::parse(R"({"name": "ci", "role": "operator"})"));
     EXPECT_EQ(run(daemon.url(), {"token", "create", "ci", "--role", "root"}), exit_usage);
     EXPECT_EQ(run(daemon.url(), {"token", "create", "Bad/Name", "--role", "audit"}), exit_usage);
+}
+
+// Ctrl-C as the terminal sends it: `task log -f` stops following, exits 12 (cancelled) and
+// says the task goes on; no abort (DELETE) reaches the daemon.
+TEST(DaemonClientCommands, CtrlCStopsTaskLogFollowWithoutAbortingTheTask) {
+    FakeDaemon daemon([](const net::HttpRequest&) {
+        return answer(200, {{"lines", json::array()}, {"next", 1}, {"done", false}});
+    });
+    std::jthread interrupt([&daemon](std::stop_token stop) {
+        // Only once the command polls: its Ctrl-C handler is in place by then.
+        while (daemon.requests().empty() && !stop.stop_requested())
+            std::this_thread::sleep_for(10ms);
+        if (!stop.stop_requested()) ::kill(::getpid(), SIGINT);
+    });
+    std::string err;
+    auto started = std::chrono::steady_clock::now();
+    EXPECT_EQ(run(daemon.url(), {"task", "log", "7", "-f"}, nullptr, &err), exit_cancelled);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+    EXPECT_NE(err.find("stopped following task 7: it goes on"), std::string::npos) << err;
+    for (const auto& r : daemon.requests()) EXPECT_EQ(r.method, "GET") << r.target;
 }
 
 }  // namespace
