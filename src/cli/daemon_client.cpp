@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 #include "cli/daemon_client.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 
@@ -66,6 +69,21 @@ Error connection_error(const net::HttpEndpoint& endpoint, const DaemonConnection
             " (pin its certificate with --fingerprint or VMSHADOW_FINGERPRINT: vmshadowd "
             "prints it at start)";
     return Error(e.kind(), message);
+}
+
+// The two common failures on the local socket, said before any connect: no daemon (no socket
+// file), and a user the socket's mode (root's) does not let in — which a connect would report
+// as a refusal, as if the daemon were not running.
+Status check_socket(const std::filesystem::path& socket) {
+    if (::access(socket.c_str(), W_OK) == 0) return {};
+    const int e = errno;
+    if (e == ENOENT || e == ENOTDIR) return std::unexpected(daemon_not_running(socket, false));
+    if (e == EACCES || e == EPERM)
+        return fail(ErrorKind::permission,
+                    "cannot connect to vmshadowd at " + printable(socket.string()) +
+                        ": permission denied (the socket is root's: run as root, or use "
+                        "--daemon https://HOST:8470 with VMSHADOW_TOKEN)");
+    return {};  // the connect says what else is wrong
 }
 
 std::string percent_encode(std::string_view text) {
@@ -156,12 +174,8 @@ Result<json> daemon_call(const DaemonConnection& c, std::string_view method,
     auto endpoint = net::HttpEndpoint::parse(c.url);
     if (!endpoint) return std::unexpected(endpoint.error());
     const bool unix_socket = endpoint->scheme == net::HttpEndpoint::Scheme::unix_socket;
-    if (unix_socket) {
-        // The common case of a daemon that is not running: say so, without a connect error.
-        std::error_code ec;
-        if (!std::filesystem::exists(endpoint->socket_path, ec))
-            return std::unexpected(daemon_not_running(endpoint->socket_path.string(), false));
-    }
+    if (unix_socket)
+        if (auto st = check_socket(endpoint->socket_path); !st) return std::unexpected(st.error());
     if (!c.fingerprint.empty()) endpoint->pinned_sha256 = c.fingerprint;
     net::HttpClientRequest request;
     request.method = std::string(method);

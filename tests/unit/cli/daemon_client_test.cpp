@@ -8,7 +8,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -250,6 +252,33 @@ TEST(DaemonClient, SaysHowToStartADaemonThatIsNotRunning) {
     EXPECT_EQ(run(c.url, {"task", "list", "--json"}, &out), exit_unavailable);
     EXPECT_EQ(json::parse(out)["kind"], "unavailable") << out;
     fs::remove_all(dir);
+}
+
+// A user the root-only socket does not let in is told so (exit 11), not that the daemon is not
+// running. Root opens any socket, so the check runs in a child that drops to nobody.
+TEST(DaemonClient, AUserTheSocketRefusesIsToldPermissionNotNotRunning) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to drop to another user";
+    FakeDaemon daemon([](const net::HttpRequest&) { return answer(200, json::array()); });
+    ::chmod(daemon.dir().c_str(), 0755);  // the socket's own mode (0600) is what refuses
+    const std::string url = daemon.url();
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(100);
+        DaemonConnection c;
+        c.url = url;
+        auto r = daemon_call(c, "GET", "/vms");
+        if (r) ::_exit(101);
+        if (r.error().message().find("permission denied (the socket is root's") ==
+            std::string::npos)
+            ::_exit(102);
+        ::_exit(exit_code_for(r.error().kind()));
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), exit_permission);
+    EXPECT_TRUE(daemon.requests().empty());
 }
 
 TEST(DaemonClient, DaemonUrlsAreUnixOrHttps) {
