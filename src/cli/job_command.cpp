@@ -61,10 +61,11 @@ struct JobFlags {
 void add_switch(CLI::App& cmd, const std::string& on, const std::string& off,
                 std::optional<bool>& value, const std::string& help_on,
                 const std::string& help_off) {
-    cmd.add_flag_callback(
+    CLI::Option* yes = cmd.add_flag_callback(
         on, [&value] { value = true; }, help_on);
-    cmd.add_flag_callback(
+    CLI::Option* no = cmd.add_flag_callback(
         off, [&value] { value = false; }, help_off);
+    yes->excludes(no);
 }
 
 // The options `job add` and `job edit` share (an edit changes only those given).
