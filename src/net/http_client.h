@@ -49,7 +49,7 @@ struct HttpEndpoint {
 
 struct HttpClientRequest {
     std::string method = "GET";
-    std::string target = "/";  // appended to the endpoint's base_path
+    std::string target = "/";  // appended to the endpoint's base_path ("/": the base itself)
     std::vector<std::pair<std::string, std::string>> headers;
     std::string body;
     std::string content_type = "application/json";
