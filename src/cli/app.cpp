@@ -36,6 +36,13 @@ void add_global_options(CLI::App& app, GlobalOptions& g) {
                    "progress: auto (a live line when on a terminal), json (JSON lines on "
                    "stderr), none")
         ->check(CLI::IsMember({"auto", "json", "none"}));
+    app.add_option("--daemon", g.daemon_url,
+                   "vmshadowd's API for status/job/task/token: unix:PATH or https://HOST:PORT "
+                   "(default: unix:/var/lib/vmshadow/api.sock; https sends $VMSHADOW_TOKEN)")
+        ->envname("VMSHADOW_DAEMON");
+    app.add_option("--fingerprint", g.daemon_fingerprint,
+                   "SHA-256 fingerprint of an https daemon's certificate (as vmshadowd prints it)")
+        ->envname("VMSHADOW_FINGERPRINT");
     app.set_config("--config", kDefaultConfig,
                    "config file (TOML/INI keys named like the long options)", false);
     app.get_config_ptr()->envname("VMSHADOW_CONFIG");
@@ -67,6 +74,10 @@ void build_cli(CLI::App& app, GlobalOptions& global, Action& action) {
     add_backup_command(app, global, action);
     add_restore_command(app, global, action);
     add_verify_command(app, global, action);
+    add_status_command(app, global, action);
+    add_job_commands(app, global, action);
+    add_task_commands(app, global, action);
+    add_token_commands(app, global, action);
 }
 
 int run_cli(int argc, char** argv) {

@@ -29,6 +29,8 @@ struct GlobalOptions {
     std::string password_file;       // --password-file: repository password (see repo_cli.h)
     bool quiet = false;              // --quiet: no progress line
     std::string progress = "auto";   // --progress auto|json|none
+    std::string daemon_url;  // --daemon / VMSHADOW_DAEMON: vmshadowd's API (daemon_client.h)
+    std::string daemon_fingerprint;  // --fingerprint / VMSHADOW_FINGERPRINT: its pinned certificate
     // The running command's task: its progress, log and cancellation (SIGINT/SIGTERM). Set
     // by run_cli before the action runs; commands hand it to the engine.
     TaskContext* task = nullptr;
@@ -58,5 +60,10 @@ void add_mount_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_backup_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_restore_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_verify_command(CLI::App& app, GlobalOptions& global, Action& action);
+// Clients of vmshadowd (daemon_client.h).
+void add_status_command(CLI::App& app, GlobalOptions& global, Action& action);
+void add_job_commands(CLI::App& app, GlobalOptions& global, Action& action);
+void add_task_commands(CLI::App& app, GlobalOptions& global, Action& action);
+void add_token_commands(CLI::App& app, GlobalOptions& global, Action& action);
 
 }  // namespace vmshadow::cli
