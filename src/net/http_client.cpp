@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "net/http_client.h"
 
+#include <netdb.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
@@ -14,6 +15,11 @@
 #include <boost/beast/ssl.hpp>
 #include <cctype>
 #include <charconv>
+#include <condition_variable>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <type_traits>
 
 #include "net/tls_util.h"
@@ -125,6 +131,7 @@ struct Exchange {
     Clock::time_point deadline;
     std::string where;
     std::optional<Result<HttpResponse>> result;
+    std::vector<tcp::endpoint> endpoints;  // http(s): where to connect, in order
 
     void fail_with(Error error) { result = std::unexpected<Error>(std::move(error)); }
 };
@@ -216,28 +223,12 @@ asio::awaitable<void> run_unix(Exchange& x) {
     co_await exchange(x, stream, buffer);
 }
 
-// The endpoints to try: an IP literal as it is, a name through the resolver.
-asio::awaitable<std::optional<tcp::resolver::results_type>> resolve(Exchange& x) {
-    boost::system::error_code ec;
-    auto executor = co_await asio::this_coro::executor;
-    tcp::resolver resolver(executor);
-    auto results = co_await resolver.async_resolve(x.endpoint.host, std::to_string(x.endpoint.port),
-                                                   asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-        x.fail_with(transport_error(x.where, "resolve " + x.endpoint.host, ec));
-        co_return std::nullopt;
-    }
-    co_return results;
-}
-
 asio::awaitable<void> run_http(Exchange& x) {
     auto executor = co_await asio::this_coro::executor;
-    auto endpoints = co_await resolve(x);
-    if (!endpoints) co_return;
     beast::tcp_stream stream(executor);
     boost::system::error_code ec;
     stream.expires_at(x.deadline);
-    co_await stream.async_connect(*endpoints, asio::redirect_error(asio::use_awaitable, ec));
+    co_await stream.async_connect(x.endpoints, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
         x.fail_with(transport_error(x.where, "connect", ec));
         co_return;
@@ -302,8 +293,6 @@ asio::awaitable<void> run_https(Exchange& x) {
         x.fail_with(st.error().with_context(x.where));
         co_return;
     }
-    auto endpoints = co_await resolve(x);
-    if (!endpoints) co_return;
     TlsStream stream(executor, context);
     if (auto st = configure_peer_name(x.endpoint, stream.native_handle()); !st) {
         x.fail_with(st.error().with_context(x.where));
@@ -312,7 +301,7 @@ asio::awaitable<void> run_https(Exchange& x) {
     boost::system::error_code ec;
     auto& tcp_layer = beast::get_lowest_layer(stream);
     tcp_layer.expires_at(x.deadline);
-    co_await tcp_layer.async_connect(*endpoints, asio::redirect_error(asio::use_awaitable, ec));
+    co_await tcp_layer.async_connect(x.endpoints, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
         x.fail_with(transport_error(x.where, "connect", ec));
         co_return;
@@ -346,6 +335,59 @@ asio::awaitable<void> run_https(Exchange& x) {
     }
     beast::flat_buffer buffer;
     co_await exchange(x, stream, buffer);
+}
+
+// The addresses of `host`, by the deadline. An IP literal is its own answer; a name goes
+// through getaddrinfo on a thread of its own that is left behind past the deadline: Asio's
+// resolver would hold us (its destructor joins) as long as a dead DNS server holds it.
+Result<std::vector<tcp::endpoint>> resolve(const std::string& host, std::uint16_t port,
+                                           Clock::time_point deadline, const std::string& where) {
+    boost::system::error_code ec;
+    auto literal = asio::ip::make_address(host, ec);
+    if (!ec) return std::vector<tcp::endpoint>{tcp::endpoint(literal, port)};
+
+    struct Lookup {
+        std::mutex mutex;
+        std::condition_variable done_cv;
+        bool done = false;
+        int status = 0;
+        std::vector<tcp::endpoint> endpoints;
+    };
+    auto lookup = std::make_shared<Lookup>();
+    try {
+        std::thread([lookup, host, port] {
+            addrinfo hints{};
+            hints.ai_family = AF_UNSPEC;
+            hints.ai_socktype = SOCK_STREAM;
+            addrinfo* list = nullptr;
+            int status = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &list);
+            std::vector<tcp::endpoint> found;
+            for (auto* a = list; status == 0 && a != nullptr; a = a->ai_next) {
+                tcp::endpoint e;
+                if (a->ai_addrlen > e.capacity()) continue;
+                std::memcpy(e.data(), a->ai_addr, a->ai_addrlen);
+                e.resize(a->ai_addrlen);
+                found.push_back(e);
+            }
+            if (list != nullptr) ::freeaddrinfo(list);
+            std::lock_guard lock(lookup->mutex);
+            lookup->status = status;
+            lookup->endpoints = std::move(found);
+            lookup->done = true;
+            lookup->done_cv.notify_all();
+        }).detach();
+    } catch (const std::system_error& e) {
+        return fail(ErrorKind::io, where + ": resolve " + host + ": " + e.what());
+    }
+    std::unique_lock lock(lookup->mutex);
+    if (!lookup->done_cv.wait_until(lock, deadline, [&] { return lookup->done; }))
+        return fail(ErrorKind::timeout,
+                    where + ": resolve " + host + ": no answer before the deadline");
+    if (lookup->status != 0 || lookup->endpoints.empty())
+        return fail(ErrorKind::unavailable,
+                    where + ": resolve " + host + ": " +
+                        (lookup->status != 0 ? ::gai_strerror(lookup->status) : "no address"));
+    return std::move(lookup->endpoints);
 }
 
 Result<std::uint16_t> parse_port(std::string_view text) {
@@ -444,6 +486,11 @@ Result<HttpResponse> http_request(const HttpEndpoint& endpoint, const HttpClient
     }
     Exchange x{endpoint, request, Clock::now() + request.timeout, endpoint_name(endpoint),
                std::nullopt};
+    if (endpoint.scheme != HttpEndpoint::Scheme::unix_socket) {
+        auto found = resolve(endpoint.host, endpoint.port, x.deadline, x.where);
+        if (!found) return fail(found.error());
+        x.endpoints = std::move(*found);
+    }
     asio::io_context io(1);
     auto run = [&]() -> asio::awaitable<void> {
         switch (endpoint.scheme) {

@@ -47,6 +47,7 @@ namespace {
 // reset the connection and the client could lose the 413).
 constexpr auto linger_time = std::chrono::seconds(1);
 constexpr std::size_t linger_bytes = 1024 * 1024;
+constexpr auto handshake_time = std::chrono::seconds(10);
 // How long stop() waits for connections busy with a request before it stops the threads.
 constexpr auto stop_grace = std::chrono::seconds(5);
 
@@ -448,7 +449,10 @@ asio::awaitable<void> HttpServer::Impl::tls_session(tcp::socket socket, ssl::con
     // stop() may have looked at this connection before `close` was set: it set `stopping`
     // first, so this sees it.
     if (stopping) co_return;
-    lowest(stream).expires_after(options.idle_timeout);
+    // A handshake is a few round trips: one that stalls holds a connection slot, so it gets
+    // less time than an idle keep-alive connection.
+    lowest(stream).expires_after(
+        std::min<std::chrono::steady_clock::duration>(options.idle_timeout, handshake_time));
     co_await stream.async_handshake(ssl::stream_base::server,
                                     asio::redirect_error(asio::use_awaitable, ec));
     if (!ec && !stopping) {

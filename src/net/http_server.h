@@ -7,8 +7,9 @@
 // certificate and key, TLS 1.2 or newer only, optionally requiring a client certificate
 // signed by a given CA; or a unix socket created with the given mode, any stale socket file
 // replaced), reading requests with bounded sizes (headers, body: a body over the limit is
-// answered 413 without reading it; a malformed request 400; a connection idle past the
-// timeout is closed), calling the handler, writing the response, keep-alive. At most
+// answered 413 without reading it; headers over the limit 431; a malformed request 400 —
+// each of these then closes the connection; a connection idle past the timeout is closed),
+// calling the handler (an exception from it is a 500), writing the response, keep-alive. At most
 // `max_connections` connections are open; more wait in the kernel's backlog.
 // Why Boost.Beast (docs/ARCHITECTURE.md): Debian 12's cpp-httplib (0.11) cannot listen on a
 // unix socket, and the replica needs client certificates and bodies streamed in pieces; Beast

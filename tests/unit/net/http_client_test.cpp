@@ -194,6 +194,27 @@ TEST(HttpClientTest, PlainHttpExchange) {
     EXPECT_EQ(raw.request().rfind("POST /hook HTTP/1.1\r\n", 0), 0u) << raw.request();
 }
 
+TEST(HttpClientTest, HostNamesAreResolvedWithinTheTimeout) {
+    RawServer raw("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    auto endpoint = HttpEndpoint::parse("http://localhost:" + std::to_string(raw.port()));
+    ASSERT_TRUE(endpoint);
+    auto r = http_request(*endpoint, {});
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->status, 200);
+
+    auto nowhere = HttpEndpoint::parse("http://no-such-host.invalid:80");
+    ASSERT_TRUE(nowhere);
+    HttpClientRequest request;
+    request.timeout = 2s;
+    auto start = std::chrono::steady_clock::now();
+    r = http_request(*nowhere, request);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+    ASSERT_FALSE(r);
+    EXPECT_TRUE(r.error().kind() == ErrorKind::unavailable ||
+                r.error().kind() == ErrorKind::timeout)
+        << r.error().message();
+}
+
 TEST(HttpClientTest, MalformedResponseIsAnIoError) {
     RawServer raw("SMTP ready\r\n\r\n");
     auto endpoint = HttpEndpoint::parse("http://127.0.0.1:" + std::to_string(raw.port()));
