@@ -371,9 +371,9 @@ static Result<std::pair<std::string, std::string>> point_of(const Daemon::State&
     const auto& repositories = s.config.config.repositories;
     if (repository.empty()) {
         if (repositories.size() != 1) {
-            return fail(ErrorKind::invalid_argument,
-                        "say which repository: field 'repository' (" +
-                            std::to_string(repositories.size()) + " are configured)");
+            return fail(ErrorKind::invalid_argument, "say which repository: field 'repository' (" +
+                                                         std::to_string(repositories.size()) +
+                                                         " are configured)");
         }
         repository = repositories.begin()->first;
     }
@@ -391,7 +391,8 @@ Result<json> Daemon::restore(const json& request) {
     RestoreRequest r;
     r.repository = where->first;
     r.point = where->second;
-    if (request.contains("as") && request["as"].is_string()) r.as_name = request["as"].get<std::string>();
+    if (request.contains("as") && request["as"].is_string())
+        r.as_name = request["as"].get<std::string>();
     r.replace = request.value("replace", false);
     r.start = request.value("start", false);
     TaskPlan plan;
