@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common/byte_size.h"
+#include "common/test_hook.h"
 #include "engine/export_copy.h"
 #include "engine/nbd_image.h"
 #include "engine/restore_journal.h"
@@ -358,6 +359,14 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
         return std::unexpected(error);
     }
     task_.phase("commit", 0, runs_.size());
+    test_pause_point("backup-commit");
+    // Before BackupComplete, a cancel is an Abort: writers must not hear "complete" (a
+    // database writer may truncate its logs on it) of a point that will not be kept.
+    if (auto st = task_.check_cancel("backup"); !st) {
+        (void)coordinator.abort(st.error().message());
+        finish_outcomes();
+        return std::unexpected(resume_io_paused(cancelled_error(st.error()), io_paused_before));
+    }
     if (auto st = coordinator.backup_complete(); !st) {
         finish_outcomes();
         return std::unexpected(resume_io_paused(st.error(), io_paused_before));
@@ -425,6 +434,7 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
                      {"paused_ms", ms(r.outcome.paused_ms)},
                      {"total_s", std::chrono::duration<double>(Clock::now() - r.started).count()}};
     }
+    test_pause_point("backup-commit-write");
     if (auto st = task_.check_cancel("backup"); !st) {
         drop_new_checkpoints();
         return std::unexpected(cancelled_error(st.error()));
