@@ -114,6 +114,7 @@ repo::KeepPolicy keep_policy(const Retention& r) {
     keep.daily = static_cast<int>(r.keep_daily.value_or(0));
     keep.weekly = static_cast<int>(r.keep_weekly.value_or(0));
     keep.monthly = static_cast<int>(r.keep_monthly.value_or(0));
+    keep.yearly = static_cast<int>(r.keep_yearly.value_or(0));
     return keep;
 }
 
