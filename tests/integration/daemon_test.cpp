@@ -27,7 +27,11 @@ std::string backup_job(const std::string& id, const std::string& vm, const std::
 json job_tasks(DaemonTest& t, const std::string& job) {
     json list = t.api_json("GET", "/tasks?job=" + job + "&limit=100")["tasks"];
     json out = json::array();
-    for (auto it = list.rbegin(); it != list.rend(); ++it) out.push_back(*it);
+    // The list leaves results out: each task in full.
+    for (auto it = list.rbegin(); it != list.rend(); ++it) {
+        out.push_back(
+            t.api_json("GET", "/tasks/" + std::to_string((*it)["id"].get<std::int64_t>())));
+    }
     return out;
 }
 
