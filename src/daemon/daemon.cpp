@@ -57,6 +57,35 @@ Result<net::TlsListener> parse_listen(const std::string& listen, const net::TlsI
     return l;
 }
 
+// Looks up the VMs of the pending runs and of the jobs the stale-backup watch covers with
+// the lock released (libvirt may take a while), then queues the runs.
+void queue_pending(Daemon::State& s, std::unique_lock<std::mutex>& lock, bool watch_stale) {
+    auto runs = std::move(s.pending_runs);
+    s.pending_runs.clear();
+    std::vector<JobSpec> watched;
+    if (watch_stale) {
+        for (const auto& job : s.config.config.jobs) {
+            if (job.kind == JobKind::backup && job.alert_after_hours && job.enabled) {
+                watched.push_back(job);
+            }
+        }
+    }
+    if (runs.empty() && watched.empty()) return;
+    const std::string uri = s.config.config.daemon.connect_uri;
+    lock.unlock();
+    std::vector<std::optional<Result<std::vector<std::string>>>> found;
+    for (const auto& [job, trigger] : runs) found.push_back(Daemon::State::lookup_vms(job, uri));
+    std::map<std::string, std::vector<std::string>> vms_of_job;
+    for (const auto& job : watched) {
+        if (auto vms = resolve_vms(job.vms, uri)) vms_of_job[job.id] = *vms;
+    }
+    lock.lock();
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+        (void)s.queue_job(runs[i].first, runs[i].second, found[i]);
+    }
+    if (watch_stale) s.check_stale_backups(vms_of_job);
+}
+
 void loop(Daemon::State& s) {
     std::unique_lock lock(s.mutex);
     while (!s.stopping) {
@@ -72,21 +101,24 @@ void loop(Daemon::State& s) {
         }
         for (const auto& run : decision.runs) {
             const JobSpec* job = s.config.config.job(run.job);
-            if (job) (void)s.queue_job(*job, run.catch_up ? "catch-up" : "schedule");
+            if (job) s.pending_runs.emplace_back(*job, run.catch_up ? "catch-up" : "schedule");
         }
-        s.start_ready_tasks();
         auto steady = std::chrono::steady_clock::now();
-        if (steady >= s.next_housekeeping) {
+        bool housekeeping = steady >= s.next_housekeeping;
+        if (housekeeping) {
             s.next_housekeeping = steady + kHousekeeping;
             const auto& d = s.config.config.daemon;
             (void)s.store->prune_history(d.keep_tasks, std::chrono::hours(24) * d.keep_task_days);
-            s.check_stale_backups();
         }
+        queue_pending(s, lock, housekeeping);
+        if (s.stopping) break;
+        s.start_ready_tasks();
         if (steady >= s.next_facts) {
             s.next_facts = steady + kFactsRefresh;
             s.refresh_repository_facts(lock);
             if (s.stopping) break;
         }
+        if (!s.pending_runs.empty()) continue;  // an `after` chain came in meanwhile
         auto sleep = kMaxSleep;
         if (decision.next_wake) {
             auto until = *decision.next_wake - s.clock->now();

@@ -249,11 +249,19 @@ Result<json> Daemon::remove_job(const std::string& id, const std::string& digest
 }
 
 Result<json> Daemon::run_job(const std::string& id) {
+    JobSpec job;
+    std::string uri;
+    {
+        std::lock_guard lock(state_->mutex);
+        const JobSpec* found = state_->config.config.job(id);
+        if (!found) return fail(ErrorKind::not_found, "job '" + id + "' does not exist");
+        job = *found;
+        uri = state_->config.config.daemon.connect_uri;
+    }
+    auto vms = State::lookup_vms(job, uri);  // libvirt, without the lock
     std::lock_guard lock(state_->mutex);
     if (state_->stopping) return fail(ErrorKind::unavailable, "the daemon is stopping");
-    const JobSpec* job = state_->config.config.job(id);
-    if (!job) return fail(ErrorKind::not_found, "job '" + id + "' does not exist");
-    auto task = state_->queue_job(*job, "api");
+    auto task = state_->queue_job(job, "api", vms);
     if (!task) return std::unexpected(task.error());
     state_->start_ready_tasks();
     return json{{"task", *task}};

@@ -86,13 +86,24 @@ struct Daemon::State {
         if (options.log) options.log(level, line);
     }
 
-    // daemon_tasks.cpp; all called with `mutex` held.
-    Result<std::int64_t> queue_job(const JobSpec& job, const std::string& trigger);
+    // Runs decided with the lock held (schedules, `after` chains) wait here until the loop
+    // has looked their VMs up without it.
+    std::vector<std::pair<JobSpec, std::string>> pending_runs;
+
+    // A job's VMs as the host has them now (libvirt: milliseconds, seconds when it is busy):
+    // looked up WITHOUT the lock, so the API never waits for libvirt.
+    static std::optional<Result<std::vector<std::string>>> lookup_vms(const JobSpec& job,
+                                                                      const std::string& uri);
+
+    // daemon_tasks.cpp; all called with `mutex` held. `vms`: lookup_vms' answer.
+    Result<std::int64_t> queue_job(const JobSpec& job, const std::string& trigger,
+                                   const std::optional<Result<std::vector<std::string>>>& vms);
     Result<std::int64_t> queue_request(TaskPlan plan, const std::string& target);
     void start_ready_tasks();
     void reap_finished_tasks();
     void task_ended(const TaskPlan& plan, TaskState state, const std::optional<Error>& error);
-    void check_stale_backups();
+    // `vms_of_job`: each alerting backup job's VMs, looked up without the lock.
+    void check_stale_backups(const std::map<std::string, std::vector<std::string>>& vms_of_job);
     // With `lock` held on entry and exit; releases it while repositories are read.
     void refresh_repository_facts(std::unique_lock<std::mutex>& lock);
     // Without the lock: runs a task to its end on its own thread.

@@ -48,7 +48,15 @@ TaskState state_for(const std::optional<Error>& error) {
 
 }  // namespace
 
-Result<std::int64_t> Daemon::State::queue_job(const JobSpec& job, const std::string& trigger) {
+std::optional<Result<std::vector<std::string>>> Daemon::State::lookup_vms(const JobSpec& job,
+                                                                          const std::string& uri) {
+    if (job.kind != JobKind::backup && job.kind != JobKind::verify) return std::nullopt;
+    return resolve_vms(job.vms, uri);
+}
+
+Result<std::int64_t> Daemon::State::queue_job(
+    const JobSpec& job, const std::string& trigger,
+    const std::optional<Result<std::vector<std::string>>>& vms) {
     if (queue.waiting_for_job(job.id)) {
         // One waiting run per job: a slot that comes while one waits joins it.
         for (const auto& [id, plan] : waiting) {
@@ -59,14 +67,8 @@ Result<std::int64_t> Daemon::State::queue_job(const JobSpec& job, const std::str
     plan.kind = std::string(job_kind_name(job.kind));
     plan.job = job;
     std::optional<Error> resolve_error;
-    if (job.kind == JobKind::backup || job.kind == JobKind::verify) {
-        auto vms = resolve_vms(job.vms, config.config.daemon.connect_uri);
-        if (vms) {
-            plan.vms = *vms;
-        } else {
-            resolve_error = vms.error();
-        }
-    }
+    if (vms && *vms) plan.vms = **vms;
+    if (vms && !*vms) resolve_error = vms->error();
     std::string target = plan.vms.empty() ? job.repository : join(plan.vms);
     auto id = store->create(plan.kind, job.id, target, trigger);
     if (!id) return id;
@@ -179,7 +181,7 @@ void Daemon::State::task_ended(const TaskPlan& plan, TaskState state,
     if (state == TaskState::ok && !stopping) {
         for (const auto& next : config.config.jobs) {
             if (next.after && *next.after == job.id && next.enabled) {
-                (void)queue_job(next, "after:" + job.id);
+                pending_runs.emplace_back(next, "after:" + job.id);
             }
         }
     }
@@ -211,7 +213,8 @@ void Daemon::State::refresh_repository_facts(std::unique_lock<std::mutex>& lock)
     for (auto& [name, facts] : fresh) repository_facts[name] = facts;
 }
 
-void Daemon::State::check_stale_backups() {
+void Daemon::State::check_stale_backups(
+    const std::map<std::string, std::vector<std::string>>& vms_of_job) {
     if (!alerts) return;
     auto states = store->vm_states();
     if (!states) return;
@@ -224,9 +227,9 @@ void Daemon::State::check_stale_backups() {
         const std::int64_t limit = static_cast<std::int64_t>(job.alert_after_hours) * 3600;
         // The job's VMs as the host has them now; a VM that vanished is the job's failure
         // to report, not this watch's.
-        auto vms = resolve_vms(job.vms, config.config.daemon.connect_uri);
-        if (!vms) continue;
-        for (const auto& vm : *vms) {
+        auto vms = vms_of_job.find(job.id);
+        if (vms == vms_of_job.end()) continue;
+        for (const auto& vm : vms->second) {
             if (stale_alerted.count(vm)) continue;
             // Never backed up: counted from when this daemon started watching.
             std::int64_t since = last_success.count(vm) ? last_success[vm] : since_start;
