@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: MIT
+// The dashboard in a real browser (Debian's chromium, driven by playwright-core) against the
+// real vmshadowd run.sh started: the issue's acceptance, axe-core on every page, screenshots.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const env = (k) => {
+  if (!process.env[k]) throw new Error(`${k} is not set: run tests/e2e/run.sh`);
+  return process.env[k];
+};
+const URL = env('E2E_URL');
+const VM = env('E2E_VM');
+const ADMIN = env('E2E_ADMIN_TOKEN');
+const AUDIT = env('E2E_AUDIT_TOKEN');
+const SHOTS = process.env.E2E_SHOTS || '';
+const DESKTOP = { width: 1280, height: 800 };
+
+let browser;
+let admin; // the admin's signed-in page, shared by the tests in order
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-default-apps', '--disable-sync',
+      '--no-first-run', '--metrics-recording-only', '--disable-domain-reliability'],
+  });
+  if (SHOTS) mkdirSync(SHOTS, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+async function newPage(viewport = DESKTOP) {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20000);
+  return page;
+}
+
+async function shot(page, name) {
+  if (!SHOTS) return;
+  await page.waitForTimeout(300); // let charts and fonts settle
+  await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+}
+
+// axe-core in the page: no serious or critical violations.
+async function axe(page, what) {
+  await page.addScriptTag({ path: require.resolve('axe-core/axe.min.js') });
+  const violations = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+      nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
+  });
+  const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(bad, [], `${what}: axe-core violations ${JSON.stringify(bad, null, 1)}`);
+}
+
+async function signIn(page, token) {
+  await page.goto(URL);
+  await page.getByLabel('API token').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+}
+
+const go = (page, hash) => page.goto(`${URL}#${hash}`);
+
+test('a wrong token is refused', async () => {
+  const page = await newPage();
+  await signIn(page, 'e2e-admin:not-the-secret');
+  await page.getByRole('alert').filter({ hasText: 'refused' }).waitFor();
+  assert.equal(await page.getByRole('navigation', { name: 'Main' }).count(), 0);
+  await shot(page, 'sign-in');
+  await axe(page, 'sign-in');
+  await page.context().close();
+});
+
+test('sign-in with the admin token lists the guest on the overview', async () => {
+  admin = await newPage();
+  await signIn(admin, ADMIN);
+  const row = admin.locator(`tr[data-vm="${VM}"]`);
+  await row.waitFor();
+  assert.match(await row.innerText(), /ok|warning|failing|unprotected/);
+  await admin.getByRole('heading', { name: 'Repositories' }).waitFor();
+  await admin.getByRole('region', { name: 'Repository main' }).waitFor();
+  await shot(admin, 'overview');
+  await axe(admin, 'overview');
+});
+
+test('the overview fits a 375 px wide phone', async () => {
+  await admin.setViewportSize({ width: 375, height: 800 });
+  await admin.locator(`tr[data-vm="${VM}"]`).waitFor();
+  const width = await admin.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 376, `the page is ${width} px wide at 375 px`);
+  if (SHOTS) await admin.screenshot({ path: join(SHOTS, 'overview-375.png'), fullPage: true });
+  await admin.setViewportSize(DESKTOP);
+});
+
+test('back up now: the task log follows to ok and a new point appears', { timeout: 420000 }, async () => {
+  await admin.locator(`a[href="#/vm/${encodeURIComponent(VM)}"]`).first().click();
+  await admin.getByRole('heading', { name: `VM ${VM}` }).waitFor();
+  const rows = admin.locator('table.points tbody tr');
+  await rows.first().waitFor();
+  const before = await rows.count();
+  await admin.getByLabel('Method').selectOption('auto');
+  await admin.getByRole('button', { name: 'Back up now' }).click();
+  await admin.getByRole('status').getByRole('link', { name: /task #\d+/ }).click();
+  await admin.getByRole('heading', { name: /^Task #\d+$/ }).waitFor();
+  await admin.locator('[data-testid="task-state"]', { hasText: /^ok$/ }).waitFor({ timeout: 360000 });
+  await admin.getByRole('heading', { name: 'Log', exact: true }).waitFor();
+  assert.ok(await admin.locator('ol.log li').count() > 0, 'the log shows lines');
+  await shot(admin, 'task');
+  await axe(admin, 'task');
+  await go(admin, `/vm/${encodeURIComponent(VM)}`);
+  await admin.waitForFunction((n) => document.querySelectorAll('table.points tbody tr').length === n + 1, before);
+  await admin.locator('figure.chart canvas').first().waitFor();
+  await shot(admin, 'vm');
+  await axe(admin, 'vm');
+});
+
+test('a new job with a schedule shows the next 5 runs', async () => {
+  await go(admin, '/jobs');
+  await admin.getByRole('button', { name: 'New job' }).click();
+  await admin.getByLabel('Job id').fill('e2e-nightly');
+  await admin.getByLabel('Schedule').fill('Mon..Fri 22:00');
+  await admin.getByLabel(/^VMs/).fill(VM);
+  await admin.getByLabel('Repository').fill('main');
+  await admin.getByLabel('Keep daily').fill('7');
+  const preview = admin.getByRole('list', { name: 'Next 5 runs' }).getByRole('listitem');
+  await admin.waitForFunction(() => document.querySelectorAll('ol.preview li').length === 5);
+  assert.equal(await preview.count(), 5);
+  await shot(admin, 'jobs');
+  await axe(admin, 'jobs (form)');
+  await admin.getByRole('button', { name: 'Create job' }).click();
+  await admin.locator('tr[data-job="e2e-nightly"]').waitFor();
+  assert.match(await admin.locator('tr[data-job="e2e-nightly"]').innerText(), /Mon\.\.Fri 22:00/);
+});
+
+test('the task list shows the backup', async () => {
+  await go(admin, '/tasks');
+  await admin.locator('tr[data-task]').first().waitFor();
+  assert.match(await admin.locator('table').innerText(), /backup/);
+  await shot(admin, 'tasks');
+  await axe(admin, 'tasks');
+});
+
+test('the prune simulator agrees with vmshadow prune --dry-run --json', async () => {
+  await go(admin, '/repos/main');
+  await admin.getByRole('heading', { name: 'Repository main' }).waitFor();
+  await admin.getByLabel('Keep last').fill('2');
+  await admin.getByRole('button', { name: 'Simulate' }).click();
+  await admin.locator('table.sim-result tbody tr').first().waitFor();
+  const shown = await admin.$$eval('table.sim-result tbody tr',
+    (trs) => trs.map((tr) => [tr.dataset.point, tr.dataset.keep === 'keep']));
+  const cli = JSON.parse(execFileSync(env('E2E_VMSHADOW'),
+    ['--json', '--repo', env('E2E_REPO'), 'prune', '--dry-run', '--keep-last', '2'], { encoding: 'utf8' }));
+  const want = cli.points.map((p) => [p.id, p.keep]);
+  assert.ok(want.length >= 3, `the repository holds ${want.length} points`);
+  assert.ok(want.some(([, k]) => !k), 'keep-last 2 removes a point');
+  assert.deepEqual(new Map(shown), new Map(want));
+  await shot(admin, 'repository');
+  await axe(admin, 'repository');
+});
+
+test('an audit token shows no action buttons and a forged POST gets 403', async () => {
+  const page = await newPage();
+  await signIn(page, AUDIT);
+  await page.locator(`tr[data-vm="${VM}"]`).waitFor();
+  await go(page, `/vm/${encodeURIComponent(VM)}`);
+  await page.getByText('may look but not act').waitFor();
+  await page.locator('table.points tbody tr').first().waitFor();
+  const actionNames = /Back up now|Verify with boot|Restore|Forget|Run now|New job|Edit|Delete|Abort/;
+  assert.equal(await page.getByRole('button', { name: actionNames }).count(), 0);
+  await go(page, '/jobs');
+  await page.locator('tr[data-job]').first().waitFor();
+  assert.equal(await page.getByRole('button', { name: actionNames }).count(), 0);
+  const statuses = await page.evaluate(async (vm) => {
+    const s = await (await fetch('/api/v1/session')).json();
+    const forged = (headers) => fetch('/api/v1/backup', { method: 'POST', body: JSON.stringify({ vm }),
+      headers: { 'Content-Type': 'application/json', ...headers } }).then((r) => r.status);
+    return [await forged({ 'X-CSRF-Token': s.csrf || '' }), await forged({})];
+  }, VM);
+  assert.deepEqual(statuses, [403, 403]);
+  await page.context().close();
+});
+
+test('sign-out ends the session', async () => {
+  const cookies = await admin.context().cookies();
+  const session = cookies.find((c) => c.name === 'vmshadow_session');
+  assert.ok(session, 'the session cookie is set');
+  assert.equal(session.httpOnly, true);
+  assert.equal(session.secure, true);
+  assert.equal(session.sameSite, 'Strict');
+  await admin.getByRole('button', { name: 'Sign out' }).click();
+  await admin.getByLabel('API token').waitFor();
+  // The old cookie, sent again by another client, no longer signs anyone in.
+  const other = await browser.newContext({ ignoreHTTPSErrors: true });
+  await other.addCookies([session]);
+  const r = await other.request.get(`${URL}api/v1/session`);
+  assert.equal(r.status(), 401);
+  await other.close();
+  await admin.context().close();
+});
