@@ -24,7 +24,7 @@ die() { log "$*"; exit 1; }
 [ -x "$VMSHADOW" ] || die "no vmshadow at $VMSHADOW (cmake --build build --target vmshadow)"
 [ -x "$CHROMIUM" ] || die "no chromium at $CHROMIUM (scripts/setup-host.sh installs it)"
 command -v node >/dev/null || die "node is missing (scripts/setup-host.sh installs it)"
-[ -f "$ROOT/web/dist/index.html" ] || die "web/dist is not built (scripts/build.sh, or npm ci && npm run build in web/)"
+bash "$ROOT/scripts/build-web.sh"  # web/dist, when its sources are newer
 
 # The test's own packages, from its lockfile: again only when the lockfile changed.
 if [ ! -f "$HERE/node_modules/.package-lock.json" ] || [ "$HERE/package-lock.json" -nt "$HERE/node_modules/.package-lock.json" ]; then
