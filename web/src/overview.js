@@ -25,7 +25,7 @@ export function Scroll({ label, children }) {
 
 function VmTable({ vms }) {
   if (!vms.length) return html`<p>No VMs on this host.</p>`;
-  return html`<${Scroll} label="VMs"><table>
+  return html`<${Scroll} label="VM table"><table>
     <caption>VMs and their protection</caption>
     <thead><tr><th scope="col">VM</th><th scope="col">Protection</th><th scope="col">State</th>
       <th scope="col">Consistency</th><th scope="col">Last backup</th><th scope="col">Age</th>
@@ -45,9 +45,9 @@ function VmTable({ vms }) {
 
 function FailedTasks({ tasks }) {
   const since = Date.now() / 1000 - 86400;
-  const recent = tasks.filter((t) => (t.ended_at || t.queued_at || 0) >= since);
+  const recent = tasks.filter((t) => t.state === 'failed' && (t.ended_at || t.queued_at || 0) >= since);
   if (!recent.length) return html`<p>No failed tasks in the last 24 hours.</p>`;
-  return html`<${Scroll} label="Failed tasks"><table>
+  return html`<${Scroll} label="Failed task table"><table>
     <caption>Failed tasks of the last 24 hours</caption>
     <thead><tr><th scope="col">Task</th><th scope="col">Kind</th><th scope="col">Target</th>
       <th scope="col">Ended</th><th scope="col">Error</th></tr></thead>
