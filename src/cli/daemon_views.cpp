@@ -252,6 +252,7 @@ json job_changes(const JobOptions& o) {
     set("keep_daily", o.keep_daily);
     set("keep_weekly", o.keep_weekly);
     set("keep_monthly", o.keep_monthly);
+    set("keep_yearly", o.keep_yearly);
     set("alert_after_hours", o.alert_after_hours);
     set("read_data_percent", o.read_data_percent);
     return j;

@@ -58,7 +58,8 @@ struct JobOptions {
     std::optional<std::string> kind, schedule, repository, method, catch_up, after, notify;
     std::vector<std::string> vms;  // empty: not given
     std::optional<bool> group, boot, gc, enabled;
-    std::optional<unsigned> keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly;
+    std::optional<unsigned> keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
+        keep_yearly;
     std::optional<unsigned> alert_after_hours, read_data_percent;
 };
 

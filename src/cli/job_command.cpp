@@ -23,7 +23,7 @@ struct JobFlags {
     std::string kind, schedule, repository, method, catch_up, after, notify;
     std::vector<std::string> vms;
     std::optional<bool> group, boot, gc, enabled;
-    unsigned keep[5] = {};
+    unsigned keep[6] = {};
     unsigned alert_after_hours = 0, read_data_percent = 0;
     std::map<std::string, CLI::Option*> given;
 
@@ -52,6 +52,7 @@ struct JobFlags {
         o.keep_daily = number("--keep-daily", keep[2]);
         o.keep_weekly = number("--keep-weekly", keep[3]);
         o.keep_monthly = number("--keep-monthly", keep[4]);
+        o.keep_yearly = number("--keep-yearly", keep[5]);
         o.alert_after_hours = number("--alert-after-hours", alert_after_hours);
         o.read_data_percent = number("--read-data-percent", read_data_percent);
         return o;
@@ -84,13 +85,12 @@ void add_job_flags(CLI::App& cmd, JobFlags& f, bool adding) {
                         ->check(CLI::IsMember({"auto", "application", "image", "crash"}));
     add_switch(cmd, "--group", "--no-group", f.group,
                "backup: one snapshot set for all the job's VMs", "backup: one VM at a time");
-    // No --keep-yearly: the daemon prunes with `vmshadow prune`'s rules, which have none.
-    const char* keep_names[] = {"--keep-last", "--keep-hourly", "--keep-daily", "--keep-weekly",
-                                "--keep-monthly"};
-    const char* keep_help[] = {"keep the N newest points", "keep the newest of N hours",
-                               "keep the newest of N days", "keep the newest of N weeks",
-                               "keep the newest of N months"};
-    for (int i = 0; i < 5; ++i)
+    const char* keep_names[] = {"--keep-last",   "--keep-hourly",  "--keep-daily",
+                                "--keep-weekly", "--keep-monthly", "--keep-yearly"};
+    const char* keep_help[] = {"keep the N newest points",    "keep the newest of N hours",
+                               "keep the newest of N days",   "keep the newest of N weeks",
+                               "keep the newest of N months", "keep the newest of N years"};
+    for (int i = 0; i < 6; ++i)
         g[keep_names[i]] = add_whole_number_option(cmd, keep_names[i], f.keep[i], 1, kMaxKeep,
                                                    std::string("backup, prune: ") + keep_help[i]);
     g["--catch-up"] = cmd.add_option("--catch-up", f.catch_up,

@@ -127,6 +127,8 @@ void add_prune_commands(CLI::App& app, GlobalOptions& global, Action& action) {
                             "keep the newest point of N weeks");
     add_whole_number_option(*prune, "--keep-monthly", o->keep.monthly, 1, kMaxKeep,
                             "keep the newest point of N months");
+    add_whole_number_option(*prune, "--keep-yearly", o->keep.yearly, 1, kMaxKeep,
+                            "keep the newest point of N years");
     prune->add_option("--vm", o->vm, "only this VM's points (others are untouched)");
     prune->add_flag("--dry-run", o->dry_run, "show the plan, change nothing");
     add_whole_number_option(*prune, "--grace", o->grace_hours, 0, kMaxGraceHours, kGraceHelp);

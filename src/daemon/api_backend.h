@@ -61,6 +61,26 @@ class ApiBackend {
     // {"point" or "vm", "repository", "boot": bool (only true)} → {"task": ID}
     virtual Result<nlohmann::json> verify(const nlohmann::json& request) = 0;
 
+    // One-off backup of one VM (the dashboard's "back up now"): {"vm", "method":
+    // "auto|application|image|crash" (default auto), "repository" (default: the only one)}
+    // → {"task": ID}. Held in the run queue and recorded (VM state, metrics) as a job's backup.
+    virtual Result<nlohmann::json> backup(const nlohmann::json& request) = 0;
+    // Forgets one restore point (an id, a unique prefix or "VM@latest") of `repository` ("":
+    // the only one) under the repository's exclusive lock; locked when it is held.
+    // → {"forgotten": ID, "repository": NAME}
+    virtual Result<nlohmann::json> forget_point(const std::string& point,
+                                                const std::string& repository) = 0;
+    // What prune would decide, changing nothing: {"vm" (optional), "keep_last", "keep_hourly",
+    // "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly" (optional ints >= 1, at
+    // least one)} → {"points": [{"id", "vm", "time", "keep", "reasons"}]} — what
+    // `vmshadow prune --dry-run --json` prints as "points".
+    virtual Result<nlohmann::json> prune_preview(const std::string& repository,
+                                                 const nlohmann::json& request) = 0;
+    // The next `count` elapses of a calendar event after now:
+    // {"expr", "normalized", "next": ["2026-12-07T22:00:00Z", ...]}; invalid_argument with the
+    // parser's message when it is not valid.
+    virtual Result<nlohmann::json> schedule_preview(const std::string& expr, int count) = 0;
+
     // {"status": "ok", "version", "uptime_s", "tasks_running", "tasks_queued"}
     virtual nlohmann::json health() = 0;
     // Prometheus text exposition (metrics.h).

@@ -11,6 +11,7 @@
 #include <set>
 #include <span>
 
+#include "common/time_format.h"
 #include "daemon/openapi_json.h"
 
 namespace vmshadow::daemon {
@@ -26,6 +27,9 @@ constexpr std::int64_t kDefaultLogPage = 1000;
 // Deeper request bodies are refused before anything walks them recursively.
 constexpr int kMaxBodyDepth = 32;
 constexpr std::size_t kMaxNameBytes = 256;
+constexpr std::int64_t kMaxKeep = 1'000'000;  // vmshadow prune's bound
+constexpr std::int64_t kMaxPreviewCount = 20;
+constexpr std::int64_t kDefaultPreviewCount = 5;
 
 // ---- responses -------------------------------------------------------------------------
 
@@ -166,7 +170,7 @@ Result<json> parse_body(const net::HttpRequest& request, bool empty_ok) {
     return body;
 }
 
-enum class FieldType { string, boolean, object };
+enum class FieldType { string, boolean, object, count };
 
 struct Field {
     std::string_view name;
@@ -182,6 +186,8 @@ std::string_view type_word(FieldType t) {
             return "true or false";
         case FieldType::object:
             return "an object";
+        case FieldType::count:
+            return "a whole number from 1 to 1000000";
     }
     return "";
 }
@@ -194,6 +200,9 @@ bool has_type(const json& value, FieldType t) {
             return value.is_boolean();
         case FieldType::object:
             return value.is_object();
+        case FieldType::count:
+            return value.is_number_integer() && value.get<std::int64_t>() >= 1 &&
+                   value.get<std::int64_t>() <= kMaxKeep;
     }
     return false;
 }
@@ -234,6 +243,9 @@ struct Call {
     ApiBackend& backend;
     const net::HttpRequest& request;
     std::vector<std::string_view> params;  // the path's {…} segments, in order
+    SessionStore& sessions;
+    const TokenStore& tokens;
+    const AuthLog& log;
 };
 
 using Handler = Result<net::HttpResponse> (*)(const Call&);
@@ -461,33 +473,6 @@ Result<net::HttpResponse> delete_token(const Call& c) {
     return reply(c.backend.revoke_token(name));
 }
 
-// The route → role table (token_store.h): audit reads, operator runs, admin edits.
-constexpr Role kAudit = Role::audit;
-constexpr Role kOperator = Role::operator_;
-constexpr Role kAdmin = Role::admin;
-const std::array<Route, 20> kRoutes{{
-    {"GET", "/health", std::nullopt, get_health},
-    {"GET", "/openapi.json", std::nullopt, get_openapi},
-    {"GET", "/metrics", kAudit, get_metrics},
-    {"GET", "/vms", kAudit, get_vms},
-    {"GET", "/points", kAudit, get_points, {"vm"}},
-    {"GET", "/jobs", kAudit, get_jobs},
-    {"POST", "/jobs", kAdmin, post_job},
-    {"PUT", "/jobs/{id}", kAdmin, put_job},
-    {"DELETE", "/jobs/{id}", kAdmin, delete_job, {"digest"}},
-    {"POST", "/jobs/{id}/run", kOperator, run_job},
-    {"GET", "/tasks", kAudit, get_tasks, {"state", "job", "kind", "before", "limit"}},
-    {"GET", "/tasks/{id}", kAudit, get_task},
-    {"GET", "/tasks/{id}/log", kAudit, get_task_log, {"start", "limit"}},
-    {"DELETE", "/tasks/{id}", kOperator, delete_task},
-    {"GET", "/repos/{name}/status", kAudit, get_repo_status},
-    {"POST", "/restore", kOperator, post_restore},
-    {"POST", "/verify", kOperator, post_verify},
-    {"GET", "/tokens", kAdmin, get_tokens},
-    {"POST", "/tokens", kAdmin, post_token},
-    {"DELETE", "/tokens/{name}", kAdmin, delete_token},
-}};
-
 std::vector<std::string_view> split(std::string_view path) {
     std::vector<std::string_view> parts;
     std::size_t pos = 0;
@@ -538,6 +523,227 @@ std::string token_name_for_log(std::string_view token) {
     return valid_id_name(name) ? std::string(name) : "";
 }
 
+// ---- browser sessions --------------------------------------------------------------------
+
+// The value of the session cookie in the Cookie header ("a=1; vmshadow_session=…"), or "".
+std::string session_cookie(const net::HttpRequest& request) {
+    const std::string cookies = request.header("cookie");
+    std::string_view rest = cookies;
+    while (!rest.empty()) {
+        auto end = rest.find(';');
+        auto pair = rest.substr(0, end);
+        rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+        while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+        auto eq = pair.find('=');
+        if (eq != std::string_view::npos && pair.substr(0, eq) == kSessionCookie)
+            return std::string(pair.substr(eq + 1));
+    }
+    return "";
+}
+
+std::string where_of(const net::HttpRequest& request) {
+    return fmt("{} {} {}", printable(request.peer.address), printable(request.method, 10),
+               printable(request.path, 200));
+}
+
+std::string cookie_header(std::string_view value, std::int64_t max_age) {
+    return fmt("{}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}", kSessionCookie,
+               value, max_age);
+}
+
+json session_json(const Session& s) {
+    return json{{"name", s.name},
+                {"role", role_name(s.role)},
+                {"csrf", s.csrf},
+                {"expires", iso8601_utc(s.expires())}};
+}
+
+net::HttpResponse unauthorized(std::string_view message) {
+    auto response = error_body(401, message, kind_name(ErrorKind::permission));
+    response.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return response;
+}
+
+bool state_changing(std::string_view method) {
+    return method == "POST" || method == "PUT" || method == "DELETE";
+}
+
+// A cookie-authenticated change must name the session's CSRF value: another site can make the
+// browser send the cookie, but cannot read the value to send with it.
+std::optional<net::HttpResponse> refuse_without_csrf(const net::HttpRequest& request,
+                                                     const Session& session, const AuthLog& log) {
+    if (!state_changing(request.method)) return std::nullopt;
+    if (equal_secret(request.header("x-csrf-token"), session.csrf)) return std::nullopt;
+    if (log)
+        log("403", fmt("{}: session of token '{}': missing or wrong X-CSRF-Token",
+                       where_of(request), session.name));
+    return error_body(403,
+                      "this change needs the header X-CSRF-Token with the session's csrf value "
+                      "(GET /api/v1/session)",
+                      kind_name(ErrorKind::permission));
+}
+
+Result<net::HttpResponse> post_session(const Call& c) {
+    constexpr std::array fields{Field{"token", FieldType::string, true}};
+    auto body = parse_body_fields(c.request, fields, false);
+    if (!body) return fail(body.error());
+    const std::string token = (*body)["token"].get<std::string>();
+    auto info = c.tokens.authenticate(token);
+    if (!info) {
+        if (c.log)
+            c.log("401", fmt("{}: sign-in with invalid token '{}'", where_of(c.request),
+                             token_name_for_log(token)));
+        return unauthorized("the token is not valid (NAME:SECRET, from vmshadow token create)");
+    }
+    Session s = c.sessions.create(*info);
+    auto response = json_response(200, session_json(s));
+    response.headers.emplace_back("Set-Cookie", cookie_header(s.id, kSessionAbsolute.count()));
+    response.headers.emplace_back("Cache-Control", "no-store");
+    return response;
+}
+
+Result<net::HttpResponse> get_session(const Call& c) {
+    auto session = c.sessions.find(session_cookie(c.request));
+    if (!session) return unauthorized("not signed in (POST /api/v1/session)");
+    auto response = json_response(200, session_json(*session));
+    response.headers.emplace_back("Cache-Control", "no-store");
+    return response;
+}
+
+Result<net::HttpResponse> delete_session(const Call& c) {
+    if (auto body = parse_body_fields(c.request, {}, true); !body) return fail(body.error());
+    auto session = c.sessions.find(session_cookie(c.request));
+    bool signed_out = false;
+    if (session) {
+        if (auto refusal = refuse_without_csrf(c.request, *session, c.log)) return *refusal;
+        signed_out = c.sessions.remove(session->id);
+    }
+    // The cookie is cleared either way: a stale one in the browser is of no use.
+    auto response = json_response(200, json{{"signed_out", signed_out}});
+    response.headers.emplace_back("Set-Cookie", cookie_header("", 0));
+    return response;
+}
+
+// ---- the dashboard's previews and actions ---------------------------------------------
+
+// Text from a client (an expression): 1 to 256 bytes without control characters.
+Status check_text(std::string_view text, std::string_view param) {
+    bool control = std::any_of(text.begin(), text.end(),
+                               [](char ch) { return static_cast<unsigned char>(ch) < 0x20; });
+    if (!text.empty() && text.size() <= kMaxNameBytes && !control) return {};
+    return bad(fmt("parameter '{}': expected 1 to {} bytes without control characters", param,
+                   kMaxNameBytes));
+}
+
+Result<net::HttpResponse> get_schedule_preview(const Call& c) {
+    const std::string* expr = query_value(c.request, "expr");
+    if (!expr) return bad("parameter 'expr' is required (a calendar event: daily, Mon..Fri 22:00)");
+    if (auto ok = check_text(*expr, "expr"); !ok) return fail(ok.error());
+    std::int64_t count = kDefaultPreviewCount;
+    if (auto* v = query_value(c.request, "count")) {
+        auto n = parse_number(*v, "count", 1, kMaxPreviewCount);
+        if (!n) return fail(n.error());
+        count = *n;
+    }
+    return reply(c.backend.schedule_preview(*expr, static_cast<int>(count)));
+}
+
+constexpr std::array kKeepFields{"keep_last",   "keep_hourly",  "keep_daily",
+                                 "keep_weekly", "keep_monthly", "keep_yearly"};
+
+Result<net::HttpResponse> post_prune_preview(const Call& c) {
+    std::string name(c.params[0]);
+    if (auto ok = check_free_name(name, "name"); !ok) return fail(ok.error());
+    constexpr std::array fields{
+        Field{"vm", FieldType::string},         Field{"keep_last", FieldType::count},
+        Field{"keep_hourly", FieldType::count}, Field{"keep_daily", FieldType::count},
+        Field{"keep_weekly", FieldType::count}, Field{"keep_monthly", FieldType::count},
+        Field{"keep_yearly", FieldType::count}};
+    auto body = parse_body_fields(c.request, fields, false);
+    if (!body) return fail(body.error());
+    if (auto it = body->find("vm"); it != body->end())
+        if (auto ok = check_free_name(it->get<std::string>(), "vm"); !ok) return fail(ok.error());
+    bool any = std::any_of(kKeepFields.begin(), kKeepFields.end(),
+                           [&](const char* k) { return body->contains(k); });
+    if (!any)
+        return bad(
+            "request body: at least one keep_* field is required (without one prune would "
+            "forget every point)");
+    return reply(c.backend.prune_preview(name, *body));
+}
+
+Result<net::HttpResponse> delete_point(const Call& c) {
+    std::string point(c.params[0]);
+    if (auto ok = check_free_name(point, "id"); !ok) return fail(ok.error());
+    std::string repository;
+    if (auto* v = query_value(c.request, "repository")) {
+        if (auto ok = check_free_name(*v, "repository"); !ok) return fail(ok.error());
+        repository = *v;
+    }
+    if (auto body = parse_body_fields(c.request, {}, true); !body) return fail(body.error());
+    return reply(c.backend.forget_point(point, repository));
+}
+
+Result<net::HttpResponse> post_backup(const Call& c) {
+    constexpr std::array fields{Field{"vm", FieldType::string, true},
+                                Field{"method", FieldType::string},
+                                Field{"repository", FieldType::string}};
+    auto body = parse_body_fields(c.request, fields, false);
+    if (!body) return fail(body.error());
+    const std::string vm = (*body)["vm"].get<std::string>();
+    if (auto ok = check_free_name(vm, "vm"); !ok) return fail(ok.error());
+    // A name, not a job's pattern: "web*" would back up every VM it matches.
+    if (vm.find_first_of("*?[") != std::string::npos)
+        return bad(fmt("request body: field 'vm': '{}' is a pattern; name one VM", printable(vm)));
+    if (auto it = body->find("method"); it != body->end()) {
+        constexpr std::array methods{"auto", "application", "image", "crash"};
+        const auto& m = it->get_ref<const std::string&>();
+        if (std::find(methods.begin(), methods.end(), m) == methods.end())
+            return bad(
+                fmt("request body: field 'method': '{}' is not one of auto, application, "
+                    "image, crash",
+                    printable(m)));
+    }
+    if (auto it = body->find("repository"); it != body->end())
+        if (auto ok = check_free_name(it->get<std::string>(), "repository"); !ok)
+            return fail(ok.error());
+    return reply(c.backend.backup(*body), 202);
+}
+
+// The route → role table (token_store.h): audit reads, operator runs, admin edits.
+constexpr Role kAudit = Role::audit;
+constexpr Role kOperator = Role::operator_;
+constexpr Role kAdmin = Role::admin;
+const std::array<Route, 27> kRoutes{{
+    {"GET", "/health", std::nullopt, get_health},
+    {"GET", "/openapi.json", std::nullopt, get_openapi},
+    {"GET", "/session", std::nullopt, get_session},
+    {"POST", "/session", std::nullopt, post_session},
+    {"DELETE", "/session", std::nullopt, delete_session},
+    {"GET", "/metrics", kAudit, get_metrics},
+    {"GET", "/vms", kAudit, get_vms},
+    {"GET", "/points", kAudit, get_points, {"vm"}},
+    {"DELETE", "/points/{id}", kOperator, delete_point, {"repository"}},
+    {"GET", "/jobs", kAudit, get_jobs},
+    {"POST", "/jobs", kAdmin, post_job},
+    {"PUT", "/jobs/{id}", kAdmin, put_job},
+    {"DELETE", "/jobs/{id}", kAdmin, delete_job, {"digest"}},
+    {"POST", "/jobs/{id}/run", kOperator, run_job},
+    {"GET", "/tasks", kAudit, get_tasks, {"state", "job", "kind", "before", "limit"}},
+    {"GET", "/tasks/{id}", kAudit, get_task},
+    {"GET", "/tasks/{id}/log", kAudit, get_task_log, {"start", "limit"}},
+    {"DELETE", "/tasks/{id}", kOperator, delete_task},
+    {"GET", "/repos/{name}/status", kAudit, get_repo_status},
+    {"POST", "/repos/{name}/prune-preview", kAudit, post_prune_preview},
+    {"GET", "/schedule/preview", kAudit, get_schedule_preview, {"expr", "count"}},
+    {"POST", "/backup", kOperator, post_backup},
+    {"POST", "/restore", kOperator, post_restore},
+    {"POST", "/verify", kOperator, post_verify},
+    {"GET", "/tokens", kAdmin, get_tokens},
+    {"POST", "/tokens", kAdmin, post_token},
+    {"DELETE", "/tokens/{name}", kAdmin, delete_token},
+}};
+
 }  // namespace
 
 int http_status_for(ErrorKind kind) {
@@ -567,8 +773,14 @@ net::HttpResponse error_response(const Error& error) {
     return error_body(http_status_for(error.kind()), error.message(), kind_name(error.kind()));
 }
 
-ApiRoutes::ApiRoutes(ApiBackend& backend, const TokenStore& tokens, AuthLog auth_log)
-    : backend_(backend), tokens_(tokens), auth_log_(std::move(auth_log)) {}
+ApiRoutes::ApiRoutes(ApiBackend& backend, const TokenStore& tokens, AuthLog auth_log,
+                     SessionStore* sessions, const StaticFiles* web)
+    : backend_(backend),
+      tokens_(tokens),
+      auth_log_(std::move(auth_log)),
+      own_sessions_(sessions ? nullptr : std::make_unique<SessionStore>(system_clock())),
+      sessions_(sessions ? sessions : own_sessions_.get()),
+      web_(web) {}
 
 std::vector<std::string> ApiRoutes::route_list() {
     std::vector<std::string> out;
@@ -583,22 +795,33 @@ std::string_view ApiRoutes::openapi_json() {
 namespace {
 
 // The refusal to send when the request may not use a route needing `need`, or nullopt.
+// A request with the session cookie and no Authorization header is the session's token, and
+// a change so authenticated must carry the session's CSRF value.
 std::optional<net::HttpResponse> refuse(const net::HttpRequest& request, Role need,
-                                        const TokenStore& tokens, const AuthLog& log) {
+                                        const TokenStore& tokens, SessionStore& sessions,
+                                        const AuthLog& log) {
     // The socket is mode 0600, so its peers are root or the daemon's own user: admin. Should
     // its mode ever be loosened, anyone else needs a token, as over HTTPS.
     const auto& peer = request.peer;
     if (peer.unix_socket && (!peer.uid || *peer.uid == 0 || *peer.uid == ::geteuid()))
         return std::nullopt;
-    auto where = fmt("{} {} {}", printable(request.peer.address), printable(request.method, 10),
-                     printable(request.path, 200));
+    auto where = where_of(request);
     const std::string authorization = request.header("authorization");  // token views into it
     auto token = bearer_token(authorization);
     std::optional<TokenInfo> info;
-    if (token) info = tokens.authenticate(*token);
+    const std::string cookie = authorization.empty() ? session_cookie(request) : "";
+    if (token) {
+        info = tokens.authenticate(*token);
+    } else if (!cookie.empty()) {
+        if (auto session = sessions.find(cookie)) {
+            if (auto refusal = refuse_without_csrf(request, *session, log)) return refusal;
+            info = TokenInfo{session->name, session->role, session->created};
+        }
+    }
     if (!info) {
-        std::string why =
-            !token ? "no bearer token" : fmt("invalid token '{}'", token_name_for_log(*token));
+        std::string why = token             ? fmt("invalid token '{}'", token_name_for_log(*token))
+                          : !cookie.empty() ? std::string("unknown or expired session")
+                                            : std::string("no bearer token");
         if (log) log("401", fmt("{}: {}", where, why));
         auto response = error_body(401,
                                    "a valid API token is required: Authorization: Bearer "
@@ -627,6 +850,8 @@ net::HttpResponse not_found(const net::HttpRequest& request) {
 net::HttpResponse ApiRoutes::handle(const net::HttpRequest& request) const {
     try {
         std::string_view path = request.path;
+        bool api = path == "/api" || path.starts_with("/api/");
+        if (!api && web_) return web_->serve(request);
         if (!path.starts_with(kPrefix)) return not_found(request);
         path.remove_prefix(kPrefix.size());
         auto parts = split(path);
@@ -639,10 +864,11 @@ net::HttpResponse ApiRoutes::handle(const net::HttpRequest& request) const {
                 continue;
             }
             if (route.role)
-                if (auto refusal = refuse(request, *route.role, tokens_, auth_log_))
+                if (auto refusal = refuse(request, *route.role, tokens_, *sessions_, auth_log_))
                     return *refusal;
             if (auto ok = check_query(request, route.query); !ok) return error_response(ok.error());
-            auto response = route.handler(Call{backend_, request, std::move(*params)});
+            auto response = route.handler(
+                Call{backend_, request, std::move(*params), *sessions_, tokens_, auth_log_});
             if (!response) return error_response(response.error());
             return *response;
         }

@@ -163,10 +163,20 @@ Result<std::unique_ptr<Daemon>> Daemon::start(DaemonOptions options) {
     }
     auto daemon = std::unique_ptr<Daemon>(new Daemon(std::move(s)));
     State& st = *daemon->state_;
+    st.sessions = std::make_unique<SessionStore>(*st.clock);
+    std::error_code exe_error;
+    auto exe = std::filesystem::read_symlink("/proc/self/exe", exe_error);
+    st.web = std::make_unique<StaticFiles>(StaticFiles::find_root(st.options.web_dir, exe));
+    if (st.web->root())
+        st.log(LogLevel::info, "dashboard: " + st.web->root()->string());
+    else
+        st.log(LogLevel::info, "dashboard: not built (no web directory), / answers 404");
     st.routes = std::make_unique<ApiRoutes>(
-        *daemon, *st.tokens, [&st](std::string_view what, std::string_view detail) {
+        *daemon, *st.tokens,
+        [&st](std::string_view what, std::string_view detail) {
             st.log(LogLevel::warning, "api " + std::string(what) + ": " + std::string(detail));
-        });
+        },
+        st.sessions.get(), st.web.get());
     auto started = net::HttpServer::start(
         server, [&st](const net::HttpRequest& r) { return st.routes->handle(r); });
     if (!started) return std::unexpected(started.error().with_context("API"));

@@ -42,6 +42,9 @@ struct DaemonOptions {
     std::filesystem::path socket_path;  // "": <state-dir>/api.sock
     // Overrides [daemon] listen when set ("" = no HTTPS).
     std::optional<std::string> listen;
+    // The dashboard's built front-end, served at `/` (static_files.h); nullopt: found beside
+    // the executable (StaticFiles::find_root).
+    std::optional<std::filesystem::path> web_dir;
     const Clock* clock = nullptr;  // nullptr: the system clock
     // The daemon's own log (stderr, or a file when detached).
     std::function<void(LogLevel, std::string_view)> log;
@@ -79,6 +82,12 @@ class Daemon final : public ApiBackend {
     Result<nlohmann::json> repository_status(const std::string& name) override;
     Result<nlohmann::json> restore(const nlohmann::json& request) override;
     Result<nlohmann::json> verify(const nlohmann::json& request) override;
+    Result<nlohmann::json> backup(const nlohmann::json& request) override;
+    Result<nlohmann::json> forget_point(const std::string& point,
+                                        const std::string& repository) override;
+    Result<nlohmann::json> prune_preview(const std::string& repository,
+                                         const nlohmann::json& request) override;
+    Result<nlohmann::json> schedule_preview(const std::string& expr, int count) override;
     nlohmann::json health() override;
     std::string metrics() override;
     Result<nlohmann::json> tokens() override;

@@ -8,6 +8,7 @@
 
 #include "common/atomic_file.h"
 #include "common/time_format.h"
+#include "daemon/calendar.h"
 #include "daemon/daemon_state.h"
 #include "daemon/metrics.h"
 
@@ -428,6 +429,107 @@ Result<json> Daemon::verify(const json& request) {
     return json{{"task", *id}};
 }
 
+// The repository `name` names, or the only one configured when it is "". Called with the
+// state's mutex held.
+static Result<RepositorySpec> repository_named(const Daemon::State& s, const std::string& name) {
+    const auto& repositories = s.config.config.repositories;
+    if (name.empty()) {
+        if (repositories.size() != 1)
+            return fail(ErrorKind::invalid_argument, "say which repository: 'repository' (" +
+                                                         std::to_string(repositories.size()) +
+                                                         " are configured)");
+        return repositories.begin()->second;
+    }
+    auto it = repositories.find(name);
+    if (it == repositories.end())
+        return fail(ErrorKind::not_found, "repository '" + name + "' is not in the config");
+    return it->second;
+}
+
+Result<json> Daemon::backup(const json& request) {
+    const std::string vm = request.value("vm", "");
+    DaemonConfig config;
+    {
+        std::lock_guard lock(state_->mutex);
+        config = state_->config.config;
+    }
+    // The VM must exist now: a typo is the request's error (404), not a failed task.
+    auto vms = resolve_vms({vm}, config.daemon.connect_uri);
+    if (!vms) return std::unexpected(vms.error());
+    std::lock_guard lock(state_->mutex);
+    if (state_->stopping) return fail(ErrorKind::unavailable, "the daemon is stopping");
+    auto spec = repository_named(*state_, request.value("repository", ""));
+    if (!spec) return std::unexpected(spec.error());
+    // A job without an id: run_job backs it up as a job's backup (no retention: no keep-*).
+    JobSpec job;
+    job.kind = JobKind::backup;
+    job.vms = {vm};
+    job.repository = spec->name;
+    job.method = request.value("method", "auto");
+    TaskPlan plan;
+    plan.kind = "backup";
+    plan.job = job;
+    plan.vms = *vms;
+    auto id = state_->queue_request(std::move(plan), vm);
+    if (!id) return std::unexpected(id.error());
+    state_->start_ready_tasks();
+    return json{{"task", *id}};
+}
+
+Result<json> Daemon::forget_point(const std::string& point, const std::string& repository) {
+    Result<RepositorySpec> spec;
+    {
+        std::lock_guard lock(state_->mutex);
+        spec = repository_named(*state_, repository);
+    }
+    if (!spec) return std::unexpected(spec.error());
+    auto id = daemon::forget_point(*spec, point);
+    if (!id) return std::unexpected(id.error());
+    state_->log(LogLevel::info, "point " + *id + " of repository '" + spec->name + "' forgotten");
+    {
+        std::lock_guard lock(state_->mutex);
+        state_->next_facts = {};  // the points count changed
+    }
+    return json{{"forgotten", *id}, {"repository", spec->name}};
+}
+
+Result<json> Daemon::prune_preview(const std::string& repository, const json& request) {
+    Result<RepositorySpec> spec;
+    {
+        std::lock_guard lock(state_->mutex);
+        spec = repository_named(*state_, repository);
+    }
+    if (!spec) return std::unexpected(spec.error());
+    Retention keep;
+    auto take = [&](const char* key, std::optional<unsigned>& slot) {
+        if (auto it = request.find(key); it != request.end() && it->is_number_unsigned())
+            slot = it->get<unsigned>();
+    };
+    take("keep_last", keep.keep_last);
+    take("keep_hourly", keep.keep_hourly);
+    take("keep_daily", keep.keep_daily);
+    take("keep_weekly", keep.keep_weekly);
+    take("keep_monthly", keep.keep_monthly);
+    take("keep_yearly", keep.keep_yearly);
+    auto points = daemon::prune_preview(*spec, request.value("vm", ""), keep);
+    if (!points) return std::unexpected(points.error());
+    return json{{"points", *points}};
+}
+
+Result<json> Daemon::schedule_preview(const std::string& expr, int count) {
+    auto event = CalendarEvent::parse(expr);
+    if (!event) return std::unexpected(event.error());
+    json next = json::array();
+    auto after = state_->clock->now();
+    for (int i = 0; i < count; ++i) {
+        auto at = event->next_after(after);
+        if (!at) break;  // a date in the past, or the last elapse
+        next.push_back(iso8601_utc(unix_seconds(*at)));
+        after = *at;
+    }
+    return json{{"expr", expr}, {"normalized", event->normalized()}, {"next", next}};
+}
+
 json Daemon::health() {
     std::lock_guard lock(state_->mutex);
     return json{{"status", state_->stopping ? "stopping" : "ok"},
@@ -486,6 +588,7 @@ Result<json> Daemon::create_token(const std::string& name, Role role) {
 
 Result<json> Daemon::revoke_token(const std::string& name) {
     if (auto st = state_->tokens->revoke(name); !st) return std::unexpected(st.error());
+    state_->sessions->remove_token(name);  // its browser sessions end with it
     state_->log(LogLevel::info, "token '" + name + "' revoked");
     return json{{"name", name}, {"revoked", true}};
 }

@@ -19,13 +19,16 @@
 #include "daemon/job_config.h"
 #include "daemon/operations.h"
 #include "daemon/scheduler.h"
+#include "daemon/session_store.h"
+#include "daemon/static_files.h"
 #include "daemon/task_store.h"
 #include "daemon/token_store.h"
 #include "net/http_server.h"
 
 namespace vmshadow::daemon {
 
-// What a waiting task will run.
+// What a waiting task will run. A one-off backup (POST /backup) has a `job` without an id:
+// it runs and is recorded as a job's backup, but no job's state, chain or alert follows it.
 struct TaskPlan {
     std::int64_t id = 0;
     std::string kind;
@@ -71,6 +74,8 @@ struct Daemon::State {
 
     std::unique_ptr<TaskStore> store;
     std::unique_ptr<TokenStore> tokens;
+    std::unique_ptr<SessionStore> sessions;
+    std::unique_ptr<StaticFiles> web;
     std::unique_ptr<AlertTransport> alert_transport;
     std::unique_ptr<AlertSender> alerts;
     std::unique_ptr<ApiRoutes> routes;

@@ -156,7 +156,7 @@ void Daemon::State::run_task(TaskPlan plan, CancelToken cancel) {
     }
     context.info(std::string("ended: ") + std::string(task_state_name(state)));
     (void)store->finish(plan.id, state, outcome.result.dump(), outcome.error);
-    if (plan.job && state == TaskState::ok) {
+    if (plan.job && !plan.job->id.empty() && state == TaskState::ok) {
         (void)store->set_job_success(plan.job->id, unix_seconds(clock->now()));
     }
     std::lock_guard lock(mutex);
@@ -175,6 +175,7 @@ void Daemon::State::task_ended(const TaskPlan& plan, TaskState state,
     for (const auto& vm : plan.vms) {
         if (state == TaskState::ok) stale_alerted.erase(vm);
     }
+    if (job.id.empty()) return;  // a one-off backup: no job to chain or alert for
     if (state == TaskState::ok && !stopping) {
         for (const auto& next : config.config.jobs) {
             if (next.after && *next.after == job.id && next.enabled) {

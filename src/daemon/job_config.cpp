@@ -426,12 +426,6 @@ void check_job(const JobSpec& job, const Reader& r, std::string_view section) {
     auto slots = keeps(job.retention);
     for (std::size_t i = 0; i < slots.size(); ++i)
         if (*slots[i]) check_range(r, section, kKeepKeys[i], **slots[i], kKeep);
-    // The runner prunes with the repository's rules (vmshadow prune's), which have no yearly
-    // one: a keep-yearly would be silently ignored (and keep-yearly alone would keep nothing).
-    if (job.retention.keep_yearly)
-        r.fail(section, "keep-yearly",
-               "not supported: vmshadow prune has no yearly rule (keep-monthly = 12 per year "
-               "keeps as long)");
     if (job.kind == JobKind::prune && job.retention.empty())
         r.fail(section, "", "a prune job needs at least one keep-* setting");
     check_range(r, section, "read-data-percent", job.read_data_percent, kPercent);

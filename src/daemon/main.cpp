@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
     std::optional<std::string> listen;
     std::string pid_file;
     std::string log_file;
+    std::optional<std::string> web_dir;
     app.add_flag("--foreground", foreground, "stay in the foreground, log to stderr");
     app.add_option("--state-dir", state_dir, "tasks, tokens, TLS identity, socket")
         ->capture_default_str();
@@ -99,6 +100,9 @@ int main(int argc, char** argv) {
     app.add_option("--listen", listen, "HTTPS address:port, overriding [daemon] listen; '' = none");
     app.add_option("--pid-file", pid_file, "default STATE-DIR/vmshadowd.pid");
     app.add_option("--log-file", log_file, "when detached (default STATE-DIR/vmshadowd.log)");
+    app.add_option("--web-dir", web_dir,
+                   "the dashboard's built files (default: share/vmshadow/web beside the binary, "
+                   "the build tree's web/dist, /usr/local/share/vmshadow/web)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -143,6 +147,7 @@ int main(int argc, char** argv) {
     options.config_file = config;
     options.socket_path = socket;
     options.listen = listen;
+    if (web_dir) options.web_dir = fs::path(*web_dir);
     options.log = log_line;
     auto started = daemon::Daemon::start(options);
     if (!started) {

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "common/byte_size.h"
+#include "common/time_format.h"
 #include "engine/boot_verify.h"
 #include "engine/inventory.h"
 #include "engine/vm_backup.h"
@@ -114,7 +115,29 @@ repo::KeepPolicy keep_policy(const Retention& r) {
     keep.daily = static_cast<int>(r.keep_daily.value_or(0));
     keep.weekly = static_cast<int>(r.keep_weekly.value_or(0));
     keep.monthly = static_cast<int>(r.keep_monthly.value_or(0));
+    keep.yearly = static_cast<int>(r.keep_yearly.value_or(0));
     return keep;
+}
+
+// The point's freeze window and duration (its manifest's timings) and its last boot
+// verification, for the dashboard's VM page.
+void add_dashboard_fields(const repo::RestorePoint& point, json& out) {
+    auto number = [&](const char* key) -> json {
+        auto it = point.timings.find(key);
+        return it != point.timings.end() && it->is_number() ? *it : json();
+    };
+    out["freeze_ms"] = number("freeze_window_ms");
+    out["duration_s"] = number("total_s");
+    json verified = nullptr;
+    std::string latest;  // ISO 8601 UTC: text order is time order; the newest one counts
+    for (const auto& a : point.annotations) {
+        if (a.kind != "boot_verification" || !a.data.is_object() || a.time < latest) continue;
+        auto ok = a.data.find("ok");
+        if (ok == a.data.end() || !ok->is_boolean()) continue;
+        verified = ok->get<bool>() ? "ok" : "failed";
+        latest = a.time;
+    }
+    out["verified"] = verified;
 }
 
 json prune_json(const repo::PruneResult& result) {
@@ -400,6 +423,35 @@ OperationOutcome run_verify(const VerifyRequest& request, const DaemonConfig& co
     return out;
 }
 
+Result<nlohmann::json> prune_preview(const RepositorySpec& spec, const std::string& vm,
+                                     const Retention& keep) {
+    auto repo = open_repo(spec);
+    if (!repo) return std::unexpected(repo.error());
+    auto result = repo::prune(**repo, keep_policy(keep), vm, true);
+    if (!result) return std::unexpected(result.error());
+    json points = json::array();
+    for (const auto& d : result->plan)
+        points.push_back({{"id", d.id.hex()},
+                          {"vm", d.vm},
+                          {"time", iso8601_utc(d.time)},
+                          {"keep", d.keep},
+                          {"reasons", d.reasons}});
+    return points;
+}
+
+Result<std::string> forget_point(const RepositorySpec& spec, const std::string& point) {
+    auto repo = open_repo(spec);
+    if (!repo) return std::unexpected(repo.error());
+    auto lock = (*repo)->lock(repo::LockMode::exclusive, "forget (vmshadowd)");
+    if (!lock) return std::unexpected(lock.error());
+    auto listing = (*repo)->list_points();
+    if (!listing) return std::unexpected(listing.error());
+    auto p = repo::Repository::resolve(*listing, point);
+    if (!p) return std::unexpected(p.error());
+    if (auto st = (*repo)->forget({p->id}); !st) return std::unexpected(st.error());
+    return p->id.hex();
+}
+
 Result<std::vector<VmSummary>> host_inventory(const DaemonConfig& config) {
     engine::InventoryRequest request;
     request.connect_uri = config.daemon.connect_uri;
@@ -444,6 +496,7 @@ Result<nlohmann::json> repository_points(const RepositorySpec& spec, const std::
         if (!vm.empty() && it->vm != vm) continue;
         json p = repo::point_summary_json(*it);
         p["repository"] = spec.name;
+        add_dashboard_fields(*it, p);
         points.push_back(std::move(p));
     }
     return points;

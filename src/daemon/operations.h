@@ -79,7 +79,21 @@ struct RepositoryFacts {
     bool encrypted = false;
 };
 Result<RepositoryFacts> repository_facts(const RepositorySpec& spec);
-// Points of one VM (all VMs when empty), newest first, as `points --json` prints them.
+// Points of one VM (all VMs when empty), newest first, as `points --json` prints them, plus
+// what the dashboard shows of each: "repository", "freeze_ms" (the guest's freeze window, null
+// without one), "duration_s" (null when unknown) and "verified" ("ok" / "failed" from the
+// point's last boot verification, null when never verified).
 Result<nlohmann::json> repository_points(const RepositorySpec& spec, const std::string& vm);
+
+// What prune would decide with `keep` for `vm` ("" = every VM), changing nothing (shared lock):
+// [{"id", "vm", "time", "keep", "reasons"}] as `vmshadow prune --dry-run --json` prints
+// "points". invalid_argument when `keep` has no rule.
+Result<nlohmann::json> prune_preview(const RepositorySpec& spec, const std::string& vm,
+                                     const Retention& keep);
+
+// Forgets one point (an id, a unique prefix or "VM@latest") as `vmshadow forget` does, under
+// the repository's exclusive lock (locked when another holds it); its data is freed by the
+// next gc. Returns the point's full id.
+Result<std::string> forget_point(const RepositorySpec& spec, const std::string& point);
 
 }  // namespace vmshadow::daemon

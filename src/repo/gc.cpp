@@ -52,11 +52,10 @@ std::vector<PruneDecision> plan_prune(const std::vector<RestorePoint>& points,
         int count;
         const char* fmt;  // nullptr = keep-last
     };
-    const Rule rules[] = {{"last", policy.last, nullptr},
-                          {"hourly", policy.hourly, "%Y-%m-%d %H:00"},
-                          {"daily", policy.daily, "%Y-%m-%d"},
-                          {"weekly", policy.weekly, "%G-W%V"},
-                          {"monthly", policy.monthly, "%Y-%m"}};
+    const Rule rules[] = {
+        {"last", policy.last, nullptr},       {"hourly", policy.hourly, "%Y-%m-%d %H:00"},
+        {"daily", policy.daily, "%Y-%m-%d"},  {"weekly", policy.weekly, "%G-W%V"},
+        {"monthly", policy.monthly, "%Y-%m"}, {"yearly", policy.yearly, "%Y"}};
     std::vector<PruneDecision> out;
     for (auto& [name, list] : by_vm) {
         std::stable_sort(list.begin(), list.end(), [](auto* a, auto* b) {

@@ -33,8 +33,8 @@
 namespace vmshadow::repo {
 
 struct KeepPolicy {
-    int last = 0, hourly = 0, daily = 0, weekly = 0, monthly = 0;
-    bool empty() const { return !last && !hourly && !daily && !weekly && !monthly; }
+    int last = 0, hourly = 0, daily = 0, weekly = 0, monthly = 0, yearly = 0;
+    bool empty() const { return !last && !hourly && !daily && !weekly && !monthly && !yearly; }
 };
 
 struct PruneDecision {

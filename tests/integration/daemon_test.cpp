@@ -2,6 +2,7 @@
 // vmshadowd on real parts: the real daemon on loopback and a unix socket with its own state
 // dir, a real lab guest, a real repository (issue 14's acceptance).
 #include <netinet/in.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -227,6 +228,106 @@ TEST_F(DaemonTest, AFailingJobIsReportedToTheWebhookWithin30Seconds) {
     EXPECT_EQ(alert["event"], "task_failed") << body;
     EXPECT_EQ(alert["job"], "broken") << body;
     EXPECT_EQ(alert["task"], id) << body;
+}
+
+// ---- the dashboard's side (issue 15) ---------------------------------------------------------
+
+// A browser over HTTPS: the session cookie once signed in, and its CSRF value on changes.
+struct Browser {
+    DaemonTest& t;
+    std::string cookie, csrf;
+
+    net::HttpResponse send(const std::string& method, const std::string& target,
+                           const std::string& body = "", bool with_csrf = true) {
+        net::HttpEndpoint e;
+        e.scheme = net::HttpEndpoint::Scheme::https;
+        e.host = "127.0.0.1";
+        e.port = t.https_port;
+        e.insecure = true;
+        net::HttpClientRequest r;
+        r.method = method;
+        r.target = target;
+        r.body = body;
+        if (!cookie.empty()) r.headers.push_back({"Cookie", "vmshadow_session=" + cookie});
+        if (with_csrf && !csrf.empty()) r.headers.push_back({"X-CSRF-Token", csrf});
+        auto response = net::http_request(e, r);
+        if (!response)
+            throw std::runtime_error(method + " " + target + ": " + response.error().message());
+        return *response;
+    }
+    static std::string header(const net::HttpResponse& r, const std::string& name) {
+        for (const auto& [k, v] : r.headers)
+            if (strcasecmp(k.c_str(), name.c_str()) == 0) return v;
+        return "";
+    }
+    bool sign_in(const std::string& token) {
+        auto r = send("POST", "/api/v1/session", json{{"token", token}}.dump());
+        if (r.status != 200) return false;
+        std::string set = header(r, "Set-Cookie");
+        cookie = set.substr(set.find('=') + 1, 64);
+        csrf = json::parse(r.body)["csrf"];
+        return true;
+    }
+};
+
+TEST_F(DaemonTest, DashboardSessionBacksUpAVmNowAndForgetsItsPoint) {
+    lab::LabGuest& g = boot({});
+    write_config("");
+    start_daemon();
+    json oper = api_json("POST", "/tokens", R"({"name":"ops","role":"operator"})");
+    Browser browser{*this, "", ""};
+    EXPECT_FALSE(browser.sign_in("ops:" + std::string(64, '0')));
+    ASSERT_TRUE(browser.sign_in(oper["token"])) << read_log();
+    EXPECT_EQ(browser.send("GET", "/api/v1/session").status, 200);
+
+    // A change without the CSRF value is refused; with it, the backup starts.
+    const std::string backup = json{{"vm", g.name()}, {"method", "crash"}}.dump();
+    EXPECT_EQ(browser.send("POST", "/api/v1/backup", backup, false).status, 403);
+    auto started = browser.send("POST", "/api/v1/backup", backup);
+    ASSERT_EQ(started.status, 202) << started.body;
+    json task = wait_task(json::parse(started.body)["task"].get<std::int64_t>());
+    ASSERT_EQ(task["state"], "ok") << task.dump(2) << read_log();
+    EXPECT_EQ(task["kind"], "backup");
+    EXPECT_EQ(task["job"], "");
+
+    // The point, with what the VM page shows; the VM's last backup is recorded.
+    json points = api_json("GET", "/points?vm=" + g.name(), "", 200)["points"];
+    ASSERT_EQ(points.size(), 1u) << points.dump(2);
+    EXPECT_EQ(points[0]["consistency"], "crash");
+    EXPECT_TRUE(points[0]["freeze_ms"].is_null()) << points[0].dump(2);
+    EXPECT_TRUE(points[0]["verified"].is_null());
+    EXPECT_TRUE(points[0]["duration_s"].is_number()) << points[0].dump(2);
+    for (const auto& vm : api_json("GET", "/vms", "", 200))
+        if (vm["name"] == g.name()) {
+            EXPECT_EQ(vm["last_point"], points[0]["id"]) << vm.dump(2);
+        }
+
+    // The previews answer what the pages show.
+    json schedule = api_json("GET", "/schedule/preview?expr=Mon..Fri%2022:00", "", 200);
+    EXPECT_EQ(schedule["normalized"], "Mon..Fri *-*-* 22:00:00");
+    EXPECT_EQ(schedule["next"].size(), 5u);
+    auto preview = browser.send("POST", "/api/v1/repos/main/prune-preview",
+                                R"({"keep_last": 1, "keep_yearly": 1})");
+    ASSERT_EQ(preview.status, 200) << preview.body;
+    json decided = json::parse(preview.body)["points"];
+    ASSERT_EQ(decided.size(), 1u);
+    EXPECT_EQ(decided[0]["keep"], true);
+
+    // Forget it; then sign out, and the cookie is worth nothing.
+    auto forgotten = browser.send("DELETE", "/api/v1/points/" + g.name() + "@latest");
+    ASSERT_EQ(forgotten.status, 200) << forgotten.body;
+    EXPECT_EQ(json::parse(forgotten.body)["forgotten"], points[0]["id"]);
+    EXPECT_TRUE(api_json("GET", "/points?vm=" + g.name(), "", 200)["points"].empty());
+    EXPECT_EQ(browser.send("DELETE", "/api/v1/session").status, 200);
+    EXPECT_EQ(browser.send("GET", "/api/v1/session").status, 401);
+    EXPECT_EQ(browser.send("GET", "/api/v1/vms").status, 401);
+
+    // `/` is the dashboard (or says it is not built), with its security headers.
+    auto root = browser.send("GET", "/");
+    EXPECT_TRUE(root.status == 200 || root.body.find("not built") != std::string::npos)
+        << root.status << " " << root.body;
+    EXPECT_NE(Browser::header(root, "Content-Security-Policy").find("default-src 'self'"),
+              std::string::npos);
 }
 
 }  // namespace

@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
 #include <thread>
 
 #include "common/clock.h"
+#include "common/time_format.h"
 #include "unit/common/temp_dir.h"
 
 namespace vmshadow::daemon {
@@ -86,6 +88,16 @@ class FakeBackend final : public ApiBackend {
     Result<json> revoke_token(const std::string& name) override {
         return record("revoke_token", {{"name", name}});
     }
+    Result<json> backup(const json& request) override { return record("backup", request); }
+    Result<json> forget_point(const std::string& point, const std::string& repository) override {
+        return record("forget_point", {{"point", point}, {"repository", repository}});
+    }
+    Result<json> prune_preview(const std::string& repository, const json& request) override {
+        return record("prune_preview", {{"repository", repository}, {"request", request}});
+    }
+    Result<json> schedule_preview(const std::string& expr, int count) override {
+        return record("schedule_preview", {{"expr", expr}, {"count", count}});
+    }
 
   private:
     Result<json> record(std::string name, json args) {
@@ -114,11 +126,14 @@ class ApiRoutesTest : public ::testing::Test {
             ASSERT_TRUE(token) << token.error().message();
             secrets_[role] = *token;
         }
+        sessions_ = std::make_unique<SessionStore>(clock_);
         routes_ = std::make_unique<ApiRoutes>(
-            backend_, *tokens_, [this](std::string_view what, std::string_view detail) {
+            backend_, *tokens_,
+            [this](std::string_view what, std::string_view detail) {
                 std::lock_guard lock(log_mutex_);
                 log_.emplace_back(std::string(what), std::string(detail));
-            });
+            },
+            sessions_.get());
     }
 
     // A request as the HTTP server hands it over: query decoded, headers lower-cased.
@@ -168,6 +183,7 @@ class ApiRoutesTest : public ::testing::Test {
     std::unique_ptr<TokenStore> tokens_;
     std::map<Role, std::string> secrets_;
     FakeBackend backend_;
+    std::unique_ptr<SessionStore> sessions_;
     std::unique_ptr<ApiRoutes> routes_;
     std::mutex log_mutex_;
     std::vector<std::pair<std::string, std::string>> log_;
@@ -192,7 +208,7 @@ TEST(ApiOpenApi, RouteListEqualsTheDocumentsPathsAndMethods) {
     std::set<std::string> routes(list.begin(), list.end());
     EXPECT_EQ(routes.size(), list.size()) << "a route is listed twice";
     EXPECT_EQ(routes, openapi_routes(doc));
-    EXPECT_EQ(routes.size(), 20u);
+    EXPECT_EQ(routes.size(), 27u);
 }
 
 TEST(ApiOpenApi, DocumentDeclaresBearerSecurityAndPublicRoutes) {
@@ -201,7 +217,12 @@ TEST(ApiOpenApi, DocumentDeclaresBearerSecurityAndPublicRoutes) {
     const auto& scheme = doc.at("components").at("securitySchemes").at("bearer");
     EXPECT_EQ(scheme.at("type"), "http");
     EXPECT_EQ(scheme.at("scheme"), "bearer");
-    EXPECT_EQ(doc.at("security"), json::parse(R"([{"bearer": []}])"));
+    EXPECT_EQ(doc.at("security"), json::parse(R"([{"bearer": []}, {"session": []}])"));
+    const auto& cookie = doc.at("components").at("securitySchemes").at("session");
+    EXPECT_EQ(cookie.at("in"), "cookie");
+    EXPECT_EQ(cookie.at("name"), std::string(kSessionCookie));
+    for (const char* method : {"get", "post", "delete"})
+        EXPECT_EQ(doc["paths"]["/api/v1/session"][method]["security"], json::array()) << method;
     EXPECT_EQ(doc["paths"]["/api/v1/health"]["get"]["security"], json::array());
     EXPECT_EQ(doc["paths"]["/api/v1/openapi.json"]["get"]["security"], json::array());
     EXPECT_FALSE(doc["paths"]["/api/v1/metrics"]["get"].contains("security"));
@@ -286,6 +307,7 @@ json sample_of(const json& doc, const json& schema) {
     if (schema.contains("enum")) return schema.at("enum").at(0);
     auto type = schema.value("type", "");
     if (type == "boolean") return true;
+    if (type == "integer") return 1;
     if (type == "object") return json::object();
     return "x";
 }
@@ -329,7 +351,7 @@ TEST_F(ApiRoutesTest, OpenApiRequestBodiesAreThoseEachRouteTakes) {
             full["zz"] = 1;
             EXPECT_NE(send_body(full).find("unknown field 'zz'"), std::string::npos) << path;
         }
-    EXPECT_EQ(bodies, 5);  // DELETE /jobs/{id} takes its digest in the query (or a body)
+    EXPECT_EQ(bodies, 8);  // DELETE /jobs/{id} takes its digest in the query (or a body)
 }
 
 TEST_F(ApiRoutesTest, OpenApiIsServedWithoutToken) {
@@ -453,8 +475,15 @@ TEST_F(ApiRoutesTest, EachRouteNeedsItsRole) {
         {"GET", "/api/v1/tokens", "", {}, Role::admin},
         {"POST", "/api/v1/tokens", R"({"name": "x", "role": "audit"})", {}, Role::admin},
         {"DELETE", "/api/v1/tokens/x", "", {}, Role::admin},
+        {"GET", "/api/v1/schedule/preview", "", {{"expr", "daily"}}, Role::audit},
+        {"POST", "/api/v1/repos/main/prune-preview", R"({"keep_last": 2})", {}, Role::audit},
+        {"DELETE", "/api/v1/points/abc123", "", {}, Role::operator_},
+        {"POST", "/api/v1/backup", R"({"vm": "web1"})", {}, Role::operator_},
     };
-    EXPECT_EQ(cases.size(), ApiRoutes::route_list().size()) << "a route is missing here";
+    // The session routes are public and tested on their own (SessionSignIn...).
+    const std::size_t session_routes = 3;
+    EXPECT_EQ(cases.size() + session_routes, ApiRoutes::route_list().size())
+        << "a route is missing here";
     for (const auto& c : cases) {
         for (auto role : {Role::audit, Role::operator_, Role::admin}) {
             auto r = send(over_https(request(c.method, c.path, c.body, c.query), role));
@@ -775,6 +804,262 @@ TEST_F(ApiRoutesTest, HandleServesManyThreadsAtOnce) {
         });
     for (auto& th : threads) th.join();
     EXPECT_EQ(ok.load(), 1600);
+}
+
+// ---- browser sessions (the dashboard) --------------------------------------------------------
+
+class ApiSessionTest : public ApiRoutesTest {
+  protected:
+    // Signs in over HTTPS with the role's token: the session's JSON and the cookie's value.
+    std::pair<json, std::string> sign_in(Role role) {
+        auto r = send(
+            over_https(request("POST", "/api/v1/session", json{{"token", secrets_[role]}}.dump()),
+                       std::nullopt));
+        EXPECT_EQ(r.status, 200) << r.body;
+        std::string cookie = header(r, "Set-Cookie");
+        std::string value = cookie.substr(0, cookie.find(';'));
+        value = value.substr(value.find('=') + 1);
+        return {body_of(r), value};
+    }
+    net::HttpRequest with_cookie(net::HttpRequest r, const std::string& cookie,
+                                 const std::string& csrf = "") {
+        r = over_https(std::move(r), std::nullopt);
+        r.headers["cookie"] = "theme=dark; " + std::string(kSessionCookie) + "=" + cookie;
+        if (!csrf.empty()) r.headers["x-csrf-token"] = csrf;
+        return r;
+    }
+};
+
+bool is_hex64(const std::string& text) {
+    return text.size() == 64 && text.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+TEST_F(ApiSessionTest, SignInSetsAnHttpOnlySecureStrictCookieAndAnswersWhoWithCsrf) {
+    auto r = send(over_https(
+        request("POST", "/api/v1/session", json{{"token", secrets_[Role::operator_]}}.dump()),
+        std::nullopt));
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto body = body_of(r);
+    EXPECT_EQ(body["name"], "oper");
+    EXPECT_EQ(body["role"], "operator");
+    EXPECT_TRUE(is_hex64(body["csrf"].get<std::string>())) << body;
+    EXPECT_EQ(body["expires"], iso8601_utc(1'800'000'000 + 30 * 60));  // idle timeout first
+    std::string cookie = header(r, "Set-Cookie");
+    ASSERT_TRUE(cookie.starts_with("vmshadow_session=")) << cookie;
+    std::string id = cookie.substr(17, 64);
+    EXPECT_TRUE(is_hex64(id)) << cookie;
+    EXPECT_NE(id, body["csrf"]);
+    EXPECT_EQ(cookie.substr(17 + 64), "; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=28800");
+    EXPECT_TRUE(backend_.calls().empty());
+    // Two sign-ins are two sessions with their own ids and CSRF values.
+    auto [other, other_id] = sign_in(Role::operator_);
+    EXPECT_NE(other_id, id);
+    EXPECT_NE(other["csrf"], body["csrf"]);
+}
+
+TEST_F(ApiSessionTest, SignInWithAWrongTokenIs401AndLoggedWithoutTheSecret) {
+    const std::string secret = "0123456789abcdef0123456789abcdef";
+    for (std::string token : {"boss:" + secret, secret, std::string("nobody:x")}) {
+        auto r = send(over_https(request("POST", "/api/v1/session", json{{"token", token}}.dump()),
+                                 std::nullopt));
+        EXPECT_EQ(r.status, 401) << token;
+        EXPECT_EQ(body_of(r)["kind"], "permission");
+        EXPECT_EQ(header(r, "Set-Cookie"), "");
+    }
+    ASSERT_EQ(log().size(), 3u);
+    EXPECT_EQ(log()[0].first, "401");
+    EXPECT_EQ(log()[0].second,
+              "127.0.0.1:50123 POST /api/v1/session: sign-in with invalid token 'boss'");
+    for (const auto& [what, detail] : log()) EXPECT_EQ(detail.find(secret), std::string::npos);
+    EXPECT_EQ(sessions_->size(), 0u);
+    expect_bad(request("POST", "/api/v1/session", R"({"token": ""})"), "'token'");
+    expect_bad(request("POST", "/api/v1/session", R"({"token": "a", "role": "admin"})"), "'role'");
+}
+
+TEST_F(ApiSessionTest, CookieAuthenticatesWithTheTokensRole) {
+    auto [session, cookie] = sign_in(Role::operator_);
+    const std::string csrf = session["csrf"];
+    EXPECT_EQ(send(with_cookie(request("GET", "/api/v1/vms"), cookie)).status, 200);
+    auto who = send(with_cookie(request("GET", "/api/v1/session"), cookie));
+    ASSERT_EQ(who.status, 200) << who.body;
+    EXPECT_EQ(body_of(who)["name"], "oper");
+    EXPECT_EQ(body_of(who)["csrf"], csrf);
+    EXPECT_EQ(send(with_cookie(request("POST", "/api/v1/jobs/n1/run"), cookie, csrf)).status, 202);
+    EXPECT_EQ(backend_.last().name, "run_job");
+    // Its role is the token's: an operator may not edit tokens.
+    auto r = send(with_cookie(request("DELETE", "/api/v1/tokens/x"), cookie, csrf));
+    EXPECT_EQ(r.status, 403);
+    auto [audit, audit_cookie] = sign_in(Role::audit);
+    r = send(with_cookie(request("POST", "/api/v1/backup", R"({"vm": "web1"})"), audit_cookie,
+                         audit["csrf"]));
+    EXPECT_EQ(r.status, 403) << r.body;
+    EXPECT_EQ(body_of(r)["kind"], "permission");
+}
+
+TEST_F(ApiSessionTest, ChangeWithoutOrWithAWrongCsrfTokenIs403AndRunsNothing) {
+    auto [session, cookie] = sign_in(Role::admin);
+    const std::string csrf = session["csrf"];
+    std::string wrong = csrf;
+    wrong[0] = wrong[0] == 'a' ? 'b' : 'a';
+    struct Case {
+        const char* method;
+        const char* path;
+        const char* body;
+    };
+    for (auto [method, path, body] :
+         {Case{"POST", "/api/v1/jobs/n1/run", ""}, Case{"DELETE", "/api/v1/tasks/7", ""},
+          Case{"PUT", "/api/v1/jobs/n1", R"({"digest": "d", "job": {}})"},
+          Case{"POST", "/api/v1/repos/main/prune-preview", R"({"keep_last": 1})"},
+          Case{"POST", "/api/v1/tokens", R"({"name": "x", "role": "audit"})"}}) {
+        for (const std::string& token : {std::string(), wrong, csrf.substr(0, 63), csrf + "0"}) {
+            auto r = send(with_cookie(request(method, path, body), cookie, token));
+            EXPECT_EQ(r.status, 403) << method << " " << path << " csrf '" << token << "'";
+            EXPECT_EQ(body_of(r)["kind"], "permission");
+        }
+    }
+    EXPECT_TRUE(backend_.calls().empty());
+    EXPECT_EQ(log().back().first, "403");
+    EXPECT_NE(log().back().second.find("X-CSRF-Token"), std::string::npos);
+    // A GET needs none; a Bearer request never does.
+    EXPECT_EQ(send(with_cookie(request("GET", "/api/v1/tasks/7"), cookie)).status, 200);
+    EXPECT_EQ(send(over_https(request("POST", "/api/v1/jobs/n1/run"), Role::admin)).status, 202);
+}
+
+TEST_F(ApiSessionTest, UnknownCookieIs401AndABearerTokenWinsOverTheCookie) {
+    auto r = send(with_cookie(request("GET", "/api/v1/vms"), std::string(64, 'a')));
+    EXPECT_EQ(r.status, 401);
+    EXPECT_EQ(log().back().second, "127.0.0.1:50123 GET /api/v1/vms: unknown or expired session");
+    EXPECT_EQ(send(with_cookie(request("GET", "/api/v1/session"), "")).status, 401);
+    auto [session, cookie] = sign_in(Role::admin);
+    // With Authorization the cookie is not looked at: the audit token decides.
+    auto req = with_cookie(request("GET", "/api/v1/tokens"), cookie);
+    req.headers["authorization"] = "Bearer " + secrets_[Role::audit];
+    EXPECT_EQ(send(req).status, 403);
+}
+
+TEST_F(ApiSessionTest, SessionEndsAfterThirtyIdleMinutesOrEightHours) {
+    auto [idle, idle_cookie] = sign_in(Role::audit);
+    clock_.advance(std::chrono::minutes(29));
+    EXPECT_EQ(send(with_cookie(request("GET", "/api/v1/vms"), idle_cookie)).status, 200);
+    clock_.advance(std::chrono::minutes(29));  // 29 min after its last use: alive
+    EXPECT_EQ(send(with_cookie(request("GET", "/api/v1/vms"), idle_cookie)).status, 200);
+    clock_.advance(std::chrono::minutes(31));
+    EXPECT_EQ(send(with_cookie(request("GET", "/api/v1/vms"), idle_cookie)).status, 401);
+
+    auto [busy, busy_cookie] = sign_in(Role::audit);
+    for (int i = 0; i < 8 * 3; ++i) {  // used every 20 minutes for 8 hours
+        clock_.advance(std::chrono::minutes(20));
+        auto r = send(with_cookie(request("GET", "/api/v1/session"), busy_cookie));
+        EXPECT_EQ(r.status, i < 8 * 3 - 1 ? 200 : 401) << "after " << (i + 1) * 20 << " min";
+    }
+}
+
+TEST_F(ApiSessionTest, SignOutEndsTheSessionAndClearsTheCookie) {
+    auto [session, cookie] = sign_in(Role::operator_);
+    auto refused = send(with_cookie(request("DELETE", "/api/v1/session"), cookie));
+    EXPECT_EQ(refused.status, 403) << "sign-out is a change: it needs the CSRF value";
+    auto r = send(with_cookie(request("DELETE", "/api/v1/session"), cookie, session["csrf"]));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(body_of(r)["signed_out"], true);
+    EXPECT_EQ(header(r, "Set-Cookie"),
+              "vmshadow_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
+    EXPECT_EQ(send(with_cookie(request("GET", "/api/v1/session"), cookie)).status, 401);
+    EXPECT_EQ(send(with_cookie(request("GET", "/api/v1/vms"), cookie)).status, 401);
+    // Signing out again (a stale cookie) still clears it.
+    r = send(with_cookie(request("DELETE", "/api/v1/session"), cookie, session["csrf"]));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(body_of(r)["signed_out"], false);
+}
+
+TEST_F(ApiSessionTest, RevokingTheTokensSessionsEndsThem) {
+    auto [session, cookie] = sign_in(Role::operator_);
+    auto [other, other_cookie] = sign_in(Role::audit);
+    sessions_->remove_token("oper");  // what the daemon's revoke_token does
+    EXPECT_EQ(send(with_cookie(request("GET", "/api/v1/vms"), cookie)).status, 401);
+    EXPECT_EQ(send(with_cookie(request("GET", "/api/v1/vms"), other_cookie)).status, 200);
+}
+
+// ---- the dashboard's previews and actions ---------------------------------------------
+
+TEST_F(ApiRoutesTest, SchedulePreviewQueryIsChecked) {
+    ASSERT_EQ(
+        send(request("GET", "/api/v1/schedule/preview", "", {{"expr", "Mon..Fri 22:00"}})).status,
+        200);
+    EXPECT_EQ(backend_.last().args, json::parse(R"({"expr": "Mon..Fri 22:00", "count": 5})"));
+    ASSERT_EQ(
+        send(request("GET", "/api/v1/schedule/preview", "", {{"expr", "daily"}, {"count", "20"}}))
+            .status,
+        200);
+    EXPECT_EQ(backend_.last().args["count"], 20);
+    expect_bad(request("GET", "/api/v1/schedule/preview"), "'expr'");
+    expect_bad(request("GET", "/api/v1/schedule/preview", "", {{"expr", ""}}), "'expr'");
+    expect_bad(request("GET", "/api/v1/schedule/preview", "", {{"expr", "daily\n"}}), "'expr'");
+    for (const char* count : {"0", "21", "-1", "x", "5.0", ""})
+        expect_bad(
+            request("GET", "/api/v1/schedule/preview", "", {{"expr", "daily"}, {"count", count}}),
+            "'count'");
+}
+
+TEST_F(ApiRoutesTest, PrunePreviewBodyIsCheckedAndPassedOn) {
+    const std::string path = "/api/v1/repos/main/prune-preview";
+    auto r = send(request("POST", path, R"({"vm": "web1", "keep_daily": 7, "keep_yearly": 2})"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(backend_.last().args,
+              json::parse(R"({"repository": "main", "request": {"vm": "web1", "keep_daily": 7,
+                              "keep_yearly": 2}})"));
+    for (const char* value : {"0", "-1", "1.5", "\"3\"", "1000001", "true"})
+        expect_bad(request("POST", path, std::string(R"({"keep_last": )") + value + "}"),
+                   "'keep_last'");
+    expect_bad(request("POST", path, "{}"), "keep_");
+    expect_bad(request("POST", path, R"({"vm": "web1", "keep_last": null})"), "keep_");
+    expect_bad(request("POST", path, R"({"keep_last": 1, "keep_forever": 1})"), "'keep_forever'");
+    expect_bad(request("POST", path, R"({"keep_last": 1, "vm": "a\u0001"})"), "'vm'");
+    expect_bad(request("POST", "/api/v1/repos/a\x01/prune-preview", R"({"keep_last": 1})"),
+               "'name'");
+}
+
+TEST_F(ApiRoutesTest, ForgetPointPassesTheIdAndTheRepository) {
+    ASSERT_EQ(send(request("DELETE", "/api/v1/points/web1@latest")).status, 200);
+    EXPECT_EQ(backend_.last().args, json::parse(R"({"point": "web1@latest", "repository": ""})"));
+    ASSERT_EQ(send(request("DELETE", "/api/v1/points/ab12", "", {{"repository", "main"}})).status,
+              200);
+    EXPECT_EQ(backend_.last().args, json::parse(R"({"point": "ab12", "repository": "main"})"));
+    expect_bad(request("DELETE", "/api/v1/points/ab12", "", {{"repository", ""}}), "'repository'");
+    expect_bad(request("DELETE", "/api/v1/points/a\x02"), "'id'");
+    expect_bad(request("DELETE", "/api/v1/points/ab12", R"({"force": true})"), "'force'");
+    backend_.error = Error(ErrorKind::locked, "repository is locked by gc");
+    EXPECT_EQ(send(request("DELETE", "/api/v1/points/ab12")).status, 409);
+}
+
+TEST_F(ApiRoutesTest, BackupBodyIsCheckedAndStartsATask) {
+    backend_.answer = json{{"task", 9}};
+    auto r = send(request("POST", "/api/v1/backup", R"({"vm": "web1", "method": "crash"})"));
+    ASSERT_EQ(r.status, 202) << r.body;
+    EXPECT_EQ(body_of(r), json::parse(R"({"task": 9})"));
+    EXPECT_EQ(backend_.last().args, json::parse(R"({"vm": "web1", "method": "crash"})"));
+    expect_bad(request("POST", "/api/v1/backup", "{}"), "'vm'");
+    expect_bad(request("POST", "/api/v1/backup", R"({"vm": "web1", "method": "fast"})"),
+               "'method'");
+    expect_bad(request("POST", "/api/v1/backup", R"({"vm": "web*"})"), "'vm'");
+    expect_bad(request("POST", "/api/v1/backup", R"({"vm": "web1", "repository": 3})"),
+               "'repository'");
+}
+
+TEST_F(ApiRoutesTest, PathsOutsideTheApiAreTheDashboardsFiles) {
+    test::TempDir web;
+    { std::ofstream(web.path / "index.html") << "<!doctype html><title>vmshadow</title>"; }
+    StaticFiles files(web.path);
+    ApiRoutes routes(backend_, *tokens_, nullptr, sessions_.get(), &files);
+    auto r = routes.handle(over_https(request("GET", "/"), std::nullopt));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.content_type, "text/html; charset=utf-8");
+    EXPECT_NE(r.body.find("vmshadow"), std::string::npos);
+    // Under /api/ it stays the API: 404 JSON, and 401 without a token.
+    r = routes.handle(over_https(request("GET", "/api/v1/nope"), std::nullopt));
+    EXPECT_EQ(r.status, 404);
+    EXPECT_EQ(body_of(r)["kind"], "not_found");
+    EXPECT_EQ(routes.handle(over_https(request("GET", "/api/v1/vms"), std::nullopt)).status, 401);
+    EXPECT_EQ(routes.handle(request("GET", "/api")).status, 404);
 }
 
 }  // namespace

@@ -319,15 +319,27 @@ TEST(JobConfig, UnknownKeysAreRefusedEverywhere) {
     EXPECT_PREFIX(message_of("verbose = true\n"), "vmshadowd.toml:1: verbose: unknown key");
 }
 
-TEST(JobConfig, KeepYearlyIsRefusedNotIgnored) {
-    // vmshadow prune has no yearly rule: the runner would drop it without a word.
-    EXPECT_PREFIX(job_error("kind = \"prune\"\nkeep-yearly = 5"),
-                  "vmshadowd.toml:7: job.j.keep-yearly: not supported");
-    auto c = *parse_config(kRich, "x");
-    c.jobs[0].retention.keep_yearly = 3;
-    auto s = validate_config(c);
-    ASSERT_FALSE(s);
-    EXPECT_PREFIX(s.error().message(), "job.zz-nightly.keep-yearly: not supported");
+TEST(JobConfig, KeepYearlyIsAcceptedCheckedAndKeptThroughTomlAndJson) {
+    // vmshadow prune has a yearly rule: a job takes it as it takes the others.
+    auto c = parse_config(std::string(kBase) +
+                              "\n[job.j]\nrepository = \"main\"\nkind = \"prune\"\n"
+                              "keep-yearly = 5\n",
+                          "vmshadowd.toml");
+    ASSERT_TRUE(c) << c.error().message();
+    ASSERT_TRUE(c->job("j"));
+    EXPECT_EQ(c->job("j")->retention.keep_yearly, 5u);
+    EXPECT_FALSE(c->job("j")->retention.empty());
+    EXPECT_TRUE(validate_config(*c));
+    auto again = parse_config(render_config(*c), "x");
+    ASSERT_TRUE(again) << again.error().message();
+    EXPECT_EQ(again->job("j")->retention.keep_yearly, 5u);
+    auto j = job_to_json(*c->job("j"));
+    EXPECT_EQ(j["keep_yearly"], 5);
+    auto back = job_from_json(j);
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_EQ(back->retention.keep_yearly, 5u);
+    EXPECT_PREFIX(job_error("kind = \"prune\"\nkeep-yearly = 0"),
+                  "vmshadowd.toml:7: job.j.keep-yearly: 0 is out of range");
 }
 
 TEST(JobConfig, KeyOfAnotherKindIsRefused) {

@@ -63,6 +63,29 @@ TEST(PrunePlan, MonthlyAndWeeklyKeepTheNewestOfEachPeriod) {
     EXPECT_EQ(kept(weekly), (std::vector<std::string>{"vm 2026-11-03T00:00:00Z"}));
 }
 
+TEST(PrunePlan, YearlyKeepsTheNewestPointOfEachOfTheNewestYears) {
+    std::vector<RestorePoint> points{
+        point_at("vm", "2023-02-01T00:00:00", 1), point_at("vm", "2023-12-31T23:59:59", 2),
+        point_at("vm", "2024-01-01T00:00:00", 3), point_at("vm", "2024-07-01T00:00:00", 4),
+        point_at("vm", "2026-03-01T00:00:00", 5), point_at("vm", "2026-11-03T00:00:00", 6)};
+    auto plan = plan_prune(points, KeepPolicy{.yearly = 2}, "");
+    EXPECT_EQ(kept(plan),
+              (std::vector<std::string>{"vm 2026-11-03T00:00:00Z", "vm 2024-07-01T00:00:00Z"}));
+    for (const auto& d : plan)
+        if (d.keep) {
+            EXPECT_EQ(d.reasons[0], "yearly " + iso8601_utc(d.time).substr(0, 4));
+        }
+    // A gap year counts no year: 3 years kept are 2026, 2024 and 2023 (its last point).
+    auto three = plan_prune(points, KeepPolicy{.yearly = 3}, "");
+    EXPECT_EQ(kept(three).back(), "vm 2023-12-31T23:59:59Z");
+    EXPECT_EQ(kept(three).size(), 3u);
+    // With another rule: reasons accumulate, the union is kept.
+    auto both = plan_prune(points, KeepPolicy{.last = 1, .yearly = 1}, "");
+    EXPECT_EQ(kept(both), (std::vector<std::string>{"vm 2026-11-03T00:00:00Z"}));
+    EXPECT_EQ(both[0].reasons, (std::vector<std::string>{"last", "yearly 2026"}));
+    EXPECT_FALSE((KeepPolicy{.yearly = 1}).empty());
+}
+
 std::size_t dir_entries(const std::string& path) {
     std::size_t n = 0;
     for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(path)) ++n;
