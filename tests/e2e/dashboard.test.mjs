@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // The dashboard in a real browser (Debian's chromium, driven by playwright-core) against the
 // real vmshadowd run.sh started: the issue's acceptance, axe-core on every page, screenshots.
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -38,11 +38,34 @@ after(async () => {
   await browser?.close();
 });
 
+// Errors the page itself reports (a script error, a Content-Security-Policy refusal) fail
+// the test that made them.
+const pageErrors = [];
 async function newPage(viewport = DESKTOP) {
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport });
   const page = await context.newPage();
   page.setDefaultTimeout(20000);
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy|Uncaught/.test(m.text())) pageErrors.push(m.text());
+  });
   return page;
+}
+
+afterEach(() => {
+  const errors = pageErrors.splice(0);
+  assert.deepEqual(errors, [], 'the page reported errors');
+});
+
+// Polls `fn` in node (page.waitForFunction evaluates a string in the page, which the CSP
+// refuses) until it returns true.
+async function until(what, fn, timeoutMs = 20000) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (await fn()) return;
+    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 async function shot(page, name) {
@@ -51,9 +74,11 @@ async function shot(page, name) {
   await page.screenshot({ path: join(SHOTS, `${name}.png`) });
 }
 
-// axe-core in the page: no serious or critical violations.
+// axe-core in the page: no serious or critical violations. It is evaluated through the
+// DevTools protocol: the daemon's Content-Security-Policy (rightly) refuses an inline script.
+const AXE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 async function axe(page, what) {
-  await page.addScriptTag({ path: require.resolve('axe-core/axe.min.js') });
+  await page.evaluate(AXE);
   const violations = await page.evaluate(async () => {
     const r = await window.axe.run(document, { resultTypes: ['violations'] });
     return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
@@ -118,7 +143,7 @@ test('back up now: the task log follows to ok and a new point appears', { timeou
   await shot(admin, 'task');
   await axe(admin, 'task');
   await go(admin, `/vm/${encodeURIComponent(VM)}`);
-  await admin.waitForFunction((n) => document.querySelectorAll('table.points tbody tr').length === n + 1, before);
+  await until('the new point is listed', async () => (await rows.count()) === before + 1);
   await admin.locator('figure.chart canvas').first().waitFor();
   await shot(admin, 'vm');
   await axe(admin, 'vm');
@@ -133,7 +158,7 @@ test('a new job with a schedule shows the next 5 runs', async () => {
   await admin.getByLabel('Repository').fill('main');
   await admin.getByLabel('Keep daily').fill('7');
   const preview = admin.getByRole('list', { name: 'Next 5 runs' }).getByRole('listitem');
-  await admin.waitForFunction(() => document.querySelectorAll('ol.preview li').length === 5);
+  await until('the preview shows 5 runs', async () => (await preview.count()) === 5);
   assert.equal(await preview.count(), 5);
   await shot(admin, 'jobs');
   await axe(admin, 'jobs (form)');
