@@ -139,13 +139,17 @@ test('back up now: the task log follows to ok and a new point appears', { timeou
   await admin.getByRole('heading', { name: /^Task #\d+$/ }).waitFor();
   await admin.locator('[data-testid="task-state"]', { hasText: /^ok$/ }).waitFor({ timeout: 360000 });
   await admin.getByRole('heading', { name: 'Log', exact: true }).waitFor();
-  assert.ok(await admin.locator('ol.log li').count() > 0, 'the log shows lines');
+  const log = await admin.locator('ol.log li').allInnerTexts();
+  assert.ok(log.length > 0, 'the log shows lines');
+  assert.match(log[log.length - 1], /\bok\b/, 'the log follows to the task\'s end');
   await shot(admin, 'task');
   await axe(admin, 'task');
   await go(admin, `/vm/${encodeURIComponent(VM)}`);
   await until('the new point is listed', async () => (await rows.count()) === before + 1);
   await admin.locator('figure.chart canvas').first().waitFor();
   await shot(admin, 'vm');
+  await admin.getByRole('heading', { name: 'Charts' }).scrollIntoViewIfNeeded();
+  await shot(admin, 'vm-charts');
   await axe(admin, 'vm');
 });
 
@@ -175,21 +179,41 @@ test('the task list shows the backup', async () => {
   await axe(admin, 'tasks');
 });
 
+// Rule sets for the simulator and `vmshadow prune --dry-run --json`, as [field, value].
+const PRUNE_CASES = [
+  [['last', '2']],
+  [['hourly', '1'], ['yearly', '1']],
+  [['daily', '1'], ['monthly', '2']],
+];
+
 test('the prune simulator agrees with vmshadow prune --dry-run --json', async () => {
   await go(admin, '/repos/main');
   await admin.getByRole('heading', { name: 'Repository main' }).waitFor();
-  await admin.getByLabel('Keep last').fill('2');
-  await admin.getByRole('button', { name: 'Simulate' }).click();
-  await admin.locator('table.sim-result tbody tr').first().waitFor();
-  const shown = await admin.$$eval('table.sim-result tbody tr',
-    (trs) => trs.map((tr) => [tr.dataset.point, tr.dataset.keep === 'keep']));
-  const cli = JSON.parse(execFileSync(env('E2E_VMSHADOW'),
-    ['--json', '--repo', env('E2E_REPO'), 'prune', '--dry-run', '--keep-last', '2'], { encoding: 'utf8' }));
-  const want = cli.points.map((p) => [p.id, p.keep]);
-  assert.ok(want.length >= 3, `the repository holds ${want.length} points`);
-  assert.ok(want.some(([, k]) => !k), 'keep-last 2 removes a point');
-  assert.deepEqual(new Map(shown), new Map(want));
-  await shot(admin, 'repository');
+  for (const rules of PRUNE_CASES) {
+    for (const k of ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly']) {
+      const value = (rules.find(([r]) => r === k) || [k, ''])[1];
+      await admin.getByLabel(`Keep ${k}`).fill(value);
+    }
+    await admin.getByRole('button', { name: 'Simulate' }).click();
+    const summary = rules.map(([k, v]) => `keep-${k} ${v}`).join(', ');
+    let shown = [];
+    await until(`the simulation of ${summary} is shown`, async () => {
+      shown = await admin.$$eval('table.sim-result tbody tr',
+        (trs) => trs.map((tr) => [tr.dataset.point, tr.dataset.keep === 'keep', tr.cells[4].innerText]));
+      const caption = await admin.locator('table.sim-result caption').allInnerTexts();
+      return shown.length > 0 && caption.length === 1 && caption[0].includes(`for ${summary},`);
+    });
+    const args = rules.flatMap(([k, v]) => [`--keep-${k}`, v]);
+    const cli = JSON.parse(execFileSync(env('E2E_VMSHADOW'),
+      ['--json', '--repo', env('E2E_REPO'), 'prune', '--dry-run', ...args], { encoding: 'utf8' }));
+    const want = cli.points.map((p) => [p.id, p.keep]);
+    assert.ok(want.length >= 3, `the repository holds ${want.length} points`);
+    assert.deepEqual(new Map(shown.map(([id, keep]) => [id, keep])), new Map(want), summary);
+    if (rules[0][0] === 'last') {
+      assert.ok(want.some(([, k]) => !k), 'keep-last 2 removes a point');
+      await shot(admin, 'repository');
+    }
+  }
   await axe(admin, 'repository');
 });
 

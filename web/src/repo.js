@@ -34,7 +34,11 @@ function Simulator({ name }) {
     const body = {};
     if (vm.trim()) body.vm = vm.trim();
     for (const k of KEEPS) if (String(keep[k]).trim() !== '') body[`keep_${k}`] = Number(keep[k]);
-    try { setResult(await post(`/repos/${q(name)}/prune-preview`, body)); } catch (err) { setResult(null); setError(err); }
+    // The result says which rules it is for: a later edit of the inputs does not relabel it.
+    const rules = KEEPS.filter((k) => body[`keep_${k}`] !== undefined).map((k) => `keep-${k} ${body[`keep_${k}`]}`)
+      .concat(body.vm ? [`VM ${body.vm}`] : []).join(', ') || 'no rules';
+    setResult(null);
+    try { setResult({ ...(await post(`/repos/${q(name)}/prune-preview`, body)), rules }); } catch (err) { setError(err); }
   }
   const points = (result && result.points) || [];
   const kept = points.filter((p) => p.keep).length;
@@ -51,7 +55,7 @@ function Simulator({ name }) {
     <${ErrorLine} error=${error} />
     ${result && html`<p role="status">${kept} of ${points.length} points kept, ${points.length - kept} removed.</p>
       <${Scroll} label="Prune simulation"><table class="sim-result">
-      <caption>Prune simulation, point by point</caption>
+      <caption>Prune simulation for ${result.rules}, point by point</caption>
       <thead><tr><th scope="col">Point</th><th scope="col">VM</th><th scope="col">Time</th><th scope="col">Verdict</th><th scope="col">Why</th></tr></thead>
       <tbody>${points.map((p) => html`<tr data-point=${p.id} data-keep=${p.keep ? 'keep' : 'remove'} class=${p.keep ? 'kept' : 'removed'}>
         <th scope="row"><code>${shortId(p.id)}</code></th><td>${p.vm}</td><td>${when(p.time)}</td>

@@ -107,9 +107,11 @@ function Charts({ points, tasks }) {
     const asc = [...points].sort((a, b) => unixOf(a.time) - unixOf(b.time));
     const backups = tasks.filter((t) => t.state === 'ok' && t.started_at && t.ended_at)
       .sort((a, b) => a.ended_at - b.ended_at);
-    // A point's duration: the backup task that ended closest after its time.
+    // A point's duration: that of the daemon's backup task that ran when the point was taken
+    // (a point `vmshadow backup` made by hand has none: a gap in the line).
     const dur = asc.map((p) => {
-      const t = backups.find((b) => b.ended_at >= unixOf(p.time) - 1);
+      const at = unixOf(p.time);
+      const t = backups.find((b) => b.started_at - 1 <= at && at <= b.ended_at + 1);
       return t ? t.ended_at - t.started_at : null;
     });
     return {
