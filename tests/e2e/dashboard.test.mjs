@@ -171,6 +171,25 @@ test('a new job with a schedule shows the next 5 runs', async () => {
   assert.match(await admin.locator('tr[data-job="e2e-nightly"]').innerText(), /Mon\.\.Fri 22:00/);
 });
 
+test('the jobs page works with the keyboard alone', async () => {
+  await go(admin, '/jobs');
+  await admin.locator('tr[data-job]').first().waitFor();
+  // From the top of the page, Tab reaches "New job"; Enter opens the form with focusable fields.
+  await admin.locator('body').focus();
+  let reached = false;
+  for (let i = 0; i < 15 && !reached; i++) {
+    await admin.keyboard.press('Tab');
+    reached = await admin.evaluate(() => document.activeElement?.textContent === 'New job');
+  }
+  assert.ok(reached, 'Tab reaches the New job button');
+  await admin.keyboard.press('Enter');
+  await admin.getByLabel('Job id').waitFor();
+  await admin.keyboard.press('Tab');
+  assert.equal(await admin.evaluate(() => document.activeElement?.id), 'job-id');
+  await admin.getByRole('button', { name: 'Cancel' }).press('Enter');
+  await admin.getByRole('button', { name: 'New job' }).waitFor();
+});
+
 test('the task list shows the backup', async () => {
   await go(admin, '/tasks');
   await admin.locator('tr[data-task]').first().waitFor();

@@ -34,10 +34,14 @@ fi
 LAB=${VMSHADOW_LAB_DIR:-$(bash "$ROOT/tests/lab/build-guest.sh" | tail -n1)}
 W=$(mktemp -d /var/tmp/vmshadow-e2e.XXXXXX)
 VM=vmshadow-e2e-$$
-DAEMON_PID=
+DAEMON_PID= NODE_PID=
 cleanup() {
   local rc=$?
   set +e
+  if [ -n "$NODE_PID" ] && kill -0 "$NODE_PID" 2>/dev/null; then
+    kill -TERM "$NODE_PID"  # timeout passes it on; playwright closes its chromium
+    wait "$NODE_PID" 2>/dev/null
+  fi
   if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
     kill -TERM "$DAEMON_PID"
     for _ in $(seq 1 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.2; done
@@ -103,4 +107,8 @@ E2E_ADMIN_TOKEN=$(token e2e-admin admin) E2E_AUDIT_TOKEN=$(token e2e-audit audit
 export E2E_ADMIN_TOKEN E2E_AUDIT_TOKEN
 log "vmshadowd on $E2E_URL; running the browser tests"
 cd "$HERE"
-timeout --kill-after=10 "$E2E_TIMEOUT" node --test dashboard.test.mjs
+# In the background and waited for, so a TERM to this script runs its cleanup at once (bash
+# defers a trap until a foreground command ends).
+timeout --kill-after=10 "$E2E_TIMEOUT" node --test dashboard.test.mjs &
+NODE_PID=$!
+wait "$NODE_PID"
