@@ -236,6 +236,30 @@ test('the prune simulator agrees with vmshadow prune --dry-run --json', async ()
   await axe(admin, 'repository');
 });
 
+test('restore in place asks first, naming the VM; forget removes the point it names', async () => {
+  await go(admin, `/vm/${encodeURIComponent(VM)}`);
+  const rows = admin.locator('table.points tbody tr');
+  await rows.first().waitFor();
+  const before = await rows.count();
+  const oldest = await rows.last().getAttribute('data-point');
+  await rows.last().getByRole('radio').check();
+  await admin.getByRole('button', { name: 'Restore in place…' }).click();
+  const ask = admin.getByRole('alertdialog');
+  assert.match(await ask.innerText(), new RegExp(`Replace VM ${VM}\\?[\\s\\S]*replaces all its disks`));
+  await ask.getByRole('button', { name: 'Cancel' }).click();
+  assert.equal(await admin.getByRole('alertdialog').count(), 0);
+  await admin.getByRole('button', { name: 'Forget point…' }).click();
+  assert.match(await ask.innerText(), new RegExp(oldest.slice(0, 12)));
+  await ask.getByRole('button', { name: 'Forget point' }).click();
+  await until('the point is gone', async () => (await rows.count()) === before - 1);
+  assert.equal(await admin.locator(`tr[data-point="${oldest}"]`).count(), 0);
+  const cli = JSON.parse(execFileSync(env('E2E_VMSHADOW'), ['--json', '--repo', env('E2E_REPO'), 'points'],
+    { encoding: 'utf8' }));
+  const ids = (Array.isArray(cli) ? cli : cli.points || []).map((p) => p.id);
+  assert.equal(ids.length, before - 1);
+  assert.ok(!ids.includes(oldest), 'the repository no longer holds the point');
+});
+
 test('an audit token shows no action buttons and a forged POST gets 403', async () => {
   const page = await newPage();
   await signIn(page, AUDIT);
