@@ -169,6 +169,14 @@ test('a new job with a schedule shows the next 5 runs', async () => {
   await admin.getByRole('button', { name: 'Create job' }).click();
   await admin.locator('tr[data-job="e2e-nightly"]').waitFor();
   assert.match(await admin.locator('tr[data-job="e2e-nightly"]').innerText(), /Mon\.\.Fri 22:00/);
+  // Edit it: the form starts from the job as it is, the daemon takes the change.
+  await admin.getByRole('button', { name: 'Edit job e2e-nightly' }).click();
+  assert.equal(await admin.getByLabel('Keep daily').inputValue(), '7');
+  await admin.getByLabel('Schedule').fill('Sat,Sun 03:30');
+  await until('the preview shows 5 runs', async () => (await preview.count()) === 5);
+  await admin.getByRole('button', { name: 'Save job' }).click();
+  await until('the job is changed', async () =>
+    /Sat,Sun 03:30/.test(await admin.locator('tr[data-job="e2e-nightly"]').innerText()));
 });
 
 test('the jobs page works with the keyboard alone', async () => {

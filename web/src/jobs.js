@@ -9,9 +9,11 @@ import { may, when } from './util.js';
 import { ErrorLine, Scroll } from './overview.js';
 
 const html = htm.bind(h);
-const KEEPS = ['last', 'hourly', 'daily', 'weekly', 'monthly'];
+const KEEPS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'];
+// What GET /jobs adds to a job's settings; an edit sends the settings only.
+const STATUS_FIELDS = ['next_run', 'last_task', 'last_success'];
 const EMPTY = { id: '', kind: 'backup', schedule: '', vms: '', repository: '', method: 'auto', notify: 'failure',
-  enabled: true, keep_last: '', keep_hourly: '', keep_daily: '', keep_weekly: '', keep_monthly: '' };
+  enabled: true, keep_last: '', keep_hourly: '', keep_daily: '', keep_weekly: '', keep_monthly: '', keep_yearly: '' };
 
 function SchedulePreview({ expr }) {
   const [state, setState] = useState(null);
@@ -37,7 +39,9 @@ function toForm(job) {
 
 function toJob(f, original) {
   // Keep what the form does not show (group, catch_up, after, ...) as the job had it.
-  const job = { ...(original || {}), id: f.id.trim(), kind: f.kind, repository: f.repository.trim(),
+  const kept = { ...(original || {}) };
+  for (const k of STATUS_FIELDS) delete kept[k];
+  const job = { ...kept, id: f.id.trim(), kind: f.kind, repository: f.repository.trim(),
     schedule: f.schedule.trim(), notify: f.notify, enabled: f.enabled };
   if (f.kind === 'backup' || f.kind === 'verify') job.vms = f.vms.split(',').map((s) => s.trim()).filter(Boolean);
   else delete job.vms;
@@ -123,13 +127,14 @@ export function JobsPage({ session }) {
       <caption>Jobs</caption>
       <thead><tr><th scope="col">Job</th><th scope="col">Kind</th><th scope="col">Schedule</th><th scope="col">VMs</th>
         <th scope="col">Repository</th><th scope="col">Retention</th><th scope="col">Notify</th>
+        <th scope="col">Next run</th><th scope="col">Last success</th>
         ${operator && html`<th scope="col">Actions</th>`}</tr></thead>
       <tbody>${list.map((j) => html`<tr data-job=${j.id}>
         <th scope="row">${j.id}${j.enabled === false ? ' (disabled)' : ''}</th><td>${j.kind}</td>
         <td>${j.schedule || 'when asked'}${j.after ? ` · after ${j.after}` : ''}</td><td>${(j.vms || []).join(', ') || '—'}</td>
         <td>${j.repository}</td>
         <td>${KEEPS.filter((k) => j[`keep_${k}`]).map((k) => `${k} ${j[`keep_${k}`]}`).join(', ') || '—'}</td>
-        <td>${j.notify || 'failure'}</td>
+        <td>${j.notify || 'failure'}</td><td>${when(j.next_run)}</td><td>${when(j.last_success)}</td>
         ${operator && html`<td class="rowactions">
           <button type="button" onClick=${run(j)} aria-label=${`Run job ${j.id} now`}>Run now</button>
           ${admin && html`<button type="button" class="secondary" onClick=${() => setEditing(j)} aria-label=${`Edit job ${j.id}`}>Edit</button>
