@@ -118,13 +118,19 @@ test('sign-in with the admin token lists the guest on the overview', async () =>
   await axe(admin, 'overview');
 });
 
-test('the overview fits a 375 px wide phone', async () => {
+test('every page fits a 375 px wide phone', async () => {
   await admin.setViewportSize({ width: 375, height: 800 });
-  await admin.locator(`tr[data-vm="${VM}"]`).waitFor();
-  const width = await admin.evaluate(() => document.documentElement.scrollWidth);
-  assert.ok(width <= 376, `the page is ${width} px wide at 375 px`);
-  if (SHOTS) await admin.screenshot({ path: join(SHOTS, 'overview-375.png'), fullPage: true });
+  for (const [hash, ready] of [['/', `tr[data-vm="${VM}"]`], [`/vm/${encodeURIComponent(VM)}`, 'table.points'],
+    ['/jobs', 'tr[data-job]'], ['/tasks', 'h1'], ['/repos/main', 'form.sim']]) {
+    await go(admin, hash);
+    await admin.locator(ready).first().waitFor();
+    const width = await admin.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 376, `${hash} is ${width} px wide at 375 px`);
+    if (hash === '/' && SHOTS) await admin.screenshot({ path: join(SHOTS, 'overview-375.png'), fullPage: true });
+  }
   await admin.setViewportSize(DESKTOP);
+  await go(admin, '/');
+  await admin.locator(`tr[data-vm="${VM}"]`).waitFor();
 });
 
 test('back up now: the task log follows to ok and a new point appears', { timeout: 420000 }, async () => {
@@ -173,7 +179,8 @@ test('a new job with a schedule shows the next 5 runs', async () => {
   await admin.getByRole('button', { name: 'Edit job e2e-nightly' }).click();
   assert.equal(await admin.getByLabel('Keep daily').inputValue(), '7');
   await admin.getByLabel('Schedule').fill('Sat,Sun 03:30');
-  await until('the preview shows 5 runs', async () => (await preview.count()) === 5);
+  await until('the preview shows the new schedule', async () =>
+    /Sat,Sun/.test((await admin.locator('#schedule-help').innerText()) || '') && (await preview.count()) === 5);
   await admin.getByRole('button', { name: 'Save job' }).click();
   await until('the job is changed', async () =>
     /Sat,Sun 03:30/.test(await admin.locator('tr[data-job="e2e-nightly"]').innerText()));
@@ -297,8 +304,13 @@ test('sign-out ends the session', async () => {
   assert.equal(session.httpOnly, true);
   assert.equal(session.secure, true);
   assert.equal(session.sameSite, 'Strict');
+  // A session ended elsewhere (another tab) sends this page back to the sign-in form too.
+  const second = await admin.context().newPage();
+  await second.goto(`${URL}#/tasks`);
+  await second.getByRole('heading', { name: 'Tasks' }).waitFor();
   await admin.getByRole('button', { name: 'Sign out' }).click();
   await admin.getByLabel('API token').waitFor();
+  await second.getByLabel('API token').waitFor({ timeout: 10000 });
   // The old cookie, sent again by another client, no longer signs anyone in.
   const other = await browser.newContext({ ignoreHTTPSErrors: true });
   await other.addCookies([session]);

@@ -27,6 +27,10 @@ export async function api(method, path, body) {
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (res.status === 401 && path !== '/session') {
+    // The session expired or was ended elsewhere: back to the sign-in form.
+    dispatchEvent(new Event('vmshadow-session-ended'));
+  }
   if (!res.ok) {
     const msg = (data && data.error) || `${res.status} ${res.statusText}`;
     throw new ApiError(res.status, msg, data && data.kind);

@@ -95,6 +95,11 @@ function App() {
     }).catch(() => setSession(null));
   }, []);
   useEffect(() => {
+    const ended = () => { setCsrf(''); sessionStorage.removeItem('vmshadow-csrf'); setSession(null); };
+    addEventListener('vmshadow-session-ended', ended);
+    return () => removeEventListener('vmshadow-session-ended', ended);
+  }, []);
+  useEffect(() => {
     const m = document.getElementById('main');
     if (m) m.setAttribute('tabindex', '-1');
   });
