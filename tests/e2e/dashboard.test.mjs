@@ -251,6 +251,38 @@ test('the prune simulator agrees with vmshadow prune --dry-run --json', async ()
   await axe(admin, 'repository');
 });
 
+// Follows a task the page started to its end through the API, as the task page does.
+async function taskEnd(page, id, timeoutMs) {
+  let task;
+  await until(`task ${id} ends`, async () => {
+    task = await page.evaluate(async (n) => (await fetch(`/api/v1/tasks/${n}`)).json(), id);
+    return !['queued', 'running'].includes(task.state);
+  }, timeoutMs);
+  return task;
+}
+
+test('verify with boot and restore as a new VM run to ok', { timeout: 600000 }, async () => {
+  await go(admin, `/vm/${encodeURIComponent(VM)}`);
+  await admin.locator('table.points tbody tr').first().waitFor();
+  const started = admin.getByRole('status').getByRole('link', { name: /task #\d+/ });
+  await admin.getByRole('button', { name: 'Verify with boot' }).click();
+  const verify = Number((await started.innerText()).match(/\d+/)[0]);
+  const v = await taskEnd(admin, verify, 300000);
+  assert.equal(v.state, 'ok', `verify: ${v.error || ''}`);
+  assert.equal(v.kind, 'verify');
+  await admin.getByLabel('New VM name').fill(`${VM}-restored`);
+  await admin.getByRole('button', { name: 'Restore as new VM' }).click();
+  await until('a new task is started', async () => !(await started.innerText()).includes(`#${verify}`));
+  const restore = Number((await started.innerText()).match(/\d+/)[0]);
+  const r = await taskEnd(admin, restore, 300000);
+  assert.equal(r.state, 'ok', `restore: ${r.error || ''}`);
+  execFileSync('virsh', ['domstate', `${VM}-restored`]); // throws when there is no such domain
+  // The verification is recorded on the point the page shows.
+  await go(admin, `/vm/${encodeURIComponent(VM)}`);
+  const latest = admin.locator(`tr[data-point="${v.result.point}"]`);
+  await until('the verified point says so', async () => (await latest.innerText()).includes('yes'));
+});
+
 test('restore in place asks first, naming the VM; forget removes the point it names', async () => {
   await go(admin, `/vm/${encodeURIComponent(VM)}`);
   const rows = admin.locator('table.points tbody tr');

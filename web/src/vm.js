@@ -10,7 +10,8 @@ import { Chart } from './chart.js';
 import { Badge, ErrorLine, Scroll } from './overview.js';
 
 const html = htm.bind(h);
-const verifiedText = (v) => (v === true ? 'yes' : v === false ? 'FAILED' : 'not yet');
+// The API's "ok" | "failed" | null (the point's newest boot verification).
+const verifiedText = (v) => (v === 'ok' || v === true ? 'yes' : v === 'failed' || v === false ? 'FAILED' : 'not yet');
 
 function Timeline({ points }) {
   if (points.length === 0) return null;
@@ -107,9 +108,10 @@ function Charts({ points, tasks }) {
     const asc = [...points].sort((a, b) => unixOf(a.time) - unixOf(b.time));
     const backups = tasks.filter((t) => t.state === 'ok' && t.started_at && t.ended_at)
       .sort((a, b) => a.ended_at - b.ended_at);
-    // A point's duration: that of the daemon's backup task that ran when the point was taken
-    // (a point `vmshadow backup` made by hand has none: a gap in the line).
+    // A point's duration: its own duration_s, else that of the daemon's backup task that ran
+    // when it was taken (else a gap in the line).
     const dur = asc.map((p) => {
+      if (typeof p.duration_s === 'number') return Math.round(p.duration_s * 10) / 10;
       const at = unixOf(p.time);
       const t = backups.find((b) => b.started_at - 1 <= at && at <= b.ended_at + 1);
       return t ? t.ended_at - t.started_at : null;
