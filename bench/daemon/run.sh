@@ -54,7 +54,10 @@ mkdir -p "$W/scratch"
 log "guest $NAME"
 bash "$ROOT/tests/lab/new-guest.sh" --name "$NAME" --dir "$W/guest" --lab "$LAB" --define >/dev/null
 virsh start "$NAME" >/dev/null
-python3 "$ROOT/bench/live/guest.py" wait-agent "$NAME" 180 >&2
+for _ in $(seq 1 180); do
+  virsh qemu-agent-command "$NAME" '{"execute":"guest-ping"}' --timeout 5 >/dev/null 2>&1 && break
+  sleep 1
+done
 "$VMSHADOW" repo init "$W/repo" >/dev/null
 cat >"$W/vmshadowd.toml" <<TOML
 [daemon]
@@ -80,7 +83,7 @@ done
 [ -n "$PORT" ] || { log "vmshadowd did not start"; cat "$W/daemon.log" >&2; exit 1; }
 SOCK=$W/state/api.sock
 api() { curl -sS --unix-socket "$SOCK" -X "$1" "http://localhost/api/v1$2" ${3:+-d "$3"}; }
-TOKEN=$(api POST /tokens '{"name":"bench","role":"audit"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+TOKEN=$(api POST /tokens '{"name":"bench","role":"audit"}' | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 api GET /vms >/dev/null  # the inventory cache is filled once, as any first client does
 
 # --- 1. idle
@@ -94,17 +97,17 @@ for _ in $(seq 1 "$IDLE_S"); do
 done
 T1=$(ticks)
 HZ=$(getconf CLK_TCK)
-IDLE_CPU=$(python3 -c "print(f'{100 * ($T1 - $T0) / $HZ / $IDLE_S:.3f}')")
-RSS_MEAN_MIB=$(python3 -c "print(f'{$RSS_SUM / $IDLE_S / 1024:.1f}')")
-RSS_MAX_MIB=$(python3 -c "print(f'{$RSS_MAX / 1024:.1f}')")
+IDLE_CPU=$(/usr/bin/python3 -c "print(f'{100 * ($T1 - $T0) / $HZ / $IDLE_S:.3f}')")
+RSS_MEAN_MIB=$(/usr/bin/python3 -c "print(f'{$RSS_SUM / $IDLE_S / 1024:.1f}')")
+RSS_MAX_MIB=$(/usr/bin/python3 -c "print(f'{$RSS_MAX / 1024:.1f}')")
 log "idle: ${IDLE_CPU}% of a core, RSS mean $RSS_MEAN_MIB MiB, max $RSS_MAX_MIB MiB"
 
 # --- 2. load, while a backup runs (restarted when it ends)
 keep_backing_up() {
   while [ ! -f "$W/stop" ]; do
-    id=$(api POST /jobs/bench/run | python3 -c 'import json,sys; print(json.load(sys.stdin)["task"])')
+    id=$(api POST /jobs/bench/run | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["task"])')
     while [ ! -f "$W/stop" ]; do
-      st=$(api GET "/tasks/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+      st=$(api GET "/tasks/$id" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
       case $st in queued|running) sleep 0.5 ;; *) echo "$st" >>"$W/backups"; break ;; esac
     done
   done
@@ -147,5 +150,5 @@ MD
 echo "$REPORT"
 if [ -n "$RESULTS_MD" ]; then
   printf '%s\n' "$REPORT" >"$W/report.md"
-  python3 "$ROOT/bench/lib/results.py" write-section "$RESULTS_MD" "$W/report.md" bench/daemon
+  /usr/bin/python3 "$ROOT/bench/lib/results.py" write-section "$RESULTS_MD" "$W/report.md" bench/daemon
 fi

@@ -19,6 +19,7 @@ Status run_repair_index(GlobalOptions& global, bool read_data) {
     if (!repo) return std::unexpected(repo.error());
     repo::RepairIndexOptions options;
     options.read_data = read_data;
+    options.task = global.task;
     auto report = repo::repair_index(**repo, options);
     if (!report) return std::unexpected(report.error());
     std::optional<Error> error;

@@ -19,7 +19,9 @@ using nlohmann::json;
 
 constexpr auto kInventoryMaxAge = std::chrono::seconds(60);
 
-json task_json(const TaskRecord& t) {
+// The list leaves each task's result out (GET /tasks/{id} has it): parsing fifty reports per
+// request is what a dashboard polling the list every two seconds would pay for nothing.
+json task_json(const TaskRecord& t, bool with_result = true) {
     json j{{"id", t.id},
            {"kind", t.kind},
            {"job", t.job},
@@ -41,7 +43,7 @@ json task_json(const TaskRecord& t) {
         j["error"] = t.error;
         j["error_kind"] = t.error_kind;
     }
-    if (!t.result.empty()) {
+    if (with_result && !t.result.empty()) {
         j["result"] = json::parse(t.result, nullptr, false);
         if (j["result"].is_discarded()) j["result"] = nullptr;
     }
@@ -261,7 +263,7 @@ Result<json> Daemon::tasks(const TaskFilter& filter) {
     auto list = state_->store->list(filter);
     if (!list) return std::unexpected(list.error());
     json out = json::array();
-    for (const auto& t : *list) out.push_back(task_json(t));
+    for (const auto& t : *list) out.push_back(task_json(t, false));
     return json{{"tasks", out}};
 }
 

@@ -85,6 +85,153 @@ struct Throwaway {
     }
 };
 
+// One point server per disk of the point, each in the throwaway's folder; the rewritten
+// domain reads its disks from their sockets.
+Status start_servers(repo::Repository& repo, const repo::RestorePoint& point,
+                     const BootVerifyOptions& options, const BootVerifyResult& result,
+                     Throwaway& vm, vmwriter::DomainRewriteSpec& spec) {
+    for (const auto& d : point.disks) {
+        std::string base = (vm.dir / d.name).string();
+        exporter::PointServerOptions nbdkit;
+        nbdkit.plugin = options.plugin;
+        nbdkit.repo = repo.root();
+        nbdkit.point = result.point;
+        nbdkit.disk = d.name;
+        nbdkit.socket = base + ".sock";
+        nbdkit.overlay = base + ".overlay";
+        nbdkit.pidfile = base + ".pid";
+        nbdkit.log = base + ".nbdkit.log";
+        nbdkit.password = options.password;
+        nbdkit.dies_with_vmshadow = true;  // a throwaway VM's disks must not outlive us
+        nbdkit.owner = "verify --boot (" + result.throwaway + "; it ends with its vmshadow)";
+        auto server = exporter::start_point_server(nbdkit);
+        if (!server) return std::unexpected(server.error().with_context("disk " + d.name));
+        vm.servers.push_back(*server);
+        spec.disks[d.name] = {"", "raw", nbdkit.socket};
+    }
+    return {};
+}
+
+// Boot files (kernel, initrd, NVRAM) come from the point, into the throwaway folder; one not
+// stored means the host's own file is used.
+Status write_boot_files(repo::Repository& repo, const repo::RestorePoint& point,
+                        const virt::DomainDescription& desc, const Throwaway& vm,
+                        vmwriter::DomainRewriteSpec& spec) {
+    for (const auto& [role, path] : desc.boot.by_role()) {
+        const repo::FileRecord* f = find_file(point, role);
+        if (!f) continue;
+        fs::path out = vm.dir / (role + "-" + fs::path(path).filename().string());
+        if (auto st = write_point_file(repo, *f, out); !st) return st;
+        spec.boot_files[role] = out.string();
+    }
+    return {};
+}
+
+// Why a booting VM can no longer answer, if it can't: "" while it runs.
+std::string stopped_reason(const Result<virt::DomainState>& state) {
+    // Transient: once it powers off, it no longer exists.
+    if (!state && state.error().kind() == ErrorKind::not_found) return "it powered off";
+    if (!state) return {};
+    if (*state == virt::DomainState::paused) return "it paused on an I/O error of its disk";
+    if (*state == virt::DomainState::shutdown || *state == virt::DomainState::shutoff)
+        return "it powered off";
+    if (*state != virt::DomainState::running)
+        return "it stopped (" + std::string(virt::state_name(*state)) + ")";
+    return {};
+}
+
+struct BootWait {
+    bool answered = false;
+    std::string stopped;     // why it stopped, if it did
+    std::string last_error;  // the last failed ping
+};
+
+// Phase "boot": pings the throwaway's agent every second until it answers, the VM stops, or
+// the deadline. A cancel ends the wait (the throwaway VM and its servers go with `vm`).
+Result<BootWait> wait_for_agent(const Throwaway& vm, virt::GuestAgent& agent,
+                                Clock::time_point deadline, const BootVerifyOptions& options,
+                                const BootVerifyResult& result, const std::string& point) {
+    BootWait wait;
+    if (options.task) options.task->phase("boot", 0, 0, result.throwaway);
+    while (Clock::now() < deadline) {
+        if (options.task)
+            if (auto st = options.task->check_cancel("boot verification of " + point); !st)
+                return std::unexpected(st.error());
+        wait.stopped = stopped_reason(vm.domain->state());
+        if (!wait.stopped.empty()) break;
+        if (auto ping = agent.ping(); ping) {
+            wait.answered = true;
+            break;
+        } else {
+            wait.last_error = ping.error().message();
+        }
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    return wait;
+}
+
+// Why the agent did not answer, with what the guest and the servers said: the console's last
+// lines, and damage the plugin found in the repository (named there with its chunk and pack).
+std::string no_answer_detail(const BootWait& wait, const repo::RestorePoint& point,
+                             const Throwaway& vm, Clock::time_point boot_started,
+                             const BootVerifyOptions& options) {
+    std::string detail;
+    if (!wait.stopped.empty()) {
+        auto after = std::chrono::duration<double>(Clock::now() - boot_started).count();
+        detail = "the guest agent did not answer: " + wait.stopped + " " +
+                 std::to_string(static_cast<int>(after + 0.5)) + " s after the start";
+    } else {
+        detail = "the guest agent did not answer within " +
+                 std::to_string(options.timeout.count()) + " s of the start" +
+                 (wait.last_error.empty() ? "" : " (" + wait.last_error + ")");
+    }
+    if (std::string console = serial_tail(vm.dir); !console.empty())
+        detail += "; its console ended with: " + console;
+    for (const auto& d : point.disks)
+        if (std::string damage = corruption_line(vm.dir / (d.name + ".nbdkit.log"));
+            !damage.empty())
+            detail += "; disk " + d.name + ": the repository's data is damaged: " + damage;
+    return detail;
+}
+
+// The guest answered: runs --exec in it, if asked, within what is left of the deadline.
+void run_exec(virt::GuestAgent& agent, Clock::time_point deadline, const BootVerifyOptions& options,
+              BootVerifyResult& result) {
+    result.ok = true;
+    result.detail = "booted; the guest agent answered";
+    if (options.exec.empty()) return;
+    auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline - Clock::now());
+    auto ran = agent.exec(options.exec, std::max(left, std::chrono::seconds(10)));
+    if (!ran) {
+        result.ok = false;
+        result.detail = "`" + options.exec + "` could not run: " + ran.error().message();
+        return;
+    }
+    result.exec_exit_code = ran->exit_code;
+    result.exec_output = tail(ran->out + ran->err);
+    result.ok = ran->exit_code == 0;
+    result.detail = "`" + options.exec + "` exited " + std::to_string(ran->exit_code);
+}
+
+// The verification's record: an annotation of the point.
+Status record(repo::Repository& repo, const repo::RestorePoint& point,
+              const BootVerifyOptions& options, const BootVerifyResult& result) {
+    nlohmann::json data{{"ok", result.ok},
+                        {"detail", result.detail},
+                        {"throwaway_vm", result.throwaway},
+                        {"seconds", result.seconds}};
+    if (result.agent_seconds) data["agent_seconds"] = *result.agent_seconds;
+    if (!options.exec.empty()) {
+        data["exec"] = options.exec;
+        data["exec_exit_code"] =
+            result.exec_exit_code ? nlohmann::json(*result.exec_exit_code) : nlohmann::json();
+        data["exec_output"] = result.exec_output;
+    }
+    if (auto st = repo.annotate(point.id, "boot_verification", data); !st)
+        return std::unexpected(st.error().with_context("record the verification"));
+    return {};
+}
+
 }  // namespace
 
 Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connection& connection,
@@ -121,35 +268,11 @@ Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connect
     spec.new_name = result.throwaway;
     spec.log_dir = vm.dir.string();
     spec.remove_nics = true;
-    for (const auto& d : point->disks) {
-        std::string base = (vm.dir / d.name).string();
-        exporter::PointServerOptions nbdkit;
-        nbdkit.plugin = options.plugin;
-        nbdkit.repo = repo.root();
-        nbdkit.point = result.point;
-        nbdkit.disk = d.name;
-        nbdkit.socket = base + ".sock";
-        nbdkit.overlay = base + ".overlay";
-        nbdkit.pidfile = base + ".pid";
-        nbdkit.log = base + ".nbdkit.log";
-        nbdkit.password = options.password;
-        nbdkit.dies_with_vmshadow = true;  // a throwaway VM's disks must not outlive us
-        nbdkit.owner = "verify --boot (" + result.throwaway + "; it ends with its vmshadow)";
-        auto server = exporter::start_point_server(nbdkit);
-        if (!server) return std::unexpected(server.error().with_context("disk " + d.name));
-        vm.servers.push_back(*server);
-        spec.disks[d.name] = {"", "raw", nbdkit.socket};
-    }
+    if (auto st = start_servers(repo, *point, options, result, vm, spec); !st)
+        return std::unexpected(st.error());
     test_kill_point("verify-servers-started");
-    // Boot files (kernel, initrd, NVRAM) come from the point, into the throwaway folder.
-    for (const auto& [role, path] : desc->boot.by_role()) {
-        const repo::FileRecord* f = find_file(*point, role);
-        if (!f) continue;  // not stored: the host's own file is used
-        fs::path out = vm.dir / (role + "-" + fs::path(path).filename().string());
-        if (auto st = write_point_file(repo, *f, out); !st)
-            return std::unexpected(st.error().with_context(label));
-        spec.boot_files[role] = out.string();
-    }
+    if (auto st = write_boot_files(repo, *point, *desc, vm, spec); !st)
+        return std::unexpected(st.error().with_context(label));
     auto xml = vmwriter::rewrite_domain_xml(stored_xml, spec);
     if (!xml) return std::unexpected(xml.error().with_context(label));
 
@@ -157,97 +280,18 @@ Result<BootVerifyResult> verify_boot(repo::Repository& repo, const virt::Connect
     auto domain = virt::create_transient(connection, xml->xml);
     if (!domain) return std::unexpected(domain.error().with_context(label));
     vm.domain.emplace(std::move(*domain));
-
     virt::GuestAgent agent(*vm.domain, std::chrono::seconds(5));
     auto deadline = boot_started + options.timeout;
-    bool answered = false;
-    std::string last_error, stopped;
-    if (options.task) options.task->phase("boot", 0, 0, result.throwaway);
-    while (Clock::now() < deadline) {
-        // The throwaway VM and its servers go with `vm` on the way out.
-        if (options.task)
-            if (auto st =
-                    options.task->check_cancel("boot verification of " + point->id.short_hex());
-                !st)
-                return std::unexpected(st.error());
-        auto state = vm.domain->state();
-        // Transient: once it powers off, it no longer exists.
-        if (!state && state.error().kind() == ErrorKind::not_found) {
-            stopped = "it powered off";
-            break;
-        }
-        if (state && *state == virt::DomainState::paused) {
-            stopped = "it paused on an I/O error of its disk";
-            break;
-        }
-        if (state &&
-            (*state == virt::DomainState::shutdown || *state == virt::DomainState::shutoff)) {
-            stopped = "it powered off";
-            break;
-        }
-        if (state && *state != virt::DomainState::running) {
-            stopped = "it stopped (" + std::string(virt::state_name(*state)) + ")";
-            break;
-        }
-        if (auto ping = agent.ping(); ping) {
-            answered = true;
-            break;
-        } else {
-            last_error = ping.error().message();
-        }
-        std::this_thread::sleep_for(std::chrono::seconds(1));
-    }
-    if (!answered && !stopped.empty()) {
-        auto after = std::chrono::duration<double>(Clock::now() - boot_started).count();
-        result.detail = "the guest agent did not answer: " + stopped + " " +
-                        std::to_string(static_cast<int>(after + 0.5)) + " s after the start";
-    } else if (!answered) {
-        result.detail = "the guest agent did not answer within " +
-                        std::to_string(options.timeout.count()) + " s of the start" +
-                        (last_error.empty() ? "" : " (" + last_error + ")");
-    }
-    if (!answered) {
-        // What the guest and the servers said: the console's last lines, and damage the
-        // plugin found in the repository (named there with its chunk and pack).
-        if (std::string console = serial_tail(vm.dir); !console.empty())
-            result.detail += "; its console ended with: " + console;
-        for (const auto& d : point->disks)
-            if (std::string damage = corruption_line(vm.dir / (d.name + ".nbdkit.log"));
-                !damage.empty())
-                result.detail +=
-                    "; disk " + d.name + ": the repository's data is damaged: " + damage;
-    } else {
+    auto wait = wait_for_agent(vm, agent, deadline, options, result, point->id.short_hex());
+    if (!wait) return std::unexpected(wait.error());
+    if (wait->answered) {
         result.agent_seconds = std::chrono::duration<double>(Clock::now() - boot_started).count();
-        result.ok = true;
-        result.detail = "booted; the guest agent answered";
-        if (!options.exec.empty()) {
-            auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline - Clock::now());
-            auto ran = agent.exec(options.exec, std::max(left, std::chrono::seconds(10)));
-            if (!ran) {
-                result.ok = false;
-                result.detail = "`" + options.exec + "` could not run: " + ran.error().message();
-            } else {
-                result.exec_exit_code = ran->exit_code;
-                result.exec_output = tail(ran->out + ran->err);
-                result.ok = ran->exit_code == 0;
-                result.detail = "`" + options.exec + "` exited " + std::to_string(ran->exit_code);
-            }
-        }
+        run_exec(agent, deadline, options, result);
+    } else {
+        result.detail = no_answer_detail(*wait, *point, vm, boot_started, options);
     }
     result.seconds = std::chrono::duration<double>(Clock::now() - started).count();
-    nlohmann::json data{{"ok", result.ok},
-                        {"detail", result.detail},
-                        {"throwaway_vm", result.throwaway},
-                        {"seconds", result.seconds}};
-    if (result.agent_seconds) data["agent_seconds"] = *result.agent_seconds;
-    if (!options.exec.empty()) {
-        data["exec"] = options.exec;
-        data["exec_exit_code"] =
-            result.exec_exit_code ? nlohmann::json(*result.exec_exit_code) : nlohmann::json();
-        data["exec_output"] = result.exec_output;
-    }
-    if (auto st = repo.annotate(point->id, "boot_verification", data); !st)
-        return std::unexpected(st.error().with_context("record the verification"));
+    if (auto st = record(repo, *point, options, result); !st) return std::unexpected(st.error());
     return result;
 }
 

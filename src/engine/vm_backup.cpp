@@ -182,6 +182,13 @@ class BackupRun {
     }
 
   private:
+    Status open(const std::vector<std::string>& vms, const repo::PointListing& listing);
+    Result<std::vector<std::shared_ptr<vss::Writer>>> make_writers();
+    Status snapshot_and_copy(vss::Coordinator& coordinator);
+    Status commit(vss::Coordinator& coordinator);
+    void note_paused_after_copy();
+    Status describe_points(const vss::BackupDocument& document);
+    void finish_outcomes();
     Status copy_vm(VmRun& vm, const vss::SnapshotSet& set);
     Status copy_disk(VmRun& vm, const vmwriter::PlannedDisk& disk,
                      const vss::SnapshotDevice& device, const ScratchWatch& watch);
@@ -204,10 +211,46 @@ class BackupRun {
     std::shared_ptr<vmwriter::PullBackupProvider> provider_;
     std::unique_ptr<repo::BackupSession> session_;
     std::unique_ptr<ScratchWatch> watch_;
+    std::vector<bool> io_paused_before_;  // per run: paused by QEMU before the snapshot
 };
 
 Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointListing& listing) {
-    std::map<std::string, std::shared_ptr<virt::Domain>> domains;
+    if (auto st = open(vms, listing); !st) return st;
+    auto writers = make_writers();
+    if (!writers) return std::unexpected(writers.error());
+    vss::CoordinatorOptions co;
+    co.vms = vms;
+    co.state_file = options_.state_file;
+    bool incremental = false;
+    for (const auto& r : runs_) incremental = incremental || r.previous.document.has_value();
+    co.backup_type =
+        incremental && !options_.full ? vss::BackupType::incremental : vss::BackupType::full;
+    vss::Coordinator coordinator(*writers, provider_, co);
+
+    if (auto m = coordinator.gather_writer_metadata(); !m) return std::unexpected(m.error());
+    if (auto st = coordinator.select_all_components(); !st) return st;
+    if (auto st = task_.check_cancel("backup"); !st)
+        return std::unexpected(cancelled_error(st.error()));
+    for (const auto& r : runs_)
+        if (r.previous.document && !options_.full)
+            coordinator.inherit_backup_stamps(*r.previous.document);
+    task_.phase("prepare");
+    if (auto st = coordinator.prepare_for_backup(); !st) {
+        finish_outcomes();
+        return st;
+    }
+    if (auto st = task_.check_cancel("backup"); !st) {
+        (void)coordinator.abort(st.error().message());
+        finish_outcomes();
+        return std::unexpected(cancelled_error(st.error()));
+    }
+    if (auto st = snapshot_and_copy(coordinator); !st) return st;
+    return commit(coordinator);
+}
+
+// The VMs, their lock, the repository session and each VM's previous point: a locked
+// repository or a VM busy with another operation fails before any guest is touched.
+Status BackupRun::open(const std::vector<std::string>& vms, const repo::PointListing& listing) {
     for (const auto& name : vms) {
         VmRun r;
         r.outcome.vm = name;
@@ -219,7 +262,6 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
         if (!domain) return std::unexpected(domain.error());
         r.domain = std::make_shared<virt::Domain>(std::move(*domain));
         r.outcome.vm = r.domain->name();
-        domains[r.domain->name()] = r.domain;
     }
     // Before anything touches a guest: another operation on one of these VMs (a backup, a
     // restore) makes this one fail with a conflict naming it, the guest untouched.
@@ -247,9 +289,15 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
                                                                  "': read its last restore point"));
         r.previous = std::move(*previous);
     }
+    return {};
+}
 
+// A VM writer per VM, the configured exec writers, and the provider of the snapshot set.
+Result<std::vector<std::shared_ptr<vss::Writer>>> BackupRun::make_writers() {
     std::vector<std::shared_ptr<vss::Writer>> writers;
+    std::map<std::string, std::shared_ptr<virt::Domain>> domains;
     for (auto& r : runs_) {
+        domains[r.domain->name()] = r.domain;
         vmwriter::VmWriterOptions wo;
         wo.method = options_.method;
         wo.policy.allow_saved_state = options_.allow_saved_state;
@@ -277,55 +325,36 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
     provider_ = std::make_shared<vmwriter::PullBackupProvider>(domains, po);
     provider_->set_scratch_limit(
         options_.max_scratch ? options_.max_scratch : default_scratch_limit(options_.scratch_dir));
+    return writers;
+}
 
-    vss::CoordinatorOptions co;
-    co.vms = vms;
-    co.state_file = options_.state_file;
-    bool incremental = false;
-    for (const auto& r : runs_) incremental = incremental || r.previous.document.has_value();
-    co.backup_type =
-        incremental && !options_.full ? vss::BackupType::incremental : vss::BackupType::full;
-    vss::Coordinator coordinator(writers, provider_, co);
+void BackupRun::finish_outcomes() {
+    for (auto& r : runs_) record_outcome(r);
+}
 
-    auto finish_outcomes = [&] {
-        for (auto& r : runs_) record_outcome(r);
-    };
-    if (auto m = coordinator.gather_writer_metadata(); !m) return std::unexpected(m.error());
-    if (auto st = coordinator.select_all_components(); !st) return st;
-    if (auto st = task_.check_cancel("backup"); !st)
-        return std::unexpected(cancelled_error(st.error()));
-    for (const auto& r : runs_)
-        if (r.previous.document && !options_.full)
-            coordinator.inherit_backup_stamps(*r.previous.document);
-    task_.phase("prepare");
-    if (auto st = coordinator.prepare_for_backup(); !st) {
-        finish_outcomes();
-        return st;
-    }
-    if (auto st = task_.check_cancel("backup"); !st) {
-        (void)coordinator.abort(st.error().message());
-        finish_outcomes();
-        return std::unexpected(cancelled_error(st.error()));
-    }
+// Phases "snapshot" and "copy": the snapshot set, then every disk read into the session,
+// watched for a full scratch and a VM paused by QEMU. Any failure aborts (guest thawed, job
+// ended, the run's checkpoint and scratch removed).
+Status BackupRun::snapshot_and_copy(vss::Coordinator& coordinator) {
     task_.phase("snapshot");
     // From the snapshot on, a full scratch filesystem can make QEMU pause a VM (even inside
     // the thaw: the guest's thaw hook writes): every failure from here resumes such a VM once
     // the abort removed the job, the cause.
-    std::vector<bool> io_paused_before;
+    io_paused_before_.clear();
     for (const auto& r : runs_) {
         auto h = virt::vm_health(*r.domain);
-        io_paused_before.push_back(h && h->io_error_paused);
+        io_paused_before_.push_back(h && h->io_error_paused);
     }
     auto set = coordinator.do_snapshot_set();
     if (!set) {
         finish_outcomes();
-        return std::unexpected(resume_io_paused(set.error(), io_paused_before));
+        return std::unexpected(resume_io_paused(set.error(), io_paused_before_));
     }
     // Out of the freeze window: the jobs' XML (export bitmaps) for the copy.
     if (auto st = provider_->describe_jobs(); !st) {
         (void)coordinator.abort(st.error().message());
         finish_outcomes();
-        return std::unexpected(resume_io_paused(st.error(), io_paused_before));
+        return std::unexpected(resume_io_paused(st.error(), io_paused_before_));
     }
     std::vector<std::shared_ptr<virt::Domain>> live;
     for (const auto& r : runs_) live.push_back(r.domain);
@@ -337,7 +366,7 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
         // A pause in the last moments of the copy: the watch may not have seen it yet.
         for (std::size_t i = 0; i < runs_.size(); ++i) {
             auto h = virt::vm_health(*runs_[i].domain);
-            if (h && h->io_error_paused && !io_paused_before[i]) {
+            if (h && h->io_error_paused && !io_paused_before_[i]) {
                 std::this_thread::sleep_for(milliseconds(250));
                 return watch_->failure();
             }
@@ -345,87 +374,42 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
         return watch_->failure();
     }();
     watch_.reset();
-    if (!copied) {
-        if (copied.error().kind() == ErrorKind::cancelled && task_.cancel().requested()) {
-            (void)coordinator.abort(copied.error().message());
-            finish_outcomes();
-            return std::unexpected(
-                resume_io_paused(cancelled_error(copied.error()), io_paused_before));
-        }
-        Error error = explain_copy_failure(copied.error());
-        (void)coordinator.abort(error.message());
-        error = resume_io_paused(error, io_paused_before);
+    if (copied) return {};
+    if (copied.error().kind() == ErrorKind::cancelled && task_.cancel().requested()) {
+        (void)coordinator.abort(copied.error().message());
         finish_outcomes();
-        return std::unexpected(error);
+        return std::unexpected(
+            resume_io_paused(cancelled_error(copied.error()), io_paused_before_));
     }
+    Error error = explain_copy_failure(copied.error());
+    (void)coordinator.abort(error.message());
+    error = resume_io_paused(error, io_paused_before_);
+    finish_outcomes();
+    return std::unexpected(error);
+}
+
+// Phase "commit": BackupComplete to the writers, each point's files and manifest, the
+// commit record, then the checkpoints the new points supersede retired.
+Status BackupRun::commit(vss::Coordinator& coordinator) {
     task_.phase("commit", 0, runs_.size());
+    test_pause_point("backup-commit");
+    // Before BackupComplete, a cancel is an Abort: writers must not hear "complete" (a
+    // database writer may truncate its logs on it) of a point that will not be kept.
+    if (auto st = task_.check_cancel("backup"); !st) {
+        (void)coordinator.abort(st.error().message());
+        finish_outcomes();
+        return std::unexpected(resume_io_paused(cancelled_error(st.error()), io_paused_before_));
+    }
     if (auto st = coordinator.backup_complete(); !st) {
         finish_outcomes();
-        return std::unexpected(resume_io_paused(st.error(), io_paused_before));
+        return std::unexpected(resume_io_paused(st.error(), io_paused_before_));
     }
-    // Paused after the copy read every byte: the point is complete (copy-before-write fails
-    // the guest's write, never the snapshot), but the user must hear of it.
-    for (std::size_t i = 0; i < runs_.size(); ++i) {
-        auto h = virt::vm_health(*runs_[i].domain);
-        if (!h || !h->io_error_paused || io_paused_before[i]) continue;
-        auto resumed = virt::resume_after_io_error(*runs_[i].domain);
-        runs_[i].outcome.notes.push_back(
-            "warning: QEMU paused the VM on a write error (" +
-            (h->io_errors.empty() ? std::string("see `virsh domblkerror`") : h->io_errors) +
-            ") after its disks were read: the restore point is complete; " +
-            (resumed ? std::string("the VM was resumed")
-                     : "the VM could not be resumed: " + resumed.error().message()));
+    note_paused_after_copy();
+    if (auto st = describe_points(coordinator.document()); !st) {
+        drop_new_checkpoints();
+        return st;
     }
-    const vss::BackupDocument& document = coordinator.document();
-    std::string document_text = nlohmann::json(document).dump(2);
-    for (auto& r : runs_) {
-        record_outcome(r);
-        auto& m = r.point->manifest();
-        m.consistency = r.outcome.consistency;
-        if (auto st = r.point->add_file(
-                "backup-document.json", "backup_document",
-                repo::ByteView(reinterpret_cast<const std::uint8_t*>(document_text.data()),
-                               document_text.size()));
-            !st) {
-            drop_new_checkpoints();
-            return st;
-        }
-        if (r.outcome.checkpoint) {
-            auto xml = virt::checkpoint_xml(*r.domain, *r.outcome.checkpoint);
-            if (!xml) {
-                drop_new_checkpoints();
-                return std::unexpected(xml.error());
-            }
-            if (auto st = r.point->add_file(
-                    "checkpoint.xml", "checkpoint_xml",
-                    repo::ByteView(reinterpret_cast<const std::uint8_t*>(xml->data()),
-                                   xml->size()));
-                !st) {
-                drop_new_checkpoints();
-                return st;
-            }
-        }
-        m.metadata = {{"kind", "vm"},
-                      {"uuid", r.domain->uuid()},
-                      {"method", r.outcome.method},
-                      {"reasons", r.outcome.reasons},
-                      {"notes", r.outcome.notes},
-                      {"skipped_disks", r.outcome.skipped},
-                      {"backup_id", document.backup_id},
-                      {"group", vms},
-                      {"incremental_from", r.outcome.incremental_from
-                                               ? nlohmann::json(*r.outcome.incremental_from)
-                                               : nlohmann::json()},
-                      {"checkpoint", r.outcome.checkpoint ? nlohmann::json(*r.outcome.checkpoint)
-                                                          : nlohmann::json()}};
-        auto ms = [](const std::optional<std::int64_t>& v) {
-            return v ? nlohmann::json(*v) : nlohmann::json();
-        };
-        m.timings = {{"freeze_window_ms", ms(r.outcome.freeze_ms)},
-                     {"quiesce_ms", ms(r.outcome.quiesce_ms)},
-                     {"paused_ms", ms(r.outcome.paused_ms)},
-                     {"total_s", std::chrono::duration<double>(Clock::now() - r.started).count()}};
-    }
+    test_pause_point("backup-commit-write");
     if (auto st = task_.check_cancel("backup"); !st) {
         drop_new_checkpoints();
         return std::unexpected(cancelled_error(st.error()));
@@ -451,6 +435,66 @@ Status BackupRun::run(const std::vector<std::string>& vms, const repo::PointList
                                           retired.error().message());
             }
         }
+    }
+    return {};
+}
+
+// Paused after the copy read every byte: the point is complete (copy-before-write fails
+// the guest's write, never the snapshot), but the user must hear of it.
+void BackupRun::note_paused_after_copy() {
+    for (std::size_t i = 0; i < runs_.size(); ++i) {
+        auto h = virt::vm_health(*runs_[i].domain);
+        if (!h || !h->io_error_paused || io_paused_before_[i]) continue;
+        auto resumed = virt::resume_after_io_error(*runs_[i].domain);
+        runs_[i].outcome.notes.push_back(
+            "warning: QEMU paused the VM on a write error (" +
+            (h->io_errors.empty() ? std::string("see `virsh domblkerror`") : h->io_errors) +
+            ") after its disks were read: the restore point is complete; " +
+            (resumed ? std::string("the VM was resumed")
+                     : "the VM could not be resumed: " + resumed.error().message()));
+    }
+}
+
+// Each point's backup document, checkpoint XML, metadata and timings.
+Status BackupRun::describe_points(const vss::BackupDocument& document) {
+    std::string document_text = nlohmann::json(document).dump(2);
+    auto bytes = [](const std::string& text) {
+        return repo::ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
+    };
+    for (auto& r : runs_) {
+        record_outcome(r);
+        auto& m = r.point->manifest();
+        m.consistency = r.outcome.consistency;
+        if (auto st =
+                r.point->add_file("backup-document.json", "backup_document", bytes(document_text));
+            !st)
+            return st;
+        if (r.outcome.checkpoint) {
+            auto xml = virt::checkpoint_xml(*r.domain, *r.outcome.checkpoint);
+            if (!xml) return std::unexpected(xml.error());
+            if (auto st = r.point->add_file("checkpoint.xml", "checkpoint_xml", bytes(*xml)); !st)
+                return st;
+        }
+        m.metadata = {{"kind", "vm"},
+                      {"uuid", r.domain->uuid()},
+                      {"method", r.outcome.method},
+                      {"reasons", r.outcome.reasons},
+                      {"notes", r.outcome.notes},
+                      {"skipped_disks", r.outcome.skipped},
+                      {"backup_id", document.backup_id},
+                      {"group", document.vms},
+                      {"incremental_from", r.outcome.incremental_from
+                                               ? nlohmann::json(*r.outcome.incremental_from)
+                                               : nlohmann::json()},
+                      {"checkpoint", r.outcome.checkpoint ? nlohmann::json(*r.outcome.checkpoint)
+                                                          : nlohmann::json()}};
+        auto ms = [](const std::optional<std::int64_t>& v) {
+            return v ? nlohmann::json(*v) : nlohmann::json();
+        };
+        m.timings = {{"freeze_window_ms", ms(r.outcome.freeze_ms)},
+                     {"quiesce_ms", ms(r.outcome.quiesce_ms)},
+                     {"paused_ms", ms(r.outcome.paused_ms)},
+                     {"total_s", std::chrono::duration<double>(Clock::now() - r.started).count()}};
     }
     return {};
 }

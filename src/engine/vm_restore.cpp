@@ -265,6 +265,12 @@ Status write_beside(repo::Repository& repo, const VmRestoreOptions& options,
                     WrittenFiles& written, VmRestoreResult& result) {
     const bool in_place = plan.in_place;
     for (const auto& p : plan.placements) {
+        // Between files too, not only within a disk's chunks: a kernel or NVRAM file
+        // written after a cancel would only be removed again.
+        if (options.task && options.task->cancel().requested())
+            return fail(ErrorKind::cancelled, "restore of '" + result.vm +
+                                                  "' cancelled while writing: nothing was "
+                                                  "changed (restored files removed)");
         written.paths.push_back(p.written);
         std::error_code ec;
         fs::remove(p.written, ec);  // a leftover of an earlier interrupted restore
@@ -289,6 +295,7 @@ Status write_beside(repo::Repository& repo, const VmRestoreOptions& options,
                 return std::unexpected(st.error());
             result.files.push_back({p.name, p.final_path.string(), p.file->size});
         }
+        test_pause_point("restore-write");
     }
     if (memory_file) {
         written.paths.push_back(*memory_file);
@@ -354,6 +361,7 @@ Result<VmRestoreResult> restore_from_files(repo::Repository& repo,
     WrittenFiles written;
     if (auto st = write_beside(repo, options, plan, memory_file, written, result); !st)
         return std::unexpected(st.error());
+    test_pause_point("restore-before-swap");
     // The last moment a cancel is honoured: after it the swap runs to its end.
     if (options.task && options.task->cancel().requested()) {
         return fail(ErrorKind::cancelled, "restore of '" + result.vm +

@@ -7,6 +7,7 @@
 #include <set>
 #include <unordered_set>
 
+#include "common/test_hook.h"
 #include "common/time_format.h"
 #include "repo/chunk_map.h"
 #include "repo/format.h"
@@ -87,19 +88,20 @@ std::vector<PruneDecision> plan_prune(const std::vector<RestorePoint>& points,
     return out;
 }
 
-Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
-    GcReport report;
-    if (options.grace_seconds < 0 || options.grace_seconds > kMaxGraceSeconds)
-        return fail(
-            ErrorKind::invalid_argument,
-            "gc grace period must be 0.." + std::to_string(kMaxGraceSeconds / 3600) + " hours");
-    report.grace_seconds = options.grace_seconds;
-    const std::int64_t now = unix_seconds(repo.clock().now());
-    TaskContext idle;
-    TaskContext& task = options.task ? *options.task : idle;
-    auto lock = repo.lock(LockMode::exclusive, "gc");
-    if (!lock) return std::unexpected(lock.error());
-    if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
+namespace {
+
+using IndexFiles = std::vector<std::pair<Hash256, std::vector<PackInfo>>>;
+
+// What gc does with each pack: keep it, copy its live blobs into new packs, or delete it.
+struct PackPlan {
+    std::vector<PackInfo> keep, rewrite;
+    std::vector<Hash256> remove;
+};
+
+// Leftovers of killed runs and annotations of forgotten points go first; the listing of the
+// points gc keeps alive. A damaged record stops gc: what it references is unknown.
+Result<PointListing> list_live_points(Repository& repo, const GcOptions& options,
+                                      GcReport& report) {
     if (!options.dry_run) {
         auto removed = repo.cleanup_leftovers();
         if (!removed) return std::unexpected(removed.error());
@@ -119,11 +121,19 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
         for (const auto& path : listing->orphan_annotations)
             if (auto st = repo.env().remove(path); !st) return std::unexpected(st.error());
     }
+    return listing;
+}
+
+// Every blob a point references (phase "mark", cancellable between points). Every live blob
+// must be indexed before anything is deleted: one that is not sits in a pack a lost or
+// damaged index file used to name, and that pack must not go.
+Result<IdSet> mark_live(const Repository& repo, const PointListing& listing, TaskContext& task) {
     IdSet live;
-    task.phase("mark", 0, listing->points.size());
-    for (const auto& p : listing->points) {
+    task.phase("mark", 0, listing.points.size());
+    test_pause_point("gc-mark");
+    for (const auto& p : listing.points) {
         if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
-        task.items_done(static_cast<std::uint64_t>(&p - listing->points.data()));
+        task.items_done(static_cast<std::uint64_t>(&p - listing.points.data()));
         for (const auto& d : p.disks)
             if (auto st = mark_object(repo, d.map, d.size, live); !st)
                 return std::unexpected(st.error().with_context(
@@ -133,9 +143,6 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
                 return std::unexpected(st.error().with_context(
                     "gc refuses to run: restore point " + p.id.short_hex() + " file " + f.name));
     }
-
-    // Every live blob must be indexed before anything is deleted: one that is not sits in a
-    // pack a lost or damaged index file used to name, and that pack must not go.
     std::size_t unindexed = 0;
     for (const auto& id : live)
         if (!id.is_zero() && !repo.index().contains(id)) ++unindexed;
@@ -144,16 +151,20 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
                     "gc refuses to run: restore points reference " + std::to_string(unindexed) +
                         " chunk(s) that no index names (an index file is missing or damaged); "
                         "run `vmshadow repo repair index`, then gc again");
+    return live;
+}
 
-    auto index_files = repo.read_index_files();
-    if (!index_files) return std::unexpected(index_files.error());
-    // One copy of each live blob is kept; packs are judged by their live bytes.
+// Judges each pack by its live bytes; one copy of each live blob is kept. A pack with
+// unreferenced blobs younger than the grace period is kept whole (possibly a point whose
+// record is being written or was lost).
+Result<PackPlan> plan_packs(const Repository& repo, const IndexFiles& index_files,
+                            const IdSet& live, const GcOptions& options, std::int64_t now,
+                            GcReport& report) {
     std::map<Hash256, PackInfo> packs;
-    for (auto& [file, list] : *index_files)
-        for (auto& p : list) packs.emplace(p.id, p);
+    for (const auto& [file, list] : index_files)
+        for (const auto& p : list) packs.emplace(p.id, p);
     IdSet kept;
-    std::vector<PackInfo> keep_packs, rewrite_packs;
-    std::vector<Hash256> delete_packs;
+    PackPlan plan;
     for (auto& [id, pack] : packs) {
         std::uint64_t live_bytes = 0, total = 0;
         std::vector<BlobEntry> live_entries;
@@ -175,44 +186,99 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
             auto written = repo.env().modified_time(pack_path(repo.dir(format::kDataDir), id));
             if (!written) return std::unexpected(written.error().with_context("gc"));
             if (*written > now - options.grace_seconds) {
-                // Possibly a point whose record is being written or was lost: keep it all.
                 std::size_t unreferenced = pack.entries.size() - live_entries.size();
                 report.blobs_dead -= unreferenced;
                 report.blobs_kept_young += unreferenced;
                 ++report.packs_kept_young;
                 for (const auto& e : pack.entries) kept.insert(e.id);
                 report.bytes_after += pack.size;
-                keep_packs.push_back(std::move(pack));
+                plan.keep.push_back(std::move(pack));
                 continue;
             }
         }
         if (live_entries.empty()) {
-            delete_packs.push_back(id);
+            plan.remove.push_back(id);
         } else if (double(total - live_bytes) > options.repack_dead_fraction * double(total)) {
             pack.entries = std::move(live_entries);
-            rewrite_packs.push_back(std::move(pack));
+            plan.rewrite.push_back(std::move(pack));
         } else {
             report.bytes_after += pack.size;
-            keep_packs.push_back(std::move(pack));
+            plan.keep.push_back(std::move(pack));
         }
     }
     report.packs_total = packs.size();
-    report.packs_removed = delete_packs.size();
-    report.packs_rewritten = rewrite_packs.size();
-    bool index_clean = index_files->size() <= 1 && delete_packs.empty() && rewrite_packs.empty();
-    if (options.dry_run || index_clean) return report;
+    report.packs_removed = plan.remove.size();
+    report.packs_rewritten = plan.rewrite.size();
+    return plan;
+}
 
-    // 1. Copy the live blobs of mostly-dead packs into new packs (stored bytes as they are:
-    // a blob's or frame's encoding does not depend on its pack; a frame's members keep their
-    // place in it). Each is verified on the way.
-    std::vector<PackInfo> new_packs;
-    std::unique_ptr<PackWriter> writer;
-    task.phase("rewrite", 0, rewrite_packs.size());
-    for (const auto& pack : rewrite_packs) {
-        // A cancel here leaves the new packs of this run unindexed: leftovers the next gc
-        // removes; nothing was deleted yet.
+// New packs for the live blobs of mostly-dead packs, filled up to the pack size.
+class PackRewriter {
+  public:
+    explicit PackRewriter(Repository& repo) : repo_(repo) {}
+
+    // Copies one live blob, or the live members [i, end) of one frame, as stored (a blob's
+    // or frame's encoding does not depend on its pack; a frame's members keep their place
+    // in it), each verified on the way.
+    Status copy(const RandomAccessFile& file, const std::string& path,
+                const std::vector<BlobEntry>& entries, std::size_t i, std::size_t end) {
+        const BlobEntry& e = entries[i];
+        Bytes stored(e.length);
+        if (auto st = file.read_at(e.offset, stored); !st) return st;
+        auto refuse = [&](const Error& err, const Hash256& id) {
+            return err.with_context("gc refuses to copy blob " + id.short_hex() + " of pack " +
+                                    path);
+        };
+        auto plain = decode_stored(repo_.codec(), e, stored);
+        if (!plain) return std::unexpected(refuse(plain.error(), e.id));
+        std::vector<FrameMember> members;
+        for (std::size_t k = i; k < end; ++k) {
+            const BlobEntry& m = entries[k];
+            if (auto blob = blob_of(repo_.codec(), m, *plain); !blob)
+                return std::unexpected(refuse(blob.error(), m.id));
+            members.push_back(FrameMember{m.id, m.frame_offset, m.raw_length});
+        }
+        if (!writer_) {
+            auto created = PackWriter::create(repo_.env(), repo_.codec(),
+                                              repo_.dir(format::kTmpDir), repo_.pack_version());
+            if (!created) return std::unexpected(created.error());
+            writer_ = std::move(*created);
+        }
+        Status added =
+            e.framed ? writer_->add_frame(e.type, stored, e.compressed, e.frame_length, members)
+                     : writer_->add(e.id, e.type, stored, e.compressed, e.raw_length);
+        if (!added) return added;
+        if (writer_->size() >= repo_.pack_size()) return finish();
+        return {};
+    }
+
+    // Seals the pack being filled, if any.
+    Status finish() {
+        if (!writer_) return {};
+        auto info = writer_->finish(repo_.dir(format::kDataDir));
+        if (!info) return std::unexpected(info.error());
+        written_.push_back(std::move(*info));
+        writer_.reset();
+        return {};
+    }
+
+    std::vector<PackInfo>& written() { return written_; }
+
+  private:
+    Repository& repo_;
+    std::unique_ptr<PackWriter> writer_;
+    std::vector<PackInfo> written_;
+};
+
+// Phase "rewrite": the live blobs of `rewrite` into new packs. A cancel here leaves the new
+// packs of this run unindexed: leftovers the next gc removes; nothing was deleted yet.
+Result<std::vector<PackInfo>> rewrite_packs(Repository& repo, const std::vector<PackInfo>& rewrite,
+                                            TaskContext& task) {
+    PackRewriter rewriter(repo);
+    task.phase("rewrite", 0, rewrite.size());
+    for (const auto& pack : rewrite) {
         if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
-        task.items_done(static_cast<std::uint64_t>(&pack - rewrite_packs.data()));
+        task.items_done(static_cast<std::uint64_t>(&pack - rewrite.data()));
         std::string path = pack_path(repo.dir(format::kDataDir), pack.id);
         auto file = repo.env().open(path);
         if (!file) return std::unexpected(file.error());
@@ -222,55 +288,20 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
             while (e.framed && end < pack.entries.size() && pack.entries[end].framed &&
                    pack.entries[end].offset == e.offset)
                 ++end;
-            Bytes stored(e.length);
-            if (auto st = (*file)->read_at(e.offset, stored); !st)
+            if (auto st = rewriter.copy(**file, path, pack.entries, i, end); !st)
                 return std::unexpected(st.error());
-            auto refuse = [&](const Error& err, const Hash256& id) {
-                return err.with_context("gc refuses to copy blob " + id.short_hex() + " of pack " +
-                                        path);
-            };
-            auto plain = decode_stored(repo.codec(), e, stored);
-            if (!plain) return std::unexpected(refuse(plain.error(), e.id));
-            std::vector<FrameMember> members;
-            for (std::size_t k = i; k < end; ++k) {
-                const BlobEntry& m = pack.entries[k];
-                if (auto blob = blob_of(repo.codec(), m, *plain); !blob)
-                    return std::unexpected(refuse(blob.error(), m.id));
-                members.push_back(FrameMember{m.id, m.frame_offset, m.raw_length});
-            }
-            if (!writer) {
-                auto created = PackWriter::create(repo.env(), repo.codec(),
-                                                  repo.dir(format::kTmpDir), repo.pack_version());
-                if (!created) return std::unexpected(created.error());
-                writer = std::move(*created);
-            }
-            Status added =
-                e.framed ? writer->add_frame(e.type, stored, e.compressed, e.frame_length, members)
-                         : writer->add(e.id, e.type, stored, e.compressed, e.raw_length);
-            if (!added) return std::unexpected(added.error());
-            if (writer->size() >= repo.pack_size()) {
-                auto info = writer->finish(repo.dir(format::kDataDir));
-                if (!info) return std::unexpected(info.error());
-                new_packs.push_back(std::move(*info));
-                writer.reset();
-            }
             i = end;
         }
     }
-    if (writer) {
-        auto info = writer->finish(repo.dir(format::kDataDir));
-        if (!info) return std::unexpected(info.error());
-        new_packs.push_back(std::move(*info));
-        writer.reset();
-    }
-    report.packs_written = new_packs.size();
-    for (const auto& p : new_packs) report.bytes_after += p.size;
+    if (auto st = rewriter.finish(); !st) return std::unexpected(st.error());
+    return std::move(rewriter.written());
+}
 
-    // The last moment a cancel is honoured: from the new index on, gc runs to its end.
-    if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
-    task.phase("delete");
-    // 2. One index naming everything that stays, before anything is deleted.
-    std::vector<PackInfo> all = keep_packs;
+// Phase "delete": one index naming everything that stays, written before anything is
+// deleted; then the old index files, then the packs nothing names any more.
+Status replace_index_and_delete(Repository& repo, const IndexFiles& index_files,
+                                const PackPlan& plan, const std::vector<PackInfo>& new_packs) {
+    std::vector<PackInfo> all = plan.keep;
     all.insert(all.end(), new_packs.begin(), new_packs.end());
     Hash256 new_index{};
     if (!all.empty()) {
@@ -278,21 +309,54 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
         if (!id) return std::unexpected(id.error());
         new_index = *id;
     }
-    // 3. Old index files, then 4. the packs nothing names any more.
-    for (const auto& [file, list] : *index_files) {
+    for (const auto& [file, list] : index_files) {
         if (file == new_index) continue;
         if (auto st = repo.env().remove(repo.dir(format::kIndexDir) + "/" + file.hex()); !st)
-            return std::unexpected(st.error());
+            return st;
     }
-    if (auto st = repo.env().sync_dir(repo.dir(format::kIndexDir)); !st)
-        return std::unexpected(st.error());
-    std::vector<Hash256> doomed = delete_packs;
-    for (const auto& p : rewrite_packs) doomed.push_back(p.id);
+    if (auto st = repo.env().sync_dir(repo.dir(format::kIndexDir)); !st) return st;
+    std::vector<Hash256> doomed = plan.remove;
+    for (const auto& p : plan.rewrite) doomed.push_back(p.id);
     for (const auto& id : doomed)
-        if (auto st = repo.env().remove(pack_path(repo.dir(format::kDataDir), id)); !st)
-            return std::unexpected(st.error());
+        if (auto st = repo.env().remove(pack_path(repo.dir(format::kDataDir), id)); !st) return st;
+    return repo.load_index();
+}
 
+}  // namespace
+
+Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
+    GcReport report;
+    if (options.grace_seconds < 0 || options.grace_seconds > kMaxGraceSeconds)
+        return fail(
+            ErrorKind::invalid_argument,
+            "gc grace period must be 0.." + std::to_string(kMaxGraceSeconds / 3600) + " hours");
+    report.grace_seconds = options.grace_seconds;
+    const std::int64_t now = unix_seconds(repo.clock().now());
+    TaskContext idle;
+    TaskContext& task = options.task ? *options.task : idle;
+    auto lock = repo.lock(LockMode::exclusive, "gc");
+    if (!lock) return std::unexpected(lock.error());
     if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
+    auto listing = list_live_points(repo, options, report);
+    if (!listing) return std::unexpected(listing.error());
+    auto live = mark_live(repo, *listing, task);
+    if (!live) return std::unexpected(live.error());
+    auto index_files = repo.read_index_files();
+    if (!index_files) return std::unexpected(index_files.error());
+    auto plan = plan_packs(repo, *index_files, *live, options, now, report);
+    if (!plan) return std::unexpected(plan.error());
+    bool index_clean = index_files->size() <= 1 && plan->remove.empty() && plan->rewrite.empty();
+    if (options.dry_run || index_clean) return report;
+
+    auto new_packs = rewrite_packs(repo, plan->rewrite, task);
+    if (!new_packs) return std::unexpected(new_packs.error());
+    report.packs_written = new_packs->size();
+    for (const auto& p : *new_packs) report.bytes_after += p.size;
+    // The last moment a cancel is honoured: from the new index on, gc runs to its end.
+    if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
+    task.phase("delete");
+    if (auto st = replace_index_and_delete(repo, *index_files, *plan, *new_packs); !st)
+        return std::unexpected(st.error());
     return report;
 }
 

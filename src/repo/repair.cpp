@@ -104,8 +104,9 @@ Result<std::vector<OldIndexFile>> read_old_index_files(Repository& repo,
 }  // namespace
 
 Result<RepairIndexReport> repair_index(Repository& repo, const RepairIndexOptions& options) {
+    TaskContext* task = options.task;
     auto log = [&](const std::string& line) {
-        if (options.log) options.log(line);
+        if (task) task->info(line);
     };
     auto lock = repo.lock(LockMode::exclusive, "repo repair index");
     if (!lock) return std::unexpected(lock.error());
@@ -115,10 +116,14 @@ Result<RepairIndexReport> repair_index(Repository& repo, const RepairIndexOption
     auto found = find_packs(repo);
     if (!found) return std::unexpected(found.error());
 
-    // 1. Every pack, read before anything is written.
+    // 1. Every pack, read before anything is written: up to here a cancel changes nothing.
+    if (task) task->phase("packs", 0, found->size());
     std::vector<PackInfo> good;
     std::set<Hash256> present;
     for (const auto& pack : *found) {
+        if (task)
+            if (auto st = task->check_cancel("repair index (nothing was changed)"); !st)
+                return std::unexpected(st.error());
         present.insert(pack.id);
         auto info = read_pack(repo, pack, options.read_data, report.bytes_read);
         if (!info && info.error().kind() != ErrorKind::corruption)
@@ -131,6 +136,10 @@ Result<RepairIndexReport> repair_index(Repository& repo, const RepairIndexOption
             good.push_back(std::move(*info));
         }
         std::size_t done = good.size() + report.skipped.size();
+        if (task) {
+            task->items_done(done);
+            if (options.read_data) task->bytes_done(report.bytes_read);
+        }
         if (done % 64 == 0)
             log("packs read: " + std::to_string(done) + "/" + std::to_string(found->size()));
     }
@@ -143,7 +152,8 @@ Result<RepairIndexReport> repair_index(Repository& repo, const RepairIndexOption
         std::unique(report.missing_packs.begin(), report.missing_packs.end()),
         report.missing_packs.end());
 
-    // 2. The new index, durable before anything is removed.
+    // 2. The new index, durable before anything is removed; from here on no cancel.
+    if (task) task->phase("index", 0, 0);
     if (!good.empty()) {
         auto id = repo.write_index_file(good);
         if (!id) return std::unexpected(id.error().with_context("writing the new index"));

@@ -27,19 +27,23 @@
 //
 // Thread-safety: runs on the caller's thread; nothing else may use `repo` meanwhile.
 
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
+#include "common/task.h"
 #include "repo/repository.h"
 
 namespace vmshadow::repo {
 
 struct RepairIndexOptions {
-    bool read_data = false;                       // also hash every pack against its name
-    std::function<void(const std::string&)> log;  // progress lines, optional
+    bool read_data = false;  // also hash every pack against its name
+    // Progress (phase "packs": packs read of the total; with read_data, bytes read too),
+    // log lines and cancellation; nullptr: none. A cancel is honoured while packs are read,
+    // before anything is written (nothing changed, exit kind cancelled); once the new index
+    // is being written the repair runs to its end.
+    TaskContext* task = nullptr;
 };
 
 struct SkippedPack {

@@ -60,6 +60,105 @@ Status restore_run(const Repository& repo, const RunTask& t, std::uint64_t size,
     return sink.write(offset, ByteView(buffer.data(), total));
 }
 
+// Writes a task (one worker's share) in pieces of up to `run_chunks` chunks.
+Status restore_task(const Repository& repo, const RunTask& t, std::uint64_t size, DiskSink& sink,
+                    Bytes& buffer, std::size_t run_chunks) {
+    if (t.ids.size() <= run_chunks) return restore_run(repo, t, size, sink, buffer);
+    for (std::size_t k = 0; k < t.ids.size(); k += run_chunks) {
+        RunTask piece;
+        piece.first = t.first + k;
+        piece.ids.assign(t.ids.begin() + k, t.ids.begin() + std::min(t.ids.size(), k + run_chunks));
+        if (auto st = restore_run(repo, piece, size, sink, buffer); !st) return st;
+    }
+    return {};
+}
+
+// The map walk (the caller's thread): cuts the data chunks into tasks and hands each full
+// one to `emit`; holes (written as zeros here) and task boundaries end a task. The cancel
+// token is checked and the progress reported at every chunk.
+class TaskWalk {
+  public:
+    TaskWalk(ChunkMap& chunks, std::uint64_t chunk_size, std::uint64_t size,
+             std::size_t task_chunks, DiskSink& sink, const ReadOptions& options)
+        : chunks_(chunks),
+          cs_(chunk_size),
+          size_(size),
+          task_chunks_(task_chunks),
+          sink_(sink),
+          options_(options) {}
+
+    Status run(const std::function<Status(RunTask)>& emit) {
+        Status st = chunks_.for_each_chunk([&](std::uint64_t index, const Hash256& id) -> Status {
+            if (options_.cancel)
+                if (auto c = options_.cancel->check("restore"); !c) return c;
+            if (auto z = zero_until(index); !z) return z;
+            if (!run_.ids.empty() &&
+                (index != run_.first + run_.ids.size() || index % task_chunks_ == 0)) {
+                if (auto e = emit(std::exchange(run_, RunTask{})); !e) return e;
+            }
+            if (run_.ids.empty()) run_.first = index;
+            run_.ids.push_back(id);
+            report(index);
+            return {};
+        });
+        if (st && !run_.ids.empty()) st = emit(std::exchange(run_, RunTask{}));
+        if (st) st = zero_until(chunks_.chunk_count());
+        return st;
+    }
+
+    // Progress up to chunk `chunk` (the chunk count: all of it).
+    void report(std::uint64_t chunk) const {
+        if (options_.progress)
+            options_.progress(std::min<std::uint64_t>(chunk * cs_, size_), size_);
+    }
+
+  private:
+    // Zeros from after the last data chunk walked up to chunk `index`.
+    Status zero_until(std::uint64_t index) {
+        std::uint64_t from = next_index_ * cs_, to = std::min<std::uint64_t>(index * cs_, size_);
+        next_index_ = index + 1;
+        return to > from ? sink_.zero(from, to - from) : Status{};
+    }
+
+    ChunkMap& chunks_;
+    const std::uint64_t cs_, size_;
+    const std::size_t task_chunks_;
+    DiskSink& sink_;
+    const ReadOptions& options_;
+    RunTask run_;
+    std::uint64_t next_index_ = 0;  // the chunk after the last data chunk walked
+};
+
+// `options.workers` workers take the walk's tasks from a bounded queue; the first error
+// stops both.
+Status restore_in_parallel(const Repository& repo, std::uint64_t size, DiskSink& sink,
+                           const ReadOptions& options, TaskWalk& walk, std::size_t run_chunks,
+                           std::size_t task_chunks) {
+    std::mutex error_mu;
+    std::optional<Error> error;
+    std::vector<Bytes> buffers(options.workers);
+    WorkQueue<RunTask> queue(std::max<std::size_t>(256, 2 * task_chunks),
+                             WorkQueue<RunTask>::Release::taken,
+                             [](const RunTask& t) { return std::uint64_t{t.ids.size()}; });
+    auto work = [&](RunTask& t, unsigned worker) {
+        if (Status st = restore_task(repo, t, size, sink, buffers[worker], run_chunks); !st) {
+            std::lock_guard lock(error_mu);
+            if (!error) error = st.error();
+            queue.abort();
+        }
+    };
+    // A thread that cannot be created fails the restore; those started are stopped below.
+    Status started = queue.start(options.workers, work);
+    Status walked = !started ? started : walk.run([&](RunTask t) -> Status {
+        if (queue.push(std::move(t))) return {};
+        std::lock_guard lock(error_mu);
+        return std::unexpected(*error);
+    });
+    queue.finish();
+    if (error) return std::unexpected(*error);
+    return walked;
+}
+
 }  // namespace
 
 Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t size, DiskSink& sink,
@@ -76,81 +175,17 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
     // the same frame.
     const std::size_t task_chunks =
         std::lcm<std::size_t>(run_chunks, std::max<std::size_t>(1, repo.frame_chunks()));
-    auto report = [&](std::uint64_t chunk) {
-        if (options.progress) options.progress(std::min<std::uint64_t>(chunk * cs, size), size);
-    };
-    // Writes of up to run_chunks each.
-    auto restore_task = [&](const RunTask& t, Bytes& buffer) -> Status {
-        if (t.ids.size() <= run_chunks) return restore_run(repo, t, size, sink, buffer);
-        for (std::size_t k = 0; k < t.ids.size(); k += run_chunks) {
-            RunTask piece;
-            piece.first = t.first + k;
-            piece.ids.assign(t.ids.begin() + k,
-                             t.ids.begin() + std::min(t.ids.size(), k + run_chunks));
-            if (auto st = restore_run(repo, piece, size, sink, buffer); !st) return st;
-        }
-        return {};
-    };
-    // The map walk (this thread) cuts the data chunks into tasks and hands each full one to
-    // `emit`; holes and task boundaries end a task.
-    RunTask run;
-    std::uint64_t next_index = 0;  // the chunk after the last data chunk walked
-    auto zero_until = [&](std::uint64_t index) -> Status {
-        std::uint64_t from = next_index * cs, to = std::min<std::uint64_t>(index * cs, size);
-        next_index = index + 1;
-        return to > from ? sink.zero(from, to - from) : Status{};
-    };
-    auto walk = [&](const std::function<Status(RunTask)>& emit) -> Status {
-        Status st = chunks.for_each_chunk([&](std::uint64_t index, const Hash256& id) -> Status {
-            if (options.cancel)
-                if (auto c = options.cancel->check("restore"); !c) return c;
-            if (auto z = zero_until(index); !z) return z;
-            if (!run.ids.empty() &&
-                (index != run.first + run.ids.size() || index % task_chunks == 0)) {
-                if (auto e = emit(std::exchange(run, RunTask{})); !e) return e;
-            }
-            if (run.ids.empty()) run.first = index;
-            run.ids.push_back(id);
-            report(index);
-            return {};
-        });
-        if (st && !run.ids.empty()) st = emit(std::exchange(run, RunTask{}));
-        if (st) st = zero_until(chunks.chunk_count());
-        return st;
-    };
+    TaskWalk walk(chunks, cs, size, task_chunks, sink, options);
+    Status st;
     if (options.workers == 0) {
         Bytes buffer;
-        Status st = walk([&](RunTask t) { return restore_task(t, buffer); });
-        if (st) report(chunks.chunk_count());
-        return st;
+        st = walk.run(
+            [&](RunTask t) { return restore_task(repo, t, size, sink, buffer, run_chunks); });
+    } else {
+        st = restore_in_parallel(repo, size, sink, options, walk, run_chunks, task_chunks);
     }
-
-    // A bounded queue between the map walk and the workers; the first error stops both.
-    std::mutex error_mu;
-    std::optional<Error> error;
-    std::vector<Bytes> buffers(options.workers);
-    WorkQueue<RunTask> queue(std::max<std::size_t>(256, 2 * task_chunks),
-                             WorkQueue<RunTask>::Release::taken,
-                             [](const RunTask& t) { return std::uint64_t{t.ids.size()}; });
-    auto work = [&](RunTask& t, unsigned worker) {
-        if (Status st = restore_task(t, buffers[worker]); !st) {
-            std::lock_guard lock(error_mu);
-            if (!error) error = st.error();
-            queue.abort();
-        }
-    };
-    // A thread that cannot be created fails the restore; those started are stopped below.
-    Status started = queue.start(options.workers, work);
-    Status walked = !started ? started : walk([&](RunTask t) -> Status {
-        if (queue.push(std::move(t))) return {};
-        std::lock_guard lock(error_mu);
-        return std::unexpected(*error);
-    });
-    queue.finish();
-    if (error) return std::unexpected(*error);
-    if (!walked) return walked;
-    report(chunks.chunk_count());
-    return {};
+    if (st) walk.report(chunks.chunk_count());
+    return st;
 }
 
 Result<Bytes> read_file_record(const Repository& repo, const FileRecord& file) {

@@ -27,7 +27,11 @@ std::string backup_job(const std::string& id, const std::string& vm, const std::
 json job_tasks(DaemonTest& t, const std::string& job) {
     json list = t.api_json("GET", "/tasks?job=" + job + "&limit=100")["tasks"];
     json out = json::array();
-    for (auto it = list.rbegin(); it != list.rend(); ++it) out.push_back(*it);
+    // The list leaves results out: each task in full.
+    for (auto it = list.rbegin(); it != list.rend(); ++it) {
+        out.push_back(
+            t.api_json("GET", "/tasks/" + std::to_string((*it)["id"].get<std::int64_t>())));
+    }
     return out;
 }
 
@@ -173,6 +177,71 @@ TEST_F(DaemonTest, KilledMidBackupTheTaskIsInterruptedAndTheNextRunCleansUpAndIs
     EXPECT_EQ(checkpoints(g).size(), checkpoints_before.size());
     auto check = run({"repo", "check"});
     EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
+TEST_F(DaemonTest, SigtermCancelsTheRunningBackupCleanlyAndTheNextOneIsIncremental) {
+    lab::LabGuest& g = boot({});
+    write_config(backup_job("manual", g.name(), ""));
+    start_daemon();
+    json first = wait_task(run_job("manual"));
+    ASSERT_EQ(first["state"], "ok") << first.dump(2) << read_log();
+    auto checkpoints_before = checkpoints(g);
+    stop_daemon();
+
+    // The backup holds at its commit (snapshot taken, data copied) when SIGTERM arrives.
+    start_daemon({"VMSHADOW_TEST_PAUSE_AT=backup-commit", "VMSHADOW_TEST_PAUSE_MS=4000"});
+    auto id = run_job("manual");
+    bool paused = false;
+    for (auto end = std::chrono::steady_clock::now() + 120s; std::chrono::steady_clock::now() < end;
+         std::this_thread::sleep_for(100ms)) {
+        if (read_log().find("paused at backup-commit") != std::string::npos) {
+            paused = true;
+            break;
+        }
+    }
+    ASSERT_TRUE(paused) << read_log();
+    ::kill(pid, SIGTERM);
+    ASSERT_TRUE(wait_exit(120s)) << "vmshadowd did not stop:\n" << read_log();
+    std::string log = read_log();
+    EXPECT_NE(log.find("vmshadowd stopped"), std::string::npos) << log;
+
+    start_daemon();
+    json t = api_json("GET", "/tasks/" + std::to_string(id));
+    EXPECT_EQ(t["state"], "cancelled") << t.dump(2);
+    // Nothing of the cancelled run is left, the guest is thawed and running.
+    EXPECT_EQ(freeze_status(g), "thawed");
+    auto job = lab::run_process({"virsh", "-c", lab::lab_uri(), "domjobinfo", g.name()});
+    ASSERT_TRUE(job);
+    EXPECT_NE(job->out.find("None"), std::string::npos) << job->out;
+    EXPECT_TRUE(scratch_leftovers().empty());
+    EXPECT_EQ(checkpoints(g), checkpoints_before);
+    json next = wait_task(run_job("manual"));
+    ASSERT_EQ(next["state"], "ok") << next.dump(2) << read_log();
+    EXPECT_EQ(disk_mode(next, "vda"), "incremental") << next.dump(2);
+}
+
+TEST_F(DaemonTest, SighupReloadsTheConfigAndABadOneIsLoggedAndNotTaken) {
+    write_config(backup_job("nightly", "vm-" + current_test_name(), "daily"));
+    start_daemon();
+    write_config(backup_job("nightly", "vm-" + current_test_name(), "hourly"));
+    ::kill(pid, SIGHUP);
+    std::string schedule;
+    for (int i = 0; i < 50 && schedule != "hourly"; ++i) {
+        std::this_thread::sleep_for(100ms);
+        schedule = api_json("GET", "/jobs")["jobs"][0]["schedule"];
+    }
+    EXPECT_EQ(schedule, "hourly");
+    {
+        std::ofstream out(config_file, std::ios::app);
+        out << "[job.broken]\nkind = \"backup\"\nschedule = \"every tuesday\"\n";
+    }
+    ::kill(pid, SIGHUP);
+    std::this_thread::sleep_for(1s);
+    json jobs = api_json("GET", "/jobs");
+    EXPECT_EQ(jobs["jobs"].size(), 1u) << jobs.dump(2);
+    std::string log = read_log();
+    EXPECT_NE(log.find("kept the old config"), std::string::npos) << log;
+    EXPECT_NE(log.find("vmshadowd.toml"), std::string::npos) << log;
 }
 
 // A webhook receiver on 127.0.0.1: records each POST body.

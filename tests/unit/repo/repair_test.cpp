@@ -388,3 +388,55 @@ TEST_F(RepairIndexTest, ACrashAtAnyStepLeavesARepositoryTheNextRepairCompletes) 
 
 }  // namespace
 }  // namespace vmshadow::repo::test
+
+namespace vmshadow::repo::test {
+namespace {
+
+// Records the progress a repair reports and requests cancellation after `cancel_after` packs.
+struct CancelAfterPacks : ProgressSink {
+    CancelToken token;
+    std::uint64_t cancel_after = 0;
+    std::vector<Progress> seen;
+    void update(const Progress& p) override {
+        seen.push_back(p);
+        if (cancel_after && p.phase == "packs" && p.items_done >= cancel_after) token.request();
+    }
+};
+
+TEST_F(RepairIndexTest, RepairReportsPacksReadAndACancelWhileReadingChangesNothing) {
+    ASSERT_NO_FATAL_FAILURE(make());
+    auto index_before = files_in(path + "/index");
+    std::size_t packs = files_in(path + "/data").size();
+
+    CancelAfterPacks sink;
+    sink.cancel_after = 2;
+    TaskContext task(&sink, nullptr, sink.token, system_clock());
+    auto cancelled = repair_index(*repo, {.read_data = true, .task = &task});
+    ASSERT_FALSE(cancelled);
+    EXPECT_EQ(cancelled.error().kind(), ErrorKind::cancelled) << cancelled.error().message();
+    EXPECT_NE(cancelled.error().message().find("nothing was changed"), std::string::npos)
+        << cancelled.error().message();
+    EXPECT_EQ(files_in(path + "/index"), index_before) << "a cancelled repair writes no index";
+    ASSERT_NO_FATAL_FAILURE(expect_check_clean("after the cancelled repair"));
+
+    // The lock is free again, and a whole run reports every pack of the total, bytes rising.
+    CancelAfterPacks watch;
+    TaskContext watched(&watch, nullptr, watch.token, system_clock());
+    auto report = repair_index(*repo, {.read_data = true, .task = &watched});
+    ASSERT_TRUE(report) << report.error().message();
+    std::uint64_t last_bytes = 0, last_items = 0;
+    for (const auto& p : watch.seen) {
+        if (p.phase != "packs") continue;
+        EXPECT_EQ(p.items_total, packs);
+        EXPECT_GE(p.bytes_done, last_bytes);
+        EXPECT_GE(p.items_done, last_items);
+        last_bytes = p.bytes_done;
+        last_items = p.items_done;
+    }
+    EXPECT_EQ(last_items, packs);
+    EXPECT_EQ(last_bytes, report->bytes_read);
+    ASSERT_NO_FATAL_FAILURE(expect_every_point_restores("after the repair"));
+}
+
+}  // namespace
+}  // namespace vmshadow::repo::test
