@@ -29,7 +29,12 @@ PACKAGES=(
   dnsmasq-base
   # lab guest recipe
   busybox-static cpio e2fsprogs dosfstools sqlite3 kmod
+  # the web dashboard's end-to-end tests drive Debian's headless browser
+  chromium
 )
+# The web dashboard is built with node and npm: Debian's (node 18) only when there is no node
+# at all, because a node installed otherwise (e.g. NodeSource's 20) conflicts with those packages.
+command -v node >/dev/null || PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
