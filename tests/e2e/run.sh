@@ -7,7 +7,9 @@
 # dir) goes at exit, on failure and on Ctrl-C too; the whole run is bounded (E2E_TIMEOUT).
 #   Environment: VMSHADOWD (build/src/daemon/vmshadowd), VMSHADOW (build/src/cli/vmshadow),
 #   VMSHADOW_LAB_DIR (else tests/lab/build-guest.sh), CHROMIUM (/usr/bin/chromium),
-#   E2E_TIMEOUT (900 s), E2E_SHOTS (docs/screenshots; '' = none).
+#   E2E_TIMEOUT (900 s), E2E_SHOTS (where the screenshots go: VMSHADOW_BUILD_DIR/e2e-screenshots,
+#   so a test run leaves the clone as it was; E2E_SHOTS=docs/screenshots refreshes the committed
+#   ones; '' = none).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -16,7 +18,7 @@ VMSHADOW=$(realpath "${VMSHADOW:-$ROOT/build/src/cli/vmshadow}")
 export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 export LIBVIRT_DEFAULT_URI=${LIBVIRT_DEFAULT_URI:-qemu:///system}
 E2E_TIMEOUT=${E2E_TIMEOUT:-900}
-export E2E_SHOTS=${E2E_SHOTS-$ROOT/docs/screenshots}
+export E2E_SHOTS=${E2E_SHOTS-${VMSHADOW_BUILD_DIR:-$ROOT/build}/e2e-screenshots}
 log() { printf 'e2e: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
