@@ -124,6 +124,19 @@ Result<json> Daemon::vms() {
     std::map<std::string, VmBackupState> by_vm;
     for (auto& v : *states) by_vm[v.vm] = v;
     std::lock_guard lock(s.mutex);
+    // A point the daemon did not make (`vmshadow backup` by hand) protects the VM as well:
+    // the repositories' newest points (refreshed with their sizes) count too.
+    for (const auto& [repository, facts] : s.repository_facts) {
+        for (const auto& [vm, latest] : facts.latest) {
+            auto& v = by_vm[vm];
+            v.vm = vm;
+            if (latest.time > v.last_success) {
+                v.last_success = latest.time;
+                v.last_point = latest.id;
+                v.last_consistency = latest.consistency;
+            }
+        }
+    }
     const auto now = s.clock->now();
     const std::int64_t now_s = unix_seconds(now);
     json out = json::array();

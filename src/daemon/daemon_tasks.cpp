@@ -171,7 +171,12 @@ void Daemon::State::run_task(TaskPlan plan, CancelToken cancel) {
 void Daemon::State::task_ended(const TaskPlan& plan, TaskState state,
                                const std::optional<Error>& error) {
     ++finished[{plan.kind, std::string(task_state_name(state))}];
-    if (plan.kind == "backup" || plan.kind == "prune") next_facts = {};  // sizes changed
+    if (plan.kind == "backup" || plan.kind == "prune") {
+        // Sizes changed: refresh within 10 s, not after every task (opening an encrypted
+        // repository derives its key: a second of CPU).
+        auto soon = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        if (next_facts > soon) next_facts = soon;
+    }
     if (!plan.job) return;
     const JobSpec& job = *plan.job;
     for (const auto& vm : plan.vms) {

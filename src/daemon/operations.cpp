@@ -477,8 +477,11 @@ Result<RepositoryFacts> repository_facts(const RepositorySpec& spec) {
     RepositoryFacts facts;
     const repo::Index& index = (*repo)->index();
     for (std::size_t i = 0; i < index.packs().size(); ++i) facts.stored_bytes += index.pack_size(i);
-    for (const auto& p : listing->points)
+    for (const auto& p : listing->points) {
         for (const auto& d : p.disks) facts.logical_bytes += d.size;
+        auto& latest = facts.latest[p.vm];
+        if (p.time >= latest.time) latest = {p.id.hex(), p.time, p.consistency};
+    }
     facts.packs = index.packs().size();
     facts.blobs = index.blob_count();
     facts.points = listing->points.size();

@@ -16,6 +16,7 @@
 // Thread-safety: each call opens its own libvirt connection and repository; calls run on
 // several threads at once.
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -77,6 +78,13 @@ struct RepositoryFacts {
     std::uint64_t logical_bytes = 0;
     std::uint64_t packs = 0, blobs = 0, points = 0;
     bool encrypted = false;
+    // Each VM's newest point, however it was made (the daemon, `vmshadow backup` by hand).
+    struct LatestPoint {
+        std::string id;
+        std::int64_t time = 0;
+        std::string consistency;
+    };
+    std::map<std::string, LatestPoint> latest;
 };
 Result<RepositoryFacts> repository_facts(const RepositorySpec& spec);
 // Points of one VM (all VMs when empty), newest first, as `points --json` prints them, plus
