@@ -10,6 +10,7 @@
 #include "cli/repo_cli.h"
 #include "common/byte_size.h"
 #include "engine/vm_backup.h"
+#include "engine/vm_backup_json.h"
 #include "vss/exec_writer_config.h"
 #include "vss/writer_report.h"
 
@@ -31,37 +32,6 @@ struct BackupCommandOptions {
     std::string writers_dir = vss::kDefaultExecWritersDir;
     std::string state_file = vss::kDefaultWriterStateFile;
 };
-
-json outcome_json(const engine::VmBackupOutcome& o) {
-    auto opt = [](const auto& v) { return v ? json(*v) : json(); };
-    json disks = json::array();
-    for (const auto& d : o.disks) {
-        disks.push_back({{"disk", d.target},
-                         {"mode", d.mode},
-                         {"size", d.size},
-                         {"bytes_read", d.bytes_read},
-                         {"bytes_added", d.bytes_added},
-                         {"note", d.note}});
-    }
-    json out{{"vm", o.vm},
-             {"point", opt(o.point)},
-             {"method", o.method},
-             {"consistency", o.consistency},
-             {"reasons", o.reasons},
-             {"notes", o.notes},
-             {"freeze_ms", opt(o.freeze_ms)},
-             {"quiesce_ms", opt(o.quiesce_ms)},
-             {"paused_ms", opt(o.paused_ms)},
-             {"bytes_read", o.bytes_read},
-             {"bytes_added", o.bytes_added},
-             {"incremental_from", opt(o.incremental_from)},
-             {"checkpoint", opt(o.checkpoint)},
-             {"skipped_disks", o.skipped},
-             {"disks", disks},
-             {"seconds", o.seconds}};
-    if (o.error) out["error"] = o.error->message();
-    return out;
-}
 
 void print_outcome(const engine::VmBackupOutcome& o) {
     if (o.error) {
@@ -123,7 +93,7 @@ Status run_backup_command(GlobalOptions& global, const BackupCommandOptions& o) 
 
     if (global.json) {
         json vms = json::array();
-        for (const auto& v : report.vms) vms.push_back(outcome_json(v));
+        for (const auto& v : report.vms) vms.push_back(engine::vm_backup_outcome_json(v));
         json out{{"vms", vms}};
         if (report.error) {
             out["error"] = report.error->message();

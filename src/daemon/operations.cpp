@@ -13,6 +13,7 @@
 #include "engine/boot_verify.h"
 #include "engine/inventory.h"
 #include "engine/vm_backup.h"
+#include "engine/vm_backup_json.h"
 #include "engine/vm_restore.h"
 #include "repo/check.h"
 #include "repo/gc.h"
@@ -76,36 +77,6 @@ std::string cli_binary() {
 std::optional<vmwriter::BackupMethod> method_of(const std::string& name) {
     if (name == "auto") return std::nullopt;
     return vmwriter::parse_method(name);
-}
-
-json backup_outcome_json(const engine::VmBackupOutcome& o) {
-    auto opt = [](const auto& v) { return v ? json(*v) : json(); };
-    json disks = json::array();
-    for (const auto& d : o.disks) {
-        disks.push_back({{"disk", d.target},
-                         {"mode", d.mode},
-                         {"size", d.size},
-                         {"bytes_read", d.bytes_read},
-                         {"bytes_added", d.bytes_added},
-                         {"note", d.note}});
-    }
-    json out{{"vm", o.vm},
-             {"point", opt(o.point)},
-             {"method", o.method},
-             {"consistency", o.consistency},
-             {"reasons", o.reasons},
-             {"notes", o.notes},
-             {"freeze_ms", opt(o.freeze_ms)},
-             {"bytes_read", o.bytes_read},
-             {"bytes_added", o.bytes_added},
-             {"incremental_from", opt(o.incremental_from)},
-             {"disks", disks},
-             {"seconds", o.seconds}};
-    if (o.error) {
-        out["error"] = o.error->message();
-        out["kind"] = kind_name(o.error->kind());
-    }
-    return out;
 }
 
 repo::KeepPolicy keep_policy(const Retention& r) {
@@ -177,7 +148,7 @@ void run_backup(const JobSpec& job, const std::vector<std::string>& vms, const D
 
     json list = json::array();
     for (const auto& o : report.vms) {
-        list.push_back(backup_outcome_json(o));
+        list.push_back(engine::vm_backup_outcome_json(o));
         if (o.error || !o.point) {
             out.vm_failures.push_back(o.vm);
             continue;
@@ -330,31 +301,40 @@ OperationOutcome run_job(const JobSpec& job, const std::vector<std::string>& vms
     return out;
 }
 
+// What a restore or a verify works with: the repository's settings, a libvirt connection
+// and the open repository.
+struct Opened {
+    const RepositorySpec* spec;
+    virt::Connection connection;
+    std::unique_ptr<repo::Repository> repo;
+};
+
+Result<Opened> open_for_request(const DaemonConfig& config, const std::string& repository) {
+    auto spec = find_repository(config, repository);
+    if (!spec) return std::unexpected(spec.error());
+    auto connection = virt::Connection::open(config.daemon.connect_uri);
+    if (!connection) return std::unexpected(connection.error());
+    auto repo = open_repo(**spec);
+    if (!repo) return std::unexpected(repo.error());
+    return Opened{*spec, std::move(*connection), std::move(*repo)};
+}
+
 OperationOutcome run_restore(const RestoreRequest& request, const DaemonConfig& config,
                              TaskContext& task) {
     OperationOutcome out;
-    auto spec = find_repository(config, request.repository);
-    if (!spec) {
-        out.error = spec.error();
+    auto opened = open_for_request(config, request.repository);
+    if (!opened) {
+        out.error = opened.error();
         return out;
     }
-    auto connection = virt::Connection::open(config.daemon.connect_uri);
-    if (!connection) {
-        out.error = connection.error();
-        return out;
-    }
-    auto repo = open_repo(**spec);
-    if (!repo) {
-        out.error = repo.error();
-        return out;
-    }
+    auto& [spec, connection, repo] = *opened;
     engine::VmRestoreOptions options;
     options.point = request.point;
     options.as_name = request.as_name;
     options.replace = request.replace;
     options.start = request.start;
     options.task = &task;
-    auto result = engine::restore_vm(**repo, *connection, options);
+    auto result = engine::restore_vm(*repo, connection, options);
     if (!result) {
         out.error = result.error();
         return out;
@@ -378,34 +358,25 @@ OperationOutcome run_restore(const RestoreRequest& request, const DaemonConfig& 
 OperationOutcome run_verify(const VerifyRequest& request, const DaemonConfig& config,
                             TaskContext& task) {
     OperationOutcome out;
-    auto spec = find_repository(config, request.repository);
-    if (!spec) {
-        out.error = spec.error();
+    auto opened = open_for_request(config, request.repository);
+    if (!opened) {
+        out.error = opened.error();
         return out;
     }
-    auto connection = virt::Connection::open(config.daemon.connect_uri);
-    if (!connection) {
-        out.error = connection.error();
-        return out;
-    }
-    auto repo = open_repo(**spec);
-    if (!repo) {
-        out.error = repo.error();
-        return out;
-    }
+    auto& [spec, connection, repo] = *opened;
     engine::BootVerifyOptions options;
     options.point = request.point;
     options.work_dir = config.daemon.scratch_dir;
     options.task = &task;
-    if ((*repo)->config().encrypted) {
-        auto password = read_password(**spec);
+    if (repo->config().encrypted) {
+        auto password = read_password(*spec);
         if (!password) {
             out.error = password.error();
             return out;
         }
         options.password = *password;
     }
-    auto result = engine::verify_boot(**repo, *connection, options);
+    auto result = engine::verify_boot(*repo, connection, options);
     if (!result) {
         out.error = result.error();
         return out;
