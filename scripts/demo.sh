@@ -145,6 +145,8 @@ $DEMO_VM up every 15 minutes into $DEMO_REPO. Try:
   export VMSHADOW_REPO=$DEMO_REPO
   vmshadow points $DEMO_VM
   vmshadow image restore $DEMO_VM@latest /tmp/demo-vda.raw --disk vda
-The service's config is $DAEMON_CONFIG; its API is https://127.0.0.1:8470/api/v1 (tokens:
-vmshadow token create NAME --role audit). Remove the demo with: scripts/demo.sh --remove
+The service's config is $DAEMON_CONFIG. Its dashboard is https://127.0.0.1:8470/ and its API
+https://127.0.0.1:8470/api/v1 (the certificate is the host's own, its fingerprint is in
+/var/lib/vmshadow/vmshadowd.log); sign in with a token: vmshadow token create NAME --role admin.
+Remove the demo with: scripts/demo.sh --remove
 MSG
