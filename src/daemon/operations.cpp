@@ -276,6 +276,7 @@ OperationOutcome run_job(const JobSpec& job, const std::vector<std::string>& vms
             }
             repo::CheckOptions options;
             options.read_data = job.read_data_percent > 0;
+            if (options.read_data) options.read_data_percent = job.read_data_percent;
             options.task = &task;
             auto report = repo::check_repository(**repo, options);
             if (!report) {
@@ -283,6 +284,8 @@ OperationOutcome run_job(const JobSpec& job, const std::vector<std::string>& vms
                 break;
             }
             out.result = {{"packs", report->packs},
+                          {"packs_read", report->packs_read},
+                          {"read_data_percent", job.read_data_percent},
                           {"blobs", report->blobs},
                           {"points", report->points},
                           {"bytes_read", report->bytes_read},

@@ -87,6 +87,9 @@ class Checker {
                               "index and pack trailer disagree about blob " + e.id.short_hex());
         }
         if (!options_.read_data) return;
+        const std::int64_t day = unix_seconds(repo_.clock().now()) / 86400;
+        if (!pack_in_read_subset(pack, options_.read_data_percent, day)) return;
+        ++report_.packs_read;
         Bytes all((*file)->size());
         if (auto st = (*file)->read_at(0, all); !st)
             return mark_pack_bad(pack, st.error().message());
@@ -313,12 +316,29 @@ class Checker {
 }  // namespace
 
 Result<CheckReport> check_repository(Repository& repo, const CheckOptions& options) {
+    if (options.read_data_percent < 1 || options.read_data_percent > 100) {
+        return fail(
+            ErrorKind::invalid_argument,
+            "read-data percent " + std::to_string(options.read_data_percent) + ": use 1..100");
+    }
     CheckReport report;
     Checker checker(repo, options, report);
     if (auto st = checker.run(); !st) return std::unexpected(st.error());
     auto idx = repo.env().list(repo.dir(format::kIndexDir));
     report.index_files = idx ? idx->size() : 0;
     return report;
+}
+
+bool pack_in_read_subset(const Hash256& pack, unsigned percent, std::int64_t day) {
+    if (percent >= 100) return true;
+    if (percent == 0) return false;
+    // A pack's bucket (0..99) from its name, which is uniformly distributed; the window of
+    // `percent` buckets starts where yesterday's ended.
+    std::uint64_t name = 0;
+    for (int i = 0; i < 8; ++i) name = (name << 8) | pack.bytes[static_cast<std::size_t>(i)];
+    const std::uint64_t bucket = name % 100;
+    const std::uint64_t start = static_cast<std::uint64_t>(day % 100) * percent % 100;
+    return (bucket + 100 - start) % 100 < percent;
 }
 
 }  // namespace vmshadow::repo

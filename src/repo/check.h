@@ -23,6 +23,10 @@ namespace vmshadow::repo {
 
 struct CheckOptions {
     bool read_data = false;
+    // With read_data: the share of packs read back, 1..100 (restic's --read-data-subset). The
+    // packs are those whose name falls in a window that moves by this share each day (the
+    // repository's clock), so daily checks of 10 % read every pack within 10 days.
+    unsigned read_data_percent = 100;
     // Unreferenced data younger than this is counted as kept by gc (gc.h's grace period).
     std::int64_t grace_seconds = 24 * 3600;
     // Progress (phases packs, points — items done of total), log and cancellation (check
@@ -34,6 +38,7 @@ struct CheckOptions {
 struct CheckReport {
     std::size_t index_files = 0, packs = 0, blobs = 0, points = 0;
     std::uint64_t bytes_read = 0;
+    std::size_t packs_read = 0;               // read back in full (read_data)
     std::vector<std::string> problems;        // everything wrong, one line each
     std::vector<std::string> damaged_points;  // "id (vm, time)" of unrestorable points
     // Not damage to any restore point, but shown: leftovers, and unreferenced data (which
@@ -47,5 +52,8 @@ struct CheckReport {
 };
 
 Result<CheckReport> check_repository(Repository& repo, const CheckOptions& options);
+
+// Whether `pack` is read on `day` (days since the epoch) by a check of `percent` % of the data.
+bool pack_in_read_subset(const Hash256& pack, unsigned percent, std::int64_t day);
 
 }  // namespace vmshadow::repo
