@@ -4,6 +4,7 @@
 // log going to the TaskStore, and what follows a task's end (per-VM state, `after` chains,
 // alerts).
 #include "daemon/daemon_state.h"
+#include "daemon/stale_watch.h"
 
 namespace vmshadow::daemon {
 namespace {
@@ -225,33 +226,17 @@ void Daemon::State::check_stale_backups(
     if (!states) return;
     std::map<std::string, std::int64_t> last_success;
     for (const auto& s : *states) last_success[s.vm] = s.last_success;
-    const std::int64_t now = unix_seconds(clock->now());
-    const std::int64_t since_start = unix_seconds(started);
-    for (const auto& job : config.config.jobs) {
-        if (job.kind != JobKind::backup || job.alert_after_hours == 0 || !job.enabled) continue;
-        const std::int64_t limit = static_cast<std::int64_t>(job.alert_after_hours) * 3600;
-        // The job's VMs as the host has them now; a VM that vanished is the job's failure
-        // to report, not this watch's.
-        auto vms = vms_of_job.find(job.id);
-        if (vms == vms_of_job.end()) continue;
-        for (const auto& vm : vms->second) {
-            if (stale_alerted.count(vm)) continue;
-            // Never backed up: counted from when this daemon started watching.
-            std::int64_t since = last_success.count(vm) ? last_success[vm] : since_start;
-            if (now - since < limit) continue;
-            stale_alerted.insert(vm);
-            Alert alert;
-            alert.event = "no_recent_backup";
-            alert.time = now;
-            alert.job = job.id;
-            alert.vm = vm;
-            alert.state = "stale";
-            alert.message = "vm " + vm + " has had no successful backup for " +
-                            std::to_string((now - since) / 3600) + " h (job " + job.id +
-                            " allows " + std::to_string(job.alert_after_hours) + " h)";
-            log(LogLevel::warning, alert.message);
-            alerts->send(std::move(alert));
+    // A point made by hand counts as a backup too (the repositories' newest points).
+    for (const auto& [repository, facts] : repository_facts) {
+        for (const auto& [vm, latest] : facts.latest) {
+            last_success[vm] = std::max(last_success[vm], latest.time);
         }
+    }
+    StaleWatchInput input{config.config.jobs, vms_of_job, last_success, unix_seconds(clock->now()),
+                          unix_seconds(started)};
+    for (auto& alert : stale_backup_alerts(input, stale_alerted)) {
+        log(LogLevel::warning, alert.message);
+        alerts->send(std::move(alert));
     }
 }
 
