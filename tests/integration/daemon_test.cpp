@@ -244,6 +244,30 @@ TEST_F(DaemonTest, SighupReloadsTheConfigAndABadOneIsLoggedAndNotTaken) {
     EXPECT_NE(log.find("vmshadowd.toml"), std::string::npos) << log;
 }
 
+TEST_F(DaemonTest, AJobAfterAnotherRunsWhenItSucceeds) {
+    lab::LabGuest& g = boot({});
+    write_config(backup_job("nightly", g.name(), "") +
+                 "[job.check]\nkind = \"check\"\nrepository = \"main\"\nafter = \"nightly\"\n"
+                 "read-data-percent = 50\n");
+    start_daemon();
+    json backup = wait_task(run_job("nightly"));
+    ASSERT_EQ(backup["state"], "ok") << backup.dump(2) << read_log();
+    json chained;
+    for (auto end = std::chrono::steady_clock::now() + 60s; std::chrono::steady_clock::now() < end;
+         std::this_thread::sleep_for(500ms)) {
+        json list = api_json("GET", "/tasks?job=check")["tasks"];
+        if (!list.empty()) {
+            chained = wait_task(list[0]["id"].get<std::int64_t>());
+            break;
+        }
+    }
+    ASSERT_FALSE(chained.is_null()) << read_log();
+    EXPECT_EQ(chained["trigger"], "after:nightly");
+    EXPECT_EQ(chained["state"], "ok") << chained.dump(2);
+    EXPECT_EQ(chained["result"]["read_data_percent"], 50);
+    EXPECT_GE(chained["started_at"].get<std::int64_t>(), backup["ended_at"].get<std::int64_t>());
+}
+
 // A webhook receiver on 127.0.0.1: records each POST body.
 struct WebhookListener {
     std::mutex mutex;
