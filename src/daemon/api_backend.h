@@ -50,6 +50,8 @@ class ApiBackend {
     // Requests cancellation (a queued task ends cancelled at once); conflict when it ended.
     virtual Result<nlohmann::json> abort_task(std::int64_t id) = 0;
 
+    // {"repositories": [{"name", "path"}]}: the config's repositories, by name.
+    virtual Result<nlohmann::json> repositories() = 0;
     // {"name", "path", "size", "stored_size", "deduplicated_size", "chunks", "points",
     //  "dedup_ratio", "last_check", "last_gc"}
     virtual Result<nlohmann::json> repository_status(const std::string& name) = 0;

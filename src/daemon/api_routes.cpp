@@ -413,6 +413,10 @@ Result<net::HttpResponse> delete_task(const Call& c) {
     return reply(c.backend.abort_task(*id));
 }
 
+Result<net::HttpResponse> get_repos(const Call& c) {
+    return reply(c.backend.repositories());
+}
+
 Result<net::HttpResponse> get_repo_status(const Call& c) {
     std::string name(c.params[0]);
     if (auto ok = check_free_name(name, "name"); !ok) return fail(ok.error());
@@ -714,7 +718,7 @@ Result<net::HttpResponse> post_backup(const Call& c) {
 constexpr Role kAudit = Role::audit;
 constexpr Role kOperator = Role::operator_;
 constexpr Role kAdmin = Role::admin;
-const std::array<Route, 27> kRoutes{{
+const std::array<Route, 28> kRoutes{{
     {"GET", "/health", std::nullopt, get_health},
     {"GET", "/openapi.json", std::nullopt, get_openapi},
     {"GET", "/session", std::nullopt, get_session},
@@ -733,6 +737,7 @@ const std::array<Route, 27> kRoutes{{
     {"GET", "/tasks/{id}", kAudit, get_task},
     {"GET", "/tasks/{id}/log", kAudit, get_task_log, {"start", "limit"}},
     {"DELETE", "/tasks/{id}", kOperator, delete_task},
+    {"GET", "/repos", kAudit, get_repos},
     {"GET", "/repos/{name}/status", kAudit, get_repo_status},
     {"POST", "/repos/{name}/prune-preview", kAudit, post_prune_preview},
     {"GET", "/schedule/preview", kAudit, get_schedule_preview, {"expr", "count"}},

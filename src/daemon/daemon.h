@@ -79,6 +79,7 @@ class Daemon final : public ApiBackend {
     Result<nlohmann::json> task_log(std::int64_t id, std::int64_t start,
                                     std::size_t limit) override;
     Result<nlohmann::json> abort_task(std::int64_t id) override;
+    Result<nlohmann::json> repositories() override;
     Result<nlohmann::json> repository_status(const std::string& name) override;
     Result<nlohmann::json> restore(const nlohmann::json& request) override;
     Result<nlohmann::json> verify(const nlohmann::json& request) override;

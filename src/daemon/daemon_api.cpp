@@ -343,6 +343,15 @@ Result<json> Daemon::abort_task(std::int64_t id) {
                                          std::string(task_state_name((*t)->state)) + ")");
 }
 
+Result<json> Daemon::repositories() {
+    std::lock_guard lock(state_->mutex);
+    json list = json::array();
+    for (const auto& [name, spec] : state_->config.config.repositories) {
+        list.push_back({{"name", name}, {"path", spec.path.string()}});
+    }
+    return json{{"repositories", list}};
+}
+
 Result<json> Daemon::repository_status(const std::string& name) {
     RepositorySpec spec;
     {

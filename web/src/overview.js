@@ -58,7 +58,7 @@ function FailedTasks({ tasks }) {
 }
 
 export function RepoSummary({ repos }) {
-  if (!repos.length) return html`<p>No repository is named by a job.</p>`;
+  if (!repos.length) return html`<p>No repository is configured.</p>`;
   return html`<div class="cards">${repos.map((r) => html`<section class="card" aria-label=${`Repository ${r.name}`}>
     <h3><a href=${`#/repos/${q(r.name)}`}>${r.name}</a></h3>
     ${r.error ? html`<p class="error">${r.error}</p>` : html`<dl>

@@ -11,10 +11,10 @@ import { ErrorLine, RepoSummary, Scroll, repoStatuses } from './overview.js';
 const html = htm.bind(h);
 const KEEPS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'];
 
-// The API has no repository list: the names jobs use are the ones the dashboard knows.
+// Every repository of the daemon's config, whether a job uses it or not.
 export async function listRepos() {
-  const r = await get('/jobs');
-  return [...new Set((r.jobs || []).map((j) => j.repository).filter(Boolean))].sort();
+  const r = await get('/repos');
+  return (r.repositories || []).map((x) => x.name).sort();
 }
 
 export function ReposPage() {

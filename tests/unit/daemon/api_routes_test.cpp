@@ -68,6 +68,7 @@ class FakeBackend final : public ApiBackend {
         return record("task_log", {{"id", id}, {"start", start}, {"limit", limit}});
     }
     Result<json> abort_task(std::int64_t id) override { return record("abort_task", {{"id", id}}); }
+    Result<json> repositories() override { return record("repositories", {}); }
     Result<json> repository_status(const std::string& name) override {
         return record("repository_status", {{"name", name}});
     }
@@ -208,7 +209,7 @@ TEST(ApiOpenApi, RouteListEqualsTheDocumentsPathsAndMethods) {
     std::set<std::string> routes(list.begin(), list.end());
     EXPECT_EQ(routes.size(), list.size()) << "a route is listed twice";
     EXPECT_EQ(routes, openapi_routes(doc));
-    EXPECT_EQ(routes.size(), 27u);
+    EXPECT_EQ(routes.size(), 28u);
 }
 
 TEST(ApiOpenApi, DocumentDeclaresBearerSecurityAndPublicRoutes) {
@@ -469,6 +470,7 @@ TEST_F(ApiRoutesTest, EachRouteNeedsItsRole) {
         {"GET", "/api/v1/tasks/7", "", {}, Role::audit},
         {"GET", "/api/v1/tasks/7/log", "", {}, Role::audit},
         {"DELETE", "/api/v1/tasks/7", "", {}, Role::operator_},
+        {"GET", "/api/v1/repos", "", {}, Role::audit},
         {"GET", "/api/v1/repos/main/status", "", {}, Role::audit},
         {"POST", "/api/v1/restore", R"({"vm": "web1"})", {}, Role::operator_},
         {"POST", "/api/v1/verify", R"({"vm": "web1"})", {}, Role::operator_},
