@@ -7,6 +7,7 @@
 #include "cli/daemon_client.h"
 #include "cli/daemon_views.h"
 #include "cli/numeric_option.h"
+#include "repo/gc.h"
 
 namespace vmshadow::cli {
 namespace {
@@ -14,8 +15,8 @@ namespace {
 using nlohmann::json;
 
 // The daemon's ranges (daemon/job_config.cpp), checked here first so a typo is exit 2.
-constexpr unsigned kMaxKeep = 100'000;
-constexpr unsigned kMaxAlertHours = 87'600;  // ten years
+constexpr unsigned kMaxKeep = repo::kMaxKeep;  // vmshadow prune's bound
+constexpr unsigned kMaxAlertHours = 87'600;    // ten years
 
 // The flags of `job add` and `job edit` as CLI11 fills them; options() keeps those given.
 struct JobFlags {

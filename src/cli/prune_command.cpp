@@ -116,7 +116,7 @@ void add_prune_commands(CLI::App& app, GlobalOptions& global, Action& action) {
     CLI::App* prune = app.add_subcommand(
         "prune", "forget restore points by retention rules (per VM), then collect garbage");
     // A count below 1 would keep nothing: refused here, before any point is looked at.
-    constexpr int kMaxKeep = 1'000'000;
+    constexpr int kMaxKeep = repo::kMaxKeep;
     add_whole_number_option(*prune, "--keep-last", o->keep.last, 1, kMaxKeep,
                             "keep the N newest points");
     add_whole_number_option(*prune, "--keep-hourly", o->keep.hourly, 1, kMaxKeep,

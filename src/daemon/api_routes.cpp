@@ -13,6 +13,7 @@
 
 #include "common/time_format.h"
 #include "daemon/openapi_json.h"
+#include "repo/gc.h"
 
 namespace vmshadow::daemon {
 namespace {
@@ -27,7 +28,7 @@ constexpr std::int64_t kDefaultLogPage = 1000;
 // Deeper request bodies are refused before anything walks them recursively.
 constexpr int kMaxBodyDepth = 32;
 constexpr std::size_t kMaxNameBytes = 256;
-constexpr std::int64_t kMaxKeep = 1'000'000;  // vmshadow prune's bound
+constexpr std::int64_t kMaxKeep = repo::kMaxKeep;  // vmshadow prune's bound
 constexpr std::int64_t kMaxPreviewCount = 20;
 constexpr std::int64_t kDefaultPreviewCount = 5;
 

@@ -18,6 +18,7 @@
 
 #include "common/enum_names.h"
 #include "daemon/calendar.h"
+#include "repo/gc.h"
 
 namespace vmshadow::daemon {
 namespace {
@@ -53,7 +54,7 @@ struct Range {
     std::int64_t lo, hi;
 };
 constexpr Range kConcurrency{1, 64};
-constexpr Range kKeep{1, 100000};
+constexpr Range kKeep{1, repo::kMaxKeep};  // vmshadow prune's bound
 constexpr Range kPercent{0, 100};
 constexpr Range kAlertHours{0, 87600};
 constexpr Range kKeepTasks{1, 1000000};

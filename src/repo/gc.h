@@ -32,6 +32,9 @@
 
 namespace vmshadow::repo {
 
+// The largest count a keep rule takes (`vmshadow prune`, jobs, the API's prune preview).
+inline constexpr int kMaxKeep = 1'000'000;
+
 struct KeepPolicy {
     int last = 0, hourly = 0, daily = 0, weekly = 0, monthly = 0, yearly = 0;
     bool empty() const { return !last && !hourly && !daily && !weekly && !monthly && !yearly; }

@@ -239,8 +239,8 @@ TEST(JobConfig, OutOfRangeNamesFileLineAndKey) {
                   "vmshadowd.toml:2: daemon.max-concurrent-backups: 0 is out of range 1..64");
     EXPECT_PREFIX(message_of("[daemon]\nmax-concurrent-backups = 65\n"),
                   "vmshadowd.toml:2: daemon.max-concurrent-backups: ");
-    EXPECT_PREFIX(job_error("vms = [\"a\"]\nkeep-daily = 100001"),
-                  "vmshadowd.toml:7: job.j.keep-daily: 100001 is out of range 1..100000");
+    EXPECT_PREFIX(job_error("vms = [\"a\"]\nkeep-daily = 1000001"),
+                  "vmshadowd.toml:7: job.j.keep-daily: 1000001 is out of range 1..1000000");
     EXPECT_PREFIX(job_error("kind = \"check\"\nread-data-percent = 101"),
                   "vmshadowd.toml:7: job.j.read-data-percent: ");
     EXPECT_PREFIX(job_error("vms = [\"a\"]\nalert-after-hours = 87601"),
@@ -268,9 +268,9 @@ TEST(JobConfig, HugeNumbersAreOutOfRangeNotWrapped) {
 
 TEST(JobConfig, HugeNumbersSayTooLargeOrSmall) {
     EXPECT_PREFIX(job_error("vms = [\"a\"]\nkeep-last = 99999999999999999999999"),
-                  "vmshadowd.toml:7: job.j.keep-last: too large: the range is 1..100000");
+                  "vmshadowd.toml:7: job.j.keep-last: too large: the range is 1..1000000");
     EXPECT_PREFIX(job_error("vms = [\"a\"]\nkeep-last = -99999999999999999999999"),
-                  "vmshadowd.toml:7: job.j.keep-last: too small: the range is 1..100000");
+                  "vmshadowd.toml:7: job.j.keep-last: too small: the range is 1..1000000");
 }
 
 TEST(JobConfig, InvalidUtf8IsRefusedAndNeverEchoed) {
