@@ -17,6 +17,7 @@
 #include <toml.hpp>
 
 #include "common/enum_names.h"
+#include "common/hex.h"
 #include "daemon/calendar.h"
 #include "repo/gc.h"
 
@@ -814,13 +815,7 @@ std::string config_digest(std::string_view bytes) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int size = 0;
     EVP_Digest(bytes.data(), bytes.size(), md, &size, EVP_sha256(), nullptr);
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string hex;
-    for (unsigned i = 0; i < size; ++i) {
-        hex += kHex[md[i] >> 4];
-        hex += kHex[md[i] & 0xf];
-    }
-    return hex;
+    return hex_encode({md, size});
 }
 
 Status validate_config(const DaemonConfig& config) {

@@ -8,6 +8,8 @@
 #include <array>
 #include <stdexcept>
 
+#include "common/hex.h"
+
 namespace vmshadow::daemon {
 namespace {
 
@@ -16,12 +18,7 @@ std::string random_hex() {
     // Without randomness there is no safe session: fail loudly (the route answers 500).
     if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1)
         throw std::runtime_error("RAND_bytes failed");
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned char b : bytes) {
-        out += kHex[b >> 4];
-        out += kHex[b & 0xF];
-    }
+    std::string out = hex_encode(bytes);
     OPENSSL_cleanse(bytes.data(), bytes.size());
     return out;
 }

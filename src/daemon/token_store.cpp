@@ -17,6 +17,7 @@
 
 #include "common/atomic_file.h"
 #include "common/enum_names.h"
+#include "common/hex.h"
 #include "common/os_error.h"
 #include "common/private_file.h"
 #include "common/unique_fd.h"
@@ -62,14 +63,7 @@ bool valid_name(std::string_view name) {
 }
 
 std::string to_hex(const unsigned char* data, std::size_t size) {
-    static constexpr char kDigits[] = "0123456789abcdef";
-    std::string hex;
-    hex.reserve(size * 2);
-    for (std::size_t i = 0; i < size; ++i) {
-        hex += kDigits[data[i] >> 4];
-        hex += kDigits[data[i] & 0xf];
-    }
-    return hex;
+    return hex_encode({data, size});
 }
 
 bool is_hash_hex(std::string_view text) {

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "common/hex.h"
+
 namespace vmshadow::net {
 
 std::string HttpRequest::header(std::string_view name) const {
@@ -59,14 +61,7 @@ std::string_view status_reason(int status) {
     }
 }
 
-namespace {
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-}  // namespace
+namespace {}  // namespace
 
 std::optional<std::string> percent_decode(std::string_view text, bool query_component) {
     std::string out;
@@ -75,8 +70,8 @@ std::optional<std::string> percent_decode(std::string_view text, bool query_comp
         char c = text[i];
         if (c == '%') {
             if (i + 2 >= text.size()) return std::nullopt;
-            int hi = hex_value(text[i + 1]);
-            int lo = hex_value(text[i + 2]);
+            int hi = hex_digit_value(text[i + 1]);
+            int lo = hex_digit_value(text[i + 2]);
             if (hi < 0 || lo < 0) return std::nullopt;
             char decoded = static_cast<char>(hi * 16 + lo);
             if (decoded == '\0') return std::nullopt;

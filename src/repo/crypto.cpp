@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <memory>
 
+#include "common/hex.h"
+
 namespace vmshadow::repo {
 namespace {
 
@@ -27,31 +29,17 @@ using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
     std::abort();
 }
 
-constexpr char kHexDigits[] = "0123456789abcdef";
-
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 }  // namespace
 
 std::string Hash256::hex() const {
-    std::string out(64, '0');
-    for (std::size_t i = 0; i < bytes.size(); ++i) {
-        out[2 * i] = kHexDigits[bytes[i] >> 4];
-        out[2 * i + 1] = kHexDigits[bytes[i] & 15];
-    }
-    return out;
+    return hex_encode(bytes);
 }
 
 std::optional<Hash256> Hash256::from_hex(std::string_view hex) {
     if (hex.size() != 64) return std::nullopt;
     Hash256 h;
     for (std::size_t i = 0; i < 32; ++i) {
-        int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+        int hi = hex_digit_value(hex[2 * i]), lo = hex_digit_value(hex[2 * i + 1]);
         if (hi < 0 || lo < 0) return std::nullopt;
         h.bytes[i] = static_cast<std::uint8_t>(hi << 4 | lo);
     }

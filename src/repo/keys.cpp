@@ -6,6 +6,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "common/hex.h"
 #include "repo/format.h"
 #include "repo/manifest.h"
 
@@ -15,29 +16,11 @@ namespace {
 constexpr std::string_view kKeyAad = "vmshadow-key";
 
 std::string to_hex(ByteView b) {
-    std::string out;
-    static const char* digits = "0123456789abcdef";
-    for (auto c : b) {
-        out.push_back(digits[c >> 4]);
-        out.push_back(digits[c & 15]);
-    }
-    return out;
+    return hex_encode(b);
 }
 
 std::optional<Bytes> from_hex(std::string_view s) {
-    if (s.size() % 2) return std::nullopt;
-    Bytes out;
-    for (std::size_t i = 0; i < s.size(); i += 2) {
-        auto v = [](char c) -> int {
-            if (c >= '0' && c <= '9') return c - '0';
-            if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-            return -1;
-        };
-        int hi = v(s[i]), lo = v(s[i + 1]);
-        if (hi < 0 || lo < 0) return std::nullopt;
-        out.push_back(static_cast<std::uint8_t>(hi << 4 | lo));
-    }
-    return out;
+    return hex_decode(s);
 }
 
 std::string keys_dir(const std::string& root) {
