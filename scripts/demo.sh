@@ -118,15 +118,18 @@ keep-daily = 7
 alert-after-hours = 2
 TOML
 fi
+# (Re)started, so a rebuilt vmshadowd is the one that runs; a stop cancels what it runs cleanly.
 if [ -d /run/systemd/system ]; then
   say "starting vmshadowd.service (systemd)"
   systemctl daemon-reload
-  systemctl enable --now vmshadowd >/dev/null
-  systemctl reload vmshadowd
-elif pid=$(cat /var/lib/vmshadow/vmshadowd.pid 2>/dev/null) && kill -0 "$pid" 2>/dev/null; then
-  say "vmshadowd runs (pid $pid): reloading its config"
-  kill -HUP "$pid"
+  systemctl enable vmshadowd >/dev/null
+  systemctl restart vmshadowd
 else
+  if pid=$(cat /var/lib/vmshadow/vmshadowd.pid 2>/dev/null) && kill -0 "$pid" 2>/dev/null; then
+    say "stopping the running vmshadowd (pid $pid) to start the one just installed"
+    kill "$pid"
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  fi
   say "starting vmshadowd (no init system here: it detaches; log in /var/lib/vmshadow/vmshadowd.log)"
   /usr/local/bin/vmshadowd
 fi
