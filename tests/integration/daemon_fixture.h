@@ -23,6 +23,9 @@ namespace vmshadow::testing {
 
 class DaemonTest : public VmBackupTest {
   public:  // the tests' free helpers call them too
+    using VmBackupTest::checkpoints;
+    using VmBackupTest::scratch_leftovers;
+
     void SetUp() override {
         VmBackupTest::SetUp();
         state_dir = dir / "state";

@@ -42,6 +42,27 @@ std::string disk_mode(const json& task, const std::string& disk) {
     return "missing";
 }
 
+// A job "manual" backing `g` up, one good run of it, the guest's checkpoints after it, and
+// the daemon stopped: where the kill and SIGTERM tests start from.
+void first_good_backup_then_stop(DaemonTest& t, lab::LabGuest& g,
+                                 std::vector<std::string>& checkpoints_after) {
+    t.write_config(backup_job("manual", g.name(), ""));
+    t.start_daemon();
+    if (::testing::Test::HasFatalFailure()) return;
+    json first = t.wait_task(t.run_job("manual"));
+    ASSERT_EQ(first["state"], "ok") << first.dump(2) << t.read_log();
+    checkpoints_after = DaemonTest::checkpoints(g);
+    t.stop_daemon();
+}
+
+// What an ended run must not leave: a libvirt backup job on the guest, scratch files.
+void expect_no_backup_job_or_scratch(DaemonTest& t, const lab::LabGuest& g) {
+    auto job = lab::run_process({"virsh", "-c", lab::lab_uri(), "domjobinfo", g.name()});
+    ASSERT_TRUE(job);
+    EXPECT_NE(job->out.find("None"), std::string::npos) << job->out;
+    EXPECT_TRUE(t.scratch_leftovers().empty());
+}
+
 TEST_F(DaemonTest, ScheduledJobBacksUpTwiceAndTheSecondIsIncremental) {
     lab::LabGuest& g = boot({});
     write_config(backup_job("every20s", g.name(), "*:*:0/20"));
@@ -150,12 +171,9 @@ TEST_F(DaemonTest, JobEditWithAStaleDigestGets409AndChangesNothing) {
 
 TEST_F(DaemonTest, KilledMidBackupTheTaskIsInterruptedAndTheNextRunCleansUpAndIsIncremental) {
     lab::LabGuest& g = boot({});
-    write_config(backup_job("manual", g.name(), ""));
-    start_daemon();
-    json first = wait_task(run_job("manual"));
-    ASSERT_EQ(first["state"], "ok") << first.dump(2) << read_log();
-    auto checkpoints_before = checkpoints(g);
-    stop_daemon();
+    std::vector<std::string> checkpoints_before;
+    first_good_backup_then_stop(*this, g, checkpoints_before);
+    if (HasFatalFailure()) return;
 
     // The daemon dies (SIGKILL, from inside) as the copy starts: a backup job, its scratch
     // and a new checkpoint are left behind.
@@ -170,10 +188,7 @@ TEST_F(DaemonTest, KilledMidBackupTheTaskIsInterruptedAndTheNextRunCleansUpAndIs
     ASSERT_EQ(next["state"], "ok") << next.dump(2) << read_log();
     EXPECT_EQ(disk_mode(next, "vda"), "incremental") << next.dump(2);
     // Nothing of the killed run is left: no backup job, no scratch, one checkpoint.
-    auto job = lab::run_process({"virsh", "-c", lab::lab_uri(), "domjobinfo", g.name()});
-    ASSERT_TRUE(job);
-    EXPECT_NE(job->out.find("None"), std::string::npos) << job->out;
-    EXPECT_TRUE(scratch_leftovers().empty());
+    expect_no_backup_job_or_scratch(*this, g);
     EXPECT_EQ(checkpoints(g).size(), checkpoints_before.size());
     auto check = run({"repo", "check"});
     EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
@@ -181,12 +196,9 @@ TEST_F(DaemonTest, KilledMidBackupTheTaskIsInterruptedAndTheNextRunCleansUpAndIs
 
 TEST_F(DaemonTest, SigtermCancelsTheRunningBackupCleanlyAndTheNextOneIsIncremental) {
     lab::LabGuest& g = boot({});
-    write_config(backup_job("manual", g.name(), ""));
-    start_daemon();
-    json first = wait_task(run_job("manual"));
-    ASSERT_EQ(first["state"], "ok") << first.dump(2) << read_log();
-    auto checkpoints_before = checkpoints(g);
-    stop_daemon();
+    std::vector<std::string> checkpoints_before;
+    first_good_backup_then_stop(*this, g, checkpoints_before);
+    if (HasFatalFailure()) return;
 
     // The backup holds at its commit (snapshot taken, data copied) when SIGTERM arrives.
     start_daemon({"VMSHADOW_TEST_PAUSE_AT=backup-commit", "VMSHADOW_TEST_PAUSE_MS=4000"});
@@ -210,10 +222,7 @@ TEST_F(DaemonTest, SigtermCancelsTheRunningBackupCleanlyAndTheNextOneIsIncrement
     EXPECT_EQ(t["state"], "cancelled") << t.dump(2);
     // Nothing of the cancelled run is left, the guest is thawed and running.
     EXPECT_EQ(freeze_status(g), "thawed");
-    auto job = lab::run_process({"virsh", "-c", lab::lab_uri(), "domjobinfo", g.name()});
-    ASSERT_TRUE(job);
-    EXPECT_NE(job->out.find("None"), std::string::npos) << job->out;
-    EXPECT_TRUE(scratch_leftovers().empty());
+    expect_no_backup_job_or_scratch(*this, g);
     EXPECT_EQ(checkpoints(g), checkpoints_before);
     json next = wait_task(run_job("manual"));
     ASSERT_EQ(next["state"], "ok") << next.dump(2) << read_log();
