@@ -22,8 +22,8 @@ import subprocess
 import sys
 import tempfile
 
-LAYERS = ["common", "virt", "vss", "repo", "vmwriter", "engine", "export", "net", "daemon",
-          "cli"]
+LAYERS = ["common", "virt", "vss", "repo", "vmwriter", "engine", "export", "net", "replica",
+          "daemon", "cli"]
 LAYER_WORD = re.compile(r"\b(" + "|".join(LAYERS) + r")\b")
 
 

@@ -83,6 +83,29 @@ class ApiBackend {
     // parser's message when it is not valid.
     virtual Result<nlohmann::json> schedule_preview(const std::string& expr, int count) = 0;
 
+    // Replica (docs/REPLICA.md). Both roles of this host in one list:
+    // {"replicas": [{"vm", "uuid", "role": "primary|replica", "peer" ("host:port" or the
+    //   primary's subject), "state": "initial|normal|warning|critical|paused|resync-required|
+    //   failed-over|test-failover", "reason", "interval_s", "history", "app_consistent_every_h",
+    //   "last_cycle" (ISO time|null), "next_cycle" (ISO|null), "rpo_s" (number|null),
+    //   "avg_cycle_s", "max_cycle_s", "bytes_sent", "missed_cycles", "cycles_last_hour",
+    //   "points", "last_error"}]}
+    virtual Result<nlohmann::json> replicas() = 0;
+    // {"vm", "to", "interval_s" (30|300|900), "history" (0..24), "app_consistent_every_h"
+    //  (0..24), "exclude_disks": [...], "bandwidth_mib" (0..100000), "start_at" (optional),
+    //  "initial": "network|offline|repository", "seed_repository", "seed_point"}
+    //  → the new replica's status entry (the initial copy starts on schedule, as a task)
+    virtual Result<nlohmann::json> replica_enable(const nlohmann::json& request) = 0;
+    // {"vm", "points": [{"seq", "token", "time", "consistency"}]} (replica role)
+    virtual Result<nlohmann::json> replica_points(const std::string& vm) = 0;
+    // Actions on one VM's replication. Quick ones answer {"ok": true, ...}; long ones start a
+    // task and answer {"task": ID}. action (request fields):
+    //   pause, resume, remove {"on_replica": bool}, cycle (a cycle now: task), resync (task),
+    //   test-failover {"point" (seq, optional)} (task), stop-test, failover {"point"} (task),
+    //   commit, planned-failover (task, primary), reverse (task, new primary),
+    //   export-initial {"dir"} (task), import-initial {"dir"} (task; vm ignored)
+    virtual Result<nlohmann::json> replica_action(const std::string& vm, const std::string& action,
+                                                  const nlohmann::json& request) = 0;
     // {"status": "ok", "version", "uptime_s", "tasks_running", "tasks_queued"}
     virtual nlohmann::json health() = 0;
     // Prometheus text exposition (metrics.h).

@@ -89,6 +89,11 @@ class Daemon final : public ApiBackend {
     Result<nlohmann::json> prune_preview(const std::string& repository,
                                          const nlohmann::json& request) override;
     Result<nlohmann::json> schedule_preview(const std::string& expr, int count) override;
+    Result<nlohmann::json> replicas() override;
+    Result<nlohmann::json> replica_enable(const nlohmann::json& request) override;
+    Result<nlohmann::json> replica_points(const std::string& vm) override;
+    Result<nlohmann::json> replica_action(const std::string& vm, const std::string& action,
+                                          const nlohmann::json& request) override;
     nlohmann::json health() override;
     std::string metrics() override;
     Result<nlohmann::json> tokens() override;

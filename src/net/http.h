@@ -27,7 +27,8 @@ struct Peer {
     bool unix_socket = false;  // came over the local socket (root only: mode 0600)
     std::optional<uid_t> uid;  // SO_PEERCRED of a unix-socket peer
     std::string address;       // "127.0.0.1:53312" or the socket path
-    std::optional<std::string> client_certificate_sha256;  // a verified TLS client cert
+    std::optional<std::string> client_certificate_sha256;   // a verified TLS client cert
+    std::optional<std::string> client_certificate_subject;  // its subject, "CN=hosta" (RFC 2253)
 };
 
 struct HttpRequest {

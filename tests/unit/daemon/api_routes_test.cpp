@@ -99,6 +99,17 @@ class FakeBackend final : public ApiBackend {
     Result<json> schedule_preview(const std::string& expr, int count) override {
         return record("schedule_preview", {{"expr", expr}, {"count", count}});
     }
+    Result<json> replicas() override { return record("replicas", {}); }
+    Result<json> replica_enable(const json& request) override {
+        return record("replica_enable", {{"request", request}});
+    }
+    Result<json> replica_points(const std::string& vm) override {
+        return record("replica_points", {{"vm", vm}});
+    }
+    Result<json> replica_action(const std::string& vm, const std::string& action,
+                                const json& request) override {
+        return record("replica_action", {{"vm", vm}, {"action", action}, {"request", request}});
+    }
 
   private:
     Result<json> record(std::string name, json args) {
