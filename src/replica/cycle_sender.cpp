@@ -119,8 +119,9 @@ Status CycleSender::begin(const engine::ChangeSet& set) {
             filters_[i] = std::move(f);
             stats_.resync = true;
         }
-        base = any_incremental ? plan_.base_token : plan_.replica_latest;
-        if (base.empty())
+        // No base token and not full: a resync, the differences against the latest point.
+        base = any_incremental ? plan_.base_token : "";
+        if (any_incremental && base.empty())
             return fail(ErrorKind::internal,
                         "vm '" + set.vm + "': an incremental read without a base checkpoint");
     }

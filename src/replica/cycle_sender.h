@@ -12,8 +12,8 @@
 //   - a resync disk (read in full while the replica already has points): the replica's
 //     SHA-256 of each kResyncBlockBytes block is fetched (POST /hashes, pages of
 //     kMaxHashesPerRequest) and only blocks that differ are sent (zero blocks compared too);
-//     when every disk is a resync disk the cycle's base is the replica's latest point, whose
-//     blocks were compared;
+//     when every disk is a resync disk the cycle has no base token and is not full: the
+//     replica applies it over its latest point, whose blocks were compared;
 //   - the bandwidth cap: a token bucket (MiB/s, one second of burst) in front of each chunk;
 //   - commit: the last chunk, then POST /commit {"chunks", "frames", "sha256"}; only once the
 //     replica answered is `on_committed` told (the primary records the new checkpoint there),

@@ -382,6 +382,11 @@ Result<json> ReplicaPrimary::Impl::cycle(const LinkRecord& link, TaskContext* ta
             log(LogLevel::warning, "vm '" + link.spec.vm + "': " + result.error().message());
             if (task) task->warn(result.error().message() + ": resynchronising now");
             result = one_read(current, **client, true, latest, task, &resync_required);
+            if (!result && resync_required) {
+                // Not even a resync applies (the disks changed size): a full copy.
+                if (task) task->warn(result.error().message() + ": sending a full copy");
+                result = one_read(current, **client, true, "", task, &resync_required);
+            }
         }
         return result;
     };
@@ -570,6 +575,22 @@ Status ReplicaPrimary::remove(const std::string& vm, bool on_replica) {
     impl_->links.erase(link.uuid);
     impl_->log(LogLevel::info, "vm '" + link.spec.vm + "': replication removed");
     return {};
+}
+
+Status ReplicaPrimary::request_resync(const std::string& vm) {
+    std::lock_guard lock(impl_->mutex);
+    auto link = impl_->need(vm);
+    if (!link) return std::unexpected(link.error());
+    auto& l = **link;
+    if (l.state == "failed-over")
+        return fail(ErrorKind::conflict,
+                    "vm '" + l.spec.vm + "' is failed over: nothing to resync");
+    if (l.state == "initial") return {};  // the first cycle copies everything anyway
+    if (l.state == "paused")
+        l.paused_from = "resync-required";
+    else
+        l.state = "resync-required";
+    return impl_->save(l);
 }
 
 std::vector<std::string> ReplicaPrimary::due(Clock::time_point now) const {
