@@ -162,6 +162,8 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::create(const fs::path& folde
     next.identity = identity;
     remove_leftovers(impl->folder, next);
     if (auto ok = impl->save(std::move(next)); !ok) return fail(ok.error());
+    // A smaller history is applied now; a prune that fails is finished by the next commit.
+    (void)impl->prune();
     return std::unique_ptr<ReplicaStore>(new ReplicaStore(std::move(impl)));
 }
 
