@@ -345,6 +345,21 @@ TEST(ReplicaStore, BlockHashesMatchTheLatestPointsData) {
     EXPECT_FALSE(r.store->block_hashes(0, 64 * 1024, 34, 1));
 }
 
+TEST(ReplicaStore, BlockHashesOfUnwrittenAndZeroedAreasAreThoseOfZeros) {
+    const std::uint64_t size = 10 * kMiB + 512;
+    Replica r({{"vda", size}});
+    r.cycle(header("c0", "", "t0", true),
+            {{0, 3 * kMiB, random_bytes(64 * 1024, 6)}, {0, 9 * kMiB, random_bytes(kMiB, 7)}});
+    r.cycle(header("c1", "t0", "t1"), {{0, 9 * kMiB, "", kMiB}});
+    const std::string& bytes = r.expected.at(1)[0];
+    auto hashes = r.store->block_hashes(0, 64 * 1024, 0, 65536);
+    ASSERT_TRUE(hashes) << hashes.error().message();
+    ASSERT_EQ(hashes->size(), 161u);
+    for (std::size_t b = 0; b < hashes->size(); ++b)
+        EXPECT_EQ((*hashes)[b], sha256(std::string_view(bytes).substr(b * 64 * 1024, 64 * 1024)))
+            << "block " << b;
+}
+
 TEST(ReplicaStore, WritesOutsideTheDiskAreRefused) {
     Replica r({{"vda", 4 * kMiB}});
     auto cycle = r.store->begin_cycle(header("c0", "", "t0", true));
