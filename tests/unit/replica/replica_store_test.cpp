@@ -210,23 +210,36 @@ TEST(ReplicaStore, PruningKeepsEveryRemainingPointsContent) {
     EXPECT_EQ(files_starting(r.folder, "p"), 1u);
 }
 
-TEST(ReplicaStore, MergeCutOffAfterTheRecordDroppedThePointIsFinished) {
-    Replica r({{"vda", 4 * kMiB}}, 4);
-    r.full("t0");
-    r.cycle(header("c1", "t0", "t1"), {{0, 0, random_bytes(kMiB, 1)}});
-    r.cycle(header("c2", "t1", "t2"), {{0, kMiB / 2, random_bytes(kMiB, 2)}});
-    r.store.reset();
-    // The record as step 1 of a prune leaves it: the oldest point dropped, its layers kept.
-    auto j = nlohmann::json::parse(read_file(r.folder / "replica.json"));
-    j["points"].erase(0);
-    write_file(r.folder / "replica.json", j.dump());
-    r.reopen();
-    ASSERT_EQ(r.store->points().size(), 2u);
-    r.expect_points_hold_their_content();
-    r.cycle(header("c3", "t2", "t3"), {{0, 3 * kMiB, random_bytes(kMiB, 3)}});
-    ASSERT_EQ(r.store->points().size(), 3u);
-    r.expect_points_hold_their_content();
-    EXPECT_EQ(files_starting(r.folder, "p"), 3u);  // the pending merge was finished
+// A prune cut off after each of its steps (replica_cycle.cpp): 1 the record dropped the
+// oldest point, 2 the next layer was committed into the base, 3 the layer above was rebased.
+// Every recorded point reads its content, and the next prune finishes the merge.
+TEST(ReplicaStore, MergeCutOffAfterAnyStepKeepsThePointsAndIsFinished) {
+    for (int step = 1; step <= 3; ++step) {
+        SCOPED_TRACE("cut off after step " + std::to_string(step));
+        Replica r({{"vda", 4 * kMiB}}, 4);
+        r.full("t0");
+        r.cycle(header("c1", "t0", "t1"), {{0, 0, random_bytes(kMiB, 1)}, {0, 2 * kMiB, "", kMiB}});
+        r.cycle(header("c2", "t1", "t2"), {{0, kMiB / 2, random_bytes(kMiB, 2)}});
+        r.store.reset();
+        auto j = nlohmann::json::parse(read_file(r.folder / "replica.json"));
+        j["points"].erase(0);
+        write_file(r.folder / "replica.json", j.dump());
+        if (step >= 2) {
+            ASSERT_TRUE(run_checked(
+                {"qemu-img", "commit", "-q", "-d", (r.folder / "p1-vda.qcow2").string()}));
+        }
+        if (step >= 3) {
+            ASSERT_TRUE(run_checked({"qemu-img", "rebase", "-q", "-u", "-b", "p0-vda.qcow2", "-F",
+                                     "qcow2", (r.folder / "p2-vda.qcow2").string()}));
+        }
+        r.reopen();
+        ASSERT_EQ(r.store->points().size(), 2u);
+        r.expect_points_hold_their_content();
+        r.cycle(header("c3", "t2", "t3"), {{0, 3 * kMiB, random_bytes(kMiB, 3)}});
+        ASSERT_EQ(r.store->points().size(), 3u);
+        r.expect_points_hold_their_content();
+        EXPECT_EQ(files_starting(r.folder, "p"), 3u);  // the pending merge was finished
+    }
 }
 
 TEST(ReplicaStore, AdoptedImageIsPointZeroAndOnlyRead) {
