@@ -133,7 +133,7 @@ SenderTime no_waits(std::chrono::nanoseconds* slept = nullptr) {
 TEST(CycleSender, FullCycleSendsChunksInOrderAndCommitsTheirDigest) {
     const std::size_t size = 40u << 20;
     auto disk = random_bytes(size, 1);
-    std::memset(disk.data() + (8u << 20), 0, 1u << 20);  // a zero stretch inside data
+    std::memset(disk.data() + (14u << 20), 0, 4u << 20);  // one frame's worth of zeros
     FakeReplica replica;
     replica.disks = {std::vector<std::byte>(size, std::byte{0x55})};
     bool told = false;
@@ -170,7 +170,7 @@ TEST(CycleSender, FullCycleSendsChunksInOrderAndCommitsTheirDigest) {
 }
 
 TEST(CycleSender, ResyncSendsOnlyTheBlocksThatDiffer) {
-    const std::size_t size = 100 * kResyncBlockBytes + 1000;  // a short last block
+    const std::size_t size = 100 * kResyncBlockBytes + 1024;  // a short last block
     auto primary = random_bytes(size, 2);
     FakeReplica replica;
     replica.disks = {primary};
