@@ -127,9 +127,11 @@ Status CycleSender::begin(const engine::ChangeSet& set) {
     }
     json disks = json::array();
     for (const auto& d : set.disks) disks.push_back({{"target", d.target}, {"size", d.size}});
+    // A shut-off VM read without any checkpoint makes none: the point is named after its time.
+    std::string token = set.checkpoint.empty() ? "offline-" + set.time : set.checkpoint;
     json header = {{"id", random_cycle_id()},
                    {"base_token", base},
-                   {"token", set.checkpoint},
+                   {"token", token},
                    {"time", set.time},
                    {"consistency", set.consistency},
                    {"full", stats_.full},

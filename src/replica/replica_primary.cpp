@@ -256,7 +256,10 @@ Result<json> ReplicaPrimary::Impl::one_read(const LinkRecord& link, ReplicaClien
     // chain's older checkpoints only after this returns.
     auto on_committed = [&](const json& point, const engine::ChangeSet& set) -> Status {
         std::string xml;
-        if (auto domain = connection->lookup(set.uuid.empty() ? set.vm : set.uuid)) {
+        std::string token =
+            text_of(point, "token").empty() ? set.checkpoint : text_of(point, "token");
+        if (auto domain = connection->lookup(set.uuid.empty() ? set.vm : set.uuid);
+            domain && !set.checkpoint.empty()) {
             if (auto x = virt::checkpoint_xml(*domain, set.checkpoint)) xml = std::move(*x);
         }
         if (xml.empty())
@@ -264,11 +267,11 @@ Result<json> ReplicaPrimary::Impl::one_read(const LinkRecord& link, ReplicaClien
                                        " could not be read: the next cycle is a resync");
         return update(uuid, [&](LinkRecord& l) {
             if (to_folder) {
-                l.exported_token = set.checkpoint;
+                l.exported_token = token;
                 l.exported_checkpoint_xml = xml;
                 return;
             }
-            l.checkpoint = set.checkpoint;
+            l.checkpoint = token;
             l.checkpoint_xml = xml;
             l.point_time = text_of(point, "time").empty() ? set.time : text_of(point, "time");
             l.exported_token.clear();
@@ -318,7 +321,9 @@ Result<json> ReplicaPrimary::Impl::cycle(const LinkRecord& link, TaskContext* ta
     auto started = now();
     auto steady = std::chrono::steady_clock::now();
     (void)update(link.uuid, [&](LinkRecord& l) { l.last_attempt = unix_seconds(started); });
+    bool awaiting_import = false;  // not a cycle: nothing to record
     auto record = [&](const Result<json>& result) {
+        if (awaiting_import) return;
         CycleRecord c;
         c.started = started;
         c.seconds =
@@ -355,7 +360,8 @@ Result<json> ReplicaPrimary::Impl::cycle(const LinkRecord& link, TaskContext* ta
             latest = text_of((*state)["latest"], "token");
         LinkRecord current = link;
         if (!current.exported_token.empty()) {
-            if (latest != current.exported_token)
+            awaiting_import = latest != current.exported_token;
+            if (awaiting_import)
                 return fail(ErrorKind::conflict, "vm '" + link.spec.vm +
                                                      "': waiting for `vmshadow replica "
                                                      "import-initial` of the exported copy on " +
