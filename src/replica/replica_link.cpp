@@ -150,8 +150,9 @@ LinkRecord read_link(const json& j) {
     s.seed_repository = f.text("seed_repository");
     s.seed_point = f.text("seed_point", 256);
     link.chain_id = f.text("chain_id", 64, true);
-    if (link.chain_id.size() != 16 || !lower_hex(link.chain_id))
-        throw Bad{"chain_id", "not 16 lower-case hex digits"};
+    // Ours are 16; a reverse link takes the replica host's failover chain (8 at least).
+    if (link.chain_id.size() < 8 || !lower_hex(link.chain_id))
+        throw Bad{"chain_id", "not 8 to 64 lower-case hex digits"};
     link.state = f.text("state", 32, true);
     if (!kStates.contains(link.state)) throw Bad{"state", "\"" + link.state + "\" is unknown"};
     link.paused_from = f.text("paused_from", 32);

@@ -31,7 +31,8 @@ inline constexpr int kLinkVersion = 1;
 struct LinkRecord {
     LinkSpec spec;
     std::string uuid;
-    std::string chain_id;  // 16 lower-hex: the link's checkpoint chain (engine/vm_changes.h)
+    std::string
+        chain_id;  // lower hex (ours: 16): the link's checkpoint chain (engine/vm_changes.h)
     // initial | normal | paused | resync-required | failed-over
     std::string state = "initial";
     // Set while paused: the state to go back to on resume.
