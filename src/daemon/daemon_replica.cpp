@@ -91,6 +91,39 @@ std::string replica_metrics_text(const json& replicas) {
     return {};
 }
 
+Status Daemon::State::start_replica_listener(const ReplicaSettings& r, const std::string& subject) {
+    auto listener = replica_listener(r);
+    if (!listener) return fail(listener.error());
+    net::HttpServerOptions server;
+    server.tls.push_back(*listener);
+    server.threads = 4;
+    server.max_body_bytes = replica::kMaxChunkBytes;
+    server.idle_timeout = std::chrono::seconds(120);
+    // Bound before the ReplicaHost exists, so that the endpoint peers are told carries the
+    // port a listen of port 0 got; until the host is there, requests are answered 503.
+    auto started = net::HttpServer::start(server, [this](const net::HttpRequest& request) {
+        replica::ReplicaHost* host = replica_host_ready.load();
+        if (!host) {
+            net::HttpResponse busy;
+            busy.status = 503;
+            busy.body = R"({"error": "the replica service is starting"})";
+            return busy;
+        }
+        return host->handle(request);
+    });
+    if (!started) return fail(started.error().with_context("[replica] listen " + r.listen));
+    std::string bound = listener->address.find(':') != std::string::npos
+                            ? "[" + listener->address + "]"
+                            : listener->address;
+    bound += ":" + std::to_string((*started)->tls_port());
+    log(LogLevel::info, "replica listener on " + bound + " as " + subject);
+    std::lock_guard lock(mutex);
+    replica_server = std::move(*started);
+    replica_listen = r.listen;
+    replica_bound = bound;
+    return {};
+}
+
 Status Daemon::State::configure_replica(const DaemonConfig& config) {
     if (!config.replica) {
         if (replica_primary || replica_host)
@@ -110,11 +143,20 @@ Status Daemon::State::configure_replica(const DaemonConfig& config) {
     for (const auto& a : r.allow) allow.push_back({a.subject, a.storage});
     auto logger = [this](LogLevel level, std::string_view line) { log(level, line); };
 
+    if (!replica_server && !r.listen.empty()) {
+        if (auto ok = start_replica_listener(r, facts->subject); !ok) return ok;
+    } else if (replica_server && r.listen != replica_listen) {
+        log(LogLevel::warning, "[replica] listen changed to \"" + r.listen +
+                                   "\": the listener moves at the daemon's restart");
+    }
+    // What peers are told: the configured endpoint, else the address and port bound.
+    std::string own_endpoint = !r.endpoint.empty() ? r.endpoint : replica_bound;
+
     if (!replica_primary) {
         replica::ReplicaPrimaryOptions o;
         o.state_dir = options.state_dir;
         o.tls = tls;
-        o.own_endpoint = r.own_endpoint();
+        o.own_endpoint = own_endpoint;
         o.connect_uri = config.daemon.connect_uri;
         o.scratch_dir = config.daemon.scratch_dir;
         o.clock = clock;
@@ -131,7 +173,7 @@ Status Daemon::State::configure_replica(const DaemonConfig& config) {
         o.allow = allow;
         o.connect_uri = config.daemon.connect_uri;
         o.own_subject = facts->subject;
-        o.own_endpoint = r.own_endpoint();
+        o.own_endpoint = own_endpoint;
         replica::ReplicaPrimary* primary = replica_primary.get();
         o.release_primary = [primary](const std::string& uuid) { return primary->release(uuid); };
         o.log = logger;
@@ -139,32 +181,10 @@ Status Daemon::State::configure_replica(const DaemonConfig& config) {
         if (!host) return fail(host.error());
         std::lock_guard lock(mutex);
         replica_host = std::move(*host);
+        replica_host_ready.store(replica_host.get());
     } else if (auto ok = replica_host->set_allow(allow); !ok) {
         return ok;
     }
-    if (replica_server) {
-        if (r.listen != replica_listen)
-            log(LogLevel::warning, "[replica] listen changed to \"" + r.listen +
-                                       "\": the listener moves at the daemon's restart");
-        return {};
-    }
-    if (r.listen.empty()) return {};
-    auto listener = replica_listener(r);
-    if (!listener) return fail(listener.error());
-    net::HttpServerOptions server;
-    server.tls.push_back(*listener);
-    server.threads = 4;
-    server.max_body_bytes = replica::kMaxChunkBytes;
-    server.idle_timeout = std::chrono::seconds(120);
-    replica::ReplicaHost* host = replica_host.get();
-    auto started = net::HttpServer::start(
-        server, [host](const net::HttpRequest& request) { return host->handle(request); });
-    if (!started) return fail(started.error().with_context("[replica] listen " + r.listen));
-    log(LogLevel::info, "replica listener on " + listener->address + ":" +
-                            std::to_string((*started)->tls_port()) + " as " + facts->subject);
-    std::lock_guard lock(mutex);
-    replica_server = std::move(*started);
-    replica_listen = r.listen;
     return {};
 }
 

@@ -98,6 +98,8 @@ struct Daemon::State {
     std::unique_ptr<replica::ReplicaHost> replica_host;
     std::unique_ptr<net::HttpServer> replica_server;  // under `mutex` only when replaced
     std::string replica_listen;                       // what replica_server listens on
+    std::string replica_bound;                        // "address:port" it got
+    std::atomic<replica::ReplicaHost*> replica_host_ready{nullptr};  // for the listener
     // Cycles queued (waiting or running) by VM name, and since when the waiting ones wait:
     // a cycle that cannot start within its interval counts as missed (ReplicaPrimary).
     std::map<std::string, std::int64_t> replica_cycles;  // vm → plan id
@@ -134,6 +136,7 @@ struct Daemon::State {
     // daemon_replica.cpp. Without the lock: makes or updates the replica objects and the
     // listener for `config` (start, reload).
     Status configure_replica(const DaemonConfig& config);
+    Status start_replica_listener(const ReplicaSettings& settings, const std::string& subject);
     // With `mutex` held: queues due replica cycles when their VM is free, counts missed ones.
     void queue_replica_cycles();
     // With `mutex` held: queues a replica task (kind "replica-...") holding `vm`.
