@@ -182,11 +182,6 @@ void Daemon::State::run_task(TaskPlan plan, CancelToken cancel) {
     std::lock_guard lock(mutex);
     queue.finished(plan.id);
     if (auto it = running.find(plan.id); it != running.end()) it->second->done = true;
-    if (plan.kind.starts_with("replica"))
-        for (const auto& vm : plan.vms)
-            if (auto it = replica_cycles.find(vm);
-                it != replica_cycles.end() && it->second == plan.id)
-                replica_cycles.erase(it);
     task_ended(plan, state, outcome.error);
     wake.notify_all();
 }
@@ -194,6 +189,16 @@ void Daemon::State::run_task(TaskPlan plan, CancelToken cancel) {
 void Daemon::State::task_ended(const TaskPlan& plan, TaskState state,
                                const std::optional<Error>& error) {
     ++finished[{plan.kind, std::string(task_state_name(state))}];
+    if (plan.kind.starts_with("replica")) {
+        // The VM's next cycle may be queued again (ended, or aborted while it waited).
+        for (const auto& vm : plan.vms) {
+            auto it = replica_cycles.find(vm);
+            if (it != replica_cycles.end() && it->second == plan.id) {
+                replica_cycles.erase(it);
+                replica_waiting_since.erase(vm);
+            }
+        }
+    }
     if (plan.kind == "backup" || plan.kind == "prune") {
         // Sizes changed: refresh within 10 s, not after every task (opening an encrypted
         // repository derives its key: a second of CPU).
