@@ -213,9 +213,13 @@ void Daemon::State::queue_replica_cycles() {
     if (!replica_primary || stopping) return;
     auto now = clock->now();
     std::map<std::string, json> status;
-    for (const auto& r : replica_primary->list()["replicas"]) status[r.value("vm", "")] = r;
+    // The list is kept: a range-for over a temporary's member would read freed memory.
+    const json list = replica_primary->list();
+    for (const auto& r : list["replicas"])
+        if (r.is_object()) status[r.value("vm", "")] = r;
     for (auto& [vm, since] : replica_waiting_since) {
-        auto interval = std::chrono::seconds(status[vm].value("interval_s", 300));
+        auto interval = std::chrono::seconds(
+            status[vm].is_object() ? status[vm].value("interval_s", 300) : 300);
         if (now - since >= interval) {
             replica_primary->note_missed(vm);
             since += interval;
@@ -228,7 +232,7 @@ void Daemon::State::queue_replica_cycles() {
         auto action = [primary, vm](TaskContext& task) {
             return outcome_of(primary->run_cycle(vm, &task));
         };
-        const json& s = status[vm];
+        const json s = status[vm].is_object() ? status[vm] : json::object();
         std::string state = s.value("state", "");
         bool awaiting_import = s.value("awaiting_import", false);
         if ((state == "initial" || state == "resync-required") && !awaiting_import) {
@@ -267,10 +271,10 @@ Result<json> Daemon::replicas() {
         host = state_->replica_host.get();
     }
     json all = json::array();
-    if (primary)
-        for (auto& r : primary->list()["replicas"]) all.push_back(std::move(r));
-    if (host)
-        for (auto& r : host->list()["replicas"]) all.push_back(std::move(r));
+    for (json list :
+         {primary ? primary->list() : json::object(), host ? host->list() : json::object()})
+        if (list.contains("replicas") && list["replicas"].is_array())
+            for (auto& r : list["replicas"]) all.push_back(std::move(r));
     return json{{"replicas", all}};
 }
 
@@ -302,7 +306,8 @@ Result<json> Daemon::replica_points(const std::string& vm) {
 }
 
 Result<json> Daemon::replica_action(const std::string& vm, const std::string& action,
-                                    const json& request) {
+                                    const json& body) {
+    const json request = body.is_object() ? body : json::object();
     State& s = *state_;
     std::unique_lock lock(s.mutex);
     replica::ReplicaPrimary* primary = s.replica_primary.get();
