@@ -403,8 +403,9 @@ Result<json> ReplicaPrimary::Impl::cycle(const LinkRecord& link, TaskContext* ta
                                 " sent " + std::to_string(result->value("bytes_sent", 0ull)) +
                                 " bytes");
     else
-        log(LogLevel::warning,
-            "vm '" + link.spec.vm + "': cycle failed: " + result.error().message());
+        log(awaiting_import ? LogLevel::info : LogLevel::warning,
+            "vm '" + link.spec.vm + "': " + (awaiting_import ? "" : "cycle failed: ") +
+                result.error().message());
     return result;
 }
 
