@@ -95,7 +95,17 @@ class ReplicaHost {
     // runs here as a primary; its layers stay as the VM's backing chain).
     Status mark_reversed(const std::string& vm);
     // Offline initial replication: applies the cycle files export-initial wrote in `dir`
-    // (the same chunks and commit as over the network, checked the same way).
+    // (the same chunks and commit as over the network, checked the same way). The folder, as
+    // ReplicaPrimary::export_initial writes it:
+    //   <dir>/cycle.json     {"vm": VmAnnouncement, "begin": CycleBegin (full: true),
+    //                         "commit": {"chunks", "frames", "sha256"},
+    //                         "primary_subject": "CN=hosta" (the primary's certificate
+    //                         subject: it must be on this host's allow list, and its storage
+    //                         entry is where the store goes)}
+    //   <dir>/chunk-<seq>.bin one chunk body each, seq in decimal without padding (chunk-0.bin,
+    //                         chunk-1.bin, ...), exactly commit.chunks of them
+    // (JSON shapes: replica_protocol.h). Applied as the protocol's PUT /vms/{uuid}, POST
+    // cycles, PUT chunks and POST commit would be for that subject → {"vm", "point"}.
     Result<nlohmann::json> import_initial(const std::filesystem::path& dir, TaskContext* task);
     // Removes the replica of a VM (refused while a test or failed-over VM uses it).
     Result<nlohmann::json> remove(const std::string& vm);
