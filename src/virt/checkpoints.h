@@ -74,6 +74,13 @@ Status delete_checkpoint(const Domain& domain, std::string_view name, std::strin
 // backup's) whose name the caller created. Refuses foreign names all the same.
 Status delete_own_checkpoint(const Domain& domain, std::string_view name);
 
+// Creates checkpoint `name` of a running (or paused) VM on its own, outside a backup job: a
+// bitmap in each of `bitmap_disks` (targets), no bitmap for the VM's other disks. For a
+// chain that starts at an instant nobody reads (the reverse chain a replica failover makes).
+// Returns the checkpoint's full XML (checkpoint_xml()). Implemented in checkpoint_create.cpp.
+Result<std::string> create_checkpoint(const Domain& domain, std::string_view name,
+                                      const std::vector<std::string>& bitmap_disks);
+
 // Re-inserts a checkpoint from XML saved by checkpoint_xml(). A running VM: with
 // REDEFINE_VALIDATE, so libvirt refuses when the bitmaps are missing or broken.
 Status redefine_checkpoint(const Domain& domain, const std::string& xml);
