@@ -7,7 +7,8 @@
 // full XML a restore point stores, deleting, redefining from stored XML, and a health check
 // of one checkpoint before an incremental. It is not: the choice of which checkpoint an
 // incremental starts from (the engine decides from its restore points), nor creating
-// checkpoints (they are created atomically with a backup job, see backup_job.h).
+// checkpoints with a backup (they are created atomically with its job, see backup_job.h;
+// create_checkpoint is for a chain that starts outside any backup).
 //
 // Naming — never change: `vmshadow-<repo8>-<YYYYmmddTHHMMSS.mmm>Z`, repo8 the first 8 lower-hex
 // characters of the repository id. The bitmap in each qcow2 carries the same name (libvirt
