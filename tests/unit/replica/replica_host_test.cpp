@@ -41,7 +41,9 @@ json announcement(const std::string& name = "web1") {
             {"uuid", kUuid},
             {"domain_xml",
              "<domain type='kvm'><name>" + name + "</name><uuid>" + std::string(kUuid) +
-                 "</uuid><devices><disk type='file' device='disk'><driver name='qemu' "
+                 "</uuid><memory unit='MiB'>128</memory><vcpu>1</vcpu><os><type "
+                 "arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'><driver "
+                 "name='qemu' "
                  "type='qcow2'/><source file='/var/lib/libvirt/images/web1.qcow2'/><target "
                  "dev='vda' bus='virtio'/></disk><interface type='network'><mac "
                  "address='52:54:00:12:34:56'/><source network='default'/></interface>"
