@@ -266,11 +266,8 @@ net::HttpResponse update_store(Impl& impl, VmEntry& entry, const routes::Announc
     if (auto refused = refuse_when_failed_over(entry, "a new announcement")) return *refused;
     ReplicaStore& store = *entry.store;
     const StoreIdentity identity = identity_of(a, subject);
-    if (!store.points().empty() && !routes::same_disks(store.identity().disks, a.disks))
-        return error_response(
-            409, "the disks of VM " + a.name + " changed (the replica holds " +
-                     routes::describe_disks(store.identity().disks) + ", the primary announces " +
-                     routes::describe_disks(a.disks) + "): remove the replica and enable it again");
+    // Changed disks (a resize on the primary) are taken: the store then applies only a full
+    // cycle (can_apply answers resync required until one comes).
     if (!same_identity(store.identity(), identity)) {
         // ReplicaStore::create updates the identity of an existing store; the store's lock
         // is per open file, so ours is closed first and reopened if the update fails.

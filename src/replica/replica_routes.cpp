@@ -293,7 +293,8 @@ Result<BeginRequest> parse_begin(const json& body) {
     BeginRequest b;
     b.header.id = f.string("id", 64);
     b.header.full = f.boolean("full");
-    // A full cycle has no base: "" or null or absent.
+    // A full cycle has no base, nor has a resync (its differences against the latest point):
+    // "", null or absent.
     if (auto it = body.find("base_token"); it != body.end() && !it->is_null())
         b.header.base_token = f.string("base_token", kMaxTokenChars, true);
     b.header.token = f.string("token", kMaxTokenChars);
@@ -306,8 +307,6 @@ Result<BeginRequest> parse_begin(const json& body) {
         f.problem("token '" + printable(b.header.token) + "' is not a checkpoint name");
     if (f.ok() && !b.header.base_token.empty() && !is_token(b.header.base_token))
         f.problem("base_token '" + printable(b.header.base_token) + "' is not a checkpoint name");
-    if (f.ok() && !b.header.full && b.header.base_token.empty())
-        f.problem("an incremental cycle (full: false) needs a base_token");
     if (f.ok() && !parse_iso8601_utc(b.header.time))
         f.problem("time '" + printable(b.header.time) + "' is not an ISO 8601 UTC time");
     if (f.ok() && b.header.consistency != "application" && b.header.consistency != "crash")

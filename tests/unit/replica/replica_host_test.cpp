@@ -366,8 +366,8 @@ TEST_F(ReplicaHostTest, HostileInputIs400) {
     b["consistency"] = 3;
     EXPECT_EQ(call("POST", vm_path("/cycles"), b.dump()).status, 400);
     b = begin("c0", false, "", 0);
-    EXPECT_EQ(call("POST", vm_path("/cycles"), b.dump()).status, 400)
-        << "incremental without a base";
+    EXPECT_EQ(call("POST", vm_path("/cycles"), b.dump()).status, 409)
+        << "a resync needs a point to compare with";
     b = begin("c0", true, "", 0);
     b["time"] = "yesterday";
     EXPECT_EQ(call("POST", vm_path("/cycles"), b.dump()).status, 400);
@@ -424,17 +424,22 @@ TEST_F(ReplicaHostTest, FailedOverStoreRefusesCycles) {
     EXPECT_EQ(host->list()["replicas"][0]["state"], "failed-over");
 }
 
-TEST_F(ReplicaHostTest, ChangedDisksOfAStoreWithPointsAreRefused) {
+TEST_F(ReplicaHostTest, ChangedDisksTakeAFullCycle) {
     announce();
     run_full_cycle();
     json a = announcement();
     a["disks"][0]["size"] = kDiskBytes * 2;
-    EXPECT_EQ(call("PUT", vm_path(), a.dump()).status, 409);
-    a = announcement();
     a["history"] = 2;
     auto r = call("PUT", vm_path(), a.dump());
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(body_of(r)["history"], 2);
+    json b = begin("c1", false, token(0), 1);
+    b["disks"] = a["disks"];
+    r = call("POST", vm_path("/cycles"), b.dump());
+    EXPECT_EQ(r.status, 409) << r.body;
+    EXPECT_EQ(body_of(r)["resync_required"], true);
+    b["full"] = true;
+    EXPECT_EQ(call("POST", vm_path("/cycles"), b.dump()).status, 201);
 }
 
 TEST_F(ReplicaHostTest, DeleteRemovesTheStore) {
