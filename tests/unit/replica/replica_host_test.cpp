@@ -20,6 +20,7 @@
 #include "replica/replica_store.h"
 #include "unit/common/temp_dir.h"
 #include "virt/connection.h"
+#include "virt/lifecycle.h"
 
 namespace vmshadow::replica {
 namespace {
@@ -488,8 +489,9 @@ TEST_F(ReplicaHostTest, ImportInitialRefusesASubjectNotAllowed) {
     EXPECT_EQ(done.error().kind(), ErrorKind::permission);
 }
 
-TEST_F(ReplicaHostTest, TestFailoverDefinesAnIsolatedCopyAndStopTestRemovesOnlyIt) {
-    // libvirt's test driver keeps its VMs while one connection is open.
+TEST_F(ReplicaHostTest, TestFailoverDefinesAnIsolatedCopyWhileReplicationContinues) {
+    // libvirt's test driver keeps its VMs while one connection is open. It cannot undefine
+    // with checkpoint metadata, so stop_test is tested on QEMU (tests/integration).
     auto keep = virt::Connection::open("test:///default");
     ASSERT_TRUE(keep) << keep.error().message();
     announce();
@@ -499,6 +501,13 @@ TEST_F(ReplicaHostTest, TestFailoverDefinesAnIsolatedCopyAndStopTestRemovesOnlyI
     EXPECT_EQ((*started)["test_vm"], "web1-test");
     auto domain = keep->lookup("web1-test");
     ASSERT_TRUE(domain) << domain.error().message();
+    struct Undefine {
+        virt::Domain& d;
+        ~Undefine() {
+            (void)virt::destroy_domain(d);
+            virDomainUndefine(d.raw());
+        }
+    } undefine{*domain};
     auto xml = domain->xml(virt::XmlFlavor::inactive);
     ASSERT_TRUE(xml);
     EXPECT_NE(xml->find("state='down'"), std::string::npos) << *xml;
@@ -507,17 +516,14 @@ TEST_F(ReplicaHostTest, TestFailoverDefinesAnIsolatedCopyAndStopTestRemovesOnlyI
     EXPECT_NE(xml->find("test-vda.qcow2"), std::string::npos) << *xml;
     EXPECT_EQ(host->list()["replicas"][0]["state"], "test-failover");
 
-    // Replication continues meanwhile; a second test is refused.
+    // Replication continues meanwhile; a second test and a removal are refused.
     EXPECT_FALSE(host->test_failover("web1", std::nullopt, nullptr));
+    EXPECT_FALSE(host->remove("web1"));
     ASSERT_EQ(call("POST", vm_path("/cycles"), begin("c1", false, token(0), 1).dump()).status, 201);
     Cycle empty;
-    ASSERT_EQ(call("POST", vm_path("/cycles/c1/commit"), empty.commit().dump()).status, 200);
-
-    auto stopped = host->stop_test("web1");
-    ASSERT_TRUE(stopped) << stopped.error().message();
-    EXPECT_FALSE(keep->lookup("web1-test"));
-    EXPECT_EQ(host->list()["replicas"][0]["state"], "normal");
-    EXPECT_FALSE(host->stop_test("web1"));
+    auto r = call("POST", vm_path("/cycles/c1/commit"), empty.commit().dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(vm_state()["points"].size(), 2u);
 }
 
 }  // namespace
