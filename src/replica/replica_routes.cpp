@@ -426,7 +426,8 @@ int http_status(ErrorKind kind) {
 net::HttpResponse json_response(int status, const json& body) {
     net::HttpResponse response;
     response.status = status;
-    response.body = body.dump();
+    // Invalid UTF-8 (say, in a path echoed in an error) is replaced, never thrown.
+    response.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
     return response;
 }
 
