@@ -580,10 +580,14 @@ net::HttpResponse ReplicaHost::handle(const net::HttpRequest& request) {
         return error_response(401,
                               "a client certificate is required: replica peers authenticate "
                               "with a certificate signed by this host's replica CA");
-    if (!impl_->allowed(*subject))
+    if (!impl_->allowed(*subject)) {
+        impl_->log(LogLevel::warning, "replica request from " + request.peer.address +
+                                          " refused: certificate subject '" + printable(*subject) +
+                                          "' is not on the allow list");
         return error_response(403, "certificate subject '" + printable(*subject) +
                                        "' is not allowed to replicate to this host (add it as a "
                                        "[[replica.allow]] subject in the daemon's config)");
+    }
     try {
         return impl_->dispatch(request, *subject);
     } catch (const std::exception& e) {

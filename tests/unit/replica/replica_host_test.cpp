@@ -395,6 +395,24 @@ TEST_F(ReplicaHostTest, HostileInputIs400) {
     EXPECT_EQ(call("POST", vm_path("/cycles"), b.dump()).status, 409);
 }
 
+TEST_F(ReplicaHostTest, UnknownVmIs404AndBadFailoverOrReverseRequestsAre400) {
+    EXPECT_EQ(call("GET", vm_path(), "").status, 404);
+    EXPECT_EQ(call("POST", vm_path("/cycles"), begin("c0", true, "", 0).dump()).status, 404);
+    announce();
+    EXPECT_EQ(call("POST", vm_path("/failover"), R"({"planned": false})").status, 400);
+    EXPECT_EQ(call("POST", vm_path("/failover"), R"({"planned": "yes"})").status, 400);
+    EXPECT_EQ(call("POST", vm_path("/failover"), R"({"planned": true})").status, 409)
+        << "no point to fail over to yet";
+    json offer = announcement();
+    offer["token"] = token(0);
+    offer["time"] = at(0);
+    offer["uuid"] = "00000000-0000-4000-8000-000000000000";
+    EXPECT_EQ(call("POST", vm_path("/reverse"), offer.dump()).status, 400);
+    offer = announcement();
+    offer["time"] = at(0);
+    EXPECT_EQ(call("POST", vm_path("/reverse"), offer.dump()).status, 400) << "no token";
+}
+
 TEST_F(ReplicaHostTest, AStoreBelongsToTheSubjectThatCreatedIt) {
     announce();
     auto r = call("GET", vm_path(), "", std::string(kOther));
