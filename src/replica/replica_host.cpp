@@ -227,6 +227,24 @@ void ReplicaHost::Impl::abort_cycle(VmEntry& entry, const std::string& why) {
     refresh(entry);
 }
 
+void ReplicaHost::Impl::sweep_stale_cycles() {
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<VmEntry>> entries;
+    {
+        std::lock_guard lock(mutex);
+        if (now - last_sweep < std::chrono::minutes(1)) return;
+        last_sweep = now;
+        for (const auto& [uuid, entry] : vms) entries.push_back(entry);
+    }
+    for (const auto& entry : entries) {
+        std::unique_lock lock(entry->mutex, std::try_to_lock);
+        if (!lock || entry->removed || !entry->store || !entry->cycle) continue;
+        if (now - entry->cycle->last_request >= kStaleCycle)
+            abort_cycle(*entry, "no request for " + std::to_string(kStaleCycle.count()) +
+                                    " minutes (the primary is gone)");
+    }
+}
+
 // ---- the protocol ----
 
 namespace {
@@ -335,6 +353,7 @@ net::HttpResponse begin_cycle(Impl& impl, const routes::Route& route,
     cycle.id = begin->header.id;
     cycle.started = system_clock().now();
     cycle.started_steady = std::chrono::steady_clock::now();
+    cycle.last_request = cycle.started_steady;
     for (const auto& d : store.identity().disks) cycle.bounds.push_back(DiskBounds{d.size});
     auto started = store.begin_cycle(begin->header);
     if (!started) {
@@ -362,6 +381,7 @@ net::HttpResponse put_chunk(Impl& impl, const routes::Route& route, const net::H
     VmEntry& entry = *locked->entry;
     if (auto refused = not_in_flight(entry, route)) return *refused;
     InFlightCycle& cycle = *entry.cycle;
+    cycle.last_request = std::chrono::steady_clock::now();
     const std::string what =
         "VM " + entry.name() + ": chunk " + std::to_string(route.seq) + " of cycle " + cycle.id;
     auto refuse = [&](const Error& error) {
@@ -455,6 +475,7 @@ net::HttpResponse hashes(Impl& impl, const routes::Route& route, const net::Http
     if (!locked) return locked.error();
     VmEntry& entry = *locked->entry;
     if (auto refused = refuse_when_failed_over(entry, "block hashes are")) return *refused;
+    if (entry.cycle) entry.cycle->last_request = std::chrono::steady_clock::now();
     const auto& disks = entry.store->identity().disks;
     std::size_t index = disks.size();
     if (ask->target) {
@@ -589,6 +610,7 @@ net::HttpResponse ReplicaHost::handle(const net::HttpRequest& request) {
                                        "[[replica.allow]] subject in the daemon's config)");
     }
     try {
+        impl_->sweep_stale_cycles();
         return impl_->dispatch(request, *subject);
     } catch (const std::exception& e) {
         impl_->log(LogLevel::error, std::string("replica request ") + request.method + " " +

@@ -45,7 +45,12 @@ struct InFlightCycle {
     CycleDigest digest;
     Clock::time_point started;
     std::chrono::steady_clock::time_point started_steady;
+    std::chrono::steady_clock::time_point last_request;  // begin, a chunk or hashes
 };
+
+// A cycle no request touched for this long has lost its primary (killed, cut off): it is
+// aborted, so its qemu-nbd servers and new layers do not wait for the next begin.
+inline constexpr std::chrono::minutes kStaleCycle{30};
 
 struct VmEntry {
     std::filesystem::path folder;  // fixed at creation: read without `mutex`
@@ -81,6 +86,7 @@ struct ReplicaHost::Impl {
     // Stores of VMs reversed away from this host: their layers back the VM that now runs here
     // as a primary, so they stay open (locked) but take no requests.
     std::vector<std::unique_ptr<ReplicaStore>> retired;
+    std::chrono::steady_clock::time_point last_sweep;  // under `mutex`
 
     void log(LogLevel level, const std::string& line) const;
     std::optional<AllowEntry> allowed(const std::string& subject) const;
@@ -99,6 +105,8 @@ struct ReplicaHost::Impl {
     void refresh(VmEntry& entry) const;
     void abort_cycle(VmEntry& entry, const std::string& why);
     void note_cycle(VmEntry& entry, bool ok, const std::string& error);
+    // At most once a minute: aborts cycles idle for kStaleCycle (entries busy now are skipped).
+    void sweep_stale_cycles();
 
     net::HttpResponse dispatch(const net::HttpRequest& request, const std::string& subject);
 

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "replica/cycle_format.h"
@@ -411,6 +412,45 @@ TEST_F(ReplicaHostTest, UnknownVmIs404AndBadFailoverOrReverseRequestsAre400) {
     offer = announcement();
     offer["time"] = at(0);
     EXPECT_EQ(call("POST", vm_path("/reverse"), offer.dump()).status, 400) << "no token";
+}
+
+TEST_F(ReplicaHostTest, CyclesOfTwoVmsRunInParallel) {
+    const std::string uuids[2] = {kUuid, "7a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d"};
+    for (int i = 0; i < 2; ++i) {
+        json a = announcement("vm" + std::to_string(i));
+        a["uuid"] = uuids[i];
+        auto r = call("PUT", std::string(kPrefix) + "/vms/" + uuids[i], a.dump());
+        ASSERT_EQ(r.status, 200) << r.body;
+    }
+    std::string failures[2];
+    auto run = [&](int i) {
+        const std::string base = std::string(kPrefix) + "/vms/" + uuids[i];
+        for (int n = 0; n < 3; ++n) {
+            std::string id = "c" + std::to_string(n);
+            json b = n == 0 ? begin(id, true, "", n) : begin(id, false, token(n - 1), n);
+            ChunkEncoder encoder;
+            (void)encoder.add_data(0, (n + 1) * kBlock, pattern(kBlock, i * 10 + n));
+            Cycle cycle;
+            cycle.chunks.push_back(encoder.take());
+            cycle.frames = 1;
+            int statuses[3] = {
+                call("POST", base + "/cycles", b.dump()).status,
+                call("PUT", base + "/cycles/" + id + "/chunks/0", cycle.chunks[0]).status,
+                call("POST", base + "/cycles/" + id + "/commit", cycle.commit().dump()).status};
+            if (statuses[0] != 201 || statuses[1] != 200 || statuses[2] != 200)
+                failures[i] += "cycle " + id + ": " + std::to_string(statuses[0]) + " " +
+                               std::to_string(statuses[1]) + " " + std::to_string(statuses[2]) +
+                               "; ";
+        }
+    };
+    std::thread other(run, 1);
+    run(0);
+    other.join();
+    EXPECT_EQ(failures[0], "");
+    EXPECT_EQ(failures[1], "");
+    auto list = host->list()["replicas"];
+    ASSERT_EQ(list.size(), 2u);
+    for (const auto& vm : list) EXPECT_EQ(vm["points"], 3) << vm.dump();
 }
 
 TEST_F(ReplicaHostTest, AStoreBelongsToTheSubjectThatCreatedIt) {
