@@ -47,6 +47,41 @@ void isolate_interface(pugi::xml_node nic) {
     nic.append_child("link").append_attribute("state").set_value("down");
 }
 
+// Elements through which a domain reaches into its host beyond its disks and NICs: another
+// host's devices, folders and QEMU arguments have no business here (and a primary is trusted
+// to send disk contents, not to run commands on the replica host).
+void drop_host_reaching(pugi::xml_node domain, pugi::xml_node devices) {
+    std::vector<pugi::xml_node> drop;
+    for (auto child : domain.children())
+        if (std::string_view(child.name()).find(':') != std::string_view::npos)
+            drop.push_back(child);  // <qemu:commandline> and the like
+    for (auto device : devices.children()) {
+        std::string_view name = device.name();
+        if (name == "hostdev" || name == "filesystem" || name == "smartcard" ||
+            name == "redirdev" || name == "shmem")
+            drop.push_back(device);
+    }
+    for (auto node : drop) node.parent().remove_child(node);
+}
+
+// A console or channel writing into a file or socket the primary named: on this host that
+// folder may not exist or, worse, be the original VM's (one machine, two libvirt hosts).
+// Files become a pty; unix sockets lose their path, so libvirt makes one of its own.
+void detach_character_devices(pugi::xml_node devices) {
+    for (const char* kind : {"serial", "console", "parallel", "channel"}) {
+        for (auto dev : devices.children(kind)) {
+            std::string_view type = dev.attribute("type").value();
+            if (type == "file") {
+                dev.attribute("type").set_value("pty");
+                remove_children(dev, "source");
+                remove_children(dev, "log");
+            } else if (type == "unix") {
+                if (auto source = dev.child("source")) source.remove_attribute("path");
+            }
+        }
+    }
+}
+
 }  // namespace
 
 Result<std::string> failover_domain_xml(std::string_view stored_xml, const FailoverVmSpec& spec) {
@@ -62,6 +97,8 @@ Result<std::string> failover_domain_xml(std::string_view stored_xml, const Failo
     remove_children(domain.child("os"), "nvram");
 
     auto devices = domain.child("devices");
+    drop_host_reaching(domain, devices);
+    detach_character_devices(devices);
     std::set<std::string> placed;
     std::vector<pugi::xml_node> dropped;
     for (auto disk : devices.children("disk")) {

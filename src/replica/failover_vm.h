@@ -10,7 +10,11 @@
 // worse, another VM's here); <nvram> dropped (not replicated: libvirt makes a fresh one from
 // its template); with `isolate` (test failover) every <interface> gets <link state='down'/>
 // and loses its <mac> so libvirt makes a new one and the copy never answers as the original.
-// A domain XML carries no checkpoints: the copy starts without any.
+// A domain XML carries no checkpoints: the copy starts without any. What reaches into the host
+// beyond disks and NICs is dropped (<hostdev>, <filesystem>, <shmem>, smartcard and USB
+// redirection, namespaced extensions such as <qemu:commandline>), file-backed consoles and
+// channels become ptys and unix sockets lose their path (libvirt makes its own). Direct-boot
+// kernel and initrd paths are kept: they must exist on this host.
 #include <filesystem>
 #include <string>
 #include <string_view>

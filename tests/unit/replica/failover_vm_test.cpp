@@ -26,7 +26,14 @@ constexpr const char* kStored = R"(<domain type='kvm' id='7'>
       <model type='virtio'/></interface>
     <interface type='bridge'><mac address='52:54:00:12:34:57'/><source bridge='br0'/>
       <link state='up'/></interface>
+    <hostdev mode='subsystem' type='pci'><source><address domain='0' bus='1' slot='0'/></source></hostdev>
+    <filesystem type='mount'><source dir='/etc'/><target dir='etc'/></filesystem>
+    <serial type='file'><source path='/var/tmp/web1/serial.log'/><target port='0'/></serial>
+    <channel type='unix'><source mode='bind' path='/run/web1/agent.sock'/>
+      <target type='virtio' name='org.qemu.guest_agent.0'/></channel>
   </devices>
+  <qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+    <qemu:arg value='-evil'/></qemu:commandline>
 </domain>)";
 
 pugi::xml_document parse(const std::string& xml) {
@@ -87,6 +94,19 @@ TEST(FailoverVmXml, FailoverKeepsIdentityAndNetwork) {
     EXPECT_NE(xml->find("state=\"up\""), std::string::npos);
     EXPECT_NE(xml->find("/r/live-vdb.qcow2"), std::string::npos);
     EXPECT_EQ(xml->find("/srv/web1-scratch.qcow2"), std::string::npos);
+}
+
+TEST(FailoverVmXml, NothingReachesIntoTheHostBeyondDisksAndNics) {
+    auto xml = failover_domain_xml(kStored, {"web1", "u", {{"vda", "/r/live-vda.qcow2"}}, false});
+    ASSERT_TRUE(xml) << xml.error().message();
+    for (const char* gone : {"hostdev", "<filesystem", "qemu:", "-evil", "/etc'", "/etc\"",
+                             "serial.log", "agent.sock"})
+        EXPECT_EQ(xml->find(gone), std::string::npos) << gone << " in " << *xml;
+    auto doc = parse(*xml);
+    auto devices = doc.child("domain").child("devices");
+    EXPECT_STREQ(devices.child("serial").attribute("type").value(), "pty");
+    EXPECT_STREQ(devices.child("channel").child("target").attribute("name").value(),
+                 "org.qemu.guest_agent.0");
 }
 
 TEST(FailoverVmXml, AMissingDiskOrNoDomainIsRefused) {
