@@ -115,6 +115,7 @@ class ReplicaHost {
     //                         entry is where the store goes)}
     //   <dir>/chunk-<seq>.bin one chunk body each, seq in decimal without padding (chunk-0.bin,
     //                         chunk-1.bin, ...), exactly commit.chunks of them
+    // (cycle.json is written last: a folder without it is an export cut off halfway)
     // (JSON shapes: replica_protocol.h). Applied as the protocol's PUT /vms/{uuid}, POST
     // cycles, PUT chunks and POST commit would be for that subject → {"vm", "point"}.
     Result<nlohmann::json> import_initial(const std::filesystem::path& dir, TaskContext* task);

@@ -85,6 +85,11 @@ struct CycleFile {
 Result<CycleFile> read_cycle_file(const std::filesystem::path& dir) {
     const auto path = dir / "cycle.json";
     auto text = read_bounded_file(path, 2 * kMaxJsonBody);
+    if (!text && text.error().kind() == ErrorKind::not_found)
+        return fail(ErrorKind::not_found,
+                    "no cycle.json in " + dir.string() +
+                        ": not a folder `vmshadow replica export-initial` wrote, or its export "
+                        "was cut off (cycle.json is written last); export again");
     if (!text) return fail(text.error());
     auto j = routes::parse_object(*text, 2 * kMaxJsonBody);
     if (!j) return fail(j.error().with_context(path.string()));

@@ -533,6 +533,26 @@ TEST_F(ReplicaHostTest, ImportInitialAppliesTheExportedFolder) {
     expect_latest_is_image();
 }
 
+TEST_F(ReplicaHostTest, ImportInitialRefusesAFolderCutOffOrWithAMissingChunk) {
+    auto folder = dir.path / "media";
+    std::filesystem::create_directories(folder);
+    auto done = host->import_initial(folder, nullptr);
+    ASSERT_FALSE(done);
+    EXPECT_EQ(done.error().kind(), ErrorKind::not_found);
+    Cycle cycle = full_cycle();
+    json file = {{"vm", announcement()},
+                 {"begin", begin("c0", true, "", 0)},
+                 {"commit", cycle.commit()},
+                 {"primary_subject", kPrimary}};
+    std::ofstream(folder / "cycle.json") << file.dump();
+    std::ofstream(folder / "chunk-0.bin", std::ios::binary) << cycle.chunks[0];
+    done = host->import_initial(folder, nullptr);
+    ASSERT_FALSE(done);
+    EXPECT_NE(done.error().message().find("chunk-1.bin"), std::string::npos)
+        << done.error().message();
+    EXPECT_TRUE(vm_state()["points"].empty());
+}
+
 TEST_F(ReplicaHostTest, ImportInitialRefusesASubjectNotAllowed) {
     auto folder = dir.path / "media";
     std::filesystem::create_directories(folder);
