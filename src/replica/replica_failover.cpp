@@ -82,6 +82,24 @@ void undo_vm(ReplicaStore& store, const std::string& kind, const virt::Domain* d
     (void)store.drop_overlays(kind);
 }
 
+// Makes `kind` overlays above point `at` and defines `spec` (its disks filled in) on them;
+// nothing is left behind when a step fails.
+Result<virt::Domain> define_on_overlays(ReplicaStore& store, const virt::Connection& connection,
+                                        const std::string& kind, std::uint64_t at,
+                                        FailoverVmSpec spec) {
+    auto overlays = store.make_overlays(kind, at);
+    if (!overlays) return fail(overlays.error());
+    spec.disks = overlay_disks(store, *overlays);
+    auto xml = failover_domain_xml(store.identity().domain_xml, spec);
+    if (!xml) {
+        undo_vm(store, kind, nullptr);
+        return fail(xml.error());
+    }
+    auto domain = connection.define(*xml);
+    if (!domain) undo_vm(store, kind, nullptr);
+    return domain;
+}
+
 TaskContext& context_or(TaskContext* task, std::optional<TaskContext>& fallback) {
     if (task) return *task;
     return fallback.emplace();
@@ -139,20 +157,9 @@ Result<json> test_failover_locked(Impl& impl, VmEntry& entry, std::optional<std:
                         name);
     auto uuid = random_uuid();
     if (!uuid) return fail(uuid.error());
-    auto overlays = store.make_overlays("test", at);
-    if (!overlays) return fail(overlays.error().with_context("test failover of VM " + name));
-    auto xml = failover_domain_xml(store.identity().domain_xml,
-                                   {test_name, *uuid, overlay_disks(store, *overlays), true});
-    if (!xml) {
-        undo_vm(store, "test", nullptr);
-        return fail(xml.error());
-    }
     task.phase("start");
-    auto domain = connection->define(*xml);
-    if (!domain) {
-        undo_vm(store, "test", nullptr);
-        return fail(domain.error().with_context("test failover of VM " + name));
-    }
+    auto domain = define_on_overlays(store, *connection, "test", at, {test_name, *uuid, {}, true});
+    if (!domain) return fail(domain.error().with_context("test failover of VM " + name));
     Status done = virt::start_domain(*domain);
     if (done) done = store.set_state(std::string(kStateTest));
     if (!done) {
@@ -203,6 +210,43 @@ Result<json> stop_test_locked(Impl& impl, VmEntry& entry) {
 
 // ---- failover ----
 
+namespace {
+
+// A VM of that name or UUID here already: failover would take its place.
+Status refuse_taken(const virt::Connection& connection, const StoreIdentity& identity) {
+    for (const std::string& key : {identity.vm_name, identity.vm_uuid}) {
+        auto existing = find_domain(connection, key);
+        if (!existing) return fail(existing.error());
+        if (*existing)
+            return fail(ErrorKind::conflict, "a VM " + key + " (" + (*existing)->name() +
+                                                 ") is already defined on this host: failover of " +
+                                                 identity.vm_name + " refused");
+    }
+    return {};
+}
+
+// Started paused until the reverse chain's checkpoint exists, so that every guest write is
+// after it (reverse replication sends them), then resumed once the record is written.
+Result<FailoverRecord> start_with_reverse_checkpoint(const virt::Domain& domain,
+                                                     const ReplicaStore& store, std::uint64_t at) {
+    auto chain_id = random_hex(8);
+    if (!chain_id) return fail(chain_id.error());
+    const auto now = system_clock().now();
+    auto name = virt::make_checkpoint_name(*chain_id, now);
+    if (!name) return fail(name.error());
+    std::vector<std::string> targets;
+    for (const auto& d : store.identity().disks) targets.push_back(d.target);
+    if (auto s = virt::start_domain_paused(domain); !s) return fail(s.error());
+    auto xml = virt::create_checkpoint(domain, *name, targets);
+    if (!xml) return fail(xml.error());
+    FailoverRecord record{at, *chain_id, *name, *xml, iso8601_utc(unix_seconds(now))};
+    if (auto s = write_failover_record(store.folder(), record); !s) return fail(s.error());
+    if (auto s = virt::resume_domain(domain); !s) return fail(s.error());
+    return record;
+}
+
+}  // namespace
+
 Result<json> Impl::failover_locked(VmEntry& entry, std::optional<std::uint64_t> seq,
                                    TaskContext* given_task) {
     std::optional<TaskContext> fallback;
@@ -210,6 +254,7 @@ Result<json> Impl::failover_locked(VmEntry& entry, std::optional<std::uint64_t> 
     ReplicaStore& store = *entry.store;
     const StoreIdentity identity = store.identity();
     const std::string& name = identity.vm_name;
+    const std::string what = "failover of VM " + name;
     if (auto s = refuse_state(store, "failover"); !s) return fail(s.error());
     auto point = choose_point(store, seq);
     if (!point) return fail(point.error());
@@ -217,63 +262,27 @@ Result<json> Impl::failover_locked(VmEntry& entry, std::optional<std::uint64_t> 
     task.phase("prepare");
     auto connection = virt::Connection::open(options.connect_uri);
     if (!connection) return fail(connection.error());
-    for (const std::string& key : {name, identity.vm_uuid}) {
-        auto existing = find_domain(*connection, key);
-        if (!existing) return fail(existing.error());
-        if (*existing)
-            return fail(ErrorKind::conflict, "a VM " + key + " (" + (*existing)->name() +
-                                                 ") is already defined on this host: failover of " +
-                                                 name + " refused");
-    }
-    auto chain_id = random_hex(8);
-    if (!chain_id) return fail(chain_id.error());
+    if (auto s = refuse_taken(*connection, identity); !s) return fail(s.error());
     abort_cycle(entry, "the VM fails over");
-    auto overlays = store.make_overlays("live", at);
-    if (!overlays) return fail(overlays.error().with_context("failover of VM " + name));
-    auto xml = failover_domain_xml(
-        identity.domain_xml, {name, identity.vm_uuid, overlay_disks(store, *overlays), false});
-    if (!xml) {
-        undo_vm(store, "live", nullptr);
-        return fail(xml.error());
-    }
     task.phase("start");
-    auto domain = connection->define(*xml);
-    if (!domain) {
-        undo_vm(store, "live", nullptr);
-        return fail(domain.error().with_context("failover of VM " + name));
-    }
-    // Paused until the reverse chain's checkpoint exists: every guest write after it is one
-    // reverse replication will send.
-    const auto now = system_clock().now();
-    FailoverRecord record{at, *chain_id, "", "", iso8601_utc(unix_seconds(now))};
-    std::vector<std::string> targets;
-    for (const auto& d : identity.disks) targets.push_back(d.target);
-    Status done = virt::start_domain_paused(*domain);
-    if (done) {
-        auto cp_name = virt::make_checkpoint_name(record.chain_id, now);
-        auto cp_xml = cp_name ? virt::create_checkpoint(*domain, *cp_name, targets)
-                              : Result<std::string>(std::unexpected(cp_name.error()));
-        if (cp_xml) {
-            record.checkpoint = *cp_name;
-            record.checkpoint_xml = *cp_xml;
-        } else {
-            done = fail(cp_xml.error());
-        }
-    }
-    if (done) done = write_failover_record(store.folder(), record);
-    if (done) done = virt::resume_domain(*domain);
-    if (done) done = store.set_state(std::string(kStateFailedOver));
+    auto domain =
+        define_on_overlays(store, *connection, "live", at, {name, identity.vm_uuid, {}, false});
+    if (!domain) return fail(domain.error().with_context(what));
+    auto record = start_with_reverse_checkpoint(*domain, store, at);
+    Status done = record ? store.set_state(std::string(kStateFailedOver)) : fail(record.error());
     if (!done) {
         undo_vm(store, "live", &*domain);
         std::error_code ec;
         std::filesystem::remove(store.folder() / kFailoverFile, ec);
-        return fail(done.error().with_context("failover of VM " + name));
+        return fail(done.error().with_context(what));
     }
     refresh(entry);
     log(LogLevel::info, "VM " + name + " failed over: running here from point " +
-                            std::to_string(at) + ", reverse chain " + record.chain_id);
-    return json{
-        {"vm", name}, {"uuid", identity.vm_uuid}, {"point", at}, {"checkpoint", record.checkpoint}};
+                            std::to_string(at) + ", reverse chain " + record->chain_id);
+    return json{{"vm", name},
+                {"uuid", identity.vm_uuid},
+                {"point", at},
+                {"checkpoint", record->checkpoint}};
 }
 
 Result<json> Impl::remove_locked(VmEntry& entry) {
