@@ -56,6 +56,10 @@ Status refuse_state(const ReplicaStore& store, std::string_view operation) {
     if (state == kStateReversed)
         return fail(ErrorKind::conflict, "VM " + name + " runs on this host as a primary: " +
                                              std::string(operation) + " refused");
+    if (state == kStateFailingOver)
+        return fail(ErrorKind::conflict, "a failover of VM " + name +
+                                             " was cut off: run `vmshadow replica failover " +
+                                             name + "` again to finish it");
     if (state == kStateTest)
         return fail(ErrorKind::conflict,
                     "a test failover of VM " + name + " is running (" + name +
@@ -157,13 +161,15 @@ Result<json> test_failover_locked(Impl& impl, VmEntry& entry, std::optional<std:
                         name);
     auto uuid = random_uuid();
     if (!uuid) return fail(uuid.error());
+    // The state first: a daemon killed halfway leaves a test that stop-test removes.
+    if (auto s = store.set_state(std::string(kStateTest)); !s) return fail(s.error());
     task.phase("start");
     auto domain = define_on_overlays(store, *connection, "test", at, {test_name, *uuid, {}, true});
-    if (!domain) return fail(domain.error().with_context("test failover of VM " + name));
-    Status done = virt::start_domain(*domain);
-    if (done) done = store.set_state(std::string(kStateTest));
+    Status done = domain ? virt::start_domain(*domain) : fail(domain.error());
     if (!done) {
-        undo_vm(store, "test", &*domain);
+        undo_vm(store, "test", domain ? &*domain : nullptr);
+        (void)store.set_state(std::string(kStateReplicating));
+        impl.refresh(entry);
         return fail(done.error().with_context("test failover of VM " + name));
     }
     impl.refresh(entry);
@@ -245,6 +251,50 @@ Result<FailoverRecord> start_with_reverse_checkpoint(const virt::Domain& domain,
     return record;
 }
 
+// The VM `identity` names, when it runs on this store's live overlays (ours to finish or undo).
+Result<std::optional<virt::Domain>> our_live_vm(const virt::Connection& connection,
+                                                const ReplicaStore& store) {
+    auto found = find_domain(connection, store.identity().vm_uuid);
+    if (!found || !*found) return found;
+    auto described = (*found)->describe();
+    if (!described) return fail(described.error());
+    for (const auto& disk : described->disks) {
+        std::filesystem::path path(disk.path);
+        if (disk.device == "disk" && (path.parent_path() != store.folder() ||
+                                      !path.filename().string().starts_with("live-")))
+            return fail(ErrorKind::conflict,
+                        (*found)->label() + " has disk " + disk.target + " on " + disk.path +
+                            ", not on the replica's live overlays: left alone");
+    }
+    return found;
+}
+
+// A failover cut off halfway (state failing-over): finished when the VM got as far as its
+// reverse checkpoint (the record exists: only the resume and the state were missing), else
+// undone so that it starts again. True when finished.
+Result<bool> settle_cut_off_failover(const virt::Connection& connection, ReplicaStore& store) {
+    auto vm = our_live_vm(connection, store);
+    if (!vm) return fail(vm.error());
+    bool finish = *vm && read_failover_record(store.folder()).has_value();
+    if (finish) {
+        auto state = (*vm)->state();
+        if (state && *state == virt::DomainState::paused) {
+            if (auto s = virt::resume_domain(**vm); !s) return fail(s.error());
+        } else if (!state || *state != virt::DomainState::running) {
+            finish = false;
+        }
+    }
+    if (finish) {
+        if (auto s = store.set_state(std::string(kStateFailedOver)); !s) return fail(s.error());
+        return true;
+    }
+    undo_vm(store, "live", *vm ? &**vm : nullptr);
+    std::error_code ec;
+    std::filesystem::remove(store.folder() / kFailoverFile, ec);
+    if (auto s = store.set_state(std::string(kStateReplicating)); !s) return fail(s.error());
+    return false;
+}
+
 }  // namespace
 
 Result<json> Impl::failover_locked(VmEntry& entry, std::optional<std::uint64_t> seq,
@@ -255,25 +305,43 @@ Result<json> Impl::failover_locked(VmEntry& entry, std::optional<std::uint64_t> 
     const StoreIdentity identity = store.identity();
     const std::string& name = identity.vm_name;
     const std::string what = "failover of VM " + name;
+    task.phase("prepare");
+    auto connection = virt::Connection::open(options.connect_uri);
+    if (!connection) return fail(connection.error());
+    if (store.state() == kStateFailingOver) {
+        auto finished = settle_cut_off_failover(*connection, store);
+        refresh(entry);
+        if (!finished) return fail(finished.error().with_context(what + " (cut off before)"));
+        if (*finished) {
+            auto record = read_failover_record(store.folder());
+            if (!record) return fail(record.error());
+            log(LogLevel::info, "VM " + name + ": a failover cut off halfway was finished");
+            return json{{"vm", name},
+                        {"uuid", identity.vm_uuid},
+                        {"point", record->seq},
+                        {"checkpoint", record->checkpoint}};
+        }
+    }
     if (auto s = refuse_state(store, "failover"); !s) return fail(s.error());
     auto point = choose_point(store, seq);
     if (!point) return fail(point.error());
     const std::uint64_t at = (*point)->seq;
-    task.phase("prepare");
-    auto connection = virt::Connection::open(options.connect_uri);
-    if (!connection) return fail(connection.error());
     if (auto s = refuse_taken(*connection, identity); !s) return fail(s.error());
     abort_cycle(entry, "the VM fails over");
+    // The state first: a daemon killed halfway leaves a failover the next one settles.
+    if (auto s = store.set_state(std::string(kStateFailingOver)); !s) return fail(s.error());
     task.phase("start");
     auto domain =
         define_on_overlays(store, *connection, "live", at, {name, identity.vm_uuid, {}, false});
-    if (!domain) return fail(domain.error().with_context(what));
-    auto record = start_with_reverse_checkpoint(*domain, store, at);
+    auto record = domain ? start_with_reverse_checkpoint(*domain, store, at)
+                         : Result<FailoverRecord>(std::unexpected(domain.error()));
     Status done = record ? store.set_state(std::string(kStateFailedOver)) : fail(record.error());
     if (!done) {
-        undo_vm(store, "live", &*domain);
+        undo_vm(store, "live", domain ? &*domain : nullptr);
         std::error_code ec;
         std::filesystem::remove(store.folder() / kFailoverFile, ec);
+        (void)store.set_state(std::string(kStateReplicating));
+        refresh(entry);
         return fail(done.error().with_context(what));
     }
     refresh(entry);

@@ -56,7 +56,7 @@ std::expected<Locked, net::HttpResponse> lock_owned(ReplicaHost::Impl& impl,
 std::optional<net::HttpResponse> refuse_when_failed_over(const VmEntry& entry,
                                                          std::string_view what) {
     const std::string& state = entry.store->state();
-    if (state == kStateFailedOver)
+    if (state == kStateFailedOver || state == kStateFailingOver)
         return error_response(409, "VM " + entry.name() +
                                        " is failed over on this host: " + std::string(what) +
                                        " refused (reverse replication sends changes back)");

@@ -33,8 +33,11 @@
 //     by accident: it would write into the base), and the primary side is told to drop its
 //     link (release_primary, before the undefine: it deletes its chain from the VM). Any step
 //     failing undoes the store.
-// Store states (ReplicaStore::state()): "" or "replicating", "test-failover", "failed-over",
-// "reversed". Errors a caller can act on are ErrorKind::conflict (HTTP 409).
+// Store states (ReplicaStore::state()): "" or "replicating", "test-failover", "failing-over"
+// (set before a failover's first step: a daemon killed halfway leaves it, and the next
+// failover finishes it when the VM reached its reverse checkpoint or else undoes and redoes
+// it), "failed-over", "reversed". A test failover sets its state first too: stop_test then
+// removes what a killed one left. Errors a caller can act on are ErrorKind::conflict (HTTP 409).
 // It is not: TLS (the daemon's listener), the primary side (replica_primary.h), scheduling.
 //
 // Thread-safety: all methods may be called from several threads at once.

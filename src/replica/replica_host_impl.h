@@ -29,6 +29,9 @@ inline constexpr std::string_view kStateReplicating = "replicating";
 inline constexpr std::string_view kStateTest = "test-failover";
 inline constexpr std::string_view kStateFailedOver = "failed-over";
 inline constexpr std::string_view kStateReversed = "reversed";
+// Set before a failover's first step: a daemon killed halfway leaves this, and the next
+// failover finishes or redoes it (cycles are refused meanwhile).
+inline constexpr std::string_view kStateFailingOver = "failing-over";
 
 // What a failover made, kept beside the record (<folder>/failover.json, replaced atomically)
 // for commit and reverse_source.

@@ -16,6 +16,7 @@
 #include "lab/lab_guest.h"
 #include "replica/cycle_format.h"
 #include "replica/replica_protocol.h"
+#include "replica/replica_store.h"
 #include "virt/checkpoints.h"
 #include "virt/connection.h"
 #include "virt/lifecycle.h"
@@ -75,6 +76,9 @@ class ReplicaHostFailoverTest : public ::testing::Test {
         auto c = virt::Connection::open(lab::lab_uri());
         ASSERT_TRUE(c) << c.error().message();
         conn.emplace(std::move(*c));
+        open_host();
+    }
+    void open_host() {
         ReplicaHostOptions options;
         options.allow = {{kPrimary, dir / "storage"}};
         options.connect_uri = lab::lab_uri();
@@ -207,6 +211,34 @@ TEST_F(ReplicaHostFailoverTest, FailoverRunsTheVmWithAReverseCheckpointAndRefuse
     ASSERT_TRUE(committed) << committed.error().message();
     ASSERT_TRUE(host->mark_reversed(name));
     EXPECT_TRUE(host->list()["replicas"].empty());
+}
+
+TEST_F(ReplicaHostFailoverTest, FailoverCutOffHalfwayIsRedoneByTheNextOne) {
+    replicate();
+    // A daemon killed after the live overlays were made.
+    host.reset();
+    {
+        auto store = ReplicaStore::open(dir / "storage" / (name + "-" + uuid.substr(0, 8)));
+        ASSERT_TRUE(store) << store.error().message();
+        ASSERT_TRUE((*store)->set_state("failing-over"));
+        ASSERT_TRUE((*store)->make_overlays("live", 0));
+    }
+    open_host();
+    json begin = {{"id", "c1"},
+                  {"base_token", "vmshadow-00000000-20261207T000000.000Z"},
+                  {"token", "vmshadow-00000000-20261207T000100.000Z"},
+                  {"time", "2026-12-07T00:01:00Z"},
+                  {"consistency", "crash"},
+                  {"full", false},
+                  {"disks", disks()}};
+    EXPECT_EQ(call("POST", "/vms/" + uuid + "/cycles", begin.dump()).status, 409);
+    EXPECT_FALSE(host->test_failover(name, std::nullopt, nullptr));
+    auto done = host->failover(name, std::nullopt, nullptr);
+    ASSERT_TRUE(done) << done.error().message();
+    auto vm = conn->lookup(uuid);
+    ASSERT_TRUE(vm) << vm.error().message();
+    EXPECT_EQ(vm->state().value_or(virt::DomainState::nostate), virt::DomainState::running);
+    EXPECT_EQ(state(), "failed-over");
 }
 
 TEST_F(ReplicaHostFailoverTest, ReverseOfferAdoptsTheShutOffVmsDisksAndUndefinesIt) {
