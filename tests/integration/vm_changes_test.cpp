@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <map>
@@ -105,16 +106,24 @@ class Frozen {
 
 class VmChangesTest : public VmBackupTest {
   protected:
+    void SetUp() override {
+        // As vmshadow and vmshadowd do: the freeze's thaw guardian is told over a pipe that
+        // may be closed already (a broken pipe is an error value, not a signal).
+        ::signal(SIGPIPE, SIG_IGN);
+        VmBackupTest::SetUp();
+    }
+
     // Where the delivered disks accumulate, read after read.
     fs::path applied() const { return dir / "applied"; }
 
     engine::ChangeReadOutcome read(lab::LabGuest& g, const std::string& previous_xml,
-                                   RawFileSink& sink) {
+                                   RawFileSink& sink, bool application) {
         engine::ChangeReadOptions o;
         o.vm = g.name();
         o.chain_id = chain_id;
         o.previous_checkpoint_xml = previous_xml;
         o.scratch_dir = scratch.string();
+        o.application_consistent = application;
         auto outcome = engine::read_vm_changes(g.connection(), o, sink);
         if (!outcome) throw std::runtime_error("change read: " + outcome.error().message());
         EXPECT_TRUE(sink.committed);
@@ -145,9 +154,9 @@ class VmChangesTest : public VmBackupTest {
 
     // A change read whose extents are applied onto applied(); returns the outcome.
     engine::ChangeReadOutcome read_and_apply(lab::LabGuest& g, const std::string& previous_xml,
-                                             std::uint64_t& data_bytes) {
+                                             std::uint64_t& data_bytes, bool application = false) {
         RawFileSink sink(applied());
-        auto outcome = read(g, previous_xml, sink);
+        auto outcome = read(g, previous_xml, sink, application);
         data_bytes = sink.data_bytes;
         EXPECT_EQ(outcome.bytes_read, sink.data_bytes);
         return outcome;
@@ -227,15 +236,22 @@ TEST_F(VmChangesTest, ReadsRebuildTheDisksThroughIncrementalsBackupsAndAShutdown
     EXPECT_EQ(backup2["incremental_from"], backup1["checkpoint"]) << backup2.dump(2);
     EXPECT_EQ(mode_of(backup2, "vda"), "incremental");
 
+    // Asked for, application consistency is the agent's freeze.
+    auto consistent = read_and_apply(g, third.checkpoint_xml, bytes, true);
+    EXPECT_EQ(consistent.set.consistency, "application");
+    EXPECT_TRUE(consistent.freeze_ms);
+    EXPECT_EQ(freeze_status(g), "thawed");
+
     // (d) Written, then shut down: an offline read delivers what changed since the last one.
     write_in_guest(g, "three");
     ASSERT_TRUE(lab::run_checked({"virsh", "-c", lab::lab_uri(), "shutdown", g.name()}));
     ASSERT_TRUE(wait_shutoff(g, 120s));
-    auto offline = read_and_apply(g, third.checkpoint_xml, bytes);
+    auto offline = read_and_apply(g, consistent.checkpoint_xml, bytes);
     expect_applied_equals_disks(g);
-    EXPECT_EQ(offline.set.base, third.set.checkpoint);
-    EXPECT_EQ(offline.set.checkpoint, third.set.checkpoint) << "a shut-off VM got a checkpoint";
-    EXPECT_EQ(offline.checkpoint_xml, third.checkpoint_xml);
+    EXPECT_EQ(offline.set.base, consistent.set.checkpoint);
+    EXPECT_EQ(offline.set.checkpoint, consistent.set.checkpoint)
+        << "a shut-off VM got a checkpoint";
+    EXPECT_EQ(offline.checkpoint_xml, consistent.checkpoint_xml);
     for (const auto& d : offline.set.disks) EXPECT_TRUE(d.incremental) << d.target << d.full_reason;
     EXPECT_GE(bytes, 1536u * 1024);
     EXPECT_LT(bytes, (256ull << 20) / 8);
