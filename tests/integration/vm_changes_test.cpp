@@ -272,5 +272,43 @@ TEST_F(VmChangesTest, ReadsRebuildTheDisksThroughIncrementalsBackupsAndAShutdown
         << "the repository's checkpoint went with the chain";
 }
 
+// A sink that fails at commit: the other side could not make the changes durable.
+class FailingCommitSink final : public engine::ChangeSink {
+  public:
+    Status begin(const engine::ChangeSet&) override { return {}; }
+    Status data(std::size_t, std::uint64_t, std::span<const std::byte>) override { return {}; }
+    Status zero(std::size_t, std::uint64_t, std::uint64_t) override { return {}; }
+    Status commit() override { return fail(ErrorKind::unavailable, "replica went away"); }
+};
+
+TEST_F(VmChangesTest, WithoutAnAgentAFailedCommitLeavesThePreviousCheckpointToContinueFrom) {
+    lab::LabGuest& g = boot({.agent_channel = false});
+    fs::create_directories(applied());
+    std::uint64_t bytes = 0;
+    auto first = read_and_apply(g, "", bytes, true);
+    EXPECT_EQ(first.set.consistency, "crash");
+    bool said = false;
+    for (const auto& n : first.notes)
+        said = said || n.find("application consistency asked") != std::string::npos;
+    EXPECT_TRUE(said) << "no note says why the read is crash-consistent";
+
+    engine::ChangeReadOptions o;
+    o.vm = g.name();
+    o.chain_id = chain_id;
+    o.previous_checkpoint_xml = first.checkpoint_xml;
+    o.scratch_dir = scratch.string();
+    FailingCommitSink failing;
+    auto failed = engine::read_vm_changes(g.connection(), o, failing);
+    ASSERT_FALSE(failed);
+    EXPECT_NE(failed.error().message().find("replica went away"), std::string::npos);
+    EXPECT_EQ(chain_checkpoints(g), std::vector<std::string>{first.set.checkpoint})
+        << "the failed read's checkpoint was kept, or the previous one deleted";
+    EXPECT_TRUE(scratch_leftovers().empty());
+
+    auto again = read_and_apply(g, first.checkpoint_xml, bytes);
+    EXPECT_EQ(again.set.base, first.set.checkpoint);
+    for (const auto& d : again.set.disks) EXPECT_TRUE(d.incremental) << d.target << d.full_reason;
+}
+
 }  // namespace
 }  // namespace vmshadow::testing
