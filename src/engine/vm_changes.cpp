@@ -153,10 +153,11 @@ void LiveRead::record_writer_outcome() {
     vmwriter::VmWriterOutcome w = writer_->outcome();
     c_.outcome.set.consistency = w.consistency == "application" ? "application" : "crash";
     if (w.freeze_window) c_.outcome.freeze_ms = w.freeze_window->count();
+    std::vector<std::string> notes = w.notes;
     if (c_.options.application_consistent && w.consistency != "application")
-        c_.outcome.notes.push_back("application consistency asked but not had (" +
-                                   join(w.reasons, "; ") + "): crash-consistent");
-    for (const auto& n : w.notes)
+        notes.insert(notes.begin(), "application consistency asked but not had (" +
+                                        join(w.reasons, "; ") + "): crash-consistent");
+    for (const auto& n : notes)
         if (std::find(c_.outcome.notes.begin(), c_.outcome.notes.end(), n) ==
             c_.outcome.notes.end())
             c_.outcome.notes.push_back(n);
@@ -452,9 +453,6 @@ Result<ChangeReadOutcome> read_vm_changes(const virt::Connection& connection,
         auto info = virt::parse_checkpoint_xml(options.previous_checkpoint_xml);
         if (!info)
             return std::unexpected(info.error().with_context("the chain's last checkpoint XML"));
-        if (!virt::checkpoint_belongs_to(info->name, options.chain_id))
-            return fail(ErrorKind::invalid_argument,
-                        "checkpoint " + info->name + " is not of chain " + options.chain_id);
         previous = info->name;
     }
     auto domain = connection.lookup(options.vm);
