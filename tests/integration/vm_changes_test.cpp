@@ -308,6 +308,20 @@ TEST_F(VmChangesTest, WithoutAnAgentAFailedCommitLeavesThePreviousCheckpointToCo
     auto again = read_and_apply(g, first.checkpoint_xml, bytes);
     EXPECT_EQ(again.set.base, first.set.checkpoint);
     for (const auto& d : again.set.disks) EXPECT_TRUE(d.incremental) << d.target << d.full_reason;
+
+    // Shut off: a refused commit leaves no merged bitmap behind, and the read can be repeated.
+    ASSERT_TRUE(lab::run_checked({"virsh", "-c", lab::lab_uri(), "shutdown", g.name()}));
+    ASSERT_TRUE(wait_shutoff(g, 120s));
+    o.previous_checkpoint_xml = again.checkpoint_xml;
+    ASSERT_FALSE(engine::read_vm_changes(g.connection(), o, failing));
+    auto bitmaps = virt::image_bitmaps(g.disk_path("vda").string(), false);
+    ASSERT_TRUE(bitmaps);
+    for (const auto& b : *bitmaps)
+        EXPECT_EQ(b.name.find("vmshadow-changes-"), std::string::npos) << "merged bitmap left";
+    auto offline = read_and_apply(g, again.checkpoint_xml, bytes);
+    EXPECT_EQ(offline.set.base, again.set.checkpoint);
+    for (const auto& d : offline.set.disks) EXPECT_TRUE(d.incremental) << d.target << d.full_reason;
+    EXPECT_EQ(chain_checkpoints(g), std::vector<std::string>{again.set.checkpoint});
 }
 
 }  // namespace
