@@ -730,6 +730,8 @@ Result<json> ReplicaPrimary::reverse(const ReverseSource& source, TaskContext* t
                 return fail(ErrorKind::conflict,
                             "vm '" + source.vm + "' already replicates to " + old->spec.to);
             link.spec = old->spec;  // keeps the administrator's interval, history, cap
+        } else if (auto released = load_link(link_path(impl_->dir / "released", source.uuid))) {
+            link.spec = released->spec;  // this host was its primary before
         }
     }
     link.spec.vm = source.vm;
@@ -764,6 +766,8 @@ Result<json> ReplicaPrimary::reverse(const ReverseSource& source, TaskContext* t
     std::lock_guard lock(impl_->mutex);
     if (auto s = impl_->save(link); !s) return std::unexpected(s.error());
     impl_->links[link.uuid] = link;
+    std::error_code ec;
+    fs::remove(link_path(impl_->dir / "released", link.uuid), ec);
     impl_->log(LogLevel::info, "vm '" + source.vm + "' now replicates back to " +
                                    source.peer_endpoint + " from checkpoint " + source.token);
     return json{{"vm", source.vm}, {"replica", *answer}, {"status", impl_->status_of(link)}};
@@ -814,6 +818,9 @@ Status ReplicaPrimary::release(const std::string& uuid) {
     if (auto connection = virt::Connection::open(impl_->options.connect_uri))
         (void)engine::delete_chain(*connection, link.spec.vm, link.chain_id);
     std::lock_guard lock(impl_->mutex);
+    // The administrator's settings are kept aside: when this host becomes the VM's primary
+    // again (reverse after a failback), its link starts with them instead of the defaults.
+    (void)save_link(link_path(impl_->dir / "released", uuid), link);
     std::error_code ec;
     fs::remove(link_path(impl_->dir, uuid), ec);
     impl_->links.erase(uuid);

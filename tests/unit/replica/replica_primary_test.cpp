@@ -161,6 +161,13 @@ TEST_F(ReplicaPrimaryLinks, ReleaseDropsTheLinkAndItsFile) {
     EXPECT_TRUE(primary_->list()["replicas"].empty());
     EXPECT_FALSE(fs::exists(link_path(dir_ / "replica", kUuid)));
     EXPECT_TRUE(primary_->release(kUuid));  // nothing left: fine
+    // Its settings are kept aside for a later reverse, not listed and never due.
+    auto kept = load_link(link_path(dir_ / "replica" / "released", kUuid));
+    ASSERT_TRUE(kept) << kept.error().message();
+    EXPECT_EQ(kept->spec.interval, seconds(30));
+    primary_.reset();
+    open();
+    EXPECT_TRUE(primary_->list()["replicas"].empty());
 }
 
 }  // namespace
