@@ -67,6 +67,7 @@ struct CycleSender::BlockFilter {
     std::uint64_t block = 0;  // index of the block being gathered
     std::vector<std::byte> buffer;
     std::uint64_t filled = 0;
+    bool has_data = false;        // some data extent wrote into the block being gathered
     std::vector<BlockHash> page;  // the replica's hashes of blocks [page_first, +page.size())
     std::uint64_t page_first = 0;
 
@@ -239,9 +240,10 @@ Status CycleSender::feed_filter(std::size_t disk, std::uint64_t offset,
         std::uint64_t block_end = f.block_start() + f.block_length();
         std::uint64_t take = std::min(end, block_end) - at;
         if (f.buffer.size() != f.block_length()) f.buffer.assign(f.block_length(), std::byte{0});
-        if (at >= offset && !bytes.empty())
+        if (at >= offset && !bytes.empty()) {
             std::memcpy(f.buffer.data() + f.filled, bytes.data() + (at - offset), take);
-        else if (at < offset)
+            f.has_data = true;
+        } else if (at < offset)
             take = std::min(take, offset - at);  // the gap before this extent: zeros
         else
             std::memset(f.buffer.data() + f.filled, 0, take);
@@ -264,12 +266,16 @@ Status CycleSender::finish_block(std::size_t disk) {
     }
     std::span<const std::byte> data(f.buffer.data(), f.filled);
     ++stats_.blocks_compared;
-    if (sha256(data) != f.page[f.block - f.page_first]) {
+    // Long zero extents (a disk's empty tail) cost one hash, not one per block.
+    static const BlockHash zero_block = sha256(std::vector<std::byte>(kResyncBlockBytes));
+    bool zero_only = !f.has_data && f.filled == kResyncBlockBytes;
+    if ((zero_only ? zero_block : sha256(data)) != f.page[f.block - f.page_first]) {
         ++stats_.blocks_sent;
         if (auto s = add_data(disk, f.block_start(), data); !s) return s;
     }
     ++f.block;
     f.filled = 0;
+    f.has_data = false;
     f.buffer.clear();
     return {};
 }
