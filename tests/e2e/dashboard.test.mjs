@@ -121,7 +121,8 @@ test('sign-in with the admin token lists the guest on the overview', async () =>
 test('every page fits a 375 px wide phone', async () => {
   await admin.setViewportSize({ width: 375, height: 800 });
   for (const [hash, ready] of [['/', `tr[data-vm="${VM}"]`], [`/vm/${encodeURIComponent(VM)}`, 'table.points'],
-    ['/jobs', 'tr[data-job]'], ['/tasks', 'h1'], ['/repos/main', 'form.sim']]) {
+    ['/jobs', 'tr[data-job]'], ['/tasks', 'h1'], ['/repos/main', 'form.sim'],
+    ['/replication', '.empty, table.replicas']]) {
     await go(admin, hash);
     await admin.locator(ready).first().waitFor();
     const width = await admin.evaluate(() => document.documentElement.scrollWidth);
@@ -211,6 +212,19 @@ test('the task list shows the backup', async () => {
   assert.match(await admin.locator('table').innerText(), /backup/);
   await shot(admin, 'tasks');
   await axe(admin, 'tasks');
+});
+
+// No [replica] section in run.sh's daemon: the page says so and how to set one up.
+test('the replication page shows its empty state and the hint to enable one', async () => {
+  await go(admin, '/replication');
+  await admin.getByRole('heading', { name: 'Replication', level: 1 }).waitFor();
+  const empty = admin.locator('.empty');
+  await empty.getByText('No replication configured').waitFor();
+  assert.match(await empty.innerText(), /vmshadow replica enable VM --to HOST:PORT/);
+  assert.equal(await admin.locator('nav a[aria-current="page"]').innerText(), 'Replication');
+  assert.equal(await admin.locator('table.replicas').count(), 0);
+  await shot(admin, 'replication');
+  await axe(admin, 'replication');
 });
 
 // Rule sets for the simulator and `vmshadow prune --dry-run --json`, as [field, value].
