@@ -60,8 +60,8 @@ function RowActions({ replica, onAction, onFailover }) {
   const s = replica.state;
   const vm = replica.vm;
   const buttons = [];
-  if (s === 'paused') buttons.push(['resume', `Resume`]);
-  else if (s !== 'failed-over') buttons.push(['pause', `Pause`]);
+  // Cycles are sent by the primary: it is paused and resumed there; failovers happen on the replica host.
+  if (replica.role === 'primary') buttons.push(s === 'paused' ? ['resume', 'Resume'] : ['pause', 'Pause']);
   if (replica.role === 'replica') {
     if (s === 'test-failover') buttons.push(['stop-test', 'Stop test']);
     else if (s !== 'failed-over') buttons.push(['test-failover', 'Test failover']);
@@ -78,13 +78,13 @@ function ReplicaTable({ replicas, session, onAction, onFailover }) {
   const act = may(session, 'operator');
   return html`<${Scroll} label="Replication table"><table class="replicas">
     <caption>Replicated VMs and their health</caption>
-    <thead><tr><th scope="col">VM</th><th scope="col">Role</th><th scope="col">Peer</th>
+    <thead><tr><th scope="col">VM</th><th scope="col">Role and peer</th>
       <th scope="col">State</th><th scope="col">RPO</th><th scope="col">Last cycle</th>
       <th scope="col">Avg / max cycle</th><th scope="col">Sent</th><th scope="col">Missed</th>
       <th scope="col">Points</th>${act && html`<th scope="col">Actions</th>`}</tr></thead>
     <tbody>${replicas.map((r) => html`<tr data-replica=${key(r)}>
-      <th scope="row">${r.vm}</th><td>${r.role || '—'}</td><td>${r.peer || '—'}</td>
-      <td><${ReplicaBadge} state=${r.state} />${(r.reason || r.last_error) && html`<br /><span class="hint">${r.reason || r.last_error}</span>`}</td>
+      <th scope="row">${r.vm}</th><td>${r.role || '—'}<span class="hint peer">${r.role === 'replica' ? 'from' : 'to'} ${r.peer || '—'}</span></td>
+      <td><${ReplicaBadge} state=${r.state} />${(r.reason || r.last_error) && html`<span class="hint reason">${r.reason || r.last_error}</span>`}</td>
       <td>${seconds(r.rpo_s)}</td><td>${when(r.last_cycle)}</td>
       <td>${seconds(r.avg_cycle_s)} / ${seconds(r.max_cycle_s)}</td>
       <td>${bytes(r.bytes_sent)}</td><td>${r.missed_cycles ?? '—'}</td><td>${r.points ?? '—'}</td>
@@ -94,12 +94,12 @@ function ReplicaTable({ replicas, session, onAction, onFailover }) {
 }
 
 function Empty() {
+  const enable = 'vmshadow replica enable VM --to HOST:PORT --interval 5m';
   return html`<div class="card empty">
     <p><strong>No replication configured</strong> on this host.</p>
-    <p class="hint">To keep a VM ready on a second host: give both daemons a <code>[replica]</code>
-      section (a host certificate from <code>vmshadow cert</code>, the CA, and on the replica host a
-      listener and an allow list), then on the primary run
-      <code>vmshadow replica enable VM --to HOST:PORT --interval 5m</code>. See docs/REPLICA.md.</p>
+    <p class="hint">To keep a VM ready on a second host: give both daemons a ${html`<code>[replica]</code>`} section
+      (a host certificate from ${html`<code>vmshadow cert</code>`}, the CA and, on the replica host, a listener
+      and an allow list), then run ${html`<code>${enable}</code>`} on the primary. See docs/REPLICA.md.</p>
   </div>`;
 }
 
