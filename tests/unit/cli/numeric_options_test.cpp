@@ -152,6 +152,12 @@ std::vector<NumericOption> numeric_options(const std::string& image) {
         {"replica failover --point",
          with({"replica", "failover", "web1", "--yes", "--point", "VALUE"}),
          {"0"}},
+        // Refused while parsing: the directories are never made.
+        {"cert ca --days", with({"cert", "ca", "/nonexistent/vmshadow-ca", "--days", "VALUE"}), {}},
+        {"cert issue --days",
+         with({"cert", "issue", "--ca", "/nonexistent/ca", "--name", "h", "--days", "VALUE",
+               "/nonexistent/h"}),
+         {}},
     };
 }
 
