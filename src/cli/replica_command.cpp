@@ -39,8 +39,7 @@ CLI::Validator vm_name_check() {
         [](std::string& name) -> std::string {
             bool control = std::any_of(name.begin(), name.end(),
                                        [](char c) { return static_cast<unsigned char>(c) < 0x20; });
-            if (!name.empty() && name.size() <= kMaxVmNameBytes && !control)
-                return {};
+            if (!name.empty() && name.size() <= kMaxVmNameBytes && !control) return {};
             return "must be a VM name (1 to 256 bytes, no control characters), got '" +
                    printable(name.substr(0, 64)) + "'";
         },
