@@ -370,12 +370,27 @@ Result<TaskFilter> task_filter(const net::HttpRequest& request) {
         filter.job = *v;
     }
     if (auto* v = query_value(request, "kind")) {
-        constexpr std::array kinds{"backup", "verify", "prune", "check", "restore", "gc"};
-        if (std::find(kinds.begin(), kinds.end(), *v) == kinds.end())
-            return bad(
-                fmt("parameter 'kind': '{}' is not one of backup, verify, prune, "
-                    "check, restore, gc",
-                    printable(*v)));
+        // The kinds the daemon gives its tasks (daemon_tasks.cpp, daemon_replica.cpp).
+        constexpr std::array<std::string_view, 15> kinds{"backup",
+                                                         "verify",
+                                                         "prune",
+                                                         "check",
+                                                         "restore",
+                                                         "gc",
+                                                         "replica-initial",
+                                                         "replica-cycle",
+                                                         "replica-resync",
+                                                         "replica-test-failover",
+                                                         "replica-failover",
+                                                         "replica-planned-failover",
+                                                         "replica-reverse",
+                                                         "replica-export-initial",
+                                                         "replica-import-initial"};
+        if (std::find(kinds.begin(), kinds.end(), *v) == kinds.end()) {
+            std::string list;
+            for (auto k : kinds) list += (list.empty() ? "" : ", ") + std::string(k);
+            return bad(fmt("parameter 'kind': '{}' is not one of {}", printable(*v), list));
+        }
         filter.kind = *v;
     }
     if (auto* v = query_value(request, "before")) {

@@ -596,6 +596,8 @@ TEST_F(ApiRoutesTest, TaskListQueryIsCheckedAndPassedOn) {
               200);
     EXPECT_EQ(backend_.last().args, json::parse(R"({"state":"failed","job":"nightly",
                                                     "kind":"backup","before":40,"limit":1000})"));
+    ASSERT_EQ(send(tasks({{"kind", "replica-cycle"}})).status, 200);
+    EXPECT_EQ(backend_.last().args["kind"], "replica-cycle");
 }
 
 TEST_F(ApiRoutesTest, TaskLogPagesAreChecked) {
