@@ -223,7 +223,7 @@ test('the replication page shows its empty state and the hint to enable one', as
   assert.match(await empty.innerText(), /vmshadow replica enable VM --to HOST:PORT/);
   assert.equal(await admin.locator('nav a[aria-current="page"]').innerText(), 'Replication');
   assert.equal(await admin.locator('table.replicas').count(), 0);
-  await shot(admin, 'replication');
+  await shot(admin, 'replication-empty');
   await axe(admin, 'replication');
 });
 
@@ -261,6 +261,7 @@ test('the replication table offers each replica its actions; failover asks first
   assert.equal(await page.getByRole('button', { name: 'Resume old' }).count(), 1);
   assert.equal(await page.getByRole('button', { name: 'Test failover db1' }).count(), 1);
   assert.equal(await page.getByRole('button', { name: /Fail over web1/ }).count(), 0);
+  await shot(page, 'replication');
   await axe(page, 'replication table');
   await page.getByRole('button', { name: 'Pause web1' }).click();
   await page.getByRole('status').getByText('task #42').waitFor();
