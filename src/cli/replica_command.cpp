@@ -5,8 +5,11 @@
 // task on the daemon: the command prints its id, and with --wait follows it to its end as
 // `job run --wait` does. Failover and commit throw state away: they run only with --yes
 // (vmshadow never asks on the terminal; a script must say so too).
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <memory>
 
 #include "cli/daemon_client.h"
 #include "cli/daemon_views.h"
