@@ -13,6 +13,7 @@
 
 #include "daemon/daemon.h"
 #include "daemon/daemon_state.h"
+#include "daemon/metrics.h"
 #include "net/cert_authority.h"
 #include "replica/cycle_format.h"
 
@@ -86,9 +87,7 @@ Result<replica::LinkSpec> spec_of(const json& r) {
 
 // The replica families of the metrics (vmshadow_replica_*), from the replicas JSON.
 std::string replica_metrics_text(const json& replicas) {
-    // daemon/metrics.h's render_replica_metrics renders them once it is on this branch.
-    (void)replicas;
-    return {};
+    return render_replica_metrics(replicas);
 }
 
 Status Daemon::State::start_replica_listener(const ReplicaSettings& r, const std::string& subject) {
