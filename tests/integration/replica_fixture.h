@@ -272,23 +272,34 @@ class ReplicaTest : public ::testing::Test {
         return g;
     }
 
-    // enable VM --to B --interval 30s, then the initial copy (a cycle, waited for): the bytes
-    // that copy sent.
+    // enable VM --to B --interval 5m (the scheduler's initial copy starts at once; later
+    // cycles are the test's own `replica cycle --wait`, so what each sends is known), then
+    // a cycle, waited for: the bytes sent since enable (the initial copy's, mostly).
     std::uint64_t enable_and_copy(const std::string& vm,
                                   const std::vector<std::string>& extra = {}) {
-        std::vector<std::string> args{"replica",    "enable",     vm,   "--to",
-                                      b.endpoint(), "--interval", "30s"};
+        std::vector<std::string> args{"replica",    "enable",     vm,  "--to",
+                                      b.endpoint(), "--interval", "5m"};
         args.insert(args.end(), extra.begin(), extra.end());
         a.cli_ok(args);
-        return cycle(a, vm);
+        cycle(a, vm);
+        return a.replica_entry(vm, "primary").value("bytes_sent", 0ull);
     }
 
-    // `replica cycle VM --wait` on `side` (the primary); the bytes it sent (from the link's
-    // bytes_sent before and after).
+    // `replica cycle VM --wait` on `side` (the primary), again while a scheduled cycle of the
+    // VM holds it (conflict, exit 6); the bytes it sent (the link's bytes_sent before and
+    // after, so a scheduled cycle that ran meanwhile counts too).
     std::uint64_t cycle(const ReplicaSide& side, const std::string& vm) {
         auto before = side.replica_entry(vm, "primary");
         std::uint64_t sent_before = before.is_null() ? 0 : before.value("bytes_sent", 0ull);
-        side.cli_ok({"replica", "cycle", vm, "--wait"});
+        for (int attempt = 0;; ++attempt) {
+            auto r = side.cli({"replica", "cycle", vm, "--wait"});
+            if (r.exit_code == 0) break;
+            if (r.exit_code != 6 || attempt == 40)
+                throw std::runtime_error(side.name + ": replica cycle " + vm + " exited " +
+                                         std::to_string(r.exit_code) + ": " + r.err + r.out +
+                                         "\n--- daemon log tail:\n" + side.log_tail());
+            std::this_thread::sleep_for(std::chrono::seconds(3));
+        }
         auto after = side.replica_entry(vm, "primary");
         if (after.is_null()) throw std::runtime_error(side.name + " has no link for " + vm);
         return after.value("bytes_sent", 0ull) - sent_before;
