@@ -14,11 +14,15 @@ using namespace std::chrono_literals;
 
 const std::vector<std::string> kTargets{"vda", "vdb"};
 
-// Waits until `text` appears in a daemon's log (a test pause point says where it is).
-bool wait_for_log(const DaemonProcess& d, const std::string& text, std::chrono::seconds limit) {
+// Waits until a cycle is halfway: the daemon's log says it paused at `step` (the test hook,
+// common/test_hook.h), or — should that hook not be called — the replica host has begun
+// writing the cycle's new layer (`layer` exists). The caller then kills a daemon.
+bool wait_mid_cycle(const DaemonProcess& d, const std::string& step, const fs::path& layer,
+                    std::chrono::seconds limit) {
     for (auto end = std::chrono::steady_clock::now() + limit;
-         std::chrono::steady_clock::now() < end; std::this_thread::sleep_for(200ms))
-        if (d.read_log().find(text) != std::string::npos) return true;
+         std::chrono::steady_clock::now() < end; std::this_thread::sleep_for(50ms))
+        if (d.read_log().find("paused at " + step) != std::string::npos || fs::exists(layer))
+            return true;
     return false;
 }
 
@@ -190,7 +194,7 @@ TEST_F(ReplicaAcceptance, UnplannedFailoverToPointKEqualsThePrimaryAtK) {
     for (const auto& t : kTargets)
         EXPECT_TRUE(same_content(point_layer(b, vm, k, t), at_k[t])) << t << " of point " << k;
 
-    b.cli_ok({"replica", "failover", vm, "--point", std::to_string(k), "--wait"});
+    b.cli_ok({"replica", "failover", vm, "--point", std::to_string(k), "--wait", "--yes"});
     ASSERT_EQ(b.domain_state(vm), "running");
     EXPECT_TRUE(b.agent_answers(vm, 180s)) << "the failed-over VM did not boot";
     for (const auto& [t, file] : b.disk_files(vm)) {
@@ -202,7 +206,7 @@ TEST_F(ReplicaAcceptance, UnplannedFailoverToPointKEqualsThePrimaryAtK) {
     }
     EXPECT_EQ(b.replica_entry(vm, "replica").value("state", ""), "failed-over")
         << state_of(b, vm, "replica");
-    b.cli_ok({"replica", "commit", vm});
+    b.cli_ok({"replica", "commit", vm, "--yes"});
     EXPECT_EQ(b.points(vm).size(), 1u) << b.points(vm).dump();
 }
 
@@ -257,10 +261,12 @@ TEST_F(ReplicaAcceptance, KillOfThePrimaryDaemonMidCycleDamagesNothing) {
     a.daemon->stop_daemon();
     a.daemon->start_daemon(
         {"VMSHADOW_TEST_PAUSE_AT=replica-chunk-sent", "VMSHADOW_TEST_PAUSE_MS=60000"});
-    write_random_blocks(g, 8u << 20);
+    write_random_blocks(g, 48u << 20);
+    fs::path next_layer = point_layer(b, vm, before + 1, "vda");
     {
         BackgroundCycle running(a, vm, dir / "cycle-a.out");
-        ASSERT_TRUE(wait_for_log(*a.daemon, "paused at replica-chunk-sent", 180s)) << a.log_tail();
+        ASSERT_TRUE(wait_mid_cycle(*a.daemon, "replica-chunk-sent", next_layer, 180s))
+            << a.log_tail();
         a.daemon->kill_daemon();
     }
     EXPECT_EQ(b.points(vm), points_before) << "a cut cycle became a point";
@@ -292,10 +298,11 @@ TEST_F(ReplicaAcceptance, KillOfTheReplicaDaemonMidCycleDamagesNothing) {
     b.daemon->stop_daemon();
     b.daemon->start_daemon(
         {"VMSHADOW_TEST_PAUSE_AT=replica-chunk-applied", "VMSHADOW_TEST_PAUSE_MS=60000"});
-    write_random_blocks(g, 8u << 20);
+    write_random_blocks(g, 48u << 20);
+    fs::path next_layer = point_layer(b, vm, before + 1, "vda");
     {
         BackgroundCycle running(a, vm, dir / "cycle-a.out");
-        ASSERT_TRUE(wait_for_log(*b.daemon, "paused at replica-chunk-applied", 180s))
+        ASSERT_TRUE(wait_mid_cycle(*b.daemon, "replica-chunk-applied", next_layer, 180s))
             << b.log_tail();
         b.daemon->kill_daemon();
         EXPECT_NE(running.wait(120s), 0) << "a cycle whose replica died must fail";
