@@ -74,6 +74,7 @@ void build_cli(CLI::App& app, GlobalOptions& global, Action& action) {
     add_backup_command(app, global, action);
     add_restore_command(app, global, action);
     add_verify_command(app, global, action);
+    add_cert_commands(app, global, action);
     add_status_command(app, global, action);
     add_job_commands(app, global, action);
     add_task_commands(app, global, action);

@@ -60,6 +60,8 @@ void add_mount_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_backup_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_restore_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_verify_command(CLI::App& app, GlobalOptions& global, Action& action);
+// Local, no daemon: Replica's certificates (net/cert_authority.h).
+void add_cert_commands(CLI::App& app, GlobalOptions& global, Action& action);
 // Clients of vmshadowd (daemon_client.h).
 void add_status_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_job_commands(CLI::App& app, GlobalOptions& global, Action& action);

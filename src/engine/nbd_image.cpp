@@ -241,6 +241,18 @@ Status NbdConnection::pwrite(const void* buffer, std::size_t count, std::uint64_
     return {};
 }
 
+Status NbdConnection::zero(std::uint64_t offset, std::uint64_t length) {
+    // NBD requests carry a 32-bit length: at most 1 GiB each.
+    for (std::uint64_t done = 0; done < length;) {
+        std::uint64_t n = std::min<std::uint64_t>(length - done, 1ull << 30);
+        if (nbd_zero(h_, n, offset + done, 0) != 0)
+            return fail(ErrorKind::io,
+                        "NBD zero at " + std::to_string(offset + done) + ": " + nbd_error_text());
+        done += n;
+    }
+    return {};
+}
+
 Status NbdConnection::flush() {
     if (nbd_flush(h_, 0) != 0) return fail(ErrorKind::io, "NBD flush: " + nbd_error_text());
     return {};

@@ -79,6 +79,9 @@ class NbdConnection {
     Status pread(void* buffer, std::size_t count, std::uint64_t offset);
     Status pwrite(const void* buffer, std::size_t count, std::uint64_t offset);
     Status flush();
+    // Writes zeros to [offset, offset + length) as NBD write-zeroes requests (a qcow2 target
+    // records zero clusters, which shadow a backing file, instead of writing data).
+    Status zero(std::uint64_t offset, std::uint64_t length);
     // The allocation map of [offset, offset + length), merged and clamped; without
     // base:allocation support everything is reported as data.
     Result<std::vector<Extent>> extents(std::uint64_t offset, std::uint64_t length);

@@ -11,7 +11,7 @@
 // certificate chains to a CA and is valid now (the same check the TLS handshake makes, for
 // `cert show --ca` and the daemon's start-up). Everything through OpenSSL's API (EVP, X509),
 // never the `openssl` tool. Keys are written 0600 (common/private_file.h), certificates 0644,
-// atomically; an existing file is never overwritten (already_exists naming it).
+// atomically; an existing file is never overwritten (conflict naming it).
 // It is not: the TLS handshake (http_server.h, http_client.h), revocation lists, renewal.
 //
 // Files: a CA directory holds ca.crt and ca.key; a host directory holds host.crt, host.key
@@ -51,7 +51,8 @@ struct CertificateFacts {
 // Makes <dir>/ca.crt and <dir>/ca.key (dir created 0700 when missing).
 Status create_certificate_authority(const std::filesystem::path& dir,
                                     const CertificateRequest& request);
-// Makes <out>/host.crt, <out>/host.key and <out>/ca.crt, signed by the CA in `ca_dir`.
+// Makes <out>/host.crt, <out>/host.key and <out>/ca.crt, signed by the CA in `ca_dir`. An
+// <out>/ca.crt that is already this CA's is kept; a validity past the CA's is refused.
 Status issue_host_certificate(const std::filesystem::path& ca_dir, const std::filesystem::path& out,
                               const CertificateRequest& request);
 Result<CertificateFacts> read_certificate(const std::filesystem::path& file);

@@ -2,6 +2,7 @@
 #include "net/http_client.h"
 
 #include <netdb.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
@@ -108,13 +109,28 @@ bool refused_our_certificate(const boost::system::error_code& ec) {
     }
 }
 
+// `our_certificate`: the subject of the client certificate we presented ("" when none).
 Error transport_error(const std::string& where, const std::string& what,
-                      const boost::system::error_code& ec) {
+                      const boost::system::error_code& ec,
+                      const std::string& our_certificate = {}) {
     std::string text = where + ": " + what + ": " + ec.message();
     if (ec == beast::error::timeout || ec == asio::error::timed_out)
         return Error(ErrorKind::timeout, where + ": " + what + ": no answer before the deadline");
-    if (refused_our_certificate(ec))
-        return Error(ErrorKind::permission, text + " (the server refused our client certificate)");
+    if (refused_our_certificate(ec)) {
+        // TLS 1.3 servers judge our certificate after our side of the handshake ended: the
+        // refusal arrives as an alert on the first read, whatever we were doing.
+        std::string alert = ERR_reason_error_string(static_cast<unsigned long>(ec.value()))
+                                ? ERR_reason_error_string(static_cast<unsigned long>(ec.value()))
+                                : ec.message();
+        if (our_certificate.empty())
+            return Error(ErrorKind::permission,
+                         where +
+                             ": the server requires a client certificate and none is "
+                             "configured (" +
+                             alert + ")");
+        return Error(ErrorKind::permission, where + ": the server refused our client certificate " +
+                                                our_certificate + " (" + alert + ")");
+    }
     if (ec == asio::error::connection_refused || ec == asio::error::host_unreachable ||
         ec == asio::error::network_unreachable || ec == asio::error::not_found ||
         ec == asio::error::no_such_device || ec == asio::error::host_not_found ||
@@ -132,6 +148,7 @@ struct Exchange {
     std::string where;
     std::optional<Result<HttpResponse>> result;
     std::vector<tcp::endpoint> endpoints;  // http(s): where to connect, in order
+    std::string our_certificate;           // https: the subject of our client certificate
 
     void fail_with(Error error) { result = std::unexpected<Error>(std::move(error)); }
 };
@@ -166,7 +183,7 @@ asio::awaitable<void> exchange(Exchange& x, Stream& stream, beast::flat_buffer& 
     beast::get_lowest_layer(stream).expires_at(x.deadline);
     co_await http::async_write(stream, message, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-        x.fail_with(transport_error(x.where, "send the request", ec));
+        x.fail_with(transport_error(x.where, "send the request", ec, x.our_certificate));
         co_return;
     }
     http::response_parser<http::string_body> parser;
@@ -192,7 +209,7 @@ asio::awaitable<void> exchange(Exchange& x, Stream& stream, beast::flat_buffer& 
         co_return;
     }
     if (ec) {
-        x.fail_with(transport_error(x.where, "read the response", ec));
+        x.fail_with(transport_error(x.where, "read the response", ec, x.our_certificate));
         co_return;
     }
     auto& reply = parser.get();
@@ -267,7 +284,7 @@ Status configure_tls(const HttpEndpoint& endpoint, ssl::context& context) {
         return fail(ErrorKind::unavailable,
                     "the system's CA certificates: " + detail::openssl_error());
     }
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, detail::note_verify_result);
     return {};
 }
 
@@ -293,7 +310,11 @@ asio::awaitable<void> run_https(Exchange& x) {
         x.fail_with(st.error().with_context(x.where));
         co_return;
     }
+    if (X509* ours = SSL_CTX_get0_certificate(context.native_handle()))
+        x.our_certificate = detail::subject_text(ours);
     TlsStream stream(executor, context);
+    detail::VerifyNote note;
+    detail::attach_verify_note(stream.native_handle(), &note);
     if (auto st = configure_peer_name(x.endpoint, stream.native_handle()); !st) {
         x.fail_with(st.error().with_context(x.where));
         co_return;
@@ -312,11 +333,15 @@ asio::awaitable<void> run_https(Exchange& x) {
     SSL* ssl = stream.native_handle();
     if (ec) {
         long verify = SSL_get_verify_result(ssl);
-        if (verify != X509_V_OK && !x.endpoint.insecure && !x.endpoint.pinned_sha256) {
+        bool verifying = !x.endpoint.insecure && !x.endpoint.pinned_sha256;
+        if (verifying && note.failed) {
+            x.fail_with(Error(ErrorKind::permission, x.where + ": server certificate " +
+                                                         note.subject + ": " + note.reason));
+        } else if (verifying && verify != X509_V_OK) {
             x.fail_with(Error(ErrorKind::permission, x.where + ": TLS certificate not trusted: " +
                                                          X509_verify_cert_error_string(verify)));
         } else {
-            x.fail_with(transport_error(x.where, "TLS handshake", ec));
+            x.fail_with(transport_error(x.where, "TLS handshake", ec, x.our_certificate));
         }
         co_return;
     }

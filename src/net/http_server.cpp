@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "net/http_server.h"
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <sys/socket.h>
@@ -229,6 +230,8 @@ struct HttpServer::Impl {
                                       std::string unix_path);
     asio::awaitable<void> tls_session(tcp::socket socket, ssl::context& context,
                                       std::shared_ptr<Connection> connection);
+    void log_refused_client(SSL* ssl, const std::string& listener, const Peer& peer,
+                            const detail::VerifyNote& note, const boost::system::error_code& ec);
     asio::awaitable<void> unix_session(local::socket socket, std::string path,
                                        std::shared_ptr<Connection> connection);
     template <class Stream>
@@ -271,7 +274,8 @@ Status HttpServer::Impl::open_tls(TlsListener spec) {
                                                          detail::openssl_error());
         }
         SSL_CTX_set_client_CA_list(ctx, names);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                           detail::note_verify_result);
         // Session resumption with client verification needs an id context.
         static const unsigned char id[] = "vmshadow";
         SSL_CTX_set_session_id_context(ctx, id, sizeof id - 1);
@@ -443,7 +447,11 @@ asio::awaitable<void> HttpServer::Impl::tls_session(tcp::socket socket, ssl::con
     Peer peer;
     auto remote = socket.remote_endpoint(ec);
     if (!ec) peer.address = endpoint_text(remote);
+    auto here = socket.local_endpoint(ec);
+    std::string listener = ec ? std::string("?") : endpoint_text(here);
     TlsStream stream(std::move(socket), context);
+    detail::VerifyNote note;
+    detail::attach_verify_note(stream.native_handle(), &note);
     connection->close = [&stream] { lowest(stream).close(); };
     CloseReset reset{*connection};
     // stop() may have looked at this connection before `close` was set: it set `stopping`
@@ -455,15 +463,41 @@ asio::awaitable<void> HttpServer::Impl::tls_session(tcp::socket socket, ssl::con
         std::min<std::chrono::steady_clock::duration>(options.idle_timeout, handshake_time));
     co_await stream.async_handshake(ssl::stream_base::server,
                                     asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec && !stopping) {
+    if (ec) {
+        log_refused_client(stream.native_handle(), listener, peer, note, ec);
+        co_return;
+    }
+    if (!stopping) {
         SSL* ssl = stream.native_handle();
         if (X509* cert = SSL_get1_peer_certificate(ssl)) {
-            if (SSL_get_verify_result(ssl) == X509_V_OK)
+            if (SSL_get_verify_result(ssl) == X509_V_OK) {
                 peer.client_certificate_sha256 = detail::sha256_fingerprint(cert);
+                peer.client_certificate_subject = detail::subject_text(cert);
+            }
             X509_free(cert);
         }
         co_await serve(stream, peer, *connection);
     }
+}
+
+// A client refused for its certificate is someone to tell the operator about (a peer with
+// the wrong CA or an expired certificate); other failed handshakes (scanners, old TLS) are not.
+void HttpServer::Impl::log_refused_client(SSL* ssl, const std::string& listener, const Peer& peer,
+                                          const detail::VerifyNote& note,
+                                          const boost::system::error_code& ec) {
+    if (!options.log || SSL_get_verify_mode(ssl) == SSL_VERIFY_NONE ||
+        ec.category() != asio::error::get_ssl_category())
+        return;
+    std::string why;
+    if (note.failed) {
+        why = "certificate " + note.subject + ": " + note.reason;
+    } else if (ERR_GET_REASON(static_cast<unsigned long>(ec.value())) ==
+               SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+        why = "it presented no client certificate";
+    } else {
+        return;
+    }
+    options.log("TLS listener " + listener + ": client " + peer.address + " refused: " + why);
 }
 
 asio::awaitable<void> HttpServer::Impl::unix_session(local::socket socket, std::string path,

@@ -29,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -58,6 +59,10 @@ struct HttpServerOptions {
     std::size_t max_header_bytes = 16 * 1024;
     std::size_t max_body_bytes = 1024 * 1024;
     std::chrono::seconds idle_timeout{30};
+    // One line per event worth an operator's eye: a client refused for its certificate
+    // (untrusted, expired, none) on a listener with client_ca_file. Unset: not logged.
+    // Called from the server's threads.
+    std::function<void(std::string_view line)> log;
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;

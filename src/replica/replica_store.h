@@ -6,9 +6,11 @@
 // Layout of <storage>/<vm name>-<uuid first 8>/ (the storage folder is the allow-list entry's):
 //   replica.json          the record, replaced atomically (common/atomic_file.h); the ONLY
 //                         thing that says which layers and points exist
-//   p<seq>-<target>.qcow2 the layer of point <seq> for one disk: seq 0 has no backing file;
+//   p<seq>-<target>.qcow2 the layer of point <seq> for one disk: seq 0 (and a full cycle's
+//                         base) has no backing file (adopt: the image, by absolute path);
 //                         seq n is a qcow2 overlay whose backing file (a relative name,
-//                         backing format qcow2) is the previous point's layer
+//                         backing format qcow2) is the previous point's layer. After pruning
+//                         a point may name an older file (the base its layer was merged into)
 //   test-<target>.qcow2   the test failover's overlay above its point (while a test runs)
 //   live-<target>.qcow2   the failed-over VM's overlay above the chosen point
 // Any p-/test-/live- file the record does not name is a leftover of a cycle or an operation
@@ -19,15 +21,19 @@
 // images for a full/initial cycle, at the sizes given) and serves them writable with qemu-nbd
 // (engine/nbd_image.h); write()/zero() put extents into them; commit_cycle() flushes, stops
 // the servers, and replaces the record with the new point appended (then prune); abort (or
-// destruction of an uncommitted Cycle) deletes the new layers. One cycle at a time per store.
+// destruction of an uncommitted Cycle) deletes the new layers. One cycle at a time per store;
+// a Cycle ends before its store is destroyed. A committed full cycle replaces every older
+// point (its base images have no backing file). No cycle while live overlays exist.
 //
 // Recovery points: the newest plus up to `history` (0..24) earlier ones; once there are more,
-// the oldest are merged away first: the next-oldest layer is committed into the base
-// (qemu-img commit), the layer above it rebased onto the base (qemu-img rebase -u: its data is
-// unchanged) and the record updated — a crash at any step leaves every recorded point readable
-// with its recorded content, because a commit only copies into the base what the layer above
-// already shadows. A point pinned by a running test failover or by the failed-over VM is never
-// merged away (pruning waits).
+// the oldest are merged away first: the record drops the oldest point, the next-oldest layer
+// is committed into the base (qemu-img commit), the layer above it rebased onto the base
+// (qemu-img rebase -u: its data is unchanged), the record updated, the merged layer deleted —
+// a crash at any step leaves every recorded point readable with its recorded content, because
+// a commit only copies into the base what the layer above already shadows, and no recorded
+// point has the base as its top by then (replica_cycle.cpp tells the order). A point pinned by
+// a running test failover or by the failed-over VM is never merged away: pruning waits while
+// any test or live overlays exist.
 //
 // Reading a point: block hashes of a disk at the latest point (for resync) through qemu-nbd
 // read-only on its top layer; the chain of layer paths of any point (for failover overlays).
@@ -92,8 +98,9 @@ class ReplicaStore {
                                                         const StoreIdentity& identity);
     // Adopts existing disk images as point 0 without copying them (reverse replication: the
     // old primary's disks become the base; each gets a p0-<target>.qcow2 overlay whose
-    // backing file is the image, by absolute path, so the image itself is only read — until
-    // pruning merges into it, which the docs tell).
+    // backing file is the image, by absolute path, of its probed format; the image itself is
+    // only ever read: pruning merges into the p0 overlays). The image sizes must be the
+    // identity's; conflict when `folder` holds a store already.
     static Result<std::unique_ptr<ReplicaStore>> adopt(
         const std::filesystem::path& folder, const StoreIdentity& identity,
         const std::vector<std::filesystem::path>& images, const std::string& token,
@@ -112,8 +119,11 @@ class ReplicaStore {
     // Whether a cycle that starts at `base_token` can be applied: a full cycle always; an
     // incremental one when base_token is the token of the latest point or of an earlier point
     // still held (changes since an older checkpoint include the newer ones: a cycle whose
-    // acknowledgement was lost is simply sent again, larger). Otherwise failed_precondition
-    // "resync required: the replica's latest point is <token>".
+    // acknowledgement was lost is simply sent again, larger); an empty base_token without
+    // `full` is a resync's differences against the latest point (its block_hashes). Every
+    // error is ErrorKind::conflict "resync required: ..." (the replica's latest point is
+    // <token>; or no point yet; or the disks changed since the latest point — the disk sizes
+    // a point was written at must be identity()'s, else only a full cycle applies).
     Status can_apply(const CycleHeader& header) const;
 
     class Cycle {
@@ -129,8 +139,8 @@ class ReplicaStore {
     Result<std::unique_ptr<Cycle>> begin_cycle(const CycleHeader& header);
 
     // SHA-256 of each `block_size` block of disk `disk` at the latest point, for blocks
-    // [first, first + count) (the last block may be short). block_size a power of two,
-    // 64 KiB..4 MiB; count ≤ 65536.
+    // [first, first + count) (the last block may be short; count is clamped at the disk's
+    // end). block_size a power of two, 64 KiB..4 MiB; count ≤ 65536.
     Result<std::vector<std::array<std::byte, 32>>> block_hashes(std::size_t disk,
                                                                 std::uint64_t block_size,
                                                                 std::uint64_t first,

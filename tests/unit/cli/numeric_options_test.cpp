@@ -134,6 +134,12 @@ std::vector<NumericOption> numeric_options(const std::string& image) {
         {"task show id", with({"task", "show", "--", "VALUE"}), {}},
         {"task log id", with({"task", "log", "--", "VALUE"}), {}},
         {"task abort id", with({"task", "abort", "--", "VALUE"}), {}},
+        // Refused while parsing: the directories are never made.
+        {"cert ca --days", with({"cert", "ca", "/nonexistent/vmshadow-ca", "--days", "VALUE"}), {}},
+        {"cert issue --days",
+         with({"cert", "issue", "--ca", "/nonexistent/ca", "--name", "h", "--days", "VALUE",
+               "/nonexistent/h"}),
+         {}},
     };
 }
 
