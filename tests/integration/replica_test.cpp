@@ -161,6 +161,8 @@ TEST_F(ReplicaAcceptance, PlannedFailoverThenReverseSendsOnlyChanges) {
     cycle(b, vm);
     // Everything the new link sent so far (a scheduled first cycle included): changes only.
     auto sent = b.replica_entry(vm, "primary").value("bytes_sent", 0ull);
+    std::cout << "[ info     ] initial copy " << initial << " bytes, reverse cycles " << sent
+              << " bytes\n";
     EXPECT_LT(sent, initial / 2) << "the reverse cycles sent " << sent
                                  << " bytes; the initial copy was " << initial;
     EXPECT_EQ(b.replica_entry(vm, "primary").value("state", ""), "normal")
@@ -240,7 +242,12 @@ TEST_F(ReplicaAcceptance, DeletedCheckpointLeadsToAResyncSendingOnlyTheDifferenc
         states += entry.value("state", "?") + " ";
         done = r.exit_code == 0 && entry.value("state", "") == "normal";
     }
+    std::cout << "[ info     ] resync: " << sent << " bytes for " << kDiskBytes / 100
+              << " changed; link states after each cycle: " << states << "\n";
     ASSERT_TRUE(done) << "no successful resync in 3 cycles; states: " << states;
+    EXPECT_NE(a.daemon->read_log().find("cycle resync"), std::string::npos)
+        << "no cycle was a resync (compare block hashes, send what differs):\n"
+        << a.log_tail();
     EXPECT_LT(sent, kDiskBytes / 10) << "the resync sent " << sent << " bytes";
     EXPECT_GT(sent, kDiskBytes / 100 / 2) << "the changed blocks must have been sent";
     expect_equal_now(a, b, vm);
@@ -328,16 +335,26 @@ TEST_F(ReplicaAcceptance, KillOfTheReplicaDaemonMidCycleDamagesNothing) {
 
 // A primary whose certificate comes from another CA is refused by the replica host, and a
 // replica host whose certificate the primary cannot verify is refused by the primary: both
-// errors name the certificate; no link and no store are made.
+// errors name the certificate; no link and no store are made. (A daemon whose own
+// certificate does not chain to its own [replica] ca does not start: the unit tests.)
 TEST_F(ReplicaAcceptance, UntrustedCertificateIsRefusedNamingIt) {
     fs::path other_ca = dir / "other-ca";
     ASSERT_EQ(run_vmshadow({"cert", "ca", other_ca.string(), "--name", "other CA"}).exit_code, 0);
     auto issued = run_vmshadow({"cert", "issue", "--ca", other_ca.string(), "--name", "hostc",
                                 "--ip", "127.0.0.1", (dir / "hostc").string()});
     ASSERT_EQ(issued.exit_code, 0) << issued.err;
-    // Host A presents CN=hostc (other CA) but trusts host B's CA.
+    // Host A presents CN=hostc (the other CA) and trusts both CAs: host B's certificate
+    // verifies, its own does not verify on host B.
+    fs::path both = dir / "both-cas.crt";
+    {
+        std::ofstream out(both);
+        for (const auto& f : {other_ca / "ca.crt", ca / "ca.crt"}) {
+            std::ifstream in(f);
+            out << in.rdbuf();
+        }
+    }
     a.cert_dir = dir / "hostc";
-    a.write_config(dir / "scratch-a", "CN=hostb", (ca / "ca.crt").string());
+    a.write_config(dir / "scratch-a", "CN=hostb", both.string());
     start_both();
     auto guest = lab::LabGuest::create({}, current_test_name());  // defined, never started
     ASSERT_TRUE(guest) << guest.error().message();
@@ -348,9 +365,9 @@ TEST_F(ReplicaAcceptance, UntrustedCertificateIsRefusedNamingIt) {
     EXPECT_NE(refused.exit_code, 0) << refused.out;
     EXPECT_NE((refused.err + refused.out).find("certificate"), std::string::npos)
         << refused.err << refused.out;
-    EXPECT_NE(b.daemon->read_log().find("hostc"), std::string::npos)
+    EXPECT_NE(b.daemon->read_log().find("CN=hostc"), std::string::npos)
         << "host B's log must name the refused certificate:\n"
-        << b.log_tail();
+        << b.log_tail() << "\nhost A said: " << refused.err << refused.out;
 
     // Host A trusts only the other CA: host B's certificate (CN=hostb) is the untrusted one.
     a.daemon->stop_daemon();
@@ -358,7 +375,7 @@ TEST_F(ReplicaAcceptance, UntrustedCertificateIsRefusedNamingIt) {
     a.daemon->start_daemon();
     refused = a.cli({"replica", "enable", vm, "--to", b.endpoint(), "--interval", "5m"});
     EXPECT_NE(refused.exit_code, 0) << refused.out;
-    EXPECT_NE((refused.err + refused.out).find("hostb"), std::string::npos)
+    EXPECT_NE((refused.err + refused.out).find("CN=hostb"), std::string::npos)
         << refused.err << refused.out;
 
     EXPECT_TRUE(a.replica_entry(vm, "primary").is_null());
