@@ -185,6 +185,10 @@ api "$SOCK_A" POST "/replicas/$NAME/remove" '{"on_replica": true}' >/dev/null
 gexec "echo 'while :; do o=\$(awk \"BEGIN { srand(); print int(rand() * 4096) * 16 }\"); dd if=/dev/urandom of=/dev/vdb bs=65536 count=16 seek=\$o conv=notrunc 2>/dev/null; sleep 1; done' >/run/writer.sh" 30
 gexec "nohup sh /run/writer.sh >/dev/null 2>&1 &" 30
 enable "$INTERVAL"
+points_b() { api "$SOCK_B" GET "/replicas/$NAME/points" | jq_ "len(d.get('points') or [])" 2>/dev/null || echo 0; }
+for _ in $(seq 1 900); do [ "$(points_b)" -gt 0 ] && break; sleep 1; done
+[ "$(points_b)" -gt 0 ] || { log "no point on the replica 900 s after enable"; exit 1; }
+SENT0=$(link bytes_sent)
 # The sampler: once the first point exists, every second for CYCLES intervals, the replica's
 # newest point time (host B) and host A's own RPO figure.
 /usr/bin/python3 - "$SOCK_B" "$NAME" $((CYCLES * INTERVAL)) "$W/rpo.txt" >&2 <<'PY'
@@ -223,6 +227,7 @@ with open(out, "w") as f:
 print(f"first point {first}", file=sys.stderr)
 PY
 STATUS=$(api "$SOCK_A" GET /replicas)
+SENT_STEADY=$(($(link bytes_sent) - SENT0))
 read -r RPO_P50 RPO_P95 RPO_MAX SAMPLES POINTS < <(/usr/bin/python3 - "$W/rpo.txt" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
@@ -233,8 +238,8 @@ print(f"{q(0.5):.1f} {q(0.95):.1f} {v[-1]:.1f} {len(v)} {max(seqs) - min(seqs)}"
 PY
 )
 field() { jq_ "next((r.get('$1') for r in d['replicas'] if r['vm'] == '$NAME' and r['role'] == 'primary'), None)" <<<"$STATUS"; }
-AVG_S=$(field avg_cycle_s)
-MAX_S=$(field max_cycle_s)
+AVG_S=$(printf '%.2f' "$(field avg_cycle_s)")
+MAX_S=$(printf '%.2f' "$(field max_cycle_s)")
 MISSED=$(field missed_cycles)
 STATE=$(field state)
 read -r CYC_MED CYC_MAX BYTES_MED < <(/usr/bin/python3 - "$W/rounds" <<'PY'
@@ -259,7 +264,7 @@ Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(nproc) cores ($(grep -m1 'mod
 | $CYCLES intervals of ${INTERVAL} s, steady writes (workload + 1 MiB/s random to vdb) | measured | goal |
 |---|---|---|
 | RPO (now − newest point on the replica), sampled each second | p50 $RPO_P50 s, p95 $RPO_P95 s, max $RPO_MAX s ($SAMPLES samples) | p95 ≤ 33 s |
-| points made during the sampling | $POINTS | ≈ $CYCLES |
+| points made during the sampling; bytes sent, per point | $POINTS; $(mib "$SENT_STEADY") MiB, $(mib "$((SENT_STEADY / (POINTS > 0 ? POINTS : 1)))") MiB | ≈ $CYCLES; – |
 | cycle time, daemon's own figure | avg $AVG_S s, max $MAX_S s | ≤ 5 s |
 | missed cycles; state at the end | $MISSED; $STATE | 0; normal |
 MD
