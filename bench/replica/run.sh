@@ -183,7 +183,8 @@ done
 log "phase 2: $CYCLES cycles at ${INTERVAL} s"
 api "$SOCK_A" POST "/replicas/$NAME/remove" '{"on_replica": true}' >/dev/null
 gexec "echo 'while :; do o=\$(awk \"BEGIN { srand(); print int(rand() * 4096) * 16 }\"); dd if=/dev/urandom of=/dev/vdb bs=65536 count=16 seek=\$o conv=notrunc 2>/dev/null; sleep 1; done' >/run/writer.sh" 30
-gexec "nohup sh /run/writer.sh >/dev/null 2>&1 &" 30
+# (busybox here has no nohup; a child of guest-exec's shell lives on once that shell exits)
+gexec "sh /run/writer.sh </dev/null >/dev/null 2>&1 &" 30
 enable "$INTERVAL"
 points_b() { api "$SOCK_B" GET "/replicas/$NAME/points" | jq_ "len(d.get('points') or [])" 2>/dev/null || echo 0; }
 for _ in $(seq 1 900); do [ "$(points_b)" -gt 0 ] && break; sleep 1; done
