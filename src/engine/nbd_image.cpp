@@ -107,6 +107,7 @@ Result<std::unique_ptr<QemuNbdServer>> QemuNbdServer::start(const Options& optio
                                   "--cache=writeback"};
     if (options.read_only) argv.push_back("--read-only");
     if (!options.read_only) argv.push_back("--discard=unmap");
+    if (!options.bitmap.empty()) argv.push_back("--bitmap=" + options.bitmap);
     argv.push_back(options.image);
     // qemu-nbd allocates a buffer per request and frees it after; above glibc's mmap
     // threshold each one is a fresh mapping, so every request page-faults its buffer in

@@ -42,6 +42,9 @@ class QemuNbdServer {
         std::string format;  // raw, qcow2…
         bool read_only = true;
         unsigned connections = 2;
+        // A persistent bitmap of the image to expose as the meta context
+        // "qemu:dirty-bitmap:<bitmap>" (qemu-nbd -B); empty: none.
+        std::string bitmap;
     };
     static Result<std::unique_ptr<QemuNbdServer>> start(const Options& options);
     ~QemuNbdServer();

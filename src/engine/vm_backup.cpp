@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "engine/vm_backup.h"
 
-#include <sys/statvfs.h>
-
 #include <atomic>
 #include <fstream>
 #include <map>
@@ -10,11 +8,11 @@
 #include <mutex>
 #include <thread>
 
-#include "common/byte_size.h"
 #include "common/test_hook.h"
 #include "engine/export_copy.h"
 #include "engine/nbd_image.h"
 #include "engine/restore_journal.h"
+#include "engine/snapshot_run.h"
 #include "engine/vm_lock.h"
 #include "engine/vm_point.h"
 #include "repo/backup_session.h"
@@ -65,96 +63,6 @@ Result<Previous> find_previous(const repo::Repository& repo, const repo::PointLi
     return prev;
 }
 
-std::uint64_t default_scratch_limit(const std::string& dir) {
-    struct statvfs vfs {};
-    if (::statvfs(dir.c_str(), &vfs) != 0) return 0;
-    return static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize / 10 * 9;
-}
-
-// Parses "nbd+unix:///<export>?socket=<path>" (the provider's SnapshotDevice::access).
-bool parse_nbd_access(const std::string& access, std::string& export_name, std::string& socket) {
-    const std::string prefix = "nbd+unix:///";
-    if (access.rfind(prefix, 0) != 0) return false;
-    auto q = access.find("?socket=");
-    if (q == std::string::npos) return false;
-    export_name = access.substr(prefix.size(), q - prefix.size());
-    socket = access.substr(q + 8);
-    return true;
-}
-
-// Polls every live job's scratch, and every VM's state, while the copy runs; the copy
-// checks failure() between pieces. Polling (not events) is explained in virt/backup_job.h.
-// A VM that QEMU paused on a write error (a scratch filesystem that filled, even for a
-// moment), or that stopped, fails the backup: a restore point taken then is not what the
-// user asked for, and the paused VM must be resumed once the backup job (its cause) is gone.
-class ScratchWatch {
-  public:
-    ScratchWatch(vmwriter::PullBackupProvider& provider,
-                 std::vector<std::shared_ptr<virt::Domain>> domains, std::string scratch_dir)
-        : thread_([this, &provider, domains = std::move(domains),
-                   scratch_dir = std::move(scratch_dir)](std::stop_token stop) {
-              // io-error paused at the start, or shut off (an offline backup): not watched.
-              std::map<std::string, bool> paused_before;
-              for (const auto& d : domains) {
-                  auto h = virt::vm_health(*d);
-                  paused_before[d->name()] = h && (h->io_error_paused || h->stopped());
-              }
-              while (!stop.stop_requested()) {
-                  for (const auto& d : domains) {
-                      check_scratch(provider, d->name());
-                      if (!paused_before[d->name()]) check_vm(*d, scratch_dir);
-                  }
-                  std::this_thread::sleep_for(milliseconds(100));
-              }
-          }) {}
-    Status failure() const {
-        std::lock_guard lock(mu_);
-        if (error_) return std::unexpected(*error_);
-        return {};
-    }
-
-  private:
-    void set_error(Error e) {
-        std::lock_guard lock(mu_);
-        if (!error_) error_ = std::move(e);
-    }
-    void check_scratch(vmwriter::PullBackupProvider& provider, const std::string& vm) {
-        virt::BackupJob* job = provider.job(vm);
-        if (!job || !job->running()) return;
-        auto status = job->poll_scratch();
-        if (!status || !status->crossed) return;
-        set_error(Error(ErrorKind::unavailable,
-                        "vm '" + vm + "': the guest wrote " + format_bytes(status->used) +
-                            " into the backup's scratch space, over its limit of " +
-                            format_bytes(status->limit) +
-                            ": the backup was aborted before the guest could see a write error; "
-                            "raise --max-scratch (or free space in the scratch directory) or "
-                            "back up when the VM writes less"));
-    }
-    void check_vm(const virt::Domain& domain, const std::string& scratch_dir) {
-        auto health = virt::vm_health(domain);
-        if (!health) return;
-        if (health->io_error_paused) {
-            set_error(
-                Error(ErrorKind::io,
-                      domain.label() + ": QEMU paused the VM on a write error during the backup (" +
-                          (health->io_errors.empty() ? std::string("see `virsh domblkerror`")
-                                                     : health->io_errors) +
-                          "): most likely the scratch directory's filesystem (" + scratch_dir +
-                          ") filled, so a copy-before-write failed; the backup was aborted"));
-        } else if (health->stopped()) {
-            set_error(Error(ErrorKind::unavailable,
-                            domain.label() + " stopped during the backup (it is " +
-                                std::string(virt::state_name(health->state)) +
-                                " now): the backup was aborted"));
-        }
-    }
-
-    mutable std::mutex mu_;
-    std::optional<Error> error_;
-    std::jthread thread_;  // last: stopped and joined before the members above go
-};
-
 struct VmRun {
     std::shared_ptr<virt::Domain> domain;
     std::shared_ptr<vmwriter::VmWriter> writer;
@@ -197,6 +105,11 @@ class BackupRun {
     void drop_new_checkpoints();
     Error explain_copy_failure(const Error& error) const;
     Error resume_io_paused(const Error& error, const std::vector<bool>& paused_before) const;
+    std::vector<std::shared_ptr<virt::Domain>> domains_of_runs() const {
+        std::vector<std::shared_ptr<virt::Domain>> domains;
+        for (const auto& r : runs_) domains.push_back(r.domain);
+        return domains;
+    }
 
     // A cancelled run's error: what was undone and which point is still the newest.
     Error cancelled_error(const Error& error) const;
@@ -295,9 +208,7 @@ Status BackupRun::open(const std::vector<std::string>& vms, const repo::PointLis
 // A VM writer per VM, the configured exec writers, and the provider of the snapshot set.
 Result<std::vector<std::shared_ptr<vss::Writer>>> BackupRun::make_writers() {
     std::vector<std::shared_ptr<vss::Writer>> writers;
-    std::map<std::string, std::shared_ptr<virt::Domain>> domains;
     for (auto& r : runs_) {
-        domains[r.domain->name()] = r.domain;
         vmwriter::VmWriterOptions wo;
         wo.method = options_.method;
         wo.policy.allow_saved_state = options_.allow_saved_state;
@@ -319,12 +230,8 @@ Result<std::vector<std::shared_ptr<vss::Writer>>> BackupRun::make_writers() {
         if (!exec) return std::unexpected(exec.error());
         for (auto& w : *exec) writers.push_back(std::move(w));
     }
-    vmwriter::PullProviderOptions po;
-    po.scratch_dir = options_.scratch_dir;
-    po.runtime_dir = options_.runtime_dir;
-    provider_ = std::make_shared<vmwriter::PullBackupProvider>(domains, po);
-    provider_->set_scratch_limit(
-        options_.max_scratch ? options_.max_scratch : default_scratch_limit(options_.scratch_dir));
+    provider_ = make_pull_provider(domains_of_runs(), options_.scratch_dir, options_.runtime_dir,
+                                   options_.max_scratch);
     return writers;
 }
 
@@ -340,11 +247,7 @@ Status BackupRun::snapshot_and_copy(vss::Coordinator& coordinator) {
     // From the snapshot on, a full scratch filesystem can make QEMU pause a VM (even inside
     // the thaw: the guest's thaw hook writes): every failure from here resumes such a VM once
     // the abort removed the job, the cause.
-    io_paused_before_.clear();
-    for (const auto& r : runs_) {
-        auto h = virt::vm_health(*r.domain);
-        io_paused_before_.push_back(h && h->io_error_paused);
-    }
+    io_paused_before_ = io_paused_now(domains_of_runs());
     auto set = coordinator.do_snapshot_set();
     if (!set) {
         finish_outcomes();
@@ -356,9 +259,7 @@ Status BackupRun::snapshot_and_copy(vss::Coordinator& coordinator) {
         finish_outcomes();
         return std::unexpected(resume_io_paused(st.error(), io_paused_before_));
     }
-    std::vector<std::shared_ptr<virt::Domain>> live;
-    for (const auto& r : runs_) live.push_back(r.domain);
-    watch_ = std::make_unique<ScratchWatch>(*provider_, live, options_.scratch_dir);
+    watch_ = std::make_unique<ScratchWatch>(*provider_, domains_of_runs(), options_.scratch_dir);
     auto copied = [&]() -> Status {
         for (auto& r : runs_)
             if (auto st = copy_vm(r, *set); !st) return st;
@@ -534,30 +435,9 @@ Error BackupRun::explain_copy_failure(const Error& error) const {
     return error;
 }
 
-// After the abort ended the backup jobs (and their scratch, the cause): resumes every VM an
-// I/O error paused during this backup, and says so in the error.
 Error BackupRun::resume_io_paused(const Error& error,
                                   const std::vector<bool>& paused_before) const {
-    std::string message = error.message();
-    ErrorKind kind = error.kind();
-    for (std::size_t i = 0; i < runs_.size(); ++i) {
-        auto h = virt::vm_health(*runs_[i].domain);
-        if (!h || !h->io_error_paused || paused_before[i]) continue;
-        if (message.find("paused the VM on a write error") == std::string::npos) {
-            // The error seen (a thaw that timed out, say) is a symptom: name the cause first.
-            message =
-                runs_[i].domain->label() +
-                ": QEMU paused the VM on a write error during the backup (" +
-                (h->io_errors.empty() ? std::string("see `virsh domblkerror`") : h->io_errors) +
-                "): most likely the scratch directory's filesystem (" + options_.scratch_dir +
-                ") filled; the backup was aborted (" + message + ")";
-            kind = ErrorKind::io;
-        }
-        auto resumed = virt::resume_after_io_error(*runs_[i].domain);
-        message += resumed ? "; " + runs_[i].domain->label() + " was resumed"
-                           : "; " + resumed.error().message();
-    }
-    return Error(kind, std::move(message));
+    return engine::resume_io_paused(error, domains_of_runs(), paused_before, options_.scratch_dir);
 }
 
 void BackupRun::drop_new_checkpoints() {

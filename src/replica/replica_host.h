@@ -9,21 +9,35 @@
 //     of killed cycles removed;
 //   - handle(): the protocol, for a request whose client certificate was verified by the TLS
 //     layer (net::Peer::client_certificate_subject); the subject is matched against the
-//     allow list before the body is read; each VM's store is used under its own mutex, so
-//     cycles of different VMs run in parallel and one VM's requests are serialised;
+//     allow list before the body is read (none: 401; not allowed: 403 naming it); each VM's
+//     store is used under its own mutex, so cycles of different VMs run in parallel and one
+//     VM's requests are serialised; a store belongs to the subject that announced it (another
+//     subject: 409); one cycle in flight per VM (a new begin aborts the old one, and so does
+//     30 minutes without a request); any error inside a cycle aborts it;
 //   - test_failover: `<name>-test` defined from the stored domain XML on a test overlay above
-//     the chosen point (new UUID, every NIC's link state down, no checkpoints, no autostart),
-//     started; replication continues meanwhile (the point is pinned, not merged away);
-//     stop_test destroys and undefines only that VM and drops its overlay;
+//     the chosen point (new UUID, every NIC's link state down and its MAC left to libvirt,
+//     no checkpoints, no autostart; disks not replicated are left out, CD-ROMs emptied, the
+//     NVRAM not carried: failover_vm.h), started; replication continues meanwhile (the point is
+//     pinned, not merged away); stop_test destroys and undefines only that VM and drops its
+//     overlay;
 //   - failover: the VM (its own name and UUID) defined on live overlays above the chosen point
-//     (latest by default), started paused, a checkpoint of `reverse_chain` made so that
-//     reverse replication later sends only what changed since, then resumed; the store's state
-//     becomes "failed-over" and cycles are refused; commit drops the other points;
+//     (latest by default), started paused, a checkpoint of a new reverse chain (16 random hex,
+//     virt::make_checkpoint_name) made so that reverse replication later sends only what
+//     changed since, then resumed; the chain, checkpoint and point are kept in
+//     <store>/failover.json; the store's state becomes "failed-over" and cycles are refused;
+//     commit drops the other points; mark_reversed retires the store (state "reversed": its
+//     layers back the VM, which now runs here as a primary; it takes no more requests);
 //   - reverse (POST /reverse from the new primary): this host was the primary; its shut-off VM's
 //     disks become point 0 of a store (ReplicaStore::adopt) with the offered token, the VM's
 //     definition is undefined (its XML is kept in the store; a replica VM must not be started
 //     by accident: it would write into the base), and the primary side is told to drop its
-//     link (release_primary).
+//     link (release_primary, before the undefine: it deletes its chain from the VM). Any step
+//     failing undoes the store.
+// Store states (ReplicaStore::state()): "" or "replicating", "test-failover", "failing-over"
+// (set before a failover's first step: a daemon killed halfway leaves it, and the next
+// failover finishes it when the VM reached its reverse checkpoint or else undoes and redoes
+// it), "failed-over", "reversed". A test failover sets its state first too: stop_test then
+// removes what a killed one left. Errors a caller can act on are ErrorKind::conflict (HTTP 409).
 // It is not: TLS (the daemon's listener), the primary side (replica_primary.h), scheduling.
 //
 // Thread-safety: all methods may be called from several threads at once.
@@ -88,14 +102,25 @@ class ReplicaHost {
     Result<nlohmann::json> failover(const std::string& vm, std::optional<std::uint64_t> seq,
                                     TaskContext* task);
     Result<nlohmann::json> commit(const std::string& vm);
-    // After failover: what reverse replication starts from; failed_precondition unless the VM
+    // After failover: what reverse replication starts from; conflict unless the VM
     // is failed over here.
     Result<ReverseSource> reverse_source(const std::string& vm) const;
     // The reverse offer was accepted by the old primary: the store is now "reversed" (the VM
     // runs here as a primary; its layers stay as the VM's backing chain).
     Status mark_reversed(const std::string& vm);
     // Offline initial replication: applies the cycle files export-initial wrote in `dir`
-    // (the same chunks and commit as over the network, checked the same way).
+    // (the same chunks and commit as over the network, checked the same way). The folder, as
+    // ReplicaPrimary::export_initial writes it:
+    //   <dir>/cycle.json     {"vm": VmAnnouncement, "begin": CycleBegin (full: true),
+    //                         "commit": {"chunks", "frames", "sha256"},
+    //                         "primary_subject": "CN=hosta" (the primary's certificate
+    //                         subject: it must be on this host's allow list, and its storage
+    //                         entry is where the store goes)}
+    //   <dir>/chunk-<seq>.bin one chunk body each, seq in decimal without padding (chunk-0.bin,
+    //                         chunk-1.bin, ...), exactly commit.chunks of them
+    // (cycle.json is written last: a folder without it is an export cut off halfway)
+    // (JSON shapes: replica_protocol.h). Applied as the protocol's PUT /vms/{uuid}, POST
+    // cycles, PUT chunks and POST commit would be for that subject → {"vm", "point"}.
     Result<nlohmann::json> import_initial(const std::filesystem::path& dir, TaskContext* task);
     // Removes the replica of a VM (refused while a test or failed-over VM uses it).
     Result<nlohmann::json> remove(const std::string& vm);

@@ -9,7 +9,7 @@
 // body is parsed: an unknown subject is 403 naming it.
 //
 // Routes (all under kPrefix; JSON bodies unless said; errors are {"error": "..."} with the
-// status of the Error's kind, 409 for conflict/failed_precondition):
+// status of the Error's kind, 409 for conflict):
 //   GET    /hello                         → {"version": 1, "host", "subject" (the server's),
 //                                             "peer" (the client's subject as seen)}
 //   PUT    /vms/{uuid}                    ← VmAnnouncement; creates or updates the store

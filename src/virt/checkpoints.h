@@ -7,7 +7,8 @@
 // full XML a restore point stores, deleting, redefining from stored XML, and a health check
 // of one checkpoint before an incremental. It is not: the choice of which checkpoint an
 // incremental starts from (the engine decides from its restore points), nor creating
-// checkpoints (they are created atomically with a backup job, see backup_job.h).
+// checkpoints with a backup (they are created atomically with its job, see backup_job.h;
+// create_checkpoint is for a chain that starts outside any backup).
 //
 // Naming — never change: `vmshadow-<repo8>-<YYYYmmddTHHMMSS.mmm>Z`, repo8 the first 8 lower-hex
 // characters of the repository id. The bitmap in each qcow2 carries the same name (libvirt
@@ -73,6 +74,13 @@ Status delete_checkpoint(const Domain& domain, std::string_view name, std::strin
 // The same without the ownership check: for the provider's own half-made checkpoints (a failed
 // backup's) whose name the caller created. Refuses foreign names all the same.
 Status delete_own_checkpoint(const Domain& domain, std::string_view name);
+
+// Creates checkpoint `name` of a running (or paused) VM on its own, outside a backup job: a
+// bitmap in each of `bitmap_disks` (targets), no bitmap for the VM's other disks. For a
+// chain that starts at an instant nobody reads (the reverse chain a replica failover makes).
+// Returns the checkpoint's full XML (checkpoint_xml()). Implemented in checkpoint_create.cpp.
+Result<std::string> create_checkpoint(const Domain& domain, std::string_view name,
+                                      const std::vector<std::string>& bitmap_disks);
 
 // Re-inserts a checkpoint from XML saved by checkpoint_xml(). A running VM: with
 // REDEFINE_VALIDATE, so libvirt refuses when the bitmaps are missing or broken.

@@ -15,6 +15,12 @@ Status start_domain(const Domain& domain) {
     return {};
 }
 
+Status start_domain_paused(const Domain& domain) {
+    if (virDomainCreateWithFlags(domain.raw(), VIR_DOMAIN_START_PAUSED) < 0)
+        return fail(libvirt_error(domain.label() + ": start paused"));
+    return {};
+}
+
 Result<Domain> create_transient(const Connection& connection, const std::string& xml) {
     virDomainPtr dom = virDomainCreateXML(connection.raw(), xml.c_str(), 0);
     if (!dom) return fail(libvirt_error("start a throwaway VM"));

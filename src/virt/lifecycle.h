@@ -23,6 +23,9 @@
 namespace vmshadow::virt {
 
 Status start_domain(const Domain& domain);
+// Starts it with its vCPUs paused (resume_domain lets it run): a VM something must be done to
+// before the guest writes (a replica failover's first checkpoint).
+Status start_domain_paused(const Domain& domain);
 // Creates and starts a transient VM (gone once it stops): throwaway VMs leave no definition.
 Result<Domain> create_transient(const Connection& connection, const std::string& xml);
 // Hard power-off of a running or paused VM; a VM that is not running is left as it is.

@@ -62,4 +62,25 @@ Status remove_image_bitmap(const std::string& path, const std::string& bitmap) {
     return {};
 }
 
+Status add_merged_bitmap(const std::string& path, const std::string& bitmap,
+                         const std::vector<std::string>& sources) {
+    auto existing = image_bitmaps(path, false);
+    if (!existing) return fail(existing.error());
+    for (const auto& b : *existing)
+        if (b.name == bitmap)
+            return fail(ErrorKind::conflict, path + " has a bitmap '" + bitmap + "' already");
+    // One qemu-img run: the operations apply in order, so the image is opened once.
+    std::vector<std::string> argv{"qemu-img", "bitmap", "--add", "--disable"};
+    for (const auto& s : sources) {
+        argv.push_back("--merge");
+        argv.push_back(s);
+    }
+    argv.push_back("--");
+    argv.push_back(path);
+    argv.push_back(bitmap);
+    auto done = run_qemu_img(argv, "merge bitmaps into '" + bitmap + "' of " + path);
+    if (!done) return fail(done.error());
+    return {};
+}
+
 }  // namespace vmshadow::virt

@@ -39,4 +39,11 @@ Result<std::vector<ImageBitmap>> image_bitmaps(const std::string& path, bool for
 // Removes one persistent bitmap from a qcow2 file that no process has open.
 Status remove_image_bitmap(const std::string& path, const std::string& bitmap);
 
+// Adds the persistent bitmap `bitmap`, disabled (it records nothing), to a qcow2 file that no
+// process has open, holding the union of the bitmaps `sources` of the same file: what changed
+// since the oldest of them, for a shut-off VM's change read. Fails with `conflict` when
+// `bitmap` exists already.
+Status add_merged_bitmap(const std::string& path, const std::string& bitmap,
+                         const std::vector<std::string>& sources);
+
 }  // namespace vmshadow::virt
