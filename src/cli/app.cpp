@@ -36,9 +36,10 @@ void add_global_options(CLI::App& app, GlobalOptions& g) {
                    "progress: auto (a live line when on a terminal), json (JSON lines on "
                    "stderr), none")
         ->check(CLI::IsMember({"auto", "json", "none"}));
-    app.add_option("--daemon", g.daemon_url,
-                   "vmshadowd's API for status/job/task/token: unix:PATH or https://HOST:PORT "
-                   "(default: unix:/var/lib/vmshadow/api.sock; https sends $VMSHADOW_TOKEN)")
+    app.add_option(
+           "--daemon", g.daemon_url,
+           "vmshadowd's API for status/job/task/token/replica: unix:PATH or https://HOST:PORT "
+           "(default: unix:/var/lib/vmshadow/api.sock; https sends $VMSHADOW_TOKEN)")
         ->envname("VMSHADOW_DAEMON");
     app.add_option("--fingerprint", g.daemon_fingerprint,
                    "SHA-256 fingerprint of an https daemon's certificate (as vmshadowd prints it)")
@@ -79,6 +80,7 @@ void build_cli(CLI::App& app, GlobalOptions& global, Action& action) {
     add_job_commands(app, global, action);
     add_task_commands(app, global, action);
     add_token_commands(app, global, action);
+    add_replica_commands(app, global, action);
 }
 
 int run_cli(int argc, char** argv) {

@@ -67,5 +67,6 @@ void add_status_command(CLI::App& app, GlobalOptions& global, Action& action);
 void add_job_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_task_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_token_commands(CLI::App& app, GlobalOptions& global, Action& action);
+void add_replica_commands(CLI::App& app, GlobalOptions& global, Action& action);
 
 }  // namespace vmshadow::cli

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
 
 #include "cli/daemon_views.h"
 #include "cli/names.h"
@@ -86,6 +87,8 @@ Status check_socket(const std::filesystem::path& socket) {
     return {};  // the connect says what else is wrong
 }
 
+}  // namespace
+
 std::string percent_encode(std::string_view text) {
     static constexpr char kHex[] = "0123456789ABCDEF";
     std::string out;
@@ -101,8 +104,6 @@ std::string percent_encode(std::string_view text) {
     }
     return out;
 }
-
-}  // namespace
 
 Result<DaemonConnection> check_daemon_connection(DaemonConnection c) {
     auto endpoint = net::HttpEndpoint::parse(c.url);
@@ -265,6 +266,29 @@ CLI::Option* add_daemon_name_option(CLI::App& app, const std::string& name, std:
     return app.add_option(name, value, help)
         ->type_name("NAME")
         ->check(CLI::Validator(check, "", "vmshadow-daemon-name"));
+}
+
+Status report_started_task(const GlobalOptions& global, const DaemonConnection& c,
+                           const json& started, std::string_view what, bool wait) {
+    auto task = int_field(started, "task");
+    if (!task)
+        return fail(ErrorKind::io,
+                    "vmshadowd's answer to " + std::string(what) + " has no task id");
+    if (!wait) {
+        std::cout << (global.json ? started.dump() : std::to_string(*task)) << std::endl;
+        return {};
+    }
+    if (!global.json) std::cout << *task << std::endl;
+    auto follow = follow_task_log(c, *task, 1, true, global.task->cancel(), [&](const json& line) {
+        if (!global.json) std::cout << log_line_text(line) << std::endl;
+    });
+    if (!follow) return follow;
+    auto ended = daemon_call(c, "GET", "/tasks/" + std::to_string(*task));
+    if (!ended) return std::unexpected(ended.error());
+    if (global.json) std::cout << ended->dump() << std::endl;
+    if (auto failure = task_failure(*ended)) return std::unexpected(*failure);
+    if (!global.json) std::cout << "task " << *task << " ok" << std::endl;
+    return {};
 }
 
 }  // namespace vmshadow::cli

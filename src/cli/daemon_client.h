@@ -63,6 +63,9 @@ Error api_error(int status, std::string_view body);
 // The message for a local socket nobody answers on (kind unavailable).
 Error daemon_not_running(const std::string& socket_path, bool socket_exists);
 
+// `text` as one path segment or query value: every byte but A-Z a-z 0-9 - _ . ~ as %XX.
+std::string percent_encode(std::string_view text);
+
 // "/tasks?state=failed&job=nightly&limit=20": a query string of percent-encoded values
 // (empty values left out).
 std::string with_query(std::string target,
@@ -75,6 +78,14 @@ Status follow_task_log(const DaemonConnection& connection, std::int64_t task, st
                        bool follow, const CancelToken& cancel,
                        const std::function<void(const nlohmann::json& line)>& print,
                        std::chrono::milliseconds interval = std::chrono::milliseconds(500));
+
+// What a command that started a task on the daemon does with the answer ({"task": ID}):
+// prints the id (with --json, the answer); with `wait`, prints the id, follows the task's log
+// to its end, prints the ended task (--json) or "task ID ok", and returns the task's result
+// (task_failure) so the exit code is its error kind's. `what` names the request in the error
+// for an answer without a task id ("run job nightly").
+Status report_started_task(const GlobalOptions& global, const DaemonConnection& connection,
+                           const nlohmann::json& started, std::string_view what, bool wait);
 
 // The Error a task that ended without success stands for (its error_kind, else cancelled
 // for cancelled/interrupted tasks and internal otherwise); nullopt for a task that is ok or

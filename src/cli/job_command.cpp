@@ -193,24 +193,7 @@ Status run_run(const GlobalOptions& global, const std::string& id, bool wait) {
     if (!c) return std::unexpected(c.error());
     auto started = daemon_call(*c, "POST", "/jobs/" + id + "/run", json::object());
     if (!started) return std::unexpected(started.error());
-    auto task = int_field(*started, "task");
-    if (!task)
-        return fail(ErrorKind::io, "vmshadowd's answer to run job " + id + " has no task id");
-    if (!wait) {
-        print_result(global, *started, std::to_string(*task));
-        return {};
-    }
-    if (!global.json) std::cout << *task << std::endl;
-    auto follow = follow_task_log(*c, *task, 1, true, global.task->cancel(), [&](const json& line) {
-        if (!global.json) std::cout << log_line_text(line) << std::endl;
-    });
-    if (!follow) return follow;
-    auto ended = daemon_call(*c, "GET", "/tasks/" + std::to_string(*task));
-    if (!ended) return std::unexpected(ended.error());
-    if (global.json) std::cout << ended->dump() << std::endl;
-    if (auto failure = task_failure(*ended)) return std::unexpected(*failure);
-    if (!global.json) std::cout << "task " << *task << " ok" << std::endl;
-    return {};
+    return report_started_task(global, *c, *started, "run job " + id, wait);
 }
 
 }  // namespace

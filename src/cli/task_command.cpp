@@ -96,7 +96,11 @@ void add_task_commands(CLI::App& app, GlobalOptions& global, Action& action) {
         ->check(CLI::IsMember({"queued", "running", "ok", "failed", "cancelled", "interrupted"}));
     add_daemon_name_option(*ls, "--job", list->job, "only the runs of this job");
     ls->add_option("--kind", list->kind, "only tasks of this kind")
-        ->check(CLI::IsMember({"backup", "verify", "prune", "check", "restore", "gc"}));
+        ->check(
+            CLI::IsMember({"backup", "verify", "prune", "check", "restore", "gc", "replica-initial",
+                           "replica-cycle", "replica-resync", "replica-test-failover",
+                           "replica-failover", "replica-planned-failover", "replica-reverse",
+                           "replica-export-initial", "replica-import-initial"}));
     add_whole_number_option(*ls, "--limit", list->limit, 1, kMaxTaskPage,
                             "at most N tasks (default 20)");
     ls->callback(

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <charconv>
 #include <concepts>
+#include <cstdint>
 #include <set>
 #include <span>
 
@@ -171,7 +172,7 @@ Result<json> parse_body(const net::HttpRequest& request, bool empty_ok) {
     return body;
 }
 
-enum class FieldType { string, boolean, object, count };
+enum class FieldType { string, boolean, object, count, integer, strings };
 
 struct Field {
     std::string_view name;
@@ -189,6 +190,10 @@ std::string_view type_word(FieldType t) {
             return "an object";
         case FieldType::count:
             return "a whole number from 1 to 1000000";
+        case FieldType::integer:
+            return "a whole number";
+        case FieldType::strings:
+            return "a list of non-empty strings";
     }
     return "";
 }
@@ -204,6 +209,15 @@ bool has_type(const json& value, FieldType t) {
         case FieldType::count:
             return value.is_number_integer() && value.get<std::int64_t>() >= 1 &&
                    value.get<std::int64_t>() <= kMaxKeep;
+        case FieldType::integer:
+            // Above 2^63 it would wrap when read: no field takes such a number anyway.
+            return value.is_number_integer() &&
+                   (!value.is_number_unsigned() ||
+                    value.get<std::uint64_t>() <= std::uint64_t{INT64_MAX});
+        case FieldType::strings:
+            return value.is_array() && std::all_of(value.begin(), value.end(), [](const json& v) {
+                       return v.is_string() && !v.get_ref<const std::string&>().empty();
+                   });
     }
     return false;
 }
@@ -356,12 +370,27 @@ Result<TaskFilter> task_filter(const net::HttpRequest& request) {
         filter.job = *v;
     }
     if (auto* v = query_value(request, "kind")) {
-        constexpr std::array kinds{"backup", "verify", "prune", "check", "restore", "gc"};
-        if (std::find(kinds.begin(), kinds.end(), *v) == kinds.end())
-            return bad(
-                fmt("parameter 'kind': '{}' is not one of backup, verify, prune, "
-                    "check, restore, gc",
-                    printable(*v)));
+        // The kinds the daemon gives its tasks (daemon_tasks.cpp, daemon_replica.cpp).
+        constexpr std::array<std::string_view, 15> kinds{"backup",
+                                                         "verify",
+                                                         "prune",
+                                                         "check",
+                                                         "restore",
+                                                         "gc",
+                                                         "replica-initial",
+                                                         "replica-cycle",
+                                                         "replica-resync",
+                                                         "replica-test-failover",
+                                                         "replica-failover",
+                                                         "replica-planned-failover",
+                                                         "replica-reverse",
+                                                         "replica-export-initial",
+                                                         "replica-import-initial"};
+        if (std::find(kinds.begin(), kinds.end(), *v) == kinds.end()) {
+            std::string list;
+            for (auto k : kinds) list += (list.empty() ? "" : ", ") + std::string(k);
+            return bad(fmt("parameter 'kind': '{}' is not one of {}", printable(*v), list));
+        }
         filter.kind = *v;
     }
     if (auto* v = query_value(request, "before")) {
@@ -715,11 +744,216 @@ Result<net::HttpResponse> post_backup(const Call& c) {
     return reply(c.backend.backup(*body), 202);
 }
 
+// ---- replica (docs/REPLICA.md) ---------------------------------------------------------
+
+constexpr std::size_t kMaxPathBytes = 4096;
+constexpr std::size_t kMaxExcludedDisks = 64;
+constexpr std::int64_t kMaxHistory = 24;
+constexpr std::int64_t kMaxAppConsistentHours = 24;
+constexpr std::int64_t kMaxBandwidthMib = 100000;
+
+// The body's whole number `name` in [min, max] (its type was checked by check_fields).
+Status check_range(const json& body, std::string_view name, std::int64_t min, std::int64_t max) {
+    auto it = body.find(name);
+    if (it == body.end()) return {};
+    auto v = it->get<std::int64_t>();
+    if (v >= min && v <= max) return {};
+    return bad(fmt("request body: field '{}' must be a whole number from {} to {}, got {}", name,
+                   min, max, v));
+}
+
+// "host:port", "[::1]:port": a host (no spaces or control characters) and a port 1..65535.
+Status check_endpoint(std::string_view text, std::string_view param) {
+    auto colon = text.rfind(':');
+    std::string_view host = colon == std::string_view::npos ? text : text.substr(0, colon);
+    std::string_view port = colon == std::string_view::npos ? "" : text.substr(colon + 1);
+    bool host_ok =
+        !host.empty() && host.size() <= 253 && std::all_of(host.begin(), host.end(), [](char ch) {
+            auto u = static_cast<unsigned char>(ch);
+            return u > 0x20 && u < 0x7F && ch != '/' && ch != '@';
+        });
+    if (host.starts_with('[') != host.ends_with(']')) host_ok = false;
+    if (host_ok && !port.empty() && parse_number(port, param, 1, 65535)) return {};
+    return bad(
+        fmt("request body: field '{}': '{}' is not HOST:PORT (the replica host's "
+            "[replica] endpoint, e.g. hostb.example:8471)",
+            param, printable(text)));
+}
+
+// A path on the daemon's host: absolute, bounded, without control characters.
+Status check_host_path(std::string_view text, std::string_view param) {
+    bool control = std::any_of(text.begin(), text.end(),
+                               [](char ch) { return static_cast<unsigned char>(ch) < 0x20; });
+    if (text.starts_with('/') && text.size() <= kMaxPathBytes && !control) return {};
+    return bad(
+        fmt("request body: field '{}': expected an absolute path of at most {} bytes "
+            "without control characters, got '{}'",
+            param, kMaxPathBytes, printable(text)));
+}
+
+// ISO 8601 UTC ("2026-12-07T22:00:00Z") or a time of day "HH:MM" (the next one).
+bool valid_start_at(std::string_view text) {
+    if (parse_iso8601_utc(text)) return true;
+    auto digit = [](char ch) { return ch >= '0' && ch <= '9'; };
+    if (text.size() != 5 || text[2] != ':' || !digit(text[0]) || !digit(text[1]) ||
+        !digit(text[3]) || !digit(text[4]))
+        return false;
+    return (text[0] - '0') * 10 + (text[1] - '0') < 24 && text[3] < '6';
+}
+
+Status check_one_of(const json& body, std::string_view name,
+                    std::span<const std::string_view> allowed) {
+    auto it = body.find(name);
+    if (it == body.end()) return {};
+    const auto& v = it->get_ref<const std::string&>();
+    if (std::find(allowed.begin(), allowed.end(), v) != allowed.end()) return {};
+    std::string list;
+    for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+    return bad(fmt("request body: field '{}': '{}' is not one of {}", name, printable(v), list));
+}
+
+Result<net::HttpResponse> get_replicas(const Call& c) {
+    return reply(c.backend.replicas());
+}
+
+constexpr std::array kReplicaEnableFields{Field{"vm", FieldType::string, true},
+                                          Field{"to", FieldType::string, true},
+                                          Field{"interval_s", FieldType::integer, true},
+                                          Field{"history", FieldType::integer},
+                                          Field{"app_consistent_every_h", FieldType::integer},
+                                          Field{"exclude_disks", FieldType::strings},
+                                          Field{"bandwidth_mib", FieldType::integer},
+                                          Field{"start_at", FieldType::string},
+                                          Field{"initial", FieldType::string},
+                                          Field{"seed_repository", FieldType::string},
+                                          Field{"seed_point", FieldType::string}};
+
+// The seed fields go with initial = repository, and only with it.
+Status check_seed(const json& body) {
+    bool seeded = body.value("initial", "") == "repository";
+    for (const char* name : {"seed_repository", "seed_point"}) {
+        if (seeded && !body.contains(name))
+            return bad(fmt("request body: field '{}' is required with initial 'repository'", name));
+        if (!seeded && body.contains(name))
+            return bad(fmt("request body: field '{}' goes only with initial 'repository'", name));
+    }
+    if (!seeded) return {};
+    if (auto ok = check_host_path(body["seed_repository"].get<std::string>(), "seed_repository");
+        !ok)
+        return ok;
+    return check_text(body["seed_point"].get<std::string>(), "seed_point");
+}
+
+Status check_replica_enable(const json& body) {
+    if (auto ok = check_free_name(body["vm"].get<std::string>(), "vm"); !ok) return ok;
+    if (auto ok = check_endpoint(body["to"].get<std::string>(), "to"); !ok) return ok;
+    auto interval = body["interval_s"].get<std::int64_t>();
+    if (interval != 30 && interval != 300 && interval != 900)
+        return bad(
+            fmt("request body: field 'interval_s' must be 30, 300 or 900 (seconds, as "
+                "Hyper-V Replica offers), got {}",
+                interval));
+    if (auto ok = check_range(body, "history", 0, kMaxHistory); !ok) return ok;
+    if (auto ok = check_range(body, "app_consistent_every_h", 0, kMaxAppConsistentHours); !ok)
+        return ok;
+    if (auto ok = check_range(body, "bandwidth_mib", 0, kMaxBandwidthMib); !ok) return ok;
+    if (auto it = body.find("exclude_disks"); it != body.end()) {
+        if (it->size() > kMaxExcludedDisks)
+            return bad(
+                fmt("request body: field 'exclude_disks': at most {} disks", kMaxExcludedDisks));
+        for (const auto& disk : *it)
+            if (auto ok = check_free_name(disk.get<std::string>(), "exclude_disks"); !ok) return ok;
+    }
+    if (auto it = body.find("start_at"); it != body.end())
+        if (!valid_start_at(it->get<std::string>()))
+            return bad(
+                fmt("request body: field 'start_at': '{}' is neither ISO 8601 UTC "
+                    "(2026-12-07T22:00:00Z) nor a time of day (HH:MM)",
+                    printable(it->get<std::string>())));
+    constexpr std::array<std::string_view, 3> initial{"network", "offline", "repository"};
+    if (auto ok = check_one_of(body, "initial", initial); !ok) return ok;
+    return check_seed(body);
+}
+
+Result<net::HttpResponse> post_replica(const Call& c) {
+    auto body = parse_body_fields(c.request, kReplicaEnableFields, false);
+    if (!body) return fail(body.error());
+    if (auto ok = check_replica_enable(*body); !ok) return fail(ok.error());
+    return reply(c.backend.replica_enable(*body));
+}
+
+Result<net::HttpResponse> get_replica_points(const Call& c) {
+    std::string vm(c.params[0]);
+    if (auto ok = check_free_name(vm, "vm"); !ok) return fail(ok.error());
+    return reply(c.backend.replica_points(vm));
+}
+
+// The actions on one VM's replication (api_backend.h) and the body fields each takes.
+struct ReplicaAction {
+    std::string_view name;
+    std::vector<std::string_view> fields;
+    bool needs_dir = false;
+};
+
+const std::array<ReplicaAction, 13> kReplicaActions{{
+    {"pause", {}},
+    {"resume", {}},
+    {"remove", {"on_replica"}},
+    {"cycle", {}},
+    {"resync", {}},
+    {"test-failover", {"point"}},
+    {"stop-test", {}},
+    {"failover", {"point"}},
+    {"commit", {}},
+    {"planned-failover", {}},
+    {"reverse", {}},
+    {"export-initial", {"dir"}, true},
+    {"import-initial", {"dir"}, true},
+}};
+
+constexpr std::array kReplicaActionFields{Field{"on_replica", FieldType::boolean},
+                                          Field{"point", FieldType::integer},
+                                          Field{"dir", FieldType::string}};
+
+Result<const ReplicaAction*> find_replica_action(std::string_view name) {
+    std::string list;
+    for (const auto& a : kReplicaActions) {
+        if (a.name == name) return &a;
+        list += (list.empty() ? "" : ", ") + std::string(a.name);
+    }
+    return fail(ErrorKind::not_found,
+                fmt("no replica action '{}' (one of {})", printable(name), list));
+}
+
+Result<net::HttpResponse> post_replica_action(const Call& c) {
+    std::string vm(c.params[0]);
+    if (auto ok = check_free_name(vm, "vm"); !ok) return fail(ok.error());
+    // Every field any action takes is checked for its type first; then whether this one
+    // takes it.
+    auto body = parse_body_fields(c.request, kReplicaActionFields, true);
+    if (!body) return fail(body.error());
+    auto action = find_replica_action(c.params[1]);
+    if (!action) return fail(action.error());
+    const ReplicaAction& a = **action;
+    for (const auto& [key, value] : body->items())
+        if (std::find(a.fields.begin(), a.fields.end(), key) == a.fields.end())
+            return bad(fmt("request body: field '{}' does not go with action '{}'", key, a.name));
+    if (auto ok = check_range(*body, "point", 0, kMaxId); !ok) return fail(ok.error());
+    if (a.needs_dir && !body->contains("dir"))
+        return bad(fmt("request body: field 'dir' is required with action '{}'", a.name));
+    if (auto it = body->find("dir"); it != body->end())
+        if (auto ok = check_host_path(it->get<std::string>(), "dir"); !ok) return fail(ok.error());
+    auto answer = c.backend.replica_action(vm, std::string(a.name), *body);
+    if (!answer) return fail(answer.error());
+    // A long action started a task: 202, as every route that starts one answers.
+    return json_response(answer->is_object() && answer->contains("task") ? 202 : 200, *answer);
+}
+
 // The route → role table (token_store.h): audit reads, operator runs, admin edits.
 constexpr Role kAudit = Role::audit;
 constexpr Role kOperator = Role::operator_;
 constexpr Role kAdmin = Role::admin;
-const std::array<Route, 28> kRoutes{{
+const std::array<Route, 32> kRoutes{{
     {"GET", "/health", std::nullopt, get_health},
     {"GET", "/openapi.json", std::nullopt, get_openapi},
     {"GET", "/session", std::nullopt, get_session},
@@ -748,6 +982,10 @@ const std::array<Route, 28> kRoutes{{
     {"GET", "/tokens", kAdmin, get_tokens},
     {"POST", "/tokens", kAdmin, post_token},
     {"DELETE", "/tokens/{name}", kAdmin, delete_token},
+    {"GET", "/replicas", kAudit, get_replicas},
+    {"POST", "/replicas", kOperator, post_replica},
+    {"GET", "/replicas/{vm}/points", kAudit, get_replica_points},
+    {"POST", "/replicas/{vm}/{action}", kOperator, post_replica_action},
 }};
 
 }  // namespace

@@ -112,6 +112,7 @@ void loop(Daemon::State& s) {
         }
         queue_pending(s, lock, housekeeping);
         if (s.stopping) break;
+        s.queue_replica_cycles();
         s.start_ready_tasks();
         if (steady >= s.next_facts) {
             s.next_facts = steady + kFactsRefresh;
@@ -213,6 +214,8 @@ Result<std::unique_ptr<Daemon>> Daemon::start(DaemonOptions options) {
         server, [&st](const net::HttpRequest& r) { return st.routes->handle(r); });
     if (!started) return std::unexpected(started.error().with_context("API"));
     st.server = std::move(*started);
+    if (auto replica = st.configure_replica(st.config.config); !replica)
+        return std::unexpected(replica.error());
     st.loop = std::thread([&st] { loop(st); });
     return daemon;
 }
@@ -237,6 +240,11 @@ Status Daemon::reload() {
                     "reload: " + loaded.error().message() + " (kept the old config)");
         return std::unexpected(loaded.error());
     }
+    if (auto replica = state_->configure_replica(loaded->config); !replica) {
+        state_->log(LogLevel::error,
+                    "reload: " + replica.error().message() + " (kept the old config)");
+        return std::unexpected(replica.error());
+    }
     std::lock_guard lock(state_->mutex);
     state_->config = std::move(*loaded);
     const auto& d = state_->config.config.daemon;
@@ -255,6 +263,7 @@ void Daemon::stop(std::chrono::seconds grace) {
         s.stopping = true;
         for (auto& [id, plan] : s.waiting) {
             s.queue.remove_waiting(id);
+            if (plan.internal) continue;  // a routine replica cycle: no task record
             (void)s.store->finish(id, TaskState::cancelled, "{}",
                                   Error(ErrorKind::cancelled, "the daemon stopped before it ran"));
         }
@@ -279,6 +288,7 @@ void Daemon::stop(std::chrono::seconds grace) {
         }
     }
     if (s.server) s.server->stop();
+    if (s.replica_server) s.replica_server->stop();
     s.alerts.reset();
 }
 

@@ -574,6 +574,7 @@ json Daemon::health() {
 
 std::string Daemon::metrics() {
     State& s = *state_;
+    auto replicas_json = replicas();
     MetricsSnapshot m;
     m.version = "0.1.0";
     m.start_time = static_cast<double>(unix_seconds(s.started));
@@ -598,7 +599,7 @@ std::string Daemon::metrics() {
     m.tasks_queued = s.queue.waiting();
     m.tasks_running = s.queue.running();
     m.tasks_finished = s.finished;
-    return render_metrics(m);
+    return render_metrics(m) + (replicas_json ? replica_metrics_text(*replicas_json) : "");
 }
 
 Result<json> Daemon::tokens() {

@@ -24,6 +24,8 @@
 #include "daemon/task_store.h"
 #include "daemon/token_store.h"
 #include "net/http_server.h"
+#include "replica/replica_host.h"
+#include "replica/replica_primary.h"
 
 namespace vmshadow::daemon {
 
@@ -36,6 +38,11 @@ struct TaskPlan {
     std::vector<std::string> vms;
     std::optional<RestoreRequest> restore;
     std::optional<VerifyRequest> verify;
+    // A replica operation (daemon_replica.cpp): what the task runs. `internal`: a routine
+    // replica cycle, held in the RunQueue like a task but not recorded in the task store (a
+    // cycle every 30 s would bury the task list); its id is negative.
+    std::function<OperationOutcome(TaskContext&)> action;
+    bool internal = false;
 };
 
 struct RunningTask {
@@ -43,6 +50,9 @@ struct RunningTask {
     std::thread thread;
     bool done = false;
 };
+
+// The vmshadow_replica_* metric families from the API's replicas JSON (daemon_replica.cpp).
+std::string replica_metrics_text(const nlohmann::json& replicas);
 
 struct Daemon::State {
     DaemonOptions options;
@@ -82,6 +92,20 @@ struct Daemon::State {
     std::unique_ptr<net::HttpServer> server;
     std::thread loop;
 
+    // Replica ([replica] in the config; daemon_replica.cpp). Created at start or by the first
+    // reload that adds the section; the listener's address is fixed until a restart.
+    std::unique_ptr<replica::ReplicaPrimary> replica_primary;
+    std::unique_ptr<replica::ReplicaHost> replica_host;
+    std::unique_ptr<net::HttpServer> replica_server;  // under `mutex` only when replaced
+    std::string replica_listen;                       // what replica_server listens on
+    std::string replica_bound;                        // "address:port" it got
+    std::atomic<replica::ReplicaHost*> replica_host_ready{nullptr};  // for the listener
+    // Cycles queued (waiting or running) by VM name, and since when the waiting ones wait:
+    // a cycle that cannot start within its interval counts as missed (ReplicaPrimary).
+    std::map<std::string, std::int64_t> replica_cycles;  // vm → plan id
+    std::map<std::string, Clock::time_point> replica_waiting_since;
+    std::int64_t next_internal_id = -1;
+
     void log(LogLevel level, std::string_view line) const {
         if (options.log) options.log(level, line);
     }
@@ -108,6 +132,17 @@ struct Daemon::State {
     void refresh_repository_facts(std::unique_lock<std::mutex>& lock);
     // Without the lock: runs a task to its end on its own thread.
     void run_task(TaskPlan plan, CancelToken cancel);
+
+    // daemon_replica.cpp. Without the lock: makes or updates the replica objects and the
+    // listener for `config` (start, reload).
+    Status configure_replica(const DaemonConfig& config);
+    Status start_replica_listener(const ReplicaSettings& settings, const std::string& subject);
+    // With `mutex` held: queues due replica cycles when their VM is free, counts missed ones.
+    void queue_replica_cycles();
+    // With `mutex` held: queues a replica task (kind "replica-...") holding `vm`.
+    Result<std::int64_t> queue_replica_task(const std::string& kind, const std::string& vm,
+                                            std::function<OperationOutcome(TaskContext&)> action,
+                                            bool hold_vm = true);
 };
 
 }  // namespace vmshadow::daemon

@@ -34,7 +34,8 @@ QueuedTask queued(const TaskPlan& plan) {
     q.id = plan.id;
     q.job = plan.job ? plan.job->id : "";
     q.backup = plan.kind == "backup";
-    if (plan.kind == "backup" || plan.kind == "restore") q.vms = plan.vms;
+    if (plan.kind == "backup" || plan.kind == "restore" || plan.kind.starts_with("replica"))
+        q.vms = plan.vms;
     if (plan.job) q.repository = plan.job->repository;
     if (plan.restore) q.repository = plan.restore->repository;
     if (plan.verify) q.repository = plan.verify->repository;
@@ -112,7 +113,9 @@ void Daemon::State::start_ready_tasks() {
         waiting.erase(it);
         auto task = std::make_unique<RunningTask>();
         CancelToken cancel = task->cancel;
-        (void)store->mark_running(plan.id);
+        if (!plan.internal) (void)store->mark_running(plan.id);
+        if (plan.kind.starts_with("replica"))
+            for (const auto& vm : plan.vms) replica_waiting_since.erase(vm);
         task->thread = std::thread([this, plan = std::move(plan), cancel]() mutable {
             run_task(std::move(plan), cancel);
         });
@@ -132,6 +135,18 @@ void Daemon::State::reap_finished_tasks() {
 }
 
 void Daemon::State::run_task(TaskPlan plan, CancelToken cancel) {
+    if (plan.internal) {
+        // A routine replica cycle: its outcome lives in the replica link (health, last
+        // error), not in the task store.
+        TaskContext context({}, {}, cancel, *clock);
+        (void)plan.action(context);
+        std::lock_guard lock(mutex);
+        queue.finished(plan.id);
+        if (auto it = running.find(plan.id); it != running.end()) it->second->done = true;
+        for (const auto& vm : plan.vms) replica_cycles.erase(vm);
+        wake.notify_all();
+        return;
+    }
     StoreSinks sinks(*store, plan.id);
     TaskContext context(&sinks, &sinks, cancel, *clock);
     DaemonConfig config_now;
@@ -147,6 +162,8 @@ void Daemon::State::run_task(TaskPlan plan, CancelToken cancel) {
         outcome = run_restore(*plan.restore, config_now, context);
     } else if (plan.verify) {
         outcome = run_verify(*plan.verify, config_now, context);
+    } else if (plan.action) {
+        outcome = plan.action(context);
     }
     TaskState state = state_for(outcome.error);
     for (const auto& vm : outcome.vm_successes) (void)store->record_vm_success(vm);
@@ -172,6 +189,16 @@ void Daemon::State::run_task(TaskPlan plan, CancelToken cancel) {
 void Daemon::State::task_ended(const TaskPlan& plan, TaskState state,
                                const std::optional<Error>& error) {
     ++finished[{plan.kind, std::string(task_state_name(state))}];
+    if (plan.kind.starts_with("replica")) {
+        // The VM's next cycle may be queued again (ended, or aborted while it waited).
+        for (const auto& vm : plan.vms) {
+            auto it = replica_cycles.find(vm);
+            if (it != replica_cycles.end() && it->second == plan.id) {
+                replica_cycles.erase(it);
+                replica_waiting_since.erase(vm);
+            }
+        }
+    }
     if (plan.kind == "backup" || plan.kind == "prune") {
         // Sizes changed: refresh within 10 s, not after every task (opening an encrypted
         // repository derives its key: a second of CPU).

@@ -480,14 +480,39 @@ void read_alerts(const json& t, const Reader& r, AlertTargets& a) {
     if (auto v = r.string(t, s, "sendmail")) a.sendmail = *v;
 }
 
+void read_replica(const json& t, const Reader& r, ReplicaSettings& p) {
+    const std::string_view s = "replica";
+    r.only_keys(t, s, {"certificate", "key", "ca", "listen", "endpoint", "allow"});
+    if (auto v = r.string(t, s, "certificate")) p.certificate = *v;
+    if (auto v = r.string(t, s, "key")) p.key = *v;
+    if (auto v = r.string(t, s, "ca")) p.ca = *v;
+    if (auto v = r.string(t, s, "listen")) p.listen = *v;
+    if (auto v = r.string(t, s, "endpoint")) p.endpoint = *v;
+    const json* allow = r.find(t, "allow");
+    if (!allow) return;
+    if (!allow->is_array())
+        r.wrong_type(s, "allow", "an array of tables ([[replica.allow]])", *allow);
+    for (std::size_t i = 0; i < allow->size(); ++i) {
+        const json& entry = (*allow)[i];
+        std::string section = "replica.allow[" + std::to_string(i) + "]";
+        if (!entry.is_object()) r.wrong_type(section, "", "a table", entry);
+        r.only_keys(entry, section, {"subject", "storage"});
+        ReplicaAllowSpec a;
+        if (auto v = r.string(entry, section, "subject")) a.subject = *v;
+        if (auto v = r.string(entry, section, "storage")) a.storage = *v;
+        p.allow.push_back(std::move(a));
+    }
+}
+
 DaemonConfig read_config(const json& root, const Reader& r) {
-    r.only_keys(root, "", {"daemon", "repository", "alerts", "job"});
+    r.only_keys(root, "", {"daemon", "repository", "alerts", "job", "replica"});
     DaemonConfig c;
     if (const json* d = r.table(root, "", "daemon")) read_daemon(*d, r, c.daemon);
     if (const json* repos = r.table(root, "", "repository"))
         for (const auto& [name, t] : repos->items())
             c.repositories[name] = read_repository(t, name, r, dotted("repository", name));
     if (const json* a = r.table(root, "", "alerts")) read_alerts(*a, r, c.alerts);
+    if (const json* p = r.table(root, "", "replica")) read_replica(*p, r, c.replica.emplace());
     if (const json* jobs = r.table(root, "", "job"))
         for (const auto& [id, t] : jobs->items()) {
             std::string section = dotted("job", id);
@@ -497,8 +522,9 @@ DaemonConfig read_config(const json& root, const Reader& r) {
     return c;
 }
 
-void check_listen(const Reader& r, const std::string& listen) {
-    check_text(r, "daemon", "listen", listen);
+void check_address(const Reader& r, std::string_view section, std::string_view key,
+                   const std::string& listen) {
+    check_text(r, section, key, listen);
     if (listen.empty()) return;
     auto colon = listen.rfind(':');
     bool ok = colon != std::string::npos && colon > 0 && colon + 1 < listen.size() &&
@@ -510,8 +536,47 @@ void check_listen(const Reader& r, const std::string& listen) {
     }
     // Port 0: any free port (tests; the daemon prints the one it got).
     if (!ok || port > 65535 || listen.find(' ') != std::string::npos)
-        r.fail("daemon", "listen",
+        r.fail(section, key,
                "\"" + listen + "\" is not ADDRESS:PORT (e.g. \"127.0.0.1:8470\", \"[::1]:8470\")");
+}
+
+void check_listen(const Reader& r, const std::string& listen) {
+    check_address(r, "daemon", "listen", listen);
+}
+
+void check_replica(const Reader& r, const ReplicaSettings& p) {
+    const std::string_view s = "replica";
+    if (p.certificate.empty()) r.fail(s, "certificate", "missing: this host's certificate (PEM)");
+    if (p.key.empty()) r.fail(s, "key", "missing: the certificate's key (PEM)");
+    if (p.ca.empty()) r.fail(s, "ca", "missing: the CA peers' certificates chain to (PEM)");
+    check_absolute(r, s, "certificate", p.certificate, false);
+    check_absolute(r, s, "key", p.key, false);
+    check_absolute(r, s, "ca", p.ca, false);
+    check_address(r, s, "listen", p.listen);
+    check_address(r, s, "endpoint", p.endpoint);
+    if (p.listen.empty() && !p.endpoint.empty())
+        r.fail(s, "endpoint",
+               "set, but no listen: peers would be sent to a listener this "
+               "host does not run");
+    if (p.listen.empty() && !p.allow.empty())
+        r.fail(s, "allow",
+               "primaries are allowed, but no listen: set replica.listen for "
+               "this host to receive replicas");
+    std::set<std::string> subjects;
+    for (std::size_t i = 0; i < p.allow.size(); ++i) {
+        const auto& a = p.allow[i];
+        std::string section = "replica.allow[" + std::to_string(i) + "]";
+        if (a.subject.empty())
+            r.fail(section, "subject", "missing: the primary's certificate subject (\"CN=hosta\")");
+        check_text(r, section, "subject", a.subject);
+        if (a.subject.find('=') == std::string::npos)
+            r.fail(section, "subject",
+                   "\"" + a.subject + "\" is not a certificate subject (e.g. \"CN=hosta\")");
+        if (!subjects.insert(a.subject).second)
+            r.fail(section, "subject", "\"" + a.subject + "\" is allowed twice");
+        if (a.storage.empty()) r.fail(section, "storage", "missing: where its replicas are stored");
+        check_absolute(r, section, "storage", a.storage, false);
+    }
 }
 
 void check_alerts(const Reader& r, const AlertTargets& a) {
@@ -582,6 +647,7 @@ void check_config(const DaemonConfig& c, const Reader& r) {
         check_absolute(r, section, "password-file", repo.password_file, true);
     }
     check_alerts(r, c.alerts);
+    if (c.replica) check_replica(r, *c.replica);
     for (const auto& job : c.jobs) check_job(job, r, dotted("job", job.id));
     check_references(c, r);
 }
@@ -623,10 +689,20 @@ std::uint_least32_t line_of(const toml::value& root, std::string_view section,
     std::uint_least32_t line = 0;
     const toml::value* at = &root;
     auto step = [&](std::string_view name) {
+        // "allow[2]": the third table of an array of tables ([[replica.allow]]).
+        std::optional<std::size_t> index;
+        if (auto open = name.find('['); open != std::string_view::npos && name.ends_with(']')) {
+            index = std::strtoul(std::string(name.substr(open + 1)).c_str(), nullptr, 10);
+            name = name.substr(0, open);
+        }
         if (!at || !at->is_table() || name.empty()) return (at = nullptr, void());
         const auto& t = at->as_table();
         auto it = t.find(std::string(name));
         at = it == t.end() ? nullptr : &it->second;
+        if (at && index) {
+            at = at->is_array() && *index < at->as_array().size() ? &at->as_array()[*index]
+                                                                  : nullptr;
+        }
         if (at) line = at->location().line();
     };
     // Section is "daemon", "alerts", "job.ID" or "repository.NAME" (an ID has no '.').
@@ -807,6 +883,20 @@ std::string render_config(const DaemonConfig& config) {
     if (a.webhook_sha256) render_line(out, "webhook-sha256", toml_text(*a.webhook_sha256));
     render_line(out, "email", toml_text(a.email));
     render_line(out, "sendmail", toml_text(a.sendmail.string()));
+    if (config.replica) {
+        const auto& p = *config.replica;
+        out += "\n[replica]\n";
+        render_line(out, "certificate", toml_text(p.certificate.string()));
+        render_line(out, "key", toml_text(p.key.string()));
+        render_line(out, "ca", toml_text(p.ca.string()));
+        if (!p.listen.empty()) render_line(out, "listen", toml_text(p.listen));
+        if (!p.endpoint.empty()) render_line(out, "endpoint", toml_text(p.endpoint));
+        for (const auto& a : p.allow) {
+            out += "\n[[replica.allow]]\n";
+            render_line(out, "subject", toml_text(a.subject));
+            render_line(out, "storage", toml_text(a.storage.string()));
+        }
+    }
     for (const auto& job : config.jobs) render_job(out, job);
     return out;
 }

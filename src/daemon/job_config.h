@@ -23,6 +23,15 @@
 //   [alerts]
 //   webhook = "https://hooks.example/x"
 //   email = "ops@example.com"
+//   [replica]                        # docs/REPLICA.md
+//   certificate = "/etc/vmshadow/replica/host.crt"
+//   key = "/etc/vmshadow/replica/host.key"
+//   ca = "/etc/vmshadow/replica/ca.crt"
+//   listen = "127.0.0.2:8471"        # the replica listener; omit: not a replica host
+//   endpoint = "hostb.example:8471"  # how peers reach it (default: listen)
+//   [[replica.allow]]
+//   subject = "CN=hosta"
+//   storage = "/var/lib/vmshadow/replicas"
 //   [job.nightly]
 //   kind = "backup"
 //   vms = ["web*", "db1"]            # names or globs; ["*"] = every VM
@@ -113,8 +122,30 @@ struct DaemonSettings {
     bool operator==(const DaemonSettings&) const = default;
 };
 
+// [replica] (docs/REPLICA.md): this host's identity for Replica, both roles, and the
+// primaries allowed to replicate here ([[replica.allow]], Hyper-V's "allow replication from
+// these servers / store the files here").
+struct ReplicaAllowSpec {
+    std::string subject;            // the primary's certificate subject, "CN=hosta"
+    std::filesystem::path storage;  // where its VMs' replicas go
+    bool operator==(const ReplicaAllowSpec&) const = default;
+};
+
+struct ReplicaSettings {
+    std::filesystem::path certificate;  // PEM: this host's certificate (client and server)
+    std::filesystem::path key;          // PEM: its key
+    std::filesystem::path ca;           // PEM: the CA peers' certificates must chain to
+    std::string listen;                 // the replica listener ADDRESS:PORT (mutual TLS); "" = none
+    std::string endpoint;               // HOST:PORT peers reach the listener at; "" = listen
+    std::vector<ReplicaAllowSpec> allow;
+    // What peers are told: endpoint, else listen.
+    std::string own_endpoint() const { return endpoint.empty() ? listen : endpoint; }
+    bool operator==(const ReplicaSettings&) const = default;
+};
+
 struct DaemonConfig {
     DaemonSettings daemon;
+    std::optional<ReplicaSettings> replica;  // absent: Replica is off on this host
     std::map<std::string, RepositorySpec> repositories;
     AlertTargets alerts;
     std::vector<JobSpec> jobs;  // in file order

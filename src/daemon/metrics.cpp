@@ -4,7 +4,12 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <optional>
+#include <set>
 #include <string_view>
+#include <tuple>
+
+#include "common/time_format.h"
 
 namespace vmshadow::daemon {
 namespace {
@@ -176,7 +181,106 @@ void render_tasks(Exposition& e, const MetricsSnapshot& s) {
     e.sample("vmshadow_queue_length", "", s.tasks_queued);
 }
 
+struct ReplicaSeries {
+    std::string vm, role, state;
+    const nlohmann::json* entry;
+};
+
+std::optional<double> number_at(const nlohmann::json& entry, const char* key) {
+    auto it = entry.find(key);
+    if (it == entry.end() || !it->is_number()) return std::nullopt;
+    return it->get<double>();
+}
+
+std::string string_at(const nlohmann::json& entry, const char* key) {
+    auto it = entry.find(key);
+    return it != entry.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// An ISO 8601 UTC time or unix seconds.
+std::optional<double> time_at(const nlohmann::json& entry, const char* key) {
+    if (auto n = number_at(entry, key)) return n;
+    auto text = string_at(entry, key);
+    if (auto t = parse_iso8601_utc(text)) return static_cast<double>(*t);
+    return std::nullopt;
+}
+
+std::vector<ReplicaSeries> replica_series(const nlohmann::json& replicas) {
+    const nlohmann::json* list = &replicas;
+    if (replicas.is_object()) {
+        auto it = replicas.find("replicas");
+        if (it == replicas.end()) return {};
+        list = &*it;
+    }
+    std::vector<ReplicaSeries> out;
+    if (!list->is_array()) return out;
+    for (const auto& entry : *list) {
+        if (!entry.is_object()) continue;
+        auto vm = string_at(entry, "vm");
+        if (vm.empty()) continue;
+        out.push_back({vm, string_at(entry, "role"), string_at(entry, "state"), &entry});
+    }
+    std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+        return std::tie(a.vm, a.role) < std::tie(b.vm, b.role);
+    });
+    return out;
+}
+
 }  // namespace
+
+std::string render_replica_metrics(const nlohmann::json& replicas) {
+    auto all = replica_series(replicas);
+    auto per_vm =
+        unique_sorted(all, [](const ReplicaSeries& r) -> const std::string& { return r.vm; });
+    Exposition e;
+    e.family("vmshadow_replica_state", "gauge",
+             "The VM's replication state (normal, warning, critical, paused, resync-required, "
+             "failed-over, test-failover, initial); the value is always 1.");
+    std::set<std::pair<std::string, std::string>> seen;
+    for (const auto& r : all)
+        if (seen.insert({r.vm, r.role}).second)
+            e.sample(
+                "vmshadow_replica_state",
+                label("vm", r.vm) + "," + label("role", r.role) + "," + label("state", r.state),
+                std::uint64_t{1});
+    struct Gauge {
+        const char* name;
+        const char* help;
+        std::optional<double> (*value)(const nlohmann::json&);
+    };
+    const Gauge gauges[] = {
+        {"vmshadow_replica_rpo_seconds",
+         "Seconds since the instant the newest replicated recovery point equals.",
+         [](const nlohmann::json& j) { return number_at(j, "rpo_s"); }},
+        {"vmshadow_replica_last_cycle_timestamp_seconds",
+         "Unix time of the VM's last replication cycle.",
+         [](const nlohmann::json& j) { return time_at(j, "last_cycle"); }},
+        {"vmshadow_replica_cycle_seconds_avg",
+         "Average duration of the VM's replication cycles (the last 24 hours).",
+         [](const nlohmann::json& j) { return number_at(j, "avg_cycle_s"); }},
+        {"vmshadow_replica_cycle_seconds_max",
+         "Longest of the VM's replication cycles (the last 24 hours).",
+         [](const nlohmann::json& j) { return number_at(j, "max_cycle_s"); }},
+    };
+    for (const auto& g : gauges) {
+        e.family(g.name, "gauge", g.help);
+        for (const auto* r : per_vm)
+            if (auto v = g.value(*r->entry)) e.sample(g.name, label("vm", r->vm), *v);
+    }
+    const Gauge counters[] = {
+        {"vmshadow_replica_sent_bytes_total", "Bytes the VM's replication cycles sent.",
+         [](const nlohmann::json& j) { return number_at(j, "bytes_sent"); }},
+        {"vmshadow_replica_missed_cycles_total",
+         "Replication cycles of the VM that could not start within their interval.",
+         [](const nlohmann::json& j) { return number_at(j, "missed_cycles"); }},
+    };
+    for (const auto& c : counters) {
+        e.family(c.name, "counter", c.help);
+        for (const auto* r : per_vm)
+            if (auto v = c.value(*r->entry); v && *v >= 0) e.sample(c.name, label("vm", r->vm), *v);
+    }
+    return e.take();
+}
 
 std::string render_metrics(const MetricsSnapshot& snapshot) {
     Exposition e;

@@ -18,12 +18,22 @@
 //   vmshadow_tasks{state}                             gauge (queued, running)
 //   vmshadow_tasks_finished_total{kind,state}         counter
 //   vmshadow_queue_length                             gauge
+// and, rendered apart from the snapshot (render_replica_metrics, from ApiBackend::replicas()'s
+// JSON), one series per replicated VM:
+//   vmshadow_replica_state{vm,role,state}             gauge 1 (the current state only)
+//   vmshadow_replica_rpo_seconds{vm}                  gauge (absent until a point exists)
+//   vmshadow_replica_last_cycle_timestamp_seconds{vm} gauge (absent before the first cycle)
+//   vmshadow_replica_cycle_seconds_avg{vm}            gauge
+//   vmshadow_replica_cycle_seconds_max{vm}            gauge
+//   vmshadow_replica_sent_bytes_total{vm}             counter
+//   vmshadow_replica_missed_cycles_total{vm}          counter
 // It is not: collection (the daemon reads its TaskStore and repositories) or an HTTP route.
 //
 // Thread-safety: a pure function.
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <utility>
@@ -58,5 +68,11 @@ struct MetricsSnapshot {
 };
 
 std::string render_metrics(const MetricsSnapshot& snapshot);
+
+// The replica families above from {"replicas": [...]} (or the bare list) as
+// ApiBackend::replicas() answers; appended to render_metrics()'s text. A field that is
+// missing or of another type has no sample (never an exception); a VM listed twice (both
+// roles on one host) keeps one series per family: the first by (vm, role).
+std::string render_replica_metrics(const nlohmann::json& replicas);
 
 }  // namespace vmshadow::daemon

@@ -100,6 +100,8 @@ class ReplicaPrimary {
     // is free and counts a cycle missed when it could not start within its interval.
     std::vector<std::string> due(Clock::time_point now) const;
     void note_missed(const std::string& vm);
+    // The next cycle compares block hashes instead of following the chain (`replica resync`).
+    Status request_resync(const std::string& vm);
     // One cycle now (initial, incremental or resync as the link's state says).
     Result<nlohmann::json> run_cycle(const std::string& vm, TaskContext* task);
     Result<nlohmann::json> planned_failover(const std::string& vm, TaskContext* task);

@@ -35,6 +35,16 @@ Status destroy_domain(const Domain& domain) {
     return {};
 }
 
+Status shutdown_domain(const Domain& domain) {
+    int active = virDomainIsActive(domain.raw());
+    if (active < 0) return fail(libvirt_error(domain.label() + ": read state"));
+    if (active == 0) return {};
+    unsigned flags = VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN | VIR_DOMAIN_SHUTDOWN_GUEST_AGENT;
+    if (virDomainShutdownFlags(domain.raw(), flags) < 0)
+        return fail(libvirt_error(domain.label() + ": shut down"));
+    return {};
+}
+
 Status suspend_domain(const Domain& domain) {
     int state = 0, reason = 0;
     if (virDomainGetState(domain.raw(), &state, &reason, 0) < 0)

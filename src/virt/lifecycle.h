@@ -30,6 +30,9 @@ Status start_domain_paused(const Domain& domain);
 Result<Domain> create_transient(const Connection& connection, const std::string& xml);
 // Hard power-off of a running or paused VM; a VM that is not running is left as it is.
 Status destroy_domain(const Domain& domain);
+// Asks the guest to shut down (ACPI power button, or the guest agent when it answers) and
+// returns at once; a VM that is not running is left as it is. Never forces it off.
+Status shutdown_domain(const Domain& domain);
 // Removes the definition and its checkpoint/snapshot/managed-save metadata.
 Status undefine_domain(const Domain& domain);
 // Removes what a definition carries besides its XML — its managed-save image and its

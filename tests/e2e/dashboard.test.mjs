@@ -121,7 +121,8 @@ test('sign-in with the admin token lists the guest on the overview', async () =>
 test('every page fits a 375 px wide phone', async () => {
   await admin.setViewportSize({ width: 375, height: 800 });
   for (const [hash, ready] of [['/', `tr[data-vm="${VM}"]`], [`/vm/${encodeURIComponent(VM)}`, 'table.points'],
-    ['/jobs', 'tr[data-job]'], ['/tasks', 'h1'], ['/repos/main', 'form.sim']]) {
+    ['/jobs', 'tr[data-job]'], ['/tasks', 'h1'], ['/repos/main', 'form.sim'],
+    ['/replication', '.empty, table.replicas']]) {
     await go(admin, hash);
     await admin.locator(ready).first().waitFor();
     const width = await admin.evaluate(() => document.documentElement.scrollWidth);
@@ -211,6 +212,70 @@ test('the task list shows the backup', async () => {
   assert.match(await admin.locator('table').innerText(), /backup/);
   await shot(admin, 'tasks');
   await axe(admin, 'tasks');
+});
+
+// No [replica] section in run.sh's daemon: the page says so and how to set one up.
+test('the replication page shows its empty state and the hint to enable one', async () => {
+  await go(admin, '/replication');
+  await admin.getByRole('heading', { name: 'Replication', level: 1 }).waitFor();
+  const empty = admin.locator('.empty');
+  await empty.getByText('No replication configured').waitFor();
+  assert.match(await empty.innerText(), /vmshadow replica enable VM --to HOST:PORT/);
+  assert.equal(await admin.locator('nav a[aria-current="page"]').innerText(), 'Replication');
+  assert.equal(await admin.locator('table.replicas').count(), 0);
+  await shot(admin, 'replication-empty');
+  await axe(admin, 'replication');
+});
+
+// The populated page, with GET /replicas and the actions answered in the browser (run.sh's
+// daemon has no second host): badges, the actions each role and state offers, the failover
+// dialog naming what is lost and sending the chosen point, the CSRF header, and axe.
+test('the replication table offers each replica its actions; failover asks first', async () => {
+  const page = await newPage();
+  const list = { replicas: [
+    { vm: 'web1', role: 'primary', peer: 'hostb:8471', state: 'normal', rpo_s: 212,
+      last_cycle: '2026-12-07T05:30:00Z', avg_cycle_s: 4.2, max_cycle_s: 19, bytes_sent: 3221225472,
+      missed_cycles: 2, points: 5 },
+    { vm: 'db1', role: 'replica', peer: 'CN=hosta', state: 'warning',
+      reason: "30 % of the last hour's cycles were missed", rpo_s: 950, points: 3 },
+    { vm: 'old', role: 'primary', peer: 'hostb:8471', state: 'paused', points: 2 }] };
+  const posted = [];
+  const json = (body, status = 200) => ({ status, contentType: 'application/json', body: JSON.stringify(body) });
+  await page.route('**/api/v1/replicas', (r) => r.fulfill(json(list)));
+  await page.route('**/api/v1/replicas/db1/points', (r) => r.fulfill(json({ vm: 'db1', points: [
+    { seq: 0, time: '2026-12-07T05:00:00Z', consistency: 'crash' },
+    { seq: 4, time: '2026-12-07T05:25:00Z', consistency: 'application' }] })));
+  await page.route('**/api/v1/replicas/*/*', (r) => {
+    if (r.request().method() !== 'POST') return r.fallback();
+    posted.push([new globalThis.URL(r.request().url()).pathname, r.request().postData(),
+      !!r.request().headers()['x-csrf-token']]);
+    return r.fulfill(json({ task: 42 }, 202));
+  });
+  await signIn(page, ADMIN);
+  await page.getByRole('navigation', { name: 'Main' }).waitFor();
+  await go(page, '/replication');
+  const db1 = page.locator('tr[data-replica="replica:db1"]');
+  await db1.waitFor();
+  assert.match(await db1.innerText(), /warning[\s\S]*cycles were missed/);
+  assert.equal(await page.getByRole('button', { name: 'Pause web1' }).count(), 1);
+  assert.equal(await page.getByRole('button', { name: 'Resume old' }).count(), 1);
+  assert.equal(await page.getByRole('button', { name: 'Test failover db1' }).count(), 1);
+  assert.equal(await page.getByRole('button', { name: /Fail over web1/ }).count(), 0);
+  await shot(page, 'replication');
+  await axe(page, 'replication table');
+  await page.getByRole('button', { name: 'Pause web1' }).click();
+  await page.getByRole('status').getByText('task #42').waitFor();
+  await page.getByRole('button', { name: 'Fail over db1…' }).click();
+  const ask = page.getByRole('alertdialog', { name: 'Fail over db1 to this host?' });
+  await ask.waitFor();
+  assert.match(await ask.innerText(), /is lost/);
+  await ask.getByLabel('Recovery point').selectOption('4');
+  await axe(page, 'failover dialog');
+  await ask.getByRole('button', { name: 'Fail over db1' }).click();
+  await ask.waitFor({ state: 'detached' });
+  assert.deepEqual(posted, [['/api/v1/replicas/web1/pause', '{}', true],
+    ['/api/v1/replicas/db1/failover', '{"point":4}', true]]);
+  await page.context().close();
 });
 
 // Rule sets for the simulator and `vmshadow prune --dry-run --json`, as [field, value].

@@ -11,6 +11,7 @@ import { VmPage } from './vm.js';
 import { JobsPage } from './jobs.js';
 import { TaskPage, TasksPage } from './tasks.js';
 import { RepoPage, ReposPage } from './repo.js';
+import { ReplicationPage } from './replica.js';
 
 const html = htm.bind(h);
 
@@ -58,7 +59,8 @@ function SignIn({ onSignedIn }) {
 }
 
 function Nav({ session, hash, onSignOut }) {
-  const items = [['#/', 'Overview'], ['#/jobs', 'Jobs'], ['#/tasks', 'Tasks'], ['#/repos', 'Repositories']];
+  const items = [['#/', 'Overview'], ['#/jobs', 'Jobs'], ['#/tasks', 'Tasks'], ['#/repos', 'Repositories'],
+    ['#/replication', 'Replication']];
   const current = (href) => (href === '#/' ? hash === '#/' || hash.startsWith('#/vm/')
     : hash.startsWith(href)) ? 'page' : undefined;
   return html`<header class="top">
@@ -82,6 +84,7 @@ function Page({ hash, session }) {
   if (path.startsWith('/tasks')) return html`<${TasksPage} session=${session} />`;
   if ((r = m(/^\/repos\/(.+)$/))) return html`<${RepoPage} name=${decodeURIComponent(r[1])} session=${session} />`;
   if (path === '/repos') return html`<${ReposPage} />`;
+  if (path === '/replication') return html`<${ReplicationPage} session=${session} />`;
   return html`<${Overview} session=${session} />`;
 }
 

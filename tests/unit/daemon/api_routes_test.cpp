@@ -220,7 +220,7 @@ TEST(ApiOpenApi, RouteListEqualsTheDocumentsPathsAndMethods) {
     std::set<std::string> routes(list.begin(), list.end());
     EXPECT_EQ(routes.size(), list.size()) << "a route is listed twice";
     EXPECT_EQ(routes, openapi_routes(doc));
-    EXPECT_EQ(routes.size(), 28u);
+    EXPECT_EQ(routes.size(), 32u);
 }
 
 TEST(ApiOpenApi, DocumentDeclaresBearerSecurityAndPublicRoutes) {
@@ -321,6 +321,7 @@ json sample_of(const json& doc, const json& schema) {
     if (type == "boolean") return true;
     if (type == "integer") return 1;
     if (type == "object") return json::object();
+    if (type == "array") return json::array({sample_of(doc, schema.at("items"))});
     return "x";
 }
 
@@ -363,7 +364,7 @@ TEST_F(ApiRoutesTest, OpenApiRequestBodiesAreThoseEachRouteTakes) {
             full["zz"] = 1;
             EXPECT_NE(send_body(full).find("unknown field 'zz'"), std::string::npos) << path;
         }
-    EXPECT_EQ(bodies, 8);  // DELETE /jobs/{id} takes its digest in the query (or a body)
+    EXPECT_EQ(bodies, 10);  // DELETE /jobs/{id} takes its digest in the query (or a body)
 }
 
 TEST_F(ApiRoutesTest, OpenApiIsServedWithoutToken) {
@@ -492,6 +493,14 @@ TEST_F(ApiRoutesTest, EachRouteNeedsItsRole) {
         {"POST", "/api/v1/repos/main/prune-preview", R"({"keep_last": 2})", {}, Role::audit},
         {"DELETE", "/api/v1/points/abc123", "", {}, Role::operator_},
         {"POST", "/api/v1/backup", R"({"vm": "web1"})", {}, Role::operator_},
+        {"GET", "/api/v1/replicas", "", {}, Role::audit},
+        {"POST",
+         "/api/v1/replicas",
+         R"({"vm": "web1", "to": "hostb:8471", "interval_s": 300})",
+         {},
+         Role::operator_},
+        {"GET", "/api/v1/replicas/web1/points", "", {}, Role::audit},
+        {"POST", "/api/v1/replicas/web1/pause", "", {}, Role::operator_},
     };
     // The session routes are public and tested on their own (SessionSignIn...).
     const std::size_t session_routes = 3;
@@ -587,6 +596,8 @@ TEST_F(ApiRoutesTest, TaskListQueryIsCheckedAndPassedOn) {
               200);
     EXPECT_EQ(backend_.last().args, json::parse(R"({"state":"failed","job":"nightly",
                                                     "kind":"backup","before":40,"limit":1000})"));
+    ASSERT_EQ(send(tasks({{"kind", "replica-cycle"}})).status, 200);
+    EXPECT_EQ(backend_.last().args["kind"], "replica-cycle");
 }
 
 TEST_F(ApiRoutesTest, TaskLogPagesAreChecked) {
@@ -923,7 +934,9 @@ TEST_F(ApiSessionTest, ChangeWithoutOrWithAWrongCsrfTokenIs403AndRunsNothing) {
          {Case{"POST", "/api/v1/jobs/n1/run", ""}, Case{"DELETE", "/api/v1/tasks/7", ""},
           Case{"PUT", "/api/v1/jobs/n1", R"({"digest": "d", "job": {}})"},
           Case{"POST", "/api/v1/repos/main/prune-preview", R"({"keep_last": 1})"},
-          Case{"POST", "/api/v1/tokens", R"({"name": "x", "role": "audit"})"}}) {
+          Case{"POST", "/api/v1/tokens", R"({"name": "x", "role": "audit"})"},
+          Case{"POST", "/api/v1/replicas/web1/failover", ""},
+          Case{"POST", "/api/v1/replicas", R"({"vm": "w", "to": "b:1", "interval_s": 30})"}}) {
         for (const std::string& token : {std::string(), wrong, csrf.substr(0, 63), csrf + "0"}) {
             auto r = send(with_cookie(request(method, path, body), cookie, token));
             EXPECT_EQ(r.status, 403) << method << " " << path << " csrf '" << token << "'";
@@ -1073,6 +1086,148 @@ TEST_F(ApiRoutesTest, PathsOutsideTheApiAreTheDashboardsFiles) {
     EXPECT_EQ(body_of(r)["kind"], "not_found");
     EXPECT_EQ(routes.handle(over_https(request("GET", "/api/v1/vms"), std::nullopt)).status, 401);
     EXPECT_EQ(routes.handle(request("GET", "/api")).status, 404);
+}
+
+// ---- replica ---------------------------------------------------------------------------
+
+TEST_F(ApiRoutesTest, ReplicaListAndPointsReachTheBackend) {
+    backend_.answer = json{{"replicas", json::array()}};
+    auto r = send(request("GET", "/api/v1/replicas"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(body_of(r), json::parse(R"({"replicas": []})"));
+    EXPECT_EQ(backend_.last().name, "replicas");
+    // The server hands the path over decoded; a name with a space is a name.
+    r = send(request("GET", "/api/v1/replicas/web 1/points"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(backend_.last().name, "replica_points");
+    EXPECT_EQ(backend_.last().args["vm"], "web 1");
+    expect_bad(request("GET", "/api/v1/replicas/w\x01/points"), "'vm'");
+    expect_bad(request("GET", "/api/v1/replicas/" + std::string(300, 'v') + "/points"), "'vm'");
+    backend_.error = Error(ErrorKind::not_found, "no replica of 'web9' on this host");
+    EXPECT_EQ(send(request("GET", "/api/v1/replicas/web9/points")).status, 404);
+}
+
+TEST_F(ApiRoutesTest, ReplicaEnablePassesTheCheckedRequestOn) {
+    const auto full = json::parse(R"({"vm": "web1", "to": "hostb.example:8471",
+        "interval_s": 30, "history": 24, "app_consistent_every_h": 4,
+        "exclude_disks": ["vdb", "vdc"], "bandwidth_mib": 100000,
+        "start_at": "2026-12-07T22:00:00Z", "initial": "network"})");
+    backend_.answer = json{{"vm", "web1"}, {"state", "initial"}};
+    auto r = send(request("POST", "/api/v1/replicas", full.dump()));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(backend_.last().name, "replica_enable");
+    EXPECT_EQ(backend_.last().args["request"], full);
+    for (const char* ok : {R"({"vm": "w", "to": "127.0.0.2:8471", "interval_s": 900,
+                               "history": 0, "app_consistent_every_h": 0, "bandwidth_mib": 0,
+                               "start_at": "23:59"})",
+                           R"({"vm": "w", "to": "[::1]:8471", "interval_s": 300,
+                               "initial": "repository", "seed_repository": "/srv/repo",
+                               "seed_point": "web1@latest"})",
+                           R"({"vm": "w", "to": "b:1", "interval_s": 300, "initial": "offline"})"})
+        EXPECT_EQ(send(request("POST", "/api/v1/replicas", ok)).status, 200) << ok;
+}
+
+TEST_F(ApiRoutesTest, ReplicaEnableRefusesOutOfRangeValuesNamingTheField) {
+    auto with = [](json change) {
+        json body = json::parse(R"({"vm": "web1", "to": "hostb:8471", "interval_s": 300})");
+        for (auto& [k, v] : change.items()) body[k] = v;
+        return request("POST", "/api/v1/replicas", body.dump());
+    };
+    for (int bad_interval : {0, 29, 31, 60, 301, 899, 901, -300})
+        expect_bad(with({{"interval_s", bad_interval}}), "'interval_s'");
+    expect_bad(with({{"interval_s", "5m"}}), "'interval_s'");
+    expect_bad(with({{"interval_s", 300.5}}), "'interval_s'");
+    expect_bad(with({{"history", 25}}), "'history'");
+    expect_bad(with({{"history", -1}}), "'history'");
+    expect_bad(with({{"app_consistent_every_h", 25}}), "'app_consistent_every_h'");
+    expect_bad(with({{"bandwidth_mib", 100001}}), "'bandwidth_mib'");
+    expect_bad(with({{"bandwidth_mib", json::parse("18446744073709551615")}}), "'bandwidth_mib'");
+    for (const char* to : {"hostb", "hostb:", ":8471", "hostb:0", "hostb:65536", "hostb:84x1",
+                           "host b:8471", "https://hostb:8471", "[::1:8471"})
+        expect_bad(with({{"to", to}}), "'to'");
+    expect_bad(with({{"to", std::string(300, 'h') + ":1"}}), "'to'");
+    expect_bad(with({{"vm", "we\nb"}}), "'vm'");
+    expect_bad(with({{"exclude_disks", "vdb"}}), "'exclude_disks'");
+    expect_bad(with({{"exclude_disks", {"vdb", 3}}}), "'exclude_disks'");
+    expect_bad(with({{"exclude_disks", {""}}}), "'exclude_disks'");
+    expect_bad(with({{"exclude_disks", std::vector<std::string>(65, "vdb")}}), "'exclude_disks'");
+    for (const char* at : {"tomorrow", "24:00", "12:60", "2026-13-01T00:00:00Z", "7:00"})
+        expect_bad(with({{"start_at", at}}), "'start_at'");
+    expect_bad(with({{"initial", "usb"}}), "'initial'");
+    expect_bad(with({{"initial", "repository"}}), "'seed_repository'");
+    expect_bad(with({{"initial", "repository"}, {"seed_repository", "/srv/repo"}}), "'seed_point'");
+    expect_bad(with({{"seed_point", "abc"}}), "'seed_point'");
+    expect_bad(with({{"initial", "repository"},
+                     {"seed_repository", "relative/repo"},
+                     {"seed_point", "abc"}}),
+               "'seed_repository'");
+    expect_bad(with({{"compress", true}}), "'compress'");
+    expect_bad(request("POST", "/api/v1/replicas", R"({"vm": "web1", "interval_s": 300})"), "'to'");
+    expect_bad(request("POST", "/api/v1/replicas", R"({"vm": "web1", "to": "b:1"})"),
+               "'interval_s'");
+    expect_bad(request("POST", "/api/v1/replicas", ""), "request body");
+}
+
+TEST_F(ApiRoutesTest, ReplicaActionsTakeOnlyTheirFieldsAndLongOnesAre202) {
+    backend_.answer = json{{"ok", true}};
+    for (const char* action : {"pause", "resume", "stop-test", "commit"}) {
+        auto r = send(request("POST", std::string("/api/v1/replicas/web1/") + action));
+        EXPECT_EQ(r.status, 200) << action << ": " << r.body;
+        EXPECT_EQ(backend_.last().args,
+                  json({{"vm", "web1"}, {"action", action}, {"request", json::object()}}));
+    }
+    backend_.answer = json{{"task", 12}};
+    auto r = send(request("POST", "/api/v1/replicas/web1/failover", R"({"point": 3})"));
+    ASSERT_EQ(r.status, 202) << r.body;
+    EXPECT_EQ(body_of(r), json::parse(R"({"task": 12})"));
+    EXPECT_EQ(backend_.last().args["request"], json::parse(R"({"point": 3})"));
+    for (const char* action : {"cycle", "resync", "test-failover", "planned-failover", "reverse"})
+        EXPECT_EQ(send(request("POST", std::string("/api/v1/replicas/web1/") + action)).status, 202)
+            << action;
+    r = send(request("POST", "/api/v1/replicas/-/import-initial", R"({"dir": "/srv/seed"})"));
+    EXPECT_EQ(r.status, 202) << r.body;
+    EXPECT_EQ(backend_.last().args["request"], json::parse(R"({"dir": "/srv/seed"})"));
+    backend_.answer = json{{"ok", true}};
+    r = send(request("POST", "/api/v1/replicas/web1/remove", R"({"on_replica": true})"));
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(backend_.last().args["request"], json::parse(R"({"on_replica": true})"));
+
+    expect_bad(request("POST", "/api/v1/replicas/web1/pause", R"({"point": 1})"), "'point'");
+    expect_bad(request("POST", "/api/v1/replicas/web1/cycle", R"({"dir": "/x"})"), "'dir'");
+    expect_bad(request("POST", "/api/v1/replicas/web1/remove", R"({"on_replica": 1})"),
+               "'on_replica'");
+    expect_bad(request("POST", "/api/v1/replicas/web1/failover", R"({"point": -1})"), "'point'");
+    expect_bad(request("POST", "/api/v1/replicas/web1/failover", R"({"point": "3"})"), "'point'");
+    expect_bad(request("POST", "/api/v1/replicas/web1/export-initial", "{}"), "'dir'");
+    expect_bad(request("POST", "/api/v1/replicas/web1/export-initial", R"({"dir": "seed"})"),
+               "'dir'");
+    expect_bad(request("POST", "/api/v1/replicas/web1/pause", R"({"force": true})"), "'force'");
+    expect_bad(request("POST", "/api/v1/replicas/w\x7f\x01/pause"), "'vm'");
+}
+
+TEST_F(ApiRoutesTest, UnknownReplicaActionIs404NamingIt) {
+    auto r = send(request("POST", "/api/v1/replicas/web1/explode"));
+    EXPECT_EQ(r.status, 404) << r.body;
+    EXPECT_EQ(body_of(r)["kind"], "not_found");
+    EXPECT_NE(r.body.find("no replica action 'explode'"), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("planned-failover"), std::string::npos) << r.body;
+    // POST to the points path is an action named "points", which does not exist either.
+    EXPECT_EQ(send(request("POST", "/api/v1/replicas/web1/points")).status, 404);
+    // An action by GET: the path exists for POST only.
+    r = send(request("GET", "/api/v1/replicas/web1/pause"));
+    EXPECT_EQ(r.status, 405);
+    EXPECT_EQ(header(r, "Allow"), "POST");
+    EXPECT_TRUE(backend_.calls().empty());
+}
+
+TEST_F(ApiRoutesTest, ReplicaChangesNeedOperatorAndListingNeedsAToken) {
+    auto r = send(over_https(request("POST", "/api/v1/replicas/web1/failover"), Role::audit));
+    EXPECT_EQ(r.status, 403);
+    r = send(over_https(request("GET", "/api/v1/replicas"), std::nullopt));
+    EXPECT_EQ(r.status, 401);
+    EXPECT_TRUE(backend_.calls().empty());
+    r = send(over_https(request("POST", "/api/v1/replicas/web1/failover"), Role::operator_));
+    EXPECT_EQ(r.status / 100, 2) << r.body;
 }
 
 }  // namespace

@@ -512,3 +512,122 @@ TEST(JobConfig, JobJsonErrorsNameTheField) {
 
 }  // namespace
 }  // namespace vmshadow::daemon
+
+namespace vmshadow::daemon {
+namespace {
+
+constexpr std::string_view kReplica = R"([replica]
+certificate = "/etc/vmshadow/replica/host.crt"
+key = "/etc/vmshadow/replica/host.key"
+ca = "/etc/vmshadow/replica/ca.crt"
+listen = "127.0.0.2:8471"
+endpoint = "hostb.example:8471"
+
+[[replica.allow]]
+subject = "CN=hosta"
+storage = "/var/lib/vmshadow/replicas"
+
+[[replica.allow]]
+subject = "CN=hostc,O=Example"
+storage = "/srv/replicas/c"
+)";
+
+std::string replica_error(std::string_view text) {
+    auto result = parse_config(text, "vmshadowd.toml");
+    if (result) return "(parsed)";
+    EXPECT_EQ(result.error().kind(), ErrorKind::invalid_argument);
+    return result.error().message();
+}
+
+TEST(JobConfigReplica, ReplicaSectionParsesWithItsAllowList) {
+    auto c = parse_config(kReplica, "vmshadowd.toml");
+    ASSERT_TRUE(c) << c.error().message();
+    ASSERT_TRUE(c->replica);
+    EXPECT_EQ(c->replica->certificate, "/etc/vmshadow/replica/host.crt");
+    EXPECT_EQ(c->replica->ca, "/etc/vmshadow/replica/ca.crt");
+    EXPECT_EQ(c->replica->listen, "127.0.0.2:8471");
+    EXPECT_EQ(c->replica->own_endpoint(), "hostb.example:8471");
+    ASSERT_EQ(c->replica->allow.size(), 2u);
+    EXPECT_EQ(c->replica->allow[1].subject, "CN=hostc,O=Example");
+    EXPECT_EQ(c->replica->allow[1].storage, "/srv/replicas/c");
+    EXPECT_TRUE(validate_config(*c));
+}
+
+TEST(JobConfigReplica, NoReplicaSectionMeansReplicaIsOff) {
+    auto c = parse_config("[daemon]\nlisten = \"\"\n", "vmshadowd.toml");
+    ASSERT_TRUE(c);
+    EXPECT_FALSE(c->replica);
+}
+
+TEST(JobConfigReplica, EndpointDefaultsToListen) {
+    auto c = parse_config(
+        "[replica]\ncertificate = \"/c\"\nkey = \"/k\"\nca = \"/a\"\nlisten = \"127.0.0.2:0\"\n",
+        "vmshadowd.toml");
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_EQ(c->replica->own_endpoint(), "127.0.0.2:0");
+}
+
+TEST(JobConfigReplica, PrimaryOnlyHostNeedsNoListener) {
+    auto c = parse_config("[replica]\ncertificate = \"/c\"\nkey = \"/k\"\nca = \"/a\"\n",
+                          "vmshadowd.toml");
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_TRUE(c->replica->listen.empty());
+    EXPECT_TRUE(c->replica->own_endpoint().empty());
+}
+
+TEST(JobConfigReplica, RenderedReplicaSectionParsesBackEqual) {
+    auto c = parse_config(kReplica, "vmshadowd.toml");
+    ASSERT_TRUE(c);
+    auto again = parse_config(render_config(*c), "rendered.toml");
+    ASSERT_TRUE(again) << again.error().message() << "\n" << render_config(*c);
+    EXPECT_EQ(*again, *c);
+}
+
+TEST(JobConfigReplica, MissingIdentityFilesAreNamed) {
+    EXPECT_PREFIX(replica_error("[replica]\nkey = \"/k\"\nca = \"/a\"\n"),
+                  "vmshadowd.toml:1: replica.certificate: missing");
+    EXPECT_PREFIX(replica_error("[replica]\ncertificate = \"/c\"\nca = \"/a\"\n"),
+                  "vmshadowd.toml:1: replica.key: missing");
+    EXPECT_PREFIX(replica_error("[replica]\ncertificate = \"/c\"\nkey = \"/k\"\n"),
+                  "vmshadowd.toml:1: replica.ca: missing");
+    EXPECT_PREFIX(replica_error("[replica]\ncertificate = \"c.crt\"\nkey = \"/k\"\nca = \"/a\"\n"),
+                  "vmshadowd.toml:2: replica.certificate: \"c.crt\" is not an absolute path");
+}
+
+TEST(JobConfigReplica, TyposInTheReplicaSectionSuggestTheKey) {
+    EXPECT_PREFIX(replica_error("[replica]\ncertificate = \"/c\"\nkey = \"/k\"\nca = \"/a\"\n"
+                                "lisen = \"127.0.0.2:8471\"\n"),
+                  "vmshadowd.toml:5: replica.lisen: unknown key (did you mean listen?)");
+    EXPECT_PREFIX(replica_error("[replica]\ncertificate = \"/c\"\nkey = \"/k\"\nca = \"/a\"\n"
+                                "listen = \"127.0.0.2:8471\"\n\n[[replica.allow]]\n"
+                                "subject = \"CN=a\"\nstorge = \"/s\"\n"),
+                  "vmshadowd.toml:9: replica.allow[0].storge: unknown key (did you mean storage?)");
+}
+
+TEST(JobConfigReplica, BadListenAndAllowEntriesAreRefused) {
+    const std::string head = "[replica]\ncertificate = \"/c\"\nkey = \"/k\"\nca = \"/a\"\n";
+    EXPECT_PREFIX(replica_error(head + "listen = \"127.0.0.2\"\n"),
+                  "vmshadowd.toml:5: replica.listen: \"127.0.0.2\" is not ADDRESS:PORT");
+    EXPECT_PREFIX(replica_error(head + "endpoint = \"hostb:8471\"\n"),
+                  "vmshadowd.toml:5: replica.endpoint: set, but no listen");
+    EXPECT_PREFIX(
+        replica_error(head + "\n[[replica.allow]]\nsubject = \"CN=a\"\nstorage = \"/s\"\n"),
+        "vmshadowd.toml:6: replica.allow: primaries are allowed, but no listen");
+    const std::string listening = head + "listen = \"127.0.0.2:8471\"\n";
+    EXPECT_PREFIX(
+        replica_error(listening + "\n[[replica.allow]]\nsubject = \"hosta\"\n"
+                                  "storage = \"/s\"\n"),
+        "vmshadowd.toml:8: replica.allow[0].subject: \"hosta\" is not a certificate subject");
+    EXPECT_PREFIX(replica_error(listening + "\n[[replica.allow]]\nsubject = \"CN=a\"\n"),
+                  "vmshadowd.toml:7: replica.allow[0].storage: missing");
+    EXPECT_PREFIX(
+        replica_error(listening + "\n[[replica.allow]]\nsubject = \"CN=a\"\nstorage = \"/s\"\n"
+                                  "\n[[replica.allow]]\nsubject = \"CN=a\"\nstorage = \"/t\"\n"),
+        "vmshadowd.toml:12: replica.allow[1].subject: \"CN=a\" is allowed twice");
+    EXPECT_PREFIX(replica_error("[replica]\ncertificate = \"/c\"\nkey = \"/k\"\nca = \"/a\"\n"
+                                "allow = \"CN=a\"\n"),
+                  "vmshadowd.toml:5: replica.allow: expected an array of tables");
+}
+
+}  // namespace
+}  // namespace vmshadow::daemon

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -206,6 +207,95 @@ TEST(Metrics, SpecialFloatsUsePrometheusSpelling) {
     EXPECT_TRUE(has_line(text, "vmshadow_vm_last_success_timestamp_seconds{vm=\"a\"} NaN"));
     EXPECT_TRUE(has_line(text, "vmshadow_vm_last_backup_duration_seconds{vm=\"a\"} +Inf"));
     EXPECT_TRUE(has_line(text, "vmshadow_vm_last_freeze_window_seconds{vm=\"a\"} -Inf"));
+}
+
+// ---- replica -------------------------------------------------------------------------------
+
+nlohmann::json rich_replicas() {
+    return nlohmann::json::parse(R"({"replicas": [
+      {"vm": "web1", "uuid": "u1", "role": "primary", "peer": "hostb:8471", "state": "normal",
+       "interval_s": 300, "last_cycle": "2027-01-15T08:00:00Z", "rpo_s": 212.5,
+       "avg_cycle_s": 4.25, "max_cycle_s": 19, "bytes_sent": 123456789012,
+       "missed_cycles": 2, "points": 5},
+      {"vm": "db\"1\\x\nz", "role": "replica", "peer": "CN=hosta", "state": "warning",
+       "last_cycle": null, "rpo_s": null, "avg_cycle_s": 0, "max_cycle_s": 0,
+       "bytes_sent": 0, "missed_cycles": 0},
+      {"vm": "datenbank-ü", "role": "primary", "state": "resync-required",
+       "last_cycle": 1800000000, "rpo_s": "soon", "bytes_sent": -5},
+      {"vm": "web1", "role": "replica", "state": "failed-over", "rpo_s": 1},
+      {"role": "primary", "state": "normal"},
+      "not an object"
+    ]})");
+}
+
+TEST(ReplicaMetrics, RichListPassesPromtoolCheckMetrics) {
+    if (::access(kPromtool, X_OK) != 0)
+        GTEST_SKIP() << kPromtool << " is absent (Debian's prometheus package): not checked";
+    for (const auto& list : {rich_replicas(), nlohmann::json::parse(R"({"replicas": []})")}) {
+        auto text = render_metrics(rich_snapshot()) + render_replica_metrics(list);
+        auto [status, output] = promtool_check(text);
+        EXPECT_EQ(status, 0) << output << "\n---\n" << text;
+        EXPECT_EQ(output, "") << text;
+    }
+}
+
+TEST(ReplicaMetrics, ExactLinesWithEscapedLabels) {
+    auto text = render_replica_metrics(rich_replicas());
+    for (const char* line : {
+             "# TYPE vmshadow_replica_state gauge",
+             "vmshadow_replica_state{vm=\"web1\",role=\"primary\",state=\"normal\"} 1",
+             "vmshadow_replica_state{vm=\"web1\",role=\"replica\",state=\"failed-over\"} 1",
+             "vmshadow_replica_state{vm=\"db\\\"1\\\\x\\nz\",role=\"replica\",state=\"warning\"} 1",
+             "vmshadow_replica_state{vm=\"datenbank-ü\",role=\"primary\",state=\"resync-required\"}"
+             " "
+             "1",
+             "vmshadow_replica_rpo_seconds{vm=\"web1\"} 212.5",
+             "vmshadow_replica_last_cycle_timestamp_seconds{vm=\"web1\"} 1800000000",
+             "vmshadow_replica_last_cycle_timestamp_seconds{vm=\"datenbank-ü\"} 1800000000",
+             "vmshadow_replica_cycle_seconds_avg{vm=\"web1\"} 4.25",
+             "vmshadow_replica_cycle_seconds_max{vm=\"web1\"} 19",
+             "vmshadow_replica_cycle_seconds_max{vm=\"db\\\"1\\\\x\\nz\"} 0",
+             "# TYPE vmshadow_replica_sent_bytes_total counter",
+             "vmshadow_replica_sent_bytes_total{vm=\"web1\"} 123456789012",
+             "# TYPE vmshadow_replica_missed_cycles_total counter",
+             "vmshadow_replica_missed_cycles_total{vm=\"web1\"} 2",
+         })
+        EXPECT_TRUE(has_line(text, line)) << "missing: " << line << "\n---\n" << text;
+}
+
+// Unknown (null, of another type, negative counters) is absent; a VM in both roles has one
+// series per {vm} family, its primary entry's.
+TEST(ReplicaMetrics, UnknownValuesHaveNoSampleAndEachVmOneSeries) {
+    auto text = render_replica_metrics(rich_replicas());
+    for (const char* prefix :
+         {"vmshadow_replica_rpo_seconds{vm=\"db", "vmshadow_replica_rpo_seconds{vm=\"datenbank",
+          "vmshadow_replica_last_cycle_timestamp_seconds{vm=\"db",
+          "vmshadow_replica_sent_bytes_total{vm=\"datenbank",
+          "vmshadow_replica_rpo_seconds{vm=\"web1\"} 1\n"})
+        EXPECT_EQ(text.find(prefix), std::string::npos) << prefix << "\n" << text;
+    for (const char* family : {"vmshadow_replica_rpo_seconds{vm=\"web1\"}",
+                               "vmshadow_replica_sent_bytes_total{vm=\"web1\"}"}) {
+        std::size_t count = 0;
+        for (auto pos = text.find(family); pos != std::string::npos;
+             pos = text.find(family, pos + 1))
+            ++count;
+        EXPECT_EQ(count, 1u) << family;
+    }
+    EXPECT_EQ(render_replica_metrics(nlohmann::json::array()),
+              render_replica_metrics(nlohmann::json::parse(R"({"replicas": []})")));
+    // Whatever the JSON, text and no exception.
+    for (const char* odd : {"null", "3", R"({"replicas": 7})", R"([{"vm": 3}])", "{}"})
+        EXPECT_NE(render_replica_metrics(nlohmann::json::parse(odd)).find("# TYPE"),
+                  std::string::npos)
+            << odd;
+}
+
+TEST(ReplicaMetrics, OutputDoesNotDependOnInputOrder) {
+    auto list = rich_replicas();
+    auto reversed = list;
+    std::reverse(reversed["replicas"].begin(), reversed["replicas"].end());
+    // web1 twice: the (vm, role) order, not the input's, decides which entry speaks for it.
+    EXPECT_EQ(render_replica_metrics(list), render_replica_metrics(reversed));
 }
 
 }  // namespace
