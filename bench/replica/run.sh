@@ -5,7 +5,7 @@
 # host certificates from `vmshadow cert`, replicating over mutual TLS on 127.0.0.1/127.0.0.2.
 # The guest: a lab guest (256 MiB vda) with its SQLite workload and a blank 4 GiB vdb.
 #   1. Cycle: ROUNDS (3) times, 1 % of the 4 GiB disk (41 MiB) is overwritten with random
-#      bytes in 64 KiB writes at random 64 KiB-aligned offsets of vdb (656 writes), then one
+#      bytes in 64 KiB writes at random 64 KiB-aligned offsets of vdb (655 writes), then one
 #      cycle is started through the API and waited for: its wall time (request to task end),
 #      and the bytes it put on the wire (the link's bytes_sent before and after).
 #   2. RPO: replication is enabled again with a 30 s interval and the daemon's scheduler runs
@@ -256,7 +256,7 @@ mib() { /usr/bin/python3 -c "print(f'{$1 / 1048576:.1f}')"; }
 REPORT=$(cat <<MD
 Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average $(cut -d' ' -f1 /proc/loadavg) at the end. Binaries: \`$VMSHADOWD\`, \`$VMSHADOW\`. Command: \`bench/replica/run.sh $VMSHADOWD $VMSHADOW\` (CYCLES=$CYCLES, ROUNDS=$ROUNDS). Host B: \`tests/lab/second-host.sh\` on the same machine; replica traffic mutual TLS over 127.0.0.1 → 127.0.0.2.
 
-| 1 % of a 4 GiB disk changed (656 random 64 KiB writes), TCG guest with its workload | measured | goal |
+| 1 % of a 4 GiB disk changed ($WRITE_BLOCKS random 64 KiB writes), TCG guest with its workload | measured | goal |
 |---|---|---|
 | cycle time (request to task end), median of $ROUNDS | $CYC_MED s (max $CYC_MAX s) | ≤ 5 s |
 | bytes on the wire per cycle, median | $(mib "$BYTES_MED") MiB (41 MiB changed, random: incompressible) | – |
