@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/hex.h"
+#include "common/test_hook.h"
 #include "replica/replica_protocol.h"
 
 namespace vmshadow::replica {
@@ -222,6 +223,7 @@ Status CycleSender::send_chunk() {
     stats_.frames += frames;
     stats_.bytes_sent += size;
     if (task_) task_->add_bytes(size);
+    test_pause_point("replica-chunk-sent");  // tests: a kill -9 of the primary mid-cycle
     return {};
 }
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <system_error>
 
+#include "common/test_hook.h"
 #include "common/time_format.h"
 #include "replica/replica_host_impl.h"
 #include "replica/replica_protocol.h"
@@ -417,6 +418,7 @@ net::HttpResponse put_chunk(Impl& impl, const routes::Route& route, const net::H
     ++cycle.next_seq;
     cycle.frames += frames;
     cycle.bytes += request.body.size();
+    test_pause_point("replica-chunk-applied");  // tests: a kill -9 of the replica mid-cycle
     return json_response(200, {{"frames", frames}});
 }
 

@@ -281,10 +281,11 @@ TEST_F(ReplicaAcceptance, KillOfThePrimaryDaemonMidCycleDamagesNothing) {
     EXPECT_TRUE(points_intact(b, vm, store_folder(b, vm)));
 
     a.daemon->start_daemon();
-    // Issue 20 wants the state to show the cut cycle until the next one succeeds; the
-    // restarted primary does not count a cycle its own death cut (it keeps no record of a
-    // cycle in flight), so that is shown here, not asserted (left to the primary's owner).
-    std::cout << "[ info     ] state after the restart: " << state_of(a, vm, "primary") << "\n";
+    // The restarted primary counts the cycle its own death cut: warning until one succeeds.
+    auto state = a.replica_entry(vm, "primary");
+    EXPECT_EQ(state.value("state", ""), "warning") << state.dump();
+    EXPECT_NE(state.value("last_error", std::string()).find("cut off"), std::string::npos)
+        << state.dump();
     cycle(a, vm);
     EXPECT_GT(latest_seq(b, vm), before);
     EXPECT_EQ(a.replica_entry(vm, "primary").value("state", ""), "normal")
