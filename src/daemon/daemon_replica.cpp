@@ -97,6 +97,10 @@ Status Daemon::State::start_replica_listener(const ReplicaSettings& r, const std
     server.tls.push_back(*listener);
     server.threads = 4;
     server.max_body_bytes = replica::kMaxChunkBytes;
+    // A body is read before the handler sees the subject (the TLS layer already checked the
+    // certificate): few connections bound the memory a verified but disallowed peer can make
+    // us hold (8 × 36 MiB). A primary sends one chunk at a time per VM; more wait.
+    server.max_connections = 8;
     server.idle_timeout = std::chrono::seconds(120);
     // A peer refused for its certificate (another CA, expired) is named in the log.
     server.log = [this](std::string_view line) { log(LogLevel::warning, line); };
