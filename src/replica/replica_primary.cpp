@@ -352,12 +352,28 @@ Result<json> ReplicaPrimary::Impl::cycle(const LinkRecord& link, TaskContext* ta
         auto client = this->client(link.spec.to);
         if (!client) return std::unexpected(client.error());
         auto state = (*client)->vm_state(link.uuid);
-        if (!state && state.error().kind() == ErrorKind::not_found) {
-            // The replica forgot the VM (removed there): announce it again; a full copy follows.
+        // The replica forgot the VM (removed there), or holds other disks than the VM has now
+        // (a disk grown with blockresize, added or removed): announce it again. The cycle then
+        // finds the layers' sizes changed and ends as a full copy, never a wrong incremental.
+        bool announce = !state && state.error().kind() == ErrorKind::not_found;
+        std::optional<VmFacts> vm;
+        if (state && state->contains("disks")) {
             auto connection = virt::Connection::open(options.connect_uri);
             if (!connection) return std::unexpected(connection.error());
-            auto vm = read_vm(*connection, link.spec.vm, link.spec.exclude_disks);
-            if (!vm) return std::unexpected(vm.error());
+            auto facts = read_vm(*connection, link.spec.vm, link.spec.exclude_disks);
+            if (!facts) return std::unexpected(facts.error());
+            announce = announcement(*facts, 0, "")["disks"] != (*state)["disks"];
+            vm = std::move(*facts);
+        }
+        if (announce) {
+            if (!vm) {
+                auto connection = virt::Connection::open(options.connect_uri);
+                if (!connection) return std::unexpected(connection.error());
+                auto facts = read_vm(*connection, link.spec.vm, link.spec.exclude_disks);
+                if (!facts) return std::unexpected(facts.error());
+                vm = std::move(*facts);
+            }
+            if (task) task->info("announcing " + link.spec.vm + " again: its disks changed");
             state = (*client)->announce(link.uuid,
                                         announcement(*vm, link.spec.history, options.own_endpoint));
         }

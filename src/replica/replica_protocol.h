@@ -40,7 +40,8 @@
 // JSON shapes:
 //   VmAnnouncement {"name", "uuid", "domain_xml", "disks": [{"target", "size"}], "history",
 //                   "primary_endpoint": "host:port"}
-//   VmReplicaState {"name", "uuid", "state", "history", "latest": RecoveryPoint|null,
+//   VmReplicaState {"name", "uuid", "disks": [{"target", "size"}], "state", "history",
+//                   "latest": RecoveryPoint|null,
 //                   "points": [RecoveryPoint...]}
 //   RecoveryPoint  {"seq", "token", "time", "consistency"}
 //   CycleBegin     {"id", "base_token", "token", "time", "consistency", "full",

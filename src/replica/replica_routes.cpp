@@ -392,8 +392,11 @@ json state_json(const ReplicaStore& store) {
     json points = json::array();
     for (const auto& p : store.points()) points.push_back(point_json(p));
     const RecoveryPoint* latest = store.latest();
+    json disks = json::array();
+    for (const auto& d : id.disks) disks.push_back({{"target", d.target}, {"size", d.size}});
     return {{"name", id.vm_name},
             {"uuid", id.vm_uuid},
+            {"disks", std::move(disks)},
             {"state", store.state().empty() ? "replicating" : store.state()},
             {"history", id.history},
             {"latest", latest ? point_json(*latest) : json(nullptr)},
