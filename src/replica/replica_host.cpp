@@ -512,7 +512,7 @@ net::HttpResponse planned_failover(Impl& impl, const routes::Route& route,
                               "(planned: true); an unplanned one is run on the replica host");
     auto locked = lock_owned(impl, route.uuid, subject);
     if (!locked) return locked.error();
-    auto done = impl.failover_locked(*locked->entry, std::nullopt, nullptr);
+    auto done = impl.failover_locked(*locked->entry, std::nullopt, nullptr, true);
     if (!done) return error_response(done.error());
     return json_response(200, *done);
 }

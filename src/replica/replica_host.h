@@ -23,7 +23,8 @@
 //   - failover: the VM (its own name and UUID) defined on live overlays above the chosen point
 //     (latest by default), started paused, a checkpoint of a new reverse chain (16 random hex,
 //     virt::make_checkpoint_name) made so that reverse replication later sends only what
-//     changed since, then resumed; the chain, checkpoint and point are kept in
+//     changed since, then resumed; the chain, checkpoint, point and whether it was planned
+//     (POST /failover from the primary) or not (failover() here) are kept in
 //     <store>/failover.json; the store's state becomes "failed-over" and cycles are refused;
 //     commit drops the other points; mark_reversed retires the store (state "reversed": its
 //     layers back the VM, which now runs here as a primary; it takes no more requests);
@@ -71,6 +72,11 @@ struct ReverseSource {
     std::string token;           // = that checkpoint's name
     std::string time;
     unsigned history = 4;
+    // The failover was planned (the primary sent its last changes and shut down): the old
+    // primary's disks equal the reverse checkpoint's point, so the first cycle sends only
+    // changes. Unplanned: they hold writes this host never received, so the first reverse
+    // cycle is a resync (block hashes compared; only differing blocks sent).
+    bool planned = false;
 };
 
 struct ReplicaHostOptions {

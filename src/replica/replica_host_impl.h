@@ -34,10 +34,14 @@ inline constexpr std::string_view kStateReversed = "reversed";
 inline constexpr std::string_view kStateFailingOver = "failing-over";
 
 // What a failover made, kept beside the record (<folder>/failover.json, replaced atomically)
-// for commit and reverse_source.
+// for commit and reverse_source. `planned`: the primary asked for it after sending its last
+// changes (POST /failover {"planned": true}); an unplanned failover (run here, the primary
+// lost) leaves the old primary's disks with writes this host never received, so reversing it
+// must start with a resync. A record without the field reads as unplanned (the safe side).
 struct FailoverRecord {
     std::uint64_t seq = 0;
     std::string chain_id, checkpoint, checkpoint_xml, time;
+    bool planned = false;
 };
 
 struct InFlightCycle {
@@ -115,7 +119,7 @@ struct ReplicaHost::Impl {
 
     // Failover operations on a locked entry (replica_failover.cpp).
     Result<nlohmann::json> failover_locked(VmEntry& entry, std::optional<std::uint64_t> seq,
-                                           TaskContext* task);
+                                           TaskContext* task, bool planned);
     Result<nlohmann::json> remove_locked(VmEntry& entry);
     net::HttpResponse accept_reverse(const std::string& uuid, const std::string& subject,
                                      const nlohmann::json& body);
