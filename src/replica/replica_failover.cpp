@@ -363,6 +363,7 @@ Result<json> Impl::remove_locked(VmEntry& entry) {
     const std::string uuid = store.identity().vm_uuid;
     if (auto s = refuse_state(store, "removing the replica"); !s) return fail(s.error());
     abort_cycle(entry, "the replica is removed");
+    cancel_seeding(uuid);
     const std::filesystem::path folder = store.folder();
     entry.store.reset();
     entry.removed = true;
