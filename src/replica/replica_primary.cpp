@@ -321,7 +321,8 @@ Result<json> ReplicaPrimary::Impl::cycle(const LinkRecord& link, TaskContext* ta
     auto started = now();
     auto steady = std::chrono::steady_clock::now();
     (void)update(link.uuid, [&](LinkRecord& l) { l.last_attempt = unix_seconds(started); });
-    bool awaiting_import = false;  // not a cycle: nothing to record
+    // Waiting for an import or a seed on the replica: not a cycle, nothing to record.
+    bool awaiting_import = false;
     auto record = [&](const Result<json>& result) {
         if (awaiting_import) return;
         CycleRecord c;
@@ -358,6 +359,18 @@ Result<json> ReplicaPrimary::Impl::cycle(const LinkRecord& link, TaskContext* ta
         std::string latest;
         if (state->contains("latest") && (*state)["latest"].is_object())
             latest = text_of((*state)["latest"], "token");
+        if (text_of(*state, "state") == "seeding") {
+            // Restoring the seed takes a while there; like an import, not a failed cycle.
+            awaiting_import = true;
+            return fail(ErrorKind::conflict, "vm '" + link.spec.vm + "': " + link.spec.to +
+                                                 " is seeding it from restore point " +
+                                                 link.spec.seed_point +
+                                                 ": the first cycle (a resync) follows");
+        }
+        if (latest.empty() && link.spec.initial == LinkSpec::Initial::repository)
+            log(LogLevel::warning, "vm '" + link.spec.vm + "': " + link.spec.to +
+                                       " holds no seeded point (its replica status says why): "
+                                       "sending a full copy");
         LinkRecord current = link;
         if (!current.exported_token.empty()) {
             awaiting_import = latest != current.exported_token;
