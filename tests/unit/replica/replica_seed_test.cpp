@@ -9,12 +9,14 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "replica/cycle_sender.h"
 #include "replica/replica_host.h"
 #include "replica/replica_protocol.h"
+#include "replica/replica_store.h"
 #include "unit/common/temp_dir.h"
 #include "unit/repo/repo_test_util.h"
 
@@ -160,6 +162,48 @@ class ReplicaSeedTest : public ::testing::Test {
         return state;
     }
 
+    // A resync cycle of `primary` (the whole disk read, as after a checkpoint was lost) over
+    // the replica's latest point `latest`: only differing blocks are sent (2 of 128 here), and
+    // the replica's new latest point equals `primary`.
+    void resync_and_check(const repo::Bytes& primary, const std::string& latest) {
+        CycleSender sender(*client, {kUuid, "", latest, 0}, nullptr, nullptr);
+        engine::ChangeSet set;
+        set.vm = "web1";
+        set.uuid = kUuid;
+        set.consistency = "crash";
+        set.checkpoint = "vmshadow-01234567-20261207T083000.000Z";
+        set.time = "2026-12-07T08:30:00Z";
+        set.disks.push_back({"vda", kDiskBytes, false, ""});
+        ASSERT_TRUE(sender.begin(set));
+        auto bytes = std::as_bytes(std::span(primary));
+        for (std::uint64_t off = 0; off < kDiskBytes; off += 1u << 20)
+            ASSERT_TRUE(sender.data(0, off, bytes.subspan(off, 1u << 20)));
+        auto committed = sender.commit();
+        ASSERT_TRUE(committed) << committed.error().message();
+        EXPECT_TRUE(sender.stats().resync);
+        EXPECT_EQ(sender.stats().blocks_compared, kDiskBytes / kResyncBlockBytes);
+        EXPECT_EQ(sender.stats().blocks_sent, 2u);
+        EXPECT_LT(sender.stats().bytes_sent, kDiskBytes / 20);  // ≪ the disk
+        auto got =
+            client->hashes(kUuid, "vda", kResyncBlockBytes, 0, kDiskBytes / kResyncBlockBytes);
+        ASSERT_TRUE(got) << got.error().message();
+        for (std::uint64_t b = 0; b < kDiskBytes / kResyncBlockBytes; ++b) {
+            BlockHash want{};
+            unsigned int n = 0;
+            EVP_Digest(primary.data() + b * kResyncBlockBytes, kResyncBlockBytes,
+                       reinterpret_cast<unsigned char*>(want.data()), &n, EVP_sha256(), nullptr);
+            ASSERT_EQ((*got)[b], want) << "block " << b;
+        }
+    }
+
+    // The primary's disk after the backup: 2 of 128 blocks written since.
+    repo::Bytes changed(const repo::Bytes& base) const {
+        repo::Bytes primary = base;
+        std::memset(primary.data() + 5 * kResyncBlockBytes + 100, 0xab, 1000);
+        std::memset(primary.data() + 77 * kResyncBlockBytes, 0xcd, kResyncBlockBytes);
+        return primary;
+    }
+
     test::TempDir dir;
     std::filesystem::path repo_path;
     repo::Bytes seed_data = disk_content(1);
@@ -176,40 +220,8 @@ TEST_F(ReplicaSeedTest, SeededStoreThenResyncSendsOnlyTheDifferingBlocks) {
     EXPECT_EQ(state["latest"]["seq"], 0);
     EXPECT_EQ(state["latest"]["token"], "seed-" + point_id);
 
-    // The primary's disk now: the backup's content with 2 of 128 blocks written since.
-    repo::Bytes primary = seed_data;
-    std::memset(primary.data() + 5 * kResyncBlockBytes + 100, 0xab, 1000);
-    std::memset(primary.data() + 77 * kResyncBlockBytes, 0xcd, kResyncBlockBytes);
-    CycleSender sender(*client, {kUuid, "", state["latest"]["token"].get<std::string>(), 0},
-                       nullptr, nullptr);
-    engine::ChangeSet set;
-    set.vm = "web1";
-    set.uuid = kUuid;
-    set.consistency = "crash";
-    set.checkpoint = "vmshadow-01234567-20261207T083000.000Z";
-    set.time = "2026-12-07T08:30:00Z";
-    set.disks.push_back({"vda", kDiskBytes, false, ""});
-    ASSERT_TRUE(sender.begin(set));
-    auto bytes = std::as_bytes(std::span(primary));
-    for (std::uint64_t off = 0; off < kDiskBytes; off += 1u << 20)
-        ASSERT_TRUE(sender.data(0, off, bytes.subspan(off, 1u << 20)));
-    auto committed = sender.commit();
-    ASSERT_TRUE(committed) << committed.error().message();
-    EXPECT_TRUE(sender.stats().resync);
-    EXPECT_EQ(sender.stats().blocks_compared, kDiskBytes / kResyncBlockBytes);
-    EXPECT_EQ(sender.stats().blocks_sent, 2u);
-    EXPECT_LT(sender.stats().bytes_sent, kDiskBytes / 20);  // ≪ the disk
-
-    // The replica's latest point now equals the primary's disk, block for block.
-    auto got = client->hashes(kUuid, "vda", kResyncBlockBytes, 0, kDiskBytes / kResyncBlockBytes);
-    ASSERT_TRUE(got) << got.error().message();
-    for (std::uint64_t b = 0; b < kDiskBytes / kResyncBlockBytes; ++b) {
-        BlockHash want{};
-        unsigned int n = 0;
-        EVP_Digest(primary.data() + b * kResyncBlockBytes, kResyncBlockBytes,
-                   reinterpret_cast<unsigned char*>(want.data()), &n, EVP_sha256(), nullptr);
-        ASSERT_EQ((*got)[b], want) << "block " << b;
-    }
+    repo::Bytes primary = changed(seed_data);
+    resync_and_check(primary, state["latest"]["token"].get<std::string>());
 }
 
 TEST_F(ReplicaSeedTest, PointOfAnotherVmIsRefusedAndNothingIsLeft) {
@@ -246,6 +258,44 @@ TEST_F(ReplicaSeedTest, EncryptedRepositoryNotConfiguredHereIsRefusedSayingWhatT
     ASSERT_FALSE(announced);
     EXPECT_NE(announced.error().message().find("[repository.NAME]"), std::string::npos)
         << announced.error().message();
+}
+
+// Reverse after an unplanned failover: the old primary's disks were adopted as point 0 (raw
+// images, by path), and its first cycle is a resync against them.
+TEST_F(ReplicaSeedTest, ResyncOverAnAdoptedPointZeroSendsOnlyTheDifferingBlocks) {
+    host.reset();
+    client.reset();
+    auto image = dir.path / "old-primary-vda.img";
+    {
+        std::ofstream out(image, std::ios::binary);
+        out.write(reinterpret_cast<const char*>(seed_data.data()),
+                  static_cast<std::streamsize>(seed_data.size()));
+        ASSERT_TRUE(out.good());
+    }
+    StoreIdentity identity{
+        "web1", kUuid, kPrimary, "127.0.0.1:8471", "<domain/>", {{"vda", kDiskBytes}}, 4};
+    const std::string token = "vmshadow-89abcdef-20261207T080000.000Z";
+    {
+        auto adopted = ReplicaStore::adopt(dir.path / "storage" / "web1-6f1c2d3e", identity,
+                                           {image}, token, "2026-12-07T08:00:00Z");
+        ASSERT_TRUE(adopted) << adopted.error().message();
+    }
+    ReplicaHostOptions options;
+    options.allow = {{kPrimary, dir.path / "storage"}};
+    options.connect_uri = "test:///default";
+    auto reopened = ReplicaHost::open(std::move(options));
+    ASSERT_TRUE(reopened) << reopened.error().message();
+    host = std::move(*reopened);
+    client = std::make_unique<InProcessReplica>(*host);
+    auto state = client->vm_state(kUuid);
+    ASSERT_TRUE(state) << state.error().message();
+    ASSERT_EQ((*state)["latest"]["token"], token);
+    resync_and_check(changed(seed_data), token);
+    // The old primary's image itself is only read: pruning merges into the store's layers.
+    std::ifstream in(image, std::ios::binary);
+    repo::Bytes back(kDiskBytes);
+    in.read(reinterpret_cast<char*>(back.data()), static_cast<std::streamsize>(back.size()));
+    EXPECT_EQ(back, seed_data);
 }
 
 }  // namespace
