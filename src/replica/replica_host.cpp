@@ -668,11 +668,13 @@ json ReplicaHost::list() const {
         if (s.state.is_null()) continue;
         const json& latest = s.state["latest"];
         std::string store_state = s.state.value("state", "");
-        std::string link_state = store_state == kStateReplicating || store_state.empty()
+        const bool seeding = store_state == kStateSeeding;
+        std::string link_state = store_state == kStateReplicating || store_state.empty() || seeding
                                      ? (latest.is_null() ? "initial" : "normal")
                                      : store_state;
         Health h =
             compute_health(HealthInput{link_state, s.history, std::chrono::seconds(300)}, now);
+        if (seeding) h.reason = "seeding from a repository restore point";
         json rpo = nullptr, last_cycle = nullptr;
         if (!latest.is_null()) {
             last_cycle = latest["time"];
