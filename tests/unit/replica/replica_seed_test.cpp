@@ -224,6 +224,67 @@ TEST_F(ReplicaSeedTest, SeededStoreThenResyncSendsOnlyTheDifferingBlocks) {
     resync_and_check(primary, state["latest"]["token"].get<std::string>());
 }
 
+TEST_F(ReplicaSeedTest, CycleIsAcceptedOnlyOnceTheSeedIsPointZero) {
+    ASSERT_TRUE(client->announce(kUuid, announcement(kDiskBytes, "web1@latest")));
+    // Right after the announcement the restore is running (qemu-img, qemu-nbd): a cycle is
+    // refused saying so; one accepted means the seed was already point 0.
+    json begin = {{"id", "c1"},
+                  {"base_token", ""},
+                  {"token", "vmshadow-01234567-20261207T083000.000Z"},
+                  {"time", "2026-12-07T08:30:00Z"},
+                  {"consistency", "crash"},
+                  {"full", false},
+                  {"disks", json::array({{{"target", "vda"}, {"size", kDiskBytes}}})}};
+    auto r = client->call("POST", "/cycles", begin.dump());
+    if (r.status == 409) {
+        EXPECT_NE(
+            r.body.find("seeding from restore point " + point_id.substr(0, 12) + ": retry later"),
+            std::string::npos)
+            << r.body;
+        EXPECT_EQ(client
+                      ->call("POST", "/hashes",
+                             json{{"disk", "vda"},
+                                  {"block_size", kResyncBlockBytes},
+                                  {"first", 0},
+                                  {"count", 1}}
+                                 .dump())
+                      .status,
+                  409);
+        EXPECT_EQ(host->list()["replicas"][0]["state"], "initial");
+    } else {
+        ASSERT_EQ(r.status, 201) << r.body;
+        EXPECT_EQ((*client->vm_state(kUuid))["latest"]["seq"], 0);
+        client->call("DELETE", "/cycles/c1", "");
+    }
+    EXPECT_TRUE(wait_seeded()["latest"].is_object());
+}
+
+TEST_F(ReplicaSeedTest, SeedCutOffByAStoppedDaemonIsDroppedAtTheNextStart) {
+    host.reset();
+    client.reset();
+    auto folder = dir.path / "storage" / "web1-6f1c2d3e";
+    {
+        StoreIdentity identity{
+            "web1", kUuid, kPrimary, "127.0.0.1:8471", "<domain/>", {{"vda", kDiskBytes}}, 4};
+        auto store = ReplicaStore::create(folder, identity);
+        ASSERT_TRUE(store) << store.error().message();
+        ASSERT_TRUE((*store)->set_state("seeding"));
+        std::ofstream(folder / "seed-vda.qcow2.vmshadow-partial") << "half";
+    }
+    ReplicaHostOptions options;
+    options.allow = {{kPrimary, dir.path / "storage"}};
+    options.connect_uri = "test:///default";
+    auto reopened = ReplicaHost::open(std::move(options));
+    ASSERT_TRUE(reopened) << reopened.error().message();
+    host = std::move(*reopened);
+    client = std::make_unique<InProcessReplica>(*host);
+    auto state = client->vm_state(kUuid);
+    ASSERT_TRUE(state) << state.error().message();
+    EXPECT_EQ((*state)["state"], "replicating");
+    EXPECT_TRUE((*state)["latest"].is_null());  // the primary's first cycle is a full copy
+    EXPECT_FALSE(std::filesystem::exists(folder / "seed-vda.qcow2.vmshadow-partial"));
+}
+
 TEST_F(ReplicaSeedTest, PointOfAnotherVmIsRefusedAndNothingIsLeft) {
     auto opened = repo::test::open_plain(repo_path.string());
     ASSERT_TRUE(opened);
