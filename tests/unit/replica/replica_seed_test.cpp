@@ -359,5 +359,42 @@ TEST_F(ReplicaSeedTest, ResyncOverAnAdoptedPointZeroSendsOnlyTheDifferingBlocks)
     EXPECT_EQ(back, seed_data);
 }
 
+TEST_F(ReplicaSeedTest, EncryptedRepositoryConfiguredHereSeedsWithItsPasswordFile) {
+    host.reset();
+    client.reset();
+    auto secret = dir.path / "secret-repo";
+    repo::InitOptions init;
+    init.encrypt = true;
+    init.password = "secret";  // open_plain's
+    init.kdf = repo::ScryptParams{1024, 8, 1};
+    ASSERT_TRUE(repo::Repository::init(secret.string(), init));
+    {
+        auto opened = repo::test::open_plain(secret.string());
+        ASSERT_TRUE(opened) << opened.error().message();
+        ASSERT_TRUE(repo::test::backup_bytes(**opened, "web1", {{"vda", seed_data}}));
+    }
+    const auto password_file = dir.path / "secret.pass";
+    std::ofstream(password_file) << "secret\n";
+    ReplicaHostOptions options;
+    options.allow = {{kPrimary, dir.path / "storage"}};
+    options.connect_uri = "test:///default";
+    options.repository_password_file =
+        [&](const std::filesystem::path& path) -> std::optional<std::filesystem::path> {
+        if (path == secret) return password_file;
+        return std::nullopt;
+    };
+    auto reopened = ReplicaHost::open(std::move(options));
+    ASSERT_TRUE(reopened) << reopened.error().message();
+    host = std::move(*reopened);
+    client = std::make_unique<InProcessReplica>(*host);
+    json a = announcement(kDiskBytes, "web1@latest");
+    a["seed"]["repository"] = secret.string();
+    auto announced = client->announce(kUuid, a);
+    ASSERT_TRUE(announced) << announced.error().message();
+    json state = wait_seeded();
+    ASSERT_TRUE(state["latest"].is_object()) << state.dump();
+    resync_and_check(changed(seed_data), state["latest"]["token"].get<std::string>());
+}
+
 }  // namespace
 }  // namespace vmshadow::replica
