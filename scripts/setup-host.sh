@@ -67,8 +67,11 @@ if ! virsh -c qemu:///system version >/dev/null 2>&1; then
     systemctl start virtlogd libvirtd
   else
     log "starting virtlogd and libvirtd (no init system runs them)"
-    pgrep -x virtlogd >/dev/null || virtlogd -d
-    pgrep -x libvirtd >/dev/null || libvirtd -d
+    # By pid file, not by name: a second host's daemons (tests/lab/second-host.sh) are also
+    # called libvirtd and virtlogd, but keep their pid files elsewhere.
+    running() { local p; p=$(cat "$1" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+    running /run/virtlogd.pid || virtlogd -d
+    running /run/libvirtd.pid || libvirtd -d
   fi
   for _ in $(seq 1 150); do
     virsh -c qemu:///system version >/dev/null 2>&1 && break

@@ -19,32 +19,6 @@ using nlohmann::json;
 
 constexpr const char* kStartHint = "start it with `vmshadowd` or `systemctl start vmshadowd`";
 
-ErrorKind kind_for_status(int status) {
-    switch (status) {
-        case 400:
-        case 405:
-        case 413:
-        case 414:
-            return ErrorKind::invalid_argument;
-        case 401:
-        case 403:
-            return ErrorKind::permission;
-        case 404:
-            return ErrorKind::not_found;
-        case 409:
-            return ErrorKind::conflict;
-        case 501:
-            return ErrorKind::unsupported;
-        case 502:
-        case 503:
-            return ErrorKind::unavailable;
-        case 504:
-            return ErrorKind::timeout;
-        default:
-            return ErrorKind::internal;
-    }
-}
-
 // What a failed connection means to someone typing `vmshadow status`.
 Error connection_error(const net::HttpEndpoint& endpoint, const DaemonConnection& c,
                        const Error& e) {
@@ -142,7 +116,7 @@ Error daemon_not_running(const std::string& socket_path, bool socket_exists) {
 
 Error api_error(int status, std::string_view body) {
     json j = json::parse(body, nullptr, false);
-    ErrorKind kind = kind_for_status(status);
+    ErrorKind kind = net::error_kind_for_status(status);
     std::string message;
     if (j.is_object() && j.contains("error") && j["error"].is_string()) {
         message = printable(j["error"].get<std::string>());

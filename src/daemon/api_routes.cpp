@@ -990,31 +990,8 @@ const std::array<Route, 32> kRoutes{{
 
 }  // namespace
 
-int http_status_for(ErrorKind kind) {
-    switch (kind) {
-        case ErrorKind::invalid_argument:
-            return 400;
-        case ErrorKind::not_found:
-            return 404;
-        case ErrorKind::conflict:
-        case ErrorKind::locked:
-        case ErrorKind::cancelled:
-            return 409;
-        case ErrorKind::permission:
-            return 403;
-        case ErrorKind::unsupported:
-            return 501;
-        case ErrorKind::unavailable:
-            return 503;
-        case ErrorKind::timeout:
-            return 504;
-        default:
-            return 500;
-    }
-}
-
 net::HttpResponse error_response(const Error& error) {
-    return error_body(http_status_for(error.kind()), error.message(), kind_name(error.kind()));
+    return error_body(net::http_status_for(error.kind()), error.message(), kind_name(error.kind()));
 }
 
 ApiRoutes::ApiRoutes(ApiBackend& backend, const TokenStore& tokens, AuthLog auth_log,

@@ -67,7 +67,6 @@ class ApiRoutes {
 
 // {"error": message, "kind": kind} with the status for the kind.
 net::HttpResponse error_response(const Error& error);
-int http_status_for(ErrorKind kind);
 
 // The session cookie's name.
 inline constexpr std::string_view kSessionCookie = "vmshadow_session";

@@ -98,6 +98,8 @@ Status Daemon::State::start_replica_listener(const ReplicaSettings& r, const std
     server.threads = 4;
     server.max_body_bytes = replica::kMaxChunkBytes;
     server.idle_timeout = std::chrono::seconds(120);
+    // A peer refused for its certificate (another CA, expired) is named in the log.
+    server.log = [this](std::string_view line) { log(LogLevel::warning, line); };
     // Bound before the ReplicaHost exists, so that the endpoint peers are told carries the
     // port a listen of port 0 got; until the host is there, requests are answered 503.
     auto started = net::HttpServer::start(server, [this](const net::HttpRequest& request) {

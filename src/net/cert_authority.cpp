@@ -20,26 +20,21 @@
 #include "common/atomic_file.h"
 #include "common/os_error.h"
 #include "common/private_file.h"
+#include "net/pem_file.h"
 #include "net/tls_util.h"
 
 namespace vmshadow::net {
 
 namespace {
 
-template <auto Free>
-struct Deleter {
-    template <class T>
-    void operator()(T* p) const {
-        Free(p);
-    }
-};
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using BnPtr = std::unique_ptr<BIGNUM, Deleter<BN_free>>;
-using ExtPtr = std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>>;
-using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE_free>>;
-using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX_free>>;
+using detail::bio_text;
+using detail::BioPtr;
+using detail::BnPtr;
+using detail::ExtPtr;
+using detail::PkeyPtr;
+using detail::StoreCtxPtr;
+using detail::StorePtr;
+using detail::X509Ptr;
 
 constexpr int kMaxDays = 36500;
 // A peer whose clock is a little behind still accepts a certificate made just now.
@@ -144,39 +139,9 @@ Result<std::string> read_text(const std::filesystem::path& file) {
     return text.str();
 }
 
-Result<BioPtr> open_for_reading(const std::filesystem::path& file) {
-    if (::access(file.c_str(), R_OK) != 0) return fail(os_error("read " + file.string(), errno));
-    BioPtr bio(BIO_new_file(file.c_str(), "r"));
-    if (!bio) return fail(ErrorKind::io, "read " + file.string() + ": " + detail::openssl_error());
-    return bio;
-}
-
-Result<X509Ptr> load_certificate(const std::filesystem::path& file) {
-    auto bio = open_for_reading(file);
-    if (!bio) return fail(bio.error());
-    X509Ptr cert(PEM_read_bio_X509(bio->get(), nullptr, nullptr, nullptr));
-    if (!cert)
-        return fail(ErrorKind::corruption,
-                    file.string() + ": not a PEM certificate (" + detail::openssl_error() + ")");
-    return cert;
-}
-
 Result<PkeyPtr> load_key(const std::filesystem::path& file) {
     if (auto st = check_private_file(file); !st) return fail(st.error());
-    auto bio = open_for_reading(file);
-    if (!bio) return fail(bio.error());
-    PkeyPtr key(PEM_read_bio_PrivateKey(bio->get(), nullptr, nullptr, nullptr));
-    if (!key)
-        return fail(ErrorKind::corruption, file.string() +
-                                               ": not an unencrypted PEM private key (" +
-                                               detail::openssl_error() + ")");
-    return key;
-}
-
-std::string bio_text(BIO* bio) {
-    char* data = nullptr;
-    long size = BIO_get_mem_data(bio, &data);
-    return size > 0 ? std::string(data, static_cast<std::size_t>(size)) : std::string();
+    return detail::read_pem_key(file);
 }
 
 // ---- making certificates -------------------------------------------------------------------
@@ -304,7 +269,7 @@ Result<LoadedCa> load_ca(const std::filesystem::path& dir) {
     auto cert_file = dir / "ca.crt";
     auto key_file = dir / "ca.key";
     LoadedCa ca;
-    auto cert = load_certificate(cert_file);
+    auto cert = detail::read_pem_certificate(cert_file);
     if (!cert) return fail(cert.error());
     ca.cert = std::move(*cert);
     auto key = load_key(key_file);
@@ -383,7 +348,7 @@ Status issue_host_certificate(const std::filesystem::path& ca_dir, const std::fi
 }
 
 Result<CertificateFacts> read_certificate(const std::filesystem::path& file) {
-    auto cert = load_certificate(file);
+    auto cert = detail::read_pem_certificate(file);
     if (!cert) return fail(cert.error());
     X509* c = cert->get();
     CertificateFacts facts;
@@ -410,9 +375,9 @@ Result<CertificateFacts> read_certificate(const std::filesystem::path& file) {
 }
 
 Status verify_certificate(const std::filesystem::path& file, const std::filesystem::path& ca_file) {
-    auto cert = load_certificate(file);
+    auto cert = detail::read_pem_certificate(file);
     if (!cert) return fail(cert.error());
-    auto ca = load_certificate(ca_file);
+    auto ca = detail::read_pem_certificate(ca_file);
     if (!ca) return fail(ca.error());
     if ((X509_get_extension_flags(ca->get()) & EXFLAG_CA) == 0)
         return fail(ErrorKind::invalid_argument, ca_file.string() + " is not a CA certificate");

@@ -102,4 +102,54 @@ std::optional<std::map<std::string, std::string>> parse_query(std::string_view q
     return out;
 }
 
+int http_status_for(ErrorKind kind) {
+    switch (kind) {
+        case ErrorKind::invalid_argument:
+            return 400;
+        case ErrorKind::not_found:
+            return 404;
+        case ErrorKind::conflict:
+        case ErrorKind::locked:
+        case ErrorKind::cancelled:
+            return 409;
+        case ErrorKind::permission:
+            return 403;
+        case ErrorKind::unsupported:
+            return 501;
+        case ErrorKind::unavailable:
+            return 503;
+        case ErrorKind::timeout:
+            return 504;
+        default:
+            return 500;
+    }
+}
+
+ErrorKind error_kind_for_status(int status) {
+    switch (status) {
+        case 400:
+        case 405:
+        case 413:
+        case 414:
+        case 431:
+            return ErrorKind::invalid_argument;
+        case 401:
+        case 403:
+            return ErrorKind::permission;
+        case 404:
+            return ErrorKind::not_found;
+        case 409:
+            return ErrorKind::conflict;
+        case 501:
+            return ErrorKind::unsupported;
+        case 502:
+        case 503:
+            return ErrorKind::unavailable;
+        case 504:
+            return ErrorKind::timeout;
+        default:
+            return ErrorKind::internal;
+    }
+}
+
 }  // namespace vmshadow::net

@@ -20,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/error.h"
+
 namespace vmshadow::net {
 
 // Who is on the other end of a request.
@@ -50,6 +52,13 @@ struct HttpResponse {
     std::string body;
     std::vector<std::pair<std::string, std::string>> headers;  // extra headers
 };
+
+// The one map between errors and HTTP statuses, both ways, for every server (the API, the
+// replica protocol) and every client (the CLI, the replica sender): a failure keeps its
+// ErrorKind — and so its exit code — across the wire. locked and cancelled answer 409 and
+// come back as conflict; a status without a kind of its own comes back as internal.
+int http_status_for(ErrorKind kind);
+ErrorKind error_kind_for_status(int status);
 
 // "Not Found" for 404, ... ("" for a status it does not know).
 std::string_view status_reason(int status);

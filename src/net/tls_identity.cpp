@@ -15,70 +15,21 @@
 #include "common/atomic_file.h"
 #include "common/os_error.h"
 #include "common/private_file.h"
+#include "net/pem_file.h"
 #include "net/tls_util.h"
 
 namespace vmshadow::net {
 
 namespace {
 
-struct BioFree {
-    void operator()(BIO* p) const { BIO_free_all(p); }
-};
-struct X509Free {
-    void operator()(X509* p) const { X509_free(p); }
-};
-struct PkeyFree {
-    void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct BnFree {
-    void operator()(BIGNUM* p) const { BN_free(p); }
-};
-struct ExtFree {
-    void operator()(X509_EXTENSION* p) const { X509_EXTENSION_free(p); }
-};
-using BioPtr = std::unique_ptr<BIO, BioFree>;
-using X509Ptr = std::unique_ptr<X509, X509Free>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using detail::bio_text;
+using detail::BioPtr;
+using detail::BnPtr;
+using detail::ExtPtr;
+using detail::PkeyPtr;
+using detail::X509Ptr;
 
 constexpr long ten_years_days = 3653;
-
-Result<BioPtr> open_for_reading(const std::filesystem::path& file) {
-    // fopen's errno is what BIO_new_file leaves; read it through a plain open first so a
-    // missing or unreadable file gets the usual kind.
-    if (::access(file.c_str(), R_OK) != 0) return fail(os_error("read " + file.string(), errno));
-    BioPtr bio(BIO_new_file(file.c_str(), "r"));
-    if (!bio) return fail(ErrorKind::io, "read " + file.string() + ": " + detail::openssl_error());
-    return bio;
-}
-
-Result<X509Ptr> read_certificate(const std::filesystem::path& file) {
-    auto bio = open_for_reading(file);
-    if (!bio) return fail(bio.error());
-    X509Ptr cert(PEM_read_bio_X509(bio->get(), nullptr, nullptr, nullptr));
-    if (!cert) {
-        return fail(ErrorKind::corruption,
-                    file.string() + ": not a PEM certificate (" + detail::openssl_error() + ")");
-    }
-    return cert;
-}
-
-Result<PkeyPtr> read_key(const std::filesystem::path& file) {
-    auto bio = open_for_reading(file);
-    if (!bio) return fail(bio.error());
-    PkeyPtr key(PEM_read_bio_PrivateKey(bio->get(), nullptr, nullptr, nullptr));
-    if (!key) {
-        return fail(ErrorKind::corruption, file.string() +
-                                               ": not an unencrypted PEM private key (" +
-                                               detail::openssl_error() + ")");
-    }
-    return key;
-}
-
-std::string bio_text(BIO* bio) {
-    char* data = nullptr;
-    long size = BIO_get_mem_data(bio, &data);
-    return size > 0 ? std::string(data, static_cast<std::size_t>(size)) : std::string();
-}
 
 // A host name fit for a DNS subjectAltName (the config syntax of X509V3_EXT_conf splits on
 // ',' and ':'; a name with those is left to CN alone).
@@ -102,8 +53,7 @@ bool add_extension(X509* cert, int nid, const char* value) {
     X509V3_CTX ctx;
     X509V3_set_ctx_nodb(&ctx);
     X509V3_set_ctx(&ctx, cert, cert, nullptr, nullptr, 0);
-    std::unique_ptr<X509_EXTENSION, ExtFree> ext(
-        X509V3_EXT_conf_nid(nullptr, &ctx, nid, const_cast<char*>(value)));
+    ExtPtr ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, const_cast<char*>(value)));
     return ext && X509_add_ext(cert, ext.get(), -1) == 1;
 }
 
@@ -121,7 +71,7 @@ Result<Generated> generate_identity() {
     if (!key) return failed("generate an EC P-256 key");
     X509Ptr cert(X509_new());
     if (!cert || X509_set_version(cert.get(), 2) != 1) return failed("new certificate");
-    std::unique_ptr<BIGNUM, BnFree> serial(BN_new());
+    BnPtr serial(BN_new());
     if (!serial || BN_rand(serial.get(), 127, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) != 1 ||
         BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(cert.get())) == nullptr)
         return failed("serial number");
@@ -174,9 +124,9 @@ Status create_identity(const TlsIdentity& identity) {
 
 Status load_identity(const TlsIdentity& identity) {
     if (auto st = check_private_file(identity.key_file); !st) return fail(st.error());
-    auto cert = read_certificate(identity.certificate_file);
+    auto cert = detail::read_pem_certificate(identity.certificate_file);
     if (!cert) return fail(cert.error());
-    auto key = read_key(identity.key_file);
+    auto key = detail::read_pem_key(identity.key_file);
     if (!key) return fail(key.error());
     if (X509_check_private_key(cert->get(), key->get()) != 1) {
         detail::openssl_error();
@@ -221,7 +171,7 @@ Result<TlsIdentity> ensure_tls_identity(const std::filesystem::path& dir) {
 }
 
 Result<std::string> certificate_fingerprint(const std::filesystem::path& file) {
-    auto cert = read_certificate(file);
+    auto cert = detail::read_pem_certificate(file);
     if (!cert) return fail(cert.error());
     std::string fingerprint = detail::sha256_fingerprint(cert->get());
     if (fingerprint.empty())

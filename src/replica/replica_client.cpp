@@ -24,32 +24,6 @@ constexpr milliseconds kCommit = seconds(900);
 constexpr milliseconds kHashes = seconds(600);
 constexpr int kAttempts = 3;
 
-ErrorKind kind_for_status(int status) {
-    switch (status) {
-        case 400:
-        case 405:
-        case 413:
-        case 414:
-            return ErrorKind::invalid_argument;
-        case 401:
-        case 403:
-            return ErrorKind::permission;
-        case 404:
-            return ErrorKind::not_found;
-        case 409:
-            return ErrorKind::conflict;
-        case 501:
-            return ErrorKind::unsupported;
-        case 502:
-        case 503:
-            return ErrorKind::unavailable;
-        case 504:
-            return ErrorKind::timeout;
-        default:
-            return ErrorKind::internal;
-    }
-}
-
 class HttpsReplicaClient final : public ReplicaClient {
   public:
     HttpsReplicaClient(std::string peer, net::HttpEndpoint endpoint)
@@ -171,7 +145,7 @@ class HttpsReplicaClient final : public ReplicaClient {
             return fail(ErrorKind::permission,
                         where() + " refused this host: " + message +
                             " (add this host's certificate subject to its [[replica.allow]])");
-        return fail(kind_for_status(response.status), where() + ": " + message);
+        return fail(net::error_kind_for_status(response.status), where() + ": " + message);
     }
 
     Result<json> json_call(const std::string& method, const std::string& path, std::string body,

@@ -64,6 +64,11 @@ Health compute_health(const HealthInput& input, Clock::time_point now) {
                                   : "no cycle has succeeded and the last one failed";
         return h;
     }
+    if (last_failed) {
+        h.state = "warning";
+        h.reason = "the last cycle failed; the next one sends its changes";
+        return h;
+    }
     // Hyper-V's rule: more than 20 % of the last hour's cycles missed, or none succeeded for an
     // hour (only once the link has existed that long: the first cycle's start stands in).
     const bool old_enough = !input.cycles.empty() && now - input.cycles.front().started >= kHour;

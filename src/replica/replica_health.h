@@ -5,7 +5,8 @@
 // This module is (pure, unit-tested with a manual clock):
 //   state: paused / resync-required / failed-over / initial as the link says; otherwise
 //   critical when the last cycle failed and no cycle succeeded within the last hour (or
-//   ever), warning when more than 20 % of the last hour's cycles were missed or failed, or no
+//   ever), warning when the last cycle failed (until one succeeds), when more than 20 % of the
+//   last hour's cycles were missed or failed, or no
 //   cycle succeeded for an hour (Hyper-V's rule), else normal; RPO now = now − the primary's
 //   read instant of the newest point the replica committed; average and maximum cycle time
 //   and bytes sent over the kept history (the last 24 h, at most 4096 cycles).

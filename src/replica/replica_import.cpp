@@ -36,22 +36,6 @@ Result<std::string> read_bounded_file(const std::filesystem::path& path, std::ui
 
 namespace {
 
-ErrorKind kind_of_status(int status) {
-    switch (status) {
-        case 400:
-            return ErrorKind::invalid_argument;
-        case 401:
-        case 403:
-            return ErrorKind::permission;
-        case 404:
-            return ErrorKind::not_found;
-        case 409:
-            return ErrorKind::conflict;
-        default:
-            return ErrorKind::internal;
-    }
-}
-
 // One request to our own routes as `subject`; the JSON answer, or its error.
 Result<json> call(ReplicaHost& host, const std::string& subject, std::string method,
                   std::string path, std::string body) {
@@ -69,7 +53,7 @@ Result<json> call(ReplicaHost& host, const std::string& subject, std::string met
             answer.is_object() && answer.contains("error") && answer["error"].is_string()
                 ? answer["error"].get<std::string>()
                 : "HTTP " + std::to_string(response.status);
-        return fail(kind_of_status(response.status), message);
+        return fail(net::error_kind_for_status(response.status), message);
     }
     if (answer.is_discarded())
         return fail(ErrorKind::internal, "unreadable answer to " + request.path);

@@ -164,6 +164,7 @@ LinkRecord read_link(const json& j) {
     link.checkpoint_xml = f.text("checkpoint_xml", kMaxXml);
     link.point_time = f.text("point_time", 64);
     link.last_attempt = f.time("last_attempt");
+    link.cycle_running = f.time("cycle_running");
     link.last_app_consistent = f.time("last_app_consistent");
     link.exported_token = f.text("exported_token", 256);
     link.exported_checkpoint_xml = f.text("exported_checkpoint_xml", kMaxXml);
@@ -227,6 +228,7 @@ json link_to_json(const LinkRecord& link) {
               {"cycles_total", link.cycles_total}};
     if (s.start_at) j["start_at"] = *s.start_at;
     if (link.last_attempt) j["last_attempt"] = *link.last_attempt;
+    if (link.cycle_running) j["cycle_running"] = *link.cycle_running;
     if (link.last_app_consistent) j["last_app_consistent"] = *link.last_app_consistent;
     json cycles = json::array();
     for (const auto& c : link.cycles) cycles.push_back(cycle_to_json(c));

@@ -40,7 +40,10 @@ struct LinkRecord {
     std::string checkpoint;      // the last checkpoint the replica acknowledged ("": none)
     std::string checkpoint_xml;  // its full XML, the next read's base
     std::string point_time;      // ISO time of the newest acknowledged point
-    std::optional<std::int64_t> last_attempt;         // unix s: the last cycle's start
+    std::optional<std::int64_t> last_attempt;  // unix s: the last cycle's start
+    // unix s: a cycle began and has not been recorded yet. Found set when the daemon starts,
+    // the daemon died during that cycle: it is recorded as failed, so health shows it.
+    std::optional<std::int64_t> cycle_running;
     std::optional<std::int64_t> last_app_consistent;  // unix s: the last application point
     // export_initial wrote a full cycle ending at this checkpoint: the link adopts it as its
     // acknowledged checkpoint once the replica shows it imported (its latest point's token).

@@ -320,11 +320,17 @@ Result<json> ReplicaPrimary::Impl::cycle(const LinkRecord& link, TaskContext* ta
                                          bool allow_resync_retry) {
     auto started = now();
     auto steady = std::chrono::steady_clock::now();
-    (void)update(link.uuid, [&](LinkRecord& l) { l.last_attempt = unix_seconds(started); });
+    (void)update(link.uuid, [&](LinkRecord& l) {
+        l.last_attempt = unix_seconds(started);
+        l.cycle_running = l.last_attempt;
+    });
     // Waiting for an import or a seed on the replica: not a cycle, nothing to record.
     bool awaiting_import = false;
     auto record = [&](const Result<json>& result) {
-        if (awaiting_import) return;
+        if (awaiting_import) {
+            (void)update(link.uuid, [&](LinkRecord& l) { l.cycle_running.reset(); });
+            return;
+        }
         CycleRecord c;
         c.started = started;
         c.seconds =
@@ -336,6 +342,7 @@ Result<json> ReplicaPrimary::Impl::cycle(const LinkRecord& link, TaskContext* ta
                 c.point_time = Clock::time_point(std::chrono::seconds(*t));
         }
         (void)update(link.uuid, [&](LinkRecord& l) {
+            l.cycle_running.reset();
             l.cycles.push_back(c);
             ++l.cycles_total;
             l.bytes_sent_total += c.bytes_sent;
@@ -468,6 +475,22 @@ json ReplicaPrimary::Impl::status_of(const LinkRecord& link) const {
 ReplicaPrimary::ReplicaPrimary(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ReplicaPrimary::~ReplicaPrimary() = default;
 
+namespace {
+// The daemon died during a cycle (kill -9, a crash, a power cut): nothing recorded its end.
+// The replica discarded the half-sent cycle and the chain's checkpoint did not move, so the
+// next cycle repairs it; until then health must say a cycle failed, not that all is well.
+void record_interrupted_cycle(LinkRecord& link) {
+    CycleRecord c;
+    c.started = Clock::time_point(std::chrono::seconds(*link.cycle_running));
+    c.result = CycleRecord::Result::failed;
+    link.cycles.push_back(c);
+    ++link.cycles_total;
+    link.last_error = "the cycle started at " + iso8601_utc(*link.cycle_running) +
+                      " was cut off: vmshadowd stopped during it; the next cycle sends its changes";
+    link.cycle_running.reset();
+}
+}  // namespace
+
 Result<std::unique_ptr<ReplicaPrimary>> ReplicaPrimary::open(ReplicaPrimaryOptions options) {
     auto impl = std::make_unique<Impl>();
     if (!options.clock) options.clock = &system_clock();
@@ -485,6 +508,11 @@ Result<std::unique_ptr<ReplicaPrimary>> ReplicaPrimary::open(ReplicaPrimaryOptio
             // One damaged record must not stop the daemon or the other links.
             impl->log(LogLevel::error, link.error().message());
             continue;
+        }
+        if (link->cycle_running) {
+            record_interrupted_cycle(*link);
+            if (auto s = save_link(entry.path(), *link); !s)
+                impl->log(LogLevel::error, s.error().message());
         }
         impl->links.emplace(link->uuid, std::move(*link));
     }

@@ -411,29 +411,6 @@ json state_json(const ReplicaStore& store) {
             {"points", std::move(points)}};
 }
 
-int http_status(ErrorKind kind) {
-    switch (kind) {
-        case ErrorKind::invalid_argument:
-            return 400;
-        case ErrorKind::not_found:
-            return 404;
-        case ErrorKind::conflict:
-        case ErrorKind::locked:
-        case ErrorKind::cancelled:
-            return 409;
-        case ErrorKind::permission:
-            return 403;
-        case ErrorKind::unsupported:
-            return 501;
-        case ErrorKind::unavailable:
-            return 503;
-        case ErrorKind::timeout:
-            return 504;
-        default:
-            return 500;
-    }
-}
-
 net::HttpResponse json_response(int status, const json& body) {
     net::HttpResponse response;
     response.status = status;
@@ -445,7 +422,7 @@ net::HttpResponse json_response(int status, const json& body) {
 net::HttpResponse error_response(const Error& error, const json& extra) {
     json body = {{"error", error.message()}, {"kind", kind_name(error.kind())}};
     if (extra.is_object()) body.update(extra);
-    return json_response(http_status(error.kind()), body);
+    return json_response(net::http_status_for(error.kind()), body);
 }
 
 net::HttpResponse error_response(int status, const std::string& message) {

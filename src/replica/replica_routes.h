@@ -107,7 +107,6 @@ nlohmann::json point_json(const RecoveryPoint& point);
 // VmReplicaState.
 nlohmann::json state_json(const ReplicaStore& store);
 
-int http_status(ErrorKind kind);
 net::HttpResponse json_response(int status, const nlohmann::json& body);
 // {"error", "kind"} with the kind's status; `extra` fields merged in.
 net::HttpResponse error_response(const Error& error, const nlohmann::json& extra = {});

@@ -4,6 +4,8 @@
 // the real vmshadowd started with its own state dir, config and unix socket and an HTTPS
 // listener on 127.0.0.1 (a free port), stopped (SIGTERM, then SIGKILL of its group) and
 // removed even when the test fails. VMSHADOWD_BINARY is the path CMake compiled in.
+// DaemonProcess is one such daemon on its own; tests that need two (the replica tests:
+// replica_fixture.h) hold two of them.
 
 #include <fcntl.h>
 #include <signal.h>
@@ -21,34 +23,26 @@
 
 namespace vmshadow::testing {
 
-class DaemonTest : public VmBackupTest {
-  public:  // the tests' free helpers call them too
-    using VmBackupTest::checkpoints;
-    using VmBackupTest::scratch_leftovers;
+// One real vmshadowd: its files in `home` (state/, vmshadowd.toml, vmshadowd-N.log), its
+// process group, and requests to its unix socket and HTTPS listener. Stopped on destruction.
+class DaemonProcess {
+  public:
+    DaemonProcess() = default;
+    explicit DaemonProcess(const fs::path& where) { set_home(where); }
+    DaemonProcess(const DaemonProcess&) = delete;
+    DaemonProcess& operator=(const DaemonProcess&) = delete;
+    ~DaemonProcess() { stop_daemon(); }
 
-    void SetUp() override {
-        VmBackupTest::SetUp();
-        state_dir = dir / "state";
-        config_file = dir / "vmshadowd.toml";
+    void set_home(const fs::path& where) {
+        home = where;
+        state_dir = home / "state";
+        config_file = home / "vmshadowd.toml";
         socket = state_dir / "api.sock";
-    }
-    void TearDown() override {
-        stop_daemon();
-        VmBackupTest::TearDown();
-    }
-
-    // The config: the test's repository as "main", its scratch dir, and `jobs` (TOML).
-    void write_config(const std::string& jobs, const std::string& extra = "") {
-        std::ofstream out(config_file);
-        out << "[daemon]\nlisten = \"127.0.0.1:0\"\nscratch-dir = \"" << scratch.string()
-            << "\"\nconnect-uri = \"" << lab::lab_uri() << "\"\n"
-            << extra << "\n[repository.main]\npath = \"" << repo.string() << "\"\n\n"
-            << jobs;
     }
 
     // Starts vmshadowd in its own process group; waits until it says it is ready.
     void start_daemon(const std::vector<std::string>& env_extra = {}) {
-        log_file = dir / ("vmshadowd-" + std::to_string(++starts) + ".log");
+        log_file = home / ("vmshadowd-" + std::to_string(++starts) + ".log");
         std::vector<std::string> args{VMSHADOWD_BINARY,   "--foreground", "--state-dir",
                                       state_dir.string(), "--config",     config_file.string()};
         std::vector<char*> argv;
@@ -189,10 +183,34 @@ class DaemonTest : public VmBackupTest {
         return j.at("task").get<std::int64_t>();
     }
 
-    fs::path state_dir, config_file, socket, log_file;
+    fs::path home, state_dir, config_file, socket, log_file;
     pid_t pid = -1;
     int starts = 0;
     std::uint16_t https_port = 0;
+};
+
+class DaemonTest : public VmBackupTest, public DaemonProcess {
+  public:  // the tests' free helpers call them too
+    using VmBackupTest::checkpoints;
+    using VmBackupTest::scratch_leftovers;
+
+    void SetUp() override {
+        VmBackupTest::SetUp();
+        set_home(dir);
+    }
+    void TearDown() override {
+        stop_daemon();
+        VmBackupTest::TearDown();
+    }
+
+    // The config: the test's repository as "main", its scratch dir, and `jobs` (TOML).
+    void write_config(const std::string& jobs, const std::string& extra = "") {
+        std::ofstream out(config_file);
+        out << "[daemon]\nlisten = \"127.0.0.1:0\"\nscratch-dir = \"" << scratch.string()
+            << "\"\nconnect-uri = \"" << lab::lab_uri() << "\"\n"
+            << extra << "\n[repository.main]\npath = \"" << repo.string() << "\"\n\n"
+            << jobs;
+    }
 };
 
 }  // namespace vmshadow::testing

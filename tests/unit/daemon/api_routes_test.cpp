@@ -775,7 +775,7 @@ TEST(ApiErrors, EachKindHasItsStatus) {
                                             {ErrorKind::io, 500},
                                             {ErrorKind::corruption, 500}};
     for (auto [kind, status] : expected)
-        EXPECT_EQ(http_status_for(kind), status) << kind_name(kind);
+        EXPECT_EQ(net::http_status_for(kind), status) << kind_name(kind);
 }
 
 TEST_F(ApiRoutesTest, BackendErrorsBecomeErrorBodiesWithTheirStatus) {

@@ -108,10 +108,14 @@ TEST(ReplicaHealth, NeverSucceededAndLastFailedIsCritical) {
     EXPECT_NE(h.reason.find("no cycle has succeeded"), std::string::npos) << h.reason;
 }
 
-TEST(ReplicaHealth, OneFailureAfterRecentSuccessIsNotCritical) {
+TEST(ReplicaHealth, AFailedLastCycleAfterRecentSuccessIsAWarningUntilOneSucceeds) {
     HealthInput in = hour_of_cycles(12, 0, Res::ok);
     in.cycles.push_back(cycle(1min, Res::failed));
-    EXPECT_EQ(compute_health(in, kNow).state, "normal");  // 1 of 13 failed: under 20 %
+    Health h = compute_health(in, kNow);
+    EXPECT_EQ(h.state, "warning");  // not critical: a cycle succeeded within the hour
+    EXPECT_NE(h.reason.find("last cycle failed"), std::string::npos) << h.reason;
+    in.cycles.push_back(cycle(30s, Res::ok));
+    EXPECT_EQ(compute_health(in, kNow).state, "normal");  // 1 of 14 failed: under 20 %
 }
 
 TEST(ReplicaHealth, LinkStatesPassThroughWithTheirRpo) {

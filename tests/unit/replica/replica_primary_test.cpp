@@ -116,6 +116,27 @@ TEST_F(ReplicaPrimaryLinks, StartAtDelaysTheFirstCycle) {
     EXPECT_EQ(primary_->due(kStart + seconds(1800)), std::vector<std::string>{"web1"});
 }
 
+TEST_F(ReplicaPrimaryLinks, ACycleCutOffByTheDaemonsDeathIsAFailureAfterTheRestart) {
+    auto l = link(kUuid, "web1", "normal");
+    CycleRecord ok;
+    ok.started = kStart - seconds(60);
+    ok.seconds = 5;
+    ok.point_time = kStart - seconds(60);
+    l.cycles.push_back(ok);
+    l.last_attempt = unix_seconds(kStart) - 20;
+    l.cycle_running = l.last_attempt;  // as a daemon killed during that cycle left it
+    write(l);
+    open();
+    auto s = status("web1");
+    EXPECT_EQ(s["state"], "warning") << s.dump();
+    EXPECT_NE(s["last_error"].get<std::string>().find("cut off"), std::string::npos) << s.dump();
+    // Recorded once: the saved link no longer says a cycle runs.
+    auto saved = load_link(link_path(dir_ / "replica", kUuid));
+    ASSERT_TRUE(saved) << saved.error().message();
+    EXPECT_FALSE(saved->cycle_running);
+    EXPECT_EQ(saved->cycles.size(), 2u);
+}
+
 TEST_F(ReplicaPrimaryLinks, MissedCyclesShowInTheStatus) {
     auto l = link(kUuid, "web1", "normal");
     l.last_attempt = unix_seconds(kStart);
