@@ -182,6 +182,19 @@ Status Daemon::State::configure_replica(const DaemonConfig& config) {
         replica::ReplicaPrimary* primary = replica_primary.get();
         o.release_primary = [primary](const std::string& uuid) { return primary->release(uuid); };
         o.log = logger;
+        // A seed's repository is found by its path among this host's [repository.NAME]s.
+        o.repository_password_file =
+            [this](const std::filesystem::path& path) -> std::optional<std::filesystem::path> {
+            std::error_code ec;
+            auto wanted = std::filesystem::weakly_canonical(path, ec);
+            if (ec) wanted = path;
+            std::lock_guard lock(mutex);
+            for (const auto& [name, spec] : this->config.config.repositories) {
+                auto have = std::filesystem::weakly_canonical(spec.path, ec);
+                if ((ec ? spec.path : have) == wanted) return spec.password_file;
+            }
+            return std::nullopt;
+        };
         auto host = replica::ReplicaHost::open(std::move(o));
         if (!host) return fail(host.error());
         std::lock_guard lock(mutex);

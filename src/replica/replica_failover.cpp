@@ -116,10 +116,10 @@ Result<FailoverRecord> read_failover_record(const std::filesystem::path& folder)
     if (!text) return fail(text.error());
     try {
         auto j = json::parse(*text);
-        return FailoverRecord{j.at("seq").get<std::uint64_t>(), j.at("chain_id").get<std::string>(),
-                              j.at("checkpoint").get<std::string>(),
-                              j.at("checkpoint_xml").get<std::string>(),
-                              j.at("time").get<std::string>()};
+        return FailoverRecord{
+            j.at("seq").get<std::uint64_t>(),      j.at("chain_id").get<std::string>(),
+            j.at("checkpoint").get<std::string>(), j.at("checkpoint_xml").get<std::string>(),
+            j.at("time").get<std::string>(),       j.value("planned", false)};
     } catch (const json::exception& e) {
         return fail(ErrorKind::corruption, (folder / kFailoverFile).string() +
                                                ": not a failover record (" + e.what() + ")");
@@ -131,7 +131,8 @@ Status write_failover_record(const std::filesystem::path& folder, const Failover
               {"chain_id", r.chain_id},
               {"checkpoint", r.checkpoint},
               {"checkpoint_xml", r.checkpoint_xml},
-              {"time", r.time}};
+              {"time", r.time},
+              {"planned", r.planned}};
     return write_file_atomically(folder / kFailoverFile, j.dump(2) + "\n", 0600);
 }
 
@@ -234,7 +235,8 @@ Status refuse_taken(const virt::Connection& connection, const StoreIdentity& ide
 // Started paused until the reverse chain's checkpoint exists, so that every guest write is
 // after it (reverse replication sends them), then resumed once the record is written.
 Result<FailoverRecord> start_with_reverse_checkpoint(const virt::Domain& domain,
-                                                     const ReplicaStore& store, std::uint64_t at) {
+                                                     const ReplicaStore& store, std::uint64_t at,
+                                                     bool planned) {
     auto chain_id = random_hex(8);
     if (!chain_id) return fail(chain_id.error());
     const auto now = system_clock().now();
@@ -245,7 +247,7 @@ Result<FailoverRecord> start_with_reverse_checkpoint(const virt::Domain& domain,
     if (auto s = virt::start_domain_paused(domain); !s) return fail(s.error());
     auto xml = virt::create_checkpoint(domain, *name, targets);
     if (!xml) return fail(xml.error());
-    FailoverRecord record{at, *chain_id, *name, *xml, iso8601_utc(unix_seconds(now))};
+    FailoverRecord record{at, *chain_id, *name, *xml, iso8601_utc(unix_seconds(now)), planned};
     if (auto s = write_failover_record(store.folder(), record); !s) return fail(s.error());
     if (auto s = virt::resume_domain(domain); !s) return fail(s.error());
     return record;
@@ -298,7 +300,7 @@ Result<bool> settle_cut_off_failover(const virt::Connection& connection, Replica
 }  // namespace
 
 Result<json> Impl::failover_locked(VmEntry& entry, std::optional<std::uint64_t> seq,
-                                   TaskContext* given_task) {
+                                   TaskContext* given_task, bool planned) {
     std::optional<TaskContext> fallback;
     TaskContext& task = context_or(given_task, fallback);
     ReplicaStore& store = *entry.store;
@@ -333,7 +335,7 @@ Result<json> Impl::failover_locked(VmEntry& entry, std::optional<std::uint64_t> 
     task.phase("start");
     auto domain =
         define_on_overlays(store, *connection, "live", at, {name, identity.vm_uuid, {}, false});
-    auto record = domain ? start_with_reverse_checkpoint(*domain, store, at)
+    auto record = domain ? start_with_reverse_checkpoint(*domain, store, at, planned)
                          : Result<FailoverRecord>(std::unexpected(domain.error()));
     Status done = record ? store.set_state(std::string(kStateFailedOver)) : fail(record.error());
     if (!done) {
@@ -345,12 +347,14 @@ Result<json> Impl::failover_locked(VmEntry& entry, std::optional<std::uint64_t> 
         return fail(done.error().with_context(what));
     }
     refresh(entry);
-    log(LogLevel::info, "VM " + name + " failed over: running here from point " +
-                            std::to_string(at) + ", reverse chain " + record->chain_id);
+    log(LogLevel::info, "VM " + name + (planned ? " failed over (planned)" : " failed over") +
+                            ": running here from point " + std::to_string(at) + ", reverse chain " +
+                            record->chain_id);
     return json{{"vm", name},
                 {"uuid", identity.vm_uuid},
                 {"point", at},
-                {"checkpoint", record->checkpoint}};
+                {"checkpoint", record->checkpoint},
+                {"planned", planned}};
 }
 
 Result<json> Impl::remove_locked(VmEntry& entry) {
@@ -359,6 +363,7 @@ Result<json> Impl::remove_locked(VmEntry& entry) {
     const std::string uuid = store.identity().vm_uuid;
     if (auto s = refuse_state(store, "removing the replica"); !s) return fail(s.error());
     abort_cycle(entry, "the replica is removed");
+    cancel_seeding(uuid);
     const std::filesystem::path folder = store.folder();
     entry.store.reset();
     entry.removed = true;
@@ -520,8 +525,9 @@ Result<json> ReplicaHost::stop_test(const std::string& vm) {
 
 Result<json> ReplicaHost::failover(const std::string& vm, std::optional<std::uint64_t> seq,
                                    TaskContext* task) {
-    return with_entry(*impl_, vm,
-                      [&](VmEntry& entry) { return impl_->failover_locked(entry, seq, task); });
+    return with_entry(*impl_, vm, [&](VmEntry& entry) {
+        return impl_->failover_locked(entry, seq, task, false);
+    });
 }
 
 Result<json> ReplicaHost::commit(const std::string& vm) {
@@ -574,6 +580,7 @@ Result<ReverseSource> ReplicaHost::reverse_source(const std::string& vm) const {
         source.token = record->checkpoint;
         source.time = record->time;
         source.history = id.history;
+        source.planned = record->planned;
         return source;
     });
 }

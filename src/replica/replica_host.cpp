@@ -67,6 +67,13 @@ std::optional<net::HttpResponse> refuse_when_failed_over(const VmEntry& entry,
     return std::nullopt;
 }
 
+// While a seed is restored, the store has no point to apply a cycle to or to hash.
+std::optional<net::HttpResponse> refuse_while_seeding(const VmEntry& entry) {
+    if (entry.store->state() != kStateSeeding) return std::nullopt;
+    return error_response(409, "VM " + entry.name() + ": seeding from restore point " +
+                                   entry.seed_point + ": retry later");
+}
+
 StoreIdentity identity_of(const routes::Announcement& a, const std::string& subject) {
     return StoreIdentity{a.name,       a.uuid,  subject,  a.primary_endpoint,
                          a.domain_xml, a.disks, a.history};
@@ -152,6 +159,7 @@ void ReplicaHost::Impl::erase(const std::string& uuid) {
 
 void ReplicaHost::Impl::adopt_store(std::unique_ptr<ReplicaStore> store) {
     const std::string uuid = store->identity().vm_uuid;
+    settle_cut_off_seeding(*store);
     std::lock_guard lock(mutex);
     if (store->state() == kStateReversed) {
         retired.push_back(std::move(store));
@@ -252,6 +260,15 @@ namespace {
 
 using Impl = ReplicaHost::Impl;
 
+// An announcement with a seed, for a store without a point: the restore starts (the
+// announcement's answer is its check's error, if any). A store seeding already answers as is.
+Status maybe_seed(Impl& impl, const std::shared_ptr<VmEntry>& entry,
+                  const routes::Announcement& a) {
+    const ReplicaStore& store = *entry->store;
+    if (!a.seed || !store.points().empty() || store.state() == kStateSeeding) return {};
+    return impl.start_seeding(entry, *a.seed);
+}
+
 net::HttpResponse create_store(Impl& impl, const routes::Announcement& a,
                                const std::string& subject) {
     auto allow = impl.allowed(subject);
@@ -274,6 +291,17 @@ net::HttpResponse create_store(Impl& impl, const routes::Announcement& a,
         return error_response(store.error().with_context("replica of VM " + a.name));
     }
     entry->store = std::move(*store);
+    if (auto seeded = maybe_seed(impl, entry, a); !seeded) {
+        // Refused as a whole: the administrator chooses another point or --initial network.
+        entry->store.reset();
+        entry->removed = true;
+        std::error_code ec;
+        std::filesystem::remove_all(entry->folder, ec);
+        impl.erase(a.uuid);
+        impl.log(LogLevel::warning,
+                 "announcement of VM " + a.name + " refused: " + seeded.error().message());
+        return error_response(seeded.error());
+    }
     impl.refresh(*entry);
     impl.log(LogLevel::info, "VM " + a.name + " (" + a.uuid + ") from '" + subject +
                                  "' is replicated here, in " + entry->folder.string());
@@ -326,7 +354,11 @@ net::HttpResponse put_vm(Impl& impl, const routes::Route& route, const net::Http
     if (!impl.find_uuid(route.uuid)) return create_store(impl, *a, subject);
     auto locked = lock_owned(impl, route.uuid, subject);
     if (!locked) return locked.error();
-    return update_store(impl, *locked->entry, *a, subject);
+    auto answer = update_store(impl, *locked->entry, *a, subject);
+    if (answer.status != 200 || !locked->entry->store) return answer;
+    if (auto seeded = maybe_seed(impl, locked->entry, *a); !seeded)
+        return error_response(seeded.error());
+    return json_response(200, routes::state_json(*locked->entry->store));
 }
 
 net::HttpResponse begin_cycle(Impl& impl, const routes::Route& route,
@@ -340,6 +372,7 @@ net::HttpResponse begin_cycle(Impl& impl, const routes::Route& route,
     VmEntry& entry = *locked->entry;
     ReplicaStore& store = *entry.store;
     if (auto refused = refuse_when_failed_over(entry, "cycles are")) return *refused;
+    if (auto refused = refuse_while_seeding(entry)) return *refused;
     if (!routes::same_disks(begin->disks, store.identity().disks))
         return error_response(
             409, "cycle " + begin->header.id + " of VM " + entry.name() + " names disks " +
@@ -477,6 +510,7 @@ net::HttpResponse hashes(Impl& impl, const routes::Route& route, const net::Http
     if (!locked) return locked.error();
     VmEntry& entry = *locked->entry;
     if (auto refused = refuse_when_failed_over(entry, "block hashes are")) return *refused;
+    if (auto refused = refuse_while_seeding(entry)) return *refused;
     if (entry.cycle) entry.cycle->last_request = std::chrono::steady_clock::now();
     const auto& disks = entry.store->identity().disks;
     std::size_t index = disks.size();
@@ -514,7 +548,7 @@ net::HttpResponse planned_failover(Impl& impl, const routes::Route& route,
                               "(planned: true); an unplanned one is run on the replica host");
     auto locked = lock_owned(impl, route.uuid, subject);
     if (!locked) return locked.error();
-    auto done = impl.failover_locked(*locked->entry, std::nullopt, nullptr);
+    auto done = impl.failover_locked(*locked->entry, std::nullopt, nullptr, true);
     if (!done) return error_response(done.error());
     return json_response(200, *done);
 }
@@ -570,7 +604,9 @@ net::HttpResponse ReplicaHost::Impl::dispatch(const net::HttpRequest& request,
 // ---- ReplicaHost ----
 
 ReplicaHost::ReplicaHost(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-ReplicaHost::~ReplicaHost() = default;
+ReplicaHost::~ReplicaHost() {
+    if (impl_) impl_->stop_seeding();
+}
 
 Result<std::unique_ptr<ReplicaHost>> ReplicaHost::open(ReplicaHostOptions options) {
     auto impl = std::make_unique<Impl>();
@@ -634,11 +670,13 @@ json ReplicaHost::list() const {
         if (s.state.is_null()) continue;
         const json& latest = s.state["latest"];
         std::string store_state = s.state.value("state", "");
-        std::string link_state = store_state == kStateReplicating || store_state.empty()
+        const bool seeding = store_state == kStateSeeding;
+        std::string link_state = store_state == kStateReplicating || store_state.empty() || seeding
                                      ? (latest.is_null() ? "initial" : "normal")
                                      : store_state;
         Health h =
             compute_health(HealthInput{link_state, s.history, std::chrono::seconds(300)}, now);
+        if (seeding) h.reason = "seeding from a repository restore point";
         json rpo = nullptr, last_cycle = nullptr;
         if (!latest.is_null()) {
             last_cycle = latest["time"];

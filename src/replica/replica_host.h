@@ -23,7 +23,8 @@
 //   - failover: the VM (its own name and UUID) defined on live overlays above the chosen point
 //     (latest by default), started paused, a checkpoint of a new reverse chain (16 random hex,
 //     virt::make_checkpoint_name) made so that reverse replication later sends only what
-//     changed since, then resumed; the chain, checkpoint and point are kept in
+//     changed since, then resumed; the chain, checkpoint, point and whether it was planned
+//     (POST /failover from the primary) or not (failover() here) are kept in
 //     <store>/failover.json; the store's state becomes "failed-over" and cycles are refused;
 //     commit drops the other points; mark_reversed retires the store (state "reversed": its
 //     layers back the VM, which now runs here as a primary; it takes no more requests);
@@ -33,9 +34,17 @@
 //     by accident: it would write into the base), and the primary side is told to drop its
 //     link (release_primary, before the undefine: it deletes its chain from the VM). Any step
 //     failing undoes the store.
-// Store states (ReplicaStore::state()): "" or "replicating", "test-failover", "failing-over"
-// (set before a failover's first step: a daemon killed halfway leaves it, and the next
-// failover finishes it when the VM reached its reverse checkpoint or else undoes and redoes
+//   - seeding (an announcement with "seed": {"repository", "point"} for a store with no point
+//     yet): the restore point is checked while the request waits (it must be of the announced
+//     VM, by name or uuid, with the announced disk targets and sizes; an encrypted repository
+//     must be configured here with its password file), then the store's state is "seeding"
+//     and a thread of this host restores the point's disks into qcow2 base images and makes
+//     them point 0 (token "seed-<point id>"); cycles get 409 "seeding ... retry later"
+//     meanwhile. A seed that fails leaves the store without a point (its last error says why;
+//     the primary then sends a full copy); a daemon stopped while seeding does the same.
+// Store states (ReplicaStore::state()): "" or "replicating", "seeding", "test-failover",
+// "failing-over" (set before a failover's first step: a daemon killed halfway leaves it, and the
+// next failover finishes it when the VM reached its reverse checkpoint or else undoes and redoes
 // it), "failed-over", "reversed". A test failover sets its state first too: stop_test then
 // removes what a killed one left. Errors a caller can act on are ErrorKind::conflict (HTTP 409).
 // It is not: TLS (the daemon's listener), the primary side (replica_primary.h), scheduling.
@@ -71,6 +80,11 @@ struct ReverseSource {
     std::string token;           // = that checkpoint's name
     std::string time;
     unsigned history = 4;
+    // The failover was planned (the primary sent its last changes and shut down): the old
+    // primary's disks equal the reverse checkpoint's point, so the first cycle sends only
+    // changes. Unplanned: they hold writes this host never received, so the first reverse
+    // cycle is a resync (block hashes compared; only differing blocks sent).
+    bool planned = false;
 };
 
 struct ReplicaHostOptions {
@@ -82,6 +96,12 @@ struct ReplicaHostOptions {
     // primary side removes its link for `uuid` (and deletes its checkpoint chain).
     std::function<Status(const std::string& uuid)> release_primary;
     std::function<void(LogLevel, std::string_view)> log;
+    // Seeding from a repository: the password file of the repository at `path` as this
+    // host's daemon config lists it ([repository.NAME] path, password-file): nullopt when it
+    // is not configured here, an empty path when it is configured without one. Asked only
+    // when the repository is encrypted.
+    std::function<std::optional<std::filesystem::path>(const std::filesystem::path& path)>
+        repository_password_file;
 };
 
 class ReplicaHost {

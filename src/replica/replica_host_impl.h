@@ -15,11 +15,14 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "common/task.h"
 #include "replica/cycle_format.h"
 #include "replica/replica_health.h"
 #include "replica/replica_host.h"
+#include "replica/replica_routes.h"
 #include "replica/replica_store.h"
 
 namespace vmshadow::replica {
@@ -32,12 +35,18 @@ inline constexpr std::string_view kStateReversed = "reversed";
 // Set before a failover's first step: a daemon killed halfway leaves this, and the next
 // failover finishes or redoes it (cycles are refused meanwhile).
 inline constexpr std::string_view kStateFailingOver = "failing-over";
+// Restoring a repository's point into the base images (replica_seed.cpp); cycles refused.
+inline constexpr std::string_view kStateSeeding = "seeding";
 
 // What a failover made, kept beside the record (<folder>/failover.json, replaced atomically)
-// for commit and reverse_source.
+// for commit and reverse_source. `planned`: the primary asked for it after sending its last
+// changes (POST /failover {"planned": true}); an unplanned failover (run here, the primary
+// lost) leaves the old primary's disks with writes this host never received, so reversing it
+// must start with a resync. A record without the field reads as unplanned (the safe side).
 struct FailoverRecord {
     std::uint64_t seq = 0;
     std::string chain_id, checkpoint, checkpoint_xml, time;
+    bool planned = false;
 };
 
 struct InFlightCycle {
@@ -63,6 +72,7 @@ struct VmEntry {
     std::optional<InFlightCycle> cycle;
     std::deque<CycleRecord> history;  // since this daemon started
     std::string last_error;
+    std::string seed_point;  // the restore point being seeded from (short id), for messages
 
     // Refreshed under `mutex` after every change; read under summary_mutex.
     struct Summary {
@@ -90,6 +100,10 @@ struct ReplicaHost::Impl {
     // as a primary, so they stay open (locked) but take no requests.
     std::vector<std::unique_ptr<ReplicaStore>> retired;
     std::chrono::steady_clock::time_point last_sweep;  // under `mutex`
+    // Seeding threads (replica_seed.cpp), joined by stop_seeding(); `seeding` under `mutex`.
+    std::mutex seeders_mutex;
+    std::vector<std::jthread> seeders;
+    std::map<std::string, CancelToken> seeding;  // by uuid: cancels a running seed
 
     void log(LogLevel level, const std::string& line) const;
     std::optional<AllowEntry> allowed(const std::string& subject) const;
@@ -115,8 +129,16 @@ struct ReplicaHost::Impl {
 
     // Failover operations on a locked entry (replica_failover.cpp).
     Result<nlohmann::json> failover_locked(VmEntry& entry, std::optional<std::uint64_t> seq,
-                                           TaskContext* task);
+                                           TaskContext* task, bool planned);
     Result<nlohmann::json> remove_locked(VmEntry& entry);
+    // Seeding (replica_seed.cpp). start_seeding: on a locked entry whose store has no point:
+    // checks the point and starts the restore; the error is the announcement's answer.
+    Status start_seeding(const std::shared_ptr<VmEntry>& entry, const routes::SeedSpec& seed);
+    void cancel_seeding(const std::string& uuid);
+    void stop_seeding();  // cancels and joins every seeding thread (destruction)
+    // A store left "seeding" by a stopped daemon: its restored files dropped, state cleared.
+    void settle_cut_off_seeding(ReplicaStore& store) const;
+
     net::HttpResponse accept_reverse(const std::string& uuid, const std::string& subject,
                                      const nlohmann::json& body);
 };

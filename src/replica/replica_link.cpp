@@ -8,6 +8,7 @@
 
 #include "common/atomic_file.h"
 #include "common/time_format.h"
+#include "replica/replica_host.h"
 
 namespace vmshadow::replica {
 namespace {
@@ -287,6 +288,25 @@ Status save_link(const std::filesystem::path& file, const LinkRecord& link) {
     std::filesystem::create_directories(file.parent_path(), ec);
     if (ec) return fail(ErrorKind::io, file.parent_path().string() + ": " + ec.message());
     return write_file_atomically(file, link_to_json(link).dump(1) + "\n", 0600);
+}
+
+LinkRecord reverse_link(const ReverseSource& source, const std::optional<LinkSpec>& earlier) {
+    LinkRecord link;
+    if (earlier) link.spec = *earlier;
+    link.spec.vm = source.vm;
+    link.spec.to = source.peer_endpoint;
+    link.spec.history = source.history;
+    link.spec.start_at.reset();
+    link.spec.initial = LinkSpec::Initial::network;
+    link.spec.seed_repository.clear();
+    link.spec.seed_point.clear();
+    link.uuid = source.uuid;
+    link.chain_id = source.chain_id;
+    link.checkpoint = source.token;
+    link.checkpoint_xml = source.checkpoint_xml;
+    link.point_time = source.time;
+    link.state = source.planned ? "normal" : "resync-required";
+    return link;
 }
 
 }  // namespace vmshadow::replica

@@ -64,6 +64,13 @@ std::filesystem::path link_path(const std::filesystem::path& dir, const std::str
 Result<LinkRecord> load_link(const std::filesystem::path& file);
 Status save_link(const std::filesystem::path& file, const LinkRecord& link);
 
+// The link a reverse starts (ReplicaPrimary::reverse, on the new primary): `earlier` is the
+// administrator's spec this host had for the VM (interval, cap, ...) when it has one. Its base
+// is the failover's reverse checkpoint; state "normal" after a planned failover (the old
+// primary's disks are that point), "resync-required" after an unplanned one (they hold writes
+// this host never received: the first cycle compares block hashes and sends what differs).
+LinkRecord reverse_link(const struct ReverseSource& source, const std::optional<LinkSpec>& earlier);
+
 std::string initial_name(LinkSpec::Initial initial);
 std::optional<LinkSpec::Initial> parse_initial(std::string_view text);
 

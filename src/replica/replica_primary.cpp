@@ -324,7 +324,8 @@ Result<json> ReplicaPrimary::Impl::cycle(const LinkRecord& link, TaskContext* ta
         l.last_attempt = unix_seconds(started);
         l.cycle_running = l.last_attempt;
     });
-    bool awaiting_import = false;  // not a cycle: nothing to record
+    // Waiting for an import or a seed on the replica: not a cycle, nothing to record.
+    bool awaiting_import = false;
     auto record = [&](const Result<json>& result) {
         if (awaiting_import) {
             (void)update(link.uuid, [&](LinkRecord& l) { l.cycle_running.reset(); });
@@ -381,6 +382,18 @@ Result<json> ReplicaPrimary::Impl::cycle(const LinkRecord& link, TaskContext* ta
         std::string latest;
         if (state->contains("latest") && (*state)["latest"].is_object())
             latest = text_of((*state)["latest"], "token");
+        if (text_of(*state, "state") == "seeding") {
+            // Restoring the seed takes a while there; like an import, not a failed cycle.
+            awaiting_import = true;
+            return fail(ErrorKind::conflict, "vm '" + link.spec.vm + "': " + link.spec.to +
+                                                 " is seeding it from restore point " +
+                                                 link.spec.seed_point +
+                                                 ": the first cycle (a resync) follows");
+        }
+        if (latest.empty() && link.spec.initial == LinkSpec::Initial::repository)
+            log(LogLevel::warning, "vm '" + link.spec.vm + "': " + link.spec.to +
+                                       " holds no seeded point (its replica status says why): "
+                                       "sending a full copy");
         LinkRecord current = link;
         if (!current.exported_token.empty()) {
             awaiting_import = latest != current.exported_token;
@@ -764,7 +777,7 @@ Result<json> ReplicaPrimary::reverse(const ReverseSource& source, TaskContext* t
                     "vm '" + source.vm +
                         "': the old primary did not announce its replica "
                         "listener ([replica] listen there): reverse replication cannot reach it");
-    LinkRecord link;
+    std::optional<LinkSpec> earlier;
     {
         std::lock_guard lock(impl_->mutex);
         if (impl_->running.contains(source.uuid))
@@ -773,22 +786,12 @@ Result<json> ReplicaPrimary::reverse(const ReverseSource& source, TaskContext* t
             if (old->state != "failed-over")
                 return fail(ErrorKind::conflict,
                             "vm '" + source.vm + "' already replicates to " + old->spec.to);
-            link.spec = old->spec;  // keeps the administrator's interval, history, cap
+            earlier = old->spec;  // keeps the administrator's interval, history, cap
         } else if (auto released = load_link(link_path(impl_->dir / "released", source.uuid))) {
-            link.spec = released->spec;  // this host was its primary before
+            earlier = released->spec;  // this host was its primary before
         }
     }
-    link.spec.vm = source.vm;
-    link.spec.to = source.peer_endpoint;
-    link.spec.history = source.history;
-    link.spec.start_at.reset();
-    link.spec.initial = LinkSpec::Initial::network;
-    link.uuid = source.uuid;
-    link.chain_id = source.chain_id;
-    link.checkpoint = source.token;
-    link.checkpoint_xml = source.checkpoint_xml;
-    link.point_time = source.time;
-    link.state = "normal";
+    LinkRecord link = reverse_link(source, earlier);
     if (task)
         task->info("offering " + source.peer_endpoint + " to become the replica of '" + source.vm +
                    "'");
@@ -812,8 +815,12 @@ Result<json> ReplicaPrimary::reverse(const ReverseSource& source, TaskContext* t
     impl_->links[link.uuid] = link;
     std::error_code ec;
     fs::remove(link_path(impl_->dir / "released", link.uuid), ec);
-    impl_->log(LogLevel::info, "vm '" + source.vm + "' now replicates back to " +
-                                   source.peer_endpoint + " from checkpoint " + source.token);
+    impl_->log(LogLevel::info,
+               "vm '" + source.vm + "' now replicates back to " + source.peer_endpoint +
+                   " from checkpoint " + source.token +
+                   (source.planned ? ""
+                                   : " (unplanned failover: the first cycle is a resync, the "
+                                     "old primary's disks hold writes never replicated)"));
     return json{{"vm", source.vm}, {"replica", *answer}, {"status", impl_->status_of(link)}};
 }
 

@@ -13,14 +13,19 @@
 //   GET    /hello                         → {"version": 1, "host", "subject" (the server's),
 //                                             "peer" (the client's subject as seen)}
 //   PUT    /vms/{uuid}                    ← VmAnnouncement; creates or updates the store
-//                                           → VmReplicaState
+//                                           → VmReplicaState; with a seed, for a store without
+//                                           a point, the point is checked (a refused seed is
+//                                           the answer's error) and restored in the background
+//                                           (state "seeding")
 //   GET    /vms/{uuid}                    → VmReplicaState (404 when unknown)
 //   DELETE /vms/{uuid}                    → {"removed": true}; 409 while a test failover or a
 //                                           failed-over VM uses the store
 //   POST   /vms/{uuid}/cycles             ← CycleBegin → 201 {"cycle": id}; 409 with
 //                                           {"error", "resync_required": true} when the base
 //                                           token is not held; an unfinished cycle of the VM
-//                                           is aborted first (a new begin supersedes a dead one)
+//                                           is aborted first (a new begin supersedes a dead one);
+//                                           409 "seeding from restore point X: retry later"
+//                                           while seeding (POST hashes too)
 //   PUT    /vms/{uuid}/cycles/{id}/chunks/{seq}  ← application/octet-stream, one chunk body
 //                                           (cycle_format.h), seq 0,1,2,... exactly in order
 //                                           (409 otherwise) → {"frames": n}
@@ -39,7 +44,8 @@
 //                                           the offered token → VmReplicaState
 // JSON shapes:
 //   VmAnnouncement {"name", "uuid", "domain_xml", "disks": [{"target", "size"}], "history",
-//                   "primary_endpoint": "host:port"}
+//                   "primary_endpoint": "host:port", "seed": {"repository" (a path on the
+//                   replica host), "point" (id, prefix or NAME@latest)} (optional)}
 //   VmReplicaState {"name", "uuid", "disks": [{"target", "size"}], "state", "history",
 //                   "latest": RecoveryPoint|null,
 //                   "points": [RecoveryPoint...]}

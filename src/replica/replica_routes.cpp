@@ -281,6 +281,17 @@ Result<Announcement> parse_announcement(const json& body) {
     a.disks = read_disks(f, "VM announcement");
     a.history = static_cast<unsigned>(f.number("history", kMaxHistory));
     if (f.has("primary_endpoint")) a.primary_endpoint = f.string("primary_endpoint", 255, true);
+    if (auto it = body.find("seed"); f.ok() && it != body.end() && !it->is_null()) {
+        if (!it->is_object())
+            return fail(ErrorKind::invalid_argument,
+                        "VM announcement: field 'seed' is not an object");
+        Fields s(*it, "VM announcement's seed");
+        SeedSpec seed{s.string("repository", 4096), s.string("point", 256)};
+        if (s.ok() && !seed.repository.starts_with("/"))
+            s.problem("repository '" + printable(seed.repository) + "' is not an absolute path");
+        if (auto st = s.status(); !st) return fail(st.error());
+        a.seed = std::move(seed);
+    }
     if (f.ok() && !is_vm_name(a.name))
         f.problem("name '" + printable(a.name) + "' cannot be a folder name");
     if (f.ok() && !is_uuid(a.uuid)) f.problem("uuid '" + printable(a.uuid) + "' is not a UUID");

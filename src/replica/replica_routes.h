@@ -59,10 +59,17 @@ bool is_vm_name(std::string_view text);
 // A JSON object of at most `max_bytes` and 32 levels.
 Result<nlohmann::json> parse_object(std::string_view body, std::size_t max_bytes);
 
+// Initial replication seeded from a restore point of a repository this host reads.
+struct SeedSpec {
+    std::string repository;  // an absolute path on this host
+    std::string point;       // an id, a unique prefix or NAME@latest
+};
+
 struct Announcement {
     std::string name, uuid, domain_xml, primary_endpoint;
     std::vector<StoreDisk> disks;
     unsigned history = 4;
+    std::optional<SeedSpec> seed;  // "seed": {"repository", "point"}
 };
 Result<Announcement> parse_announcement(const nlohmann::json& body);
 

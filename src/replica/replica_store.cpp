@@ -220,6 +220,49 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::adopt(const fs::path& folder
     return std::unique_ptr<ReplicaStore>(new ReplicaStore(std::move(impl)));
 }
 
+Status ReplicaStore::seed(const std::vector<fs::path>& images, const std::string& token,
+                          const std::string& time) {
+    const StoreIdentity& identity = impl_->record.identity;
+    if (!impl_->record.points.empty() || impl_->cycle_active)
+        return fail(ErrorKind::conflict, "the replica of VM " + identity.vm_name +
+                                             " holds a point already: it is not seeded");
+    if (images.size() != identity.disks.size())
+        return fail(ErrorKind::invalid_argument,
+                    "seed: " + std::to_string(images.size()) + " images for " +
+                        std::to_string(identity.disks.size()) + " disks");
+    for (std::size_t d = 0; d < images.size(); ++d) {
+        auto info = detail::image_info(images[d]);
+        if (!info) return fail(info.error().with_context("seed"));
+        if (info->format != "qcow2" || info->virtual_size != identity.disks[d].size)
+            return fail(ErrorKind::invalid_argument,
+                        "seed: image " + images[d].string() + " is " + info->format + " of " +
+                            std::to_string(info->virtual_size) + " bytes, disk " +
+                            identity.disks[d].target + " is qcow2 of " +
+                            std::to_string(identity.disks[d].size));
+    }
+    detail::StoreRecord next = impl_->record;
+    detail::LayerSet base;
+    for (std::size_t d = 0; d < images.size(); ++d) {
+        const std::string name = detail::layer_name(0, identity.disks[d].target);
+        std::error_code ec;
+        fs::rename(images[d], impl_->path_of(name), ec);
+        if (ec) {
+            impl_->remove_files(base.files);
+            return fail(os_error("seed: move " + images[d].string() + " into the store", ec));
+        }
+        base.files.push_back(name);
+        base.sizes.push_back(identity.disks[d].size);
+    }
+    next.points = {{0, token, time, "crash", base.files}};
+    next.stack = {base};
+    next.next_seq = 1;
+    if (auto ok = impl_->save(std::move(next)); !ok) {
+        impl_->remove_files(base.files);
+        return ok;
+    }
+    return {};
+}
+
 const StoreIdentity& ReplicaStore::identity() const {
     return impl_->record.identity;
 }

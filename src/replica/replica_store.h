@@ -107,6 +107,14 @@ class ReplicaStore {
         const std::string& time);
     ~ReplicaStore();
 
+    // Seeding (initial replication from a repository restore point): takes qcow2 images
+    // without a backing file (restored into this store's folder, one per disk in identity
+    // order, at the identity's sizes) as the base of point 0 — renamed to p0-<target>.qcow2,
+    // then the record replaced. Only while the store has no point and no cycle runs
+    // (conflict); a size or format that differs is invalid_argument and nothing is recorded.
+    Status seed(const std::vector<std::filesystem::path>& images, const std::string& token,
+                const std::string& time);
+
     const StoreIdentity& identity() const;
     Status set_history(unsigned history);
     const std::vector<RecoveryPoint>& points() const;  // oldest first
