@@ -254,6 +254,29 @@ TEST_F(ReplicaAcceptance, DeletedCheckpointLeadsToAResyncSendingOnlyTheDifferenc
     expect_equal_now(a, b, vm);
 }
 
+// A replicated disk grown on the primary (virsh blockresize): the primary announces the VM
+// again, the replica takes a full copy (the layers' sizes changed) instead of refusing every
+// cycle, and then equals the primary at the new size.
+TEST_F(ReplicaAcceptance, GrownDiskIsAnnouncedAgainAndReplicated) {
+    start_both();
+    lab::LabGuest& g = boot_guest();
+    const std::string vm = g.name();
+    enable_and_copy(vm);
+    ASSERT_EQ(a.virsh({"blockresize", vm, "vdb", "96M"}).exit_code, 0);
+    write_random_blocks(g, 1u << 20);
+    cycle(a, vm);
+    EXPECT_EQ(a.replica_entry(vm, "primary").value("state", ""), "normal")
+        << state_of(a, vm, "primary");
+    // Its newest layer has the new size (qemu-img compare alone would pass a shorter copy
+    // whose missing tail the primary holds as zeros).
+    fs::path vdb = point_layer(b, vm, latest_seq(b, vm), "vdb");
+    auto info = lab::run_process({"qemu-img", "info", "-U", "--output=json", vdb.string()});
+    ASSERT_TRUE(info && info->exit_code == 0) << vdb;
+    EXPECT_EQ(nlohmann::json::parse(info->out).value("virtual-size", 0ull), 96ull << 20)
+        << info->out;
+    expect_equal_now(a, b, vm);
+}
+
 // kill -9 of the primary's daemon halfway through a cycle (after a chunk was sent, before the
 // commit): the replica keeps its points unharmed, the cut cycle is not one of them, the
 // restarted primary shows the failure, and its next cycle completes.
