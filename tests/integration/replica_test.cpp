@@ -277,23 +277,39 @@ TEST_F(ReplicaAcceptance, GrownDiskIsAnnouncedAgainAndReplicated) {
     expect_equal_now(a, b, vm);
 }
 
+// The kill tests' start: a replicated guest with one cycle done, `side`'s daemon restarted to
+// hold for a minute at `step` of the next cycle, and 48 MiB written so that cycle has chunks.
+class ReplicaKill : public ReplicaAcceptance {
+  protected:
+    struct HeldCycle {
+        std::string vm;
+        std::uint64_t before = 0;  // the replica's newest point before the cycle
+        nlohmann::json points_before;
+        fs::path next_layer;  // the layer the held cycle writes on host B
+    };
+    HeldCycle hold_next_cycle_at(ReplicaSide& side, const std::string& step) {
+        start_both();
+        lab::LabGuest& g = boot_guest();
+        HeldCycle held;
+        held.vm = g.name();
+        enable_and_copy(held.vm);
+        cycle(a, held.vm);
+        held.before = latest_seq(b, held.vm);
+        held.points_before = b.points(held.vm);
+        side.daemon->stop_daemon();
+        side.daemon->start_daemon(
+            {"VMSHADOW_TEST_PAUSE_AT=" + step, "VMSHADOW_TEST_PAUSE_MS=60000"});
+        write_random_blocks(g, 48u << 20);
+        held.next_layer = point_layer(b, held.vm, held.before + 1, "vda");
+        return held;
+    }
+};
+
 // kill -9 of the primary's daemon halfway through a cycle (after a chunk was sent, before the
 // commit): the replica keeps its points unharmed, the cut cycle is not one of them, the
 // restarted primary shows the failure, and its next cycle completes.
-TEST_F(ReplicaAcceptance, KillOfThePrimaryDaemonMidCycleDamagesNothing) {
-    start_both();
-    lab::LabGuest& g = boot_guest();
-    const std::string vm = g.name();
-    enable_and_copy(vm);
-    cycle(a, vm);
-    auto before = latest_seq(b, vm);
-    auto points_before = b.points(vm);
-
-    a.daemon->stop_daemon();
-    a.daemon->start_daemon(
-        {"VMSHADOW_TEST_PAUSE_AT=replica-chunk-sent", "VMSHADOW_TEST_PAUSE_MS=60000"});
-    write_random_blocks(g, 48u << 20);
-    fs::path next_layer = point_layer(b, vm, before + 1, "vda");
+TEST_F(ReplicaKill, KillOfThePrimaryDaemonMidCycleDamagesNothing) {
+    auto [vm, before, points_before, next_layer] = hold_next_cycle_at(a, "replica-chunk-sent");
     {
         BackgroundCycle running(a, vm, dir / "cycle-a.out");
         ASSERT_TRUE(wait_mid_cycle(*a.daemon, "replica-chunk-sent", next_layer, 180s))
@@ -319,21 +335,9 @@ TEST_F(ReplicaAcceptance, KillOfThePrimaryDaemonMidCycleDamagesNothing) {
 // kill -9 of the replica host's daemon while it applies a cycle (for the primary: the
 // connection cut): the primary shows the failed cycle meanwhile; the restarted replica drops
 // the half-written layer, keeps every point, and the next cycle completes.
-TEST_F(ReplicaAcceptance, KillOfTheReplicaDaemonMidCycleDamagesNothing) {
-    start_both();
-    lab::LabGuest& g = boot_guest();
-    const std::string vm = g.name();
-    enable_and_copy(vm);
-    cycle(a, vm);
-    auto before = latest_seq(b, vm);
-    auto points_before = b.points(vm);
+TEST_F(ReplicaKill, KillOfTheReplicaDaemonMidCycleDamagesNothing) {
+    auto [vm, before, points_before, next_layer] = hold_next_cycle_at(b, "replica-chunk-applied");
     fs::path store = store_folder(b, vm);
-
-    b.daemon->stop_daemon();
-    b.daemon->start_daemon(
-        {"VMSHADOW_TEST_PAUSE_AT=replica-chunk-applied", "VMSHADOW_TEST_PAUSE_MS=60000"});
-    write_random_blocks(g, 48u << 20);
-    fs::path next_layer = point_layer(b, vm, before + 1, "vda");
     {
         BackgroundCycle running(a, vm, dir / "cycle-a.out");
         ASSERT_TRUE(wait_mid_cycle(*b.daemon, "replica-chunk-applied", next_layer, 180s))
