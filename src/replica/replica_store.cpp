@@ -114,6 +114,19 @@ void ReplicaStore::Impl::remove_files(const std::vector<std::string>& names) con
     for (const auto& n : names) fs::remove(path_of(n), ec);
 }
 
+namespace {
+// A store's Impl for `folder` (made absolute) holding the folder's lock: every way in
+// (open, create, adopt) takes the lock before it reads or writes anything there.
+Result<std::unique_ptr<ReplicaStore::Impl>> locked_impl(const fs::path& folder) {
+    auto impl = std::make_unique<ReplicaStore::Impl>();
+    impl->folder = fs::absolute(folder);
+    auto lock = lock_folder(impl->folder);
+    if (!lock) return fail(lock.error());
+    impl->lock = std::move(*lock);
+    return impl;
+}
+}  // namespace
+
 ReplicaStore::ReplicaStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ReplicaStore::~ReplicaStore() = default;
 
@@ -121,11 +134,9 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::open(const fs::path& folder)
     std::error_code ec;
     if (!fs::exists(folder / detail::kRecordName, ec))
         return fail(ErrorKind::not_found, "no replica store in " + folder.string());
-    auto impl = std::make_unique<Impl>();
-    impl->folder = fs::absolute(folder);
-    auto lock = lock_folder(impl->folder);
-    if (!lock) return fail(lock.error());
-    impl->lock = std::move(*lock);
+    auto locked = locked_impl(folder);
+    if (!locked) return fail(locked.error());
+    auto impl = std::move(*locked);
     auto record = read_record(impl->folder);
     if (!record) return fail(record.error());
     impl->record = std::move(*record);
@@ -139,11 +150,9 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::create(const fs::path& folde
     std::error_code ec;
     fs::create_directories(folder, ec);
     if (ec) return fail(os_error("create the replica store folder " + folder.string(), ec));
-    auto impl = std::make_unique<Impl>();
-    impl->folder = fs::absolute(folder);
-    auto lock = lock_folder(impl->folder);
-    if (!lock) return fail(lock.error());
-    impl->lock = std::move(*lock);
+    auto locked = locked_impl(folder);
+    if (!locked) return fail(locked.error());
+    auto impl = std::move(*locked);
     StoreRecord next;
     auto existing = read_record(impl->folder);
     if (existing) {
@@ -183,11 +192,9 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::adopt(const fs::path& folder
                                              " exists already; remove it before adopting disks");
     fs::create_directories(folder, ec);
     if (ec) return fail(os_error("create the replica store folder " + folder.string(), ec));
-    auto impl = std::make_unique<Impl>();
-    impl->folder = fs::absolute(folder);
-    auto lock = lock_folder(impl->folder);
-    if (!lock) return fail(lock.error());
-    impl->lock = std::move(*lock);
+    auto locked = locked_impl(folder);
+    if (!locked) return fail(locked.error());
+    auto impl = std::move(*locked);
     StoreRecord next;
     next.identity = identity;
     next.state = kDefaultState;
