@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-LAYERS = ["common", "virt", "vss", "repo", "vmwriter", "engine", "export", "net", "replica",
+LAYERS = ["common", "storage", "virt", "vss", "repo", "vmwriter", "engine", "export", "net", "replica",
           "daemon", "cli"]
 LAYER_WORD = re.compile(r"\b(" + "|".join(LAYERS) + r")\b")
 
