@@ -151,6 +151,16 @@ up() {
     echo "$ENV_FILE"
     return 0
   fi
+  # A free port can be taken between our choice and the daemon's bind: try again on new ports.
+  local attempt
+  for attempt in 1 2 3; do
+    (up_once) && return 0
+    log "start $attempt of 3 failed"
+  done
+  return 1
+}
+
+up_once() {
   [ -e "$D" ] && { log "$D exists but the gateway does not answer: taking it down first"; down >/dev/null; }
   local t0=$SECONDS mon_port rgw_port tls_port=0 fsid uuid id ok=0 e
   # A failed start leaves nothing running: the logs' tails go to stderr, then down.
