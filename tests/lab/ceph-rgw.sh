@@ -15,7 +15,8 @@
 #
 # The env file ($CEPHLAB/s3.env, KEY=VALUE lines, `set -a; . FILE` loads it):
 #   VMSHADOW_TEST_S3_ENDPOINT=http://127.0.0.1:PORT   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-#   AWS_DEFAULT_REGION; with TLS=1 also VMSHADOW_TEST_S3_HTTPS_ENDPOINT=https://127.0.0.1:PORT
+#   AWS_DEFAULT_REGION, VMSHADOW_TEST_CEPH_CONF (for radosgw-admin: tests remove their buckets
+#   with it, not with the client under test); with TLS=1 also VMSHADOW_TEST_S3_HTTPS_ENDPOINT=https://127.0.0.1:PORT
 #   and VMSHADOW_TEST_S3_CACERT=$CEPHLAB/tls/ca.pem (a test CA made here, for --cacert).
 #
 # Environment:
@@ -202,6 +203,7 @@ up_once() {
     echo "AWS_ACCESS_KEY_ID=$AK"
     echo "AWS_SECRET_ACCESS_KEY=$SK"
     echo "AWS_DEFAULT_REGION=us-east-1"
+    echo "VMSHADOW_TEST_CEPH_CONF=$D/ceph.conf"
     if [ "$TLS" = 1 ]; then
       echo "VMSHADOW_TEST_S3_HTTPS_ENDPOINT=https://$IP:$tls_port"
       echo "VMSHADOW_TEST_S3_CACERT=$D/tls/ca.pem"

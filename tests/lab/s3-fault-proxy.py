@@ -17,7 +17,7 @@ with a seeded generator, meets one fault, the kinds taken in turn:
 Everything is bounded: connections (128 at once), request bodies (1 GiB), and the proxy's
 life (--lifetime seconds, then it exits by itself). It counts what it did: --stats FILE holds
 {"requests", "forwarded", "503", "reset", "delay", "by_method": {...}} rewritten after each
-request, and --log FILE gets one line per request: "UNIXTIME METHOD PATH STATUS FAULT".
+request, and --log FILE gets one line per request: "ARRIVAL_UNIXTIME METHOD PATH STATUS FAULT".
 """
 import argparse
 import http.client
@@ -61,13 +61,13 @@ class State:
             self.stats[kind] += 1
             return kind
 
-    def record(self, method, path, status, fault):
+    def record(self, method, path, status, fault, arrived):
         with self.lock:
             if status:
                 self.stats["forwarded"] += fault != "503"
             if self.args.log:
                 with open(self.args.log, "a") as f:
-                    f.write(f"{time.time():.3f} {method} {path} {status or '-'} {fault or '-'}\n")
+                    f.write(f"{arrived:.3f} {method} {path} {status or '-'} {fault or '-'}\n")
             if self.args.stats:
                 tmp = self.args.stats + ".tmp"
                 with open(tmp, "w") as f:
@@ -139,11 +139,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     raise
 
     def proxy(self):
-        method, path = self.command, self.path
+        method, path, arrived = self.command, self.path, time.time()
         try:
             body = self.read_body()
         except (ValueError, OSError):
-            self.state.record(method, path, 0, "bad-request")
+            self.state.record(method, path, 0, "bad-request", arrived)
             self.reset()
             return
         fault = self.state.draw(method)
@@ -154,10 +154,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             if method != "HEAD":
                 self.wfile.write(SLOWDOWN)
-            self.state.record(method, path, 503, fault)
+            self.state.record(method, path, 503, fault, arrived)
             return
         if fault == "reset" and method != "GET":
-            self.state.record(method, path, 0, fault)
+            self.state.record(method, path, 0, fault, arrived)
             self.reset()
             return
         if fault == "delay":
@@ -165,7 +165,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             resp, data = self.forward(body)
         except (OSError, http.client.HTTPException):
-            self.state.record(method, path, 0, "upstream-error")
+            self.state.record(method, path, 0, "upstream-error", arrived)
             self.reset()
             return
         self.send_response_only(resp.status, resp.reason)
@@ -177,12 +177,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if fault == "reset" and data:  # a GET cut in the middle of its body
             self.wfile.write(data[: len(data) // 2])
-            self.state.record(method, path, resp.status, fault)
+            self.state.record(method, path, resp.status, fault, arrived)
             self.reset()
             return
         if data:
             self.wfile.write(data)
-        self.state.record(method, path, resp.status, fault)
+        self.state.record(method, path, resp.status, fault, arrived)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = proxy
 
