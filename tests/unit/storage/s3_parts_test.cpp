@@ -97,7 +97,7 @@ TEST(TokenBucket, SpendsTheBurstThenPacesAtTheRate) {
     EXPECT_EQ(bucket.reserve(1, 100.0), 0);
     EXPECT_EQ(bucket.reserve(1, 100.0), 0);
     EXPECT_DOUBLE_EQ(bucket.reserve(1, 100.0), 0.1);
-    EXPECT_DOUBLE_EQ(bucket.reserve(1, 100.0), 0.2);  // queued behind the previous one
+    EXPECT_DOUBLE_EQ(bucket.reserve(1, 100.0), 0.2);   // queued behind the previous one
     EXPECT_NEAR(bucket.reserve(1, 100.4), 0.0, 1e-9);  // the debt is paid by then
 }
 
