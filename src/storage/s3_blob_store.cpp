@@ -207,7 +207,12 @@ Outcome judge(const S3Response& r) {
     if (r.status >= 200 && r.status < 300) return {Verdict::ok};
     auto answer = parse_error_answer(r.body);
     std::string why = std::to_string(r.status);
-    if (!answer.code.empty()) why += " " + answer.code;
+    if (!answer.code.empty())
+        why += " " + answer.code;
+    else if (r.status == 403)  // a HEAD's answer has no body to say why
+        why += " Forbidden (wrong access key or secret, or no access to the bucket)";
+    else if (r.status == 404)
+        why += " Not Found";
     if (!answer.message.empty()) why += ": " + answer.message;
     bool retry = r.status >= 500 || r.status == 429 || answer.code == "RequestTimeout" ||
                  answer.code == "SlowDown";
@@ -260,7 +265,9 @@ class S3BlobStore final : public BlobStore {
     std::string url(std::string_view key, const QueryParams& query = {}) const {
         return s3_url(where_, options_.virtual_hosted, key.empty() ? "" : full_key(key), query);
     }
-    std::string name(std::string_view key) const { return location_ + ": " + std::string(key); }
+    std::string name(std::string_view key) const {
+        return key.empty() ? location_ : location_ + ": " + std::string(key);
+    }
     Status valid(std::string_view key) const {
         if (auto st = check_key(key); !st) return fail(st.error().with_context(location_));
         return {};
