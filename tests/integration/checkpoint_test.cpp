@@ -45,8 +45,8 @@ class CheckpointTest : public ::testing::Test {
         lab::LabGuest& g = guests.back();
         if (!start) return g;
         if (auto s = g.start(); !s) throw std::runtime_error(s.error().message());
-        auto s = options.agent == AgentMode::on ? g.wait_for_agent()
-                                                : g.wait_for_serial("lab: agent stopped");
+        auto s =
+            options.agent == AgentMode::on ? g.wait_for_agent() : g.wait_for_serial("lab: ready");
         if (!s) throw std::runtime_error(s.error().message());
         return g;
     }
@@ -270,7 +270,7 @@ TEST_F(CheckpointTest, TreeOfAShutOffVmShowsNowWhereItIsAndRenames) {
     auto line_of = [&](const std::string& needle) { return text.out.find(needle); };
     EXPECT_LT(line_of("├─ b  ("), line_of("└─ c  (")) << text.out;
     EXPECT_LT(line_of("└─ c  ("), line_of("└─ d  (")) << text.out;
-    EXPECT_LT(line_of("└─ d  ("), line_of("Now")) << text.out;
+    EXPECT_LT(line_of("└─ d  ("), line_of("└─ Now")) << text.out;
 
     json tree = tree_of(g);
     EXPECT_EQ(tree["checkpoints"].size(), 4u);
