@@ -245,6 +245,37 @@ TEST_F(CheckpointTest, GuestWithoutAgentGetsAStandardCheckpointOnlyWhenAllowed) 
     EXPECT_EQ(state_of(g), "running");
 }
 
+TEST_F(CheckpointTest, ApplyThatCannotFinishLeavesTheVmRunningOnItsDisks) {
+    lab::LabGuest& g = make(GuestOptions{}, true);
+    json made = checkpoint_ok({"create", g.name(), "s", "--type", "standard"});
+    const fs::path memory = made["memory_file"].get<std::string>();
+    const std::string now = vda_source(g);
+    const auto overlays = overlays_in(g);
+    auto unchanged = [&](const std::string& why) {
+        EXPECT_EQ(state_of(g), "running") << why;
+        EXPECT_EQ(vda_source(g), now) << why;
+        EXPECT_EQ(overlays_in(g), overlays) << why << ": no overlay behind";
+        json tree = tree_of(g);
+        EXPECT_EQ(tree["now"]["disks"][0]["image"], now) << why;
+        EXPECT_FALSE(tree.contains("tracking_reset_at")) << why;
+    };
+
+    // Damaged past its header: found out only when restoring, after the VM was turned off.
+    fs::resize_file(memory, 1 << 20);
+    auto late = run_vmshadow({"checkpoint", "apply", g.name(), "s", "--yes"});
+    EXPECT_NE(late.exit_code, 0) << late.out;
+    EXPECT_NE(late.err.find("back on its disks"), std::string::npos) << late.err;
+    unchanged("a restore that failed");
+    ASSERT_TRUE(g.wait_for_agent()) << "it boots from the disks it had";
+
+    // Unreadable from the start: refused before the VM is touched.
+    fs::resize_file(memory, 0);
+    auto early = run_vmshadow({"checkpoint", "apply", g.name(), "s", "--yes"});
+    EXPECT_NE(early.exit_code, 0) << early.out;
+    EXPECT_NE(early.err.find("memory image cannot be read"), std::string::npos) << early.err;
+    unchanged("a memory image that cannot be read");
+}
+
 TEST_F(CheckpointTest, TreeOfAShutOffVmShowsNowWhereItIsAndRenames) {
     lab::LabGuest& g = make(GuestOptions{}, false);
     json a = checkpoint_ok({"create", g.name(), "a"});
