@@ -5,6 +5,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "common/time_format.h"
 #include "engine/checkpoint_ops.h"
 #include "engine/checkpoint_session.h"
 #include "virt/freeze_guard.h"
@@ -168,6 +169,13 @@ Result<Checkpoint> create_checkpoint(virt::Connection& connection,
         }
     }
 
+    if (c.consistency == "shut off") {
+        // qemu-img's overlay carries none of the dirty bitmaps a live snapshot would.
+        s.tree.tracking_reset_at = now;
+        s.tree.tracking_reset_reason = "checkpoint '" + c.name + "' was made at " +
+                                       iso8601_utc(now) +
+                                       " while the VM was off (its overlay has no change tracking)";
+    }
     s.tree.checkpoints.push_back(c);
     s.tree.current = c.id;
     s.tree.active = overlays;

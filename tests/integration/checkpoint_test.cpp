@@ -305,6 +305,9 @@ TEST_F(CheckpointTest, TreeOfAShutOffVmShowsNowWhereItIsAndRenames) {
 
     json tree = tree_of(g);
     EXPECT_EQ(tree["checkpoints"].size(), 4u);
+    EXPECT_NE(tree["tracking_reset_reason"].get<std::string>().find("while the VM was off"),
+              std::string::npos)
+        << "an offline overlay tracks no changes: the next backup must be full";
     EXPECT_EQ(vda_source(g), tree["now"]["disks"][0]["image"]);
     // Every overlay made is in the record (b's layer too), and the VM boots on the last one.
     std::set<std::string> recorded;
