@@ -64,7 +64,7 @@ struct CheckpointApplyOptions {
 };
 struct CheckpointApplyOutcome {
     Checkpoint applied;
-    bool running = false;          // the VM runs after the apply
+    bool running = false;                // the VM runs after the apply
     std::vector<std::string> discarded;  // the overlay images of the state it left
 };
 Result<CheckpointApplyOutcome> apply_checkpoint(virt::Connection& connection,

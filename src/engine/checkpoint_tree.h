@@ -98,7 +98,8 @@ Result<CheckpointTree> checkpoint_tree_from_json(std::string_view text, const st
 
 // A checkpoint by name or id (not_found naming the VM and listing the names).
 Result<const Checkpoint*> find_checkpoint(const CheckpointTree& tree, std::string_view name_or_id);
-std::vector<const Checkpoint*> checkpoint_children(const CheckpointTree& tree, const std::string& id);
+std::vector<const Checkpoint*> checkpoint_children(const CheckpointTree& tree,
+                                                   const std::string& id);
 // The checkpoints from the root to `current` (the layers under "now"), root first.
 std::vector<const Checkpoint*> checkpoint_path_to_current(const CheckpointTree& tree);
 // A fresh id not used in the tree.
