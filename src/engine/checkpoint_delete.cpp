@@ -9,7 +9,7 @@
 
 #include "engine/checkpoint_merge_plan.h"
 #include "engine/checkpoint_ops.h"
-#include "engine/vm_lock.h"
+#include "engine/checkpoint_session.h"
 #include "virt/block_commit.h"
 #include "virt/connection.h"
 #include "virt/domain.h"
@@ -32,30 +32,6 @@ std::string owner_name(const CheckpointTree& tree, const std::string& owner) {
     if (owner == kNowOwner) return "now";
     auto c = find_checkpoint(tree, owner);
     return c ? "checkpoint '" + (*c)->name + "'" : owner;
-}
-
-// The record must describe the disks the VM uses now; merging from a stale record (a VM
-// restored or its disks changed outside vmshadow) would write into the wrong files.
-Status check_record_matches_vm(const virt::Domain& domain, const CheckpointTree& tree,
-                               bool running) {
-    auto xml = domain.xml(running ? virt::XmlFlavor::live : virt::XmlFlavor::inactive);
-    if (!xml) return fail(xml.error());
-    auto description = virt::parse_domain_xml(*xml);
-    if (!description) return fail(description.error());
-    for (const auto& active : tree.active) {
-        auto disk =
-            std::find_if(description->disks.begin(), description->disks.end(),
-                         [&](const virt::DiskSpec& d) { return d.target == active.target; });
-        std::string now = disk == description->disks.end() ? "no such disk" : disk->path;
-        if (now != active.image)
-            return fail(ErrorKind::conflict,
-                        domain.label() + ": disk " + active.target + " is " + now +
-                            " but its checkpoint record says " + active.image +
-                            ": the disks changed outside vmshadow, so no checkpoint is merged "
-                            "(the record is " +
-                            (checkpoint_folder(tree.vm_uuid) / "tree.json").string() + ")");
-    }
-    return {};
 }
 
 // Dependants of the checkpoint's layers whose file no longer rests on the layer (pulled by
@@ -173,7 +149,14 @@ Status delete_one(DeleteRun& run, const std::string& id) {
     const Checkpoint c = **found;
     auto moved = moved_dependants(run.tree, c);
     if (!moved) return fail(moved.error().with_context("checkpoint '" + c.name + "'"));
-    const auto plan = plan_checkpoint_merge(run.tree, c, run.running, *moved);
+    auto plan = plan_checkpoint_merge(run.tree, c, run.running, *moved);
+    // What the layer really rests on (the record knows only checkpoints: a root layer may be
+    // an overlay of a base image the VM was created on).
+    for (auto& disk : plan.disks) {
+        auto backing = virt::image_backing_file(disk.layer);
+        if (!backing) return fail(backing.error().with_context("checkpoint '" + c.name + "'"));
+        disk.layer_backing = *backing;
+    }
     bool layer_changed = false;
     for (const auto& disk : plan.disks)
         if (auto st = merge_disk(run, disk, layer_changed); !st)
@@ -204,19 +187,19 @@ Status delete_one(DeleteRun& run, const std::string& id) {
 Result<CheckpointDeleteOutcome> delete_checkpoint(virt::Connection& connection,
                                                   const CheckpointDeleteOptions& options,
                                                   TaskContext& task) {
-    auto domain = connection.lookup(options.vm);
-    if (!domain) return std::unexpected(domain.error());
-    auto lock = VmLock::acquire({{domain->name(), domain->uuid()}}, "checkpoint delete");
-    if (!lock) return std::unexpected(lock.error());
-    auto tree = load_checkpoint_tree(domain->uuid());
-    if (!tree) return std::unexpected(tree.error());
+    // The VM found, locked, its record loaded and checked against the disks it uses now (a
+    // stale record would merge the wrong files).
+    auto session = open_checkpoint_session(connection, options.vm, "checkpoint delete");
+    if (!session) return std::unexpected(session.error());
+    auto* domain = &session->domain;
+    auto* tree = &session->tree;
+    if (!session->active() && session->state != virt::DomainState::shutoff)
+        return fail(ErrorKind::conflict,
+                    domain->label() + " is " + std::string(virt::state_name(session->state)) +
+                        ": its checkpoints are merged while it runs or when it is off; retry then");
     auto target = find_checkpoint(*tree, options.checkpoint);
     if (!target) return std::unexpected(target.error());
-    auto state = domain->state();
-    if (!state) return std::unexpected(state.error());
-    const bool running = *state != virt::DomainState::shutoff;
-    if (auto st = check_record_matches_vm(*domain, *tree, running); !st)
-        return std::unexpected(st.error());
+    const bool running = session->active();
     if (!options.subtree && !checkpoint_children(*tree, (*target)->id).empty())
         task.info("its children stay: their layers take in what they need of '" + (*target)->name +
                   "'");
