@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: MIT
+// Deleting checkpoints, and checkpoints together with backups, on real guests: a middle
+// checkpoint merged while the guest writes leaves the others' content unchanged; backups
+// across checkpoint create / delete restore the guest's disk; an apply makes the next backup
+// full and says why; --subtree; a restore in place forgets the VM's checkpoints.
+#include <stdlib.h>
+
+#include <thread>
+
+#include "engine/checkpoint_ops.h"
+#include "engine/checkpoint_tree.h"
+#include "integration/vm_backup_fixture.h"
+
+namespace vmshadow::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A checkpoint folder per test ($VMSHADOW_CHECKPOINT_DIR, which the vmshadow processes the
+// test starts inherit), removed with the test's folder.
+class CheckpointMergeTest : public VmBackupTest {
+  protected:
+    void SetUp() override {
+        VmBackupTest::SetUp();
+        ::setenv("VMSHADOW_CHECKPOINT_DIR", (dir / "checkpoints").c_str(), 1);
+    }
+    void TearDown() override {
+        VmBackupTest::TearDown();
+        ::unsetenv("VMSHADOW_CHECKPOINT_DIR");
+    }
+
+    engine::Checkpoint create(const lab::LabGuest& g, const std::string& name) {
+        auto conn = virt::Connection::open(lab::lab_uri());
+        if (!conn) throw std::runtime_error(conn.error().message());
+        engine::CheckpointCreateOptions o;
+        o.vm = g.name();
+        o.name = name;
+        TaskContext task;
+        auto c = engine::create_checkpoint(*conn, o, task);
+        if (!c) throw std::runtime_error("checkpoint create " + name + ": " + c.error().message());
+        return *c;
+    }
+
+    void apply(const lab::LabGuest& g, const std::string& name) {
+        auto conn = virt::Connection::open(lab::lab_uri());
+        if (!conn) throw std::runtime_error(conn.error().message());
+        engine::CheckpointApplyOptions o;
+        o.vm = g.name();
+        o.checkpoint = name;
+        o.start = true;
+        TaskContext task;
+        auto applied = engine::apply_checkpoint(*conn, o, task);
+        if (!applied) throw std::runtime_error("apply " + name + ": " + applied.error().message());
+    }
+
+    // `vmshadow checkpoint delete` when the binary has the command, else the engine call it
+    // runs (the `checkpoint` command is registered by another branch).
+    void delete_checkpoint(const lab::LabGuest& g, const std::string& name, bool subtree) {
+        std::vector<std::string> args{"checkpoint", "delete", g.name(), name};
+        if (subtree) args.push_back("--subtree");
+        auto out = run_vmshadow(args);
+        if (out.exit_code == 0) return;
+        if (out.err.find("checkpoint") == std::string::npos ||
+            out.err.find("not expected") == std::string::npos)
+            throw std::runtime_error("checkpoint delete: " + out.out + out.err);
+        auto conn = virt::Connection::open(lab::lab_uri());
+        if (!conn) throw std::runtime_error(conn.error().message());
+        engine::CheckpointDeleteOptions o{g.name(), name, subtree};
+        TaskContext task;
+        auto done = engine::delete_checkpoint(*conn, o, task);
+        if (!done) throw std::runtime_error("delete " + name + ": " + done.error().message());
+    }
+
+    engine::CheckpointTree tree(const lab::LabGuest& g) {
+        auto t = engine::load_checkpoint_tree(g.domain().uuid());
+        if (!t) throw std::runtime_error(t.error().message());
+        return *t;
+    }
+
+    static std::string active_of(const engine::CheckpointTree& t, const std::string& target) {
+        for (const auto& d : t.active)
+            if (d.target == target) return d.image;
+        throw std::runtime_error("no active disk " + target);
+    }
+
+    static std::string image_of(const engine::CheckpointTree& t, const std::string& name,
+                                const std::string& target) {
+        auto c = engine::find_checkpoint(t, name);
+        if (!c) throw std::runtime_error(c.error().message());
+        for (const auto& d : (*c)->disks)
+            if (d.target == target) return d.image;
+        throw std::runtime_error("no disk " + target);
+    }
+
+    // A standalone copy of what `image` reads through its chain (the checkpoint's content).
+    fs::path flatten(const std::string& image, const std::string& as) {
+        fs::path out = dir / (as + ".qcow2");
+        auto r =
+            lab::run_checked({"qemu-img", "convert", "-U", "-O", "qcow2", image, out.string()});
+        if (!r) throw std::runtime_error(r.error().message());
+        return out;
+    }
+
+    static bool same_content(const fs::path& a, const std::string& b, std::string* why) {
+        auto r = lab::run_process({"qemu-img", "compare", "-U", a.string(), b});
+        if (r && r->exit_code == 0) return true;
+        if (why) *why = r ? r->out + r->err : r.error().message();
+        return false;
+    }
+
+    void wait_rows(lab::LabGuest& g, std::int64_t more) {
+        auto start = g.last_committed_row();
+        ASSERT_TRUE(start) << start.error().message();
+        for (auto end = std::chrono::steady_clock::now() + 60s;
+             std::chrono::steady_clock::now() < end; std::this_thread::sleep_for(250ms)) {
+            auto now = g.last_committed_row();
+            if (now && *now >= *start + more) return;
+        }
+        FAIL() << "the workload did not commit " << more << " rows in 60 s";
+    }
+};
+
+TEST_F(CheckpointMergeTest, MiddleOfThreeDeletedWhileTheGuestWritesLeavesTheOthersIntact) {
+    lab::LabGuest& g = boot({.workload = true});
+    create(g, "a");
+    wait_rows(g, 4);
+    create(g, "b");
+    wait_rows(g, 4);
+    create(g, "c");
+    wait_rows(g, 4);
+    auto before = tree(g);
+    fs::path a = flatten(image_of(before, "a", "vda"), "a");
+    fs::path c = flatten(image_of(before, "c", "vda"), "c");
+
+    delete_checkpoint(g, "b", false);  // the guest keeps writing throughout
+
+    auto after = tree(g);
+    ASSERT_EQ(after.checkpoints.size(), 2u);
+    EXPECT_FALSE(engine::find_checkpoint(after, "b"));
+    EXPECT_EQ((*engine::find_checkpoint(after, "c"))->parent,
+              (*engine::find_checkpoint(after, "a"))->id);
+    std::string why;
+    EXPECT_TRUE(same_content(a, image_of(after, "a", "vda"), &why)) << why;
+    EXPECT_TRUE(same_content(c, image_of(after, "c", "vda"), &why)) << why;
+    EXPECT_FALSE(fs::exists(image_of(before, "c", "vda"))) << "c's old layer merged away";
+    auto state = g.domain().state();
+    ASSERT_TRUE(state);
+    EXPECT_EQ(*state, virt::DomainState::running);
+    wait_rows(g, 2);  // still writing
+
+    // The merged chain is the VM's: applying c boots it.
+    apply(g, "c");
+    ASSERT_TRUE(g.wait_for_agent());
+    EXPECT_TRUE(same_content(c, image_of(tree(g), "c", "vda"), &why)) << why;
+}
+
+TEST_F(CheckpointMergeTest, BackupsAcrossCheckpointCreateAndDeleteRestoreTheDisk) {
+    lab::LabGuest& g = boot({.data_disks = {{}}});
+    json first = backup_ok({g.name()});
+    create(g, "before-change");
+    ASSERT_TRUE(g.exec("echo one > /data/vdb/marker && sync"));
+    json second = backup_ok({g.name()});
+    // Incremental (the bitmaps followed the snapshot) or full with the reason: never silent.
+    if (mode_of(second, "vdb") != "incremental") {
+        EXPECT_FALSE(disk_of(second, "vdb")->value("note", "").empty()) << second.dump(2);
+    }
+    std::string why;
+    fs::path restored = restore_disk(second["point"], "vdb");
+    EXPECT_EQ(file_on_image(restored, "/marker"), "one\n");
+    EXPECT_TRUE(same_content(restored, active_of(tree(g), "vdb"), &why)) << why;
+
+    delete_checkpoint(g, "before-change", false);  // active commit + pivot
+    ASSERT_TRUE(g.exec("echo two > /data/vdb/marker && sync"));
+    json third = backup_ok({g.name()});
+    if (mode_of(third, "vdb") != "incremental") {
+        EXPECT_FALSE(disk_of(third, "vdb")->value("note", "").empty()) << third.dump(2);
+    }
+    restored = restore_disk(third["point"], "vdb");
+    EXPECT_EQ(file_on_image(restored, "/marker"), "two\n");
+    EXPECT_TRUE(same_content(restored, active_of(tree(g), "vdb"), &why)) << why;
+    RecordProperty("modes", mode_of(second, "vdb") + "," + mode_of(third, "vdb"));
+}
+
+TEST_F(CheckpointMergeTest, ApplyMakesTheNextBackupFullAndSaysWhy) {
+    lab::LabGuest& g = boot({});
+    backup_ok({g.name()});
+    create(g, "base");
+    apply(g, "base");
+    ASSERT_TRUE(g.wait_for_agent());
+    json after_apply = backup_ok({g.name()});
+    EXPECT_EQ(mode_of(after_apply, "vda"), "full") << after_apply.dump(2);
+    EXPECT_NE(disk_of(after_apply, "vda")->value("note", "").find("returned to checkpoint"),
+              std::string::npos)
+        << after_apply.dump(2);
+    json next = backup_ok({g.name()});
+    EXPECT_EQ(mode_of(next, "vda"), "incremental") << "tracking restarts with the full backup";
+}
+
+TEST_F(CheckpointMergeTest, SubtreeDeletesTheBranchAndKeepsNow) {
+    lab::LabGuest& g = boot({});
+    create(g, "root");
+    create(g, "mid");
+    create(g, "leaf");
+    ASSERT_TRUE(g.exec("echo kept > /root/now-marker && sync"));
+    delete_checkpoint(g, "mid", true);
+    auto t = tree(g);
+    ASSERT_EQ(t.checkpoints.size(), 1u);
+    EXPECT_EQ(t.checkpoints[0].name, "root");
+    EXPECT_EQ(t.current, t.checkpoints[0].id);
+    auto marker = g.exec("cat /root/now-marker");
+    ASSERT_TRUE(marker) << marker.error().message();
+    EXPECT_EQ(*marker, "kept\n");
+    auto list = lab::run_checked({"virsh", "-c", lab::lab_uri(), "domblklist", g.name()});
+    ASSERT_TRUE(list);
+    EXPECT_NE(list->find(t.active[0].image), std::string::npos) << *list;
+}
+
+TEST_F(CheckpointMergeTest, RestoreInPlaceForgetsTheCheckpoints) {
+    lab::LabGuest& g = boot({});
+    json point = backup_ok({g.name()});
+    create(g, "stale");
+    auto out = run({"restore", point["point"].get<std::string>(), "--replace", "--json"});
+    ASSERT_EQ(out.exit_code, 0) << out.out << out.err;
+    auto t = tree(g);
+    EXPECT_TRUE(t.checkpoints.empty());
+    EXPECT_TRUE(t.active.empty()) << "the record is gone";
+    EXPECT_FALSE(fs::exists(engine::checkpoint_folder(g.domain().uuid()) / "tree.json"));
+    EXPECT_NE(out.out.find("forgotten"), std::string::npos) << out.out;
+}
+
+}  // namespace
+}  // namespace vmshadow::testing
