@@ -3,6 +3,7 @@
 // checkpoint merged while the guest writes leaves the others' content unchanged; backups
 // across checkpoint create / delete restore the guest's disk; an apply makes the next backup
 // full and says why; --subtree; a restore in place forgets the VM's checkpoints.
+#include <signal.h>
 #include <stdlib.h>
 
 #include <thread>
@@ -21,6 +22,9 @@ using namespace std::chrono_literals;
 class CheckpointMergeTest : public VmBackupTest {
   protected:
     void SetUp() override {
+        // As vmshadow does: a production checkpoint's thaw guardian is told over a pipe that
+        // may be closed already (a broken pipe is an error value, not a signal).
+        ::signal(SIGPIPE, SIG_IGN);
         VmBackupTest::SetUp();
         ::setenv("VMSHADOW_CHECKPOINT_DIR", (dir / "checkpoints").c_str(), 1);
     }
@@ -56,13 +60,16 @@ class CheckpointMergeTest : public VmBackupTest {
     // `vmshadow checkpoint delete` when the binary has the command, else the engine call it
     // runs (the `checkpoint` command is registered by another branch).
     void delete_checkpoint(const lab::LabGuest& g, const std::string& name, bool subtree) {
-        std::vector<std::string> args{"checkpoint", "delete", g.name(), name};
-        if (subtree) args.push_back("--subtree");
-        auto out = run_vmshadow(args);
-        if (out.exit_code == 0) return;
-        if (out.err.find("checkpoint") == std::string::npos ||
-            out.err.find("not expected") == std::string::npos)
-            throw std::runtime_error("checkpoint delete: " + out.out + out.err);
+        static const bool has_command =
+            run_vmshadow({"checkpoint", "delete", "--help"}).exit_code == 0;
+        if (has_command) {
+            std::vector<std::string> args{"checkpoint", "delete", g.name(), name};
+            if (subtree) args.push_back("--subtree");
+            auto out = run_vmshadow(args);
+            if (out.exit_code != 0)
+                throw std::runtime_error("checkpoint delete: " + out.out + out.err);
+            return;
+        }
         auto conn = virt::Connection::open(lab::lab_uri());
         if (!conn) throw std::runtime_error(conn.error().message());
         engine::CheckpointDeleteOptions o{g.name(), name, subtree};
