@@ -8,7 +8,6 @@
 
 #include <thread>
 
-#include "engine/checkpoint_ops.h"
 #include "engine/checkpoint_tree.h"
 #include "integration/vm_backup_fixture.h"
 
@@ -33,49 +32,23 @@ class CheckpointMergeTest : public VmBackupTest {
         ::unsetenv("VMSHADOW_CHECKPOINT_DIR");
     }
 
-    engine::Checkpoint create(const lab::LabGuest& g, const std::string& name) {
-        auto conn = virt::Connection::open(lab::lab_uri());
-        if (!conn) throw std::runtime_error(conn.error().message());
-        engine::CheckpointCreateOptions o;
-        o.vm = g.name();
-        o.name = name;
-        TaskContext task;
-        auto c = engine::create_checkpoint(*conn, o, task);
-        if (!c) throw std::runtime_error("checkpoint create " + name + ": " + c.error().message());
-        return *c;
+    // The real binary (a production checkpoint's thaw guardian is the vmshadow binary).
+    void vmshadow_ok(const std::vector<std::string>& args) {
+        auto out = run_vmshadow(args);
+        if (out.exit_code != 0)
+            throw std::runtime_error("vmshadow " + args[0] + " " + args[1] + ": " + out.out +
+                                     out.err);
     }
-
+    void create(const lab::LabGuest& g, const std::string& name) {
+        vmshadow_ok({"checkpoint", "create", g.name(), name});
+    }
     void apply(const lab::LabGuest& g, const std::string& name) {
-        auto conn = virt::Connection::open(lab::lab_uri());
-        if (!conn) throw std::runtime_error(conn.error().message());
-        engine::CheckpointApplyOptions o;
-        o.vm = g.name();
-        o.checkpoint = name;
-        o.start = true;
-        TaskContext task;
-        auto applied = engine::apply_checkpoint(*conn, o, task);
-        if (!applied) throw std::runtime_error("apply " + name + ": " + applied.error().message());
+        vmshadow_ok({"checkpoint", "apply", g.name(), name, "--start", "--yes"});
     }
-
-    // `vmshadow checkpoint delete` when the binary has the command, else the engine call it
-    // runs (the `checkpoint` command is registered by another branch).
     void delete_checkpoint(const lab::LabGuest& g, const std::string& name, bool subtree) {
-        static const bool has_command =
-            run_vmshadow({"checkpoint", "delete", "--help"}).exit_code == 0;
-        if (has_command) {
-            std::vector<std::string> args{"checkpoint", "delete", g.name(), name};
-            if (subtree) args.push_back("--subtree");
-            auto out = run_vmshadow(args);
-            if (out.exit_code != 0)
-                throw std::runtime_error("checkpoint delete: " + out.out + out.err);
-            return;
-        }
-        auto conn = virt::Connection::open(lab::lab_uri());
-        if (!conn) throw std::runtime_error(conn.error().message());
-        engine::CheckpointDeleteOptions o{g.name(), name, subtree};
-        TaskContext task;
-        auto done = engine::delete_checkpoint(*conn, o, task);
-        if (!done) throw std::runtime_error("delete " + name + ": " + done.error().message());
+        std::vector<std::string> args{"checkpoint", "delete", g.name(), name};
+        if (subtree) args.push_back("--subtree");
+        vmshadow_ok(args);
     }
 
     engine::CheckpointTree tree(const lab::LabGuest& g) {
