@@ -20,6 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct DeleteRun {
+    virt::Connection& connection;
     virt::Domain& domain;
     CheckpointTree& tree;
     bool running = false;
@@ -143,6 +144,24 @@ Status merge_disk(DeleteRun& run, const DiskMergePlan& disk, bool& layer_changed
     return {};
 }
 
+// The domain's definition names its disks' backing chains once it ran (<backingStore>): after
+// a merge that chain is stale (a merged file gone), so the definition is put on the active
+// images without a chain — QEMU reads it from the images. For a running VM this is the
+// definition its next start uses.
+Status redefine_on_active_images(DeleteRun& run) {
+    auto xml = run.domain.xml(virt::XmlFlavor::inactive);
+    if (!xml) return fail(xml.error());
+    auto moved = domain_xml_on_images(*xml, run.tree.active);
+    if (!moved) return fail(moved.error());
+    auto defined = run.connection.define(*moved);
+    if (!defined)
+        return fail(defined.error().with_context(
+            run.domain.label() +
+            ": the merge is done and recorded, but its definition could not "
+            "be updated"));
+    return {};
+}
+
 Status delete_one(DeleteRun& run, const std::string& id) {
     auto found = find_checkpoint(run.tree, id);
     if (!found) return fail(found.error());
@@ -174,6 +193,7 @@ Status delete_one(DeleteRun& run, const std::string& id) {
     }
     if (auto st = save_checkpoint_tree(after); !st) return st;
     run.tree = std::move(after);
+    if (auto st = redefine_on_active_images(run); !st) return st;
     const auto used = images_in_record(run.tree);
     for (const auto& d : c.disks)
         if (std::find(used.begin(), used.end(), d.image) == used.end()) remove_file(run, d.image);
@@ -205,7 +225,7 @@ Result<CheckpointDeleteOutcome> delete_checkpoint(virt::Connection& connection,
                   "'");
     const auto order = options.subtree ? subtree_deletion_order(*tree, (*target)->id)
                                        : std::vector<std::string>{(*target)->id};
-    DeleteRun run{*domain, *tree, running, task, {}, {}};
+    DeleteRun run{connection, *domain, *tree, running, task, {}, {}};
     run.wait.cancel = &task.cancel();
     run.wait.progress = [&task](std::uint64_t done, std::uint64_t total) {
         task.set_bytes_total(total);

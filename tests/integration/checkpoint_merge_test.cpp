@@ -49,7 +49,10 @@ class CheckpointMergeTest : public VmBackupTest {
     void delete_checkpoint(const lab::LabGuest& g, const std::string& name, bool subtree) {
         std::vector<std::string> args{"checkpoint", "delete", g.name(), name};
         if (subtree) args.push_back("--subtree");
-        vmshadow_ok(args);
+        auto out = run_vmshadow(args);
+        if (out.exit_code != 0)
+            throw std::runtime_error("vmshadow checkpoint delete: " + out.out + out.err);
+        std::cout << out.out << out.err;  // the merges made, for the test's log
     }
 
     engine::CheckpointTree tree(const lab::LabGuest& g) {
@@ -86,6 +89,15 @@ class CheckpointMergeTest : public VmBackupTest {
         auto r = lab::run_process({"qemu-img", "compare", "-U", a.string(), b});
         if (r && r->exit_code == 0) return true;
         if (why) *why = r ? r->out + r->err : r.error().message();
+        return false;
+    }
+
+    static bool wait_shut_off(const lab::LabGuest& g) {
+        for (auto end = std::chrono::steady_clock::now() + 120s;
+             std::chrono::steady_clock::now() < end; std::this_thread::sleep_for(500ms)) {
+            auto st = g.domain().state();
+            if (st && *st == virt::DomainState::shutoff) return true;
+        }
         return false;
     }
 
@@ -215,6 +227,48 @@ TEST_F(CheckpointMergeTest, SubtreeDeletesTheBranchAndKeepsNow) {
     auto list = lab::run_checked({"virsh", "-c", lab::lab_uri(), "domblklist", g.name()});
     ASSERT_TRUE(list);
     EXPECT_NE(list->find(t.active[0].image), std::string::npos) << *list;
+    // Its definition follows the merges: it starts again on the merged chain.
+    ASSERT_TRUE(lab::run_checked({"virsh", "-c", lab::lab_uri(), "shutdown", g.name()}));
+    ASSERT_TRUE(wait_shut_off(g));
+    auto started = g.start();
+    ASSERT_TRUE(started) << started.error().message();
+    ASSERT_TRUE(g.wait_for_agent());
+    marker = g.exec("cat /root/now-marker");
+    ASSERT_TRUE(marker) << marker.error().message();
+    EXPECT_EQ(*marker, "kept\n");
+}
+
+TEST_F(CheckpointMergeTest, DeletedWhileTheVmIsOffThenTheNextBackupIsFullAndSaysWhy) {
+    lab::LabGuest& g = boot({});
+    create(g, "first");
+    ASSERT_TRUE(g.exec("echo between > /root/between && sync"));
+    create(g, "second");
+    ASSERT_TRUE(g.exec("echo after > /root/after && sync"));
+    backup_ok({g.name()});
+    ASSERT_TRUE(lab::run_checked({"virsh", "-c", lab::lab_uri(), "shutdown", g.name()}));
+    ASSERT_TRUE(wait_shut_off(g));
+    auto before = tree(g);
+    fs::path now = flatten(active_of(before, "vda"), "now");
+
+    delete_checkpoint(g, "first", false);   // qemu-img commit of second's layer into first's
+    delete_checkpoint(g, "second", false);  // now pulls the layer (the domain XML names it)
+
+    auto after = tree(g);
+    EXPECT_TRUE(after.checkpoints.empty());
+    std::string why;
+    EXPECT_TRUE(same_content(now, active_of(after, "vda"), &why)) << why;
+    EXPECT_NE(after.tracking_reset_reason.find("while the VM was off"), std::string::npos);
+    auto started = g.start();
+    ASSERT_TRUE(started) << started.error().message() << "\n" << dumpxml(g.name());
+    ASSERT_TRUE(g.wait_for_agent());
+    auto files = g.exec("cat /root/between /root/after");
+    ASSERT_TRUE(files) << files.error().message();
+    EXPECT_EQ(*files, "between\nafter\n");
+    json next = backup_ok({g.name()});
+    EXPECT_EQ(mode_of(next, "vda"), "full") << next.dump(2);
+    EXPECT_NE(disk_of(next, "vda")->value("note", "").find("while the VM was off"),
+              std::string::npos)
+        << next.dump(2);
 }
 
 TEST_F(CheckpointMergeTest, RestoreInPlaceForgetsTheCheckpoints) {
