@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "engine/checkpoint_tree.h"
+#include "engine/vm_changes.h"
 #include "integration/vm_backup_fixture.h"
 
 namespace vmshadow::testing {
@@ -210,8 +211,50 @@ TEST_F(CheckpointMergeTest, ApplyMakesTheNextBackupFullAndSaysWhy) {
     EXPECT_EQ(mode_of(next, "vda"), "incremental") << "tracking restarts with the full backup";
 }
 
+// A replica's change read that keeps nothing: what it reports is what the test checks.
+class DiscardingSink : public engine::ChangeSink {
+  public:
+    Status begin(const engine::ChangeSet&) override { return {}; }
+    Status data(std::size_t, std::uint64_t, std::span<const std::byte>) override { return {}; }
+    Status zero(std::size_t, std::uint64_t, std::uint64_t) override { return {}; }
+    Status commit() override { return {}; }
+};
+
+TEST_F(CheckpointMergeTest, ReplicaCycleAfterAnApplyIsFullAndSaysWhy) {
+    lab::LabGuest& g = boot({});
+    auto read = [&](const std::string& previous_xml) {
+        engine::ChangeReadOptions o;
+        o.vm = g.name();
+        o.chain_id = "5e1ec7ed0c4a1e0f";
+        o.previous_checkpoint_xml = previous_xml;
+        o.scratch_dir = scratch.string();
+        DiscardingSink sink;
+        auto outcome = engine::read_vm_changes(g.connection(), o, sink);
+        if (!outcome) throw std::runtime_error("change read: " + outcome.error().message());
+        return std::move(*outcome);
+    };
+    auto first = read("");
+    create(g, "base");
+    auto second = read(first.checkpoint_xml);
+    ASSERT_FALSE(second.set.disks.empty());
+    EXPECT_TRUE(second.set.disks[0].incremental) << second.set.disks[0].full_reason;
+    apply(g, "base");
+    ASSERT_TRUE(g.wait_for_agent());
+    auto third = read(second.checkpoint_xml);
+    ASSERT_FALSE(third.set.disks.empty());
+    EXPECT_FALSE(third.set.disks[0].incremental);
+    EXPECT_NE(third.set.disks[0].full_reason.find("returned to checkpoint 'base'"),
+              std::string::npos)
+        << third.set.disks[0].full_reason;
+    auto fourth = read(third.checkpoint_xml);
+    EXPECT_TRUE(fourth.set.disks[0].incremental) << fourth.set.disks[0].full_reason;
+}
+
 TEST_F(CheckpointMergeTest, SubtreeDeletesTheBranchAndKeepsNow) {
     lab::LabGuest& g = boot({});
+    auto unknown = run_vmshadow({"checkpoint", "delete", g.name(), "no-such-checkpoint"});
+    EXPECT_NE(unknown.exit_code, 0);
+    EXPECT_NE(unknown.err.find("no-such-checkpoint"), std::string::npos) << unknown.err;
     create(g, "root");
     create(g, "mid");
     create(g, "leaf");
