@@ -82,7 +82,14 @@ Status take_external_snapshot(const Domain& domain, const std::vector<SnapshotOv
     for (const auto& d : desc->disks) targets.push_back(d.target);
     std::string xml = external_snapshot_xml(overlays, targets, memory_file);
     unsigned flags = VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA | VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
-    flags |= memory_file ? VIR_DOMAIN_SNAPSHOT_CREATE_LIVE : VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY;
+    if (!memory_file) {
+        flags |= VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY;
+    } else {
+        // LIVE keeps a running guest running while its memory is written; a paused one stays
+        // paused (and saved as paused) without it.
+        auto state = domain.state();
+        if (state && *state == DomainState::running) flags |= VIR_DOMAIN_SNAPSHOT_CREATE_LIVE;
+    }
     virDomainSnapshotPtr snap = virDomainSnapshotCreateXML(domain.raw(), xml.c_str(), flags);
     if (!snap) {
         Error e = libvirt_error(domain.label() + ": external snapshot" +

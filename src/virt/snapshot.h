@@ -7,9 +7,9 @@
 // This module is:
 //   - take_external_snapshot: virDomainSnapshotCreateXML with NO_METADATA | ATOMIC and
 //     DISK_ONLY (no memory) or LIVE (memory saved to a file while the VM runs; libvirt pauses
-//     it only for the last pass and the disk switch). Each listed disk goes onto a new qcow2
-//     overlay (created by libvirt) backed by the image it was writing to, which is left
-//     read-only under it; every other disk (CD-ROMs, read-only, shareable) says
+//     it only for the last pass and the disk switch; a paused VM is saved as it is). Each listed
+//     disk goes onto a new qcow2 overlay (created by libvirt) backed by the image it was writing
+//     to, which is left read-only under it; every other disk (CD-ROMs, read-only, shareable) says
 //     snapshot='no'. libvirt keeps no snapshot record, so nothing in libvirt must later be
 //     reverted or deleted (libvirt 9.0 can revert to no external snapshot).
 //   - create_overlay: `qemu-img create -f qcow2 -b BACKING -F FORMAT` for a VM that is off
