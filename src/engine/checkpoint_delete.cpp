@@ -11,6 +11,7 @@
 #include "engine/checkpoint_ops.h"
 #include "engine/checkpoint_session.h"
 #include "virt/block_commit.h"
+#include "virt/block_copy.h"
 #include "virt/connection.h"
 #include "virt/domain.h"
 
@@ -83,8 +84,7 @@ Status pull_layer(DeleteRun& run, const DiskMergePlan& disk, const std::string& 
     return {};
 }
 
-Status commit_keep(DeleteRun& run, const DiskMergePlan& disk) {
-    if (auto st = run.task.check_cancel("checkpoint delete"); !st) return st;
+Status start_and_wait(DeleteRun& run, const DiskMergePlan& disk) {
     switch (disk.keep_merge) {
         case LayerMerge::commit_active:
             return virt::commit_active(run.domain, disk.target, disk.layer, run.wait);
@@ -98,10 +98,55 @@ Status commit_keep(DeleteRun& run, const DiskMergePlan& disk) {
             if (auto st = virt::commit_image(disk.keep_image, run.wait.deadline); !st) return st;
             break;
     }
+    return {};
+}
+
+// A commit a killed vmshadow started ran on in QEMU: an intermediate one completes by itself,
+// an active one was pivoted just before the kill. The chain says whether it is done.
+Result<bool> committed_before(DeleteRun& run, const DiskMergePlan& disk) {
+    if (disk.keep_merge == LayerMerge::commit_offline) return false;
+    auto chain = virt::running_chain(run.domain, disk.target);
+    if (!chain) return std::unexpected(chain.error());
+    auto holds = [&](const std::string& f) {
+        return std::find(chain->begin(), chain->end(), f) != chain->end();
+    };
+    if (disk.keep_merge == LayerMerge::commit_active)
+        return !chain->empty() && chain->front() == disk.layer;
+    return holds(disk.layer) && !holds(disk.keep_image);
+}
+
+Status commit_keep(DeleteRun& run, const DiskMergePlan& disk) {
+    if (auto st = run.task.check_cancel("checkpoint delete"); !st) return st;
+    auto done = committed_before(run, disk);
+    if (!done) return fail(done.error());
+    if (*done) {
+        run.task.info(disk.target + ": " + disk.keep_image + " was committed into " + disk.layer +
+                      " by an earlier attempt");
+    } else if (auto st = start_and_wait(run, disk); !st) {
+        return st;
+    }
     // keep's file and the layer read the same now: whatever rested on keep can rest on the
     // layer (libvirt re-pointed the image it has open).
     for (const auto& image : disk.repoint)
         if (auto st = virt::rebase_image_header(image, disk.layer); !st) return st;
+    return {};
+}
+
+// A block job on a disk (a commit a killed vmshadow left, a copy of another tool): merging
+// now would fail half-way, so nothing starts; the error says how to end it.
+Status refuse_running_jobs(DeleteRun& run) {
+    if (!run.running) return {};
+    for (const auto& d : run.tree.active) {
+        auto job = virt::block_job_progress(run.domain, d.target);
+        if (!job) return fail(job.error());
+        if (job->running)
+            return fail(ErrorKind::conflict,
+                        run.domain.label() + ", disk " + d.target +
+                            ": a block job runs on it (perhaps a merge of a vmshadow that was "
+                            "killed): end it with `virsh blockjob " +
+                            run.domain.name() + " " + d.target +
+                            " --abort` (the chain stays as it was), then delete again");
+    }
     return {};
 }
 
@@ -231,6 +276,7 @@ Result<CheckpointDeleteOutcome> delete_checkpoint(virt::Connection& connection,
         task.set_bytes_total(total);
         task.bytes_done(done);
     };
+    if (auto st = refuse_running_jobs(run); !st) return std::unexpected(st.error());
     for (const auto& id : order)
         if (auto st = delete_one(run, id); !st) return std::unexpected(st.error());
     return run.outcome;
