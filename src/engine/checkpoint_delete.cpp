@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <set>
 
+#include "common/test_hook.h"
 #include "engine/checkpoint_merge_plan.h"
 #include "engine/checkpoint_ops.h"
 #include "engine/checkpoint_session.h"
@@ -176,10 +177,12 @@ Error record_failure(DeleteRun& run, const Checkpoint& c, bool layer_changed, Er
 Status merge_disk(DeleteRun& run, const DiskMergePlan& disk, bool& layer_changed) {
     for (const auto& image : disk.pull)
         if (auto st = pull_layer(run, disk, image); !st) return st;
+    test_kill_point("checkpoint-delete-pulled");
     if (!disk.has_keep) return {};
     run.task.phase("merge", 0, 0, run.domain.name() + "/" + disk.target);
     layer_changed = true;  // from the start of a commit, the layer takes keep's data
     if (auto st = commit_keep(run, disk); !st) return st;
+    test_kill_point("checkpoint-delete-committed");
     record_disk_merged(run.tree, disk);
     if (auto st = save_checkpoint_tree(run.tree); !st) return st;
     remove_file(run, disk.keep_image);

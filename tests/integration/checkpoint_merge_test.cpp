@@ -314,6 +314,42 @@ TEST_F(CheckpointMergeTest, DeletedWhileTheVmIsOffThenTheNextBackupIsFullAndSays
         << next.dump(2);
 }
 
+// b has two children: c on another branch (pulled with qemu-img) and d under the running VM
+// (committed by libvirt). vmshadow killed after the pull, then after the commit: each rerun
+// carries on from where the last stopped, and c and d keep their content.
+TEST_F(CheckpointMergeTest, DeleteKilledPartWayIsFinishedByRunningItAgain) {
+    lab::LabGuest& g = boot({});
+    create(g, "a");
+    create(g, "b");
+    ASSERT_TRUE(g.exec("echo c > /root/branch && sync"));
+    create(g, "c");
+    apply(g, "b");
+    ASSERT_TRUE(g.wait_for_agent());
+    ASSERT_TRUE(g.exec("echo d > /root/branch && sync"));
+    create(g, "d");
+    auto before = tree(g);
+    fs::path c = flatten(image_of(before, "c", "vda"), "c");
+    fs::path d = flatten(image_of(before, "d", "vda"), "d");
+
+    for (const char* step : {"checkpoint-delete-pulled", "checkpoint-delete-committed"}) {
+        ::setenv("VMSHADOW_TEST_KILL_AT", step, 1);
+        auto killed = run_vmshadow({"checkpoint", "delete", g.name(), "b"});
+        ::unsetenv("VMSHADOW_TEST_KILL_AT");
+        EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << step << ": " << killed.out << killed.err;
+        EXPECT_TRUE(engine::find_checkpoint(tree(g), "b")) << step;
+    }
+    delete_checkpoint(g, "b", false);
+
+    auto after = tree(g);
+    EXPECT_FALSE(engine::find_checkpoint(after, "b"));
+    std::string why;
+    EXPECT_TRUE(same_content(c, image_of(after, "c", "vda"), &why)) << why;
+    EXPECT_TRUE(same_content(d, image_of(after, "d", "vda"), &why)) << why;
+    auto branch = g.exec("cat /root/branch");
+    ASSERT_TRUE(branch) << branch.error().message();
+    EXPECT_EQ(*branch, "d\n");
+}
+
 TEST_F(CheckpointMergeTest, RestoreInPlaceForgetsTheCheckpoints) {
     lab::LabGuest& g = boot({});
     json point = backup_ok({g.name()});
