@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 // create_checkpoint (checkpoint_ops.h): the VM's current images become a checkpoint's layers
 // and the VM goes on writing to fresh overlays above them.
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 
+#include "common/time_format.h"
 #include "engine/checkpoint_ops.h"
 #include "engine/checkpoint_session.h"
 #include "virt/freeze_guard.h"
@@ -21,8 +23,13 @@ std::string default_name(const CheckpointTree& tree, std::int64_t now) {
     ::localtime_r(&t, &tm);
     char when[64];
     std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-    std::string base = tree.vm_name + " - (" + when + ")";
-    if (base.size() > 90) base = base.substr(base.size() - 90);
+    // Room for the time and a " (n)" within the 100 characters a name may have.
+    std::size_t cut = std::min<std::size_t>(tree.vm_name.size(), 70);
+    // Not inside a UTF-8 sequence: back up over continuation bytes (10xxxxxx).
+    while (cut > 0 && cut < tree.vm_name.size() &&
+           (static_cast<unsigned char>(tree.vm_name[cut]) & 0xC0) == 0x80)
+        --cut;
+    std::string base = tree.vm_name.substr(0, cut) + " - (" + when + ")";
     std::string name = base;
     for (int n = 2; !check_new_checkpoint_name(tree, name); ++n)
         name = base + " (" + std::to_string(n) + ")";
@@ -162,6 +169,13 @@ Result<Checkpoint> create_checkpoint(virt::Connection& connection,
         }
     }
 
+    if (c.consistency == "shut off") {
+        // qemu-img's overlay carries none of the dirty bitmaps a live snapshot would.
+        s.tree.tracking_reset_at = now;
+        s.tree.tracking_reset_reason = "checkpoint '" + c.name + "' was made at " +
+                                       iso8601_utc(now) +
+                                       " while the VM was off (its overlay has no change tracking)";
+    }
     s.tree.checkpoints.push_back(c);
     s.tree.current = c.id;
     s.tree.active = overlays;

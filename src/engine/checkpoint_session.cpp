@@ -2,6 +2,7 @@
 #include "engine/checkpoint_session.h"
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <regex>
 
@@ -112,6 +113,11 @@ Status check_new_checkpoint_name(const CheckpointTree& tree, const std::string& 
         if (c < 0x20 || c == 0x7f)
             return fail(ErrorKind::invalid_argument,
                         "a checkpoint name has no control characters (tabs, newlines)");
+    try {
+        (void)nlohmann::json(name).dump();  // throws on text that is not UTF-8
+    } catch (const nlohmann::json::exception&) {
+        return fail(ErrorKind::invalid_argument, "a checkpoint name is UTF-8 text");
+    }
     for (const auto& c : tree.checkpoints) {
         if (c.name == name)
             return fail(ErrorKind::conflict, "vm '" + vm + "' has a checkpoint named '" + name +

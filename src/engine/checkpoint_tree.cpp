@@ -177,7 +177,8 @@ std::string checkpoint_tree_to_json(const CheckpointTree& tree) {
            {"tracking_reset_at", tree.tracking_reset_at},
            {"tracking_reset_reason", tree.tracking_reset_reason},
            {"checkpoints", std::move(cps)}};
-    return j.dump(2) + "\n";
+    // Names are checked to be UTF-8 when made; anything else is replaced, never thrown.
+    return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 Result<CheckpointTree> checkpoint_tree_from_json(std::string_view text, const std::string& source) {

@@ -45,8 +45,8 @@ class CheckpointTest : public ::testing::Test {
         lab::LabGuest& g = guests.back();
         if (!start) return g;
         if (auto s = g.start(); !s) throw std::runtime_error(s.error().message());
-        auto s = options.agent == AgentMode::on ? g.wait_for_agent()
-                                                : g.wait_for_serial("lab: agent stopped");
+        auto s =
+            options.agent == AgentMode::on ? g.wait_for_agent() : g.wait_for_serial("lab: ready");
         if (!s) throw std::runtime_error(s.error().message());
         return g;
     }
@@ -245,6 +245,37 @@ TEST_F(CheckpointTest, GuestWithoutAgentGetsAStandardCheckpointOnlyWhenAllowed) 
     EXPECT_EQ(state_of(g), "running");
 }
 
+TEST_F(CheckpointTest, ApplyThatCannotFinishLeavesTheVmRunningOnItsDisks) {
+    lab::LabGuest& g = make(GuestOptions{}, true);
+    json made = checkpoint_ok({"create", g.name(), "s", "--type", "standard"});
+    const fs::path memory = made["memory_file"].get<std::string>();
+    const std::string now = vda_source(g);
+    const auto overlays = overlays_in(g);
+    auto unchanged = [&](const std::string& why) {
+        EXPECT_EQ(state_of(g), "running") << why;
+        EXPECT_EQ(vda_source(g), now) << why;
+        EXPECT_EQ(overlays_in(g), overlays) << why << ": no overlay behind";
+        json tree = tree_of(g);
+        EXPECT_EQ(tree["now"]["disks"][0]["image"], now) << why;
+        EXPECT_FALSE(tree.contains("tracking_reset_at")) << why;
+    };
+
+    // Damaged past its header: found out only when restoring, after the VM was turned off.
+    fs::resize_file(memory, 1 << 20);
+    auto late = run_vmshadow({"checkpoint", "apply", g.name(), "s", "--yes"});
+    EXPECT_NE(late.exit_code, 0) << late.out;
+    EXPECT_NE(late.err.find("back on its disks"), std::string::npos) << late.err;
+    unchanged("a restore that failed");
+    ASSERT_TRUE(g.wait_for_agent()) << "it boots from the disks it had";
+
+    // Unreadable from the start: refused before the VM is touched.
+    fs::resize_file(memory, 0);
+    auto early = run_vmshadow({"checkpoint", "apply", g.name(), "s", "--yes"});
+    EXPECT_NE(early.exit_code, 0) << early.out;
+    EXPECT_NE(early.err.find("memory image cannot be read"), std::string::npos) << early.err;
+    unchanged("a memory image that cannot be read");
+}
+
 TEST_F(CheckpointTest, TreeOfAShutOffVmShowsNowWhereItIsAndRenames) {
     lab::LabGuest& g = make(GuestOptions{}, false);
     json a = checkpoint_ok({"create", g.name(), "a"});
@@ -270,10 +301,13 @@ TEST_F(CheckpointTest, TreeOfAShutOffVmShowsNowWhereItIsAndRenames) {
     auto line_of = [&](const std::string& needle) { return text.out.find(needle); };
     EXPECT_LT(line_of("├─ b  ("), line_of("└─ c  (")) << text.out;
     EXPECT_LT(line_of("└─ c  ("), line_of("└─ d  (")) << text.out;
-    EXPECT_LT(line_of("└─ d  ("), line_of("Now")) << text.out;
+    EXPECT_LT(line_of("└─ d  ("), line_of("└─ Now")) << text.out;
 
     json tree = tree_of(g);
     EXPECT_EQ(tree["checkpoints"].size(), 4u);
+    EXPECT_NE(tree["tracking_reset_reason"].get<std::string>().find("while the VM was off"),
+              std::string::npos)
+        << "an offline overlay tracks no changes: the next backup must be full";
     EXPECT_EQ(vda_source(g), tree["now"]["disks"][0]["image"]);
     // Every overlay made is in the record (b's layer too), and the VM boots on the last one.
     std::set<std::string> recorded;

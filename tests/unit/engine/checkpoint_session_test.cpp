@@ -87,6 +87,9 @@ TEST(CheckpointSession, NewNamesFollowTheRecordsRules) {
     EXPECT_EQ(check_new_checkpoint_name(t, std::string(101, 'x')).error().kind(),
               ErrorKind::invalid_argument);
     EXPECT_EQ(check_new_checkpoint_name(t, "a\tb").error().kind(), ErrorKind::invalid_argument);
+    EXPECT_EQ(check_new_checkpoint_name(t, "caf\xc3").error().kind(), ErrorKind::invalid_argument)
+        << "not UTF-8";
+    EXPECT_TRUE(check_new_checkpoint_name(t, "café ☕"));
 }
 
 TEST(CheckpointSession, DomainXmlOnOverlaysDropsTheChainAndKeepsTheRest) {
