@@ -1,26 +1,13 @@
 // SPDX-License-Identifier: MIT
 #include "engine/checkpoint_tracking.h"
 
-#include "common/time_format.h"
-
 namespace vmshadow::engine {
-namespace {
-
-// checkpoint_create.cpp records a checkpoint of a shut-off VM with this consistency: its new
-// overlay was made with qemu-img, without the bitmaps libvirt's live snapshot carries.
-constexpr const char* kShutOffConsistency = "shut off";
-
-}  // namespace
 
 std::optional<std::string> checkpoint_tracking_broken(const CheckpointTree& tree,
                                                       std::int64_t since) {
     if (tree.tracking_reset_at > 0 && tree.tracking_reset_at >= since)
         return "change tracking was reset by a checkpoint operation (" +
                tree.tracking_reset_reason + ")";
-    for (const auto& c : tree.checkpoints)
-        if (c.consistency == kShutOffConsistency && c.created >= since)
-            return "checkpoint '" + c.name + "' was made at " + iso8601_utc(c.created) +
-                   " while the VM was off: its disks moved onto overlays without change tracking";
     return std::nullopt;
 }
 

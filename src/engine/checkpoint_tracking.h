@@ -8,7 +8,8 @@
 // carry the bitmaps along: the chain continues, though the disk's file changes. Apply, and
 // any change of the chain made with qemu-img while the VM was off (an offline create's
 // overlay has no bitmap recording the writes made on it; an offline merge drops bitmaps),
-// break it: the next read from a change-tracked base must be full, and say why.
+// break it — each records that in the tree (tracking_reset_at/_reason) — and the next read
+// from a change-tracked base before it must be full, and say why.
 // This module is pure (unit-tested); the backup (vm_backup.cpp) and the replica read
 // (vm_changes.cpp) load the record and ask it.
 

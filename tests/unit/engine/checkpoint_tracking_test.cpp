@@ -28,20 +28,6 @@ TEST(CheckpointTracking, NoRecordNoReset) {
     EXPECT_FALSE(checkpoint_tracking_broken(CheckpointTree{}, 1000));
 }
 
-TEST(CheckpointTracking, CheckpointOfAShutOffVmBreaksTracking) {
-    auto t = tree_with_active("/img/now.qcow2");
-    Checkpoint c;
-    c.id = "0000000a";
-    c.name = "off";
-    c.created = 1500;
-    c.consistency = "shut off";
-    t.checkpoints.push_back(c);
-    EXPECT_TRUE(checkpoint_tracking_broken(t, 1000));
-    EXPECT_FALSE(checkpoint_tracking_broken(t, 1600));
-    t.checkpoints[0].consistency = "application";
-    EXPECT_FALSE(checkpoint_tracking_broken(t, 1000));
-}
-
 TEST(CheckpointTracking, DiskMovedByACheckpointIsNotAReplacedDisk) {
     auto t = tree_with_active("/img/web.now-1234abcd.qcow2");
     auto out = paths_across_checkpoints(
