@@ -76,6 +76,7 @@ Status pull_layer(DeleteRun& run, const DiskMergePlan& disk, const std::string& 
         return fail(ErrorKind::internal, image +
                                              " is open in the running VM: it cannot be "
                                              "rebased with qemu-img");
+    run.task.phase("pull", 0, 0, run.domain.name() + "/" + disk.target);
     auto done = virt::rebase_image(image, disk.layer_backing, run.wait.deadline);
     if (!done) return done;
     run.outcome.merges.push_back(disk.target + ": " + image + " took in the data of " + disk.layer +

@@ -258,6 +258,11 @@ TEST_F(CheckpointMergeTest, SubtreeDeletesTheBranchAndKeepsNow) {
     create(g, "root");
     create(g, "mid");
     create(g, "leaf");
+    auto listed = run_vmshadow({"--json", "vm", "list", g.name()});
+    ASSERT_EQ(listed.exit_code, 0) << listed.err;
+    auto vms = json::parse(listed.out);
+    EXPECT_EQ(vms[0]["checkpoints"]["count"], 3) << listed.out;
+    EXPECT_TRUE(vms[0]["checkpoints"]["warnings"].empty()) << "3 layers, minutes old";
     ASSERT_TRUE(g.exec("echo kept > /root/now-marker && sync"));
     delete_checkpoint(g, "mid", true);
     auto t = tree(g);
