@@ -67,6 +67,7 @@ json report_json(const engine::VmReport& r) {
             {"disks", disks},
             {"agent", agent},
             {"filesystems", filesystems},
+            {"checkpoints", {{"count", r.checkpoints}, {"warnings", r.checkpoint_warnings}}},
             {"scratch",
              {{"dir", f.scratch.dir},
               {"free", f.scratch.free_bytes},
@@ -103,6 +104,8 @@ void print_table(const std::vector<engine::VmReport>& reports) {
                   << vmwriter::method_name(r.choice.method) << agent_summary(f.agent) << "\n";
         for (const auto& reason : r.choice.reasons) std::cout << "    why:  " << reason << "\n";
         for (const auto& d : f.disks) std::cout << "    disk: " << disk_line(d) << "\n";
+        if (r.checkpoints > 0) std::cout << "    checkpoints: " << r.checkpoints << "\n";
+        for (const auto& w : r.checkpoint_warnings) std::cout << "    warning: " << w << "\n";
     }
     std::cout.flush();
 }

@@ -7,10 +7,12 @@
 #include <filesystem>
 #include <set>
 
+#include "common/test_hook.h"
 #include "engine/checkpoint_merge_plan.h"
 #include "engine/checkpoint_ops.h"
-#include "engine/vm_lock.h"
+#include "engine/checkpoint_session.h"
 #include "virt/block_commit.h"
+#include "virt/block_copy.h"
 #include "virt/connection.h"
 #include "virt/domain.h"
 
@@ -20,6 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct DeleteRun {
+    virt::Connection& connection;
     virt::Domain& domain;
     CheckpointTree& tree;
     bool running = false;
@@ -32,30 +35,6 @@ std::string owner_name(const CheckpointTree& tree, const std::string& owner) {
     if (owner == kNowOwner) return "now";
     auto c = find_checkpoint(tree, owner);
     return c ? "checkpoint '" + (*c)->name + "'" : owner;
-}
-
-// The record must describe the disks the VM uses now; merging from a stale record (a VM
-// restored or its disks changed outside vmshadow) would write into the wrong files.
-Status check_record_matches_vm(const virt::Domain& domain, const CheckpointTree& tree,
-                               bool running) {
-    auto xml = domain.xml(running ? virt::XmlFlavor::live : virt::XmlFlavor::inactive);
-    if (!xml) return fail(xml.error());
-    auto description = virt::parse_domain_xml(*xml);
-    if (!description) return fail(description.error());
-    for (const auto& active : tree.active) {
-        auto disk =
-            std::find_if(description->disks.begin(), description->disks.end(),
-                         [&](const virt::DiskSpec& d) { return d.target == active.target; });
-        std::string now = disk == description->disks.end() ? "no such disk" : disk->path;
-        if (now != active.image)
-            return fail(ErrorKind::conflict,
-                        domain.label() + ": disk " + active.target + " is " + now +
-                            " but its checkpoint record says " + active.image +
-                            ": the disks changed outside vmshadow, so no checkpoint is merged "
-                            "(the record is " +
-                            (checkpoint_folder(tree.vm_uuid) / "tree.json").string() + ")");
-    }
-    return {};
 }
 
 // Dependants of the checkpoint's layers whose file no longer rests on the layer (pulled by
@@ -97,6 +76,7 @@ Status pull_layer(DeleteRun& run, const DiskMergePlan& disk, const std::string& 
         return fail(ErrorKind::internal, image +
                                              " is open in the running VM: it cannot be "
                                              "rebased with qemu-img");
+    run.task.phase("pull", 0, 0, run.domain.name() + "/" + disk.target);
     auto done = virt::rebase_image(image, disk.layer_backing, run.wait.deadline);
     if (!done) return done;
     run.outcome.merges.push_back(disk.target + ": " + image + " took in the data of " + disk.layer +
@@ -106,8 +86,7 @@ Status pull_layer(DeleteRun& run, const DiskMergePlan& disk, const std::string& 
     return {};
 }
 
-Status commit_keep(DeleteRun& run, const DiskMergePlan& disk) {
-    if (auto st = run.task.check_cancel("checkpoint delete"); !st) return st;
+Status start_and_wait(DeleteRun& run, const DiskMergePlan& disk) {
     switch (disk.keep_merge) {
         case LayerMerge::commit_active:
             return virt::commit_active(run.domain, disk.target, disk.layer, run.wait);
@@ -121,10 +100,55 @@ Status commit_keep(DeleteRun& run, const DiskMergePlan& disk) {
             if (auto st = virt::commit_image(disk.keep_image, run.wait.deadline); !st) return st;
             break;
     }
+    return {};
+}
+
+// A commit a killed vmshadow started ran on in QEMU: an intermediate one completes by itself,
+// an active one was pivoted just before the kill. The chain says whether it is done.
+Result<bool> committed_before(DeleteRun& run, const DiskMergePlan& disk) {
+    if (disk.keep_merge == LayerMerge::commit_offline) return false;
+    auto chain = virt::running_chain(run.domain, disk.target);
+    if (!chain) return std::unexpected(chain.error());
+    auto holds = [&](const std::string& f) {
+        return std::find(chain->begin(), chain->end(), f) != chain->end();
+    };
+    if (disk.keep_merge == LayerMerge::commit_active)
+        return !chain->empty() && chain->front() == disk.layer;
+    return holds(disk.layer) && !holds(disk.keep_image);
+}
+
+Status commit_keep(DeleteRun& run, const DiskMergePlan& disk) {
+    if (auto st = run.task.check_cancel("checkpoint delete"); !st) return st;
+    auto done = committed_before(run, disk);
+    if (!done) return fail(done.error());
+    if (*done) {
+        run.task.info(disk.target + ": " + disk.keep_image + " was committed into " + disk.layer +
+                      " by an earlier attempt");
+    } else if (auto st = start_and_wait(run, disk); !st) {
+        return st;
+    }
     // keep's file and the layer read the same now: whatever rested on keep can rest on the
     // layer (libvirt re-pointed the image it has open).
     for (const auto& image : disk.repoint)
         if (auto st = virt::rebase_image_header(image, disk.layer); !st) return st;
+    return {};
+}
+
+// A block job on a disk (a commit a killed vmshadow left, a copy of another tool): merging
+// now would fail half-way, so nothing starts; the error says how to end it.
+Status refuse_running_jobs(DeleteRun& run) {
+    if (!run.running) return {};
+    for (const auto& d : run.tree.active) {
+        auto job = virt::block_job_progress(run.domain, d.target);
+        if (!job) return fail(job.error());
+        if (job->running)
+            return fail(ErrorKind::conflict,
+                        run.domain.label() + ", disk " + d.target +
+                            ": a block job runs on it (perhaps a merge of a vmshadow that was "
+                            "killed): end it with `virsh blockjob " +
+                            run.domain.name() + " " + d.target +
+                            " --abort` (the chain stays as it was), then delete again");
+    }
     return {};
 }
 
@@ -154,10 +178,12 @@ Error record_failure(DeleteRun& run, const Checkpoint& c, bool layer_changed, Er
 Status merge_disk(DeleteRun& run, const DiskMergePlan& disk, bool& layer_changed) {
     for (const auto& image : disk.pull)
         if (auto st = pull_layer(run, disk, image); !st) return st;
+    test_kill_point("checkpoint-delete-pulled");
     if (!disk.has_keep) return {};
     run.task.phase("merge", 0, 0, run.domain.name() + "/" + disk.target);
     layer_changed = true;  // from the start of a commit, the layer takes keep's data
     if (auto st = commit_keep(run, disk); !st) return st;
+    test_kill_point("checkpoint-delete-committed");
     record_disk_merged(run.tree, disk);
     if (auto st = save_checkpoint_tree(run.tree); !st) return st;
     remove_file(run, disk.keep_image);
@@ -167,13 +193,38 @@ Status merge_disk(DeleteRun& run, const DiskMergePlan& disk, bool& layer_changed
     return {};
 }
 
+// The domain's definition names its disks' backing chains once it ran (<backingStore>): after
+// a merge that chain is stale (a merged file gone), so the definition is put on the active
+// images without a chain — QEMU reads it from the images. For a running VM this is the
+// definition its next start uses.
+Status redefine_on_active_images(DeleteRun& run) {
+    auto xml = run.domain.xml(virt::XmlFlavor::inactive);
+    if (!xml) return fail(xml.error());
+    auto moved = domain_xml_on_images(*xml, run.tree.active);
+    if (!moved) return fail(moved.error());
+    auto defined = run.connection.define(*moved);
+    if (!defined)
+        return fail(defined.error().with_context(
+            run.domain.label() +
+            ": the merge is done and recorded, but its definition could not "
+            "be updated"));
+    return {};
+}
+
 Status delete_one(DeleteRun& run, const std::string& id) {
     auto found = find_checkpoint(run.tree, id);
     if (!found) return fail(found.error());
     const Checkpoint c = **found;
     auto moved = moved_dependants(run.tree, c);
     if (!moved) return fail(moved.error().with_context("checkpoint '" + c.name + "'"));
-    const auto plan = plan_checkpoint_merge(run.tree, c, run.running, *moved);
+    auto plan = plan_checkpoint_merge(run.tree, c, run.running, *moved);
+    // What the layer really rests on (the record knows only checkpoints: a root layer may be
+    // an overlay of a base image the VM was created on).
+    for (auto& disk : plan.disks) {
+        auto backing = virt::image_backing_file(disk.layer);
+        if (!backing) return fail(backing.error().with_context("checkpoint '" + c.name + "'"));
+        disk.layer_backing = *backing;
+    }
     bool layer_changed = false;
     for (const auto& disk : plan.disks)
         if (auto st = merge_disk(run, disk, layer_changed); !st)
@@ -191,6 +242,7 @@ Status delete_one(DeleteRun& run, const std::string& id) {
     }
     if (auto st = save_checkpoint_tree(after); !st) return st;
     run.tree = std::move(after);
+    if (auto st = redefine_on_active_images(run); !st) return st;
     const auto used = images_in_record(run.tree);
     for (const auto& d : c.disks)
         if (std::find(used.begin(), used.end(), d.image) == used.end()) remove_file(run, d.image);
@@ -204,30 +256,31 @@ Status delete_one(DeleteRun& run, const std::string& id) {
 Result<CheckpointDeleteOutcome> delete_checkpoint(virt::Connection& connection,
                                                   const CheckpointDeleteOptions& options,
                                                   TaskContext& task) {
-    auto domain = connection.lookup(options.vm);
-    if (!domain) return std::unexpected(domain.error());
-    auto lock = VmLock::acquire({{domain->name(), domain->uuid()}}, "checkpoint delete");
-    if (!lock) return std::unexpected(lock.error());
-    auto tree = load_checkpoint_tree(domain->uuid());
-    if (!tree) return std::unexpected(tree.error());
+    // The VM found, locked, its record loaded and checked against the disks it uses now (a
+    // stale record would merge the wrong files).
+    auto session = open_checkpoint_session(connection, options.vm, "checkpoint delete");
+    if (!session) return std::unexpected(session.error());
+    auto* domain = &session->domain;
+    auto* tree = &session->tree;
+    if (!session->active() && session->state != virt::DomainState::shutoff)
+        return fail(ErrorKind::conflict,
+                    domain->label() + " is " + std::string(virt::state_name(session->state)) +
+                        ": its checkpoints are merged while it runs or when it is off; retry then");
     auto target = find_checkpoint(*tree, options.checkpoint);
     if (!target) return std::unexpected(target.error());
-    auto state = domain->state();
-    if (!state) return std::unexpected(state.error());
-    const bool running = *state != virt::DomainState::shutoff;
-    if (auto st = check_record_matches_vm(*domain, *tree, running); !st)
-        return std::unexpected(st.error());
+    const bool running = session->active();
     if (!options.subtree && !checkpoint_children(*tree, (*target)->id).empty())
         task.info("its children stay: their layers take in what they need of '" + (*target)->name +
                   "'");
     const auto order = options.subtree ? subtree_deletion_order(*tree, (*target)->id)
                                        : std::vector<std::string>{(*target)->id};
-    DeleteRun run{*domain, *tree, running, task, {}, {}};
+    DeleteRun run{connection, *domain, *tree, running, task, {}, {}};
     run.wait.cancel = &task.cancel();
     run.wait.progress = [&task](std::uint64_t done, std::uint64_t total) {
         task.set_bytes_total(total);
         task.bytes_done(done);
     };
+    if (auto st = refuse_running_jobs(run); !st) return std::unexpected(st.error());
     for (const auto& id : order)
         if (auto st = delete_one(run, id); !st) return std::unexpected(st.error());
     return run.outcome;

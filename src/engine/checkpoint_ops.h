@@ -25,10 +25,12 @@
 //   delete   the checkpoint's layer is merged into what depends on it while the VM runs:
 //            one dependent image → block commit of the dependant into the layer (active
 //            commit + pivot when it is the running overlay), the dependant's record then
-//            names the layer; several → each dependant pulls the layer's data (block pull
-//            for the running overlay, `qemu-img rebase` for images the VM does not have
-//            open). No other checkpoint's content changes. `subtree`: its descendants first,
-//            leaves first. A standard checkpoint's memory file goes with it.
+//            names the layer; several → every dependant but the one the running VM has open
+//            pulls the layer's data (`qemu-img rebase`), then the last is committed as above
+//            (checkpoint_merge_plan.h). A shut-off VM: the same with qemu-img, its "now"
+//            overlay pulled rather than committed. No other checkpoint's content changes.
+//            `subtree`: its descendants first, leaves first. A standard checkpoint's memory
+//            file goes with it.
 //   rename   the record only.
 //
 // Thread-safety: one operation per VM at a time (the VM lock; a second fails with conflict).

@@ -2,9 +2,11 @@
 #include "engine/inventory.h"
 
 #include <algorithm>
+#include <chrono>
 #include <future>
 #include <system_error>
 
+#include "engine/checkpoint_tree.h"
 #include "virt/connection.h"
 #include "vmwriter/vm_facts.h"
 
@@ -21,6 +23,15 @@ Result<VmReport> report_for(const virt::Domain& domain, const InventoryRequest& 
     r.persistent = domain.is_persistent();
     r.choice = vmwriter::choose_method(*facts, {request.allow_saved_state});
     r.facts = std::move(*facts);
+    if (auto tree = load_checkpoint_tree(r.uuid)) {
+        r.checkpoints = tree->checkpoints.size();
+        const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+        r.checkpoint_warnings = checkpoint_warnings(*tree, now);
+    } else {
+        r.checkpoint_warnings.push_back(tree.error().message());
+    }
     return r;
 }
 

@@ -24,6 +24,10 @@ struct VmReport {
     bool persistent = true;
     vmwriter::VmFacts facts;
     vmwriter::MethodChoice choice;
+    // Its checkpoints (checkpoint_tree.h): how many, and what `vm list` warns about (a chain
+    // too deep, a checkpoint too old: checkpoints are not backups; an unreadable record).
+    std::size_t checkpoints = 0;
+    std::vector<std::string> checkpoint_warnings;
 };
 
 // Fails when libvirt can't be reached or a named VM does not exist.

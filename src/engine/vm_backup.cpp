@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/test_hook.h"
+#include "engine/checkpoint_tracking.h"
 #include "engine/export_copy.h"
 #include "engine/nbd_image.h"
 #include "engine/restore_journal.h"
@@ -61,6 +62,29 @@ Result<Previous> find_previous(const repo::Repository& repo, const repo::PointLi
         prev.checkpoint_xml = std::move(*text);
     }
     return prev;
+}
+
+// The VM's checkpoint operations since its last point (checkpoint_tracking.h): a full read
+// saying why when they broke the dirty bitmaps' history, else the disks they moved are not
+// taken for replaced ones. An unreadable record is taken as broken tracking.
+void follow_checkpoints(const virt::Domain& domain, const repo::RestorePoint& previous,
+                        vmwriter::VmWriterOptions& wo) {
+    auto tree = load_checkpoint_tree(domain.uuid());
+    if (!tree) {
+        wo.force_full = true;
+        wo.full_reason = "its checkpoint record could not be read (" + tree.error().message() + ")";
+        return;
+    }
+    if (auto why = checkpoint_tracking_broken(*tree, previous.time)) {
+        wo.force_full = true;
+        wo.full_reason = *why;
+        return;
+    }
+    auto description = domain.describe();
+    if (!description) return;  // the writer meets the same error and says it
+    std::vector<std::pair<std::string, std::string>> current;
+    for (const auto& d : description->disks) current.emplace_back(d.target, d.path);
+    wo.previous_disk_paths = paths_across_checkpoints(*tree, wo.previous_disk_paths, current);
 }
 
 struct VmRun {
@@ -222,6 +246,8 @@ Result<std::vector<std::shared_ptr<vss::Writer>>> BackupRun::make_writers() {
         wo.force_full = options_.full;
         wo.previous_checkpoint_xml = r.previous.checkpoint_xml;
         wo.previous_disk_paths = r.previous.disk_paths;
+        if (r.previous.point && !options_.full)
+            follow_checkpoints(*r.domain, *r.previous.point, wo);
         r.writer = std::make_shared<vmwriter::VmWriter>(r.domain, std::move(wo));
         writers.push_back(r.writer);
     }

@@ -8,6 +8,7 @@
 
 #include "common/time_format.h"
 #include "engine/change_bitmaps.h"
+#include "engine/checkpoint_tracking.h"
 #include "engine/nbd_image.h"
 #include "engine/restore_journal.h"
 #include "engine/snapshot_run.h"
@@ -106,8 +107,13 @@ struct ReadContext {
     std::shared_ptr<virt::Domain> domain;
     std::string previous;  // the previous checkpoint's name; empty: none
     ChangeReadOutcome outcome;
+    std::string full_reason;  // why options.force_full when the caller did not ask for it
     Clock::time_point started = Clock::now();
 };
+
+std::string asked_full(const ReadContext& c) {
+    return c.full_reason.empty() ? "a full read was asked" : c.full_reason;
+}
 
 // ---- A running VM: the VSS flow with the VM writer and the pull-mode provider ----------
 
@@ -141,6 +147,7 @@ std::shared_ptr<vmwriter::VmWriter> LiveRead::make_writer() const {
     wo.repo_id = o.chain_id;  // the checkpoints are this chain's: vmshadow-<chain8>-<time>
     wo.exclude_disks = o.exclude_disks;
     wo.force_full = o.force_full;
+    wo.full_reason = c_.full_reason;
     wo.previous_checkpoint_xml = o.previous_checkpoint_xml;
     // The disks as they are now: a replaced disk has none of the checkpoint's bitmaps, so the
     // checkpoint's health check sends it to a full read all the same.
@@ -244,7 +251,7 @@ Status LiveRead::read_disks(const vss::SnapshotSet& set, const ScratchWatch& wat
         if (!source) return std::unexpected(source.error());
         ChangeDisk cd{disk.target, source->size(), incremental, disk.full_reason};
         if (!incremental && !c_.previous.empty() && cd.full_reason.empty())
-            cd.full_reason = c_.options.force_full ? "a full read was asked"
+            cd.full_reason = c_.options.force_full ? asked_full(c_)
                              : plan->chain_notes.empty()
                                  ? "checkpoint " + c_.previous + " could not be used"
                                  : join(plan->chain_notes, "; ");
@@ -344,7 +351,7 @@ class OfflineRead {
 
 std::string OfflineRead::check_chain() {
     if (c_.previous.empty()) return "";
-    if (c_.options.force_full) return "a full read was asked";
+    if (c_.options.force_full) return asked_full(c_);
     auto found = virt::find_checkpoint(*c_.domain, c_.previous);
     if (found && !*found && !c_.options.previous_checkpoint_xml.empty()) {
         if (auto st = virt::redefine_checkpoint(*c_.domain, c_.options.previous_checkpoint_xml))
@@ -449,16 +456,19 @@ Result<ChangeReadOutcome> read_vm_changes(const virt::Connection& connection,
                                           const ChangeReadOptions& options, ChangeSink& sink) {
     if (auto st = check_chain_id(options.chain_id); !st) return std::unexpected(st.error());
     std::string previous;
+    std::int64_t previous_time = 0;
     if (!options.previous_checkpoint_xml.empty()) {
         auto info = virt::parse_checkpoint_xml(options.previous_checkpoint_xml);
         if (!info)
             return std::unexpected(info.error().with_context("the chain's last checkpoint XML"));
         previous = info->name;
+        previous_time = info->creation_time;
     }
     auto domain = connection.lookup(options.vm);
     if (!domain) return std::unexpected(domain.error());
     TaskContext idle;
-    ReadContext c{options,
+    ChangeReadOptions effective = options;
+    ReadContext c{effective,
                   sink,
                   options.task ? *options.task : idle,
                   std::make_shared<virt::Domain>(std::move(*domain)),
@@ -469,6 +479,20 @@ Result<ChangeReadOutcome> read_vm_changes(const virt::Connection& connection,
     auto lock = VmLock::acquire({{c.domain->name(), c.domain->uuid()}}, "replica change read");
     if (!lock) return std::unexpected(lock.error());
     if (auto st = refuse_interrupted_restore(*c.domain); !st) return std::unexpected(st.error());
+    // Under the lock (no checkpoint operation in between): the VM's checkpoint operations
+    // since the chain's last checkpoint may have broken its dirty bitmaps' history
+    // (checkpoint_tracking.h); then a full read that says why.
+    if (!previous.empty() && !options.force_full) {
+        auto tree = load_checkpoint_tree(c.domain->uuid());
+        std::optional<std::string> broken =
+            tree ? checkpoint_tracking_broken(*tree, previous_time)
+                 : std::optional<std::string>("its checkpoint record could not be read (" +
+                                              tree.error().message() + ")");
+        if (broken) {
+            effective.force_full = true;
+            c.full_reason = *broken;
+        }
+    }
     c.outcome.set.vm = c.domain->name();
     c.outcome.set.uuid = c.domain->uuid();
     auto inactive = c.domain->xml(virt::XmlFlavor::inactive);

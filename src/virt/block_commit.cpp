@@ -25,7 +25,8 @@ std::string disk_label(const Domain& domain, const std::string& target) {
     return domain.label() + ", disk " + target;
 }
 
-// The files of `target`'s running chain, the running overlay first (the live XML).
+}  // namespace
+
 Result<std::vector<std::string>> running_chain(const Domain& domain, const std::string& target) {
     auto xml = domain.xml(XmlFlavor::live);
     if (!xml) return std::unexpected(xml.error());
@@ -45,6 +46,8 @@ Result<std::vector<std::string>> running_chain(const Domain& domain, const std::
     }
     return fail(ErrorKind::not_found, domain.label() + " has no disk " + target);
 }
+
+namespace {
 
 bool chain_holds(const std::vector<std::string>& chain, const std::string& file) {
     return std::find(chain.begin(), chain.end(), file) != chain.end();

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "common/task.h"
@@ -66,6 +67,9 @@ Status rebase_image(const std::string& image, const std::string& new_backing,
 // qemu-img rebase -u: only the header changes; for when the old and the new backing read the
 // same (the old was just committed into the new).
 Status rebase_image_header(const std::string& image, const std::string& new_backing);
+
+// The files of `target`'s running chain, the running overlay first (the live XML).
+Result<std::vector<std::string>> running_chain(const Domain& domain, const std::string& target);
 
 // The backing file recorded in `image`'s header (absolute; empty: none); -U, so it also reads
 // images a running QEMU has open.

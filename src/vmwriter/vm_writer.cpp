@@ -226,7 +226,10 @@ void VmWriter::plan_chain(VmBackupPlan& plan, const std::string& previous) {
     }
     if (previous.empty() || !any_qcow2) return;
     if (options_.force_full) {
-        plan.chain_notes.push_back("--full: every disk is read in full");
+        const std::string why = options_.full_reason.empty() ? "--full" : options_.full_reason;
+        plan.chain_notes.push_back(why + ": every disk is read in full");
+        for (auto& d : plan.disks)
+            if (d.format == "qcow2" && !options_.full_reason.empty()) d.full_reason = why;
         return;
     }
     auto health = virt::check_checkpoint(*domain_, previous);

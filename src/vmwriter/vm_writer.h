@@ -63,6 +63,7 @@ struct VmWriterOptions {
     std::vector<std::string> exclude_disks;  // --exclude-disk
     bool group = false;                      // agentless members pause for the group instant
     bool force_full = false;                 // --full: ignore the chain
+    std::string full_reason;  // why force_full, when not --full (a checkpoint applied)
     // From the restore point the incremental would start from: the checkpoint's stored XML
     // (redefined when libvirt lost it) and each disk's path then (a replaced disk reads full).
     std::string previous_checkpoint_xml;
