@@ -17,8 +17,6 @@ PACKAGES=(
   # vmshadowd: HTTP/TLS over TCP and a unix socket (Boost.Beast), its config (toml11),
   # sd_notify (libsystemd)
   libboost-dev libtoml11-dev libsystemd-dev
-  # the S3 blob store: HTTP with SigV4 signing (libcurl)
-  libcurl4-openssl-dev
   # daemon tests: systemd-analyze (calendar golden table), promtool (metrics format)
   systemd prometheus
   # hypervisor and tools vmshadow drives

@@ -18,8 +18,8 @@ Result<pugi::xml_node> load(pugi::xml_document& doc, std::string_view body, std:
     if (body.size() > bound)
         return hostile("is " + std::to_string(body.size()) + " bytes, more than the " +
                        std::to_string(bound) + " allowed");
-    auto parsed = doc.load_buffer(body.data(), body.size(), pugi::parse_default,
-                                  pugi::encoding_utf8);
+    auto parsed =
+        doc.load_buffer(body.data(), body.size(), pugi::parse_default, pugi::encoding_utf8);
     if (!parsed)
         return hostile(std::string("is no well-formed XML (") + parsed.description() + ")");
     auto node = doc.document_element();
@@ -79,6 +79,7 @@ Result<ListPage> parse_list_page(std::string_view body, std::string_view store_p
         if (!modified) return hostile("gives '" + key + "' no valid LastModified");
         page.objects.push_back(BlobInfo{relative, *size, *modified});
     }
+    if (previous != after) page.last_key = previous;
     std::string_view truncated = root->child_value("IsTruncated");
     if (truncated != "true" && truncated != "false")
         return hostile("has no IsTruncated true or false");

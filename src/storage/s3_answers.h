@@ -32,14 +32,15 @@ struct S3ErrorAnswer {
 S3ErrorAnswer parse_error_answer(std::string_view body);
 
 struct ListPage {
-    std::vector<BlobInfo> objects;  // keys relative to the store's prefix
+    std::vector<BlobInfo> objects;     // keys relative to the store's prefix
     std::vector<std::string> skipped;  // keys under the prefix that are no valid storage key
+    std::string last_key;              // the page's last full key, skipped or not ("" when none)
     bool truncated = false;
     std::string next_token;
 };
 // A ListObjectsV2 page. `store_prefix` ("" or "p/") is cut from every key, which must start
 // with `store_prefix + list_prefix`; `after` is the last key of the previous page ("" for the
-// first): every key must sort after it and after the one before.
+// first page; a full key): every key must sort after it and after the one before.
 Result<ListPage> parse_list_page(std::string_view body, std::string_view store_prefix,
                                  std::string_view list_prefix, std::string_view after);
 

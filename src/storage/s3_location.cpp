@@ -36,7 +36,9 @@ std::string S3Location::text() const {
     return "s3:" + endpoint + "/" + bucket + (prefix.empty() ? "" : "/" + prefix);
 }
 
-bool is_s3_location(std::string_view spec) { return spec.starts_with("s3:"); }
+bool is_s3_location(std::string_view spec) {
+    return spec.starts_with("s3:");
+}
 
 Result<S3Location> parse_s3_location(std::string_view spec) {
     if (!is_s3_location(spec)) return bad_location(spec, "does not start with s3:");
@@ -63,7 +65,8 @@ Result<S3Location> parse_s3_location(std::string_view spec) {
         host = authority.substr(0, colon);
         auto port = authority.substr(colon + 1);
         if (port.empty() || port.size() > 5 ||
-            port.find_first_not_of("0123456789") != std::string_view::npos || std::stoi(std::string(port)) > 65535 || std::stoi(std::string(port)) == 0)
+            port.find_first_not_of("0123456789") != std::string_view::npos ||
+            std::stoi(std::string(port)) > 65535 || std::stoi(std::string(port)) == 0)
             return bad_location(spec, "has a malformed port");
     }
     if (host.empty()) return bad_location(spec, "names no host");
@@ -100,8 +103,9 @@ Result<S3Credentials> load_s3_credentials(const std::string& file) {
         else if (!env("AWS_REGION").empty())
             credentials.region = env("AWS_REGION");
         if (credentials.secret_access_key.empty())
-            return fail(ErrorKind::invalid_argument,
-                        "S3 credentials: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not");
+            return fail(
+                ErrorKind::invalid_argument,
+                "S3 credentials: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not");
         return credentials;
     }
     if (file.empty())
@@ -132,8 +136,9 @@ Result<S3Credentials> load_s3_credentials(const std::string& file) {
                               &credentials.region, &credentials.session_token})
         for (char c : *value)
             if (c < 0x21 || c > 0x7e)
-                return fail(ErrorKind::invalid_argument,
-                            "S3 credentials " + file + ": a value has a space or control character");
+                return fail(
+                    ErrorKind::invalid_argument,
+                    "S3 credentials " + file + ": a value has a space or control character");
     return credentials;
 }
 

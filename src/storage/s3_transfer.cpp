@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -31,7 +32,8 @@ std::size_t read_body(char* buffer, std::size_t size, std::size_t count, void* u
     auto& state = *static_cast<TransferState*>(user);
     const RequestBody& body = *state.request->body;
     std::uint64_t total = body.fd >= 0 ? body.size : body.memory.size();
-    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(size * count, total - state.sent));
+    std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(size * count, total - state.sent));
     if (n == 0) return 0;
     if (body.fd >= 0) {
         std::size_t done = 0;
@@ -79,6 +81,14 @@ std::size_t write_body(char* data, std::size_t size, std::size_t count, void* us
         std::memcpy(request.into.data() + response.into_filled, data, n);
         response.into_filled += n;
     } else if (state.success && request.into_vector) {
+        if (response.data.empty()) {
+            // One allocation for the announced length, within reason: it is the gateway's word.
+            curl_off_t announced = 0;
+            curl_easy_getinfo(ctx.handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
+            if (announced > 0)
+                response.data.reserve(
+                    static_cast<std::size_t>(std::min<curl_off_t>(announced, 256 << 20)));
+        }
         response.data.insert(response.data.end(), data, data + n);
     } else {
         if (response.body.size() + n > request.small_body_bound) {
@@ -111,7 +121,8 @@ std::size_t read_header(char* data, std::size_t size, std::size_t count, void* u
     std::transform(name.begin(), name.end(), name.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     auto value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+        value.remove_prefix(1);
     while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
         value.remove_suffix(1);
     state.response->headers[name] = std::string(value);
@@ -136,7 +147,6 @@ S3Response perform_transfer(CURL* handle, const TransferSetup& setup, const S3Re
     };
     add_header("x-amz-content-sha256: " +
                (request.body ? request.body->sha256_hex : std::string(kEmptySha256)));
-    add_header("Expect:");  // no 100-continue round trip before every body
     if (!setup.session_token.empty()) add_header("x-amz-security-token: " + setup.session_token);
     for (const auto& h : request.headers) add_header(h);
 

@@ -4,11 +4,13 @@
 // (CURLOPT_AWS_SIGV4). Internal to the S3 blob store (s3_blob_store.cpp owns retries, caps and
 // the handle pool; this file owns what goes on the wire and what is kept of the answer).
 //
-// What it guarantees: the request carries x-amz-content-sha256 (the body's hash) and no
-// "Expect: 100-continue"; a request body is streamed from memory or from a file range (no copy
-// of the file in memory); an answer's body goes into a caller's fixed buffer (exactly, a longer
-// body aborts the transfer), a growing vector, or a bounded string, and error bodies always go
-// to the bounded string; headers are bounded too.
+// What it guarantees: the request carries x-amz-content-sha256 (the body's hash); a request body is
+// streamed from memory or from a file range (no copy of the file in memory); an answer's body goes
+// into a caller's fixed buffer (exactly, a longer body aborts the transfer), a growing vector, or a
+// bounded string, and error bodies always go to the bounded string; headers are bounded too.
+//
+// curl 7.88 signs every header it is given, even an empty "Expect:" it then does not send (so
+// RGW answers 403): curl's own "Expect: 100-continue" on large bodies stays (unsigned, allowed).
 //
 // Thread-safety: a transfer uses its handle alone; the pacing callbacks are thread-safe.
 
@@ -46,8 +48,8 @@ struct S3Request {
     std::string url;
     std::vector<std::string> headers;  // "Name: value", besides the ones always sent
     const RequestBody* body = nullptr;
-    std::span<std::uint8_t> into;      // a 2xx GET body goes exactly here when set
-    bool into_vector = false;          // else into Response::data when set
+    std::span<std::uint8_t> into;            // a 2xx GET body goes exactly here when set
+    bool into_vector = false;                // else into Response::data when set
     std::size_t small_body_bound = 1 << 20;  // else into Response::body, bounded
 };
 
@@ -56,10 +58,10 @@ struct S3Response {
     std::string curl_error;
     long status = 0;
     std::map<std::string, std::string> headers;  // lower-case names, last value wins
-    std::string body;                 // small answers and every error body
-    std::vector<std::uint8_t> data;   // when into_vector
-    std::size_t into_filled = 0;      // bytes written into `into`
-    bool overflow = false;            // the body was longer than its bound
+    std::string body;                            // small answers and every error body
+    std::vector<std::uint8_t> data;              // when into_vector
+    std::size_t into_filled = 0;                 // bytes written into `into`
+    bool overflow = false;                       // the body was longer than its bound
 };
 
 struct TransferSetup {
