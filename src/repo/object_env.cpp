@@ -6,7 +6,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
-#include <set>
+#include <map>
 
 #include "common/os_error.h"
 #include "repo/format.h"
@@ -16,7 +16,9 @@
 namespace vmshadow::repo {
 namespace {
 
-Env& local() { return Env::posix(); }
+Env& local() {
+    return Env::posix();
+}
 
 // A spooled file reports the repository's path (PackWriter renames by it), not the spool's.
 class SpoolFile final : public WritableFile {
@@ -167,7 +169,8 @@ ObjectEnv::~ObjectEnv() {
 Status ObjectEnv::attach_cache(const std::string& dir) {
     std::error_code ec;
     std::filesystem::create_directories(dir + "/.tmp", ec);
-    if (ec) return fail(ErrorKind::io, "cannot make the metadata cache " + dir + ": " + ec.message());
+    if (ec)
+        return fail(ErrorKind::io, "cannot make the metadata cache " + dir + ": " + ec.message());
     cache_dir_ = dir;
     return {};
 }
@@ -194,7 +197,7 @@ Result<ObjectEnv::Place> ObjectEnv::place(const std::string& path) const {
 }
 
 bool ObjectEnv::cacheable(const std::string& key) const {
-    if (cache_dir_.empty()) return false;
+    if (cache_dir_.empty() || bypass_cache_.load()) return false;
     for (auto folder : {format::kIndexDir, format::kCommitsDir, format::kAnnotationsDir})
         if (starts_with_folder(key, folder) && is_hex_name(key.substr(folder.size() + 1)))
             return true;
@@ -225,16 +228,25 @@ void ObjectEnv::drop_cached(const std::string& key) {
     if (!cache_dir_.empty()) (void)local().remove(cache_dir_ + "/" + key);
 }
 
-void ObjectEnv::prune_cache(const std::string& dir_key, const std::vector<std::string>& names) {
+void ObjectEnv::prune_cache(const std::string& dir_key,
+                            const std::vector<storage::BlobInfo>& objects) {
     bool cached_folder = false;
     for (auto folder : {format::kIndexDir, format::kCommitsDir, format::kAnnotationsDir})
         cached_folder |= dir_key == folder;
     if (cache_dir_.empty() || !cached_folder) return;
     auto present = local().list(cache_dir_ + "/" + dir_key);
     if (!present) return;
-    std::set<std::string> listed(names.begin(), names.end());
-    for (const auto& name : *present)
-        if (!listed.contains(name)) (void)local().remove(cache_dir_ + "/" + dir_key + "/" + name);
+    // A cached copy stays only while the bucket lists its name with the same size: gone or
+    // rewritten objects (repair, or damage a check should see) are read again.
+    std::map<std::string, std::uint64_t> listed;
+    for (const auto& o : objects) listed[o.key.substr(dir_key.size() + 1)] = o.size;
+    for (const auto& name : *present) {
+        std::string cached = cache_dir_ + "/" + dir_key + "/" + name;
+        std::error_code ec;
+        auto size = std::filesystem::file_size(cached, ec);
+        auto it = listed.find(name);
+        if (it == listed.end() || ec || size != it->second) (void)local().remove(cached);
+    }
 }
 
 Result<std::unique_ptr<WritableFile>> ObjectEnv::create(const std::string& path) {
@@ -318,7 +330,7 @@ Result<std::vector<std::string>> ObjectEnv::list(const std::string& dir) {
         // Sorted keys: the same folder's keys are adjacent.
         if (!name.empty() && (names.empty() || names.back() != name)) names.push_back(name);
     }
-    prune_cache(p->key, names);
+    prune_cache(p->key, *objects);
     return names;
 }
 

@@ -24,14 +24,14 @@
 // SHA-256 of their bytes; written once, removed only by gc, forget or repair). Once
 // attach_cache() names a folder, such a file is read from the bucket once and kept there;
 // a cached copy is used only when its bytes still hash to its name, and every listing of
-// those folders drops cached entries the bucket no longer has. So listing points and
-// starting a backup re-read nothing unchanged and no pack. keys/ (random names, tiny),
+// those folders drops cached entries the bucket no longer has or has at another size. So listing
+// points and starting a backup re-read nothing unchanged and no pack. keys/ (random names, tiny),
 // config (read first, names the cache), locks/ (mutable) and data/ are never cached.
 //
 // Thread-safety: every method may be called from many threads (as Env requires).
 
+#include <atomic>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "repo/env.h"
@@ -58,6 +58,9 @@ class ObjectEnv final : public Env {
     // that cannot be made is reported and not used: the repository works without it.
     Status attach_cache(const std::string& dir);
     const std::string& cache_dir() const { return cache_dir_; }
+    // While set, metadata is read from the store, not the cache (check: it judges what is
+    // stored, not a copy of it). Listings still drop stale cache entries.
+    void bypass_cache(bool on) { bypass_cache_.store(on); }
 
     Result<std::unique_ptr<WritableFile>> create(const std::string& path) override;
     Result<std::unique_ptr<RandomAccessFile>> open(const std::string& path) override;
@@ -81,12 +84,13 @@ class ObjectEnv final : public Env {
     bool cacheable(const std::string& key) const;
     Result<Bytes> read_cached(const std::string& key);
     void drop_cached(const std::string& key);
-    void prune_cache(const std::string& dir_key, const std::vector<std::string>& names);
+    void prune_cache(const std::string& dir_key, const std::vector<storage::BlobInfo>& objects);
 
     std::shared_ptr<storage::BlobStore> store_;
     std::string root_;
     std::string spool_;
     std::string cache_dir_;
+    std::atomic<bool> bypass_cache_{false};
 };
 
 // Opens the S3 store at `location` ("s3:…") with `options` and an ObjectEnv over it; with

@@ -24,7 +24,7 @@ struct StorageOptions {
     std::string credentials_file;
     std::string ca_file;          // a PEM CA for the endpoint's certificate; "" = the system's
     bool virtual_hosted = false;  // https://bucket.host/key instead of https://host/bucket/key
-    double max_requests_per_second = 0;     // 0 = no cap
+    double max_requests_per_second = 0;      // 0 = no cap
     std::uint64_t max_bytes_per_second = 0;  // 0 = no cap
     // The local metadata cache (object_env.h): "" = $XDG_CACHE_HOME/vmshadow/<repository id>
     // or ~/.cache/vmshadow/<repository id>; "none" = no cache.
