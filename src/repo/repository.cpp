@@ -232,6 +232,9 @@ Result<std::unique_ptr<Repository>> Repository::open(const std::string& location
         attach_metadata_cache(*o, c.id, options.storage);
     std::unique_ptr<Repository> repo(new Repository(path, env, c, std::move(key), key_id));
     if (options.pack_size) repo->pack_size_ = options.pack_size;
+    repo->lock_wait_ = options.lock_wait;
+    repo->storage_ = options.storage;
+    repo->storage_.log = nullptr;
     repo->owned_env_ = std::move(object);
     return repo;
 }
@@ -292,7 +295,7 @@ Status Repository::load_index(std::vector<Error>* damaged) {
 
 Result<std::unique_ptr<RepoLock>> Repository::lock(LockMode mode,
                                                    const std::string& operation) const {
-    return RepoLock::acquire(env_, root_, mode, operation);
+    return RepoLock::acquire(env_, root_, mode, operation, lock_wait_);
 }
 
 namespace {

@@ -19,6 +19,7 @@
 // Thread-safety: after open(), const methods and read_blob are safe from many threads;
 // load_index must not run concurrently with readers.
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -75,6 +76,8 @@ struct OpenOptions {
     Env* env = nullptr;           // nullptr = Env::posix(), or the repository's own for "s3:…"
     std::uint64_t pack_size = 0;  // target pack size for writers; 0 = default
     StorageOptions storage;       // an "s3:…" location's
+    // How long lock() waits for a lock another process holds (--retry-lock); 0 = fail at once.
+    std::chrono::seconds lock_wait{0};
 };
 
 // Anything that hands out verified blobs by id (the repository; tests use fakes).
@@ -108,6 +111,9 @@ class Repository final : public BlobSource {
     const std::string& root() const { return root_; }
     // Whether the repository lives on object storage (no local files to look at).
     bool is_remote() const;
+    // How an "s3:…" repository was reached, for child processes that open it again
+    // (storage_environment()); without its log function.
+    const StorageOptions& storage_options() const { return storage_; }
     std::string dir(std::string_view name) const { return root_ + "/" + std::string(name); }
     Env& env() const { return env_; }
     // Where the repository reads the time of day: point and record time stamps, gc's and
@@ -171,7 +177,9 @@ class Repository final : public BlobSource {
     // kept. Caller holds the exclusive lock.
     Result<std::size_t> quarantine(const std::string& path) const;
 
+    // Waits up to OpenOptions::lock_wait while another process holds the repository.
     Result<std::unique_ptr<RepoLock>> lock(LockMode mode, const std::string& operation) const;
+    void set_lock_wait(std::chrono::seconds wait) { lock_wait_ = wait; }
     // Removes temp files and packs no index names. Needs the exclusive lock and a loaded
     // index; returns how many files it removed. Unindexed packs are kept while the index
     // misses a committed point's map (a lost or damaged index file: `repo repair index`
@@ -198,6 +206,8 @@ class Repository final : public BlobSource {
     Codec codec_;
     Index index_;
     std::uint64_t pack_size_;
+    std::chrono::seconds lock_wait_{0};
+    StorageOptions storage_;
     // Tells this object's cached frames from another's (read_blob).
     std::uint64_t serial_ = next_serial();
     static std::uint64_t next_serial();

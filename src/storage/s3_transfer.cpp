@@ -162,6 +162,8 @@ S3Response perform_transfer(CURL* handle, const TransferSetup& setup, const S3Re
     curl_easy_setopt(handle, CURLOPT_LOW_SPEED_TIME, setup.low_speed_seconds);
     curl_easy_setopt(handle, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(handle, CURLOPT_FOLLOWLOCATION, 0L);
+    // A gateway (or a proxy) that never answers 100 Continue would cost a second a part.
+    curl_easy_setopt(handle, CURLOPT_EXPECT_100_TIMEOUT_MS, 100L);
     curl_easy_setopt(handle, CURLOPT_BUFFERSIZE, 512L << 10);
     curl_easy_setopt(handle, CURLOPT_UPLOAD_BUFFERSIZE, 512L << 10);
     if (!setup.ca_file.empty()) curl_easy_setopt(handle, CURLOPT_CAINFO, setup.ca_file.c_str());
