@@ -34,6 +34,11 @@ def size(name):
     return "–" if math.isnan(v) else f"{v / 1e6:.0f} MB"
 
 
+def count(name):
+    v = med(name)
+    return "–" if math.isnan(v) else f"{v:.0f}"
+
+
 def ratio(a, b):
     x, y = med(a), med(b)
     return "–" if math.isnan(x) or math.isnan(y) or y == 0 else f"{x / y:.2f}x"
@@ -46,12 +51,13 @@ print(f"Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC. Machine: {cores} 
       f"load average at the start of each run {' / '.join(f'{x:.1f}' for x in loads)}. "
       f"Binary: `{binary}`. Ceph 16.2 single node on loopback, OSD on {store} ({store_gb} GiB), "
       f"radosgw beast over http. Runs: {len(loads)}, medians shown; memory is the peak RSS.\n")
-print("| tool → store | full backup | CPU (user+sys) | stored | peak RSS backup | full restore | peak RSS restore |")
-print("|---|---|---|---|---|---|---|")
+print("| tool → store | full backup | CPU (user+sys) | stored | requests | peak RSS | full restore | CPU | requests | peak RSS |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for label, key in (("vmshadow → local directory", "local"), ("vmshadow → RGW (S3)", "s3"),
                    ("restic 0.14 → RGW (S3)", "restic")):
     print(f"| {label} | {secs(key + '_backup')} | {secs(key + '_backup_cpu')} | {size('size_' + key)} "
-          f"| {mem(key + '_backup')} | {secs(key + '_restore')} | {mem(key + '_restore')} |")
+          f"| {count(key + '_backup_requests')} | {mem(key + '_backup')} | {secs(key + '_restore')} "
+          f"| {secs(key + '_restore_cpu')} | {count(key + '_restore_requests')} | {mem(key + '_restore')} |")
 print(f"\nSpeed of vmshadow to RGW relative to the local backend (time local / time RGW; goal >= 0.8x): "
       f"backup {ratio('local_backup', 's3_backup')}, restore {ratio('local_restore', 's3_restore')}. "
       f"Against restic to the same RGW (time restic / time vmshadow; goal >= 2x): backup "

@@ -64,6 +64,14 @@ bucket_bytes() {
   radosgw-admin -c "$CEPHLAB/ceph.conf" bucket stats --bucket="$1" 2>/dev/null |
     /usr/bin/python3 -c 'import json,sys; u=json.load(sys.stdin)["usage"]; print(sum(v.get("size_actual", 0) for v in u.values()))'
 }
+# Requests the gateway has answered so far (radosgw logs one "beast:" line per request).
+rgw_requests() { grep -c ' beast: ' "$CEPHLAB/log/client.rgw.log" || true; }
+# measure_s3 NAME CMD...: measure, and record the requests it sent as NAME_requests.
+measure_s3() {
+  local before; before=$(rgw_requests)
+  measure "$@"
+  record "${1}_requests" $(( $(rgw_requests) - before ))
+}
 skipped() { [[ $SKIP == *" $1 "* ]]; }
 
 for run in $(seq "$RUNS"); do
@@ -82,17 +90,17 @@ for run in $(seq "$RUNS"); do
   fi
   if ! skipped s3; then
     "$VMSHADOW" repo init "s3:$E/$vb" >/dev/null
-    measure s3_backup "$VMSHADOW" --repo "s3:$E/$vb" image backup "$IMG" --name bench
+    measure_s3 s3_backup "$VMSHADOW" --repo "s3:$E/$vb" image backup "$IMG" --name bench
     record size_s3 "$(bucket_bytes "$vb")"
-    measure s3_restore "$VMSHADOW" --repo "s3:$E/$vb" image restore bench@latest "$W/out-s3.qcow2" --format qcow2
+    measure_s3 s3_restore "$VMSHADOW" --repo "s3:$E/$vb" image restore bench@latest "$W/out-s3.qcow2" --format qcow2
     qemu-img compare -q "$IMG" "$W/out-s3.qcow2"
     rm -f "$W/out-s3.qcow2"
   fi
   if ! skipped restic; then
     restic -q -r "s3:$E/$rb" init >/dev/null
-    measure restic_backup restic -q -r "s3:$E/$rb" backup "$IMG"
+    measure_s3 restic_backup restic -q -r "s3:$E/$rb" backup "$IMG"
     record size_restic "$(bucket_bytes "$rb")"
-    measure restic_restore restic -q -r "s3:$E/$rb" restore latest --target "$W/out-restic"
+    measure_s3 restic_restore restic -q -r "s3:$E/$rb" restore latest --target "$W/out-restic"
     cmp "$IMG" "$W/out-restic$IMG"
     rm -rf "$W/out-restic"
   fi

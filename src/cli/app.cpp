@@ -67,6 +67,7 @@ void build_cli(CLI::App& app, GlobalOptions& global, Action& action) {
     // Global options may follow the subcommand (`vm list --json`), as users type them.
     app.fallthrough();
     add_global_options(app, global);
+    add_repository_access_options(app, global);
     add_vm_commands(app, global, action);
     add_thaw_guardian_command(app, action);
     add_repository_commands(app, global, action);

@@ -9,6 +9,7 @@
 // comes from exit_code.h.
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -31,6 +32,13 @@ struct GlobalOptions {
     std::string progress = "auto";   // --progress auto|json|none
     std::string daemon_url;  // --daemon / VMSHADOW_DAEMON: vmshadowd's API (daemon_client.h)
     std::string daemon_fingerprint;  // --fingerprint / VMSHADOW_FINGERPRINT: its pinned certificate
+    // A repository on S3 and lock waits (repo_cli.h declares and reads them).
+    std::string s3_credentials;          // --s3-credentials / VMSHADOW_S3_CREDENTIALS
+    std::string cacert;                  // --cacert / VMSHADOW_S3_CACERT
+    bool s3_virtual_hosted = false;      // --s3-virtual-hosted / VMSHADOW_S3_VIRTUAL_HOSTED
+    unsigned s3_max_rps = 0;             // --s3-max-rps / VMSHADOW_S3_MAX_RPS; 0 = no cap
+    std::uint64_t s3_max_bandwidth = 0;  // --s3-max-bandwidth / VMSHADOW_S3_MAX_BANDWIDTH
+    std::string retry_lock;              // --retry-lock DURATION ("30s", "5m", "2h")
     // The running command's task: its progress, log and cancellation (SIGINT/SIGTERM). Set
     // by run_cli before the action runs; commands hand it to the engine.
     TaskContext* task = nullptr;
@@ -51,6 +59,8 @@ int run_cli(int argc, char** argv);
 void build_cli(CLI::App& app, GlobalOptions& global, Action& action);
 
 // Command registration; each is defined in the command's own file.
+// The repository's access options (--s3-*, --cacert, --retry-lock), in repo_cli.cpp.
+void add_repository_access_options(CLI::App& app, GlobalOptions& global);
 void add_vm_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_thaw_guardian_command(CLI::App& app, Action& action);
 void add_repository_commands(CLI::App& app, GlobalOptions& global, Action& action);

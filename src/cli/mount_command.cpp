@@ -33,6 +33,7 @@ Status run_mount(const GlobalOptions& global, const MountOptions& o) {
         if (p) password = *p;
         return p;
     };
+    open.storage = storage_options(global);
     auto repository = repo::Repository::open(global.repo, open);
     if (!repository) return std::unexpected(repository.error());
     auto listing = (*repository)->list_points();
@@ -43,7 +44,9 @@ Status run_mount(const GlobalOptions& global, const MountOptions& o) {
     if (!disk) return std::unexpected(disk.error());
 
     exporter::MountRequest request;
-    request.repo = std::filesystem::absolute(global.repo).string();
+    request.repo = (*repository)->is_remote() ? (*repository)->root()
+                                              : std::filesystem::absolute(global.repo).string();
+    request.environment = repo::storage_environment(open.storage);
     request.point = point->id.hex();
     request.disk = (*disk)->name;
     request.dir = o.dir;

@@ -18,6 +18,7 @@ Status run_init(const GlobalOptions& global, const InitOptions& o) {
     if (path.empty())
         return fail(ErrorKind::invalid_argument, "repo init needs a PATH (or --repo)");
     repo::InitOptions init;
+    init.storage = storage_options(global);
     init.encrypt = o.encrypt;
     init.zstd_level = o.zstd_level;
     if (o.encrypt) {

@@ -55,6 +55,9 @@ struct Range {
     std::int64_t lo, hi;
 };
 constexpr Range kConcurrency{1, 64};
+constexpr Range kMaxRps{0, 1000000};
+constexpr Range kMaxBandwidthMib{0, 1048576};
+constexpr Range kRetryLockSeconds{0, 86400};
 constexpr Range kKeep{1, repo::kMaxKeep};  // vmshadow prune's bound
 constexpr Range kPercent{0, 100};
 constexpr Range kAlertHours{0, 87600};
@@ -463,11 +466,21 @@ void read_daemon(const json& t, const Reader& r, DaemonSettings& d) {
 RepositorySpec read_repository(const json& t, const std::string& name, const Reader& r,
                                std::string_view section) {
     if (!t.is_object()) r.wrong_type(section, "", "a table", t);
-    r.only_keys(t, section, {"path", "password-file"});
+    r.only_keys(t, section,
+                {"path", "password-file", "s3-credentials", "cacert", "s3-virtual-hosted",
+                 "s3-max-rps", "s3-max-bandwidth-mib", "retry-lock-seconds"});
     RepositorySpec repo;
     repo.name = name;
     if (auto v = r.string(t, section, "path")) repo.path = *v;
     if (auto v = r.string(t, section, "password-file")) repo.password_file = *v;
+    if (auto v = r.string(t, section, "s3-credentials")) repo.s3_credentials = *v;
+    if (auto v = r.string(t, section, "cacert")) repo.cacert = *v;
+    if (auto v = r.boolean(t, section, "s3-virtual-hosted")) repo.s3_virtual_hosted = *v;
+    if (auto v = r.integer(t, section, "s3-max-rps", kMaxRps)) repo.s3_max_rps = *v;
+    if (auto v = r.integer(t, section, "s3-max-bandwidth-mib", kMaxBandwidthMib))
+        repo.s3_max_bandwidth_mib = *v;
+    if (auto v = r.integer(t, section, "retry-lock-seconds", kRetryLockSeconds))
+        repo.retry_lock_seconds = *v;
     return repo;
 }
 
@@ -642,9 +655,15 @@ void check_config(const DaemonConfig& c, const Reader& r) {
         std::string section = dotted("repository", name);
         check_name(r, section, "", "repository", name);
         if (repo.name != name) r.fail(section, "", "the name differs from its key");
-        if (repo.path.empty()) r.fail(section, "path", "missing: the repository's directory");
-        check_absolute(r, section, "path", repo.path, false);
+        if (repo.path.empty())
+            r.fail(section, "path", "missing: the repository's directory or s3: location");
+        if (!repo.path.native().starts_with("s3:"))
+            check_absolute(r, section, "path", repo.path, false);
+        else
+            check_text(r, section, "path", repo.path.native());
         check_absolute(r, section, "password-file", repo.password_file, true);
+        check_absolute(r, section, "s3-credentials", repo.s3_credentials, true);
+        check_absolute(r, section, "cacert", repo.cacert, true);
     }
     check_alerts(r, c.alerts);
     if (c.replica) check_replica(r, *c.replica);
@@ -876,6 +895,15 @@ std::string render_config(const DaemonConfig& config) {
         render_line(out, "path", toml_text(repo.path.string()));
         if (!repo.password_file.empty())
             render_line(out, "password-file", toml_text(repo.password_file.string()));
+        if (!repo.s3_credentials.empty())
+            render_line(out, "s3-credentials", toml_text(repo.s3_credentials.string()));
+        if (!repo.cacert.empty()) render_line(out, "cacert", toml_text(repo.cacert.string()));
+        if (repo.s3_virtual_hosted) render_line(out, "s3-virtual-hosted", "true");
+        if (repo.s3_max_rps) render_line(out, "s3-max-rps", std::to_string(repo.s3_max_rps));
+        if (repo.s3_max_bandwidth_mib)
+            render_line(out, "s3-max-bandwidth-mib", std::to_string(repo.s3_max_bandwidth_mib));
+        if (repo.retry_lock_seconds)
+            render_line(out, "retry-lock-seconds", std::to_string(repo.retry_lock_seconds));
     }
     const auto& a = config.alerts;
     out += "\n[alerts]\n";

@@ -97,8 +97,18 @@ struct JobSpec {
 
 struct RepositorySpec {
     std::string name;
-    std::filesystem::path path;
+    std::filesystem::path path;           // a local directory or "s3:https://HOST/BUCKET[/PREFIX]"
     std::filesystem::path password_file;  // "" = the repository is not encrypted
+    // An "s3:…" repository's access (docs/DAEMON.md); credentials also from AWS_* in
+    // vmshadowd's environment.
+    std::filesystem::path s3_credentials;  // TOML credentials file; "" = AWS_* only
+    std::filesystem::path cacert;          // PEM CA of the endpoint; "" = the system's
+    bool s3_virtual_hosted = false;
+    unsigned s3_max_rps = 0;            // 0 = no cap
+    unsigned s3_max_bandwidth_mib = 0;  // MiB per second; 0 = no cap
+    // How long the daemon's operations wait for a lock another process holds (another
+    // host's backup or gc); 0 = fail at once, as before.
+    unsigned retry_lock_seconds = 0;
     bool operator==(const RepositorySpec&) const = default;
 };
 

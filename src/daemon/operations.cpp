@@ -4,8 +4,10 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <set>
 
 #include "common/byte_size.h"
@@ -47,6 +49,15 @@ Result<std::string> read_password(const RepositorySpec& spec) {
 Result<std::unique_ptr<repo::Repository>> open_repo(const RepositorySpec& spec) {
     repo::OpenOptions options;
     options.password = [&spec] { return read_password(spec); };
+    options.storage.credentials_file = spec.s3_credentials.string();
+    options.storage.ca_file = spec.cacert.string();
+    options.storage.virtual_hosted = spec.s3_virtual_hosted;
+    options.storage.max_requests_per_second = spec.s3_max_rps;
+    options.storage.max_bytes_per_second = std::uint64_t{spec.s3_max_bandwidth_mib} << 20;
+    options.storage.log = [name = spec.name](const std::string& line) {
+        std::cerr << "repository '" << name << "': " << line << std::endl;
+    };
+    options.lock_wait = std::chrono::seconds(spec.retry_lock_seconds);
     return with_context(repo::Repository::open(spec.path.string(), options),
                         "repository '" + spec.name + "'");
 }

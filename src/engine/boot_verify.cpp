@@ -102,6 +102,7 @@ Status start_servers(repo::Repository& repo, const repo::RestorePoint& point,
         nbdkit.pidfile = base + ".pid";
         nbdkit.log = base + ".nbdkit.log";
         nbdkit.password = options.password;
+        nbdkit.environment = repo::storage_environment(repo.storage_options());
         nbdkit.dies_with_vmshadow = true;  // a throwaway VM's disks must not outlive us
         nbdkit.owner = "verify --boot (" + result.throwaway + "; it ends with its vmshadow)";
         auto server = exporter::start_point_server(nbdkit);

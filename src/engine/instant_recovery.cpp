@@ -49,6 +49,7 @@ Status serve_instant_disk(const repo::Repository& repo, const VmRestoreOptions& 
     nbdkit.pidfile = d.pidfile;
     nbdkit.log = d.log;
     nbdkit.password = options.password;
+    nbdkit.environment = repo::storage_environment(repo.storage_options());
     nbdkit.owner = instant_owner(run);
     nbdkit.record = [&run, &d](const ProcessId& session) {
         d.session = session;

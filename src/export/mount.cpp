@@ -271,6 +271,7 @@ Status start_servers(MountState& state, const MountRequest& r, const std::string
     nbdkit.pidfile = state.path("nbdkit.pid");
     nbdkit.log = state.path("nbdkit.log");
     nbdkit.password = r.password;
+    nbdkit.environment = r.environment;
     nbdkit.owner = "the mount on " + s.value("dir", std::string()) + " (`vmshadow umount " +
                    s.value("dir", std::string()) + "` ends it)";
     s["socket"] = state.path("nbd.sock");

@@ -45,7 +45,10 @@ struct MountRequest {
     std::string disk;      // disk name
     std::string dir;       // mount point (an empty directory)
     std::string password;  // encrypted repositories: given to nbdkit in its environment
-    std::string plugin;    // empty: find_plugin()
+    // "NAME=value" for nbdkit's environment: an "s3:…" repository's options
+    // (repo::storage_environment), never secrets.
+    std::vector<std::string> environment;
+    std::string plugin;  // empty: find_plugin()
     std::string run_dir = kMountRunDir;
 };
 

@@ -2,7 +2,11 @@
 // nbdkit-vmshadow-plugin.so: serves one disk of one restore point over NBD.
 //
 //   nbdkit [-f] [-r] -U SOCKET /path/to/nbdkit-vmshadow-plugin.so
-//       repo=PATH point=ID [disk=NAME] [overlay=FILE] [password-file=FILE]
+//       repo=PATH|s3:URL point=ID [disk=NAME] [overlay=FILE] [password-file=FILE]
+//
+// A repository on S3 is opened with the options in the environment
+// (repo::storage_options_from_environment: VMSHADOW_S3_*, AWS_* credentials), so no secret
+// is ever on nbdkit's command line.
 //
 // Read-only unless overlay=FILE is given; then writes go to FILE (+ FILE.map, see
 // overlay.h) and reads see them; the repository never changes. The plugin holds the
@@ -62,6 +66,16 @@ int check(const Status& s) {
     return s ? 0 : report(s.error());
 }
 
+// A repository's location: a local path made absolute, an "s3:…" location as given.
+std::string repository(const char* value) {
+    if (std::string(value).starts_with("s3:")) return value;
+    char* path = nbdkit_absolute_path(value);
+    if (!path) return {};
+    std::string out(path);
+    std::free(path);
+    return out;
+}
+
 std::string absolute(const char* value) {
     char* path = nbdkit_absolute_path(value);
     if (!path) return {};
@@ -73,7 +87,7 @@ std::string absolute(const char* value) {
 int vs_config(const char* key, const char* value) {
     std::string k(key);
     if (k == "repo") {
-        g_options.repo = absolute(value);
+        g_options.repo = repository(value);
     } else if (k == "point") {
         g_options.point = value;
     } else if (k == "disk") {
@@ -94,11 +108,14 @@ int vs_config(const char* key, const char* value) {
 int vs_config_complete() {
     if (g_options.repo.empty())
         if (const char* env = std::getenv("VMSHADOW_REPO"); env && *env)
-            g_options.repo = absolute(env);
+            g_options.repo = repository(env);
     if (g_options.repo.empty() || g_options.point.empty()) {
         nbdkit_error("repo=PATH and point=ID are required");
         return -1;
     }
+    g_options.storage = vmshadow::repo::storage_options_from_environment();
+    // Retries and throttling of the object store go to nbdkit's log.
+    g_options.storage.log = [](const std::string& line) { nbdkit_debug("%s", line.c_str()); };
     return 0;
 }
 
@@ -211,7 +228,8 @@ nbdkit_plugin make_plugin() {
     p.config = vs_config;
     p.config_complete = vs_config_complete;
     p.config_help =
-        "repo=PATH             repository (default: $VMSHADOW_REPO)\n"
+        "repo=PATH|s3:URL      repository (default: $VMSHADOW_REPO; S3 options from\n"
+        "                      VMSHADOW_S3_* and AWS_* in the environment)\n"
         "point=ID              restore point: full id, unique prefix or NAME@latest\n"
         "disk=NAME             disk of the point (needed when it has several)\n"
         "overlay=FILE          writable: writes go to FILE and FILE.map (default: read-only)\n"

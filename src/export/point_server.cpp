@@ -71,7 +71,8 @@ Result<ProcessId> start_point_server(const PointServerOptions& o) {
         nbdkit.argv.push_back(a);
     if (!o.overlay.empty()) nbdkit.argv.push_back("overlay=" + o.overlay);
     if (!o.owner.empty()) nbdkit.argv.push_back("owner=" + o.owner);
-    if (!o.password.empty()) nbdkit.env = {"VMSHADOW_PASSWORD=" + o.password};
+    nbdkit.env = o.environment;
+    if (!o.password.empty()) nbdkit.env.push_back("VMSHADOW_PASSWORD=" + o.password);
     nbdkit.log = o.log;
     nbdkit.pidfile = o.pidfile;
     nbdkit.dies_with_parent = o.dies_with_vmshadow;

@@ -21,6 +21,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "common/process.h"
@@ -33,7 +34,7 @@ Result<std::string> find_plugin();
 
 struct PointServerOptions {
     std::string plugin;    // empty: find_plugin()
-    std::string repo;      // repository path
+    std::string repo;      // repository path or "s3:…" location
     std::string point;     // full restore point id
     std::string disk;      // disk name
     std::string socket;    // Unix socket to serve on (≤ 107 bytes)
@@ -41,6 +42,9 @@ struct PointServerOptions {
     std::string pidfile;   // written by nbdkit once it serves
     std::string log;       // nbdkit's stdout and stderr
     std::string password;  // encrypted repositories: given in the environment, never argv
+    // More of nbdkit's environment ("NAME=value"): an "s3:…" repository's options
+    // (repo::storage_environment). AWS_* credentials reach it by inheritance, never argv.
+    std::vector<std::string> environment;
     // What the server is for, in its repository lock ("nbd export for OWNER"), so that
     // `repo unlock` and a locked gc say who holds the lock and how to end it.
     std::string owner;

@@ -52,6 +52,7 @@ Result<std::unique_ptr<ServedDisk>> ServedDisk::open(const ServeOptions& options
     std::unique_ptr<ServedDisk> s(new ServedDisk());
     repo::OpenOptions open;
     open.password = [&options] { return serve_password(options.password_file); };
+    open.storage = options.storage;
     auto r = repo::Repository::open(options.repo, open);
     if (!r) return std::unexpected(r.error());
     s->repo_ = std::move(*r);

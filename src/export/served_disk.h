@@ -27,13 +27,14 @@
 namespace vmshadow::exporter {
 
 struct ServeOptions {
-    std::string repo;                      // repository path
+    std::string repo;                      // repository path or "s3:…" location
     std::string point;                     // full id, unique prefix or NAME@latest
     std::string disk;                      // empty: the point's only disk
     std::string overlay;                   // empty: read-only
     std::string password_file;             // when $VMSHADOW_PASSWORD is unset
     std::string operation = "nbd export";  // recorded in the lock file
     repo::DiskReader::Options cache;
+    repo::StorageOptions storage;  // an "s3:…" repository's (the plugin: from its environment)
 };
 
 // The disk `name` of `point`, or its only disk when `name` is empty.

@@ -27,7 +27,10 @@ Result<std::unique_ptr<BackupSession>> BackupSession::begin(Repository& repo,
     // When no one else is using the repository, take the chance to remove what crashed runs
     // left behind (that needs the exclusive lock), then let others in.
     std::unique_ptr<RepoLock> lock;
-    auto exclusive = repo.lock(LockMode::exclusive, options.operation);
+    // Only a chance: never wait for it (--retry-lock would make every backup that meets
+    // another wait out the whole duration); the shared lock below is what waits.
+    auto exclusive =
+        RepoLock::acquire(repo.env(), repo.root(), LockMode::exclusive, options.operation);
     if (exclusive) {
         lock = std::move(*exclusive);
         if (auto st = repo.load_index(); !st) return std::unexpected(st.error());

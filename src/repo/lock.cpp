@@ -215,6 +215,7 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
 }
 
 Status RepoLock::start_refresher() {
+    refresher_pid_ = ::getpid();
     try {
         refresher_ = std::thread([this] {
             std::unique_lock lock(stop_mutex_);
@@ -242,7 +243,13 @@ void RepoLock::stop_refresher() {
         stopping_ = true;
     }
     stop_cv_.notify_all();
-    if (refresher_.joinable()) refresher_.join();
+    if (!refresher_.joinable()) return;
+    // In a child forked after the lock was taken (nbdkit forking into the background) the
+    // thread does not exist: joining would wait for ever.
+    if (::getpid() == refresher_pid_)
+        refresher_.join();
+    else
+        refresher_.detach();
 }
 
 Status RepoLock::refresh() {

@@ -90,6 +90,7 @@ class RepoLock {
     std::condition_variable stop_cv_;
     bool stopping_ = false;
     std::thread refresher_;
+    int refresher_pid_ = 0;  // the process the thread runs in
 };
 
 // One file under locks/, as `repo unlock` shows it.

@@ -9,12 +9,15 @@
 #include <map>
 
 #include "common/os_error.h"
+#include "common/process.h"
 #include "repo/format.h"
 #include "repo/repository_detail.h"
 #include "storage/s3_blob_store.h"
 
 namespace vmshadow::repo {
 namespace {
+
+namespace fs = std::filesystem;
 
 Env& local() {
     return Env::posix();
@@ -81,8 +84,8 @@ class MemoryFile final : public RandomAccessFile {
     std::string path_;
 };
 
-// A pack: every read_at is a ranged GET of just those bytes; the size is asked for only by
-// those who need it (trailer readers), restores read entries at offsets the index gives.
+// A pack: every read_at is a ranged GET of just those bytes (restores read entries at the
+// offsets the index gives, never the whole object).
 class ObjectFile final : public RandomAccessFile {
   public:
     ObjectFile(std::shared_ptr<storage::BlobStore> store, std::string key, std::uint64_t size)
@@ -101,6 +104,16 @@ class ObjectFile final : public RandomAccessFile {
 
 bool starts_with_folder(std::string_view key, std::string_view folder) {
     return key.size() > folder.size() + 1 && key.starts_with(folder) && key[folder.size()] == '/';
+}
+
+// The repository's folders (and data/<2 hex>) "exist" without a request: object stores have
+// no folders, and make_dir of them is a no-op (a writer asks before every pack).
+bool is_layout_folder(std::string_view key) {
+    for (auto folder : {format::kKeysDir, format::kDataDir, format::kIndexDir, format::kCommitsDir,
+                        format::kAnnotationsDir, format::kLocksDir, format::kQuarantineDir})
+        if (key == folder) return true;
+    return starts_with_folder(key, format::kDataDir) && key.size() == format::kDataDir.size() + 3 &&
+           key.find('/', format::kDataDir.size() + 1) == std::string_view::npos;
 }
 
 }  // namespace
@@ -137,6 +150,26 @@ Result<std::unique_ptr<ObjectEnv>> open_s3_env(const std::string& location,
     return ObjectEnv::open(std::shared_ptr<storage::BlobStore>(std::move(*store)));
 }
 
+namespace {
+
+// A process killed while it wrote packs leaves its spool (packs can be large): the next
+// ObjectEnv on this host removes spools whose process is gone.
+void remove_dead_spools(const std::string& parent) {
+    std::error_code ec;
+    for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+        std::string name = it->path().filename().string();
+        constexpr std::string_view kPrefix = "vmshadow-spool-";
+        if (!name.starts_with(kPrefix)) continue;
+        std::string pid = name.substr(kPrefix.size(), name.rfind('-') - kPrefix.size());
+        if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+        if (pid.size() > 9 || process_running(static_cast<pid_t>(std::stol(pid)))) continue;
+        std::error_code ignored;
+        fs::remove_all(it->path(), ignored);
+    }
+}
+
+}  // namespace
+
 std::string default_cache_dir(const std::string& repository_id) {
     if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg == '/')
         return std::string(xdg) + "/vmshadow/" + repository_id;
@@ -155,7 +188,8 @@ Result<std::unique_ptr<ObjectEnv>> ObjectEnv::open(std::shared_ptr<storage::Blob
         const char* tmp = std::getenv("TMPDIR");
         parent = tmp && *tmp == '/' ? tmp : "/var/tmp";
     }
-    std::string tmpl = parent + "/vmshadow-spool-XXXXXX";
+    remove_dead_spools(parent);
+    std::string tmpl = parent + "/vmshadow-spool-" + std::to_string(::getpid()) + "-XXXXXX";
     if (::mkdtemp(tmpl.data()) == nullptr)
         return std::unexpected(os_error("creating a spool folder in " + parent, errno));
     return std::unique_ptr<ObjectEnv>(new ObjectEnv(std::move(store), tmpl));
@@ -338,7 +372,7 @@ bool ObjectEnv::exists(const std::string& path) {
     auto p = place(path);
     if (!p) return false;
     if (p->spooled) return local().exists(p->local);
-    if (p->key.empty()) return true;
+    if (p->key.empty() || is_layout_folder(p->key)) return true;
     return store_->stat(p->key).has_value();
 }
 

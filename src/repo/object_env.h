@@ -14,10 +14,12 @@
 //   or record is therefore referenced only once it is fully stored (the commit rule), and
 //   write_file_atomic becomes one put of a finished file. sync of a spooled file is a no-op
 //   (the object's put is what makes it durable); make_dir and sync_dir are no-ops.
-// - open of data/… is an object whose read_at is a ranged GET (its size is one stat, taken
-//   when first asked); of anything else, the whole object is read at once (small records).
+// - open of data/… is an object whose read_at is a ranged GET (its size: one stat at open,
+//   which also makes a missing pack not_found there); of anything else, the whole object is
+//   read at once (small records).
 // - list(dir) = list("<dir>/") cut at the next '/', names unique; a "folder" with no object
-//   under it lists empty (object stores have no folders). exists = stat.
+//   under it lists empty (object stores have no folders). exists = stat, except for the
+//   repository's own folders, which always exist.
 // - rename of a stored object (quarantine) is get + put + remove; remove of a missing one
 //   succeeds; modified_time is the object's (the store's clock).
 // Cache: index/, commits/ and annotations/ hold content-addressed files (their name is the

@@ -233,6 +233,8 @@ Result<std::unique_ptr<Repository>> Repository::open(const std::string& location
     std::unique_ptr<Repository> repo(new Repository(path, env, c, std::move(key), key_id));
     if (options.pack_size) repo->pack_size_ = options.pack_size;
     repo->lock_wait_ = options.lock_wait;
+    repo->storage_ = options.storage;
+    repo->storage_.log = nullptr;
     repo->owned_env_ = std::move(object);
     return repo;
 }

@@ -111,6 +111,9 @@ class Repository final : public BlobSource {
     const std::string& root() const { return root_; }
     // Whether the repository lives on object storage (no local files to look at).
     bool is_remote() const;
+    // How an "s3:…" repository was reached, for child processes that open it again
+    // (storage_environment()); without its log function.
+    const StorageOptions& storage_options() const { return storage_; }
     std::string dir(std::string_view name) const { return root_ + "/" + std::string(name); }
     Env& env() const { return env_; }
     // Where the repository reads the time of day: point and record time stamps, gc's and
@@ -204,6 +207,7 @@ class Repository final : public BlobSource {
     Index index_;
     std::uint64_t pack_size_;
     std::chrono::seconds lock_wait_{0};
+    StorageOptions storage_;
     // Tells this object's cached frames from another's (read_blob).
     std::uint64_t serial_ = next_serial();
     static std::uint64_t next_serial();

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace vmshadow::repo {
 
@@ -32,5 +33,14 @@ struct StorageOptions {
     // Retries and throttling of the object store are reported here; empty = not reported.
     std::function<void(const std::string&)> log;
 };
+
+// The environment variables that carry these options to a child process that opens the
+// repository itself (the nbdkit plugin), and the CLI's defaults: VMSHADOW_S3_CREDENTIALS,
+// VMSHADOW_S3_CACERT, VMSHADOW_S3_VIRTUAL_HOSTED=1, VMSHADOW_S3_MAX_RPS,
+// VMSHADOW_S3_MAX_BANDWIDTH (bytes per second), VMSHADOW_CACHE_DIR. Paths are made absolute
+// (the child may run elsewhere). Only what is set is listed; never a secret.
+std::vector<std::string> storage_environment(const StorageOptions& options);
+// The options those variables give (unset or malformed numbers: no cap).
+StorageOptions storage_options_from_environment();
 
 }  // namespace vmshadow::repo
