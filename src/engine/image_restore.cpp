@@ -285,9 +285,12 @@ Result<ImageRestoreResult> restore_image(repo::Repository& repo,
 
     repo::ReadOptions ro;
     // Two threads per core by default: while one waits for its write (qemu-nbd's reply, or
-    // pwrite into the page cache), the other decodes and verifies.
-    ro.workers = options.workers ? options.workers
-                                 : std::min(repo::kMaxWorkers, 2 * repo::default_workers());
+    // pwrite into the page cache), the other decodes and verifies. On object storage at
+    // least one per connection: there each read waits a round trip, not the CPU.
+    ro.workers = options.workers
+                     ? options.workers
+                     : std::min(repo::kMaxWorkers, std::max(2 * repo::default_workers(),
+                                                            repo.env().read_concurrency()));
     if (options.task) {
         options.task->phase("write", disk->size, 0, disk->name);
         ro.progress = [task = options.task](std::uint64_t done, std::uint64_t) {

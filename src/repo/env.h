@@ -65,6 +65,10 @@ class Env {
     // from more than one (its fsyncs queue anyway), an object store one per connection (each
     // upload waits on the network, not the disk). Backup sessions run that many finishers.
     virtual unsigned write_concurrency() const { return 1; }
+    // How many reads it pays to keep in flight whatever the CPU count: 1 for a local disk
+    // (the page cache and read-ahead hide its latency), an object store one per connection
+    // (each ranged GET waits a round trip). Restores run at least that many readers.
+    virtual unsigned read_concurrency() const { return 1; }
 
     static Env& posix();
 };
