@@ -68,5 +68,7 @@ void add_job_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_task_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_token_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_replica_commands(CLI::App& app, GlobalOptions& global, Action& action);
+// Shadow copies (engine/shadow_ops.h), with the hidden watcher command.
+void add_shadow_commands(CLI::App& app, GlobalOptions& global, Action& action);
 
 }  // namespace vmshadow::cli
