@@ -22,6 +22,7 @@ struct ShadowCommandOptions {
     std::string mount_dir;
     std::string id;
     bool all = false;
+    std::string copy_disk;
     std::string dest;
     std::string format = "qcow2";
     bool resume = false;
@@ -138,7 +139,7 @@ Status run_delete(const GlobalOptions& g, const ShadowCommandOptions& o) {
 Status run_copy(const GlobalOptions& g, const ShadowCommandOptions& o) {
     engine::ShadowCopyRequest request;
     request.vm = o.vm;
-    request.disk = o.disks.empty() ? std::string() : o.disks.front();
+    request.disk = o.copy_disk;
     request.dest = o.dest;
     request.format = o.format;
     request.resume = o.resume;
@@ -217,7 +218,7 @@ void add_shadow_commands(CLI::App& app, GlobalOptions& global, Action& action) {
         "copy one disk of a running VM through a shadow copy: sparse, verified, "
         "restartable");
     copy->add_option("vm", o->vm, "VM name or UUID")->required();
-    copy->add_option("--disk", o->disks, "the disk to copy, e.g. vda")->required()->expected(1);
+    copy->add_option("--disk", o->copy_disk, "the disk to copy, e.g. vda")->required();
     copy->add_option("dest", o->dest, "the copy's file")->required();
     copy->add_option("--format", o->format, "qcow2 (default) or raw")
         ->check(CLI::IsMember({"qcow2", "raw"}));
