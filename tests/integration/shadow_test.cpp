@@ -58,7 +58,8 @@ class ShadowTest : public VmBackupTest {
 
     // SHA-256 of everything an NBD URI serves (nbdcopy to a pipe).
     static std::string nbd_sha256(const std::string& uri) {
-        auto r = lab::run_process({"sh", "-c", "nbdcopy '" + uri + "' - | sha256sum"});
+        auto r = lab::run_process(
+            {"bash", "-c", "set -o pipefail; nbdcopy '" + uri + "' - | sha256sum"});
         if (!r || r->exit_code != 0) return "nbdcopy failed";
         return r->out.substr(0, 64);
     }
@@ -66,11 +67,15 @@ class ShadowTest : public VmBackupTest {
         auto r = lab::run_process({"sha256sum", file.string()});
         return r && r->exit_code == 0 ? r->out.substr(0, 64) : "sha256sum failed";
     }
-    static std::string qcow2_sha256(const fs::path& image) {
-        auto r = lab::run_process(
-            {"sh", "-c",
-             "qemu-img convert -O raw '" + image.string() + "' /dev/stdout | sha256sum"});
-        return r && r->exit_code == 0 ? r->out.substr(0, 64) : "qemu-img failed";
+    std::string qcow2_sha256(const fs::path& image) {
+        fs::path raw = dir / "converted.raw";
+        auto r =
+            lab::run_process({"qemu-img", "convert", "-O", "raw", image.string(), raw.string()});
+        if (!r || r->exit_code != 0) return "qemu-img failed";
+        std::string sum = file_sha256(raw);
+        std::error_code ec;
+        fs::remove(raw, ec);
+        return sum;
     }
 
     // Waits until `file` holds `count` lines "paused at shadow-copy-stretch".
@@ -106,9 +111,10 @@ TEST_F(ShadowTest, CopyOfADiskUnderWritesEqualsTheDiskAtTheShadowsInstant) {
     start_writer(g);
     fs::path dest = dir / "vdb.raw";
     fs::path log = dir / "copy.log";
-    // Each flushed stretch pauses 1 s: time to hash the shadow while the copy runs.
+    // Each flushed stretch pauses 6 s: time to hash the shadow while the copy runs (the last
+    // pause comes before the verification, which ends with the shadow's deletion).
     ::setenv("VMSHADOW_TEST_PAUSE_AT", "shadow-copy-stretch", 1);
-    ::setenv("VMSHADOW_TEST_PAUSE_MS", "1000", 1);
+    ::setenv("VMSHADOW_TEST_PAUSE_MS", "6000", 1);
     pid_t pid =
         start_vmshadow_in_own_group({"--scratch-dir", scratch.string(), "shadow", "copy", g.name(),
                                      "--disk", "vdb", dest.string(), "--format", "raw", "--json"},
