@@ -265,6 +265,20 @@ Result<ShadowRecord> shadow_to_resume(const ShadowSettings& settings, const Shad
     return *shadow;
 }
 
+// A copy that failed midway: when the watcher dropped its shadow (the guest wrote more than
+// the diff area's maximum), --resume cannot help, and the message says so.
+Error copy_failed(const ShadowSettings& settings, const std::string& id, const fs::path& dest,
+                  const Error& error, const std::string& keep) {
+    auto shadow = load_shadow(settings.shadow_dir, id);
+    if (shadow && !shadow->active())
+        return Error(ErrorKind::unavailable, error.message() + "; shadow " + id + " was dropped (" +
+                                                 shadow->dropped_why + "): delete " +
+                                                 dest.string() + " and " +
+                                                 copy_progress_path(dest).string() +
+                                                 " and copy again, with a larger --max-size");
+    return Error(error.kind(), error.message() + keep);
+}
+
 }  // namespace
 
 fs::path copy_progress_path(const fs::path& dest) {
@@ -313,6 +327,11 @@ Result<ShadowCopyReport> copy_through_shadow(const ShadowSettings& settings,
                              shadow.id + "` to give up";
 
     auto target = CopyTarget::open(r.dest, r.format, progress.size, !r.resume);
+    if (!target && !r.resume) {
+        // Nothing was copied: leave nothing behind.
+        (void)delete_shadows(settings, shadow.id);
+        fs::remove(copy_progress_path(r.dest), ec);
+    }
     if (!target) return fail(target.error().with_context("shadow copy"));
     auto source = connect_export(shadow, r.disk);
     if (!source) return fail(Error(source.error().kind(), source.error().message() + keep));
@@ -324,7 +343,7 @@ Result<ShadowCopyReport> copy_through_shadow(const ShadowSettings& settings,
     task.set_item(r.disk);
     task.bytes_done(progress.done);
     if (auto st = copy_ranges(*source, **target, r.dest, progress, task, report.data_copied); !st)
-        return fail(Error(st.error().kind(), st.error().message() + keep));
+        return fail(copy_failed(settings, shadow.id, r.dest, st.error(), keep));
 
     task.phase("verify", 0);
     auto expected = hash_export(shadow, r.disk);
