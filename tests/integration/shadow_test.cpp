@@ -261,5 +261,40 @@ TEST_F(ShadowTest, StaleShadowIsCleanedByTheNextCommandAndABackupNamesALiveOne) 
     EXPECT_EQ(backup({g.name()}).exit_code, 0);
 }
 
+TEST_F(ShadowTest, GuestWithoutAnAgentGetsACrashConsistentShadowThatSaysWhy) {
+    lab::GuestOptions o;
+    o.agent_channel = false;  // no org.qemu.guest_agent.0 channel: nothing can freeze it
+    o.data_disks = {{lab::DataDisk::Kind::ext4, "64M"}};
+    lab::LabGuest& g = boot(o);
+    // Bad input first: a disk the VM does not have leaves nothing behind.
+    auto bad = run({"shadow", "create", g.name(), "--disk", "vdz"});
+    EXPECT_EQ(bad.exit_code, 3) << bad.out << bad.err;  // not found
+    EXPECT_NE(bad.err.find("vdz"), std::string::npos) << bad.err;
+    EXPECT_TRUE(shadows().empty());
+    EXPECT_TRUE(scratch_leftovers().empty());
+
+    auto created = run({"shadow", "create", g.name(), "--json"});
+    ASSERT_EQ(created.exit_code, 0) << created.out << created.err;
+    json shadow = json::parse(created.out);
+    EXPECT_EQ(shadow["consistency"], "crash");
+    EXPECT_NE(shadow["consistency_reason"].get<std::string>().find("agent"), std::string::npos)
+        << shadow.dump();
+    EXPECT_EQ(shadow["disks"].size(), 2u) << shadow.dump();  // vda and vdb by default
+    // A second shadow of the same VM is refused, naming the first.
+    auto second = run({"shadow", "create", g.name()});
+    EXPECT_EQ(second.exit_code, 6) << second.out << second.err;
+    EXPECT_NE(second.err.find("shadow delete " + shadow["id"].get<std::string>()),
+              std::string::npos)
+        << second.err;
+    EXPECT_EQ(shadows().size(), 1u);
+    auto deleted = run({"shadow", "delete", shadow["id"]});
+    EXPECT_EQ(deleted.exit_code, 0) << deleted.err;
+    EXPECT_TRUE(shadows().empty());
+    EXPECT_TRUE(scratch_leftovers().empty());
+    auto state = g.domain().state();
+    ASSERT_TRUE(state);
+    EXPECT_EQ(*state, virt::DomainState::running);
+}
+
 }  // namespace
 }  // namespace vmshadow::testing
