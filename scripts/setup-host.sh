@@ -31,6 +31,10 @@ PACKAGES=(
   busybox-static cpio e2fsprogs dosfstools sqlite3 kmod
   # the web dashboard's end-to-end tests drive Debian's headless browser
   chromium
+  # the S3 tests and bench (issue 17): a single-node Ceph cluster with its RADOS Gateway
+  # (tests/lab/ceph-rgw.sh) and restic to compare with. Installing them moves curl/libcurl to
+  # the current point release, so the libcurl headers come in the same apt step (LAB.md).
+  ceph-mon ceph-osd radosgw ceph-common restic libcurl4-openssl-dev
 )
 # The web dashboard is built with node and npm: Debian's (node 18) only when there is no node
 # at all, because a node installed otherwise (e.g. NodeSource's 20) conflicts with those packages.

@@ -8,8 +8,14 @@
 #
 # Bench-only dependencies (not in scripts/setup-host.sh): restic borgbackup time
 # python3-libnbd debootstrap.   Usage: bench/repo/run.sh [path/to/vmshadow] > report.md
+# The repository on S3 (issue 17): bench/repo/run.sh s3 [path/to/vmshadow] > report.md (s3.sh).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# `run.sh s3 [vmshadow]`: the repository on S3 (Ceph RGW) vs local vs restic to RGW (s3.sh).
+if [ "${1:-}" = s3 ]; then
+  shift
+  exec "$HERE/s3.sh" "$@"
+fi
 VMSHADOW=$(realpath "${1:-$HERE/../../build-repo/src/cli/vmshadow}")
 BENCH_DIR=${BENCH_DIR:-/var/tmp/vmshadow-bench}
 RUNS=${RUNS:-3}

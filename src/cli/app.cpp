@@ -81,6 +81,7 @@ void build_cli(CLI::App& app, GlobalOptions& global, Action& action) {
     add_task_commands(app, global, action);
     add_token_commands(app, global, action);
     add_replica_commands(app, global, action);
+    add_checkpoint_commands(app, global, action);
     add_shadow_commands(app, global, action);
 }
 

@@ -15,8 +15,9 @@
 // (<dir>/<domain uuid>/tree.json; <dir> = $VMSHADOW_CHECKPOINT_DIR, else
 // kDefaultCheckpointDir), replaced atomically (common/atomic_file.h) after every change, and
 // pure queries on the tree. A standard checkpoint's memory file lives in the same folder
-// (<id>.mem); layer images and overlays live beside the VM's disks
-// (<disk stem>.ckpt-<id>.qcow2 / <disk stem>.now-<id>.qcow2).
+// (<id>.mem); overlays live beside the VM's disks (<disk stem>.now-<8 hex>.qcow2), and a
+// layer image is the file the VM wrote to until the checkpoint (its original disk for the
+// first one, an earlier overlay after that): a running QEMU's backing file cannot be renamed.
 // It is not: the operations (checkpoint_ops.h) nor libvirt.
 //
 // Invariants (checked by load; a record that breaks one is ErrorKind::corruption naming the
@@ -73,8 +74,9 @@ struct CheckpointTree {
     std::vector<Checkpoint> checkpoints;  // creation order
     std::string current;                  // the parent of "now"; empty when none
     std::vector<CheckpointDisk> active;   // the images the VM writes to now
-    // Set by apply (and by a delete that had to rebase outside libvirt's view): the dirty
-    // bitmaps no longer describe the disk's history, so the next backup of each repository
+    // Set by apply, by a create while the VM is off (qemu-img's overlay) and by a delete
+    // that had to rebase outside libvirt's view: the dirty bitmaps no longer describe the
+    // disk's history, so the next backup of each repository
     // and the next replica cycle must be full; this says why ("returned to checkpoint 'x' at
     // <time>"). Cleared by nothing: backups compare its time with their last point's.
     std::int64_t tracking_reset_at = 0;

@@ -58,10 +58,9 @@ Status BackupSession::start_threads() {
     if (auto st = queue_.start(options_.workers, [this](Job& job, unsigned) { process(job); }); !st)
         return st;
     if (options_.workers == 0) return {};
-    std::vector<std::thread> one;
-    if (auto st = repo::start_threads(one, 1, [this] { finisher(); }); !st) return st;
-    finisher_ = std::move(one.front());
-    return {};
+    // Finishers are at least one and at most the workers: more could not be fed.
+    unsigned finishers = std::clamp(repo_.env().write_concurrency(), 1u, options_.workers);
+    return repo::start_threads(finishers_, finishers, [this] { finisher(); });
 }
 
 BackupSession::BackupSession(Repository& repo, const SessionOptions& options,
@@ -91,13 +90,15 @@ void BackupSession::stop_workers() {
 }
 
 void BackupSession::stop_finisher() {
-    if (!finisher_.joinable()) return;
+    if (finishers_.empty()) return;
     {
         std::lock_guard lock(finisher_mu_);
         finisher_stopping_ = true;
     }
     finisher_cv_.notify_all();
-    finisher_.join();
+    for (auto& t : finishers_)
+        if (t.joinable()) t.join();
+    finishers_.clear();
 }
 
 void BackupSession::finisher() {
@@ -109,24 +110,21 @@ void BackupSession::finisher() {
             if (full_packs_.empty()) return;
             pack = std::move(full_packs_.front());
             full_packs_.pop_front();
-            finisher_busy_ = true;
         }
         // After an error the pack is dropped (its temp file removed): nothing will commit.
         if (!failed())
             if (auto st = finish_pack(std::move(pack)); !st) set_error(st.error());
         pack.reset();
-        {
-            std::lock_guard lock(finisher_mu_);
-            finisher_busy_ = false;
-        }
         finisher_space_cv_.notify_all();
     }
 }
 
 Status BackupSession::retire_pack(std::unique_ptr<PackWriter> pack) {
-    if (!finisher_.joinable()) return finish_pack(std::move(pack));
+    if (finishers_.empty()) return finish_pack(std::move(pack));
+    // One pack waiting per finisher besides the ones being finished: enough to keep them all
+    // busy, few enough that a slow store holds back the workers instead of filling memory.
     std::unique_lock lock(finisher_mu_);
-    finisher_space_cv_.wait(lock, [&] { return full_packs_.size() < 2; });
+    finisher_space_cv_.wait(lock, [&] { return full_packs_.size() < finishers_.size() + 1; });
     full_packs_.push_back(std::move(pack));
     lock.unlock();
     finisher_cv_.notify_one();

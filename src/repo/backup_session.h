@@ -33,8 +33,9 @@
 //
 // Threading: a pool of workers hashes, compresses, encrypts and packs chunks; the producer
 // (the caller) blocks when `max_inflight_bytes` of data is queued, which bounds memory. A
-// full pack is finished (trailer, fsync, rename) by one more thread, so workers never wait
-// on the disk; at most two full packs wait for it.
+// full pack is finished (trailer, fsync, rename; on object storage the upload) by finisher
+// threads — Env::write_concurrency() of them, one for a local disk — so workers never wait
+// on the disk; at most one full pack per finisher waits for them.
 // One thread drives a session's calls; different DiskWriters may be fed from different
 // threads. workers = 0 processes everything on the caller's thread (deterministic; the
 // fault-injection tests use it).
@@ -243,8 +244,8 @@ class BackupSession {
     std::mutex finisher_mu_;
     std::condition_variable finisher_cv_, finisher_space_cv_;
     std::deque<std::unique_ptr<PackWriter>> full_packs_;
-    bool finisher_busy_ = false, finisher_stopping_ = false;
-    std::thread finisher_;
+    bool finisher_stopping_ = false;
+    std::vector<std::thread> finishers_;
 
     std::mutex buffers_mu_;
     std::vector<Bytes> free_buffers_;  // oldest first

@@ -9,6 +9,7 @@
 
 #include "repo/chunk_map.h"
 #include "repo/format.h"
+#include "repo/object_env.h"
 
 namespace vmshadow::repo {
 namespace {
@@ -321,6 +322,15 @@ Result<CheckReport> check_repository(Repository& repo, const CheckOptions& optio
             ErrorKind::invalid_argument,
             "read-data percent " + std::to_string(options.read_data_percent) + ": use 1..100");
     }
+    // Check judges what the bucket holds, not this host's cached copy of its metadata.
+    auto* object = dynamic_cast<ObjectEnv*>(&repo.env());
+    if (object) object->bypass_cache(true);
+    struct Restore {
+        ObjectEnv* env;
+        ~Restore() {
+            if (env) env->bypass_cache(false);
+        }
+    } restore{object};
     CheckReport report;
     Checker checker(repo, options, report);
     if (auto st = checker.run(); !st) return std::unexpected(st.error());

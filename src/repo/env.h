@@ -61,6 +61,10 @@ class Env {
     // When the file's content was last written, Unix seconds (gc's grace period). Not
     // pure: every Env sees the same files, and test Envs need not intercept it.
     virtual Result<std::int64_t> modified_time(const std::string& path);
+    // How many files it pays to finish (store durably) at once: a local disk gains nothing
+    // from more than one (its fsyncs queue anyway), an object store one per connection (each
+    // upload waits on the network, not the disk). Backup sessions run that many finishers.
+    virtual unsigned write_concurrency() const { return 1; }
 
     static Env& posix();
 };

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <ctime>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -84,26 +86,52 @@ LockInfo describe(const std::string& id, const Bytes& bytes) {
     info.since = parse_iso8601_utc(info.time).value_or(0);
     info.holder_dead =
         is_stale(info.host, static_cast<pid_t>(info.pid), j.value("start_time", std::string()), id);
+    if (j.contains("refreshed") && j["refreshed"].is_string())
+        info.refreshed = parse_iso8601_utc(j["refreshed"].get<std::string>()).value_or(0);
+    info.refreshed = std::max(info.refreshed, info.since);
     return info;
 }
 
+// Another host's lock is judged by when it last showed life: its own refresh time, or the
+// object's modification time (the store's clock, which a skewed holder clock cannot fake
+// into the past).
+void judge_freshness(Env& env, const std::string& path, LockInfo& info) {
+    if (!info.readable || info.host == hostname()) return;
+    if (auto mtime = env.modified_time(path)) info.refreshed = std::max(info.refreshed, *mtime);
+    info.stale = info.refreshed > 0 && ::time(nullptr) - info.refreshed > kLockStaleSeconds;
+}
+
+std::atomic<std::int64_t> g_refresh_ms{0};
+
+std::string stale_words(const LockInfo& info) {
+    return "last refreshed " + iso8601_utc(info.refreshed) + ", over " +
+           std::to_string(kLockStaleSeconds / 60) + " minutes ago";
+}
+
 }  // namespace
+
+void set_lock_refresh_interval_for_tests(std::int64_t milliseconds) {
+    g_refresh_ms.store(milliseconds);
+}
 
 RepoLock::RepoLock(Env& env, std::string root, std::string id, LockMode mode, std::string operation)
     : env_(env),
       root_(std::move(root)),
       id_(std::move(id)),
       mode_(mode),
-      operation_(std::move(operation)) {}
+      operation_(std::move(operation)),
+      taken_(::time(nullptr)) {}
 
 Status RepoLock::write_file() {
+    std::lock_guard lock(write_mutex_);
     nlohmann::json j{{"version", kLockVersion},
                      {"pid", ::getpid()},
                      {"start_time", process_start_time(::getpid())},
                      {"host", hostname()},
                      {"exclusive", mode_ == LockMode::exclusive},
                      {"operation", operation_},
-                     {"time", iso8601_utc(::time(nullptr))}};
+                     {"time", iso8601_utc(taken_)},
+                     {"refreshed", iso8601_utc(::time(nullptr))}};
     std::string text = j.dump();
     return write_file_atomic(env_, root_ + "/" + std::string(format::kTmpDir),
                              root_ + "/" + std::string(format::kLocksDir), id_, as_bytes(text));
@@ -130,6 +158,7 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
         // Lock files are written atomically, so one that cannot be read is not a racing
         // holder's half-written file but damage or a foreign file: held until removed.
         LockInfo other = bytes ? describe(name, *bytes) : LockInfo{.id = name, .readable = false};
+        judge_freshness(env, dir + "/" + name, other);
         if (!other.readable)
             return fail(ErrorKind::locked,
                         "repository is locked by " + dir + "/" + name +
@@ -140,6 +169,13 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
             (void)env.remove(dir + "/" + name);  // its owner is gone
             continue;
         }
+        if ((mode == LockMode::exclusive || other.exclusive) && other.stale)
+            return fail(ErrorKind::locked,
+                        "repository is locked by a stale lock " + dir + "/" + name + " of `" +
+                            other.operation + "` (pid " + std::to_string(other.pid) + " on " +
+                            other.host + ", " + stale_words(other) +
+                            "): its holder is gone or cut off; remove it with `vmshadow repo "
+                            "unlock`");
         if (mode == LockMode::exclusive || other.exclusive) {
             const std::string& host = other.host;
             return fail(ErrorKind::locked,
@@ -154,17 +190,77 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
                                                       "repo unlock --remove-all`"));
         }
     }
+    if (auto st = self->start_refresher(); !st) return std::unexpected(st.error());
     return self;
 }
 
+Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string& root,
+                                                    LockMode mode, const std::string& operation,
+                                                    std::chrono::seconds wait) {
+    auto deadline = std::chrono::steady_clock::now() + wait;
+    auto pause = std::chrono::seconds(1);
+    for (;;) {
+        auto lock = acquire(env, root, mode, operation);
+        if (lock || lock.error().kind() != ErrorKind::locked) return lock;
+        auto now = std::chrono::steady_clock::now();
+        if (now >= deadline)
+            return wait.count() == 0
+                       ? std::move(lock)
+                       : fail(ErrorKind::locked, lock.error().message() + " (waited " +
+                                                     std::to_string(wait.count()) + " s for it)");
+        std::this_thread::sleep_for(
+            std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
+        pause = std::min(pause * 2, std::chrono::seconds(30));
+    }
+}
+
+Status RepoLock::start_refresher() {
+    try {
+        refresher_ = std::thread([this] {
+            std::unique_lock lock(stop_mutex_);
+            for (;;) {
+                std::int64_t ms = g_refresh_ms.load();
+                auto every = std::chrono::milliseconds(ms > 0 ? ms : kLockRefreshSeconds * 1000);
+                if (stop_cv_.wait_for(lock, every, [this] { return stopping_; })) return;
+                lock.unlock();
+                // A failed refresh is tried again next time: the lock goes stale only after
+                // six in a row fail.
+                (void)refresh();
+                lock.lock();
+            }
+        });
+    } catch (const std::system_error& e) {
+        return fail(ErrorKind::io,
+                    std::string("cannot start the lock's refresher thread: ") + e.what());
+    }
+    return {};
+}
+
+void RepoLock::stop_refresher() {
+    {
+        std::lock_guard lock(stop_mutex_);
+        stopping_ = true;
+    }
+    stop_cv_.notify_all();
+    if (refresher_.joinable()) refresher_.join();
+}
+
+Status RepoLock::refresh() {
+    return write_file();
+}
+
 Status RepoLock::downgrade() {
-    mode_ = LockMode::shared;
+    {
+        std::lock_guard lock(write_mutex_);
+        mode_ = LockMode::shared;
+    }
     return write_file();
 }
 
 Status RepoLock::release() {
     if (!held_) return {};
     held_ = false;
+    stop_refresher();
     Status st = env_.remove(root_ + "/" + std::string(format::kLocksDir) + "/" + id_);
     std::lock_guard lock(g_held_mutex);
     g_held.erase(id_);
@@ -186,6 +282,7 @@ Result<std::vector<LockInfo>> list_locks(Env& env, const std::string& root) {
         // One that can't be read at all (permissions, a directory) is unreadable like garbage:
         // held, and --remove-all removes it.
         out.push_back(bytes ? describe(name, *bytes) : LockInfo{.id = name, .readable = false});
+        judge_freshness(env, dir + "/" + name, out.back());
     }
     std::stable_sort(out.begin(), out.end(), [](const LockInfo& a, const LockInfo& b) {
         return a.since != b.since ? a.since < b.since : a.id < b.id;
@@ -199,7 +296,7 @@ Result<std::vector<LockInfo>> remove_locks(Env& env, const std::string& root, bo
     std::string dir = root + "/" + std::string(format::kLocksDir);
     std::vector<LockInfo> removed;
     for (auto& lock : *locks) {
-        if (!remove_all && !lock.holder_dead) continue;
+        if (!remove_all && !lock.holder_dead && !lock.stale) continue;
         std::string path = dir + "/" + lock.id;
         if (!env.exists(path)) continue;  // its holder released it, or acquire() broke it
         if (auto st = env.remove(path); !st)

@@ -12,21 +12,30 @@
 // live lock exists. Both racing holders may back off (never both proceed). A lock is stale
 // when its host is this host and its process is gone (pid absent, or the pid now belongs to
 // a process with another start time), or when this process wrote it and no longer holds
-// it (a crashed in-process session in the fault-injection tests); stale locks are removed.
+// it (a crashed in-process session in the fault-injection tests); such locks are removed.
 // A lock file this build cannot read (garbage, empty, truncated, a field missing or of the
 // wrong type, a newer lock version) is held by an unknown holder in an unknown mode: every
-// acquire() fails with `locked` naming the file, until a user removes it. A lock's time
-// plays no part (a clock of another host may be wrong): a lock with a future time is held
-// like any other.
-// Locks of other hosts are never broken automatically: `vmshadow repo unlock --remove-all`
-// (remove_locks with remove_all) is the way out once the user knows that holder is gone.
+// acquire() fails with `locked` naming the file, until a user removes it.
+// Between hosts (a repository on S3 shared by many): a holder rewrites its lock every
+// kLockRefreshSeconds (a background thread, while it holds it), recording the time as
+// "refreshed". A lock of another host whose refresh (the later of its "refreshed" time and
+// its object's modification time, the store's clock) is more than kLockStaleSeconds behind
+// this host's clock is stale: its holder is gone or cut off. A stale lock still blocks
+// acquire(), whose `locked` error says it is stale and that `vmshadow repo unlock` removes
+// it; a fresh lock of another host is removed only by `repo unlock --remove-all`. The 30
+// minutes are six missed refreshes, and far more than the clock skew of hosts kept by NTP.
+// A lock's "time" (when it was taken) plays no part: a lock with a future time is held.
 //
 // Thread-safety: a RepoLock object belongs to one thread; the registry of held locks is
 // internally synchronised.
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/error.h"
@@ -36,24 +45,38 @@ namespace vmshadow::repo {
 
 enum class LockMode { shared, exclusive };
 
+inline constexpr std::int64_t kLockRefreshSeconds = 5 * 60;
+inline constexpr std::int64_t kLockStaleSeconds = 30 * 60;
+// Tests shorten the refresh interval (milliseconds; 0 = kLockRefreshSeconds again).
+void set_lock_refresh_interval_for_tests(std::int64_t milliseconds);
+
 class RepoLock {
   public:
     // Fails with ErrorKind::locked naming the holder (operation, pid, host, since).
     static Result<std::unique_ptr<RepoLock>> acquire(Env& env, const std::string& root,
                                                      LockMode mode, const std::string& operation);
+    // The same, retrying while the repository is locked for up to `wait` (restic's
+    // --retry-lock): pauses of 1 s doubling to 30 s. Other errors return at once.
+    static Result<std::unique_ptr<RepoLock>> acquire(Env& env, const std::string& root,
+                                                     LockMode mode, const std::string& operation,
+                                                     std::chrono::seconds wait);
     ~RepoLock();
     RepoLock(const RepoLock&) = delete;
     RepoLock& operator=(const RepoLock&) = delete;
 
-    LockMode mode() const { return mode_; }
+    LockMode mode() const { return mode_; }  // the owning thread's view
     // Turns an exclusive lock into a shared one (after cleanup, a backup lets others in).
     Status downgrade();
     // Removes the lock file now; the destructor does the same if not called.
     Status release();
+    // Rewrites the lock with a new refresh time (the refresher thread does it on its own).
+    Status refresh();
 
   private:
     RepoLock(Env& env, std::string root, std::string id, LockMode mode, std::string operation);
     Status write_file();
+    Status start_refresher();
+    void stop_refresher();
 
     Env& env_;
     std::string root_;
@@ -61,6 +84,12 @@ class RepoLock {
     LockMode mode_;
     std::string operation_;
     bool held_ = true;
+    std::int64_t taken_;
+    std::mutex write_mutex_;  // the refresher and downgrade() both rewrite the file
+    std::mutex stop_mutex_;
+    std::condition_variable stop_cv_;
+    bool stopping_ = false;
+    std::thread refresher_;
 };
 
 // One file under locks/, as `repo unlock` shows it.
@@ -70,17 +99,19 @@ struct LockInfo {
     long pid = 0;
     bool exclusive = false;
     std::string operation;
-    std::string time;          // when it was taken, ISO 8601 UTC as written
-    std::int64_t since = 0;    // `time` as Unix seconds; 0 when it cannot be read
-    bool readable = true;      // false: not a lock file this vmshadow can read (held)
-    bool holder_dead = false;  // this host, and its process is gone (the staleness rule above)
+    std::string time;            // when it was taken, ISO 8601 UTC as written
+    std::int64_t since = 0;      // `time` as Unix seconds; 0 when it cannot be read
+    bool readable = true;        // false: not a lock file this vmshadow can read (held)
+    bool holder_dead = false;    // this host, and its process is gone (the staleness rule above)
+    std::int64_t refreshed = 0;  // the last sign of life, Unix seconds; 0 when unknown
+    bool stale = false;          // another host's, not refreshed for kLockStaleSeconds
 };
 
 // Every lock file under locks/, oldest first, judged by the same rule acquire() uses.
 Result<std::vector<LockInfo>> list_locks(Env& env, const std::string& root);
 
-// Removes the locks whose holder is known dead, or, with remove_all, every lock file
-// (unreadable ones too): the caller must say so, since a live process may hold one. Takes no
+// Removes the locks whose holder is known dead or that are stale, or, with remove_all, every lock
+// file (unreadable ones too): the caller must say so, since a live process may hold one. Takes no
 // lock itself. Returns the locks it removed; one that vanished meanwhile is not among them.
 Result<std::vector<LockInfo>> remove_locks(Env& env, const std::string& root, bool remove_all);
 

@@ -11,13 +11,16 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <ctime>
 #include <set>
 
 #include "common/process.h"
 #include "repo/format.h"
 #include "repo/keys.h"
+#include "repo/object_env.h"
 #include "repo/repository_detail.h"
+#include "storage/local_blob_store.h"
 
 namespace vmshadow::repo {
 
@@ -44,6 +47,42 @@ Result<Hash256> write_sealed(const Repository& repo, std::string_view subdir, By
     return id;
 }
 
+namespace {
+
+// Without a cache the repository still works (every listing reads the metadata again).
+void attach_metadata_cache(ObjectEnv& env, const std::string& id, const StorageOptions& options) {
+    if (options.cache_dir == "none") return;
+    std::string dir = options.cache_dir.empty() ? default_cache_dir(id) : options.cache_dir;
+    if (dir.empty()) return;
+    if (auto st = env.attach_cache(dir); !st && options.log)
+        options.log("repository " + env.root() +
+                    ": working without a metadata cache: " + st.error().message());
+}
+
+}  // namespace
+
+// Test hook: with VMSHADOW_TEST_REPO_ON_BLOBS set, a local path given with the default Env is
+// opened through an ObjectEnv over the local blob store rooted there (the same files), so the
+// whole repository unit suite runs again on the object Env (tests/CMakeLists.txt). Its cache
+// lives inside the store's own temp folder, so the test's directory removal takes it along.
+Result<std::unique_ptr<ObjectEnv>> test_object_env(const std::string& path) {
+    const char* on = std::getenv("VMSHADOW_TEST_REPO_ON_BLOBS");
+    if (!on || !*on) return std::unique_ptr<ObjectEnv>();
+    auto store = storage::open_local_blob_store(path);
+    if (!store) return std::unexpected(store.error());
+    // The tests look into (and plant files in) the folders a local repository has; an object
+    // store has none until something is stored, so they are made here.
+    for (auto sub : {format::kKeysDir, format::kDataDir, format::kIndexDir, format::kCommitsDir,
+                     format::kAnnotationsDir, format::kLocksDir, format::kTmpDir})
+        if (auto st = Env::posix().make_dir(path + "/" + std::string(sub)); !st)
+            return std::unexpected(st.error());
+    auto env = ObjectEnv::open(std::shared_ptr<storage::BlobStore>(std::move(*store)));
+    if (!env) return env;
+    if (auto st = (*env)->attach_cache(path + "/.tmp/vmshadow-cache"); !st)
+        return std::unexpected(st.error());
+    return env;
+}
+
 Repository::Repository(std::string root, Env& env, RepoConfig config, std::optional<MasterKey> key,
                        std::string key_id)
     : root_(std::move(root)),
@@ -54,7 +93,20 @@ Repository::Repository(std::string root, Env& env, RepoConfig config, std::optio
       codec_(std::move(key), config_.zstd_level),
       pack_size_(format::kDefaultPackSize) {}
 
-Status Repository::init(const std::string& path, const InitOptions& options, Env& env) {
+Status Repository::init(const std::string& location, const InitOptions& options, Env& given_env) {
+    std::unique_ptr<ObjectEnv> object;
+    if (is_object_location(location)) {
+        auto opened = open_s3_env(location, options.storage, true);
+        if (!opened) return std::unexpected(opened.error());
+        object = std::move(*opened);
+    }
+    if (!object && &given_env == &Env::posix()) {
+        auto hooked = test_object_env(location);
+        if (!hooked) return std::unexpected(hooked.error());
+        object = std::move(*hooked);
+    }
+    Env& env = object ? *object : given_env;
+    const std::string path = object ? object->root() : location;
     if (env.exists(path + "/" + std::string(format::kConfigFile)))
         return fail(ErrorKind::conflict, "a repository already exists at " + path);
     if (options.encrypt && options.password.empty())
@@ -100,17 +152,38 @@ Status Repository::init(const std::string& path, const InitOptions& options, Env
                              std::string(format::kConfigFile), as_bytes(text));
 }
 
-Result<std::unique_ptr<Repository>> Repository::open(const std::string& path,
+bool Repository::is_remote() const {
+    return dynamic_cast<const ObjectEnv*>(&env_) != nullptr;
+}
+
+Result<std::unique_ptr<Repository>> Repository::open(const std::string& location,
                                                      const OpenOptions& options) {
-    Env& env = options.env ? *options.env : Env::posix();
-    std::string config_path = path + "/" + std::string(format::kConfigFile);
-    if (path.empty())
+    if (location.empty())
         return fail(ErrorKind::invalid_argument,
                     "no repository given: pass --repo PATH or set VMSHADOW_REPO");
+    std::unique_ptr<ObjectEnv> object;
+    if (!options.env && is_object_location(location)) {
+        auto opened = open_s3_env(location, options.storage, false);
+        if (!opened) return std::unexpected(opened.error());
+        object = std::move(*opened);
+    }
+    if (!object && !options.env) {
+        auto hooked = test_object_env(location);
+        if (!hooked) return std::unexpected(hooked.error());
+        object = std::move(*hooked);
+    }
+    Env& env = object ? *object : options.env ? *options.env : Env::posix();
+    const std::string path = object ? object->root() : location;
+    std::string config_path = path + "/" + std::string(format::kConfigFile);
     if (!env.exists(config_path)) {
         // stat() fails alike for a missing config and an unreadable directory: opening it
         // tells them apart, so "permission denied" is not reported as "no repository".
         auto probe = env.open(config_path);
+        // On object storage every failure but a missing object is worth its own words (no
+        // credentials accepted, no such bucket, the endpoint down).
+        if (!probe && object && probe.error().kind() != ErrorKind::not_found)
+            return fail(probe.error().kind(),
+                        "cannot read the repository at " + path + ": " + probe.error().message());
         if (!probe && probe.error().kind() == ErrorKind::permission)
             return fail(ErrorKind::permission,
                         "cannot read the repository at " + path + ": " + probe.error().message());
@@ -155,8 +228,12 @@ Result<std::unique_ptr<Repository>> Repository::open(const std::string& path,
         key = opened->key;
         key_id = opened->key_id;
     }
+    if (auto* o = dynamic_cast<ObjectEnv*>(&env); o && o->cache_dir().empty())
+        attach_metadata_cache(*o, c.id, options.storage);
     std::unique_ptr<Repository> repo(new Repository(path, env, c, std::move(key), key_id));
     if (options.pack_size) repo->pack_size_ = options.pack_size;
+    repo->lock_wait_ = options.lock_wait;
+    repo->owned_env_ = std::move(object);
     return repo;
 }
 
@@ -216,7 +293,7 @@ Status Repository::load_index(std::vector<Error>* damaged) {
 
 Result<std::unique_ptr<RepoLock>> Repository::lock(LockMode mode,
                                                    const std::string& operation) const {
-    return RepoLock::acquire(env_, root_, mode, operation);
+    return RepoLock::acquire(env_, root_, mode, operation, lock_wait_);
 }
 
 namespace {

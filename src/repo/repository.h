@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Repository: where every restore point lives (a local directory).
+// Repository: where every restore point lives (a local directory, or object storage: a
+// location "s3:https://HOST[:PORT]/BUCKET[/PREFIX]", reached through an ObjectEnv the
+// repository owns — object_env.h).
 //
 // This module is: creating and opening a repository (config, format version, keys), the
 // index of stored blobs, reading verified blobs, listing and resolving restore points,
@@ -17,6 +19,7 @@
 // Thread-safety: after open(), const methods and read_blob are safe from many threads;
 // load_index must not run concurrently with readers.
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -33,6 +36,7 @@
 #include "repo/index.h"
 #include "repo/lock.h"
 #include "repo/manifest.h"
+#include "repo/storage_options.h"
 
 namespace vmshadow::repo {
 
@@ -61,6 +65,7 @@ struct InitOptions {
     std::uint32_t map_fanout = 0;  // 0 = format::kDefaultMapFanout
     int zstd_level = 0;            // 0 = format::kDefaultZstdLevel
     int format_version = 0;        // 0 = format::kVersion; tests make older ones
+    StorageOptions storage;        // an "s3:…" location's (the bucket is made when missing)
 };
 
 // Called only when the repository is encrypted.
@@ -68,8 +73,11 @@ using PasswordSource = std::function<Result<std::string>()>;
 
 struct OpenOptions {
     PasswordSource password;
-    Env* env = nullptr;           // nullptr = Env::posix()
+    Env* env = nullptr;           // nullptr = Env::posix(), or the repository's own for "s3:…"
     std::uint64_t pack_size = 0;  // target pack size for writers; 0 = default
+    StorageOptions storage;       // an "s3:…" location's
+    // How long lock() waits for a lock another process holds (--retry-lock); 0 = fail at once.
+    std::chrono::seconds lock_wait{0};
 };
 
 // Anything that hands out verified blobs by id (the repository; tests use fakes).
@@ -91,12 +99,18 @@ struct PointListing {
 
 class Repository final : public BlobSource {
   public:
+    // `path` is a local directory or an "s3:…" location (then `env` is not used: the
+    // repository opens its own ObjectEnv; with options.env set, the given Env is used as is).
     static Status init(const std::string& path, const InitOptions& options,
                        Env& env = Env::posix());
     static Result<std::unique_ptr<Repository>> open(const std::string& path,
                                                     const OpenOptions& options);
 
+    // The local path, or the object store's location ("s3:https://host/bucket/prefix"): what
+    // messages name and what a child process (the nbdkit plugin) opens again.
     const std::string& root() const { return root_; }
+    // Whether the repository lives on object storage (no local files to look at).
+    bool is_remote() const;
     std::string dir(std::string_view name) const { return root_ + "/" + std::string(name); }
     Env& env() const { return env_; }
     // Where the repository reads the time of day: point and record time stamps, gc's and
@@ -160,7 +174,9 @@ class Repository final : public BlobSource {
     // kept. Caller holds the exclusive lock.
     Result<std::size_t> quarantine(const std::string& path) const;
 
+    // Waits up to OpenOptions::lock_wait while another process holds the repository.
     Result<std::unique_ptr<RepoLock>> lock(LockMode mode, const std::string& operation) const;
+    void set_lock_wait(std::chrono::seconds wait) { lock_wait_ = wait; }
     // Removes temp files and packs no index names. Needs the exclusive lock and a loaded
     // index; returns how many files it removed. Unindexed packs are kept while the index
     // misses a committed point's map (a lost or damaged index file: `repo repair index`
@@ -177,6 +193,7 @@ class Repository final : public BlobSource {
     Repository(std::string root, Env& env, RepoConfig config, std::optional<MasterKey> key,
                std::string key_id);
 
+    std::unique_ptr<Env> owned_env_;  // an "s3:…" repository's: outlives what it opened
     std::string root_;
     Env& env_;
     const Clock* clock_ = &system_clock();
@@ -186,6 +203,7 @@ class Repository final : public BlobSource {
     Codec codec_;
     Index index_;
     std::uint64_t pack_size_;
+    std::chrono::seconds lock_wait_{0};
     // Tells this object's cached frames from another's (read_blob).
     std::uint64_t serial_ = next_serial();
     static std::uint64_t next_serial();

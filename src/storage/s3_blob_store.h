@@ -61,15 +61,15 @@ Result<S3Credentials> load_s3_credentials(const std::string& file);
 struct S3Options {
     std::string ca_file;  // a custom CA (PEM) for the endpoint's certificate; "" = system's
     bool virtual_hosted = false;
-    unsigned connections = 8;                  // transfers in flight at most (1..64)
-    std::uint64_t part_size = 16ULL << 20;     // multipart above this (5 MiB..1 GiB)
-    int max_attempts = 8;                      // per request, the first included (1..100)
-    double max_retry_seconds = 300;            // total backoff per request
-    double requests_per_second = 0;            // 0 = no cap
-    std::uint64_t bytes_per_second = 0;        // 0 = no cap (uploads and downloads together)
+    unsigned connections = 8;               // transfers in flight at most (1..64)
+    std::uint64_t part_size = 16ULL << 20;  // multipart above this (5 MiB..1 GiB)
+    int max_attempts = 8;                   // per request, the first included (1..100)
+    double max_retry_seconds = 300;         // total backoff per request
+    double requests_per_second = 0;         // 0 = no cap
+    std::uint64_t bytes_per_second = 0;     // 0 = no cap (uploads and downloads together)
     int connect_timeout_seconds = 10;
-    int transfer_timeout_seconds = 300;        // low-speed abort: below 1 KiB/s for this long
-    bool create_bucket = false;                // make the bucket when missing (repo init)
+    int transfer_timeout_seconds = 300;           // low-speed abort: below 1 KiB/s for this long
+    bool create_bucket = false;                   // make the bucket when missing (repo init)
     std::function<void(const std::string&)> log;  // retries and throttling; may be empty
 };
 
