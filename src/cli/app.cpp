@@ -83,6 +83,7 @@ void build_cli(CLI::App& app, GlobalOptions& global, Action& action) {
     add_token_commands(app, global, action);
     add_replica_commands(app, global, action);
     add_checkpoint_commands(app, global, action);
+    add_shadow_commands(app, global, action);
 }
 
 int run_cli(int argc, char** argv) {
@@ -117,7 +118,9 @@ int run_cli(int argc, char** argv) {
     CancelToken cancel;
     // The thaw guardian keeps the default dispositions: it must die of a SIGTERM meant for it.
     std::optional<InterruptGuard> interrupt;
-    if (!app.got_subcommand(kThawGuardianCommand)) interrupt.emplace(cancel);
+    // So does a shadow's watcher (`shadow delete` stops it with SIGTERM).
+    if (!app.got_subcommand(kThawGuardianCommand) && !app.got_subcommand("__shadow-watch"))
+        interrupt.emplace(cancel);
     auto interrupted = [&] { return interrupt && interrupt->signal() != 0; };
     auto mode = global.progress == "json"   ? ProgressMode::json
                 : global.progress == "none" ? ProgressMode::none

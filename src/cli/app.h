@@ -80,5 +80,7 @@ void add_token_commands(CLI::App& app, GlobalOptions& global, Action& action);
 void add_replica_commands(CLI::App& app, GlobalOptions& global, Action& action);
 // Hyper-V's checkpoints of a VM (checkpoint_command.cpp).
 void add_checkpoint_commands(CLI::App& app, GlobalOptions& global, Action& action);
+// Shadow copies (engine/shadow_ops.h), with the hidden watcher command.
+void add_shadow_commands(CLI::App& app, GlobalOptions& global, Action& action);
 
 }  // namespace vmshadow::cli

@@ -187,6 +187,7 @@ struct LeftoverReport {
     std::vector<std::string> checkpoints_deleted;
     std::vector<std::filesystem::path> files_removed;  // scratch files and run directories
     std::string foreign_job;  // a running backup job that is not vmshadow's: left alone
+    std::string shadow_id;    // ... and when it is a vmshadow shadow copy's, its id
 };
 
 // Finds and ends what a killed vmshadow process left on this domain: its backup job (the

@@ -13,6 +13,7 @@
 #include "virt/backup_job_detail.h"
 #include "virt/checkpoints.h"
 #include "virt/libvirt_error.h"
+#include "virt/shadow_job.h"
 
 namespace vmshadow::virt {
 namespace fs = std::filesystem;
@@ -71,6 +72,7 @@ Status end_dead_job(const Domain& domain, const fs::path& runtime_dir, const std
                                     ? "TCP port " + std::string(server.attribute("port").value())
                                     : "socket " + socket.string();
             report.foreign_job = "a backup job not started by vmshadow (NBD on " + where + ")";
+            if (auto shadow = shadow_id_of_socket(socket)) report.shadow_id = *shadow;
         }
     }
     return {};

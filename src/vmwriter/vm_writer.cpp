@@ -176,6 +176,16 @@ vss::WriterResult VmWriter::prepare_backup(vss::EventContext& context) {
         for (const auto& c : leftover->checkpoints_deleted)
             outcome_.notes.push_back("deleted checkpoint " + c +
                                      " of a backup that never finished");
+        if (!leftover->shadow_id.empty()) {
+            // A shadow copy lasts until it is deleted: retrying would not help.
+            auto veto = vss::veto_nonretryable(
+                label + ": shadow copy " + leftover->shadow_id +
+                " holds this VM's backup job (libvirt allows one per VM): delete it with "
+                "`vmshadow shadow delete " +
+                leftover->shadow_id + "` and retry");
+            veto.kind = ErrorKind::conflict;
+            return std::unexpected(std::move(veto));
+        }
         if (!leftover->foreign_job.empty()) {
             return std::unexpected(vss::veto_retryable(
                 label + ": another tool's backup job is running (" + leftover->foreign_job +
