@@ -87,7 +87,12 @@ Status fsync_dir(const fs::path& dir, const std::string& what) {
 
 class LocalBlobStore final : public BlobStore {
   public:
-    explicit LocalBlobStore(fs::path root) : root_(std::move(root)), location_(root_.string()) {}
+    explicit LocalBlobStore(fs::path root)
+        : root_(root.lexically_normal()), location_(root_.string()) {
+        // "/srv/repo/" and "/srv/repo" are one store: no trailing separator.
+        if (root_.has_relative_path() && !root_.has_filename()) root_ = root_.parent_path();
+        location_ = root_.string();
+    }
 
     const std::string& location() const override { return location_; }
 
@@ -216,7 +221,7 @@ class LocalBlobStore final : public BlobStore {
         std::error_code ec;
         fs::create_directories(root_ / kTempDir, ec);
         if (ec) return fail(os_error(what + ": create " + (root_ / kTempDir).string(), ec));
-        fs::create_directories(target.parent_path(), ec);
+        bool new_folders = fs::create_directories(target.parent_path(), ec);
         if (ec) return fail(os_error(what + ": create " + target.parent_path().string(), ec));
 
         std::string temp = (root_ / kTempDir / "put-XXXXXX").string();
@@ -245,7 +250,15 @@ class LocalBlobStore final : public BlobStore {
         } else {
             guard.path.clear();
         }
-        return fsync_dir(target.parent_path(), what);
+        if (auto st = fsync_dir(target.parent_path(), what); !st) return st;
+        // Folders made for this key must survive a crash too: their entries live in their
+        // parents, up to the root.
+        if (new_folders)
+            for (auto dir = target.parent_path(); dir != root_ && dir != dir.parent_path();) {
+                dir = dir.parent_path();
+                if (auto st = fsync_dir(dir, what); !st) return st;
+            }
+        return {};
     }
 
     // A crashed put leaves its temp file; an hour later it cannot belong to a live put.

@@ -82,40 +82,44 @@ struct Hashes {
     std::vector<std::string> parts;
 };
 
+// `part_size` 0 = one part (one PUT): its hash is the whole's, computed once.
 Result<Hashes> hash_file(int fd, std::uint64_t size, std::uint64_t part_size,
                          const std::string& what) {
     Hashes hashes;
     Sha256 whole;
+    Sha256 part;  // used only when there are parts
     std::vector<std::uint8_t> buffer(4 << 20);
     std::uint64_t done = 0;
-    while (done < size || hashes.parts.empty()) {
-        std::uint64_t part_end = std::min(size, done + part_size);
-        Sha256 part;
-        while (done < part_end) {
-            auto want =
-                static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), part_end - done));
-            ssize_t n = ::pread(fd, buffer.data(), want, static_cast<off_t>(done));
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0) return fail(os_error(what + ": read", errno));
-            if (n == 0)
-                return fail(ErrorKind::io, what + ": the file became shorter while it was stored");
-            whole.update(buffer.data(), static_cast<std::size_t>(n));
-            part.update(buffer.data(), static_cast<std::size_t>(n));
-            done += static_cast<std::uint64_t>(n);
+    std::uint64_t part_end = part_size ? std::min(size, part_size) : size;
+    while (done < size) {
+        auto want =
+            static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), part_end - done));
+        ssize_t n = ::pread(fd, buffer.data(), want, static_cast<off_t>(done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail(os_error(what + ": read", errno));
+        if (n == 0)
+            return fail(ErrorKind::io, what + ": the file became shorter while it was stored");
+        whole.update(buffer.data(), static_cast<std::size_t>(n));
+        if (part_size) part.update(buffer.data(), static_cast<std::size_t>(n));
+        done += static_cast<std::uint64_t>(n);
+        if (part_size && done == part_end) {
+            hashes.parts.push_back(part.hex());
+            part = Sha256();
+            part_end = std::min(size, done + part_size);
         }
-        hashes.parts.push_back(part.hex());
-        if (size == 0) break;
     }
     hashes.whole = whole.hex();
+    if (hashes.parts.empty()) hashes.parts.push_back(hashes.whole);
     return hashes;
 }
 
 Hashes hash_memory(ByteView data, std::uint64_t part_size) {
     Hashes hashes;
     hashes.whole = sha256_hex(data);
-    for (std::uint64_t at = 0; at < data.size(); at += part_size)
-        hashes.parts.push_back(
-            sha256_hex(data.subspan(at, std::min<std::uint64_t>(part_size, data.size() - at))));
+    if (part_size)
+        for (std::uint64_t at = 0; at < data.size(); at += part_size)
+            hashes.parts.push_back(
+                sha256_hex(data.subspan(at, std::min<std::uint64_t>(part_size, data.size() - at))));
     if (hashes.parts.empty()) hashes.parts.push_back(hashes.whole);
     return hashes;
 }
@@ -207,7 +211,12 @@ Outcome judge(const S3Response& r) {
     if (r.status >= 200 && r.status < 300) return {Verdict::ok};
     auto answer = parse_error_answer(r.body);
     std::string why = std::to_string(r.status);
-    if (!answer.code.empty()) why += " " + answer.code;
+    if (!answer.code.empty())
+        why += " " + answer.code;
+    else if (r.status == 403)  // a HEAD's answer has no body to say why
+        why += " Forbidden (wrong access key or secret, or no access to the bucket)";
+    else if (r.status == 404)
+        why += " Not Found";
     if (!answer.message.empty()) why += ": " + answer.message;
     bool retry = r.status >= 500 || r.status == 429 || answer.code == "RequestTimeout" ||
                  answer.code == "SlowDown";
@@ -260,7 +269,9 @@ class S3BlobStore final : public BlobStore {
     std::string url(std::string_view key, const QueryParams& query = {}) const {
         return s3_url(where_, options_.virtual_hosted, key.empty() ? "" : full_key(key), query);
     }
-    std::string name(std::string_view key) const { return location_ + ": " + std::string(key); }
+    std::string name(std::string_view key) const {
+        return key.empty() ? location_ : location_ + ": " + std::string(key);
+    }
     Status valid(std::string_view key) const {
         if (auto st = check_key(key); !st) return fail(st.error().with_context(location_));
         return {};
@@ -272,6 +283,15 @@ class S3BlobStore final : public BlobStore {
     void pace(TokenBucket& bucket, double amount, const char* cap);
     Result<S3Response> execute(const S3Request& request, std::string_view key,
                                int* attempts_used = nullptr);
+    // If-None-Match needs one PUT (multipart completion has no such condition on RGW 16);
+    // the objects stored that way are small (locks).
+    bool multipart(const Source& source, const PutOptions& options) const {
+        return source.size > options_.part_size && !options.if_absent;
+    }
+    // The part size the hashes are taken for: 0 when the object goes in one PUT.
+    std::uint64_t hashed_part_size(const Source& source, const PutOptions& options) const {
+        return multipart(source, options) ? options_.part_size : 0;
+    }
     Status store(std::string_view key, const Source& source, const Hashes& hashes,
                  const PutOptions& options);
     Status put_single(std::string_view key, const Source& source, const Hashes& hashes,
@@ -394,7 +414,7 @@ Status S3BlobStore::prepare_bucket() {
 Status S3BlobStore::put(std::string_view key, ByteView data, const PutOptions& options) {
     if (auto st = valid(key); !st) return st;
     Source source{.memory = data, .size = data.size()};
-    return store(key, source, hash_memory(data, options_.part_size), options);
+    return store(key, source, hash_memory(data, hashed_part_size(source, options)), options);
 }
 
 Status S3BlobStore::put_file(std::string_view key, const std::string& local_path,
@@ -406,18 +426,15 @@ Status S3BlobStore::put_file(std::string_view key, const std::string& local_path
     if (::fstat(fd.get(), &st) != 0)
         return fail(os_error(name(key) + ": stat " + local_path, errno));
     Source source{.fd = fd.get(), .size = static_cast<std::uint64_t>(st.st_size)};
-    auto hashes =
-        hash_file(fd.get(), source.size, options_.part_size, name(key) + ": " + local_path);
+    auto hashes = hash_file(fd.get(), source.size, hashed_part_size(source, options),
+                            name(key) + ": " + local_path);
     if (!hashes) return fail(hashes.error());
     return store(key, source, *hashes, options);
 }
 
 Status S3BlobStore::store(std::string_view key, const Source& source, const Hashes& hashes,
                           const PutOptions& options) {
-    // If-None-Match needs one PUT (multipart completion has no such condition on RGW 16);
-    // the objects stored that way are small (locks).
-    if (source.size <= options_.part_size || options.if_absent)
-        return put_single(key, source, hashes, options);
+    if (!multipart(source, options)) return put_single(key, source, hashes, options);
     return put_multipart(key, source, hashes);
 }
 

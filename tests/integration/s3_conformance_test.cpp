@@ -151,6 +151,33 @@ std::function<std::string()> needs(std::string var) {
     };
 }
 
+TEST(S3Gateway, AnUntrustedCertificateIsRefusedPointingAtCacert) {
+    auto endpoint = env("VMSHADOW_TEST_S3_HTTPS_ENDPOINT");
+    if (endpoint.empty()) GTEST_SKIP() << "VMSHADOW_TEST_S3_HTTPS_ENDPOINT is not set";
+    auto store = open_store(endpoint, "", test_options(/*ca_file=*/""));
+    ASSERT_FALSE(store);
+    EXPECT_EQ(store.error().kind(), ErrorKind::unavailable);
+    EXPECT_NE(store.error().message().find("--cacert"), std::string::npos)
+        << store.error().message();
+}
+
+TEST(S3Gateway, AWrongSecretIsAPermissionErrorNotRetried) {
+    auto endpoint = env("VMSHADOW_TEST_S3_ENDPOINT");
+    if (endpoint.empty()) GTEST_SKIP() << "VMSHADOW_TEST_S3_ENDPOINT is not set";
+    auto location = parse_s3_location("s3:" + endpoint + "/" + run_bucket().name);
+    ASSERT_TRUE(location);
+    auto credentials = load_s3_credentials("");
+    ASSERT_TRUE(credentials);
+    credentials->secret_access_key += "x";
+    int retries = 0;
+    auto options = test_options();
+    options.log = [&](const std::string&) { ++retries; };
+    auto store = open_s3_blob_store(*location, *credentials, options);
+    ASSERT_FALSE(store);
+    EXPECT_EQ(store.error().kind(), ErrorKind::permission) << store.error().message();
+    EXPECT_EQ(retries, 0);
+}
+
 }  // namespace
 
 INSTANTIATE_TEST_SUITE_P(

@@ -71,6 +71,21 @@ TEST(LocalBlobStore, AFailedPutLeavesNoTempFile) {
     EXPECT_TRUE(fs::is_empty(temp));
 }
 
+TEST(LocalBlobStore, ARootWithATrailingSlashIsTheSameStore) {
+    auto root = unique_temp_folder();
+    {
+        auto store = open_local_blob_store(root + "/");
+        ASSERT_TRUE(store);
+        EXPECT_EQ((*store)->location(), root);
+        ASSERT_TRUE((*store)->put("a/b/c", conformance::view("x")));
+        auto listed = (*store)->list("a/");
+        ASSERT_TRUE(listed);
+        ASSERT_EQ(listed->size(), 1u);
+        EXPECT_EQ((*listed)[0].key, "a/b/c");
+    }
+    fs::remove_all(root);
+}
+
 TEST(LocalBlobStore, OpeningAFileInsteadOfAFolderIsRefused) {
     auto path = unique_temp_folder();
     std::ofstream(path) << "file";

@@ -251,5 +251,80 @@ TEST(S3BlobStore, EveryRequestCarriesTheBodyHashAndPutsCarryTheChecksum) {
     EXPECT_EQ(put.body, "abc");
 }
 
+TEST(S3BlobStore, TheBandwidthCapPacesTheBytesSent) {
+    FakeS3Server server([&](const FakeRequest&) { return http_answer(200, ""); });
+    Logged logged;
+    auto options = quick_options(logged);
+    options.bytes_per_second = 1 << 20;  // 1 MiB/s, a burst of 256 KiB
+    auto store = open_fake(server, options);
+    ASSERT_TRUE(store);
+    std::vector<std::uint8_t> data(3 << 19);  // 1.5 MiB
+    auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE((*store)->put("k", data));
+    double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_GE(elapsed, 1.25 - 0.05);
+    EXPECT_LT(elapsed, 5.0);
+    EXPECT_EQ(server.requests().back().body.size(), data.size());
+}
+
+TEST(S3BlobStore, AFailedPartAbortsTheMultipartUpload) {
+    FakeS3Server server([&](const FakeRequest& r) {
+        if (is_bucket_check(r)) return http_answer(200, "");
+        if (r.method == "POST" && r.target.ends_with("?uploads="))
+            return http_answer(200,
+                               "<InitiateMultipartUploadResult><UploadId>u-1</UploadId>"
+                               "</InitiateMultipartUploadResult>");
+        if (r.method == "PUT" && r.target.find("partNumber=2&") != std::string::npos)
+            return http_answer(400, "<Error><Code>InvalidPart</Code></Error>");
+        if (r.method == "PUT") return http_answer(200, "", "ETag: \"p\"\r\n");
+        return http_answer(204, "");
+    });
+    Logged logged;
+    auto options = quick_options(logged);
+    options.part_size = 5 << 20;
+    auto store = open_fake(server, options);
+    ASSERT_TRUE(store);
+    std::vector<std::uint8_t> data((11 << 20) + 1);  // three parts
+    auto put = (*store)->put("big", data);
+    ASSERT_FALSE(put);
+    EXPECT_NE(put.error().message().find("InvalidPart"), std::string::npos);
+    auto requests = server.requests();
+    ASSERT_FALSE(requests.empty());
+    EXPECT_EQ(requests.back().method, "DELETE");
+    EXPECT_EQ(requests.back().target, "/bucket/pre/big?uploadId=u-1");
+    for (const auto& r : requests)
+        EXPECT_FALSE(r.method == "POST" && r.target.find("uploadId=") != std::string::npos)
+            << "no completion after a failed part";
+}
+
+TEST(S3BlobStore, ARetriedIfAbsentPutThatMeetsItsOwnFirstAttemptSucceeds) {
+    std::atomic<int> puts{0};
+    std::string stored_sha;
+    std::mutex mutex;
+    FakeS3Server server([&](const FakeRequest& r) -> std::string {
+        if (is_bucket_check(r)) return http_answer(200, "");
+        if (r.method == "PUT") {
+            auto at = r.headers.find("x-amz-meta-sha256: ");
+            std::lock_guard lock(mutex);
+            if (++puts <= 2) {  // stored, but the answer is lost (twice: curl retries once)
+                stored_sha = r.headers.substr(at + 19, 64);
+                return "";
+            }
+            return http_answer(412, "<Error><Code>PreconditionFailed</Code></Error>");
+        }
+        std::lock_guard lock(mutex);
+        return http_answer(200, "", "x-amz-meta-sha256: " + stored_sha + "\r\n");
+    });
+    Logged logged;
+    auto store = open_fake(server, quick_options(logged));
+    ASSERT_TRUE(store);
+    std::string text = "lock of host a";
+    auto put =
+        (*store)->put("locks/a", {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()},
+                      PutOptions{.if_absent = true});
+    EXPECT_TRUE(put) << put.error().message();
+}
+
 }  // namespace
 }  // namespace vmshadow::storage
