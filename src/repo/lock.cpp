@@ -215,14 +215,15 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
 }
 
 Status RepoLock::start_refresher() {
-    refresher_pid_ = ::getpid();
+    refresher_ = std::make_unique<Refresher>();
+    refresher_->pid = ::getpid();
     try {
-        refresher_ = std::thread([this] {
-            std::unique_lock lock(stop_mutex_);
+        refresher_->thread = std::thread([this, r = refresher_.get()] {
+            std::unique_lock lock(r->mutex);
             for (;;) {
                 std::int64_t ms = g_refresh_ms.load();
                 auto every = std::chrono::milliseconds(ms > 0 ? ms : kLockRefreshSeconds * 1000);
-                if (stop_cv_.wait_for(lock, every, [this] { return stopping_; })) return;
+                if (r->cv.wait_for(lock, every, [r] { return r->stopping; })) return;
                 lock.unlock();
                 // A failed refresh is tried again next time: the lock goes stale only after
                 // six in a row fail.
@@ -238,18 +239,19 @@ Status RepoLock::start_refresher() {
 }
 
 void RepoLock::stop_refresher() {
-    {
-        std::lock_guard lock(stop_mutex_);
-        stopping_ = true;
+    if (!refresher_) return;
+    if (::getpid() != refresher_->pid) {
+        // A forked child's copy (see lock.h): its thread is not here. Left behind on purpose.
+        (void)refresher_.release();
+        return;
     }
-    stop_cv_.notify_all();
-    if (!refresher_.joinable()) return;
-    // In a child forked after the lock was taken (nbdkit forking into the background) the
-    // thread does not exist: joining would wait for ever.
-    if (::getpid() == refresher_pid_)
-        refresher_.join();
-    else
-        refresher_.detach();
+    {
+        std::lock_guard lock(refresher_->mutex);
+        refresher_->stopping = true;
+    }
+    refresher_->cv.notify_all();
+    if (refresher_->thread.joinable()) refresher_->thread.join();
+    refresher_.reset();
 }
 
 Status RepoLock::refresh() {

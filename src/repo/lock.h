@@ -86,11 +86,18 @@ class RepoLock {
     bool held_ = true;
     std::int64_t taken_;
     std::mutex write_mutex_;  // the refresher and downgrade() both rewrite the file
-    std::mutex stop_mutex_;
-    std::condition_variable stop_cv_;
-    bool stopping_ = false;
-    std::thread refresher_;
-    int refresher_pid_ = 0;  // the process the thread runs in
+    // The refresher thread and what stops it, on the heap: a process forked while the lock
+    // is held (nbdkit going into the background) has a copy of it whose thread and waiters
+    // exist only in the parent, so the child must neither join nor destroy it (a condition
+    // variable with waiters waits for them to leave in its destructor): it is left behind.
+    struct Refresher {
+        std::mutex mutex;
+        std::condition_variable cv;
+        bool stopping = false;
+        std::thread thread;
+        int pid = 0;  // the process the thread runs in
+    };
+    std::unique_ptr<Refresher> refresher_;
 };
 
 // One file under locks/, as `repo unlock` shows it.

@@ -165,6 +165,9 @@ std::vector<NumericOption> numeric_options(const std::string& image) {
          with({"cert", "issue", "--ca", "/nonexistent/ca", "--name", "h", "--days", "VALUE",
                "/nonexistent/h"}),
          {}},
+        // Global S3 caps: 0 is "no cap"; the repository is never reached.
+        {"--s3-max-rps", with({"points", "--s3-max-rps", "VALUE"}), {"0"}},
+        {"--s3-max-bandwidth", with({"points", "--s3-max-bandwidth", "VALUE"}), {"0"}},
     };
 }
 

@@ -4,6 +4,8 @@
 // fresh one is not; --retry-lock waits for a holder instead of failing.
 #include <gtest/gtest.h>
 #include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -126,6 +128,26 @@ TEST_F(LockHostsTest, RetryLockWaitsForTheHolderAndGivesUpAfterItsDuration) {
         RepoLock::acquire(repo->env(), path, LockMode::shared, "backup", std::chrono::seconds(20));
     releaser.join();
     EXPECT_TRUE(waited) << waited.error().message();
+}
+
+// nbdkit forks into the background holding the lock it took before, and its child lets go of
+// that copy: the refresher thread exists only in the parent, so the child must not wait for it.
+TEST_F(LockHostsTest, AChildForkedWhileALockIsHeldLetsGoOfItsCopyWithoutHanging) {
+    set_lock_refresh_interval_for_tests(1);  // the thread is busy refreshing at the fork
+    auto lock = repo->lock(LockMode::shared, "nbd export");
+    ASSERT_TRUE(lock);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ::alarm(10);  // a hang ends as SIGALRM, which the parent sees
+        lock->reset();
+        _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+    EXPECT_TRUE((*lock)->release());
 }
 
 }  // namespace
