@@ -169,6 +169,7 @@ bool retryable_curl_error(CURLcode code) {
         case CURLE_OPERATION_TIMEDOUT:
         case CURLE_SEND_ERROR:
         case CURLE_RECV_ERROR:
+        case CURLE_SEND_FAIL_REWIND:  // curl's own resend on a dead connection; ours rewinds
         case CURLE_GOT_NOTHING:
         case CURLE_PARTIAL_FILE:
         case CURLE_SSL_CONNECT_ERROR:
@@ -365,6 +366,8 @@ Result<S3Response> S3BlobStore::execute(const S3Request& request, std::string_vi
                 return fail(ErrorKind::internal, name(key) + ": curl_easy_init failed");
             }
             response = perform_transfer(handle.get(), setup_, request);
+            // curl's own resend may have met the first sending's effect, like our retry.
+            if (attempts_used && response.resent) *attempts_used = attempt + 1;
             give_back(std::move(handle));
             slots_.release();
         }
@@ -470,6 +473,7 @@ Status S3BlobStore::put_multipart(std::string_view key, const Source& source,
     S3Request initiate{.method = "POST", .url = url(key, {{"uploads", ""}}), .body = &none};
     initiate.headers = {"Content-Type: application/octet-stream",
                         std::string(kChecksumHeader) + ": " + hashes.whole};
+    // A retried initiation gets a new upload id; the one a lost answer carried holds no part.
     auto started = execute(initiate, key);
     if (!started) return fail(started.error());
     auto upload_id = parse_upload_id(started->body);

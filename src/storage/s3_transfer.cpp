@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace vmshadow::storage {
@@ -50,6 +51,20 @@ std::size_t read_body(char* buffer, std::size_t size, std::size_t count, void* u
     if (state.setup->pace_bytes) state.setup->pace_bytes(n);
     state.sent += n;
     return n;
+}
+
+// libcurl resends a request by itself when a kept-alive connection turns out dead, and must
+// rewind the body for that (a small POST body goes out with its headers): without this it
+// gives up with CURLE_SEND_FAIL_REWIND.
+int seek_body(void* user, curl_off_t offset, int origin) {
+    auto& state = *static_cast<TransferState*>(user);
+    const RequestBody& body = *state.request->body;
+    std::uint64_t total = body.fd >= 0 ? body.size : body.memory.size();
+    if (origin != SEEK_SET || offset < 0 || static_cast<std::uint64_t>(offset) > total)
+        return CURL_SEEKFUNC_CANTSEEK;
+    if (state.sent > 0) state.response->resent = true;
+    state.sent = static_cast<std::uint64_t>(offset);
+    return CURL_SEEKFUNC_OK;
 }
 
 // The status decides where the body goes: a 2xx answer where the caller asked, anything
@@ -192,6 +207,8 @@ S3Response perform_transfer(CURL* handle, const TransferSetup& setup, const S3Re
     if (request.body) {
         curl_easy_setopt(handle, CURLOPT_READFUNCTION, read_body);
         curl_easy_setopt(handle, CURLOPT_READDATA, &state);
+        curl_easy_setopt(handle, CURLOPT_SEEKFUNCTION, seek_body);
+        curl_easy_setopt(handle, CURLOPT_SEEKDATA, &state);
     }
 
     response.curl = curl_easy_perform(handle);

@@ -62,6 +62,7 @@ struct S3Response {
     std::vector<std::uint8_t> data;              // when into_vector
     std::size_t into_filled = 0;                 // bytes written into `into`
     bool overflow = false;                       // the body was longer than its bound
+    bool resent = false;  // curl sent the body again on a fresh connection by itself
 };
 
 struct TransferSetup {

@@ -25,6 +25,7 @@ import http.server
 import json
 import os
 import random
+import select
 import socket
 import struct
 import sys
@@ -114,29 +115,49 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.connection.close()
         self.close_connection = True
 
+    @staticmethod
+    def still_open(conn):
+        """True for a kept-alive upstream connection the gateway has not closed while idle."""
+        if conn.sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([conn.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable  # an idle connection with something to read is closed (EOF)
+
     def forward(self, body):
+        # Never sent twice: once a byte of the request has gone upstream, the gateway may have
+        # acted on it (a conditional PUT repeated would meet itself and answer 412), so an
+        # error then is the client's to retry (it gets a reset). A kept-alive connection the
+        # gateway closed while idle is replaced before anything is sent on it.
+        conn, self.upstream_conn = getattr(self, "upstream_conn", None), None
+        if conn is not None and not self.still_open(conn):
+            conn.close()
+            conn = None
+        if conn is None:
+            conn = http.client.HTTPConnection(*self.upstream, timeout=120)
+        try:
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for k, v in self.headers.items():
+                if k.lower() not in HOP_BY_HOP:
+                    conn.putheader(k, v)
+            if body or self.command in ("PUT", "POST"):
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body if body else None)
+            resp = conn.getresponse()
+            data = resp.read()  # for a HEAD: b"", and the connection is free again
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            raise
+        self.upstream_conn = conn
+        return resp, data
+
+    def finish(self):
+        super().finish()
         conn = getattr(self, "upstream_conn", None)
-        for attempt in range(2):  # a kept-alive upstream connection may have been closed
-            if conn is None:
-                conn = http.client.HTTPConnection(*self.upstream, timeout=120)
-            try:
-                conn.putrequest(self.command, self.path, skip_host=True,
-                                skip_accept_encoding=True)
-                for k, v in self.headers.items():
-                    if k.lower() not in HOP_BY_HOP:
-                        conn.putheader(k, v)
-                if body or self.command in ("PUT", "POST"):
-                    conn.putheader("Content-Length", str(len(body)))
-                conn.endheaders(body if body else None)
-                resp = conn.getresponse()
-                data = resp.read() if self.command != "HEAD" else b""
-                self.upstream_conn = conn
-                return resp, data
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = None
-                if attempt == 1:
-                    raise
+        if conn is not None:
+            conn.close()
 
     def proxy(self):
         method, path, arrived = self.command, self.path, time.time()

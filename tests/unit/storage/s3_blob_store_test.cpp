@@ -326,5 +326,50 @@ TEST(S3BlobStore, ARetriedIfAbsentPutThatMeetsItsOwnFirstAttemptSucceeds) {
     EXPECT_TRUE(put) << put.error().message();
 }
 
+// A reset POST (initiate or complete of a multipart upload) is retried like any request: a
+// repeated initiate gets a new upload id (the first one, if the gateway made it, holds no
+// part); a repeated completion that finds its upload already completed counts as stored.
+TEST(S3BlobStore, AResetMultipartInitiateAndCompletionAreRetried) {
+    std::atomic<int> initiates{0};
+    std::atomic<int> completions{0};
+    std::mutex mutex;
+    std::string stored_sha;
+    FakeS3Server server([&](const FakeRequest& r) -> std::string {
+        if (is_bucket_check(r)) return http_answer(200, "");
+        if (r.method == "POST" && r.target.ends_with("?uploads=")) {
+            std::lock_guard lock(mutex);
+            auto at = r.headers.find("x-amz-meta-sha256: ");
+            stored_sha = r.headers.substr(at + 19, 64);
+            // Reset twice: libcurl itself retries once when a reused connection dies.
+            if (++initiates <= 2) return "";
+            return http_answer(200, "<InitiateMultipartUploadResult><UploadId>u-" +
+                                        std::to_string(initiates.load()) +
+                                        "</UploadId></InitiateMultipartUploadResult>");
+        }
+        if (r.method == "PUT") return http_answer(200, "", "ETag: \"p\"\r\n");
+        if (r.method == "POST") {
+            // The first completion is done by the gateway but its answer is lost.
+            if (++completions <= 2) return "";
+            return http_answer(404, "<Error><Code>NoSuchUpload</Code></Error>");
+        }
+        std::lock_guard lock(mutex);
+        return http_answer(200, "", "x-amz-meta-sha256: " + stored_sha + "\r\n");
+    });
+    Logged logged;
+    auto options = quick_options(logged);
+    options.part_size = 5 << 20;
+    auto store = open_fake(server, options);
+    ASSERT_TRUE(store);
+    std::vector<std::uint8_t> data((6 << 20) + 7, 0x5a);  // two parts
+    auto put = (*store)->put("data/big", data);
+    ASSERT_TRUE(put) << put.error().message();
+    EXPECT_GE(logged.count("s3: POST data/big:"), 2u);  // the initiate and the completion
+    auto requests = server.requests();
+    for (const auto& r : requests)
+        if (r.method == "PUT") {
+            EXPECT_TRUE(r.target.ends_with("uploadId=u-3")) << r.target;
+        }
+}
+
 }  // namespace
 }  // namespace vmshadow::storage
