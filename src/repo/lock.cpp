@@ -9,6 +9,7 @@
 #include <ctime>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 
 #include "common/process.h"
@@ -198,7 +199,11 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
                                                     LockMode mode, const std::string& operation,
                                                     std::chrono::seconds wait) {
     auto deadline = std::chrono::steady_clock::now() + wait;
-    auto pause = std::chrono::seconds(1);
+    auto pause = std::chrono::milliseconds(1000);
+    // Each pause is drawn from [½, 1½] of the doubling step: two waiters (a backup and a
+    // prune) that back off in lockstep would otherwise meet again at every attempt.
+    thread_local std::mt19937 random(std::random_device{}());
+    std::uniform_real_distribution<double> spread(0.5, 1.5);
     for (;;) {
         auto lock = acquire(env, root, mode, operation);
         if (lock || lock.error().kind() != ErrorKind::locked) return lock;
@@ -208,9 +213,11 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
                        ? std::move(lock)
                        : fail(ErrorKind::locked, lock.error().message() + " (waited " +
                                                      std::to_string(wait.count()) + " s for it)");
+        auto jittered = std::chrono::milliseconds(
+            static_cast<std::int64_t>(static_cast<double>(pause.count()) * spread(random)));
         std::this_thread::sleep_for(
-            std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
-        pause = std::min(pause * 2, std::chrono::seconds(30));
+            std::min<std::chrono::steady_clock::duration>(jittered, deadline - now));
+        pause = std::min<std::chrono::milliseconds>(pause * 2, std::chrono::seconds(30));
     }
 }
 

@@ -56,7 +56,8 @@ class RepoLock {
     static Result<std::unique_ptr<RepoLock>> acquire(Env& env, const std::string& root,
                                                      LockMode mode, const std::string& operation);
     // The same, retrying while the repository is locked for up to `wait` (restic's
-    // --retry-lock): pauses of 1 s doubling to 30 s. Other errors return at once.
+    // --retry-lock): pauses of 1 s doubling to 30 s, each drawn from ½–1½ of that (jitter). Other
+    // errors return at once.
     static Result<std::unique_ptr<RepoLock>> acquire(Env& env, const std::string& root,
                                                      LockMode mode, const std::string& operation,
                                                      std::chrono::seconds wait);

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
@@ -147,7 +148,9 @@ Result<std::unique_ptr<ObjectEnv>> open_s3_env(const std::string& location,
     s3.log = options.log;
     auto store = storage::open_s3_blob_store(*where, *credentials, s3);
     if (!store) return std::unexpected(store.error());
-    return ObjectEnv::open(std::shared_ptr<storage::BlobStore>(std::move(*store)));
+    ObjectEnvOptions env_options;
+    env_options.concurrency = s3.connections;
+    return ObjectEnv::open(std::shared_ptr<storage::BlobStore>(std::move(*store)), env_options);
 }
 
 namespace {
@@ -178,8 +181,12 @@ std::string default_cache_dir(const std::string& repository_id) {
     return {};
 }
 
-ObjectEnv::ObjectEnv(std::shared_ptr<storage::BlobStore> store, std::string spool)
-    : store_(std::move(store)), root_(store_->location()), spool_(std::move(spool)) {}
+ObjectEnv::ObjectEnv(std::shared_ptr<storage::BlobStore> store, std::string spool,
+                     unsigned concurrency)
+    : store_(std::move(store)),
+      root_(store_->location()),
+      spool_(std::move(spool)),
+      concurrency_(std::max(1u, concurrency)) {}
 
 Result<std::unique_ptr<ObjectEnv>> ObjectEnv::open(std::shared_ptr<storage::BlobStore> store,
                                                    const ObjectEnvOptions& options) {
@@ -192,7 +199,7 @@ Result<std::unique_ptr<ObjectEnv>> ObjectEnv::open(std::shared_ptr<storage::Blob
     std::string tmpl = parent + "/vmshadow-spool-" + std::to_string(::getpid()) + "-XXXXXX";
     if (::mkdtemp(tmpl.data()) == nullptr)
         return std::unexpected(os_error("creating a spool folder in " + parent, errno));
-    return std::unique_ptr<ObjectEnv>(new ObjectEnv(std::move(store), tmpl));
+    return std::unique_ptr<ObjectEnv>(new ObjectEnv(std::move(store), tmpl, options.concurrency));
 }
 
 ObjectEnv::~ObjectEnv() {

@@ -45,6 +45,9 @@ namespace vmshadow::repo {
 struct ObjectEnvOptions {
     // Where spool folders are made; "" = $TMPDIR, else /var/tmp.
     std::string spool_parent;
+    // How many uploads and reads pay off at once (Env::write_concurrency/read_concurrency):
+    // the store's connections for S3; 1 keeps tests over the local blob store deterministic.
+    unsigned concurrency = 1;
 };
 
 class ObjectEnv final : public Env {
@@ -73,9 +76,11 @@ class ObjectEnv final : public Env {
     Result<std::vector<std::string>> list(const std::string& dir) override;
     bool exists(const std::string& path) override;
     Result<std::int64_t> modified_time(const std::string& path) override;
+    unsigned write_concurrency() const override { return concurrency_; }
+    unsigned read_concurrency() const override { return concurrency_; }
 
   private:
-    ObjectEnv(std::shared_ptr<storage::BlobStore> store, std::string spool);
+    ObjectEnv(std::shared_ptr<storage::BlobStore> store, std::string spool, unsigned concurrency);
     // Where a path lives: the spool (a local path) or the store (a key).
     struct Place {
         bool spooled = false;
@@ -93,6 +98,7 @@ class ObjectEnv final : public Env {
     std::string spool_;
     std::string cache_dir_;
     std::atomic<bool> bypass_cache_{false};
+    unsigned concurrency_ = 1;
 };
 
 // Opens the S3 store at `location` ("s3:…") with `options` and an ObjectEnv over it; with
