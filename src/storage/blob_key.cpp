@@ -24,4 +24,14 @@ Status check_key(std::string_view key) {
     return {};
 }
 
+Status check_empty_read(BlobStore& store, std::string_view key, std::uint64_t offset) {
+    auto info = store.stat(key);
+    if (!info) return std::unexpected(info.error());
+    if (offset > info->size)
+        return std::unexpected(
+            Error(ErrorKind::corruption, store.location() + ": " + std::string(key) +
+                                             ": the range starts past the object's end"));
+    return {};
+}
+
 }  // namespace vmshadow::storage

@@ -81,4 +81,8 @@ class BlobStore {
 // Checks a key against the rules above (invalid_argument naming it).
 Status check_key(std::string_view key);
 
+// read_at of an empty range, for every backend alike: the object must exist (not_found) and
+// the offset must not pass its end (corruption).
+Status check_empty_read(BlobStore& store, std::string_view key, std::uint64_t offset);
+
 }  // namespace vmshadow::storage

@@ -133,13 +133,7 @@ class LocalBlobStore final : public BlobStore {
                                 std::to_string(offset) + "+" + std::to_string(out.size()) + ")");
             done += static_cast<std::size_t>(n);
         }
-        if (out.empty()) {
-            auto info = stat(key);
-            if (!info) return fail(info.error());
-            if (offset > info->size)
-                return fail(ErrorKind::corruption,
-                            name(key) + ": the range starts past the object's end");
-        }
+        if (out.empty()) return check_empty_read(*this, key, offset);
         return {};
     }
 

@@ -572,14 +572,7 @@ void S3BlobStore::abort_multipart(std::string_view key, const std::string& uploa
 Status S3BlobStore::read_at(std::string_view key, std::uint64_t offset,
                             std::span<std::uint8_t> out) {
     if (auto st = valid(key); !st) return st;
-    if (out.empty()) {
-        auto info = stat(key);
-        if (!info) return fail(info.error());
-        if (offset > info->size)
-            return fail(ErrorKind::corruption,
-                        name(key) + ": the range starts past the object's end");
-        return {};
-    }
+    if (out.empty()) return check_empty_read(*this, key, offset);
     std::uint64_t last = offset + out.size() - 1;
     S3Request request{.method = "GET", .url = url(key), .into = out};
     request.headers = {"Range: bytes=" + std::to_string(offset) + "-" + std::to_string(last)};
