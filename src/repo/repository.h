@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <system_error>
 #include <unordered_map>
@@ -153,6 +154,12 @@ class Repository final : public BlobSource {
     // A framed blob's frame is decoded once and kept for the thread's next reads (the last
     // few frames per thread), since readers go through a disk in order.
     Result<Bytes> read_blob(const Hash256& id) const override;
+    // Reads and decodes the frames holding `ids` ahead of read_blob on this thread, merging
+    // frames that lie next to each other in one pack into one read (one ranged GET on object
+    // storage instead of one per frame). At most kPrefetchFrames frames; anything it cannot
+    // read is left for read_blob, which reports it.
+    static constexpr std::size_t kPrefetchFrames = 8;
+    void prefetch(std::span<const Hash256> ids) const;
 
     Result<PointListing> list_points() const;
     // POINT: a full id, a unique id prefix, or NAME@latest.
@@ -189,6 +196,8 @@ class Repository final : public BlobSource {
     bool index_covers_points() const;
 
   private:
+    // The pack's file, opened once and kept (a bounded number of them).
+    Result<std::shared_ptr<RandomAccessFile>> pack_file(const Hash256& pack) const;
     // Names of the index files (hex ids), sorted; foreign files skipped.
     Result<std::vector<std::string>> index_file_names() const;
     // One index file, decoded and checked against its name.

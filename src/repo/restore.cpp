@@ -63,6 +63,8 @@ Status restore_run(const Repository& repo, const RunTask& t, std::uint64_t size,
 // Writes a task (one worker's share) in pieces of up to `run_chunks` chunks.
 Status restore_task(const Repository& repo, const RunTask& t, std::uint64_t size, DiskSink& sink,
                     Bytes& buffer, std::size_t run_chunks) {
+    // A task is whole frames, mostly neighbours in one pack: read them in one go.
+    repo.prefetch(t.ids);
     if (t.ids.size() <= run_chunks) return restore_run(repo, t, size, sink, buffer);
     for (std::size_t k = 0; k < t.ids.size(); k += run_chunks) {
         RunTask piece;

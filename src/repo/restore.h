@@ -22,8 +22,9 @@
 // aligned group of whole frames, so no frame is decoded twice) and call the sink
 // concurrently (sinks must accept concurrent writes at distinct offsets, in any order);
 // workers = 0 runs everything on the caller's thread. Memory is bounded: a queue of at most
-// 256 chunk ids, one write buffer of `max_write` bytes and up to 4 decoded frames (4 MiB)
-// per worker.
+// 256 chunk ids, one write buffer of `max_write` bytes and up to 8 decoded frames (8 MiB)
+// per worker. A task's frames are read ahead in one read per run of neighbours in a pack
+// (Repository::prefetch): one ranged GET on object storage where there were several.
 
 #include <cstdint>
 #include <functional>

@@ -171,6 +171,39 @@ TEST_F(ObjectEnvTest, RestoreReadsOnlyTheRangesOfTheBlobsItNeeds) {
     EXPECT_LE(store->ranged_bytes.load(), stored);
 }
 
+TEST_F(ObjectEnvTest, RestoreReadsNeighbouringFramesOfAPackInOneRequest) {
+    auto env = new_env();
+    auto repo = open(*env);
+    // 4 MiB of 4 KiB chunks written 1 MiB at a time: four whole frames, one after the other
+    // in one pack (what a VM backup's runs make).
+    Bytes disk = random_data(1024 * 4096, 4);
+    auto point = backup_bytes(*repo, "vm", {{"vda", disk}}, 0, 256);
+    ASSERT_TRUE(point);
+    auto packs = store->list("data/");
+    ASSERT_TRUE(packs);
+    ASSERT_EQ(packs->size(), 1u);
+    const DiskRecord* d = point->disk("vda");
+    ASSERT_NE(d, nullptr);
+    // The pack reads of a restore by a fresh reader whose tasks are `max_write` long.
+    auto data_reads = [&](std::size_t max_write) {
+        store->reset();
+        auto fresh = new_env();
+        auto reader = open(*fresh);
+        EXPECT_TRUE(reader->load_index());
+        MemorySink sink(d->size);
+        ReadOptions ro;
+        ro.max_write = max_write;
+        EXPECT_TRUE(restore_object(*reader, d->map, d->size, sink, ro));
+        EXPECT_EQ(sink.data, disk);
+        return store->calls("read_at", "data");
+    };
+    int one_frame_tasks = data_reads(0);
+    int whole_disk_tasks = data_reads(4u << 20);  // what image restore asks: 4 frames a task
+    // Frame by frame, each of the four frames is a read of its own; read ahead together, the
+    // frames that touch in the pack are one (the map's blobs, read apart, sit among them).
+    EXPECT_LE(whole_disk_tasks, one_frame_tasks - 2);
+}
+
 TEST_F(ObjectEnvTest, APackIsStoredWholeOnlyWhenFinishedAndTheSpoolIsLeftEmpty) {
     auto env = new_env();
     auto repo = open(*env);

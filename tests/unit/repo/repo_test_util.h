@@ -87,7 +87,7 @@ inline Result<std::unique_ptr<Repository>> open_plain(const std::string& path, E
 // Backs up `disks` (name → content) as one point of `vm`; the previous point is the base.
 inline Result<RestorePoint> backup_bytes(Repository& repo, const std::string& vm,
                                          const std::vector<std::pair<std::string, Bytes>>& disks,
-                                         unsigned workers = 0) {
+                                         unsigned workers = 0, std::uint64_t piece_chunks = 3) {
     auto listing = repo.list_points();
     if (!listing) return std::unexpected(listing.error());
     const RestorePoint* base = nullptr;
@@ -102,9 +102,10 @@ inline Result<RestorePoint> backup_bytes(Repository& repo, const std::string& vm
         auto disk = point.add_disk(name, data.size(), base);
         if (!disk) return std::unexpected(disk.error());
         std::uint64_t cs = (*disk)->chunk_size();
-        // Feed in pieces of 3 chunks, skipping all-zero pieces (they become holes).
-        for (std::uint64_t off = 0; off < data.size(); off += 3 * cs) {
-            std::uint64_t n = std::min<std::uint64_t>(3 * cs, data.size() - off);
+        // Feed in pieces of 3 chunks (or `piece_chunks`), skipping all-zero pieces (they
+        // become holes).
+        for (std::uint64_t off = 0; off < data.size(); off += piece_chunks * cs) {
+            std::uint64_t n = std::min<std::uint64_t>(piece_chunks * cs, data.size() - off);
             Bytes piece(data.begin() + off, data.begin() + off + n);
             if (std::all_of(piece.begin(), piece.end(), [](auto b) { return b == 0; })) continue;
             if (auto st = (*disk)->write(off, std::move(piece)); !st)
