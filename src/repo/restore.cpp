@@ -175,8 +175,13 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
     // A task (one worker's share) is an aligned group of whole frames and whole writes: the
     // frames were cut on the same boundaries (backup_session.cpp), so no two workers decode
     // the same frame.
-    const std::size_t task_chunks =
+    std::size_t task_chunks =
         std::lcm<std::size_t>(run_chunks, std::max<std::size_t>(1, repo.frame_chunks()));
+    // On object storage a task spans several frames, so Repository::prefetch reads them in
+    // one request: there a read costs a round trip, not the bytes it carries.
+    if (repo.env().read_concurrency() > 1 && repo.frame_chunks() > 1)
+        task_chunks *= std::max<std::size_t>(
+            1, Repository::kPrefetchFrames * repo.frame_chunks() / task_chunks);
     TaskWalk walk(chunks, cs, size, task_chunks, sink, options);
     Status st;
     if (options.workers == 0) {
