@@ -148,26 +148,12 @@ TEST_F(CheckpointMergeTest, MiddleOfThreeDeletedWhileTheGuestWritesLeavesTheOthe
     EXPECT_TRUE(same_content(c, image_of(tree(g), "c", "vda"), &why)) << why;
 }
 
-// The guest's filesystems frozen (flushed, no writes) while it lives; thawed even on failure:
-// the disk then stays what a backup taken meanwhile read.
-class Frozen {
-  public:
-    explicit Frozen(lab::LabGuest& g) : g_(g) {
-        auto r = g_.agent_command(R"({"execute":"guest-fsfreeze-freeze"})", 60s);
-        if (!r) throw std::runtime_error("freeze: " + r.error().message());
-    }
-    ~Frozen() { (void)g_.agent_command(R"({"execute":"guest-fsfreeze-thaw"})", 60s); }
-
-  private:
-    lab::LabGuest& g_;
-};
-
 TEST_F(CheckpointMergeTest, BackupsAcrossCheckpointCreateAndDeleteRestoreTheDisk) {
     lab::LabGuest& g = boot({.data_disks = {{}}});
     backup_ok({g.name()});
     // A crash-consistent backup of the frozen guest, restored: equal to its disks now.
     auto backup_equals_disks = [&](const std::string& marker) {
-        Frozen frozen(g);
+        FrozenGuest frozen(g);
         json vm = backup_ok({g.name(), "--method", "crash"});
         for (const std::string disk : {"vda", "vdb"}) {
             if (mode_of(vm, disk) != "incremental") {

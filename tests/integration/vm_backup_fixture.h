@@ -7,10 +7,12 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <chrono>
 #include <filesystem>
 #include <list>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +25,26 @@ namespace vmshadow::testing {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+// The guest's filesystems frozen through its agent (flushed, no writes) while it lives, so a
+// disk read meanwhile is the disk a backup or change read of that instant saw; thawed even
+// when the test fails.
+class FrozenGuest {
+  public:
+    explicit FrozenGuest(lab::LabGuest& g) : g_(g) {
+        auto r =
+            g_.agent_command(R"({"execute":"guest-fsfreeze-freeze"})", std::chrono::seconds(60));
+        if (!r) throw std::runtime_error("freeze: " + r.error().message());
+    }
+    ~FrozenGuest() {
+        (void)g_.agent_command(R"({"execute":"guest-fsfreeze-thaw"})", std::chrono::seconds(60));
+    }
+    FrozenGuest(const FrozenGuest&) = delete;
+    FrozenGuest& operator=(const FrozenGuest&) = delete;
+
+  private:
+    lab::LabGuest& g_;
+};
 
 // Destroys and undefines a VM a restore created, and removes its folder, even on failure.
 struct RestoredVm {

@@ -91,19 +91,6 @@ class RawFileSink final : public engine::ChangeSink {
     std::size_t current_ = 0;
 };
 
-// The guest's filesystems frozen (flushed, no writes) while it lives; thawed even on failure.
-class Frozen {
-  public:
-    explicit Frozen(lab::LabGuest& g) : g_(g) {
-        auto r = g_.agent_command(R"({"execute":"guest-fsfreeze-freeze"})", 60s);
-        if (!r) throw std::runtime_error("freeze: " + r.error().message());
-    }
-    ~Frozen() { (void)g_.agent_command(R"({"execute":"guest-fsfreeze-thaw"})", 60s); }
-
-  private:
-    lab::LabGuest& g_;
-};
-
 class VmChangesTest : public VmBackupTest {
   protected:
     void SetUp() override {
@@ -195,7 +182,7 @@ TEST_F(VmChangesTest, ReadsRebuildTheDisksThroughIncrementalsBackupsAndAShutdown
     // (a) A full read equals the disks.
     engine::ChangeReadOutcome full;
     {
-        Frozen frozen(g);
+        FrozenGuest frozen(g);
         full = read_and_apply(g, "", bytes);
         expect_applied_equals_disks(g);
     }
@@ -210,7 +197,7 @@ TEST_F(VmChangesTest, ReadsRebuildTheDisksThroughIncrementalsBackupsAndAShutdown
     write_in_guest(g, "one");
     engine::ChangeReadOutcome second;
     {
-        Frozen frozen(g);
+        FrozenGuest frozen(g);
         second = read_and_apply(g, full.checkpoint_xml, bytes);
         expect_applied_equals_disks(g);
     }
@@ -226,7 +213,7 @@ TEST_F(VmChangesTest, ReadsRebuildTheDisksThroughIncrementalsBackupsAndAShutdown
     write_in_guest(g, "two");
     engine::ChangeReadOutcome third;
     {
-        Frozen frozen(g);
+        FrozenGuest frozen(g);
         third = read_and_apply(g, second.checkpoint_xml, bytes);
         expect_applied_equals_disks(g);
     }
