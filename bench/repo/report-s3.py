@@ -51,14 +51,27 @@ print(f"Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC. Machine: {cores} 
       f"load average at the start of each run {' / '.join(f'{x:.1f}' for x in loads)}. "
       f"Binary: `{binary}`. Ceph 16.2 single node on loopback, OSD on {store} ({store_gb} GiB), "
       f"radosgw beast over http. Runs: {len(loads)}, medians shown; memory is the peak RSS.\n")
-print("| tool → store | full backup | CPU (user+sys) | stored | requests | peak RSS | full restore | CPU | requests | peak RSS |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| tool → store | full backup | CPU (user+sys) | gateway CPU | stored | requests | peak RSS | full restore | CPU | gateway CPU | requests | peak RSS |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for label, key in (("vmshadow → local directory", "local"), ("vmshadow → RGW (S3)", "s3"),
                    ("restic 0.14 → RGW (S3)", "restic")):
-    print(f"| {label} | {secs(key + '_backup')} | {secs(key + '_backup_cpu')} | {size('size_' + key)} "
+    print(f"| {label} | {secs(key + '_backup')} | {secs(key + '_backup_cpu')} "
+          f"| {secs(key + '_backup_gwcpu')} | {size('size_' + key)} "
           f"| {count(key + '_backup_requests')} | {mem(key + '_backup')} | {secs(key + '_restore')} "
-          f"| {secs(key + '_restore_cpu')} | {count(key + '_restore_requests')} | {mem(key + '_restore')} |")
+          f"| {secs(key + '_restore_cpu')} | {secs(key + '_restore_gwcpu')} "
+          f"| {count(key + '_restore_requests')} | {mem(key + '_restore')} |")
 print(f"\nSpeed of vmshadow to RGW relative to the local backend (time local / time RGW; goal >= 0.8x): "
       f"backup {ratio('local_backup', 's3_backup')}, restore {ratio('local_restore', 's3_restore')}. "
       f"Against restic to the same RGW (time restic / time vmshadow; goal >= 2x): backup "
       f"{ratio('restic_backup', 's3_backup')}, restore {ratio('restic_restore', 's3_restore')}.")
+
+
+def floor(key):
+    c, g = med(key + "_cpu"), med(key + "_gwcpu")
+    return "–" if math.isnan(c) or math.isnan(g) else f"{(c + g) / int(cores):.1f} s"
+
+
+print(f"\nThe gateway shares the client's {cores} cores: a run cannot take less than (client CPU + "
+      f"gateway CPU) / {cores} — vmshadow → RGW backup {floor('s3_backup')}, restore "
+      f"{floor('s3_restore')}; restic backup {floor('restic_backup')}, restore "
+      f"{floor('restic_restore')}.")

@@ -66,11 +66,23 @@ bucket_bytes() {
 }
 # Requests the gateway has answered so far (radosgw logs one "beast:" line per request).
 rgw_requests() { grep -c ' beast: ' "$CEPHLAB/log/client.rgw.log" || true; }
-# measure_s3 NAME CMD...: measure, and record the requests it sent as NAME_requests.
+# CPU seconds (user + system) the cluster's daemons (mon, OSD, radosgw) have used so far: the
+# gateway runs on the same cores as the client, so its work is part of every S3 run's time.
+gateway_cpu() {
+  local total=0 p f
+  for p in $(pgrep -f -- "$CEPHLAB/ceph.conf"); do
+    read -r -a f <"/proc/$p/stat" || continue
+    total=$((total + f[13] + f[14]))
+  done
+  /usr/bin/python3 -c "print($total / $(getconf CLK_TCK))"
+}
+# measure_s3 NAME CMD...: measure, and record the requests it sent as NAME_requests and the
+# gateway's CPU seconds meanwhile as NAME_gwcpu.
 measure_s3() {
-  local before; before=$(rgw_requests)
+  local before cpu0; before=$(rgw_requests); cpu0=$(gateway_cpu)
   measure "$@"
   record "${1}_requests" $(( $(rgw_requests) - before ))
+  record "${1}_gwcpu" "$(/usr/bin/python3 -c "print(round($(gateway_cpu) - $cpu0, 2))")"
 }
 skipped() { [[ $SKIP == *" $1 "* ]]; }
 

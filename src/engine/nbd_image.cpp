@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "engine/nbd_image.h"
 
+#include <fcntl.h>
 #include <libnbd.h>
 #include <signal.h>
 
@@ -12,6 +13,7 @@
 
 #include "common/child_process.h"
 #include "common/process.h"
+#include "common/unique_fd.h"
 
 namespace vmshadow::engine {
 namespace {
@@ -89,6 +91,11 @@ Status create_image(const std::string& path, const std::string& format, std::uin
     return {};
 }
 
+bool QemuNbdServer::direct_io_supported(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
+    return fd.get() >= 0;
+}
+
 Result<std::unique_ptr<QemuNbdServer>> QemuNbdServer::start(const Options& options) {
     remove_leftover_server_dirs();
     std::unique_ptr<QemuNbdServer> s(new QemuNbdServer());
@@ -104,7 +111,7 @@ Result<std::unique_ptr<QemuNbdServer>> QemuNbdServer::start(const Options& optio
                                   "--socket=" + s->socket_,
                                   "--shared=" + std::to_string(options.connections),
                                   "--persistent",
-                                  "--cache=writeback"};
+                                  options.direct ? "--cache=none" : "--cache=writeback"};
     if (options.read_only) argv.push_back("--read-only");
     if (!options.read_only) argv.push_back("--discard=unmap");
     if (!options.bitmap.empty()) argv.push_back("--bitmap=" + options.bitmap);

@@ -45,8 +45,14 @@ class QemuNbdServer {
         // A persistent bitmap of the image to expose as the meta context
         // "qemu:dirty-bitmap:<bitmap>" (qemu-nbd -B); empty: none.
         std::string bitmap;
+        // Writes bypass the page cache (qemu-nbd --cache=none, O_DIRECT): a restore of a large
+        // disk then neither evicts the host's cache (its running VMs') nor pays to fill it.
+        // Only where the file's filesystem takes O_DIRECT (direct_io_supported).
+        bool direct = false;
     };
     static Result<std::unique_ptr<QemuNbdServer>> start(const Options& options);
+    // Whether `path` (an existing file) can be opened with O_DIRECT: not on tmpfs, say.
+    static bool direct_io_supported(const std::string& path);
     ~QemuNbdServer();
     QemuNbdServer(const QemuNbdServer&) = delete;
     QemuNbdServer& operator=(const QemuNbdServer&) = delete;
