@@ -124,15 +124,23 @@ Result<PointListing> list_live_points(Repository& repo, const GcOptions& options
     return listing;
 }
 
+// Whether gc goes on: not cancelled, and its lock not lost (removed by another host, which
+// may be writing now).
+Status may_go_on(TaskContext& task, const RepoLock& lock) {
+    if (auto st = task.check_cancel("gc"); !st) return st;
+    return lock.held();
+}
+
 // Every blob a point references (phase "mark", cancellable between points). Every live blob
 // must be indexed before anything is deleted: one that is not sits in a pack a lost or
 // damaged index file used to name, and that pack must not go.
-Result<IdSet> mark_live(const Repository& repo, const PointListing& listing, TaskContext& task) {
+Result<IdSet> mark_live(const Repository& repo, const PointListing& listing, TaskContext& task,
+                        const RepoLock& lock) {
     IdSet live;
     task.phase("mark", 0, listing.points.size());
     test_pause_point("gc-mark");
     for (const auto& p : listing.points) {
-        if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
+        if (auto st = may_go_on(task, lock); !st) return std::unexpected(st.error());
         task.items_done(static_cast<std::uint64_t>(&p - listing.points.data()));
         for (const auto& d : p.disks)
             if (auto st = mark_object(repo, d.map, d.size, live); !st)
@@ -273,11 +281,11 @@ class PackRewriter {
 // Phase "rewrite": the live blobs of `rewrite` into new packs. A cancel here leaves the new
 // packs of this run unindexed: leftovers the next gc removes; nothing was deleted yet.
 Result<std::vector<PackInfo>> rewrite_packs(Repository& repo, const std::vector<PackInfo>& rewrite,
-                                            TaskContext& task) {
+                                            TaskContext& task, const RepoLock& lock) {
     PackRewriter rewriter(repo);
     task.phase("rewrite", 0, rewrite.size());
     for (const auto& pack : rewrite) {
-        if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
+        if (auto st = may_go_on(task, lock); !st) return std::unexpected(st.error());
         task.items_done(static_cast<std::uint64_t>(&pack - rewrite.data()));
         std::string path = pack_path(repo.dir(format::kDataDir), pack.id);
         auto file = repo.env().open(path);
@@ -339,7 +347,7 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
     if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
     auto listing = list_live_points(repo, options, report);
     if (!listing) return std::unexpected(listing.error());
-    auto live = mark_live(repo, *listing, task);
+    auto live = mark_live(repo, *listing, task, **lock);
     if (!live) return std::unexpected(live.error());
     auto index_files = repo.read_index_files();
     if (!index_files) return std::unexpected(index_files.error());
@@ -348,12 +356,14 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
     bool index_clean = index_files->size() <= 1 && plan->remove.empty() && plan->rewrite.empty();
     if (options.dry_run || index_clean) return report;
 
-    auto new_packs = rewrite_packs(repo, plan->rewrite, task);
+    auto new_packs = rewrite_packs(repo, plan->rewrite, task, **lock);
     if (!new_packs) return std::unexpected(new_packs.error());
     report.packs_written = new_packs->size();
     for (const auto& p : *new_packs) report.bytes_after += p.size;
     // The last moment a cancel is honoured: from the new index on, gc runs to its end.
     if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
+    // Nothing is deleted under a lock that is gone: another host may be backing up by now.
+    if (auto st = (*lock)->verify(); !st) return std::unexpected(st.error());
     task.phase("delete");
     if (auto st = replace_index_and_delete(repo, *index_files, *plan, *new_packs); !st)
         return std::unexpected(st.error());
@@ -383,8 +393,10 @@ Result<PruneResult> prune(Repository& repo, const KeepPolicy& policy, const std:
         if (gc_options.task)
             if (auto st = gc_options.task->check_cancel("prune"); !st)
                 return std::unexpected(st.error());
-        if (!doomed.empty())
+        if (!doomed.empty()) {
+            if (auto st = (*lock)->verify(); !st) return std::unexpected(st.error());
             if (auto st = repo.forget(doomed); !st) return std::unexpected(st.error());
+        }
     }
     // The lock is released between forget and gc: gc takes it again itself, and a crash in
     // between leaves only garbage for the next gc.

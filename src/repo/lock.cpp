@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -102,7 +103,16 @@ void judge_freshness(Env& env, const std::string& path, LockInfo& info) {
     info.stale = info.refreshed > 0 && ::time(nullptr) - info.refreshed > kLockStaleSeconds;
 }
 
-std::atomic<std::int64_t> g_refresh_ms{0};
+// 0 = kLockRefreshSeconds; VMSHADOW_TEST_LOCK_REFRESH_MS is read once, at the first lock.
+std::atomic<std::int64_t> g_refresh_ms{[] {
+    const char* ms = std::getenv("VMSHADOW_TEST_LOCK_REFRESH_MS");
+    return ms ? std::max(0L, std::strtol(ms, nullptr, 10)) : 0L;
+}()};
+
+std::chrono::milliseconds refresh_interval() {
+    std::int64_t ms = g_refresh_ms.load();
+    return std::chrono::milliseconds(ms > 0 ? ms : kLockRefreshSeconds * 1000);
+}
 
 std::string stale_words(const LockInfo& info) {
     return "last refreshed " + iso8601_utc(info.refreshed) + ", over " +
@@ -115,13 +125,19 @@ void set_lock_refresh_interval_for_tests(std::int64_t milliseconds) {
     g_refresh_ms.store(milliseconds);
 }
 
-RepoLock::RepoLock(Env& env, std::string root, std::string id, LockMode mode, std::string operation)
+RepoLock::RepoLock(Env& env, std::string root, std::string id, LockMode mode, std::string operation,
+                   LockLog log)
     : env_(env),
       root_(std::move(root)),
       id_(std::move(id)),
       mode_(mode),
       operation_(std::move(operation)),
-      taken_(::time(nullptr)) {}
+      taken_(::time(nullptr)),
+      log_(std::move(log)) {}
+
+std::string RepoLock::path() const {
+    return root_ + "/" + std::string(format::kLocksDir) + "/" + id_;
+}
 
 Status RepoLock::write_file() {
     std::lock_guard lock(write_mutex_);
@@ -138,8 +154,9 @@ Status RepoLock::write_file() {
                              root_ + "/" + std::string(format::kLocksDir), id_, as_bytes(text));
 }
 
-Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string& root,
-                                                    LockMode mode, const std::string& operation) {
+Result<std::unique_ptr<RepoLock>> RepoLock::try_acquire(Env& env, const std::string& root,
+                                                        LockMode mode, const std::string& operation,
+                                                        const LockLog& log) {
     auto random_id = random_bytes(16);
     if (!random_id) return std::unexpected(random_id.error().with_context("lock"));
     std::string id = sha256(*random_id).hex().substr(0, 32);
@@ -147,7 +164,7 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
         std::lock_guard lock(g_held_mutex);
         g_held.insert(id);
     }
-    std::unique_ptr<RepoLock> self(new RepoLock(env, root, id, mode, operation));
+    std::unique_ptr<RepoLock> self(new RepoLock(env, root, id, mode, operation, log));
     if (auto st = self->write_file(); !st) return std::unexpected(st.error().with_context("lock"));
     std::string dir = root + "/" + std::string(format::kLocksDir);
     auto names = env.list(dir);
@@ -197,7 +214,7 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
 
 Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string& root,
                                                     LockMode mode, const std::string& operation,
-                                                    std::chrono::seconds wait) {
+                                                    std::chrono::seconds wait, LockLog log) {
     auto deadline = std::chrono::steady_clock::now() + wait;
     auto pause = std::chrono::milliseconds(1000);
     // Each pause is drawn from [½, 1½] of the doubling step: two waiters (a backup and a
@@ -205,7 +222,7 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
     thread_local std::mt19937 random(std::random_device{}());
     std::uniform_real_distribution<double> spread(0.5, 1.5);
     for (;;) {
-        auto lock = acquire(env, root, mode, operation);
+        auto lock = try_acquire(env, root, mode, operation, log);
         if (lock || lock.error().kind() != ErrorKind::locked) return lock;
         auto now = std::chrono::steady_clock::now();
         if (now >= deadline)
@@ -225,24 +242,104 @@ Status RepoLock::start_refresher() {
     refresher_ = std::make_unique<Refresher>();
     refresher_->pid = ::getpid();
     try {
-        refresher_->thread = std::thread([this, r = refresher_.get()] {
-            std::unique_lock lock(r->mutex);
-            for (;;) {
-                std::int64_t ms = g_refresh_ms.load();
-                auto every = std::chrono::milliseconds(ms > 0 ? ms : kLockRefreshSeconds * 1000);
-                if (r->cv.wait_for(lock, every, [r] { return r->stopping; })) return;
-                lock.unlock();
-                // A failed refresh is tried again next time: the lock goes stale only after
-                // six in a row fail.
-                (void)refresh();
-                lock.lock();
-            }
-        });
+        refresher_->thread = std::thread([this, r = refresher_.get()] { refresh_loop(*r); });
     } catch (const std::system_error& e) {
         return fail(ErrorKind::io,
                     std::string("cannot start the lock's refresher thread: ") + e.what());
     }
     return {};
+}
+
+void RepoLock::refresh_loop(Refresher& r) {
+    auto last_success = std::chrono::steady_clock::now();
+    std::unique_lock lock(r.mutex);
+    bool retrying = false;
+    for (;;) {
+        const auto every = refresh_interval();
+        // The give-up time in refreshes, so that tests' short intervals scale it too.
+        const auto give_up = every * kLockGiveUpSeconds / kLockRefreshSeconds;
+        const auto pause = retrying ? every / 5 : every;
+        if (r.cv.wait_for(lock, pause, [&r] { return r.stopping; })) return;
+        lock.unlock();
+        Status st = refresh();
+        lock.lock();
+        if (st) {
+            last_success = std::chrono::steady_clock::now();
+            retrying = false;
+            continue;
+        }
+        if (is_lost_.load()) return;  // removed by another process: refresh() said so
+        auto silent = std::chrono::steady_clock::now() - last_success;
+        if (silent >= give_up) {
+            lose(Error(ErrorKind::locked,
+                       "the repository lock " + path() + " of `" + operation_ +
+                           "` could not be refreshed for " +
+                           std::to_string(
+                               std::chrono::duration_cast<std::chrono::seconds>(silent).count()) +
+                           " s (" + st.error().message() +
+                           "): other hosts may take it for stale and remove it, operation "
+                           "aborted"));
+            return;
+        }
+        retrying = true;
+        if (log_)
+            log_("warning: cannot refresh the repository lock " + path() + " of `" + operation_ +
+                 "` (" + st.error().message() + "); retrying in " +
+                 std::to_string(
+                     std::chrono::duration_cast<std::chrono::milliseconds>(every / 5).count()) +
+                 " ms");
+    }
+}
+
+void RepoLock::lose(const Error& why) {
+    {
+        std::lock_guard lock(lost_mutex_);
+        if (lost_) return;
+        lost_ = why;
+        is_lost_.store(true);
+    }
+    std::lock_guard lock(callback_mutex_);
+    notify_lost();
+}
+
+Status RepoLock::held() const {
+    if (!is_lost_.load()) return {};
+    std::lock_guard lock(lost_mutex_);
+    return std::unexpected(*lost_);
+}
+
+Status RepoLock::verify() {
+    if (auto st = held(); !st) return st;
+    auto there = env_.modified_time(path());
+    if (there) return {};
+    if (there.error().kind() != ErrorKind::not_found)
+        return std::unexpected(there.error().with_context("checking the repository lock"));
+    lose(removed_error());
+    return held();
+}
+
+Error RepoLock::removed_error() const {
+    return Error(ErrorKind::locked, "lock was removed by another process, operation aborted: " +
+                                        path() + " of `" + operation_ +
+                                        "` is gone (`vmshadow repo unlock --remove-all` on "
+                                        "another host?); run the operation again");
+}
+
+void RepoLock::on_lost(std::function<void(const Error&)> callback) {
+    std::lock_guard lock(callback_mutex_);
+    on_lost_ = std::move(callback);
+    if (on_lost_) notify_lost();
+}
+
+void RepoLock::notify_lost() {
+    std::optional<Error> why;
+    {
+        std::lock_guard lock(lost_mutex_);
+        why = lost_;
+    }
+    if (!why || notified_ || !on_lost_) return;
+    notified_ = true;
+    on_lost_(*why);
 }
 
 void RepoLock::stop_refresher() {
@@ -262,6 +359,14 @@ void RepoLock::stop_refresher() {
 }
 
 Status RepoLock::refresh() {
+    if (auto st = held(); !st) return st;
+    // Never written again once gone: whoever removed it may be running gc by now.
+    auto there = env_.modified_time(path());
+    if (!there && there.error().kind() == ErrorKind::not_found) {
+        lose(removed_error());
+        return held();
+    }
+    if (!there) return std::unexpected(there.error());
     return write_file();
 }
 

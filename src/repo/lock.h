@@ -25,15 +25,29 @@
 // it; a fresh lock of another host is removed only by `repo unlock --remove-all`. The 30
 // minutes are six missed refreshes, and far more than the clock skew of hosts kept by NTP.
 // A lock's "time" (when it was taken) plays no part: a lock with a future time is held.
+// A lost lock: before each refresh the holder asks whether its lock object is still there.
+// When it is gone (another host ran `repo unlock --remove-all`), the holder does not write it
+// again: the lock is lost, held() fails from then on with "lock was removed by another
+// process, operation aborted", and the on_lost callback (the backup session's) stops the
+// operation. A refresh that fails (the store unreachable) is logged as a warning with its
+// reason and tried again every kLockRefreshSeconds / 5; once kLockGiveUpSeconds have passed
+// since the last one that succeeded, the lock is lost too: five minutes before other hosts
+// may call it stale. Operations that publish (a backup's index and commit, gc's deletes)
+// call verify() first, which asks the store now, so a removal the refresher has not seen yet
+// still stops them. Between that question and the write that follows there remains one
+// request's window, as in restic.
 //
 // Thread-safety: a RepoLock object belongs to one thread; the registry of held locks is
 // internally synchronised.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,20 +61,25 @@ enum class LockMode { shared, exclusive };
 
 inline constexpr std::int64_t kLockRefreshSeconds = 5 * 60;
 inline constexpr std::int64_t kLockStaleSeconds = 30 * 60;
-// Tests shorten the refresh interval (milliseconds; 0 = kLockRefreshSeconds again).
+inline constexpr std::int64_t kLockGiveUpSeconds = kLockStaleSeconds - kLockRefreshSeconds;
+// Tests shorten the refresh interval (milliseconds; 0 = kLockRefreshSeconds again); the retry
+// pause after a failed refresh and the give-up time scale with it. VMSHADOW_TEST_LOCK_REFRESH_MS
+// in the environment sets it for a whole process (the integration tests' vmshadow).
 void set_lock_refresh_interval_for_tests(std::int64_t milliseconds);
+
+// Where a lock's warnings go (a failed refresh); empty = nowhere.
+using LockLog = std::function<void(const std::string&)>;
 
 class RepoLock {
   public:
     // Fails with ErrorKind::locked naming the holder (operation, pid, host, since).
-    static Result<std::unique_ptr<RepoLock>> acquire(Env& env, const std::string& root,
-                                                     LockMode mode, const std::string& operation);
-    // The same, retrying while the repository is locked for up to `wait` (restic's
-    // --retry-lock): pauses of 1 s doubling to 30 s, each drawn from ½–1½ of that (jitter). Other
-    // errors return at once.
+    // With a `wait`, it retries while the repository is locked for up to that long (restic's
+    // --retry-lock): pauses of 1 s doubling to 30 s, each drawn from ½–1½ of that (jitter).
+    // Other errors return at once. `log` receives the lock's warnings while it is held.
     static Result<std::unique_ptr<RepoLock>> acquire(Env& env, const std::string& root,
                                                      LockMode mode, const std::string& operation,
-                                                     std::chrono::seconds wait);
+                                                     std::chrono::seconds wait = {},
+                                                     LockLog log = {});
     ~RepoLock();
     RepoLock(const RepoLock&) = delete;
     RepoLock& operator=(const RepoLock&) = delete;
@@ -70,14 +89,38 @@ class RepoLock {
     Status downgrade();
     // Removes the lock file now; the destructor does the same if not called.
     Status release();
-    // Rewrites the lock with a new refresh time (the refresher thread does it on its own).
+    // Rewrites the lock with a new refresh time (the refresher thread does it on its own),
+    // unless its object is gone: then the lock is lost and this fails as held() will.
     Status refresh();
+    // Fails (ErrorKind::locked, saying why and that the operation was aborted) once the lock
+    // is lost; cheap, for loops to ask between steps.
+    Status held() const;
+    // held(), and whether the lock object is in the store right now (one request): what an
+    // operation asks right before it publishes. An error asking is returned as it is.
+    Status verify();
+    // Called once, on the refresher's thread, when the lock is lost (at once if it already
+    // is); an empty function unregisters, waiting for a call in progress to end.
+    void on_lost(std::function<void(const Error&)> callback);
 
   private:
-    RepoLock(Env& env, std::string root, std::string id, LockMode mode, std::string operation);
+    struct Refresher;
+    RepoLock(Env& env, std::string root, std::string id, LockMode mode, std::string operation,
+             LockLog log);
+    // One attempt of acquire().
+    static Result<std::unique_ptr<RepoLock>> try_acquire(Env& env, const std::string& root,
+                                                         LockMode mode,
+                                                         const std::string& operation,
+                                                         const LockLog& log);
+    std::string path() const;
+    Error removed_error() const;
     Status write_file();
     Status start_refresher();
     void stop_refresher();
+    // Refreshes until stopped or lost; a failed refresh is logged and retried sooner.
+    void refresh_loop(Refresher& r);
+    void lose(const Error& why);
+    // Calls on_lost_ once the lock is lost, if it was not called yet; callback_mutex_ held.
+    void notify_lost();
 
     Env& env_;
     std::string root_;
@@ -86,7 +129,14 @@ class RepoLock {
     std::string operation_;
     bool held_ = true;
     std::int64_t taken_;
+    LockLog log_;
     std::mutex write_mutex_;  // the refresher and downgrade() both rewrite the file
+    mutable std::mutex lost_mutex_;
+    std::optional<Error> lost_;  // why the lock is lost, once it is
+    std::atomic<bool> is_lost_{false};
+    std::mutex callback_mutex_;  // held while the callback runs
+    std::function<void(const Error&)> on_lost_;
+    bool notified_ = false;
     // The refresher thread and what stops it, on the heap: a process forked while the lock
     // is held (nbdkit going into the background) has a copy of it whose thread and waiters
     // exist only in the parent, so the child must neither join nor destroy it (a condition

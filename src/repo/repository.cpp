@@ -234,6 +234,7 @@ Result<std::unique_ptr<Repository>> Repository::open(const std::string& location
     if (options.pack_size) repo->pack_size_ = options.pack_size;
     repo->lock_wait_ = options.lock_wait;
     repo->storage_ = options.storage;
+    repo->lock_log_ = options.storage.log;
     repo->storage_.log = nullptr;
     repo->owned_env_ = std::move(object);
     return repo;
@@ -295,7 +296,7 @@ Status Repository::load_index(std::vector<Error>* damaged) {
 
 Result<std::unique_ptr<RepoLock>> Repository::lock(LockMode mode,
                                                    const std::string& operation) const {
-    return RepoLock::acquire(env_, root_, mode, operation, lock_wait_);
+    return RepoLock::acquire(env_, root_, mode, operation, lock_wait_, lock_log_);
 }
 
 namespace {

@@ -187,6 +187,8 @@ class Repository final : public BlobSource {
     // Waits up to OpenOptions::lock_wait while another process holds the repository.
     Result<std::unique_ptr<RepoLock>> lock(LockMode mode, const std::string& operation) const;
     void set_lock_wait(std::chrono::seconds wait) { lock_wait_ = wait; }
+    // Where the locks this repository hands out report a failed refresh (StorageOptions::log).
+    const LockLog& lock_log() const { return lock_log_; }
     // Removes temp files and packs no index names. Needs the exclusive lock and a loaded
     // index; returns how many files it removed. Unindexed packs are kept while the index
     // misses a committed point's map (a lost or damaged index file: `repo repair index`
@@ -209,6 +211,7 @@ class Repository final : public BlobSource {
     std::string root_;
     Env& env_;
     const Clock* clock_ = &system_clock();
+    LockLog lock_log_;
     RepoConfig config_;
     std::optional<MasterKey> master_key_;
     std::string key_id_;
