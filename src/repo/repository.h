@@ -194,6 +194,15 @@ class Repository final : public BlobSource {
     // misses a committed point's map (a lost or damaged index file: `repo repair index`
     // brings them back) and when their trailer is damaged.
     Result<std::size_t> cleanup_leftovers() const;
+    // A file under data/<folder>/ named like a pack (64 hex digits); other files are not ours.
+    struct PackFile {
+        Hash256 id;
+        std::string path;
+        std::uint64_t size = 0;
+        std::int64_t modified = 0;  // Unix seconds (the store's clock on object storage)
+    };
+    // Every pack file, in path order: one listing of data/ on object storage (Env::list_tree).
+    Result<std::vector<PackFile>> list_pack_files() const;
     // Whether every committed point's disk and file maps are indexed.
     bool index_covers_points() const;
 
