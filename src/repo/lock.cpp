@@ -135,12 +135,16 @@ RepoLock::RepoLock(Env& env, std::string root, std::string id, LockMode mode, st
       taken_(::time(nullptr)),
       log_(std::move(log)) {}
 
-std::string RepoLock::path() const {
-    return root_ + "/" + std::string(format::kLocksDir) + "/" + id_;
+std::string RepoLock::path_of(const std::string& id) const {
+    return root_ + "/" + std::string(format::kLocksDir) + "/" + id;
 }
 
-Status RepoLock::write_file() {
-    std::lock_guard lock(write_mutex_);
+std::string RepoLock::path() const {
+    std::lock_guard lock(id_mutex_);
+    return path_of(id_);
+}
+
+Status RepoLock::write_file(const std::string& id) {
     nlohmann::json j{{"version", kLockVersion},
                      {"pid", ::getpid()},
                      {"start_time", process_start_time(::getpid())},
@@ -151,21 +155,36 @@ Status RepoLock::write_file() {
                      {"refreshed", iso8601_utc(::time(nullptr))}};
     std::string text = j.dump();
     return write_file_atomic(env_, root_ + "/" + std::string(format::kTmpDir),
-                             root_ + "/" + std::string(format::kLocksDir), id_, as_bytes(text));
+                             root_ + "/" + std::string(format::kLocksDir), id, as_bytes(text));
 }
+
+namespace {
+
+Result<std::string> new_lock_id() {
+    auto random_id = random_bytes(16);
+    if (!random_id) return std::unexpected(random_id.error().with_context("lock"));
+    std::string id = sha256(*random_id).hex().substr(0, 32);
+    std::lock_guard lock(g_held_mutex);
+    g_held.insert(id);
+    return id;
+}
+
+void forget_held(const std::string& id) {
+    std::lock_guard lock(g_held_mutex);
+    g_held.erase(id);
+}
+
+}  // namespace
 
 Result<std::unique_ptr<RepoLock>> RepoLock::try_acquire(Env& env, const std::string& root,
                                                         LockMode mode, const std::string& operation,
                                                         const LockLog& log) {
-    auto random_id = random_bytes(16);
-    if (!random_id) return std::unexpected(random_id.error().with_context("lock"));
-    std::string id = sha256(*random_id).hex().substr(0, 32);
-    {
-        std::lock_guard lock(g_held_mutex);
-        g_held.insert(id);
-    }
+    auto new_id = new_lock_id();
+    if (!new_id) return std::unexpected(new_id.error());
+    const std::string id = *new_id;
     std::unique_ptr<RepoLock> self(new RepoLock(env, root, id, mode, operation, log));
-    if (auto st = self->write_file(); !st) return std::unexpected(st.error().with_context("lock"));
+    if (auto st = self->write_file(id); !st)
+        return std::unexpected(st.error().with_context("lock"));
     std::string dir = root + "/" + std::string(format::kLocksDir);
     auto names = env.list(dir);
     if (!names) return std::unexpected(names.error());
@@ -309,18 +328,20 @@ Status RepoLock::held() const {
 }
 
 Status RepoLock::verify() {
+    std::lock_guard write(write_mutex_);  // not while a refresh replaces the object
     if (auto st = held(); !st) return st;
-    auto there = env_.modified_time(path());
+    const std::string now = path();
+    auto there = env_.modified_time(now);
     if (there) return {};
     if (there.error().kind() != ErrorKind::not_found)
         return std::unexpected(there.error().with_context("checking the repository lock"));
-    lose(removed_error());
+    lose(removed_error(now));
     return held();
 }
 
-Error RepoLock::removed_error() const {
+Error RepoLock::removed_error(const std::string& path) const {
     return Error(ErrorKind::locked, "lock was removed by another process, operation aborted: " +
-                                        path() + " of `" + operation_ +
+                                        path + " of `" + operation_ +
                                         "` is gone (`vmshadow repo unlock --remove-all` on "
                                         "another host?); run the operation again");
 }
@@ -358,16 +379,42 @@ void RepoLock::stop_refresher() {
     refresher_.reset();
 }
 
+// A refresh stores the lock under a new name, then asks whether the old one is still there,
+// and only then removes it (restic's order). Rewriting one object would let a refresh whose
+// write waits (behind uploads, under a bandwidth cap) land after a removal and undo it unseen;
+// a new name cannot bring back the old one, and a removal before the question is seen.
 Status RepoLock::refresh() {
+    std::lock_guard write(write_mutex_);
     if (auto st = held(); !st) return st;
-    // Never written again once gone: whoever removed it may be running gc by now.
-    auto there = env_.modified_time(path());
-    if (!there && there.error().kind() == ErrorKind::not_found) {
-        lose(removed_error());
+    const std::string old_path = path();
+    auto new_id = new_lock_id();
+    if (!new_id) return std::unexpected(new_id.error());
+    auto drop_new = [&] {
+        (void)env_.remove(path_of(*new_id));
+        forget_held(*new_id);
+    };
+    if (auto st = write_file(*new_id); !st) {
+        drop_new();
+        return st;
+    }
+    auto there = env_.modified_time(old_path);
+    if (!there) {
+        drop_new();  // never kept once the old one is gone: whoever removed it may run gc now
+        if (there.error().kind() != ErrorKind::not_found) return std::unexpected(there.error());
+        lose(removed_error(old_path));
         return held();
     }
-    if (!there) return std::unexpected(there.error());
-    return write_file();
+    std::string old_id;
+    {
+        std::lock_guard lock(id_mutex_);
+        old_id = std::exchange(id_, *new_id);
+    }
+    // One left behind is this process's and no longer held: stale, removed by the next locker.
+    if (auto st = env_.remove(old_path); !st && log_)
+        log_("warning: cannot remove the previous repository lock " + old_path + " (" +
+             st.error().message() + ")");
+    forget_held(old_id);
+    return {};
 }
 
 Status RepoLock::downgrade() {
@@ -375,16 +422,15 @@ Status RepoLock::downgrade() {
         std::lock_guard lock(write_mutex_);
         mode_ = LockMode::shared;
     }
-    return write_file();
+    return refresh();  // a lock removed meanwhile is lost, not written again
 }
 
 Status RepoLock::release() {
     if (!held_) return {};
     held_ = false;
     stop_refresher();
-    Status st = env_.remove(root_ + "/" + std::string(format::kLocksDir) + "/" + id_);
-    std::lock_guard lock(g_held_mutex);
-    g_held.erase(id_);
+    Status st = env_.remove(path());
+    forget_held(id_);
     return st;
 }
 
@@ -416,13 +462,30 @@ Result<std::vector<LockInfo>> remove_locks(Env& env, const std::string& root, bo
     if (!locks) return std::unexpected(locks.error());
     std::string dir = root + "/" + std::string(format::kLocksDir);
     std::vector<LockInfo> removed;
-    for (auto& lock : *locks) {
-        if (!remove_all && !lock.holder_dead && !lock.stale) continue;
+    auto remove = [&](LockInfo& lock) -> Status {
         std::string path = dir + "/" + lock.id;
-        if (!env.exists(path)) continue;  // its holder released it, or acquire() broke it
+        if (!env.exists(path)) return {};  // its holder released it, or acquire() broke it
         if (auto st = env.remove(path); !st)
             return std::unexpected(st.error().with_context("removing lock " + lock.id));
         removed.push_back(std::move(lock));
+        return {};
+    };
+    std::set<std::pair<std::string, long>> holders;  // whose live locks were removed
+    std::set<std::string> seen;
+    for (auto& lock : *locks) {
+        seen.insert(lock.id);
+        if (!remove_all && !lock.holder_dead && !lock.stale) continue;
+        if (remove_all && lock.readable) holders.emplace(lock.host, lock.pid);
+        if (auto st = remove(lock); !st) return std::unexpected(st.error());
+    }
+    // A holder refreshing right then stored its lock under a new name before it found the old
+    // one gone, or just before we removed it: that one goes too (its holder will find it gone).
+    if (!holders.empty()) {
+        auto again = list_locks(env, root);
+        if (!again) return std::unexpected(again.error());
+        for (auto& lock : *again)
+            if (!seen.contains(lock.id) && lock.readable && holders.contains({lock.host, lock.pid}))
+                if (auto st = remove(lock); !st) return std::unexpected(st.error());
     }
     if (!removed.empty())
         if (auto st = env.sync_dir(dir); !st) return std::unexpected(st.error());

@@ -16,28 +16,31 @@
 // A lock file this build cannot read (garbage, empty, truncated, a field missing or of the
 // wrong type, a newer lock version) is held by an unknown holder in an unknown mode: every
 // acquire() fails with `locked` naming the file, until a user removes it.
-// Between hosts (a repository on S3 shared by many): a holder rewrites its lock every
+// Between hosts (a repository on S3 shared by many): a holder refreshes its lock every
 // kLockRefreshSeconds (a background thread, while it holds it), recording the time as
-// "refreshed". A lock of another host whose refresh (the later of its "refreshed" time and
-// its object's modification time, the store's clock) is more than kLockStaleSeconds behind
-// this host's clock is stale: its holder is gone or cut off. A stale lock still blocks
-// acquire(), whose `locked` error says it is stale and that `vmshadow repo unlock` removes
-// it; a fresh lock of another host is removed only by `repo unlock --remove-all`. The 30
+// "refreshed": it stores the lock under a new name, asks whether the old one is still there,
+// and removes it (restic's order). A lock of another host whose refresh (the later of its
+// "refreshed" time and its object's modification time, the store's clock) is more than
+// kLockStaleSeconds behind this host's clock is stale: its holder is gone or cut off. A stale lock
+// still blocks acquire(), whose `locked` error says it is stale and that `vmshadow repo unlock`
+// removes it; a fresh lock of another host is removed only by `repo unlock --remove-all`. The 30
 // minutes are six missed refreshes, and far more than the clock skew of hosts kept by NTP.
 // A lock's "time" (when it was taken) plays no part: a lock with a future time is held.
-// A lost lock: before each refresh the holder asks whether its lock object is still there.
-// When it is gone (another host ran `repo unlock --remove-all`), the holder does not write it
-// again: the lock is lost, held() fails from then on with "lock was removed by another
+// A lost lock: at each refresh the holder asks whether its lock object is still there. When
+// it is gone (another host ran `repo unlock --remove-all`), the holder drops the new one and
+// writes none again: the lock is lost, held() fails from then on with "lock was removed by another
 // process, operation aborted", and the on_lost callback (the backup session's) stops the
 // operation. A refresh that fails (the store unreachable) is logged as a warning with its
 // reason and tried again every kLockRefreshSeconds / 5; once kLockGiveUpSeconds have passed
 // since the last one that succeeded, the lock is lost too: five minutes before other hosts
-// may call it stale. Operations that publish (a backup's index and commit, gc's deletes)
-// call verify() first, which asks the store now, so a removal the refresher has not seen yet
-// still stops them. Between that question and the write that follows there remains one
-// request's window, as in restic.
+// may call it stale. Operations that publish (a backup's index and commit, gc's deletes,
+// prune's forget) call verify() first, which asks the store now, so a removal the refresher
+// has not seen yet still stops them. Between that question and the write that follows there
+// remains one request's window, as in restic. remove_locks() lists again after removing and
+// removes the locks its holders stored meanwhile, so a removal that meets a refresh holds.
 //
-// Thread-safety: a RepoLock object belongs to one thread; the registry of held locks is
+// Thread-safety: a RepoLock object belongs to one thread, except held() and on_lost(), which
+// any thread may call (the callback runs on the refresher's); the registry of held locks is
 // internally synchronised.
 
 #include <atomic>
@@ -85,7 +88,8 @@ class RepoLock {
     RepoLock& operator=(const RepoLock&) = delete;
 
     LockMode mode() const { return mode_; }  // the owning thread's view
-    // Turns an exclusive lock into a shared one (after cleanup, a backup lets others in).
+    // Turns an exclusive lock into a shared one (after cleanup, a backup lets others in); a
+    // lock removed meanwhile is lost, as at a refresh.
     Status downgrade();
     // Removes the lock file now; the destructor does the same if not called.
     Status release();
@@ -111,9 +115,11 @@ class RepoLock {
                                                          LockMode mode,
                                                          const std::string& operation,
                                                          const LockLog& log);
-    std::string path() const;
-    Error removed_error() const;
-    Status write_file();
+    std::string path_of(const std::string& id) const;
+    std::string path() const;  // the lock object's now
+    Error removed_error(const std::string& path) const;
+    // Stores the lock under `id` (write_mutex_ held, or not yet shared with the refresher).
+    Status write_file(const std::string& id);
     Status start_refresher();
     void stop_refresher();
     // Refreshes until stopped or lost; a failed refresh is logged and retried sooner.
@@ -124,13 +130,14 @@ class RepoLock {
 
     Env& env_;
     std::string root_;
-    std::string id_;
+    mutable std::mutex id_mutex_;
+    std::string id_;  // its name under locks/: a new one at every refresh
     LockMode mode_;
     std::string operation_;
     bool held_ = true;
     std::int64_t taken_;
     LockLog log_;
-    std::mutex write_mutex_;  // the refresher and downgrade() both rewrite the file
+    std::mutex write_mutex_;  // held by a refresh (the refresher's, downgrade's) and verify()
     mutable std::mutex lost_mutex_;
     std::optional<Error> lost_;  // why the lock is lost, once it is
     std::atomic<bool> is_lost_{false};

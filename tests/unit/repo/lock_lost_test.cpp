@@ -101,6 +101,18 @@ TEST_F(LockLostTest, ALockRemovedByAnotherProcessIsNotWrittenAgainAndItsHolderIs
     EXPECT_TRUE(repo->lock(LockMode::exclusive, "gc"));
 }
 
+// A backup cleans up under the exclusive lock, then lets others in: a removal in between must
+// not be undone by the downgrade's rewrite.
+TEST_F(LockLostTest, ALockRemovedBeforeItsDowngradeIsLostNotWrittenAgain) {
+    auto lock = repo->lock(LockMode::exclusive, "image backup");
+    ASSERT_TRUE(lock);
+    remove_all_locks();
+    auto st = (*lock)->downgrade();
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message().find(kRemovedWords), std::string::npos) << st.error().message();
+    EXPECT_EQ(lock_files(), 0u);
+}
+
 TEST_F(LockLostTest, VerifySeesARemovalTheRefresherHasNotSeenYet) {
     auto lock = repo->lock(LockMode::shared, "image backup");  // refreshes every 5 minutes
     ASSERT_TRUE(lock);
