@@ -79,8 +79,12 @@ Result<std::string> apply_warning(virt::Connection& connection, const ApplyOptio
     if (!tree) return fail(tree.error());
     auto target = engine::find_checkpoint(*tree, o.engine.checkpoint);
     if (!target) return fail(target.error());
+    // Refusals the engine would make anyway, before the question rather than after it.
+    if (auto st = engine::check_can_apply(*tree, **target); !st) return fail(st.error());
     auto domain = connection.lookup(o.engine.vm);
     if (!domain) return fail(domain.error());
+    if (auto st = engine::refuse_if_shadowed(*domain, "checkpoint apply"); !st)
+        return fail(st.error());
     auto state = domain->state();
     if (!state) return fail(state.error());
     bool on = *state == virt::DomainState::running || *state == virt::DomainState::paused;

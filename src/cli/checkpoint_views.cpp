@@ -25,7 +25,11 @@ void render_children(const engine::CheckpointTree& tree, const std::string& pare
             continue;
         }
         out += c->name + "  (" + std::string(engine::checkpoint_type_name(c->type)) + ", " +
-               local_minute(c->created) + ", " + c->consistency + ")\n";
+               local_minute(c->created) + ", " + c->consistency + ")";
+        if (c->delete_unfinished)
+            out += "  [delete unfinished: run `" + engine::finish_delete_command(tree, *c) +
+                   "` again; do not apply]";
+        out += "\n";
         render_children(tree, c->id, indent + (last ? "   " : "│  "), out);
     }
 }
@@ -58,6 +62,7 @@ nlohmann::json checkpoint_json(const engine::Checkpoint& c) {
                        {"consistency", c.consistency},
                        {"disks", disks}};
     if (!c.note.empty()) out["note"] = c.note;
+    out["delete_unfinished"] = c.delete_unfinished;
     if (!c.memory_file.empty()) out["memory_file"] = c.memory_file;
     return out;
 }

@@ -21,9 +21,12 @@ std::string local_minute(std::int64_t unix_seconds);
 //   └─ before upgrade  (production, 2026-12-07 11:50, application)
 //      ├─ Now
 //      └─ tried it  (standard, 2026-12-07 11:55, running-state)
+// A checkpoint whose delete stopped part-way ends its line with
+// "  [delete unfinished: run `vmshadow checkpoint delete VM NAME` again; do not apply]".
 std::string render_checkpoint_tree(const engine::CheckpointTree& tree);
 
-// {"vm", "vm_uuid", "current", "now": {"parent", "disks"}, "checkpoints": [...],
+// {"vm", "vm_uuid", "current", "now": {"parent", "disks"}, "checkpoints": [...] (each with
+//  "delete_unfinished"),
 //  "tracking_reset_at", "tracking_reset_reason"}; times as ISO 8601 UTC.
 nlohmann::json checkpoint_tree_json(const engine::CheckpointTree& tree);
 nlohmann::json checkpoint_json(const engine::Checkpoint& checkpoint);

@@ -100,6 +100,8 @@ Result<CheckpointApplyOutcome> apply_checkpoint(virt::Connection& connection,
     auto found = find_checkpoint(s.tree, options.checkpoint);
     if (!found) return fail(found.error());
     const Checkpoint c = **found;
+    if (auto st = check_can_apply(s.tree, c); !st) return fail(st.error());
+    if (auto st = refuse_if_shadowed(s.domain, "checkpoint apply"); !st) return fail(st.error());
 
     task.phase("apply: prepare overlays");
     auto plan = prepare_apply(connection, s, c);

@@ -101,6 +101,7 @@ Result<Checkpoint> create_checkpoint(virt::Connection& connection,
     auto session = open_checkpoint_session(connection, options.vm, "checkpoint create");
     if (!session) return fail(session.error());
     CheckpointSession& s = *session;
+    if (auto st = refuse_if_shadowed(s.domain, "checkpoint create"); !st) return fail(st.error());
     const std::int64_t now = unix_seconds(task.clock().now());
 
     Checkpoint c;

@@ -160,27 +160,46 @@ void remove_file(DeleteRun& run, const std::string& path) {
         run.task.warn("could not remove " + path + ": " + ec.message() + " (remove it by hand)");
 }
 
-// The failure of one disk's merge, recorded: a checkpoint whose layer took data already is
-// marked so (its own content is gone; a second delete finishes the job).
+Checkpoint* record_of(DeleteRun& run, const std::string& id) {
+    for (auto& rec : run.tree.checkpoints)
+        if (rec.id == id) return &rec;
+    return nullptr;
+}
+
+// Before the first commit into the checkpoint's layer: from then on its own content may be
+// gone, and a vmshadow killed during the commit must still leave a record that says so
+// (apply refuses such a checkpoint; the same delete finishes it).
+Status mark_delete_unfinished(DeleteRun& run, const std::string& id) {
+    Checkpoint* rec = record_of(run, id);
+    if (!rec || rec->delete_unfinished) return {};
+    rec->delete_unfinished = true;
+    return save_checkpoint_tree(run.tree);
+}
+
+// The failure of one disk's merge, recorded: a checkpoint whose layer took data already says
+// why in its note (its own content is gone; a second delete finishes the job).
 Error record_failure(DeleteRun& run, const Checkpoint& c, bool layer_changed, Error why) {
     if (!layer_changed) return why;
-    for (auto& rec : run.tree.checkpoints)
-        if (rec.id == c.id)
-            rec.note = "deleting it stopped part-way (" + why.message() +
-                       "): its layer already holds its dependant's data; run `vmshadow "
-                       "checkpoint delete` again to finish";
+    if (Checkpoint* rec = record_of(run, c.id)) {
+        rec->delete_unfinished = true;
+        rec->note = "deleting it stopped part-way (" + why.message() +
+                    "): its layer already holds its dependant's data; run `" +
+                    finish_delete_command(run.tree, *rec) + "` again to finish";
+    }
     if (auto st = save_checkpoint_tree(run.tree); !st)
         return why.with_context("the checkpoint record could not be saved either (" +
                                 st.error().message() + ")");
     return why;
 }
 
-Status merge_disk(DeleteRun& run, const DiskMergePlan& disk, bool& layer_changed) {
+Status merge_disk(DeleteRun& run, const std::string& id, const DiskMergePlan& disk,
+                  bool& layer_changed) {
     for (const auto& image : disk.pull)
         if (auto st = pull_layer(run, disk, image); !st) return st;
     test_kill_point("checkpoint-delete-pulled");
     if (!disk.has_keep) return {};
     run.task.phase("merge", 0, 0, run.domain.name() + "/" + disk.target);
+    if (auto st = mark_delete_unfinished(run, id); !st) return st;
     layer_changed = true;  // from the start of a commit, the layer takes keep's data
     if (auto st = commit_keep(run, disk); !st) return st;
     test_kill_point("checkpoint-delete-committed");
@@ -227,7 +246,7 @@ Status delete_one(DeleteRun& run, const std::string& id) {
     }
     bool layer_changed = false;
     for (const auto& disk : plan.disks)
-        if (auto st = merge_disk(run, disk, layer_changed); !st)
+        if (auto st = merge_disk(run, c.id, disk, layer_changed); !st)
             return fail(record_failure(run, c, layer_changed,
                                        st.error().with_context("delete checkpoint '" + c.name +
                                                                "', disk " + disk.target)));
@@ -268,6 +287,8 @@ Result<CheckpointDeleteOutcome> delete_checkpoint(virt::Connection& connection,
                         ": its checkpoints are merged while it runs or when it is off; retry then");
     auto target = find_checkpoint(*tree, options.checkpoint);
     if (!target) return std::unexpected(target.error());
+    if (auto st = refuse_if_shadowed(*domain, "checkpoint delete"); !st)
+        return std::unexpected(st.error());
     const bool running = session->active();
     if (!options.subtree && !checkpoint_children(*tree, (*target)->id).empty())
         task.info("its children stay: their layers take in what they need of '" + (*target)->name +

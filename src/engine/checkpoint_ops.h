@@ -45,7 +45,8 @@
 
 namespace vmshadow::virt {
 class Connection;
-}
+class Domain;
+}  // namespace vmshadow::virt
 
 namespace vmshadow::engine {
 
@@ -88,6 +89,13 @@ Result<CheckpointDeleteOutcome> delete_checkpoint(virt::Connection& connection,
 
 Status rename_checkpoint(virt::Connection& connection, const std::string& vm,
                          const std::string& checkpoint, const std::string& new_name);
+
+// A shadow copy of the VM (shadow_ops.h) holds its one libvirt backup job: create and delete
+// would fail on libvirt's own message, and apply would end the shadow with the VM. So each
+// refuses first (create, apply and delete call this under the VM's lock; the CLI before it
+// asks to apply): conflict naming the shadow and how to delete it. A VM that does not run
+// has no shadow.
+Status refuse_if_shadowed(const virt::Domain& domain, const std::string& operation);
 
 // The VM's tree (an empty tree when it has none); not_found when the VM does not exist.
 Result<CheckpointTree> list_checkpoints(virt::Connection& connection, const std::string& vm);

@@ -6,7 +6,9 @@
 #include <random>
 #include <regex>
 
+#include "engine/checkpoint_ops.h"
 #include "virt/domain_xml.h"
+#include "virt/shadow_job.h"
 #include "vmwriter/domain_rewrite.h"
 
 namespace vmshadow::engine {
@@ -86,6 +88,18 @@ Result<CheckpointSession> open_checkpoint_session(virt::Connection& connection,
                                              " to forget its checkpoints (their images stay)");
     }
     return CheckpointSession{std::move(*domain), std::move(*lock), std::move(*tree), *state};
+}
+
+Status refuse_if_shadowed(const virt::Domain& domain, const std::string& operation) {
+    auto shadow = virt::shadow_holding_backup_job(domain);
+    if (!shadow) return fail(shadow.error().with_context(domain.label() + ": " + operation));
+    if (!*shadow) return {};
+    return fail(ErrorKind::conflict,
+                domain.label() + ": " + operation + " refused: shadow copy " + **shadow +
+                    " holds this VM's backup job (libvirt allows one per VM, and a checkpoint "
+                    "changes the disks' files under it): delete it with `vmshadow shadow "
+                    "delete " +
+                    **shadow + "` and retry");
 }
 
 std::string new_overlay_path(const std::string& image) {

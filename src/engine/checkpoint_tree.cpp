@@ -6,11 +6,12 @@
 //     "active": [ {"target": "vda", "image": "/abs/path.qcow2"} ],
 //     "tracking_reset_at": <unix s>, "tracking_reset_reason": "...",
 //     "checkpoints": [ { "id", "name", "type": "production|standard", "created", "parent",
-//                        "consistency", "note", "disks": [...], "memory_file",
-//                        "domain_xml" } ] }
+//                        "consistency", "note", "delete_unfinished": bool (absent: false),
+//                        "disks": [...], "memory_file", "domain_xml" } ] }
 #include "engine/checkpoint_tree.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -28,6 +29,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr std::size_t kMaxNameLength = 100;
+constexpr std::string_view kOldUnfinishedDeleteNote = "deleting it stopped part-way";
 // A record is small (XML per checkpoint): a file far past this is not ours.
 constexpr std::uintmax_t kMaxRecordBytes = 64ULL * 1024 * 1024;
 
@@ -121,6 +123,9 @@ CheckpointTree tree_from_json(const json& j) {
         cp.parent = c.value("parent", "");
         cp.consistency = c.value("consistency", "");
         cp.note = c.value("note", "");
+        // Records of a vmshadow before the flag said so only in the note.
+        cp.delete_unfinished =
+            c.value("delete_unfinished", false) || cp.note.starts_with(kOldUnfinishedDeleteNote);
         cp.disks = disks_from_json(c.value("disks", json::array()));
         cp.memory_file = c.value("memory_file", "");
         cp.domain_xml = c.value("domain_xml", "");
@@ -166,6 +171,7 @@ std::string checkpoint_tree_to_json(const CheckpointTree& tree) {
                        {"parent", c.parent},
                        {"consistency", c.consistency},
                        {"note", c.note},
+                       {"delete_unfinished", c.delete_unfinished},
                        {"disks", disks_to_json(c.disks)},
                        {"memory_file", c.memory_file},
                        {"domain_xml", c.domain_xml}});
@@ -258,6 +264,32 @@ Status remove_checkpoint_tree(const std::string& vm_uuid) {
         return fail(ErrorKind::io, "remove the checkpoint folder " +
                                        checkpoint_folder(vm_uuid).string() + ": " + ec.message());
     return {};
+}
+
+std::string finish_delete_command(const CheckpointTree& tree, const Checkpoint& checkpoint) {
+    // Shell words: as they are when only safe characters, else in single quotes.
+    auto word = [](const std::string& w) {
+        bool plain = !w.empty() && std::all_of(w.begin(), w.end(), [](unsigned char ch) {
+            return std::isalnum(ch) || std::string_view("-_.,:+@%/=").find(static_cast<char>(ch)) !=
+                                           std::string_view::npos;
+        });
+        if (plain) return w;
+        std::string quoted = "'";
+        for (char ch : w) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+        return quoted + "'";
+    };
+    const std::string vm = tree.vm_name.empty() ? tree.vm_uuid : tree.vm_name;
+    return "vmshadow checkpoint delete " + word(vm) + " " + word(checkpoint.name);
+}
+
+Status check_can_apply(const CheckpointTree& tree, const Checkpoint& checkpoint) {
+    if (!checkpoint.delete_unfinished) return {};
+    const std::string vm = tree.vm_name.empty() ? tree.vm_uuid : tree.vm_name;
+    return fail(ErrorKind::conflict,
+                "checkpoint '" + checkpoint.name + "' of vm '" + vm +
+                    "' cannot be applied: deleting it stopped part-way and its layer may "
+                    "already hold newer data; run `" +
+                    finish_delete_command(tree, checkpoint) + "` again to finish deleting it");
 }
 
 Result<const Checkpoint*> find_checkpoint(const CheckpointTree& tree, std::string_view name_or_id) {

@@ -63,6 +63,11 @@ struct Checkpoint {
     // "running-state" (standard: disks and memory), with why when it was a fallback.
     std::string consistency;
     std::string note;
+    // Its delete began merging a dependant into its layer and did not finish (failed, was
+    // cancelled or killed): the layer may hold some of that dependant's data, so the
+    // checkpoint must not be applied; the same `checkpoint delete` again finishes it. Set
+    // before the first commit into the layer starts.
+    bool delete_unfinished = false;
     std::vector<CheckpointDisk> disks;
     std::string memory_file;  // standard only: libvirt's save image of the running VM
     std::string domain_xml;   // the inactive domain XML at the checkpoint (apply restores it)
@@ -95,6 +100,12 @@ Status remove_checkpoint_tree(const std::string& vm_uuid);
 // JSON text of the record and back (the file's content; unit-tested on their own).
 std::string checkpoint_tree_to_json(const CheckpointTree& tree);
 Result<CheckpointTree> checkpoint_tree_from_json(std::string_view text, const std::string& source);
+
+// The command that finishes the unfinished delete of `checkpoint` (quoted when it must be).
+std::string finish_delete_command(const CheckpointTree& tree, const Checkpoint& checkpoint);
+// Whether `checkpoint` may be applied: conflict naming it and the command that finishes its
+// delete when that stopped part-way (its layer may hold a dependant's data).
+Status check_can_apply(const CheckpointTree& tree, const Checkpoint& checkpoint);
 
 // A checkpoint by name or id (not_found naming the VM and listing the names).
 Result<const Checkpoint*> find_checkpoint(const CheckpointTree& tree, std::string_view name_or_id);

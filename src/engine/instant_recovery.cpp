@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "common/process.h"
@@ -406,11 +407,20 @@ Result<VmRestoreResult> restore_vm_instant(repo::Repository& repo,
     fs::path work =
         (plan.in_place ? plan.placements.front().final_path.parent_path() : plan.folder) /
         (".vmshadow-instant-" + result.vm);
+    // In place, the VM it recovers carries no stale checkpoints, as after any restore in place
+    // (vm_restore_plan.h): forgotten once the VM runs on its local images. A resumed run's VM
+    // (the transient one it made) is handed on, so its UUID is taken first.
+    std::set<std::string> forget;
+    if (plan.in_place) forget = {plan.desc.uuid, plan.existing ? plan.existing->uuid() : ""};
+    auto finished = [&](VmRestoreResult done) {
+        if (!forget.empty()) forget_replaced_checkpoints(plan, forget, done);
+        return done;
+    };
     std::error_code ec;
     if (fs::exists(work / kInstantRecord, ec)) {
         auto resumed = pick_up_instant_run(repo, connection, options, plan, work, result);
         if (!resumed) return std::unexpected(resumed.error());
-        if (*resumed) return std::move(**resumed);
+        if (*resumed) return finished(std::move(**resumed));
     }
     if (!plan.existing) {
         // Servers of this plan.folder that no record names (an older vmshadow killed before it
@@ -435,8 +445,10 @@ Result<VmRestoreResult> restore_vm_instant(repo::Repository& repo,
             return fail(ErrorKind::conflict,
                         p.final_path.string() + " exists: choose another folder with --to");
     }
-    return restore_instant(repo, connection, options, plan.stored_xml, work, plan.placements,
-                           std::move(result), plan.started);
+    auto done = restore_instant(repo, connection, options, plan.stored_xml, work, plan.placements,
+                                std::move(result), plan.started);
+    if (!done) return std::unexpected(done.error());
+    return finished(std::move(*done));
 }
 
 }  // namespace vmshadow::engine

@@ -3,11 +3,13 @@
 // (shadow_ops.h).
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <optional>
 
 #include "common/byte_size.h"
 #include "common/os_error.h"
 #include "common/process.h"
+#include "common/time_format.h"
 #include "engine/shadow_detail.h"
 #include "engine/shadow_ops.h"
 #include "virt/connection.h"
@@ -74,12 +76,25 @@ std::uint64_t shadow_diff_used(const ShadowRecord& record, const virt::Domain* d
 }
 
 ShadowNotes sweep_shadows(const ShadowSettings& settings) {
+    return sweep_shadows(settings, static_cast<std::int64_t>(std::time(nullptr)));
+}
+
+ShadowNotes sweep_shadows(const ShadowSettings& settings, std::int64_t now) {
     ShadowNotes notes;
     std::vector<std::string> bad;
     auto records = load_shadows(settings.shadow_dir, &bad);
     if (!records) return {records.error().message()};
     for (auto& b : bad) notes.push_back("ignored " + b);
     for (const auto& r : *records) {
+        if (dropped_shadow_expired(r, now)) {
+            auto st = discard_shadow(settings, r);
+            notes.push_back("the record of shadow " + r.id + " of vm '" + r.vm +
+                            "' was removed: it was dropped more than 7 days ago" +
+                            (r.dropped_at != 0 ? " (" + iso8601_utc(r.dropped_at) + ")" : "") +
+                            (r.dropped_why.empty() ? "" : ": " + r.dropped_why) +
+                            (st ? "" : "; cleaning up: " + st.error().message()));
+            continue;
+        }
         if (!r.active() || r.watcher.alive()) continue;
         std::string who = r.watcher.pid > 0
                               ? "its watcher (pid " + std::to_string(r.watcher.pid) + ") is gone"

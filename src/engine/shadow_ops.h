@@ -21,7 +21,8 @@
 //   with why and when: the guest never sees a write error. It also records a job that ended
 //   on its own (the VM stopped).
 // - Every shadow command first sweeps: an active shadow whose watcher is gone (killed, host
-//   rebooted) cannot be bounded and is deleted, and the command says so.
+//   rebooted) cannot be bounded and is deleted, and the command says so; a dropped shadow's
+//   record is removed a week after its drop (with whatever it left: mounts, scratch).
 // - delete: stops the watcher, unmounts, aborts the job (only if it still serves this
 //   shadow's socket), removes the scratch images, the socket folder and the record.
 // - copy: a shadow of one disk, copied sparse (block status: holes and zeroes are not
@@ -89,7 +90,10 @@ struct ShadowDeleted {
 };
 Result<ShadowDeleted> delete_shadows(const ShadowSettings& settings, const std::string& id);
 
-// Deletes active shadows whose watcher is gone (see above); the caller holds the folder lock.
+// Deletes active shadows whose watcher is gone (see above), and removes the records of shadows
+// dropped more than a week before `now` (shadow_record.h: dropped_shadow_expired); the caller
+// holds the folder lock. Without `now`, the current time.
+ShadowNotes sweep_shadows(const ShadowSettings& settings, std::int64_t now);
 ShadowNotes sweep_shadows(const ShadowSettings& settings);
 
 // The watcher process's body; returns its exit code.

@@ -168,6 +168,12 @@ Status remove_shadow_record(const fs::path& dir, const std::string& id) {
     return {};
 }
 
+bool dropped_shadow_expired(const ShadowRecord& record, std::int64_t now) {
+    if (record.active()) return false;
+    const std::int64_t since = record.dropped_at != 0 ? record.dropped_at : record.created;
+    return now - since > kDroppedShadowKeepSeconds;
+}
+
 bool valid_shadow_id(const std::string& id) {
     return id.size() == 8 && std::all_of(id.begin(), id.end(), [](char c) {
                return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');

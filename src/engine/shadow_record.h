@@ -68,6 +68,13 @@ struct ShadowRecord {
     std::string nbd_uri(const ShadowDiskRecord& disk) const;
 };
 
+// A dropped shadow's record stays for `shadow list` to say why, for a week (the user had that
+// long to read it); after that the sweep every shadow command starts with removes it.
+inline constexpr std::int64_t kDroppedShadowKeepSeconds = 7 * 24 * 3600;
+// Whether `record` is a dropped shadow the sweep removes at `now` (Unix seconds): dropped more
+// than kDroppedShadowKeepSeconds ago (a record without a drop time counts from its creation).
+bool dropped_shadow_expired(const ShadowRecord& record, std::int64_t now);
+
 std::string shadow_record_json(const ShadowRecord& record);
 Result<ShadowRecord> parse_shadow_record(const std::string& text, const std::string& what);
 

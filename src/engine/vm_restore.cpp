@@ -353,26 +353,6 @@ Result<const vss::ComponentEntry*> find_vm_component(const VmRestorePlan& plan) 
     return component;
 }
 
-// The restored VM carries no stale checkpoints (checkpoint_forget.h): the records of the VM
-// it replaced and of the point's VM go, with the layer images the restored disks do not use.
-// The restore itself succeeded: a failure here is a note, not an error.
-void forget_replaced_checkpoints(const VmRestorePlan& plan, VmRestoreResult& result) {
-    std::vector<std::string> in_use;
-    for (const auto& p : plan.placements) in_use.push_back(p.final_path.string());
-    std::set<std::string> uuids{plan.desc.uuid};
-    if (plan.existing) uuids.insert(plan.existing->uuid());
-    for (const auto& uuid : uuids) {
-        if (uuid.empty()) continue;
-        auto notes = forget_checkpoints(uuid, in_use);
-        if (!notes) {
-            result.notes.push_back("its old checkpoint record could not be removed (" +
-                                   notes.error().message() + ")");
-            continue;
-        }
-        for (auto& n : *notes) result.notes.push_back(std::move(n));
-    }
-}
-
 // The files written beside the old ones, then swapped in: restore in place or --as.
 Result<VmRestoreResult> restore_from_files(repo::Repository& repo,
                                            const virt::Connection& connection,
@@ -402,13 +382,31 @@ Result<VmRestoreResult> restore_from_files(repo::Repository& repo,
     if (result.replaced)
         result.notes.push_back(
             "the VM's checkpoints were removed with it: its next backup is full");
-    if (plan.in_place) forget_replaced_checkpoints(plan, result);
+    if (plan.in_place)
+        forget_replaced_checkpoints(
+            plan, {plan.desc.uuid, plan.existing ? plan.existing->uuid() : std::string()}, result);
     result.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - plan.started).count();
     return result;
 }
 
 }  // namespace
+
+void forget_replaced_checkpoints(const VmRestorePlan& plan, const std::set<std::string>& uuids,
+                                 VmRestoreResult& result) {
+    std::vector<std::string> in_use;
+    for (const auto& p : plan.placements) in_use.push_back(p.final_path.string());
+    for (const auto& uuid : uuids) {
+        if (uuid.empty()) continue;
+        auto notes = forget_checkpoints(uuid, in_use);
+        if (!notes) {
+            result.notes.push_back("its old checkpoint record could not be removed (" +
+                                   notes.error().message() + ")");
+            continue;
+        }
+        for (auto& n : *notes) result.notes.push_back(std::move(n));
+    }
+}
 
 Result<VmRestoreResult> restore_vm(repo::Repository& repo, const virt::Connection& connection,
                                    const VmRestoreOptions& options) {

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -87,5 +88,12 @@ Status swap_and_define(const virt::Connection& connection, const VmRestoreOption
                        const vmwriter::DomainRewriteSpec& spec, const std::string& final_xml,
                        const std::optional<std::filesystem::path>& memory_file,
                        WrittenFiles& written, VmRestoreResult& result);
+
+// After a restore in place (written beside and swapped, or instant): the restored VM carries
+// no stale checkpoints (checkpoint_forget.h). The records of `uuids` (the VM replaced, the
+// point's VM; empty ones skipped) go, with the layer images the restored disks do not use.
+// The restore itself succeeded: a failure here is a note in `result`, not an error.
+void forget_replaced_checkpoints(const VmRestorePlan& plan, const std::set<std::string>& uuids,
+                                 VmRestoreResult& result);
 
 }  // namespace vmshadow::engine

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "repo/chunk_map.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "repo/repository.h"
@@ -77,9 +78,14 @@ Result<Hash256> ChunkMap::entry(std::uint32_t level, std::uint64_t index) {
 }
 
 Status ChunkMap::for_each_chunk(const std::function<Status(std::uint64_t, const Hash256&)>& fn) {
+    return for_each_chunk(0, leaf_count(), fn);
+}
+
+Status ChunkMap::for_each_chunk(std::uint64_t first, std::uint64_t count,
+                                const std::function<Status(std::uint64_t, const Hash256&)>& fn) {
     if (auto st = validate(); !st) return st;
-    std::uint64_t blocks = counts_.size() > 1 ? counts_[1] : 0;
-    for (std::uint64_t b = 0; b < blocks; ++b) {
+    std::uint64_t end = std::min(leaf_count(), first + std::min(count, leaf_count()));
+    for (std::uint64_t b = first; b < end; ++b) {
         auto id = entry(1, b);
         if (!id) return std::unexpected(id.error());
         if (id->is_zero()) continue;  // a whole block of holes

@@ -51,6 +51,12 @@ class ChunkMap {
     // Calls fn(chunk_index, id) for every non-hole chunk in order; stops on the first error
     // fn returns.
     Status for_each_chunk(const std::function<Status(std::uint64_t, const Hash256&)>& fn);
+    // The same for the chunks of level-0 blocks [first, first + count) only.
+    Status for_each_chunk(std::uint64_t first, std::uint64_t count,
+                          const std::function<Status(std::uint64_t, const Hash256&)>& fn);
+    // How many level-0 blocks (of `fanout` chunk ids each) the map has; block b's id is
+    // entry(1, b), a hole when all its chunks are.
+    std::uint64_t leaf_count() const { return counts_.size() > 1 ? counts_[1] : 0; }
     // Calls fn(level, block_id) for every stored block (pre-order); when fn returns false
     // the block's subtree is skipped (check and gc skip blocks they have seen).
     Status for_each_block(const std::function<Result<bool>(std::uint32_t, const Hash256&)>& fn);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <span>
 #include <stdexcept>
 
 #include "repo/format.h"
@@ -61,13 +62,24 @@ std::optional<Bytes> compress(ByteView plain, int level) {
     return Bytes(packed->begin(), packed->end());
 }
 
-Result<Bytes> decompress(ByteView data, std::size_t raw_length) {
-    Bytes out(raw_length);
+Status decompress_into(ByteView data, std::span<std::uint8_t> out) {
     std::size_t n =
         ZSTD_decompressDCtx(thread_dctx(), out.data(), out.size(), data.data(), data.size());
-    if (ZSTD_isError(n) || n != raw_length)
+    if (ZSTD_isError(n) || n != out.size())
         return fail(ErrorKind::corruption, "compressed data is damaged");
+    return {};
+}
+
+Result<Bytes> decompress(ByteView data, std::size_t raw_length) {
+    Bytes out(raw_length);
+    if (auto st = decompress_into(data, out); !st) return std::unexpected(st.error());
     return out;
+}
+
+// The first `n` bytes of `b`, grown (never shrunk) to hold them.
+std::span<std::uint8_t> at_least(Bytes& b, std::size_t n) {
+    if (b.size() < n) b.resize(n);
+    return {b.data(), n};
 }
 
 constexpr std::string_view kFrameAssociatedData = "vmshadow-frame";
@@ -132,6 +144,32 @@ Result<Bytes> Codec::decode(ByteView stored, ByteView associated, bool compresse
         return fail(ErrorKind::corruption, "stored length does not match the index");
     if (key_) return opened;
     return Bytes(payload.begin(), payload.end());
+}
+
+Result<ByteView> Codec::decode_into(const Hash256* id, ByteView stored, bool compressed,
+                                    std::uint32_t raw_length, Buffers& buffers) const {
+    ByteView associated = id ? ByteView(id->bytes) : as_bytes(kFrameAssociatedData);
+    ByteView payload = stored;
+    if (key_) {
+        if (stored.size() < kGcmOverhead)
+            return fail(ErrorKind::corruption, "encrypted data is truncated");
+        auto into =
+            at_least(compressed ? buffers.scratch : buffers.out, stored.size() - kGcmOverhead);
+        if (auto st = gcm_open_into(key_->encryption, stored, associated, into); !st)
+            return std::unexpected(st.error());
+        payload = into;
+    }
+    ByteView plain = payload;
+    if (compressed) {
+        auto into = at_least(buffers.out, raw_length);
+        if (auto st = decompress_into(payload, into); !st) return std::unexpected(st.error());
+        plain = into;
+    } else if (payload.size() != raw_length) {
+        return fail(ErrorKind::corruption, "stored length does not match the index");
+    }
+    if (id)
+        if (auto st = verify(*id, plain); !st) return std::unexpected(st.error());
+    return plain;
 }
 
 bool Codec::encode_blob(const Hash256& id, ByteView plain, Bytes& out) const {

@@ -57,6 +57,17 @@ class Codec {
     Result<Bytes> decode_frame(ByteView stored, bool compressed, std::uint32_t raw_length) const;
     Status verify(const Hash256& id, ByteView plain) const;
 
+    // Decodes a frame (no `id`) or a single blob (`id`: verified, as decode_blob does) into
+    // buffers the caller keeps from one call to the next, so a restore decodes gigabytes
+    // without allocating or zero-filling per frame. `scratch` and `out` only grow. The
+    // plaintext returned lies in `out`, or in `stored` itself when there is nothing to
+    // undo (neither encrypted nor compressed); valid until the buffers' next use.
+    struct Buffers {
+        Bytes scratch, out;
+    };
+    Result<ByteView> decode_into(const Hash256* id, ByteView stored, bool compressed,
+                                 std::uint32_t raw_length, Buffers& buffers) const;
+
     Bytes seal(ByteView plain, std::string_view domain) const;
     Result<Bytes> unseal(ByteView sealed, std::string_view domain) const;
 

@@ -5,6 +5,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -93,26 +94,35 @@ void gcm_seal(ByteView key, ByteView plaintext, ByteView aad, Bytes& out) {
         fatal_crypto_failure("AES-256-GCM encryption");
 }
 
-Result<Bytes> gcm_open(ByteView key, ByteView sealed, ByteView aad) {
+Status gcm_open_into(ByteView key, ByteView sealed, ByteView aad, std::span<std::uint8_t> out) {
     if (sealed.size() < kGcmOverhead)
         return fail(ErrorKind::corruption, "encrypted data is truncated");
     std::size_t n = sealed.size() - kGcmOverhead;
-    Bytes plain(n);
+    if (out.size() != n) return fail(ErrorKind::internal, "decryption buffer has the wrong size");
     CipherCtx ctx(EVP_CIPHER_CTX_new());
     int len = 0;
-    Bytes tag(sealed.end() - kGcmTagSize, sealed.end());
+    std::array<std::uint8_t, kGcmTagSize> tag;
+    std::copy(sealed.end() - kGcmTagSize, sealed.end(), tag.begin());
     bool ok =
         ctx &&
         EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), sealed.data()) == 1 &&
         (aad.empty() || EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad.data(),
                                           static_cast<int>(aad.size())) == 1) &&
-        EVP_DecryptUpdate(ctx.get(), plain.data(), &len, sealed.data() + kGcmNonceSize,
+        EVP_DecryptUpdate(ctx.get(), out.data(), &len, sealed.data() + kGcmNonceSize,
                           static_cast<int>(n)) == 1 &&
         EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kGcmTagSize, tag.data()) == 1 &&
-        EVP_DecryptFinal_ex(ctx.get(), plain.data() + len, &len) == 1;
+        EVP_DecryptFinal_ex(ctx.get(), out.data() + len, &len) == 1;
     if (!ok)
         return fail(ErrorKind::corruption,
                     "authentication failed (data damaged or written with another key)");
+    return {};
+}
+
+Result<Bytes> gcm_open(ByteView key, ByteView sealed, ByteView aad) {
+    if (sealed.size() < kGcmOverhead)
+        return fail(ErrorKind::corruption, "encrypted data is truncated");
+    Bytes plain(sealed.size() - kGcmOverhead);
+    if (auto st = gcm_open_into(key, sealed, aad, plain); !st) return std::unexpected(st.error());
     return plain;
 }
 

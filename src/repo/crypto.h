@@ -46,6 +46,10 @@ inline constexpr std::size_t kGcmOverhead = kGcmNonceSize + kGcmTagSize;
 void gcm_seal(ByteView key, ByteView plaintext, ByteView aad, Bytes& out);
 // Verifies and decrypts; a wrong key or any changed byte gives a corruption error.
 Result<Bytes> gcm_open(ByteView key, ByteView sealed, ByteView aad);
+// The same into `out`, which holds exactly sealed.size() - kGcmOverhead bytes (a restore
+// decrypts into buffers it reuses: a fresh zero-filled buffer per frame was a pass over the
+// data of its own). What `out` holds after a failure is unspecified and must not be used.
+Status gcm_open_into(ByteView key, ByteView sealed, ByteView aad, std::span<std::uint8_t> out);
 
 // n bytes from the system's CSPRNG (ids, salts, keys).
 Result<Bytes> random_bytes(std::size_t n);

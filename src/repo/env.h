@@ -58,6 +58,13 @@ class Env {
     virtual ~Env() = default;
     virtual Result<std::unique_ptr<WritableFile>> create(const std::string& path) = 0;
     virtual Result<std::unique_ptr<RandomAccessFile>> open(const std::string& path) = 0;
+    // The same for a file whose size the caller already knows (a pack the index names):
+    // an object store then skips the HEAD request open() sends to learn it. size() of what
+    // it returns may be `size` as given.
+    virtual Result<std::unique_ptr<RandomAccessFile>> open_sized(const std::string& path,
+                                                                 std::uint64_t /*size*/) {
+        return open(path);
+    }
     virtual Status rename(const std::string& from, const std::string& to) = 0;
     virtual Status remove(const std::string& path) = 0;
     virtual Status make_dir(const std::string& path) = 0;  // ok if it exists

@@ -41,6 +41,12 @@ class Index {
     std::size_t blob_count() const { return blobs_.size(); }
     const std::vector<Hash256>& packs() const { return packs_; }
     std::uint64_t pack_size(std::size_t n) const { return pack_sizes_[n]; }
+    // The size an index file gives pack `id`, if any names it.
+    std::optional<std::uint64_t> size_of_pack(const Hash256& id) const {
+        auto it = pack_numbers_.find(id);
+        if (it == pack_numbers_.end()) return std::nullopt;
+        return pack_sizes_[it->second];
+    }
     // Calls f(blob id, pack id, offset, stored length) for every indexed blob, in no order.
     template <typename F>
     void for_each_blob(F&& f) const {

@@ -315,6 +315,15 @@ Result<std::unique_ptr<RandomAccessFile>> ObjectEnv::open(const std::string& pat
     return std::make_unique<MemoryFile>(std::move(*bytes), path);
 }
 
+Result<std::unique_ptr<RandomAccessFile>> ObjectEnv::open_sized(const std::string& path,
+                                                                std::uint64_t size) {
+    auto p = place(path);
+    if (!p) return std::unexpected(p.error());
+    if (p->spooled || !starts_with_folder(p->key, format::kDataDir)) return open(path);
+    // A missing pack shows at its first ranged read (not_found), as a HEAD would have.
+    return std::make_unique<ObjectFile>(store_, p->key, size);
+}
+
 Status ObjectEnv::rename(const std::string& from, const std::string& to) {
     auto src = place(from);
     if (!src) return std::unexpected(src.error());

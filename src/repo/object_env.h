@@ -70,6 +70,8 @@ class ObjectEnv final : public Env {
 
     Result<std::unique_ptr<WritableFile>> create(const std::string& path) override;
     Result<std::unique_ptr<RandomAccessFile>> open(const std::string& path) override;
+    Result<std::unique_ptr<RandomAccessFile>> open_sized(const std::string& path,
+                                                         std::uint64_t size) override;
     Status rename(const std::string& from, const std::string& to) override;
     Status remove(const std::string& path) override;
     Status make_dir(const std::string& path) override;

@@ -154,12 +154,12 @@ class Repository final : public BlobSource {
     // A framed blob's frame is decoded once and kept for the thread's next reads (the last
     // few frames per thread), since readers go through a disk in order.
     Result<Bytes> read_blob(const Hash256& id) const override;
-    // Reads and decodes the frames holding `ids` ahead of read_blob on this thread, merging
-    // frames that lie next to each other in one pack into one read (one ranged GET on object
-    // storage instead of one per frame). At most kPrefetchFrames frames; anything it cannot
-    // read is left for read_blob, which reports it.
-    static constexpr std::size_t kPrefetchFrames = 8;
-    void prefetch(std::span<const Hash256> ids) const;
+    // Reads `out.size()` stored bytes of pack `pack` from `offset` (one ranged GET on object
+    // storage): a restore reads the frames it needs from a pack in a few such reads and
+    // decodes them itself. Errors name the pack; a missing pack is a corruption error.
+    Status read_pack_range(const Hash256& pack, std::uint64_t offset,
+                           std::span<std::uint8_t> out) const;
+    std::string pack_file_path(const Hash256& pack) const;
 
     Result<PointListing> list_points() const;
     // POINT: a full id, a unique id prefix, or NAME@latest.

@@ -36,7 +36,7 @@ class FrameCache {
         std::uint64_t offset = 0;
         std::unique_ptr<Bytes> plain;
     };
-    std::array<Slot, Repository::kPrefetchFrames> slots_;
+    std::array<Slot, 8> slots_;
     std::size_t next_ = 0;
 };
 
@@ -58,13 +58,34 @@ Result<std::shared_ptr<RandomAccessFile>> Repository::pack_file(const Hash256& p
         auto it = files_.find(pack);
         if (it != files_.end()) return it->second;
     }
-    auto opened = env_.open(pack_path(dir(format::kDataDir), pack));
+    // The index knows the pack's size: on object storage that saves a HEAD per pack.
+    auto size = index_.size_of_pack(pack);
+    auto opened = size ? env_.open_sized(pack_path(dir(format::kDataDir), pack), *size)
+                       : env_.open(pack_path(dir(format::kDataDir), pack));
     if (!opened) return std::unexpected(opened.error());
     std::shared_ptr<RandomAccessFile> file = std::move(*opened);
     std::lock_guard lock(files_mutex_);
     if (files_.size() >= 64) files_.erase(files_.begin());  // bound open descriptors
     files_.emplace(pack, file);
     return file;
+}
+
+std::string Repository::pack_file_path(const Hash256& pack) const {
+    return pack_path(dir(format::kDataDir), pack);
+}
+
+Status Repository::read_pack_range(const Hash256& pack, std::uint64_t offset,
+                                   std::span<std::uint8_t> out) const {
+    auto context = [&] { return "pack " + pack_file_path(pack); };
+    auto file = pack_file(pack);
+    if (!file) {
+        Error e = file.error();
+        if (e.kind() == ErrorKind::not_found) e = Error(ErrorKind::corruption, e.message());
+        return std::unexpected(e.with_context(context()));
+    }
+    if (auto st = (*file)->read_at(offset, out); !st)
+        return std::unexpected(st.error().with_context(context()));
+    return {};
 }
 
 Result<Bytes> Repository::read_blob(const Hash256& id) const {
@@ -96,52 +117,6 @@ Result<Bytes> Repository::read_blob(const Hash256& id) const {
     if (!blob) return std::unexpected(blob.error().with_context(context()));
     thread_frames().put(serial_, *loc->pack, entry.offset, std::move(*plain));
     return blob;
-}
-
-void Repository::prefetch(std::span<const Hash256> ids) const {
-    // The distinct frames not cached yet, in pack order: (pack, offset) → an entry of it.
-    struct Frame {
-        const Hash256* pack;
-        BlobEntry entry;
-    };
-    std::vector<Frame> frames;
-    for (const auto& id : ids) {
-        auto loc = index_.find(id);
-        if (!loc || !loc->entry.framed) continue;
-        if (thread_frames().find(serial_, *loc->pack, loc->entry.offset)) continue;
-        bool seen = false;
-        for (const auto& f : frames)
-            seen = seen || (*f.pack == *loc->pack && f.entry.offset == loc->entry.offset);
-        if (seen) continue;
-        if (frames.size() == kPrefetchFrames) break;
-        frames.push_back({loc->pack, loc->entry});
-    }
-    if (frames.size() < 2) return;  // nothing to merge: read_blob reads it as well
-    std::sort(frames.begin(), frames.end(), [](const Frame& a, const Frame& b) {
-        return *a.pack != *b.pack ? *a.pack < *b.pack : a.entry.offset < b.entry.offset;
-    });
-    // Runs of frames that touch each other in one pack: one read each.
-    for (std::size_t first = 0; first < frames.size();) {
-        std::size_t last = first;
-        while (last + 1 < frames.size() && *frames[last + 1].pack == *frames[first].pack &&
-               frames[last + 1].entry.offset ==
-                   frames[last].entry.offset + frames[last].entry.length)
-            ++last;
-        std::uint64_t begin = frames[first].entry.offset;
-        std::uint64_t end = frames[last].entry.offset + frames[last].entry.length;
-        auto file = pack_file(*frames[first].pack);
-        Bytes span(end - begin);
-        if (file && (*file)->read_at(begin, span)) {
-            for (std::size_t k = first; k <= last; ++k) {
-                const BlobEntry& e = frames[k].entry;
-                ByteView stored(span.data() + (e.offset - begin), e.length);
-                // A frame that does not decode is left for read_blob, which names it.
-                if (auto plain = decode_stored(codec_, e, stored))
-                    thread_frames().put(serial_, *frames[k].pack, e.offset, std::move(*plain));
-            }
-        }
-        first = last + 1;
-    }
 }
 
 }  // namespace vmshadow::repo

@@ -2,16 +2,19 @@
 #include "repo/restore.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <functional>
 #include <mutex>
-#include <numeric>
 #include <optional>
+#include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "common/work_queue.h"
 #include "repo/chunk_map.h"
+#include "repo/restore_plan.h"
 
 namespace vmshadow::repo {
 namespace {
@@ -29,121 +32,306 @@ class MemorySink final : public DiskSink {
     Bytes data_;
 };
 
-// A run of consecutive data chunks: chunk `first` and the ones after it, one id each.
-struct RunTask {
-    std::uint64_t first = 0;
-    std::vector<Hash256> ids;
+// Chunks a window holds before its reads are planned: 4 GiB of a disk at 64 KiB chunks, about
+// 3 MiB of plan. Windows are multiples of every frame size, so a full backup's frames never
+// straddle two of them (a frame in two windows would be read twice).
+constexpr std::size_t kWindowChunks = 65536;
+// Largest span one read covers, and the most unneeded stored bytes (another point's frames,
+// the map's blocks) it may carry between two needed frames: on object storage a round trip
+// costs the gateway more than carrying a megabyte; on a local disk a small gap is cheaper to
+// copy than to split the writes around it.
+constexpr std::uint64_t kMaxSpan = 8u << 20;
+constexpr std::uint64_t kMaxGapRemote = 1u << 20;
+constexpr std::uint64_t kMaxGapLocal = 256u << 10;
+
+// A worker's buffers, reused from task to task: no allocation or zero-fill per frame.
+struct WorkerBuffers {
+    Bytes span;
+    Codec::Buffers frame;
+    Bytes aside;  // WriteGatherer's
 };
 
-// Fetches and verifies a run's chunks (read_blob checks each against its id) and writes them
-// as one piece; `buffer` is the caller's reusable write buffer. A single chunk is written
-// straight from its decoded blob.
-Status restore_run(const Repository& repo, const RunTask& t, std::uint64_t size, DiskSink& sink,
-                   Bytes& buffer) {
-    std::uint64_t cs = repo.config().chunk_size;
-    std::uint64_t offset = t.first * cs;
-    std::uint64_t total = std::min<std::uint64_t>(t.ids.size() * cs, size - offset);
-    if (t.ids.size() > 1 && buffer.size() < total) buffer.resize(total);
-    std::uint64_t at = 0;
-    for (std::size_t i = 0; i < t.ids.size(); ++i) {
-        std::uint64_t expected = std::min<std::uint64_t>(cs, size - offset - at);
-        auto data = repo.read_blob(t.ids[i]);
-        if (!data) return std::unexpected(data.error());
-        if (data->size() != expected)
-            return fail(ErrorKind::corruption, "chunk " + t.ids[i].short_hex() + " has " +
-                                                   std::to_string(data->size()) +
-                                                   " bytes, expected " + std::to_string(expected));
-        if (t.ids.size() == 1) return sink.write(offset, *data);
-        std::memcpy(buffer.data() + at, data->data(), data->size());
-        at += expected;
-    }
-    return sink.write(offset, ByteView(buffer.data(), total));
+std::span<std::uint8_t> at_least(Bytes& b, std::size_t n) {
+    if (b.size() < n) b.resize(n);
+    return {b.data(), n};
 }
 
-// Writes a task (one worker's share) in pieces of up to `run_chunks` chunks.
-Status restore_task(const Repository& repo, const RunTask& t, std::uint64_t size, DiskSink& sink,
-                    Bytes& buffer, std::size_t run_chunks) {
-    // A task is whole frames, mostly neighbours in one pack: read them in one go.
-    repo.prefetch(t.ids);
-    if (t.ids.size() <= run_chunks) return restore_run(repo, t, size, sink, buffer);
-    for (std::size_t k = 0; k < t.ids.size(); k += run_chunks) {
-        RunTask piece;
-        piece.first = t.first + k;
-        piece.ids.assign(t.ids.begin() + k, t.ids.begin() + std::min(t.ids.size(), k + run_chunks));
-        if (auto st = restore_run(repo, piece, size, sink, buffer); !st) return st;
-    }
-    return {};
-}
-
-// The map walk (the caller's thread): cuts the data chunks into tasks and hands each full
-// one to `emit`; holes (written as zeros here) and task boundaries end a task. The cancel
-// token is checked and the progress reported at every chunk.
-class TaskWalk {
+// Gathers the verified chunks of a task into writes of up to `limit` bytes, so a sink behind
+// a protocol (qemu-nbd writing qcow2) sees few large requests. A write stays a view of its
+// decoded frame while it can (no copy); when the frame's buffer is about to be reused, a short
+// pending write is copied aside to grow with the next frame's chunks and a long one is
+// written. Writes at the disk's neighbouring offsets are merged, nothing else.
+class WriteGatherer {
   public:
-    TaskWalk(ChunkMap& chunks, std::uint64_t chunk_size, std::uint64_t size,
-             std::size_t task_chunks, DiskSink& sink, const ReadOptions& options)
-        : chunks_(chunks),
-          cs_(chunk_size),
-          size_(size),
-          task_chunks_(task_chunks),
-          sink_(sink),
-          options_(options) {}
+    WriteGatherer(DiskSink& sink, std::uint64_t limit, Bytes& aside,
+                  std::atomic<std::uint64_t>& written)
+        : sink_(sink), limit_(limit), aside_(aside), written_(written) {}
 
-    Status run(const std::function<Status(RunTask)>& emit) {
-        Status st = chunks_.for_each_chunk([&](std::uint64_t index, const Hash256& id) -> Status {
-            if (options_.cancel)
-                if (auto c = options_.cancel->check("restore"); !c) return c;
-            if (auto z = zero_until(index); !z) return z;
-            if (!run_.ids.empty() &&
-                (index != run_.first + run_.ids.size() || index % task_chunks_ == 0)) {
-                if (auto e = emit(std::exchange(run_, RunTask{})); !e) return e;
+    Status add(std::uint64_t offset, ByteView data) {
+        if (size_ > 0 && offset == start_ + size_ && size_ + data.size() <= limit_) {
+            if (!copied_ && data.data() == view_ + size_) {
+                size_ += data.size();
+                return {};
             }
-            if (run_.ids.empty()) run_.first = index;
-            run_.ids.push_back(id);
-            report(index);
+            copy_aside();
+            std::memcpy(at_least(aside_, size_ + data.size()).data() + size_, data.data(),
+                        data.size());
+            size_ += data.size();
             return {};
-        });
-        if (st && !run_.ids.empty()) st = emit(std::exchange(run_, RunTask{}));
-        if (st) st = zero_until(chunks_.chunk_count());
+        }
+        if (auto st = flush(); !st) return st;
+        start_ = offset;
+        view_ = data.data();
+        size_ = data.size();
+        return {};
+    }
+
+    // The current frame's buffer is about to be reused.
+    Status frame_done() {
+        if (size_ == 0 || copied_) return {};
+        if (size_ >= kWriteDirect) return flush();
+        copy_aside();
+        return {};
+    }
+
+    Status flush() {
+        if (size_ == 0) return {};
+        ByteView data(copied_ ? aside_.data() : view_, size_);
+        Status st = sink_.write(start_, data);
+        if (st) written_ += size_;
+        size_ = 0;
+        copied_ = false;
         return st;
     }
 
-    // Progress up to chunk `chunk` (the chunk count: all of it).
-    void report(std::uint64_t chunk) const {
-        if (options_.progress)
-            options_.progress(std::min<std::uint64_t>(chunk * cs_, size_), size_);
+  private:
+    // A pending write this long is written when its frame ends rather than copied aside.
+    static constexpr std::uint64_t kWriteDirect = 256u << 10;
+
+    void copy_aside() {
+        if (copied_) return;
+        std::memcpy(at_least(aside_, size_).data(), view_, size_);
+        copied_ = true;
+    }
+
+    DiskSink& sink_;
+    const std::uint64_t limit_;
+    Bytes& aside_;
+    std::atomic<std::uint64_t>& written_;
+    std::uint64_t start_ = 0, size_ = 0;
+    const std::uint8_t* view_ = nullptr;
+    bool copied_ = false;
+};
+
+// What one worker runs: a task's reads, decodes, verification and writes.
+class TaskRunner {
+  public:
+    TaskRunner(const Repository& repo, std::uint64_t size, DiskSink& sink,
+               std::uint64_t write_limit, std::atomic<std::uint64_t>& written)
+        : repo_(repo),
+          cs_(repo.config().chunk_size),
+          size_(size),
+          sink_(sink),
+          write_limit_(write_limit),
+          written_(written) {}
+
+    // Reads the task's span of its pack in one read, then decodes each frame and gives its
+    // chunks, each verified against its id first, to a WriteGatherer.
+    Status run(const ReadTask& t, WorkerBuffers& b) const {
+        auto span = at_least(b.span, t.end - t.begin);
+        if (auto st = repo_.read_pack_range(*t.pack, t.begin, span); !st) return st;
+        WriteGatherer writes(sink_, write_limit_, b.aside, written_);
+        for (const FrameRead& f : t.frames) {
+            ByteView stored(span.data() + (f.entry.offset - t.begin), f.entry.length);
+            Status st = run_frame(f, stored, b, writes);
+            if (st) st = writes.frame_done();
+            if (!st)
+                return std::unexpected(
+                    st.error().with_context("chunk " + f.uses.front().id.short_hex() + " in pack " +
+                                            repo_.pack_file_path(*t.pack)));
+        }
+        return writes.flush();
     }
 
   private:
+    Status run_frame(const FrameRead& f, ByteView stored, WorkerBuffers& b,
+                     WriteGatherer& writes) const {
+        const BlobEntry& e = f.entry;
+        if (!entry_is_sane(e)) return fail(ErrorKind::corruption, "blob entry is damaged");
+        // A blob stored alone is verified by decode_into; a frame's blobs one by one below.
+        auto plain = repo_.codec().decode_into(e.framed ? nullptr : &e.id, stored, e.compressed,
+                                               e.framed ? e.frame_length : e.raw_length, b.frame);
+        if (!plain) return std::unexpected(plain.error());
+        for (const ChunkUse& u : f.uses) {
+            if (auto st = check(e, u, *plain); !st) return st;
+            if (auto st = writes.add(u.chunk * cs_, plain->subspan(u.frame_offset, u.length)); !st)
+                return st;
+        }
+        return {};
+    }
+
+    // The chunk lies inside the frame, has the length its place on the disk needs, and its
+    // content matches its id.
+    Status check(const BlobEntry& e, const ChunkUse& u, ByteView plain) const {
+        if (u.frame_offset > plain.size() || u.length > plain.size() - u.frame_offset)
+            return fail(ErrorKind::corruption, "blob lies outside its frame (damaged entry)");
+        std::uint64_t expected = std::min<std::uint64_t>(cs_, size_ - u.chunk * cs_);
+        if (u.length != expected)
+            return fail(ErrorKind::corruption, "chunk " + u.id.short_hex() + " has " +
+                                                   std::to_string(u.length) + " bytes, expected " +
+                                                   std::to_string(expected));
+        if (!e.framed) return {};
+        return repo_.codec().verify(u.id, plain.subspan(u.frame_offset, u.length));
+    }
+
+    const Repository& repo_;
+    const std::uint64_t cs_, size_;
+    DiskSink& sink_;
+    const std::uint64_t write_limit_;
+    std::atomic<std::uint64_t>& written_;
+};
+
+// The chunk map's level-0 blocks of a window, read ahead in parallel: on object storage each
+// is a round trip of its own (they lie among the data in many packs), and the walk would
+// otherwise wait for them one by one. Blocks not fetched (or that failed) are read by the
+// walk as usual, which reports any error.
+class LeafPrefetch final : public BlobSource {
+  public:
+    LeafPrefetch(const Repository& repo, unsigned threads) : repo_(repo), threads_(threads) {}
+
+    bool enabled() const { return threads_ > 1; }
+
+    Result<Bytes> read_blob(const Hash256& id) const override {
+        auto it = blocks_.find(id);
+        if (it != blocks_.end()) return it->second;
+        return repo_.read_blob(id);
+    }
+
+    // Replaces the blocks held with `ids`' (the caller's thread, between walks).
+    void fetch(const std::vector<Hash256>& ids) {
+        blocks_.clear();
+        std::vector<std::optional<Bytes>> got(ids.size());
+        std::atomic<std::size_t> next{0};
+        auto body = [&] {
+            for (std::size_t i; (i = next++) < ids.size();)
+                if (auto b = repo_.read_blob(ids[i])) got[i] = std::move(*b);
+        };
+        std::vector<std::jthread> threads;
+        // A thread that cannot start only means fewer in flight: the walk reads the rest.
+        (void)start_threads(threads, std::min<unsigned>(threads_, ids.size()), body);
+        threads.clear();  // joins
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            if (got[i]) blocks_.emplace(ids[i], std::move(*got[i]));
+    }
+
+  private:
+    const Repository& repo_;
+    const unsigned threads_;
+    std::unordered_map<Hash256, Bytes, Hash256Hasher> blocks_;
+};
+
+// The map walk (the caller's thread): holes are given to the sink's zero() in offset order;
+// data chunks are gathered a window at a time, planned (restore_plan.h) and each read task
+// handed to `emit`. The cancel token is checked at every chunk and the progress reported
+// at every task.
+class PlannedWalk {
+  public:
+    PlannedWalk(const Repository& repo, ChunkMap& chunks, LeafPrefetch& leaf_prefetch,
+                std::uint64_t size, DiskSink& sink, const ReadOptions& options,
+                const std::atomic<std::uint64_t>& written)
+        : repo_(repo),
+          chunks_(chunks),
+          leaf_prefetch_(leaf_prefetch),
+          cs_(repo.config().chunk_size),
+          size_(size),
+          sink_(sink),
+          options_(options),
+          written_(written) {
+        limits_.max_span = kMaxSpan;
+        limits_.max_gap = repo.env().read_concurrency() > 1 ? kMaxGapRemote : kMaxGapLocal;
+    }
+
+    Status run(const std::function<Status(ReadTask)>& emit) {
+        const std::uint64_t leaves = chunks_.leaf_count();
+        const std::uint64_t fanout = std::max<std::uint64_t>(1, repo_.config().map_fanout);
+        const std::uint64_t window = std::max<std::uint64_t>(1, kWindowChunks / fanout);
+        for (std::uint64_t first = 0; first < leaves; first += window) {
+            if (leaf_prefetch_.enabled()) {
+                std::vector<Hash256> ids;
+                for (std::uint64_t b = first; b < std::min(leaves, first + window); ++b) {
+                    auto id = chunks_.entry(1, b);
+                    if (!id) return std::unexpected(id.error());
+                    if (!id->is_zero()) ids.push_back(*id);
+                }
+                leaf_prefetch_.fetch(ids);
+            }
+            Status st = chunks_.for_each_chunk(
+                first, window, [&](std::uint64_t index, const Hash256& id) -> Status {
+                    if (options_.cancel)
+                        if (auto c = options_.cancel->check("restore"); !c) return c;
+                    if (auto z = zero_until(index); !z) return z;
+                    window_.emplace_back(index, id);
+                    return {};
+                });
+            if (st) st = flush(emit);
+            if (!st) return st;
+        }
+        return zero_until(chunks_.chunk_count());
+    }
+
+    void report() const {
+        if (options_.progress)
+            options_.progress(std::min<std::uint64_t>(zeroed_ + written_.load(), size_), size_);
+    }
+
+  private:
+    Status flush(const std::function<Status(ReadTask)>& emit) {
+        if (window_.empty()) return {};
+        auto tasks = plan_reads(repo_.index(), window_, limits_);
+        window_.clear();
+        if (!tasks) return std::unexpected(tasks.error());
+        for (auto& t : *tasks) {
+            if (auto e = emit(std::move(t)); !e) return e;
+            report();
+        }
+        return {};
+    }
+
     // Zeros from after the last data chunk walked up to chunk `index`.
     Status zero_until(std::uint64_t index) {
         std::uint64_t from = next_index_ * cs_, to = std::min<std::uint64_t>(index * cs_, size_);
         next_index_ = index + 1;
-        return to > from ? sink_.zero(from, to - from) : Status{};
+        if (to <= from) return {};
+        zeroed_ += to - from;
+        return sink_.zero(from, to - from);
     }
 
+    const Repository& repo_;
     ChunkMap& chunks_;
+    LeafPrefetch& leaf_prefetch_;
     const std::uint64_t cs_, size_;
-    const std::size_t task_chunks_;
     DiskSink& sink_;
     const ReadOptions& options_;
-    RunTask run_;
+    const std::atomic<std::uint64_t>& written_;
+    PlanLimits limits_;
+    std::vector<std::pair<std::uint64_t, Hash256>> window_;
     std::uint64_t next_index_ = 0;  // the chunk after the last data chunk walked
+    std::uint64_t zeroed_ = 0;      // hole bytes given to the sink
 };
 
-// `options.workers` workers take the walk's tasks from a bounded queue; the first error
-// stops both.
-Status restore_in_parallel(const Repository& repo, std::uint64_t size, DiskSink& sink,
-                           const ReadOptions& options, TaskWalk& walk, std::size_t run_chunks,
-                           std::size_t task_chunks) {
+// `options.workers` workers take the walk's tasks from a bounded queue; the first error (or
+// a cancellation a worker sees) stops both.
+Status restore_in_parallel(const ReadOptions& options, PlannedWalk& walk,
+                           const TaskRunner& runner) {
     std::mutex error_mu;
     std::optional<Error> error;
-    std::vector<Bytes> buffers(options.workers);
-    WorkQueue<RunTask> queue(std::max<std::size_t>(256, 2 * task_chunks),
-                             WorkQueue<RunTask>::Release::taken,
-                             [](const RunTask& t) { return std::uint64_t{t.ids.size()}; });
-    auto work = [&](RunTask& t, unsigned worker) {
-        if (Status st = restore_task(repo, t, size, sink, buffers[worker], run_chunks); !st) {
+    std::vector<WorkerBuffers> buffers(options.workers);
+    WorkQueue<ReadTask> queue(2 * options.workers, WorkQueue<ReadTask>::Release::taken,
+                              [](const ReadTask&) { return std::uint64_t{1}; });
+    auto work = [&](ReadTask& t, unsigned worker) {
+        Status st = options.cancel ? options.cancel->check("restore") : Status{};
+        if (st) st = runner.run(t, buffers[worker]);
+        if (!st) {
             std::lock_guard lock(error_mu);
             if (!error) error = st.error();
             queue.abort();
@@ -151,11 +339,12 @@ Status restore_in_parallel(const Repository& repo, std::uint64_t size, DiskSink&
     };
     // A thread that cannot be created fails the restore; those started are stopped below.
     Status started = queue.start(options.workers, work);
-    Status walked = !started ? started : walk.run([&](RunTask t) -> Status {
+    Status walked = !started ? started : walk.run([&](ReadTask t) -> Status {
         if (queue.push(std::move(t))) return {};
         std::lock_guard lock(error_mu);
         return std::unexpected(*error);
     });
+    if (!walked) queue.abort();  // a cancelled or failed walk: drop what waits
     queue.finish();
     if (error) return std::unexpected(*error);
     return walked;
@@ -169,29 +358,21 @@ Status restore_object(const Repository& repo, const MapRef& map, std::uint64_t s
         return fail(ErrorKind::invalid_argument,
                     "a restore runs 0.." + std::to_string(kMaxWorkers) + " workers, not " +
                         std::to_string(options.workers));
-    ChunkMap chunks(repo, map, size, repo.config().chunk_size, repo.config().map_fanout);
+    LeafPrefetch leaf_prefetch(repo, repo.env().read_concurrency());
+    ChunkMap chunks(leaf_prefetch, map, size, repo.config().chunk_size, repo.config().map_fanout);
     std::uint64_t cs = repo.config().chunk_size;
-    const std::size_t run_chunks = std::max<std::size_t>(1, options.max_write / cs);
-    // A task (one worker's share) is an aligned group of whole frames and whole writes: the
-    // frames were cut on the same boundaries (backup_session.cpp), so no two workers decode
-    // the same frame.
-    std::size_t task_chunks =
-        std::lcm<std::size_t>(run_chunks, std::max<std::size_t>(1, repo.frame_chunks()));
-    // On object storage a task spans several frames, so Repository::prefetch reads them in
-    // one request: there a read costs a round trip, not the bytes it carries.
-    if (repo.env().read_concurrency() > 1 && repo.frame_chunks() > 1)
-        task_chunks *= std::max<std::size_t>(
-            1, Repository::kPrefetchFrames * repo.frame_chunks() / task_chunks);
-    TaskWalk walk(chunks, cs, size, task_chunks, sink, options);
+    std::uint64_t write_limit = std::max<std::uint64_t>(cs, options.max_write / cs * cs);
+    std::atomic<std::uint64_t> written{0};
+    TaskRunner runner(repo, size, sink, write_limit, written);
+    PlannedWalk walk(repo, chunks, leaf_prefetch, size, sink, options, written);
     Status st;
     if (options.workers == 0) {
-        Bytes buffer;
-        st = walk.run(
-            [&](RunTask t) { return restore_task(repo, t, size, sink, buffer, run_chunks); });
+        WorkerBuffers buffers;
+        st = walk.run([&](ReadTask t) { return runner.run(t, buffers); });
     } else {
-        st = restore_in_parallel(repo, size, sink, options, walk, run_chunks, task_chunks);
+        st = restore_in_parallel(options, walk, runner);
     }
-    if (st) walk.report(chunks.chunk_count());
+    if (st) walk.report();
     return st;
 }
 

@@ -14,17 +14,22 @@
 // Errors: a missing or damaged chunk stops the restore with a corruption error that names
 // the chunk and pack; no unverified byte ever reaches the sink.
 //
-// Writes: consecutive data chunks are decoded into one buffer and given to the sink as one
-// write of up to `max_write` bytes (holes split them), so a sink behind a protocol (qemu-nbd
-// writing qcow2) sees few large requests instead of one per 64 KiB chunk.
+// Reads: the map is walked a window at a time (4 GiB of disk at 64 KiB chunks); the window's
+// data chunks are grouped by the pack and frame that store them (restore_plan.h), so each
+// frame is read and decoded once, and a pack's neighbouring frames come in one read of up to
+// 8 MiB (one ranged GET on object storage, where reads also carry gaps of up to 1 MiB). On
+// object storage the window's map blocks are read ahead in parallel too.
 //
-// Threading: `workers` threads fetch and decode runs of chunks in parallel (each takes an
-// aligned group of whole frames, so no frame is decoded twice) and call the sink
+// Writes: a frame's chunks are written straight from its decoded plaintext; runs of chunks
+// that are neighbours on the disk become one write of up to `max_write` bytes (short runs of
+// neighbouring frames are gathered), so a sink behind a protocol (qemu-nbd writing qcow2)
+// sees few large requests. Writes come in pack order, roughly front to back of the disk.
+//
+// Threading: `workers` threads run the read tasks in parallel and call the sink
 // concurrently (sinks must accept concurrent writes at distinct offsets, in any order);
-// workers = 0 runs everything on the caller's thread. Memory is bounded: a queue of at most
-// 256 chunk ids, one write buffer of `max_write` bytes and up to 8 decoded frames (8 MiB)
-// per worker. A task's frames are read ahead in one read per run of neighbours in a pack
-// (Repository::prefetch): one ranged GET on object storage where there were several.
+// workers = 0 runs everything on the caller's thread. Memory is bounded: a window's plan
+// (about 3 MiB), a queue of 2 tasks per worker, and per worker one read span (8 MiB, or one
+// frame when larger), one decoded frame and one gathered write.
 
 #include <cstdint>
 #include <functional>

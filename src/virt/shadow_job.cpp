@@ -213,6 +213,13 @@ std::uint64_t scratch_allocated(const std::vector<fs::path>& scratch) {
     return used;
 }
 
+Result<std::optional<std::string>> shadow_holding_backup_job(const Domain& domain) {
+    auto socket = running_job_socket(domain, domain.label() + ": read its backup job");
+    if (!socket) return fail(socket.error());
+    if (socket->empty()) return std::optional<std::string>();
+    return shadow_id_of_socket(*socket);
+}
+
 Result<bool> abort_shadow_job(const Domain& domain, const fs::path& socket) {
     const std::string label = domain.label() + ": end shadow copy job";
     auto running = running_job_socket(domain, label);

@@ -78,6 +78,10 @@ Result<ShadowJobStatus> shadow_job_status(const Domain& domain,
 // Host bytes the scratch images take (allocated blocks); a missing image counts 0.
 std::uint64_t scratch_allocated(const std::vector<std::filesystem::path>& scratch);
 
+// The id of the shadow copy whose job the domain runs now (found by its socket, see
+// "Marking"); nullopt when it runs no backup job, or another tool's or a backup's.
+Result<std::optional<std::string>> shadow_holding_backup_job(const Domain& domain);
+
 // Ends the domain's job if it serves `socket` (waits, bounded, for libvirt to tear it down);
 // returns whether it ended one. Another job, or none, is left alone.
 Result<bool> abort_shadow_job(const Domain& domain, const std::filesystem::path& socket);

@@ -2,7 +2,9 @@
 // Deleting checkpoints, and checkpoints together with backups, on real guests: a middle
 // checkpoint merged while the guest writes leaves the others' content unchanged; backups
 // across checkpoint create / delete restore the guest's disk; an apply makes the next backup
-// full and says why; --subtree; a restore in place forgets the VM's checkpoints.
+// full and says why; --subtree; a delete killed part-way is finished by running it again (and
+// its checkpoint cannot be applied meanwhile); a restore in place, and an instant recovery in
+// place, forget the VM's checkpoints.
 #include <signal.h>
 #include <stdlib.h>
 
@@ -329,6 +331,21 @@ TEST_F(CheckpointMergeTest, DeleteKilledPartWayIsFinishedByRunningItAgain) {
         EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << step << ": " << killed.out << killed.err;
         EXPECT_TRUE(engine::find_checkpoint(tree(g), "b")) << step;
     }
+    // Killed during its commit, b's layer may hold some of d's data: apply refuses b, naming
+    // the command that finishes the delete, and list says so.
+    auto refused = run_vmshadow({"checkpoint", "apply", g.name(), "b", "--yes"});
+    EXPECT_EQ(refused.exit_code, 6) << refused.out << refused.err;  // conflict
+    EXPECT_NE(refused.err.find("checkpoint 'b'"), std::string::npos) << refused.err;
+    EXPECT_NE(refused.err.find("run `vmshadow checkpoint delete " + g.name() + " b` again"),
+              std::string::npos)
+        << refused.err;
+    EXPECT_EQ(refused.err.find('\n'), refused.err.size() - 1) << "one line: " << refused.err;
+    auto listed = run_vmshadow({"checkpoint", "list", g.name()});
+    EXPECT_NE(listed.out.find("b  (production"), std::string::npos) << listed.out;
+    EXPECT_NE(listed.out.find("[delete unfinished: run `vmshadow checkpoint delete " + g.name() +
+                              " b` again; do not apply]"),
+              std::string::npos)
+        << listed.out;
     delete_checkpoint(g, "b", false);
 
     auto after = tree(g);
@@ -352,6 +369,41 @@ TEST_F(CheckpointMergeTest, RestoreInPlaceForgetsTheCheckpoints) {
     EXPECT_TRUE(t.active.empty()) << "the record is gone";
     EXPECT_FALSE(fs::exists(engine::checkpoint_folder(g.domain().uuid()) / "tree.json"));
     EXPECT_NE(out.out.find("forgotten"), std::string::npos) << out.out;
+}
+
+// The VM was lost (undefined, its disk and boot files gone) but its checkpoint record and the
+// checkpoint's layer stayed: an instant recovery in place forgets them, as a restore does.
+TEST_F(CheckpointMergeTest, InstantRecoveryInPlaceForgetsTheCheckpoints) {
+    lab::LabGuest& g = boot({});
+    create(g, "stale");
+    json point = backup_ok({g.name()});
+    const auto before = tree(g);
+    const std::string uuid = g.domain().uuid();
+    const std::string layer = image_of(before, "stale", "vda");
+    for (const std::vector<std::string>& step :
+         {std::vector<std::string>{"destroy"}, {"undefine", "--checkpoints-metadata"}}) {
+        std::vector<std::string> args{"virsh", "-c", lab::lab_uri(), step[0], g.name()};
+        args.insert(args.end(), step.begin() + 1, step.end());
+        auto done = lab::run_checked(args);
+        ASSERT_TRUE(done) << step[0] << ": " << done.error().message();
+    }
+    for (const char* file : {"vmlinuz", "initrd.img"}) fs::remove(g.dir() / file);
+    fs::remove(active_of(before, "vda"));
+    ASSERT_TRUE(fs::exists(layer));
+
+    auto out = run({"restore", point["point"].get<std::string>(), "--instant", "--json"});
+    ASSERT_EQ(out.exit_code, 0) << out.out << out.err;
+    EXPECT_TRUE(json::parse(out.out)["instant"].get<bool>()) << out.out;
+    EXPECT_NE(out.out.find("forgotten"), std::string::npos) << out.out;
+    auto after = engine::load_checkpoint_tree(uuid);
+    ASSERT_TRUE(after) << after.error().message();
+    EXPECT_TRUE(after->checkpoints.empty());
+    EXPECT_FALSE(fs::exists(engine::checkpoint_folder(uuid) / "tree.json")) << "the record is gone";
+    EXPECT_FALSE(fs::exists(layer)) << "the stale layer no disk uses";
+    EXPECT_TRUE(fs::exists(active_of(before, "vda"))) << "the recovered disk";
+    auto listed = run_vmshadow({"checkpoint", "list", g.name()});
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    EXPECT_NE(listed.out.find("has no checkpoints"), std::string::npos) << listed.out;
 }
 
 }  // namespace

@@ -2,8 +2,8 @@
 // Shadow copies on real guests (issue 16, docs/SHADOW-COPIES.md): a copy through a shadow
 // equals the disk at the shadow's instant while the guest writes, it resumes after kill -9
 // on the same shadow, a shadow whose diff area fills is dropped without the guest seeing a
-// write error, a shadow whose watcher died is cleaned by the next command, and a backup of a
-// VM with a shadow is refused naming it.
+// write error, a shadow whose watcher died is cleaned by the next command, and a backup or a
+// checkpoint create, delete or apply of a VM with a shadow is refused naming it.
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -24,10 +24,13 @@ class ShadowTest : public VmBackupTest {
         VmBackupTest::SetUp();
         shadow_dir = dir / "shadows";
         ::setenv("VMSHADOW_SHADOW_DIR", shadow_dir.c_str(), 1);
+        // Checkpoint records in the test's folder too (the vmshadow processes inherit it).
+        ::setenv("VMSHADOW_CHECKPOINT_DIR", (dir / "checkpoints").c_str(), 1);
     }
     void TearDown() override {
         (void)run({"shadow", "delete", "--all"});
         ::unsetenv("VMSHADOW_SHADOW_DIR");
+        ::unsetenv("VMSHADOW_CHECKPOINT_DIR");
         ::unsetenv("VMSHADOW_TEST_PAUSE_AT");
         ::unsetenv("VMSHADOW_TEST_PAUSE_MS");
         VmBackupTest::TearDown();
@@ -225,6 +228,8 @@ TEST_F(ShadowTest, ShadowWhoseDiffAreaFillsIsDroppedWhileTheGuestKeepsWriting) {
 
 TEST_F(ShadowTest, StaleShadowIsCleanedByTheNextCommandAndABackupNamesALiveOne) {
     lab::LabGuest& g = boot_with_data_disk();
+    auto checkpoint = run_vmshadow({"checkpoint", "create", g.name(), "before"});
+    ASSERT_EQ(checkpoint.exit_code, 0) << checkpoint.out << checkpoint.err;
     fs::path files = dir / "files";
     fs::create_directories(files);
     auto created = run({"shadow", "create", g.name(), "--mount", files.string(), "--json"});
@@ -240,6 +245,26 @@ TEST_F(ShadowTest, StaleShadowIsCleanedByTheNextCommandAndABackupNamesALiveOne) 
     auto backup_out = backup({g.name()});
     EXPECT_NE(backup_out.exit_code, 0);
     EXPECT_NE(backup_out.out.find("shadow delete " + id), std::string::npos) << backup_out.out;
+    // So are the checkpoint operations, which would change the disks' files under it (apply
+    // would end it with the VM), before libvirt is asked.
+    const std::vector<std::vector<std::string>> checkpoint_ops{
+        {"create", g.name(), "during"},
+        {"delete", g.name(), "before"},
+        {"apply", g.name(), "before", "--yes"}};
+    for (auto op : checkpoint_ops) {
+        op.insert(op.begin(), "checkpoint");
+        auto refused = run_vmshadow(op);
+        EXPECT_EQ(refused.exit_code, 6) << op[1] << ": " << refused.out << refused.err;
+        EXPECT_NE(refused.err.find("checkpoint " + op[1] + " refused: shadow copy " + id),
+                  std::string::npos)
+            << refused.err;
+        EXPECT_NE(refused.err.find("`vmshadow shadow delete " + id + "`"), std::string::npos)
+            << refused.err;
+    }
+    auto state = g.domain().state();
+    ASSERT_TRUE(state);
+    EXPECT_EQ(*state, virt::DomainState::running);
+    EXPECT_EQ(shadows().size(), 1u) << "the shadow stays";
 
     // Its watcher dies: the shadow can no longer be bounded.
     std::ifstream in(shadow_dir / (id + ".json"));
@@ -257,8 +282,10 @@ TEST_F(ShadowTest, StaleShadowIsCleanedByTheNextCommandAndABackupNamesALiveOne) 
     EXPECT_TRUE(scratch_leftovers().empty());
     std::error_code ec;
     EXPECT_EQ(fs::symlink_status(files / "vdb", ec).type(), fs::file_type::not_found);
-    // And the VM backs up again.
+    // And the VM backs up again, and its checkpoint merges.
     EXPECT_EQ(backup({g.name()}).exit_code, 0);
+    auto merged = run_vmshadow({"checkpoint", "delete", g.name(), "before"});
+    EXPECT_EQ(merged.exit_code, 0) << merged.out << merged.err;
 }
 
 TEST_F(ShadowTest, GuestWithoutAnAgentGetsACrashConsistentShadowThatSaysWhy) {

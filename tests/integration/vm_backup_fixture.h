@@ -110,9 +110,13 @@ class VmBackupTest : public ::testing::Test {
         if (options.agent == lab::AgentMode::on && options.agent_channel) {
             if (auto s = g.wait_for_agent(); !s) throw std::runtime_error(s.error().message());
         } else {
-            auto s = g.wait_for_serial(options.agent == lab::AgentMode::off ? "lab: agent stopped"
-                                                                            : "lab: ready");
-            if (!s) throw std::runtime_error(s.error().message());
+            // The guest's init (tests/lab/guest/init) says "lab: agent off" or "lab: agent
+            // stopped (hang)" before "lab: ready": ready is the later of each.
+            if (options.agent == lab::AgentMode::off)
+                if (auto s = g.wait_for_serial("lab: agent off"); !s)
+                    throw std::runtime_error(s.error().message());
+            if (auto s = g.wait_for_serial("lab: ready"); !s)
+                throw std::runtime_error(s.error().message());
         }
         return g;
     }

@@ -219,6 +219,17 @@ TEST_F(VmBackupTest, AskedMethodThatCannotBeHadFailsWithTheCause) {
     EXPECT_FALSE(vm["reasons"].empty());
 }
 
+// The channel is there but no agent answers on it (the fixture waits for the guest's "lab:
+// agent off"): auto falls back to crash and says why.
+TEST_F(VmBackupTest, GuestWhoseAgentIsOffIsBackedUpCrashConsistentSayingWhy) {
+    GuestOptions o;
+    o.agent = lab::AgentMode::off;
+    lab::LabGuest& g = boot(o);
+    json vm = backup_ok({g.name()});
+    EXPECT_EQ(vm["method"], "crash") << vm.dump(2);
+    EXPECT_FALSE(vm["reasons"].empty()) << vm.dump(2);
+}
+
 // A disk target the VM does not have is the user's mistake: exit 3 naming the VM's disks, not
 // a writer veto (12). Checked on a shut-off guest: the plan fails before anything is read.
 TEST_F(VmBackupTest, UnknownDiskTargetIsNotFoundAndNamesTheVmsDisks) {

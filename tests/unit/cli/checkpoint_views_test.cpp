@@ -71,5 +71,20 @@ TEST(CheckpointViews, JsonNamesNowAndTheReset) {
     EXPECT_EQ(j["tracking_reset_reason"], "returned to checkpoint 'b'");
 }
 
+TEST(CheckpointViews, UnfinishedDeleteIsShownWithTheCommandThatFinishesIt) {
+    auto t = sample();
+    t.checkpoints[2].delete_unfinished = true;
+    std::string text = render_checkpoint_tree(t);
+    EXPECT_NE(text.find("   └─ c  (standard, " + local_minute(0) +
+                        ", running-state)  [delete unfinished: run `vmshadow checkpoint delete "
+                        "web1 c` again; do not apply]\n"),
+              std::string::npos)
+        << text;
+    EXPECT_EQ(text.find("delete unfinished"), text.rfind("delete unfinished")) << "c only";
+    auto j = checkpoint_tree_json(t);
+    EXPECT_EQ(j["checkpoints"][2]["delete_unfinished"], true);
+    EXPECT_EQ(j["checkpoints"][1]["delete_unfinished"], false);
+}
+
 }  // namespace
 }  // namespace vmshadow::cli

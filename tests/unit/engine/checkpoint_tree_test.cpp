@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 namespace vmshadow::engine {
 namespace {
@@ -78,6 +79,54 @@ TEST(CheckpointTree, SavedTreeLoadsBackEqual) {
     EXPECT_EQ(loaded->checkpoints[3].type, CheckpointType::standard);
     EXPECT_EQ(loaded->checkpoints[3].memory_file, "/x/0000000d.mem");
     EXPECT_EQ(loaded->tracking_reset_at, 4242);
+}
+
+TEST(CheckpointTree, UnfinishedDeleteSurvivesASaveAndALoad) {
+    TempCheckpointDir dir;
+    CheckpointTree t = sample_tree();
+    t.checkpoints[1].delete_unfinished = true;
+    ASSERT_TRUE(save_checkpoint_tree(t));
+    auto loaded = load_checkpoint_tree(t.vm_uuid);
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    EXPECT_TRUE(loaded->checkpoints[1].delete_unfinished);
+    EXPECT_FALSE(loaded->checkpoints[0].delete_unfinished);
+}
+
+TEST(CheckpointTree, OlderRecordSayingSoInItsNoteIsAnUnfinishedDelete) {
+    CheckpointTree t = sample_tree();
+    t.checkpoints[1].note =
+        "deleting it stopped part-way (cancelled): its layer already holds its dependant's data";
+    // As an older vmshadow wrote it: no "delete_unfinished" field.
+    auto j = nlohmann::json::parse(checkpoint_tree_to_json(t));
+    for (auto& c : j["checkpoints"]) c.erase("delete_unfinished");
+    auto loaded = checkpoint_tree_from_json(j.dump(), "tree.json");
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    EXPECT_TRUE(loaded->checkpoints[1].delete_unfinished);
+    EXPECT_FALSE(loaded->checkpoints[2].delete_unfinished);
+}
+
+TEST(CheckpointTree, ApplyOfAnUnfinishedDeleteIsRefusedNamingTheCommandThatFinishesIt) {
+    CheckpointTree t = sample_tree();
+    EXPECT_TRUE(check_can_apply(t, t.checkpoints[1]));
+    t.checkpoints[1].delete_unfinished = true;
+    auto st = check_can_apply(t, t.checkpoints[1]);
+    ASSERT_FALSE(st);
+    EXPECT_EQ(st.error().kind(), ErrorKind::conflict);
+    const std::string& m = st.error().message();
+    EXPECT_EQ(m.find('\n'), std::string::npos) << "one line";
+    EXPECT_NE(m.find("checkpoint 'a' of vm 'web1'"), std::string::npos) << m;
+    EXPECT_NE(m.find("run `vmshadow checkpoint delete web1 a` again"), std::string::npos) << m;
+}
+
+TEST(CheckpointTree, FinishDeleteCommandQuotesWhatTheShellWouldSplit) {
+    CheckpointTree t = sample_tree();
+    Checkpoint c = t.checkpoints[0];
+    c.name = "before upgrade";
+    EXPECT_EQ(finish_delete_command(t, c), "vmshadow checkpoint delete web1 'before upgrade'");
+    c.name = "it's";
+    EXPECT_EQ(finish_delete_command(t, c), "vmshadow checkpoint delete web1 'it'\\''s'");
+    c.name = "v1.2";
+    EXPECT_EQ(finish_delete_command(t, c), "vmshadow checkpoint delete web1 v1.2");
 }
 
 TEST(CheckpointTree, VmWithoutRecordHasAnEmptyTree) {

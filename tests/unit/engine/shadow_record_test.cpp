@@ -120,6 +120,55 @@ TEST_F(ShadowDirTest, TheFolderLockIsExclusiveBetweenOpenFiles) {
     EXPECT_TRUE(fs::exists(dir / ".lock"));
 }
 
+TEST(ShadowRecord, DroppedRecordExpiresAWeekAfterItsDrop) {
+    constexpr std::int64_t kDay = 24 * 3600;
+    ShadowRecord r = sample("0a1b2c3d", 1000);
+    EXPECT_FALSE(dropped_shadow_expired(r, 1000 + 30 * kDay)) << "active: never";
+    r.state = "dropped";
+    r.dropped_at = 1000 + kDay;
+    EXPECT_FALSE(dropped_shadow_expired(r, r.dropped_at + 7 * kDay)) << "a week to read why";
+    EXPECT_TRUE(dropped_shadow_expired(r, r.dropped_at + 7 * kDay + 1));
+    r.dropped_at = 0;  // no drop time: counted from its creation
+    EXPECT_TRUE(dropped_shadow_expired(r, 1000 + 7 * kDay + 1));
+    EXPECT_FALSE(dropped_shadow_expired(r, 1000 + 7 * kDay));
+}
+
+// Dropped records only (an active one would be looked up in libvirt), no watcher, no mount.
+TEST_F(ShadowDirTest, SweepRemovesDroppedRecordsOlderThanAWeekWithWhatTheyLeft) {
+    constexpr std::int64_t kNow = 1800000000, kDay = 24 * 3600;
+    auto dropped = [&](const std::string& id, std::int64_t at) {
+        ShadowRecord r = sample(id, at - kDay);
+        r.state = "dropped";
+        r.dropped_at = at;
+        r.dropped_why = "the diff area reached its maximum of 64.0 MiB";
+        r.watcher = {};
+        r.mounts.clear();
+        r.disks[0].scratch = (dir / ("scratch-" + id + ".qcow2")).string();
+        std::ofstream(r.disks[0].scratch) << "diff";
+        return r;
+    };
+    const ShadowRecord old = dropped("0000000a", kNow - 8 * kDay);
+    const ShadowRecord recent = dropped("0000000b", kNow - 6 * kDay);
+    ASSERT_TRUE(save_shadow(dir, old));
+    ASSERT_TRUE(save_shadow(dir, recent));
+    fs::create_directories(dir / "vmshadow-shadow-0000000a");
+
+    ShadowSettings settings;
+    settings.shadow_dir = dir;
+    auto notes = sweep_shadows(settings, kNow);
+    ASSERT_EQ(notes.size(), 1u);
+    EXPECT_NE(notes[0].find("shadow 0000000a of vm 'web1'"), std::string::npos) << notes[0];
+    EXPECT_NE(notes[0].find("dropped more than 7 days ago"), std::string::npos) << notes[0];
+    EXPECT_NE(notes[0].find("maximum of 64.0 MiB"), std::string::npos) << notes[0];
+    auto left = load_shadows(dir);
+    ASSERT_TRUE(left) << left.error().message();
+    ASSERT_EQ(left->size(), 1u);
+    EXPECT_EQ((*left)[0].id, "0000000b") << "dropped 6 days ago: kept";
+    EXPECT_FALSE(fs::exists(old.disks[0].scratch));
+    EXPECT_FALSE(fs::exists(dir / "vmshadow-shadow-0000000a"));
+    EXPECT_TRUE(fs::exists(recent.disks[0].scratch));
+}
+
 TEST(ShadowDropPoint, LeavesAQuarterOfTheMaximumAtMost512MiB) {
     EXPECT_EQ(shadow_drop_point(64ull << 20), 48ull << 20);
     EXPECT_EQ(shadow_drop_point(100ull << 30), (100ull << 30) - (512ull << 20));
