@@ -106,7 +106,8 @@ Status run_unlock(const GlobalOptions& global, bool remove_all) {
                       << (l.holder_dead ? ": its process was gone"
                           : !l.readable ? ": whoever wrote it, if still running, is no longer "
                                           "protected"
-                                        : ": if it still runs, it is no longer protected")
+                                        : ": if it still runs, it stops at its next lock "
+                                          "refresh (within 5 minutes) without publishing")
                       << std::endl;
     if (global.json) {
         json r = json::array(), k = json::array();

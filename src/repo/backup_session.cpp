@@ -29,8 +29,8 @@ Result<std::unique_ptr<BackupSession>> BackupSession::begin(Repository& repo,
     std::unique_ptr<RepoLock> lock;
     // Only a chance: never wait for it (--retry-lock would make every backup that meets
     // another wait out the whole duration); the shared lock below is what waits.
-    auto exclusive =
-        RepoLock::acquire(repo.env(), repo.root(), LockMode::exclusive, options.operation);
+    auto exclusive = RepoLock::acquire(repo.env(), repo.root(), LockMode::exclusive,
+                                       options.operation, {}, repo.lock_log());
     if (exclusive) {
         lock = std::move(*exclusive);
         if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
@@ -74,9 +74,13 @@ BackupSession::BackupSession(Repository& repo, const SessionOptions& options,
       frame_chunks_(repo.frame_chunks()),
       started_(std::chrono::steady_clock::now()),
       queue_(options.max_inflight_bytes, WorkQueue<Job>::Release::done,
-             [](const Job& job) { return std::uint64_t{job.length}; }) {}
+             [](const Job& job) { return std::uint64_t{job.length}; }) {
+    // A lost lock fails the session like a worker's error: the next write stops the backup.
+    lock_->on_lost([this](const Error& e) { set_error(e); });
+}
 
 BackupSession::~BackupSession() {
+    lock_->on_lost({});
     stop_workers();
     stop_finisher();
     if (!committed_) {
@@ -197,6 +201,8 @@ Result<std::vector<RestorePoint>> BackupSession::commit() {
     if (auto e = error()) return fail(*e);
     if (pack_ && !pack_->empty())
         if (auto st = finish_pack(std::move(pack_)); !st) return std::unexpected(st.error());
+    // Nothing is published under a lock that is gone: gc may have run meanwhile.
+    if (auto st = lock_->verify(); !st) return std::unexpected(st.error());
     if (!finished_packs_.empty())
         if (auto id = repo_.write_index_file(finished_packs_); !id)
             return std::unexpected(id.error());

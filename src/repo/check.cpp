@@ -49,15 +49,10 @@ class Checker {
         report_.packs = indexed.size();
         report_.blobs = index.blob_count();
         // Packs present on disk but in no index are leftovers of an interrupted run.
-        std::string data = repo_.dir(format::kDataDir);
-        if (auto subs = repo_.env().list(data))
-            for (const auto& sub : *subs)
-                if (auto names = repo_.env().list(data + "/" + sub))
-                    for (const auto& name : *names) {
-                        auto id = Hash256::from_hex(name);
-                        if (id && !indexed.contains(*id))
-                            unindexed_.push_back(data + "/" + sub + "/" + name);
-                    }
+        // One listing of data/ on object storage, not one per folder.
+        if (auto packs = repo_.list_pack_files())
+            for (const auto& pack : *packs)
+                if (!indexed.contains(pack.id)) unindexed_.push_back(pack.path);
         std::size_t done = 0;
         if (options_.task) options_.task->phase("packs", 0, index.packs().size());
         for (const auto& pack : index.packs()) {

@@ -6,9 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "common/os_error.h"
 
@@ -153,6 +155,28 @@ Result<std::int64_t> Env::modified_time(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) return std::unexpected(os_error("stat " + path, errno));
     return static_cast<std::int64_t>(st.st_mtime);
+}
+
+Result<std::vector<FileInfo>> Env::list_tree(const std::string& dir) {
+    namespace fs = std::filesystem;
+    std::vector<FileInfo> out;
+    std::error_code ec;
+    fs::recursive_directory_iterator it(dir, ec);
+    for (fs::recursive_directory_iterator end; !ec && it != end; it.increment(ec)) {
+        struct stat st {};
+        if (::stat(it->path().c_str(), &st) != 0) {
+            if (errno == ENOENT) continue;  // removed while listed
+            return std::unexpected(os_error("stat " + it->path().string(), errno));
+        }
+        if (!S_ISREG(st.st_mode)) continue;
+        out.push_back(FileInfo{it->path().lexically_relative(dir).generic_string(),
+                               static_cast<std::uint64_t>(st.st_size),
+                               static_cast<std::int64_t>(st.st_mtime)});
+    }
+    if (ec) return std::unexpected(os_error("listing " + dir, ec));
+    std::sort(out.begin(), out.end(),
+              [](const FileInfo& a, const FileInfo& b) { return a.name < b.name; });
+    return out;
 }
 
 Env& Env::posix() {

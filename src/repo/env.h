@@ -46,6 +46,13 @@ class RandomAccessFile {
     virtual std::uint64_t size() const = 0;
 };
 
+// A file Env::list_tree found.
+struct FileInfo {
+    std::string name;  // relative to the folder listed, '/'-separated
+    std::uint64_t size = 0;
+    std::int64_t modified = 0;  // Unix seconds, as modified_time()
+};
+
 class Env {
   public:
     virtual ~Env() = default;
@@ -68,6 +75,12 @@ class Env {
     // When the file's content was last written, Unix seconds (gc's grace period). Not
     // pure: every Env sees the same files, and test Envs need not intercept it.
     virtual Result<std::int64_t> modified_time(const std::string& path);
+    // Every file under `dir` at any depth, sorted by name, with its size and modification
+    // time: a walk of the tree on a local disk; on object storage one listing of the prefix
+    // (a request per 1000 keys) instead of one per folder and a request per file's time. A
+    // missing `dir` is not_found here (an object store has no folders: it lists empty).
+    // Not pure, like modified_time.
+    virtual Result<std::vector<FileInfo>> list_tree(const std::string& dir);
     // How many files it pays to finish (store durably) at once: a local disk gains nothing
     // from more than one (its fsyncs queue anyway), an object store one per connection (each
     // upload waits on the network, not the disk). Backup sessions run that many finishers.

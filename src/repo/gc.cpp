@@ -5,6 +5,7 @@
 #include <ctime>
 #include <map>
 #include <set>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "common/test_hook.h"
@@ -124,15 +125,23 @@ Result<PointListing> list_live_points(Repository& repo, const GcOptions& options
     return listing;
 }
 
+// Whether gc goes on: not cancelled, and its lock not lost (removed by another host, which
+// may be writing now).
+Status may_go_on(TaskContext& task, const RepoLock& lock) {
+    if (auto st = task.check_cancel("gc"); !st) return st;
+    return lock.held();
+}
+
 // Every blob a point references (phase "mark", cancellable between points). Every live blob
 // must be indexed before anything is deleted: one that is not sits in a pack a lost or
 // damaged index file used to name, and that pack must not go.
-Result<IdSet> mark_live(const Repository& repo, const PointListing& listing, TaskContext& task) {
+Result<IdSet> mark_live(const Repository& repo, const PointListing& listing, TaskContext& task,
+                        const RepoLock& lock) {
     IdSet live;
     task.phase("mark", 0, listing.points.size());
     test_pause_point("gc-mark");
     for (const auto& p : listing.points) {
-        if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
+        if (auto st = may_go_on(task, lock); !st) return std::unexpected(st.error());
         task.items_done(static_cast<std::uint64_t>(&p - listing.points.data()));
         for (const auto& d : p.disks)
             if (auto st = mark_object(repo, d.map, d.size, live); !st)
@@ -154,12 +163,36 @@ Result<IdSet> mark_live(const Repository& repo, const PointListing& listing, Tas
     return live;
 }
 
+// When each pack was written, from one listing of data/ made the first time it is asked
+// (on object storage a request per 1000 packs, not a HEAD per pack). A pack the listing
+// does not show is asked about on its own, so a missing one fails as it always did.
+class PackAges {
+  public:
+    explicit PackAges(const Repository& repo) : repo_(repo) {}
+    Result<std::int64_t> written(const Hash256& pack) {
+        if (!listed_) {
+            auto files = repo_.list_pack_files();
+            if (!files) return std::unexpected(files.error());
+            for (const auto& f : *files) written_.emplace(f.id, f.modified);
+            listed_ = true;
+        }
+        if (auto it = written_.find(pack); it != written_.end()) return it->second;
+        return repo_.env().modified_time(pack_path(repo_.dir(format::kDataDir), pack));
+    }
+
+  private:
+    const Repository& repo_;
+    bool listed_ = false;
+    std::unordered_map<Hash256, std::int64_t, Hash256Hasher> written_;
+};
+
 // Judges each pack by its live bytes; one copy of each live blob is kept. A pack with
 // unreferenced blobs younger than the grace period is kept whole (possibly a point whose
 // record is being written or was lost).
 Result<PackPlan> plan_packs(const Repository& repo, const IndexFiles& index_files,
                             const IdSet& live, const GcOptions& options, std::int64_t now,
                             GcReport& report) {
+    PackAges ages(repo);
     std::map<Hash256, PackInfo> packs;
     for (const auto& [file, list] : index_files)
         for (const auto& p : list) packs.emplace(p.id, p);
@@ -183,7 +216,7 @@ Result<PackPlan> plan_packs(const Repository& repo, const IndexFiles& index_file
         }
         report.bytes_before += pack.size;
         if (live_entries.size() < pack.entries.size() && options.grace_seconds > 0) {
-            auto written = repo.env().modified_time(pack_path(repo.dir(format::kDataDir), id));
+            auto written = ages.written(id);
             if (!written) return std::unexpected(written.error().with_context("gc"));
             if (*written > now - options.grace_seconds) {
                 std::size_t unreferenced = pack.entries.size() - live_entries.size();
@@ -273,11 +306,11 @@ class PackRewriter {
 // Phase "rewrite": the live blobs of `rewrite` into new packs. A cancel here leaves the new
 // packs of this run unindexed: leftovers the next gc removes; nothing was deleted yet.
 Result<std::vector<PackInfo>> rewrite_packs(Repository& repo, const std::vector<PackInfo>& rewrite,
-                                            TaskContext& task) {
+                                            TaskContext& task, const RepoLock& lock) {
     PackRewriter rewriter(repo);
     task.phase("rewrite", 0, rewrite.size());
     for (const auto& pack : rewrite) {
-        if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
+        if (auto st = may_go_on(task, lock); !st) return std::unexpected(st.error());
         task.items_done(static_cast<std::uint64_t>(&pack - rewrite.data()));
         std::string path = pack_path(repo.dir(format::kDataDir), pack.id);
         auto file = repo.env().open(path);
@@ -339,7 +372,7 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
     if (auto st = repo.load_index(); !st) return std::unexpected(st.error());
     auto listing = list_live_points(repo, options, report);
     if (!listing) return std::unexpected(listing.error());
-    auto live = mark_live(repo, *listing, task);
+    auto live = mark_live(repo, *listing, task, **lock);
     if (!live) return std::unexpected(live.error());
     auto index_files = repo.read_index_files();
     if (!index_files) return std::unexpected(index_files.error());
@@ -348,12 +381,14 @@ Result<GcReport> collect_garbage(Repository& repo, const GcOptions& options) {
     bool index_clean = index_files->size() <= 1 && plan->remove.empty() && plan->rewrite.empty();
     if (options.dry_run || index_clean) return report;
 
-    auto new_packs = rewrite_packs(repo, plan->rewrite, task);
+    auto new_packs = rewrite_packs(repo, plan->rewrite, task, **lock);
     if (!new_packs) return std::unexpected(new_packs.error());
     report.packs_written = new_packs->size();
     for (const auto& p : *new_packs) report.bytes_after += p.size;
     // The last moment a cancel is honoured: from the new index on, gc runs to its end.
     if (auto st = task.check_cancel("gc"); !st) return std::unexpected(st.error());
+    // Nothing is deleted under a lock that is gone: another host may be backing up by now.
+    if (auto st = (*lock)->verify(); !st) return std::unexpected(st.error());
     task.phase("delete");
     if (auto st = replace_index_and_delete(repo, *index_files, *plan, *new_packs); !st)
         return std::unexpected(st.error());
@@ -383,8 +418,10 @@ Result<PruneResult> prune(Repository& repo, const KeepPolicy& policy, const std:
         if (gc_options.task)
             if (auto st = gc_options.task->check_cancel("prune"); !st)
                 return std::unexpected(st.error());
-        if (!doomed.empty())
+        if (!doomed.empty()) {
+            if (auto st = (*lock)->verify(); !st) return std::unexpected(st.error());
             if (auto st = repo.forget(doomed); !st) return std::unexpected(st.error());
+        }
     }
     // The lock is released between forget and gc: gc takes it again itself, and a crash in
     // between leaves only garbage for the next gc.

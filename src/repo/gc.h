@@ -12,8 +12,9 @@
 // run), never a restore point that cannot be read. gc refuses to run when any commit record
 // or chunk map is unreadable: it would not know what that point references.
 //
-// Grace period: a pack written less than `grace_seconds` ago (its file's modification time)
-// is neither deleted nor rewritten, whatever it holds. A restore point being written and one
+// Grace period: a pack written less than `grace_seconds` ago (its file's modification time,
+// taken from one listing of data/, not asked pack by pack) is neither deleted nor rewritten,
+// whatever it holds. A restore point being written and one
 // whose commit record was lost in a crash or deleted look the same to gc (indexed data no
 // record references); the grace period gives the user the time `repo check` needs to show
 // it (PBS keeps chunks 24 h 5 min for the same reason; restic has no grace period).

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -102,7 +103,16 @@ void judge_freshness(Env& env, const std::string& path, LockInfo& info) {
     info.stale = info.refreshed > 0 && ::time(nullptr) - info.refreshed > kLockStaleSeconds;
 }
 
-std::atomic<std::int64_t> g_refresh_ms{0};
+// 0 = kLockRefreshSeconds; VMSHADOW_TEST_LOCK_REFRESH_MS is read once, at the first lock.
+std::atomic<std::int64_t> g_refresh_ms{[] {
+    const char* ms = std::getenv("VMSHADOW_TEST_LOCK_REFRESH_MS");
+    return ms ? std::max(0L, std::strtol(ms, nullptr, 10)) : 0L;
+}()};
+
+std::chrono::milliseconds refresh_interval() {
+    std::int64_t ms = g_refresh_ms.load();
+    return std::chrono::milliseconds(ms > 0 ? ms : kLockRefreshSeconds * 1000);
+}
 
 std::string stale_words(const LockInfo& info) {
     return "last refreshed " + iso8601_utc(info.refreshed) + ", over " +
@@ -115,16 +125,26 @@ void set_lock_refresh_interval_for_tests(std::int64_t milliseconds) {
     g_refresh_ms.store(milliseconds);
 }
 
-RepoLock::RepoLock(Env& env, std::string root, std::string id, LockMode mode, std::string operation)
+RepoLock::RepoLock(Env& env, std::string root, std::string id, LockMode mode, std::string operation,
+                   LockLog log)
     : env_(env),
       root_(std::move(root)),
       id_(std::move(id)),
       mode_(mode),
       operation_(std::move(operation)),
-      taken_(::time(nullptr)) {}
+      taken_(::time(nullptr)),
+      log_(std::move(log)) {}
 
-Status RepoLock::write_file() {
-    std::lock_guard lock(write_mutex_);
+std::string RepoLock::path_of(const std::string& id) const {
+    return root_ + "/" + std::string(format::kLocksDir) + "/" + id;
+}
+
+std::string RepoLock::path() const {
+    std::lock_guard lock(id_mutex_);
+    return path_of(id_);
+}
+
+Status RepoLock::write_file(const std::string& id) {
     nlohmann::json j{{"version", kLockVersion},
                      {"pid", ::getpid()},
                      {"start_time", process_start_time(::getpid())},
@@ -135,20 +155,36 @@ Status RepoLock::write_file() {
                      {"refreshed", iso8601_utc(::time(nullptr))}};
     std::string text = j.dump();
     return write_file_atomic(env_, root_ + "/" + std::string(format::kTmpDir),
-                             root_ + "/" + std::string(format::kLocksDir), id_, as_bytes(text));
+                             root_ + "/" + std::string(format::kLocksDir), id, as_bytes(text));
 }
 
-Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string& root,
-                                                    LockMode mode, const std::string& operation) {
+namespace {
+
+Result<std::string> new_lock_id() {
     auto random_id = random_bytes(16);
     if (!random_id) return std::unexpected(random_id.error().with_context("lock"));
     std::string id = sha256(*random_id).hex().substr(0, 32);
-    {
-        std::lock_guard lock(g_held_mutex);
-        g_held.insert(id);
-    }
-    std::unique_ptr<RepoLock> self(new RepoLock(env, root, id, mode, operation));
-    if (auto st = self->write_file(); !st) return std::unexpected(st.error().with_context("lock"));
+    std::lock_guard lock(g_held_mutex);
+    g_held.insert(id);
+    return id;
+}
+
+void forget_held(const std::string& id) {
+    std::lock_guard lock(g_held_mutex);
+    g_held.erase(id);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<RepoLock>> RepoLock::try_acquire(Env& env, const std::string& root,
+                                                        LockMode mode, const std::string& operation,
+                                                        const LockLog& log) {
+    auto new_id = new_lock_id();
+    if (!new_id) return std::unexpected(new_id.error());
+    const std::string id = *new_id;
+    std::unique_ptr<RepoLock> self(new RepoLock(env, root, id, mode, operation, log));
+    if (auto st = self->write_file(id); !st)
+        return std::unexpected(st.error().with_context("lock"));
     std::string dir = root + "/" + std::string(format::kLocksDir);
     auto names = env.list(dir);
     if (!names) return std::unexpected(names.error());
@@ -197,7 +233,7 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
 
 Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string& root,
                                                     LockMode mode, const std::string& operation,
-                                                    std::chrono::seconds wait) {
+                                                    std::chrono::seconds wait, LockLog log) {
     auto deadline = std::chrono::steady_clock::now() + wait;
     auto pause = std::chrono::milliseconds(1000);
     // Each pause is drawn from [½, 1½] of the doubling step: two waiters (a backup and a
@@ -205,7 +241,7 @@ Result<std::unique_ptr<RepoLock>> RepoLock::acquire(Env& env, const std::string&
     thread_local std::mt19937 random(std::random_device{}());
     std::uniform_real_distribution<double> spread(0.5, 1.5);
     for (;;) {
-        auto lock = acquire(env, root, mode, operation);
+        auto lock = try_acquire(env, root, mode, operation, log);
         if (lock || lock.error().kind() != ErrorKind::locked) return lock;
         auto now = std::chrono::steady_clock::now();
         if (now >= deadline)
@@ -225,24 +261,106 @@ Status RepoLock::start_refresher() {
     refresher_ = std::make_unique<Refresher>();
     refresher_->pid = ::getpid();
     try {
-        refresher_->thread = std::thread([this, r = refresher_.get()] {
-            std::unique_lock lock(r->mutex);
-            for (;;) {
-                std::int64_t ms = g_refresh_ms.load();
-                auto every = std::chrono::milliseconds(ms > 0 ? ms : kLockRefreshSeconds * 1000);
-                if (r->cv.wait_for(lock, every, [r] { return r->stopping; })) return;
-                lock.unlock();
-                // A failed refresh is tried again next time: the lock goes stale only after
-                // six in a row fail.
-                (void)refresh();
-                lock.lock();
-            }
-        });
+        refresher_->thread = std::thread([this, r = refresher_.get()] { refresh_loop(*r); });
     } catch (const std::system_error& e) {
         return fail(ErrorKind::io,
                     std::string("cannot start the lock's refresher thread: ") + e.what());
     }
     return {};
+}
+
+void RepoLock::refresh_loop(Refresher& r) {
+    auto last_success = std::chrono::steady_clock::now();
+    std::unique_lock lock(r.mutex);
+    bool retrying = false;
+    for (;;) {
+        const auto every = refresh_interval();
+        // The give-up time in refreshes, so that tests' short intervals scale it too.
+        const auto give_up = every * kLockGiveUpSeconds / kLockRefreshSeconds;
+        const auto pause = retrying ? every / 5 : every;
+        if (r.cv.wait_for(lock, pause, [&r] { return r.stopping; })) return;
+        lock.unlock();
+        Status st = refresh();
+        lock.lock();
+        if (st) {
+            last_success = std::chrono::steady_clock::now();
+            retrying = false;
+            continue;
+        }
+        if (is_lost_.load()) return;  // removed by another process: refresh() said so
+        auto silent = std::chrono::steady_clock::now() - last_success;
+        if (silent >= give_up) {
+            lose(Error(ErrorKind::locked,
+                       "the repository lock " + path() + " of `" + operation_ +
+                           "` could not be refreshed for " +
+                           std::to_string(
+                               std::chrono::duration_cast<std::chrono::seconds>(silent).count()) +
+                           " s (" + st.error().message() +
+                           "): other hosts may take it for stale and remove it, operation "
+                           "aborted"));
+            return;
+        }
+        retrying = true;
+        if (log_)
+            log_("warning: cannot refresh the repository lock " + path() + " of `" + operation_ +
+                 "` (" + st.error().message() + "); retrying in " +
+                 std::to_string(
+                     std::chrono::duration_cast<std::chrono::milliseconds>(every / 5).count()) +
+                 " ms");
+    }
+}
+
+void RepoLock::lose(const Error& why) {
+    {
+        std::lock_guard lock(lost_mutex_);
+        if (lost_) return;
+        lost_ = why;
+        is_lost_.store(true);
+    }
+    std::lock_guard lock(callback_mutex_);
+    notify_lost();
+}
+
+Status RepoLock::held() const {
+    if (!is_lost_.load()) return {};
+    std::lock_guard lock(lost_mutex_);
+    return std::unexpected(*lost_);
+}
+
+Status RepoLock::verify() {
+    std::lock_guard write(write_mutex_);  // not while a refresh replaces the object
+    if (auto st = held(); !st) return st;
+    const std::string now = path();
+    auto there = env_.modified_time(now);
+    if (there) return {};
+    if (there.error().kind() != ErrorKind::not_found)
+        return std::unexpected(there.error().with_context("checking the repository lock"));
+    lose(removed_error(now));
+    return held();
+}
+
+Error RepoLock::removed_error(const std::string& path) const {
+    return Error(ErrorKind::locked, "lock was removed by another process, operation aborted: " +
+                                        path + " of `" + operation_ +
+                                        "` is gone (`vmshadow repo unlock --remove-all` on "
+                                        "another host?); run the operation again");
+}
+
+void RepoLock::on_lost(std::function<void(const Error&)> callback) {
+    std::lock_guard lock(callback_mutex_);
+    on_lost_ = std::move(callback);
+    if (on_lost_) notify_lost();
+}
+
+void RepoLock::notify_lost() {
+    std::optional<Error> why;
+    {
+        std::lock_guard lock(lost_mutex_);
+        why = lost_;
+    }
+    if (!why || notified_ || !on_lost_) return;
+    notified_ = true;
+    on_lost_(*why);
 }
 
 void RepoLock::stop_refresher() {
@@ -261,8 +379,42 @@ void RepoLock::stop_refresher() {
     refresher_.reset();
 }
 
+// A refresh stores the lock under a new name, then asks whether the old one is still there,
+// and only then removes it (restic's order). Rewriting one object would let a refresh whose
+// write waits (behind uploads, under a bandwidth cap) land after a removal and undo it unseen;
+// a new name cannot bring back the old one, and a removal before the question is seen.
 Status RepoLock::refresh() {
-    return write_file();
+    std::lock_guard write(write_mutex_);
+    if (auto st = held(); !st) return st;
+    const std::string old_path = path();
+    auto new_id = new_lock_id();
+    if (!new_id) return std::unexpected(new_id.error());
+    auto drop_new = [&] {
+        (void)env_.remove(path_of(*new_id));
+        forget_held(*new_id);
+    };
+    if (auto st = write_file(*new_id); !st) {
+        drop_new();
+        return st;
+    }
+    auto there = env_.modified_time(old_path);
+    if (!there) {
+        drop_new();  // never kept once the old one is gone: whoever removed it may run gc now
+        if (there.error().kind() != ErrorKind::not_found) return std::unexpected(there.error());
+        lose(removed_error(old_path));
+        return held();
+    }
+    std::string old_id;
+    {
+        std::lock_guard lock(id_mutex_);
+        old_id = std::exchange(id_, *new_id);
+    }
+    // One left behind is this process's and no longer held: stale, removed by the next locker.
+    if (auto st = env_.remove(old_path); !st && log_)
+        log_("warning: cannot remove the previous repository lock " + old_path + " (" +
+             st.error().message() + ")");
+    forget_held(old_id);
+    return {};
 }
 
 Status RepoLock::downgrade() {
@@ -270,16 +422,15 @@ Status RepoLock::downgrade() {
         std::lock_guard lock(write_mutex_);
         mode_ = LockMode::shared;
     }
-    return write_file();
+    return refresh();  // a lock removed meanwhile is lost, not written again
 }
 
 Status RepoLock::release() {
     if (!held_) return {};
     held_ = false;
     stop_refresher();
-    Status st = env_.remove(root_ + "/" + std::string(format::kLocksDir) + "/" + id_);
-    std::lock_guard lock(g_held_mutex);
-    g_held.erase(id_);
+    Status st = env_.remove(path());
+    forget_held(id_);
     return st;
 }
 
@@ -311,13 +462,30 @@ Result<std::vector<LockInfo>> remove_locks(Env& env, const std::string& root, bo
     if (!locks) return std::unexpected(locks.error());
     std::string dir = root + "/" + std::string(format::kLocksDir);
     std::vector<LockInfo> removed;
-    for (auto& lock : *locks) {
-        if (!remove_all && !lock.holder_dead && !lock.stale) continue;
+    auto remove = [&](LockInfo& lock) -> Status {
         std::string path = dir + "/" + lock.id;
-        if (!env.exists(path)) continue;  // its holder released it, or acquire() broke it
+        if (!env.exists(path)) return {};  // its holder released it, or acquire() broke it
         if (auto st = env.remove(path); !st)
             return std::unexpected(st.error().with_context("removing lock " + lock.id));
         removed.push_back(std::move(lock));
+        return {};
+    };
+    std::set<std::pair<std::string, long>> holders;  // whose live locks were removed
+    std::set<std::string> seen;
+    for (auto& lock : *locks) {
+        seen.insert(lock.id);
+        if (!remove_all && !lock.holder_dead && !lock.stale) continue;
+        if (remove_all && lock.readable) holders.emplace(lock.host, lock.pid);
+        if (auto st = remove(lock); !st) return std::unexpected(st.error());
+    }
+    // A holder refreshing right then stored its lock under a new name before it found the old
+    // one gone, or just before we removed it: that one goes too (its holder will find it gone).
+    if (!holders.empty()) {
+        auto again = list_locks(env, root);
+        if (!again) return std::unexpected(again.error());
+        for (auto& lock : *again)
+            if (!seen.contains(lock.id) && lock.readable && holders.contains({lock.host, lock.pid}))
+                if (auto st = remove(lock); !st) return std::unexpected(st.error());
     }
     if (!removed.empty())
         if (auto st = env.sync_dir(dir); !st) return std::unexpected(st.error());

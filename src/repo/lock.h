@@ -16,24 +16,41 @@
 // A lock file this build cannot read (garbage, empty, truncated, a field missing or of the
 // wrong type, a newer lock version) is held by an unknown holder in an unknown mode: every
 // acquire() fails with `locked` naming the file, until a user removes it.
-// Between hosts (a repository on S3 shared by many): a holder rewrites its lock every
+// Between hosts (a repository on S3 shared by many): a holder refreshes its lock every
 // kLockRefreshSeconds (a background thread, while it holds it), recording the time as
-// "refreshed". A lock of another host whose refresh (the later of its "refreshed" time and
-// its object's modification time, the store's clock) is more than kLockStaleSeconds behind
-// this host's clock is stale: its holder is gone or cut off. A stale lock still blocks
-// acquire(), whose `locked` error says it is stale and that `vmshadow repo unlock` removes
-// it; a fresh lock of another host is removed only by `repo unlock --remove-all`. The 30
+// "refreshed": it stores the lock under a new name, asks whether the old one is still there,
+// and removes it (restic's order). A lock of another host whose refresh (the later of its
+// "refreshed" time and its object's modification time, the store's clock) is more than
+// kLockStaleSeconds behind this host's clock is stale: its holder is gone or cut off. A stale lock
+// still blocks acquire(), whose `locked` error says it is stale and that `vmshadow repo unlock`
+// removes it; a fresh lock of another host is removed only by `repo unlock --remove-all`. The 30
 // minutes are six missed refreshes, and far more than the clock skew of hosts kept by NTP.
 // A lock's "time" (when it was taken) plays no part: a lock with a future time is held.
+// A lost lock: at each refresh the holder asks whether its lock object is still there. When
+// it is gone (another host ran `repo unlock --remove-all`), the holder drops the new one and
+// writes none again: the lock is lost, held() fails from then on with "lock was removed by another
+// process, operation aborted", and the on_lost callback (the backup session's) stops the
+// operation. A refresh that fails (the store unreachable) is logged as a warning with its
+// reason and tried again every kLockRefreshSeconds / 5; once kLockGiveUpSeconds have passed
+// since the last one that succeeded, the lock is lost too: five minutes before other hosts
+// may call it stale. Operations that publish (a backup's index and commit, gc's deletes,
+// prune's forget) call verify() first, which asks the store now, so a removal the refresher
+// has not seen yet still stops them. Between that question and the write that follows there
+// remains one request's window, as in restic. remove_locks() lists again after removing and
+// removes the locks its holders stored meanwhile, so a removal that meets a refresh holds.
 //
-// Thread-safety: a RepoLock object belongs to one thread; the registry of held locks is
+// Thread-safety: a RepoLock object belongs to one thread, except held() and on_lost(), which
+// any thread may call (the callback runs on the refresher's); the registry of held locks is
 // internally synchronised.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,46 +64,86 @@ enum class LockMode { shared, exclusive };
 
 inline constexpr std::int64_t kLockRefreshSeconds = 5 * 60;
 inline constexpr std::int64_t kLockStaleSeconds = 30 * 60;
-// Tests shorten the refresh interval (milliseconds; 0 = kLockRefreshSeconds again).
+inline constexpr std::int64_t kLockGiveUpSeconds = kLockStaleSeconds - kLockRefreshSeconds;
+// Tests shorten the refresh interval (milliseconds; 0 = kLockRefreshSeconds again); the retry
+// pause after a failed refresh and the give-up time scale with it. VMSHADOW_TEST_LOCK_REFRESH_MS
+// in the environment sets it for a whole process (the integration tests' vmshadow).
 void set_lock_refresh_interval_for_tests(std::int64_t milliseconds);
+
+// Where a lock's warnings go (a failed refresh); empty = nowhere.
+using LockLog = std::function<void(const std::string&)>;
 
 class RepoLock {
   public:
     // Fails with ErrorKind::locked naming the holder (operation, pid, host, since).
-    static Result<std::unique_ptr<RepoLock>> acquire(Env& env, const std::string& root,
-                                                     LockMode mode, const std::string& operation);
-    // The same, retrying while the repository is locked for up to `wait` (restic's
-    // --retry-lock): pauses of 1 s doubling to 30 s, each drawn from ½–1½ of that (jitter). Other
-    // errors return at once.
+    // With a `wait`, it retries while the repository is locked for up to that long (restic's
+    // --retry-lock): pauses of 1 s doubling to 30 s, each drawn from ½–1½ of that (jitter).
+    // Other errors return at once. `log` receives the lock's warnings while it is held.
     static Result<std::unique_ptr<RepoLock>> acquire(Env& env, const std::string& root,
                                                      LockMode mode, const std::string& operation,
-                                                     std::chrono::seconds wait);
+                                                     std::chrono::seconds wait = {},
+                                                     LockLog log = {});
     ~RepoLock();
     RepoLock(const RepoLock&) = delete;
     RepoLock& operator=(const RepoLock&) = delete;
 
     LockMode mode() const { return mode_; }  // the owning thread's view
-    // Turns an exclusive lock into a shared one (after cleanup, a backup lets others in).
+    // Turns an exclusive lock into a shared one (after cleanup, a backup lets others in); a
+    // lock removed meanwhile is lost, as at a refresh.
     Status downgrade();
     // Removes the lock file now; the destructor does the same if not called.
     Status release();
-    // Rewrites the lock with a new refresh time (the refresher thread does it on its own).
+    // Rewrites the lock with a new refresh time (the refresher thread does it on its own),
+    // unless its object is gone: then the lock is lost and this fails as held() will.
     Status refresh();
+    // Fails (ErrorKind::locked, saying why and that the operation was aborted) once the lock
+    // is lost; cheap, for loops to ask between steps.
+    Status held() const;
+    // held(), and whether the lock object is in the store right now (one request): what an
+    // operation asks right before it publishes. An error asking is returned as it is.
+    Status verify();
+    // Called once, on the refresher's thread, when the lock is lost (at once if it already
+    // is); an empty function unregisters, waiting for a call in progress to end.
+    void on_lost(std::function<void(const Error&)> callback);
 
   private:
-    RepoLock(Env& env, std::string root, std::string id, LockMode mode, std::string operation);
-    Status write_file();
+    struct Refresher;
+    RepoLock(Env& env, std::string root, std::string id, LockMode mode, std::string operation,
+             LockLog log);
+    // One attempt of acquire().
+    static Result<std::unique_ptr<RepoLock>> try_acquire(Env& env, const std::string& root,
+                                                         LockMode mode,
+                                                         const std::string& operation,
+                                                         const LockLog& log);
+    std::string path_of(const std::string& id) const;
+    std::string path() const;  // the lock object's now
+    Error removed_error(const std::string& path) const;
+    // Stores the lock under `id` (write_mutex_ held, or not yet shared with the refresher).
+    Status write_file(const std::string& id);
     Status start_refresher();
     void stop_refresher();
+    // Refreshes until stopped or lost; a failed refresh is logged and retried sooner.
+    void refresh_loop(Refresher& r);
+    void lose(const Error& why);
+    // Calls on_lost_ once the lock is lost, if it was not called yet; callback_mutex_ held.
+    void notify_lost();
 
     Env& env_;
     std::string root_;
-    std::string id_;
+    mutable std::mutex id_mutex_;
+    std::string id_;  // its name under locks/: a new one at every refresh
     LockMode mode_;
     std::string operation_;
     bool held_ = true;
     std::int64_t taken_;
-    std::mutex write_mutex_;  // the refresher and downgrade() both rewrite the file
+    LockLog log_;
+    std::mutex write_mutex_;  // held by a refresh (the refresher's, downgrade's) and verify()
+    mutable std::mutex lost_mutex_;
+    std::optional<Error> lost_;  // why the lock is lost, once it is
+    std::atomic<bool> is_lost_{false};
+    std::mutex callback_mutex_;  // held while the callback runs
+    std::function<void(const Error&)> on_lost_;
+    bool notified_ = false;
     // The refresher thread and what stops it, on the heap: a process forked while the lock
     // is held (nbdkit going into the background) has a copy of it whose thread and waiters
     // exist only in the parent, so the child must neither join nor destroy it (a condition

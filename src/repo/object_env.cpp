@@ -384,6 +384,21 @@ Result<std::vector<std::string>> ObjectEnv::list(const std::string& dir) {
     return names;
 }
 
+Result<std::vector<FileInfo>> ObjectEnv::list_tree(const std::string& dir) {
+    auto p = place(dir);
+    if (!p) return std::unexpected(p.error());
+    if (p->spooled) return local().list_tree(p->local);
+    std::string prefix = p->key.empty() ? std::string() : p->key + "/";
+    auto objects = store_->list(prefix);
+    if (!objects) return std::unexpected(objects.error());
+    std::vector<FileInfo> files;
+    files.reserve(objects->size());
+    for (const auto& o : *objects)
+        files.push_back(FileInfo{o.key.substr(prefix.size()), o.size, o.modified});
+    prune_cache(p->key, *objects);
+    return files;
+}
+
 bool ObjectEnv::exists(const std::string& path) {
     auto p = place(path);
     if (!p) return false;

@@ -18,7 +18,8 @@
 //   which also makes a missing pack not_found there); of anything else, the whole object is
 //   read at once (small records).
 // - list(dir) = list("<dir>/") cut at the next '/', names unique; a "folder" with no object
-//   under it lists empty (object stores have no folders). exists = stat, except for the
+//   under it lists empty (object stores have no folders). list_tree(dir) = that one listing,
+//   whole keys, with the sizes and times it carries. exists = stat, except for the
 //   repository's own folders, which always exist.
 // - rename of a stored object (quarantine) is get + put + remove; remove of a missing one
 //   succeeds; modified_time is the object's (the store's clock).
@@ -78,6 +79,7 @@ class ObjectEnv final : public Env {
     Result<std::vector<std::string>> list(const std::string& dir) override;
     bool exists(const std::string& path) override;
     Result<std::int64_t> modified_time(const std::string& path) override;
+    Result<std::vector<FileInfo>> list_tree(const std::string& dir) override;
     unsigned write_concurrency() const override { return concurrency_; }
     unsigned read_concurrency() const override { return concurrency_; }
 

@@ -24,16 +24,10 @@ struct FoundPack {
 
 // Every file under data/<sub>/ named like a pack, in id order; others are not ours.
 Result<std::vector<FoundPack>> find_packs(Repository& repo) {
-    std::string data = repo.dir(format::kDataDir);
-    auto subs = repo.env().list(data);
-    if (!subs) return std::unexpected(subs.error());
+    auto packs = repo.list_pack_files();
+    if (!packs) return std::unexpected(packs.error());
     std::vector<FoundPack> out;
-    for (const auto& sub : *subs) {
-        auto names = repo.env().list(data + "/" + sub);
-        if (!names) continue;  // a file, not a folder: not ours
-        for (const auto& name : *names)
-            if (auto id = id_of_name(name)) out.push_back({*id, data + "/" + sub + "/" + name});
-    }
+    for (const auto& pack : *packs) out.push_back({pack.id, pack.path});
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
         return a.id != b.id ? a.id < b.id : a.path < b.path;
     });

@@ -234,6 +234,7 @@ Result<std::unique_ptr<Repository>> Repository::open(const std::string& location
     if (options.pack_size) repo->pack_size_ = options.pack_size;
     repo->lock_wait_ = options.lock_wait;
     repo->storage_ = options.storage;
+    repo->lock_log_ = options.storage.log;
     repo->storage_.log = nullptr;
     repo->owned_env_ = std::move(object);
     return repo;
@@ -295,7 +296,7 @@ Status Repository::load_index(std::vector<Error>* damaged) {
 
 Result<std::unique_ptr<RepoLock>> Repository::lock(LockMode mode,
                                                    const std::string& operation) const {
-    return RepoLock::acquire(env_, root_, mode, operation, lock_wait_);
+    return RepoLock::acquire(env_, root_, mode, operation, lock_wait_, lock_log_);
 }
 
 namespace {
@@ -332,17 +333,10 @@ Result<std::size_t> Repository::cleanup_leftovers() const {
     // deleting it would lose restore points: such packs are removed only while the index
     // holds every committed point's maps, and only when their trailer can be read.
     std::vector<std::string> unindexed;
-    auto subdirs = env_.list(dir(format::kDataDir));
-    if (!subdirs) return std::unexpected(subdirs.error());
-    for (const auto& sub : *subdirs) {
-        std::string d = dir(format::kDataDir) + "/" + sub;
-        auto packs = env_.list(d);
-        if (!packs) continue;
-        for (const auto& name : *packs) {
-            auto id = Hash256::from_hex(name);
-            if (id && !index_.has_pack(*id)) unindexed.push_back(d + "/" + name);
-        }
-    }
+    auto packs = list_pack_files();
+    if (!packs) return std::unexpected(packs.error());
+    for (const auto& pack : *packs)
+        if (!index_.has_pack(pack.id)) unindexed.push_back(pack.path);
     if (unindexed.empty() || !index_covers_points()) return removed;
     std::set<std::string> synced;
     for (const auto& path : unindexed) {
@@ -356,6 +350,22 @@ Result<std::size_t> Repository::cleanup_leftovers() const {
     for (const auto& d : synced)
         if (auto st = env_.sync_dir(d); !st) return std::unexpected(st.error());
     return removed;
+}
+
+Result<std::vector<Repository::PackFile>> Repository::list_pack_files() const {
+    std::string data = dir(format::kDataDir);
+    auto files = env_.list_tree(data);
+    if (!files) return std::unexpected(files.error());
+    std::vector<PackFile> packs;
+    for (const auto& f : *files) {
+        auto slash = f.name.find('/');
+        if (slash == std::string::npos || f.name.find('/', slash + 1) != std::string::npos)
+            continue;  // not in a folder of data/: not ours
+        std::string name = f.name.substr(slash + 1);
+        auto id = name.size() == 64 ? Hash256::from_hex(name) : std::nullopt;
+        if (id) packs.push_back(PackFile{*id, data + "/" + f.name, f.size, f.modified});
+    }
+    return packs;
 }
 
 bool Repository::index_covers_points() const {

@@ -187,11 +187,22 @@ class Repository final : public BlobSource {
     // Waits up to OpenOptions::lock_wait while another process holds the repository.
     Result<std::unique_ptr<RepoLock>> lock(LockMode mode, const std::string& operation) const;
     void set_lock_wait(std::chrono::seconds wait) { lock_wait_ = wait; }
+    // Where the locks this repository hands out report a failed refresh (StorageOptions::log).
+    const LockLog& lock_log() const { return lock_log_; }
     // Removes temp files and packs no index names. Needs the exclusive lock and a loaded
     // index; returns how many files it removed. Unindexed packs are kept while the index
     // misses a committed point's map (a lost or damaged index file: `repo repair index`
     // brings them back) and when their trailer is damaged.
     Result<std::size_t> cleanup_leftovers() const;
+    // A file under data/<folder>/ named like a pack (64 hex digits); other files are not ours.
+    struct PackFile {
+        Hash256 id;
+        std::string path;
+        std::uint64_t size = 0;
+        std::int64_t modified = 0;  // Unix seconds (the store's clock on object storage)
+    };
+    // Every pack file, in path order: one listing of data/ on object storage (Env::list_tree).
+    Result<std::vector<PackFile>> list_pack_files() const;
     // Whether every committed point's disk and file maps are indexed.
     bool index_covers_points() const;
 
@@ -209,6 +220,7 @@ class Repository final : public BlobSource {
     std::string root_;
     Env& env_;
     const Clock* clock_ = &system_clock();
+    LockLog lock_log_;
     RepoConfig config_;
     std::optional<MasterKey> master_key_;
     std::string key_id_;

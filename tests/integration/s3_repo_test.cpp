@@ -239,6 +239,101 @@ TEST_F(S3RepoTest, HttpsEndpointNeedsTheCaGivenWithCacert) {
     EXPECT_EQ(sha256_of_file(dir / "out.raw"), sha256_of_file(image));
 }
 
+// Another host's `repo unlock --remove-all` takes away the lock of a running operation: the
+// holder notices at its next refresh (every 300 ms here), never writes the lock again, and
+// stops with "lock was removed by another process, operation aborted" without publishing.
+class S3LockLostTest : public S3RepoTest {
+  protected:
+    static constexpr std::string_view kRemovedWords =
+        "lock was removed by another process, operation aborted";
+
+    // `vmshadow ARGS...` in the background, refreshing its lock every 300 ms.
+    std::future<lab::ProcessOutput> start_holder(std::vector<std::string> args,
+                                                 std::vector<std::string> environment = {}) {
+        std::vector<std::string> argv{"env", "VMSHADOW_TEST_LOCK_REFRESH_MS=300"};
+        argv.insert(argv.end(), environment.begin(), environment.end());
+        argv.insert(argv.end(), {"timeout", "-k", "10", std::to_string(kSecondsPerCommand),
+                                 VMSHADOW_BINARY, "--repo", repo});
+        argv.insert(argv.end(), args.begin(), args.end());
+        return std::async(std::launch::async, [argv] {
+            auto r = lab::run_process(argv);
+            return r ? *r : lab::ProcessOutput{-1, "", r.error().message()};
+        });
+    }
+    // The locks `repo unlock` keeps (their holders run), as its --json output lists them.
+    json kept_locks() {
+        auto r = vmshadow_bounded({"--repo", repo, "--json", "repo", "unlock"});
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        auto j = json::parse(r.out, nullptr, false);
+        return j.is_discarded() ? json::array() : j.value("kept", json::array());
+    }
+    // Waits (up to 60 s) until the holder's lock is there in `exclusive` mode, then removes
+    // every lock as another host would; returns whether it removed one.
+    bool remove_the_lock_of(const std::string& operation, bool exclusive,
+                            std::future<lab::ProcessOutput>& holder) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        for (;;) {
+            for (const auto& l : kept_locks())
+                if (l.value("operation", "").starts_with(operation) &&
+                    l.value("exclusive", !exclusive) == exclusive) {
+                    auto r = vmshadow_bounded({"--repo", repo, "repo", "unlock", "--remove-all"});
+                    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+                    return r.exit_code == 0;
+                }
+            if (std::chrono::steady_clock::now() > deadline ||
+                holder.wait_for(std::chrono::milliseconds(200)) == std::future_status::ready)
+                return false;
+        }
+    }
+};
+
+TEST_F(S3LockLostTest, ABackupWhoseLockAnotherHostRemovesStopsAndPublishesNothing) {
+    // 48 MiB at 2 MiB/s: the backup runs for half a minute unless it stops.
+    fs::path image = random_image(dir / "img.raw", 48 << 20, rng);
+    auto holder = start_holder(
+        {"--s3-max-bandwidth", "2M", "image", "backup", image.string(), "--name", "long"});
+    // Once it holds the shared lock (its cleanup under the exclusive one is over).
+    ASSERT_TRUE(remove_the_lock_of("image backup", false, holder)) << holder.get().err;
+    const auto removed_at = std::chrono::steady_clock::now();
+    // Six refreshes later the lock is still gone: the holder did not write it again.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1800));
+    EXPECT_TRUE(kept_locks().empty()) << kept_locks().dump();
+    auto r = holder.get();
+    EXPECT_EQ(r.exit_code, 7) << r.out << r.err;  // locked
+    EXPECT_NE(r.err.find(kRemovedWords), std::string::npos) << r.err;
+    EXPECT_LT(std::chrono::steady_clock::now() - removed_at, std::chrono::seconds(60))
+        << "the backup did not stop";
+    auto points = run({"--json", "points"});
+    ASSERT_EQ(points.exit_code, 0) << points.err;
+    EXPECT_EQ(json::parse(points.out, nullptr, false), json::array()) << points.out;
+    auto check = run({"repo", "check"});
+    EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
+TEST_F(S3LockLostTest, GcWhoseLockAnotherHostRemovesStopsAndDeletesNothing) {
+    fs::path image = random_image(dir / "img.raw", 4 << 20, rng);
+    const std::string kept = backup_image(image, "keep");
+    ASSERT_FALSE(kept.empty());
+    const std::string doomed = backup_image(random_image(dir / "junk.raw", 4 << 20, rng), "junk");
+    ASSERT_FALSE(doomed.empty());
+    auto forget = run({"forget", doomed});
+    ASSERT_EQ(forget.exit_code, 0) << forget.err;
+    // gc pauses 4 s at its mark phase, holding its exclusive lock: the lock goes meanwhile.
+    auto holder = start_holder({"gc", "--grace", "0"},
+                               {"VMSHADOW_TEST_PAUSE_AT=gc-mark", "VMSHADOW_TEST_PAUSE_MS=4000"});
+    ASSERT_TRUE(remove_the_lock_of("gc", true, holder)) << holder.get().err;
+    auto r = holder.get();
+    EXPECT_EQ(r.exit_code, 7) << r.out << r.err;
+    EXPECT_NE(r.err.find(kRemovedWords), std::string::npos) << r.err;
+    // Nothing was deleted: the forgotten point's data waits for the next gc, which frees it.
+    auto check = run({"--json", "repo", "check"});
+    EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+    auto gc = run({"--json", "gc", "--grace", "0"});
+    ASSERT_EQ(gc.exit_code, 0) << gc.out << gc.err;
+    EXPECT_GT(json::parse(gc.out, nullptr, false).value("packs_removed", 0), 0) << gc.out;
+    EXPECT_EQ(restored_hash(kept), sha256_of_file(image));
+}
+
 // A real guest: full then incremental backup into the bucket, the disk restored from the
 // incremental point holds what the guest wrote before it, and the point boots (verify --boot
 // serves it from the bucket through the nbdkit plugin, which opens the repository itself).

@@ -11,7 +11,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
+#include "repo/check.h"
 #include "repo/gc.h"
 #include "repo_test_util.h"
 #include "storage/local_blob_store.h"
@@ -264,6 +266,66 @@ TEST_F(ObjectEnvTest, CachedCopiesOfGoneOrDamagedObjectsAreNotUsed) {
     ASSERT_TRUE(again);
     EXPECT_EQ(again->points.size(), 1u);
     EXPECT_TRUE(again->damaged.empty());
+}
+
+// Small packs, so that a few points make many, spread over data/'s folders.
+constexpr std::uint64_t kSmallPacks = 64 << 10;
+
+TEST_F(ObjectEnvTest, GcTakesPackAgesFromOneListingOfDataNotAStatPerPack) {
+    {
+        auto env = new_env();
+        auto repo = open_plain(env->root(), env.get(), kSmallPacks);
+        ASSERT_TRUE(repo);
+        auto junk = backup_bytes(**repo, "junk", {{"vda", random_data(64 * 4096, 11)}});
+        ASSERT_TRUE(junk);
+        ASSERT_TRUE(backup_bytes(**repo, "keep", {{"vda", random_data(64 * 4096, 12)}}));
+        ASSERT_TRUE((*repo)->forget({junk->id}));
+    }
+    struct Run {
+        int stats = 0, listings = 0;
+        GcReport report;
+    };
+    // A dry gc by a fresh process: what it asks the store about data/.
+    auto gc = [&](std::int64_t grace) {
+        store->reset();
+        auto env = new_env();
+        auto repo = open_plain(env->root(), env.get(), kSmallPacks);
+        EXPECT_TRUE(repo);
+        auto report = collect_garbage(**repo, {.dry_run = true, .grace_seconds = grace});
+        EXPECT_TRUE(report) << report.error().message();
+        return Run{store->calls("stat", "data"), store->calls("list", "data"),
+                   report ? *report : GcReport{}};
+    };
+    Run without_ages = gc(0);
+    Run with_ages = gc(kDefaultGraceSeconds);
+    // The forgotten point's packs are young: each one's age was needed, and gc kept it.
+    EXPECT_GE(with_ages.report.packs_kept_young, 3u);
+    EXPECT_EQ(without_ages.report.packs_kept_young, 0u);
+    EXPECT_EQ(with_ages.stats, without_ages.stats) << "a HEAD per pack for its age";
+    EXPECT_EQ(with_ages.listings, without_ages.listings + 1);
+}
+
+TEST_F(ObjectEnvTest, CheckListsDataInOneListing) {
+    {
+        auto env = new_env();
+        auto repo = open_plain(env->root(), env.get(), kSmallPacks);
+        ASSERT_TRUE(repo);
+        for (std::uint32_t i = 0; i < 3; ++i)
+            ASSERT_TRUE(backup_bytes(**repo, "vm", {{"vda", random_data(64 * 4096, 20 + i)}}));
+    }
+    auto packs = store->list("data/");
+    ASSERT_TRUE(packs);
+    std::set<std::string> folders;
+    for (const auto& o : *packs) folders.insert(o.key.substr(0, 7));
+    ASSERT_GE(folders.size(), 3u) << "the packs should spread over several folders";
+    store->reset();
+    auto env = new_env();
+    auto repo = open(*env);
+    auto report = check_repository(*repo, {});
+    ASSERT_TRUE(report) << report.error().message();
+    EXPECT_TRUE(report->problems.empty());
+    EXPECT_EQ(report->packs, packs->size());
+    EXPECT_EQ(store->calls("list", "data"), 1) << "a listing per folder of data/";
 }
 
 TEST_F(ObjectEnvTest, PathsOutsideTheRepositoryAreRefused) {
