@@ -32,10 +32,12 @@ class MemorySink final : public DiskSink {
     Bytes data_;
 };
 
-// Chunks a window holds before its reads are planned: 4 GiB of a disk at 64 KiB chunks, about
-// 3 MiB of plan. Windows are multiples of every frame size, so a full backup's frames never
-// straddle two of them (a frame in two windows would be read twice).
+// Chunks a window holds before its reads are planned: the first kFirstWindowChunks, each next
+// one twice the last, up to 4 GiB of a disk at 64 KiB chunks (about 3 MiB of plan). Window
+// bounds are multiples of every frame size, so a full backup's frames never straddle two of
+// them (a frame in two windows would be read twice).
 constexpr std::size_t kWindowChunks = 65536;
+constexpr std::size_t kFirstWindowChunks = 4096;
 // Largest span one read covers, and the most unneeded stored bytes (another point's frames,
 // the map's blocks) it may carry between two needed frames: on object storage a round trip
 // costs the gateway more than carrying a megabyte; on a local disk a small gap is cheaper to
@@ -254,8 +256,15 @@ class PlannedWalk {
     Status run(const std::function<Status(ReadTask)>& emit) {
         const std::uint64_t leaves = chunks_.leaf_count();
         const std::uint64_t fanout = std::max<std::uint64_t>(1, repo_.config().map_fanout);
-        const std::uint64_t window = std::max<std::uint64_t>(1, kWindowChunks / fanout);
-        for (std::uint64_t first = 0; first < leaves; first += window) {
+        const std::uint64_t max_window = std::max<std::uint64_t>(1, kWindowChunks / fanout);
+        // Windows start at 256 MiB of disk (at 64 KiB chunks: 8 map blocks, read in one
+        // parallel round) and double: the workers get their first tasks after that round
+        // instead of a whole window's, and the walk reads the next window's blocks while
+        // they work.
+        std::uint64_t window =
+            std::clamp<std::uint64_t>(kFirstWindowChunks / fanout, 1, max_window);
+        for (std::uint64_t first = 0; first < leaves;
+             first += window, window = std::min(2 * window, max_window)) {
             if (leaf_prefetch_.enabled()) {
                 std::vector<Hash256> ids;
                 for (std::uint64_t b = first; b < std::min(leaves, first + window); ++b) {

@@ -14,7 +14,8 @@
 // Errors: a missing or damaged chunk stops the restore with a corruption error that names
 // the chunk and pack; no unverified byte ever reaches the sink.
 //
-// Reads: the map is walked a window at a time (4 GiB of disk at 64 KiB chunks); the window's
+// Reads: the map is walked a window at a time (256 MiB of disk at 64 KiB chunks first, then
+// doubling up to 4 GiB, so the first reads start at once); the window's
 // data chunks are grouped by the pack and frame that store them (restore_plan.h), so each
 // frame is read and decoded once, and a pack's neighbouring frames come in one read of up to
 // 8 MiB (one ranged GET on object storage, where reads also carry gaps of up to 1 MiB). On

@@ -180,9 +180,9 @@ TEST_F(ObjectEnvTest, RestoreReadsOnlyTheRangesOfTheBlobsItNeeds) {
 TEST_F(ObjectEnvTest, RestoreReadsThePacksNeighbouringFramesInOneRequest) {
     auto env = new_env();
     auto repo = open(*env);
-    // 4 MiB of 4 KiB chunks written 1 MiB at a time: four whole frames, one after the other
-    // in one pack (what a VM backup's runs make).
-    Bytes disk = random_data(1024 * 4096, 4);
+    // 2 MiB of 4 KiB chunks written 1 MiB at a time: two whole frames, one after the other
+    // in one pack (what a VM backup's runs make), inside a restore's first window.
+    Bytes disk = random_data(512 * 4096, 4);
     auto point = backup_bytes(*repo, "vm", {{"vda", disk}}, 0, 256);
     ASSERT_TRUE(point);
     auto packs = store->list("data/");
@@ -190,8 +190,8 @@ TEST_F(ObjectEnvTest, RestoreReadsThePacksNeighbouringFramesInOneRequest) {
     ASSERT_EQ(packs->size(), 1u);
     const DiskRecord* d = point->disk("vda");
     ASSERT_NE(d, nullptr);
-    // Whatever the writes' size and the store's connections, the four frames (random data:
-    // about 4 MiB stored) come in one read; the other reads are the map's small blocks.
+    // Whatever the writes' size and the store's connections, the two frames (random data:
+    // about 2 MiB stored) come in one read; the other reads are the map's small blocks.
     for (std::size_t max_write : {std::size_t{0}, std::size_t{4u << 20}}) {
         for (unsigned concurrency : {1u, 8u}) {
             store->reset();
