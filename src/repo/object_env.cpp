@@ -370,17 +370,14 @@ Result<std::vector<std::string>> ObjectEnv::list(const std::string& dir) {
     auto p = place(dir);
     if (!p) return std::unexpected(p.error());
     if (p->spooled) return local().list(p->local);
-    std::string prefix = p->key.empty() ? std::string() : p->key + "/";
-    auto objects = store_->list(prefix);
-    if (!objects) return std::unexpected(objects.error());
+    auto files = list_tree(dir);
+    if (!files) return std::unexpected(files.error());
     std::vector<std::string> names;
-    for (const auto& o : *objects) {
-        std::string name = o.key.substr(prefix.size());
-        name = name.substr(0, name.find('/'));
+    for (const auto& f : *files) {
+        std::string name = f.name.substr(0, f.name.find('/'));
         // Sorted keys: the same folder's keys are adjacent.
         if (!name.empty() && (names.empty() || names.back() != name)) names.push_back(name);
     }
-    prune_cache(p->key, *objects);
     return names;
 }
 

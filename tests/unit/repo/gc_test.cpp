@@ -96,10 +96,7 @@ class GcTest : public ::testing::Test {
   protected:
     void SetUp() override {
         path = dir.sub("repo");
-        InitOptions init;
-        init.chunk_size = 4096;
-        ASSERT_TRUE(Repository::init(path, init));
-        auto r = open_plain(path, nullptr, 32 * 1024);
+        auto r = init_small(path, nullptr, 32 * 1024);
         ASSERT_TRUE(r);
         repo = std::move(*r);
     }

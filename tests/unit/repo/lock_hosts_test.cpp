@@ -25,10 +25,7 @@ class LockHostsTest : public ::testing::Test {
   protected:
     void SetUp() override {
         path = dir.sub("repo");
-        InitOptions init;
-        init.chunk_size = 4096;
-        ASSERT_TRUE(Repository::init(path, init));
-        auto r = open_plain(path);
+        auto r = init_small(path);
         ASSERT_TRUE(r);
         repo = std::move(*r);
     }

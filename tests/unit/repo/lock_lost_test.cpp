@@ -29,10 +29,7 @@ class LockLostTest : public ::testing::Test {
   protected:
     void SetUp() override {
         path = dir.sub("repo");
-        InitOptions init;
-        init.chunk_size = 4096;
-        ASSERT_TRUE(Repository::init(path, init));
-        auto r = open_plain(path, &env);
+        auto r = init_small(path, &env);
         ASSERT_TRUE(r);
         repo = std::move(*r);
     }

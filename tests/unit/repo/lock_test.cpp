@@ -37,10 +37,7 @@ class UnlockTest : public ::testing::Test {
   protected:
     void SetUp() override {
         path = dir.sub("repo");
-        InitOptions init;
-        init.chunk_size = 4096;
-        ASSERT_TRUE(Repository::init(path, init));
-        auto r = open_plain(path);
+        auto r = init_small(path);
         ASSERT_TRUE(r);
         repo = std::move(*r);
         // A process that is alive while the test runs, and one that is gone.

@@ -84,6 +84,15 @@ inline Result<std::unique_ptr<Repository>> open_plain(const std::string& path, E
     return Repository::open(path, o);
 }
 
+// A new repository of 4 KiB chunks at `path`, opened as open_plain does.
+inline Result<std::unique_ptr<Repository>> init_small(const std::string& path, Env* env = nullptr,
+                                                      std::uint64_t pack_size = 0) {
+    InitOptions init;
+    init.chunk_size = 4096;
+    if (auto st = Repository::init(path, init); !st) return std::unexpected(st.error());
+    return open_plain(path, env, pack_size);
+}
+
 // Backs up `disks` (name → content) as one point of `vm`; the previous point is the base.
 inline Result<RestorePoint> backup_bytes(Repository& repo, const std::string& vm,
                                          const std::vector<std::pair<std::string, Bytes>>& disks,
