@@ -61,15 +61,15 @@ Result<S3Credentials> load_s3_credentials(const std::string& file);
 struct S3Options {
     std::string ca_file;  // a custom CA (PEM) for the endpoint's certificate; "" = system's
     bool virtual_hosted = false;
-    unsigned connections = 8;               // transfers in flight at most (1..64)
+    unsigned connections = 8;  // transfers in flight at most (1..64)
     // Multipart above this (5 MiB..1 GiB). Twice the repository's 16 MiB pack size: a pack
     // ends past 16 MiB by up to a frame and its trailer, and at 16 MiB every pack went as a
     // multipart upload of a full part and a sliver (4 requests and a second hash, not 1).
     std::uint64_t part_size = 32ULL << 20;
-    int max_attempts = 8;                   // per request, the first included (1..100)
-    double max_retry_seconds = 300;         // total backoff per request
-    double requests_per_second = 0;         // 0 = no cap
-    std::uint64_t bytes_per_second = 0;     // 0 = no cap (uploads and downloads together)
+    int max_attempts = 8;                // per request, the first included (1..100)
+    double max_retry_seconds = 300;      // total backoff per request
+    double requests_per_second = 0;      // 0 = no cap
+    std::uint64_t bytes_per_second = 0;  // 0 = no cap (uploads and downloads together)
     int connect_timeout_seconds = 10;
     int transfer_timeout_seconds = 300;           // low-speed abort: below 1 KiB/s for this long
     bool create_bucket = false;                   // make the bucket when missing (repo init)
