@@ -76,12 +76,6 @@ Result<Bytes> decompress(ByteView data, std::size_t raw_length) {
     return out;
 }
 
-// The first `n` bytes of `b`, grown (never shrunk) to hold them.
-std::span<std::uint8_t> at_least(Bytes& b, std::size_t n) {
-    if (b.size() < n) b.resize(n);
-    return {b.data(), n};
-}
-
 constexpr std::string_view kFrameAssociatedData = "vmshadow-frame";
 
 constexpr std::uint8_t kSealEncrypted = 1;

@@ -29,6 +29,13 @@
 namespace vmshadow::repo {
 
 using Bytes = std::vector<std::uint8_t>;
+
+// The first `n` bytes of `b`, grown (never shrunk) to hold them: a buffer reused from one
+// frame to the next is zero-filled only where it grows, never per use.
+inline std::span<std::uint8_t> at_least(Bytes& b, std::size_t n) {
+    if (b.size() < n) b.resize(n);
+    return {b.data(), n};
+}
 using ByteView = std::span<const std::uint8_t>;
 
 inline ByteView as_bytes(std::string_view s) {

@@ -53,11 +53,6 @@ struct WorkerBuffers {
     Bytes aside;  // WriteGatherer's
 };
 
-std::span<std::uint8_t> at_least(Bytes& b, std::size_t n) {
-    if (b.size() < n) b.resize(n);
-    return {b.data(), n};
-}
-
 // Gathers the verified chunks of a task into writes of up to `limit` bytes, so a sink behind
 // a protocol (qemu-nbd writing qcow2) sees few large requests. A write stays a view of its
 // decoded frame while it can (no copy); when the frame's buffer is about to be reused, a short
