@@ -123,26 +123,8 @@ bool Codec::encode(ByteView plain, ByteView associated, Bytes& out) const {
     return packed.has_value();
 }
 
-Result<Bytes> Codec::decode(ByteView stored, ByteView associated, bool compressed,
-                            std::uint32_t raw_length) const {
-    Bytes opened;
-    ByteView payload = stored;
-    if (key_) {
-        auto o = gcm_open(key_->encryption, stored, associated);
-        if (!o) return std::unexpected(o.error());
-        opened = std::move(*o);
-        payload = opened;
-    }
-    if (compressed) return decompress(payload, raw_length);
-    if (payload.size() != raw_length)
-        return fail(ErrorKind::corruption, "stored length does not match the index");
-    if (key_) return opened;
-    return Bytes(payload.begin(), payload.end());
-}
-
-Result<ByteView> Codec::decode_into(const Hash256* id, ByteView stored, bool compressed,
-                                    std::uint32_t raw_length, Buffers& buffers) const {
-    ByteView associated = id ? ByteView(id->bytes) : as_bytes(kFrameAssociatedData);
+Result<ByteView> Codec::decode_to(ByteView stored, ByteView associated, bool compressed,
+                                  std::uint32_t raw_length, Buffers& buffers) const {
     ByteView payload = stored;
     if (key_) {
         if (stored.size() < kGcmOverhead)
@@ -153,16 +135,33 @@ Result<ByteView> Codec::decode_into(const Hash256* id, ByteView stored, bool com
             return std::unexpected(st.error());
         payload = into;
     }
-    ByteView plain = payload;
     if (compressed) {
         auto into = at_least(buffers.out, raw_length);
         if (auto st = decompress_into(payload, into); !st) return std::unexpected(st.error());
-        plain = into;
-    } else if (payload.size() != raw_length) {
-        return fail(ErrorKind::corruption, "stored length does not match the index");
+        return ByteView(into);
     }
-    if (id)
-        if (auto st = verify(*id, plain); !st) return std::unexpected(st.error());
+    if (payload.size() != raw_length)
+        return fail(ErrorKind::corruption, "stored length does not match the index");
+    return payload;
+}
+
+Result<Bytes> Codec::decode(ByteView stored, ByteView associated, bool compressed,
+                            std::uint32_t raw_length) const {
+    Buffers buffers;
+    auto plain = decode_to(stored, associated, compressed, raw_length, buffers);
+    if (!plain) return std::unexpected(plain.error());
+    // Fresh buffers grow to exactly what they hold: the plaintext in `out` is moved, not copied.
+    if (plain->data() == buffers.out.data() && plain->size() == buffers.out.size())
+        return std::move(buffers.out);
+    return Bytes(plain->begin(), plain->end());
+}
+
+Result<ByteView> Codec::decode_into(const Hash256* id, ByteView stored, bool compressed,
+                                    std::uint32_t raw_length, Buffers& buffers) const {
+    ByteView associated = id ? ByteView(id->bytes) : as_bytes(kFrameAssociatedData);
+    auto plain = decode_to(stored, associated, compressed, raw_length, buffers);
+    if (plain && id)
+        if (auto st = verify(*id, *plain); !st) return std::unexpected(st.error());
     return plain;
 }
 

@@ -75,6 +75,9 @@ class Codec {
     bool encode(ByteView plain, ByteView associated, Bytes& out) const;
     Result<Bytes> decode(ByteView stored, ByteView associated, bool compressed,
                          std::uint32_t raw_length) const;
+    // decode's and decode_into's one path: the plaintext in `buffers` (or `stored`), unverified.
+    Result<ByteView> decode_to(ByteView stored, ByteView associated, bool compressed,
+                               std::uint32_t raw_length, Buffers& buffers) const;
 
     std::optional<MasterKey> key_;
     int level_;

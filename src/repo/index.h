@@ -27,6 +27,13 @@
 
 namespace vmshadow::repo {
 
+// The error for a chunk a reader needs that no index file names.
+inline Error not_in_index(const Hash256& id) {
+    return Error(
+        ErrorKind::corruption,
+        "chunk " + id.hex() + " is not in the index (data missing; run `vmshadow repo check`)");
+}
+
 class Index {
   public:
     struct Location {

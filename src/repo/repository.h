@@ -207,6 +207,9 @@ class Repository final : public BlobSource {
     bool index_covers_points() const;
 
   private:
+    // read_pack_range with `context` naming what the read was for.
+    Status read_range(const Hash256& pack, std::uint64_t offset, std::span<std::uint8_t> out,
+                      const std::string& context) const;
     // The pack's file, opened once and kept (a bounded number of them).
     Result<std::shared_ptr<RandomAccessFile>> pack_file(const Hash256& pack) const;
     // Names of the index files (hex ids), sorted; foreign files skipped.

@@ -60,8 +60,8 @@ Result<std::shared_ptr<RandomAccessFile>> Repository::pack_file(const Hash256& p
     }
     // The index knows the pack's size: on object storage that saves a HEAD per pack.
     auto size = index_.size_of_pack(pack);
-    auto opened = size ? env_.open_sized(pack_path(dir(format::kDataDir), pack), *size)
-                       : env_.open(pack_path(dir(format::kDataDir), pack));
+    auto opened =
+        size ? env_.open_sized(pack_file_path(pack), *size) : env_.open(pack_file_path(pack));
     if (!opened) return std::unexpected(opened.error());
     std::shared_ptr<RandomAccessFile> file = std::move(*opened);
     std::lock_guard lock(files_mutex_);
@@ -76,45 +76,39 @@ std::string Repository::pack_file_path(const Hash256& pack) const {
 
 Status Repository::read_pack_range(const Hash256& pack, std::uint64_t offset,
                                    std::span<std::uint8_t> out) const {
-    auto context = [&] { return "pack " + pack_file_path(pack); };
+    return read_range(pack, offset, out, "pack " + pack_file_path(pack));
+}
+
+Status Repository::read_range(const Hash256& pack, std::uint64_t offset,
+                              std::span<std::uint8_t> out, const std::string& context) const {
     auto file = pack_file(pack);
     if (!file) {
         Error e = file.error();
         if (e.kind() == ErrorKind::not_found) e = Error(ErrorKind::corruption, e.message());
-        return std::unexpected(e.with_context(context()));
+        return std::unexpected(e.with_context(context));
     }
     if (auto st = (*file)->read_at(offset, out); !st)
-        return std::unexpected(st.error().with_context(context()));
+        return std::unexpected(st.error().with_context(context));
     return {};
 }
 
 Result<Bytes> Repository::read_blob(const Hash256& id) const {
     auto loc = index_.find(id);
-    if (!loc)
-        return fail(ErrorKind::corruption,
-                    "chunk " + id.hex() +
-                        " is not in the index (data missing; run `vmshadow repo "
-                        "check`)");
+    if (!loc) return std::unexpected(not_in_index(id));
     const BlobEntry& entry = loc->entry;
     if (entry.framed)
         if (const Bytes* frame = thread_frames().find(serial_, *loc->pack, entry.offset))
             if (auto blob = blob_of(codec_, entry, *frame)) return blob;
-    std::string path = pack_path(dir(format::kDataDir), *loc->pack);
-    auto context = [&] { return "chunk " + id.short_hex() + " in pack " + path; };
-    auto file = pack_file(*loc->pack);
-    if (!file) {
-        Error e = file.error();
-        if (e.kind() == ErrorKind::not_found) e = Error(ErrorKind::corruption, e.message());
-        return std::unexpected(e.with_context(context()));
-    }
+    const std::string context =
+        "chunk " + id.short_hex() + " in pack " + pack_file_path(*loc->pack);
     Bytes stored(entry.length);
-    if (auto st = (*file)->read_at(entry.offset, stored); !st)
-        return std::unexpected(st.error().with_context(context()));
+    if (auto st = read_range(*loc->pack, entry.offset, stored, context); !st)
+        return std::unexpected(st.error());
     auto plain = decode_stored(codec_, entry, stored);
-    if (!plain) return std::unexpected(plain.error().with_context(context()));
+    if (!plain) return std::unexpected(plain.error().with_context(context));
     if (!entry.framed) return plain;
     auto blob = blob_of(codec_, entry, *plain);
-    if (!blob) return std::unexpected(blob.error().with_context(context()));
+    if (!blob) return std::unexpected(blob.error().with_context(context));
     thread_frames().put(serial_, *loc->pack, entry.offset, std::move(*plain));
     return blob;
 }

@@ -38,10 +38,7 @@ Result<std::vector<ReadTask>> plan_reads(const Index& index,
     placed.reserve(chunks.size());
     for (const auto& [chunk, id] : chunks) {
         auto loc = index.find(id);
-        if (!loc)
-            return fail(ErrorKind::corruption,
-                        "chunk " + id.hex() +
-                            " is not in the index (data missing; run `vmshadow repo check`)");
+        if (!loc) return std::unexpected(not_in_index(id));
         placed.push_back({loc->pack, loc->entry, chunk});
     }
     std::sort(placed.begin(), placed.end(), before);
